@@ -1,0 +1,120 @@
+namespace NeuronTrace.Runtime.Cpu;
+
+/// <summary>The managed reference backend: fp32, SIMD, multi-threaded. The default everywhere.</summary>
+public sealed class CpuBackend : IBackend
+{
+    public static CpuBackend Instance { get; } = new();
+
+    public string Name => "cpu";
+
+    public Tensor Allocate(params int[] shape) => new CpuTensor(shape);
+
+    public Tensor Upload(ReadOnlySpan<float> data, params int[] shape)
+    {
+        var t = new CpuTensor(shape);
+        if (data.Length != t.Length) throw new ArgumentException($"upload of {data.Length} values into shape [{string.Join(", ", shape)}]");
+        data.CopyTo(t.Data);
+        return t;
+    }
+
+    /// <summary>Wraps an existing host array without copying (weights).</summary>
+    public static CpuTensor Wrap(float[] data, params int[] shape) => new(data, shape);
+
+    public void Download(Tensor source, Span<float> destination) => Host(source).AsSpan().CopyTo(destination);
+    public void Fill(Tensor tensor, float value) => Host(tensor).AsSpan().Fill(value);
+    public void Copy(Tensor source, Tensor destination) => Host(source).AsSpan().CopyTo(Host(destination));
+
+    public void MatMul(Tensor x, Tensor w, Tensor y, bool accumulate)
+    {
+        int n = w.Shape[0], k = w.Columns;
+        CheckColumns(x, k, "MatMul x");
+        CheckColumns(y, n, "MatMul y");
+        Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
+    }
+
+    public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
+    {
+        int n = w.Shape[0], k = w.Columns;
+        CheckColumns(dy, n, "MatMulInputGrad dy");
+        CheckColumns(dx, k, "MatMulInputGrad dx");
+        Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
+    }
+
+    public void Embedding(ReadOnlySpan<int> tokens, Tensor table, Tensor output)
+    {
+        int dim = table.Columns, vocab = table.Rows;
+        var t = Host(table); var o = Host(output);
+        for (int r = 0; r < tokens.Length; r++)
+        {
+            int id = tokens[r];
+            if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} outside vocabulary of {vocab}");
+            Array.Copy(t, (long)id * dim, o, (long)r * dim, dim);
+        }
+    }
+
+    public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor rstd) =>
+        RmsNormOps.Forward(Host(x), Host(weight), eps, Host(y), Host(rstd), x.Rows, x.Columns);
+
+    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, NormRule rule, Tensor dx) =>
+        RmsNormOps.Backward(Host(dy), Host(x), Host(weight), Host(rstd), rule, Host(dx), x.Rows, x.Columns);
+
+    public void Rope(Tensor x, int heads, int seqLen, Tensor cos, Tensor sin, bool interleaved, bool inverse) =>
+        RopeOps.Apply(Host(x), x.Rows, heads, x.Columns / heads, seqLen, Host(cos), Host(sin), interleaved, inverse);
+
+    public void Attention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor probs) =>
+        AttentionOps.Forward(Host(q), Host(k), Host(v), shape, Host(z), Host(probs));
+
+    public void AttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor probs, AttentionShape shape, AttentionRule rule,
+        Tensor dq, Tensor dk, Tensor dv) =>
+        AttentionOps.Backward(Host(dz), Host(q), Host(k), Host(v), Host(probs), shape, rule, Host(dq), Host(dk), Host(dv));
+
+    public void SwiGlu(Tensor gate, Tensor up, Tensor h) => SwiGluOps.Forward(Host(gate), Host(up), Host(h));
+
+    public void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup) =>
+        SwiGluOps.Backward(Host(dh), Host(gate), Host(up), rule, Host(dgate), Host(dup));
+
+    public void Add(Tensor destination, Tensor source)
+    {
+        var d = Host(destination).AsSpan();
+        System.Numerics.Tensors.TensorPrimitives.Add(d, Host(source), d);
+    }
+
+    public void Intervene(Tensor x, Tensor scale, Tensor offset)
+    {
+        var d = Host(x).AsSpan();
+        System.Numerics.Tensors.TensorPrimitives.FusedMultiplyAdd(d, Host(scale), Host(offset), d);
+    }
+
+    public void Multiply(Tensor x, Tensor scale)
+    {
+        var d = Host(x).AsSpan();
+        System.Numerics.Tensors.TensorPrimitives.Multiply(d, Host(scale), d);
+    }
+
+    public void GatherRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
+    {
+        int w = source.Columns;
+        var s = Host(source); var d = Host(destination);
+        for (int i = 0; i < rows.Length; i++) Array.Copy(s, (long)rows[i] * w, d, (long)i * w, w);
+    }
+
+    public void ScatterAddRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
+    {
+        int w = source.Columns;
+        var s = Host(source); var d = Host(destination);
+        for (int i = 0; i < rows.Length; i++)
+        {
+            var dr = d.AsSpan(rows[i] * w, w);
+            System.Numerics.Tensors.TensorPrimitives.Add(dr, s.AsSpan(i * w, w), dr);
+        }
+    }
+
+    public void Dispose() { }
+
+    static float[] Host(Tensor t) => t is CpuTensor c ? c.Data : throw new ArgumentException($"{t} is not a CPU tensor");
+
+    static void CheckColumns(Tensor t, int columns, string what)
+    {
+        if (t.Columns != columns) throw new ArgumentException($"{what}: {t} has {t.Columns} columns, expected {columns}");
+    }
+}

@@ -1,0 +1,58 @@
+namespace NeuronTrace.Runtime;
+
+/// <summary>
+/// The op set the Llama forward and backward are written in. Every op has a managed CPU implementation
+/// (<see cref="Cpu.CpuBackend"/>, the reference) and a CUDA one. Tensors are 2-D <c>[rows, columns]</c> unless stated;
+/// "accumulate" ops add into their output, all others overwrite it.
+/// </summary>
+public interface IBackend : IDisposable
+{
+    string Name { get; }
+
+    Tensor Allocate(params int[] shape);
+    Tensor Upload(ReadOnlySpan<float> data, params int[] shape);
+    void Download(Tensor source, Span<float> destination);
+    void Fill(Tensor tensor, float value);
+    void Copy(Tensor source, Tensor destination);
+
+    /// <summary>y[r, n] (+)= Σ_k x[r, k] w[n, k]  (x W^T, the nn.Linear product).</summary>
+    void MatMul(Tensor x, Tensor w, Tensor y, bool accumulate);
+    /// <summary>dx[r, k] (+)= Σ_n dy[r, n] w[n, k]  (the input gradient of <see cref="MatMul"/>).</summary>
+    void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate);
+
+    /// <summary>output[r, :] = table[tokens[r], :].</summary>
+    void Embedding(ReadOnlySpan<int> tokens, Tensor table, Tensor output);
+
+    /// <summary>y = w ⊙ x · rstd, rstd[r] = 1/sqrt(mean(x[r]²) + eps). rstd has shape [rows].</summary>
+    void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor rstd);
+    /// <summary>dx += backward of <see cref="RmsNorm"/> under <paramref name="rule"/>.</summary>
+    void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, NormRule rule, Tensor dx);
+
+    /// <summary>
+    /// Rotates x [rows, heads·headDim] in place; row r has position r mod seqLen. cos/sin are [seqLen, headDim/2].
+    /// Interleaved pairs (2i, 2i+1) or halves (i, i+headDim/2). <paramref name="inverse"/> rotates by −θ (the backward).
+    /// </summary>
+    void Rope(Tensor x, int heads, int seqLen, Tensor cos, Tensor sin, bool interleaved, bool inverse);
+
+    /// <summary>Causal GQA attention: z [rows, heads·hd] and the pattern probs [batch, heads, T, T] (zero above the diagonal).</summary>
+    void Attention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor probs);
+    /// <summary>Overwrites dq, dk, dv. Under <see cref="AttentionRule.FreezePattern"/> dq and dk are zero.</summary>
+    void AttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor probs, AttentionShape shape, AttentionRule rule,
+        Tensor dq, Tensor dk, Tensor dv);
+
+    /// <summary>h = silu(gate) ⊙ up.</summary>
+    void SwiGlu(Tensor gate, Tensor up, Tensor h);
+    /// <summary>Overwrites dgate, dup with the backward of <see cref="SwiGlu"/> under <paramref name="rule"/>.</summary>
+    void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup);
+
+    /// <summary>destination += source.</summary>
+    void Add(Tensor destination, Tensor source);
+    /// <summary>x = x ⊙ scale + offset (the intervention op: ablation, patching, steering). All three have one shape.</summary>
+    void Intervene(Tensor x, Tensor scale, Tensor offset);
+    /// <summary>x ⊙= scale.</summary>
+    void Multiply(Tensor x, Tensor scale);
+    /// <summary>destination[i, :] = source[rows[i], :].</summary>
+    void GatherRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination);
+    /// <summary>destination[rows[i], :] += source[i, :].</summary>
+    void ScatterAddRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination);
+}
