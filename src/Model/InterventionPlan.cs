@@ -1,0 +1,36 @@
+using NeuronTrace.Runtime;
+
+namespace NeuronTrace.Model;
+
+/// <summary>
+/// Edits applied to site values during a forward pass: value ← value ⊙ Scale + Offset, both [rows, width] on the
+/// backend. Mean ablation is Scale = keep mask, Offset = (1 − keep)·mean; patching is Scale = 0, Offset = the patch value;
+/// steering multiplies. Gradients at an edited site are taken w.r.t. its edited value and flow upstream times Scale.
+/// </summary>
+public sealed class InterventionPlan : IDisposable
+{
+    readonly Dictionary<(NodeSite, int), (Tensor Scale, Tensor Offset)> _edits = new();
+
+    public void Set(NodeSite site, int layer, Tensor scale, Tensor offset)
+    {
+        if (scale.Length != offset.Length) throw new ArgumentException("scale and offset differ in size");
+        if (_edits.Remove((site, layer), out var old)) { old.Scale.Dispose(); old.Offset.Dispose(); }
+        _edits[(site, layer)] = (scale, offset);
+    }
+
+    public bool TryGet(NodeSite site, int layer, out Tensor scale, out Tensor offset)
+    {
+        if (_edits.TryGetValue((site, layer), out var e)) { scale = e.Scale; offset = e.Offset; return true; }
+        scale = offset = null!;
+        return false;
+    }
+
+    public bool IsEmpty => _edits.Count == 0;
+    public IEnumerable<(NodeSite Site, int Layer)> Sites => _edits.Keys;
+
+    public void Dispose()
+    {
+        foreach (var e in _edits.Values) { e.Scale.Dispose(); e.Offset.Dispose(); }
+        _edits.Clear();
+    }
+}

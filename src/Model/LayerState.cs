@@ -1,0 +1,42 @@
+using NeuronTrace.Runtime;
+
+namespace NeuronTrace.Model;
+
+/// <summary>What one block's forward keeps for the backward and for reading node sites. All [rows, width] on the backend.</summary>
+public sealed class LayerState : IDisposable
+{
+    public required Tensor Input { get; init; }      // r_l
+    public required Tensor AttnNormed { get; init; } // RMSNorm_in(r_l)
+    public required Tensor AttnRstd { get; init; }   // [rows]
+    public required Tensor Q { get; init; }          // after RoPE
+    public required Tensor K { get; init; }          // after RoPE
+    public required Tensor V { get; init; }
+    public required Tensor Probs { get; init; }      // [B, H, T, T]
+    public required Tensor Z { get; init; }          // o_proj input (site attn_z)
+    public required Tensor AttnOut { get; init; }    // o_proj output (site attn)
+    public required Tensor Mid { get; init; }        // r' = r_l + attn_out
+    public required Tensor FfnNormed { get; init; }
+    public required Tensor FfnRstd { get; init; }
+    public required Tensor Gate { get; init; }
+    public required Tensor Up { get; init; }
+    public required Tensor Act { get; init; }        // silu(gate)·up (site mlp_act)
+    public required Tensor MlpOut { get; init; }     // down_proj output (site mlp_out)
+    public required Tensor Output { get; init; }     // r_{l+1} (site resid)
+
+    public Tensor Site(NodeSite site) => site switch
+    {
+        NodeSite.Resid => Output,
+        NodeSite.Attn => AttnOut,
+        NodeSite.AttnZ => Z,
+        NodeSite.MlpOut => MlpOut,
+        NodeSite.MlpAct => Act,
+        _ => throw new ArgumentOutOfRangeException(nameof(site)),
+    };
+
+    public void Dispose()
+    {
+        // Input is the previous layer's Output (or the embedding, owned by the pass), so it is not disposed here.
+        foreach (var t in new[] { AttnNormed, AttnRstd, Q, K, V, Probs, Z, AttnOut, Mid, FfnNormed, FfnRstd, Gate, Up, Act, MlpOut, Output })
+            t.Dispose();
+    }
+}

@@ -1,0 +1,204 @@
+using NeuronTrace.Runtime;
+
+namespace NeuronTrace.Model;
+
+/// <summary>
+/// A Llama decoder on a backend: the forward and the hand-written backward, written once in terms of
+/// <see cref="IBackend"/> ops. Exact gradients and RelP differ only in the <see cref="BackwardRules"/> passed in.
+/// </summary>
+public sealed class Llama : IDisposable
+{
+    readonly DeviceWeights _w;
+    Tensor? _cos, _sin;
+    int _ropePositions;
+
+    public Llama(LlamaWeights weights, IBackend backend)
+    {
+        Config = weights.Config;
+        Backend = backend;
+        _w = DeviceWeights.Upload(weights, backend);
+    }
+
+    public LlamaConfig Config { get; }
+    public IBackend Backend { get; }
+
+    /// <summary>Runs the batch through the model, applying <paramref name="plan"/>'s edits at their sites.</summary>
+    public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null)
+    {
+        var c = Config; var be = Backend;
+        int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
+        if (T > c.MaxSeqLen) throw new ArgumentException($"prompt of {T} tokens exceeds the model's context of {c.MaxSeqLen}");
+        EnsureRope(T);
+        var shape = new AttentionShape(batch.Size, T, c.Heads, c.KvHeads, c.HeadDim);
+
+        var embedded = be.Allocate(rows, d);
+        be.Embedding(batch.Tokens, _w.TokenEmbedding, embedded);
+        var layers = new LayerState[c.Layers];
+        Tensor x = embedded;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var w = _w.Layers[l];
+            var s = new LayerState
+            {
+                Input = x,
+                AttnNormed = be.Allocate(rows, d), AttnRstd = be.Allocate(rows),
+                Q = be.Allocate(rows, d), K = be.Allocate(rows, c.KvDim), V = be.Allocate(rows, c.KvDim),
+                Probs = be.Allocate(batch.Size, c.Heads, T, T), Z = be.Allocate(rows, d), AttnOut = be.Allocate(rows, d),
+                Mid = be.Allocate(rows, d), FfnNormed = be.Allocate(rows, d), FfnRstd = be.Allocate(rows),
+                Gate = be.Allocate(rows, c.HiddenDim), Up = be.Allocate(rows, c.HiddenDim), Act = be.Allocate(rows, c.HiddenDim),
+                MlpOut = be.Allocate(rows, d), Output = be.Allocate(rows, d),
+            };
+            layers[l] = s;
+            be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
+            be.MatMul(s.AttnNormed, w.Wq, s.Q, false);
+            be.MatMul(s.AttnNormed, w.Wk, s.K, false);
+            be.MatMul(s.AttnNormed, w.Wv, s.V, false);
+            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
+            be.Rope(s.Q, c.Heads, T, _cos!, _sin!, interleaved, inverse: false);
+            be.Rope(s.K, c.KvHeads, T, _cos!, _sin!, interleaved, inverse: false);
+            be.Attention(s.Q, s.K, s.V, shape, s.Z, s.Probs);
+            Edit(plan, NodeSite.AttnZ, l, s.Z);
+            be.MatMul(s.Z, w.Wo, s.AttnOut, false);
+            Edit(plan, NodeSite.Attn, l, s.AttnOut);
+            be.Copy(x, s.Mid);
+            be.Add(s.Mid, s.AttnOut);
+            be.RmsNorm(s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
+            be.MatMul(s.FfnNormed, w.W1, s.Gate, false);
+            be.MatMul(s.FfnNormed, w.W3, s.Up, false);
+            be.SwiGlu(s.Gate, s.Up, s.Act);
+            Edit(plan, NodeSite.MlpAct, l, s.Act);
+            be.MatMul(s.Act, w.W2, s.MlpOut, false);
+            Edit(plan, NodeSite.MlpOut, l, s.MlpOut);
+            be.Copy(s.Mid, s.Output);
+            be.Add(s.Output, s.MlpOut);
+            Edit(plan, NodeSite.Resid, l, s.Output);
+            x = s.Output;
+        }
+
+        if (logitRows == LogitRows.None)
+            return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []);
+        int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, rows).ToArray() : batch.LastRows();
+        var finalInput = be.Allocate(index.Length, d);
+        be.GatherRows(x, index, finalInput);
+        var normed = be.Allocate(index.Length, d);
+        var rstd = be.Allocate(index.Length);
+        be.RmsNorm(finalInput, _w.FinalNorm, c.NormEps, normed, rstd);
+        var logits = be.Allocate(index.Length, c.VocabSize);
+        be.MatMul(normed, _w.Classifier, logits, false);
+        normed.Dispose();
+        return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index);
+    }
+
+    /// <summary>
+    /// Backpropagates <paramref name="logitGrad"/> ([logit rows, vocab], ∂metric/∂logits) through the forward under
+    /// <paramref name="rules"/>, returning the gradient at every requested site of every layer. No weight gradients.
+    /// </summary>
+    public SiteGradients Backward(ForwardPass pass, Tensor logitGrad, BackwardRules rules, IReadOnlyCollection<NodeSite> sites,
+        InterventionPlan? plan = null)
+    {
+        if (pass.Logits is null || pass.FinalInput is null || pass.FinalRstd is null)
+            throw new InvalidOperationException("backward needs a forward that computed logits");
+        var c = Config; var be = Backend; var batch = pass.Batch;
+        int rows = batch.Rows, d = c.Dim, n = pass.LogitRowIndex.Length;
+        var shape = new AttentionShape(batch.Size, batch.SeqLen, c.Heads, c.KvHeads, c.HeadDim);
+        var grads = new SiteGradients(be, c.Layers);
+
+        // Classifier and final norm, then into the residual rows the logits were read at.
+        using var dNormed = be.Allocate(n, d);
+        be.MatMulInputGrad(logitGrad, _w.Classifier, dNormed, false);
+        using var dFinal = be.Allocate(n, d);
+        be.RmsNormBackward(dNormed, pass.FinalInput, _w.FinalNorm, pass.FinalRstd, rules.Norm, dFinal);
+        var dR = be.Allocate(rows, d);
+        be.ScatterAddRows(dFinal, pass.LogitRowIndex, dR);
+
+        using var dZ = be.Allocate(rows, d);
+        using var dUpstream = be.Allocate(rows, d);
+        using var dAct = be.Allocate(rows, c.HiddenDim);
+        using var dGate = be.Allocate(rows, c.HiddenDim);
+        using var dUp = be.Allocate(rows, c.HiddenDim);
+        using var dNorm = be.Allocate(rows, d);
+        using var dQ = be.Allocate(rows, d);
+        using var dK = be.Allocate(rows, c.KvDim);
+        using var dV = be.Allocate(rows, c.KvDim);
+        for (int l = c.Layers - 1; l >= 0; l--)
+        {
+            var s = pass.Layers[l];
+            var w = _w.Layers[l];
+            // dR: ∂m/∂r_{l+1}.
+            Record(NodeSite.Resid, l, dR);
+            ScaleByEdit(NodeSite.Resid, l, dR);
+            // MLP branch: r_{l+1} = r' + mlp_out.
+            Record(NodeSite.MlpOut, l, dR);
+            var dMlpOut = ThroughEdit(NodeSite.MlpOut, l, dR, dUpstream);
+            be.MatMulInputGrad(dMlpOut, w.W2, dAct, false);
+            Record(NodeSite.MlpAct, l, dAct);
+            ScaleByEdit(NodeSite.MlpAct, l, dAct);
+            be.SwiGluBackward(dAct, s.Gate, s.Up, rules.Gate, dGate, dUp);
+            be.MatMulInputGrad(dGate, w.W1, dNorm, false);
+            be.MatMulInputGrad(dUp, w.W3, dNorm, true);
+            be.RmsNormBackward(dNorm, s.Mid, w.FfnNorm, s.FfnRstd, rules.Norm, dR);
+            // dR: ∂m/∂r'. Attention branch: r' = r_l + attn_out.
+            Record(NodeSite.Attn, l, dR);
+            var dAttnOut = ThroughEdit(NodeSite.Attn, l, dR, dUpstream);
+            be.MatMulInputGrad(dAttnOut, w.Wo, dZ, false);
+            Record(NodeSite.AttnZ, l, dZ);
+            ScaleByEdit(NodeSite.AttnZ, l, dZ);
+            be.AttentionBackward(dZ, s.Q, s.K, s.V, s.Probs, shape, rules.Attention, dQ, dK, dV);
+            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
+            be.Rope(dQ, c.Heads, batch.SeqLen, _cos!, _sin!, interleaved, inverse: true);
+            be.Rope(dK, c.KvHeads, batch.SeqLen, _cos!, _sin!, interleaved, inverse: true);
+            be.MatMulInputGrad(dQ, w.Wq, dNorm, false);
+            be.MatMulInputGrad(dK, w.Wk, dNorm, true);
+            be.MatMulInputGrad(dV, w.Wv, dNorm, true);
+            be.RmsNormBackward(dNorm, s.Input, w.AttnNorm, s.AttnRstd, rules.Norm, dR);
+            // dR: ∂m/∂r_l, the previous block's (edited) output.
+        }
+        grads.Embedding = dR;
+        return grads;
+
+        void Record(NodeSite site, int layer, Tensor g)
+        {
+            if (!sites.Contains(site)) return;
+            var copy = be.Allocate(g.Shape);
+            be.Copy(g, copy);
+            grads.Set(site, layer, copy);
+        }
+
+        // The gradient upstream of an edited site is the gradient at its edited value times Scale; dR itself must stay
+        // unscaled for the residual path, so the scaled copy goes to a scratch tensor.
+        Tensor ThroughEdit(NodeSite site, int layer, Tensor g, Tensor scratch)
+        {
+            if (plan is null || !plan.TryGet(site, layer, out var scale, out _)) return g;
+            be.Copy(g, scratch);
+            be.Multiply(scratch, scale);
+            return scratch;
+        }
+
+        void ScaleByEdit(NodeSite site, int layer, Tensor g)
+        {
+            if (plan is not null && plan.TryGet(site, layer, out var scale, out _)) be.Multiply(g, scale);
+        }
+    }
+
+    void Edit(InterventionPlan? plan, NodeSite site, int layer, Tensor value)
+    {
+        if (plan is not null && plan.TryGet(site, layer, out var scale, out var offset)) Backend.Intervene(value, scale, offset);
+    }
+
+    void EnsureRope(int positions)
+    {
+        if (_cos is not null && positions <= _ropePositions) return;
+        int n = Math.Max(positions, Math.Min(Config.MaxSeqLen, 256));
+        var (cos, sin) = RopeTables.Build(Config, n);
+        _cos?.Dispose(); _sin?.Dispose();
+        _cos = Backend.Upload(cos, n, Config.HeadDim / 2);
+        _sin = Backend.Upload(sin, n, Config.HeadDim / 2);
+        _ropePositions = n;
+    }
+
+    public void Dispose()
+    {
+        _w.Dispose();
+        _cos?.Dispose(); _sin?.Dispose();
+    }
+}
