@@ -25,12 +25,30 @@ public sealed class InterventionPlan : IDisposable
         return false;
     }
 
-    public bool IsEmpty => _edits.Count == 0;
+    (Tensor Scale, Tensor Offset)? _embedding;
+
+    /// <summary>Edits the token embeddings (the input of block 0), e.g. to interpolate inputs for integrated gradients.</summary>
+    public void SetEmbedding(Tensor scale, Tensor offset)
+    {
+        if (_embedding is { } old) { old.Scale.Dispose(); old.Offset.Dispose(); }
+        _embedding = (scale, offset);
+    }
+
+    public bool TryGetEmbedding(out Tensor scale, out Tensor offset)
+    {
+        if (_embedding is { } e) { scale = e.Scale; offset = e.Offset; return true; }
+        scale = offset = null!;
+        return false;
+    }
+
+    public bool IsEmpty => _edits.Count == 0 && _embedding is null;
     public IEnumerable<(NodeSite Site, int Layer)> Sites => _edits.Keys;
 
     public void Dispose()
     {
         foreach (var e in _edits.Values) { e.Scale.Dispose(); e.Offset.Dispose(); }
         _edits.Clear();
+        if (_embedding is { } em) { em.Scale.Dispose(); em.Offset.Dispose(); }
+        _embedding = null;
     }
 }

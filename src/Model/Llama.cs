@@ -33,6 +33,7 @@ public sealed class Llama : IDisposable
 
         var embedded = be.Allocate(rows, d);
         be.Embedding(batch.Tokens, _w.TokenEmbedding, embedded);
+        if (plan is not null && plan.TryGetEmbedding(out var embScale, out var embOffset)) be.Intervene(embedded, embScale, embOffset);
         var layers = new LayerState[c.Layers];
         Tensor x = embedded;
         for (int l = 0; l < c.Layers; l++)
@@ -93,8 +94,9 @@ public sealed class Llama : IDisposable
     /// Backpropagates <paramref name="logitGrad"/> ([logit rows, vocab], ∂metric/∂logits) through the forward under
     /// <paramref name="rules"/>, returning the gradient at every requested site of every layer. No weight gradients.
     /// </summary>
+    /// <param name="lowestLayer">Stop after this layer (gradients below it are not needed, e.g. per-site IG).</param>
     public SiteGradients Backward(ForwardPass pass, Tensor logitGrad, BackwardRules rules, IReadOnlyCollection<NodeSite> sites,
-        InterventionPlan? plan = null)
+        InterventionPlan? plan = null, int lowestLayer = 0)
     {
         if (pass.Logits is null || pass.FinalInput is null || pass.FinalRstd is null)
             throw new InvalidOperationException("backward needs a forward that computed logits");
@@ -120,7 +122,7 @@ public sealed class Llama : IDisposable
         using var dQ = be.Allocate(rows, d);
         using var dK = be.Allocate(rows, c.KvDim);
         using var dV = be.Allocate(rows, c.KvDim);
-        for (int l = c.Layers - 1; l >= 0; l--)
+        for (int l = c.Layers - 1; l >= lowestLayer; l--)
         {
             var s = pass.Layers[l];
             var w = _w.Layers[l];
@@ -153,7 +155,7 @@ public sealed class Llama : IDisposable
             be.RmsNormBackward(dNorm, s.Input, w.AttnNorm, s.AttnRstd, rules.Norm, dR);
             // dR: ∂m/∂r_l, the previous block's (edited) output.
         }
-        grads.Embedding = dR;
+        if (lowestLayer == 0) grads.Embedding = dR; else dR.Dispose();
         return grads;
 
         void Record(NodeSite site, int layer, Tensor g)

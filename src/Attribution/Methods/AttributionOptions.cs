@@ -1,0 +1,44 @@
+using NeuronTrace.Attribution.Metrics;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+
+namespace NeuronTrace.Attribution.Methods;
+
+public enum AttributionMethod
+{
+    /// <summary>Attribution patching: (a_p − a_c) ⊙ ∂m/∂a at the clean run.</summary>
+    AtP,
+    /// <summary>Integrated gradients in activation space, one site at a time (method.md §3.2, feature-circuits style).</summary>
+    IG,
+    /// <summary>Integrated gradients over interpolated input embeddings, all sites from one path (EAP-IG style).</summary>
+    IGInputs,
+    /// <summary>RelP: (a_p − a_c) ⊙ the RelP-rule gradient, one backward for all sites (method.md §3.4).</summary>
+    RelP,
+}
+
+/// <summary>What the "patch" activation is when scoring.</summary>
+public enum Baseline
+{
+    /// <summary>The activation on the counterfactual prompt (paired data).</summary>
+    Patch,
+    /// <summary>Zero (unpaired data): score = −a_c ⊙ g.</summary>
+    Zero,
+    /// <summary>The mean over the batch's clean prompts at the same position.</summary>
+    Mean,
+}
+
+public sealed record AttributionOptions
+{
+    public AttributionMethod Method { get; init; } = AttributionMethod.RelP;
+    public IReadOnlyList<NodeSite> Sites { get; init; } = NodeSites.All;
+    /// <summary>Riemann steps for IG (alpha = k/N, k = 0..N−1).</summary>
+    public int IgSteps { get; init; } = 10;
+    /// <summary>Null = Patch for paired tasks, Zero for unpaired.</summary>
+    public Baseline? Baseline { get; init; }
+    /// <summary>The rule set RelP uses (default: the authors' released code: LN-rule, identity+half gate rule, softmax gradient).</summary>
+    public BackwardRules RelPRules { get; init; } = BackwardRules.RelP;
+    /// <summary>Null = <see cref="Metric.TowardsPatch"/> for paired tasks, <see cref="Metric.AnswerLogit"/> for unpaired.</summary>
+    public Metric? Metric { get; init; }
+    /// <summary>Prompt pairs per forward/backward.</summary>
+    public int BatchSize { get; init; } = 32;
+}

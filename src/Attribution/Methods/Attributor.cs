@@ -1,0 +1,234 @@
+using NeuronTrace.Attribution.Metrics;
+using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+
+namespace NeuronTrace.Attribution.Methods;
+
+/// <summary>
+/// Scores every node of the chosen sites on a task: the example mean of (a_patch − a_clean) ⊙ gradient, where the
+/// gradient is the clean-run gradient (AtP), the RelP-rule gradient (RelP) or an integrated-gradients path mean (IG).
+/// </summary>
+public static class Attributor
+{
+    public static NodeScores Score(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress = null)
+    {
+        var baseline = options.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
+        if (baseline == Baseline.Patch && !task.IsPaired)
+            throw new ArgumentException($"{task.Name}: the patch baseline needs patch_prefix on every line; use the zero or mean baseline");
+        if (options.Method == AttributionMethod.IGInputs && !task.IsPaired)
+            throw new ArgumentException($"{task.Name}: input-interpolation IG needs paired prompts");
+        if (options.IgSteps < 1) throw new ArgumentException("IG needs at least one step");
+        var metric = options.Metric ?? (task.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit);
+        var sites = options.Sites.Distinct().ToArray();
+        int positions = task.Pairs.Max(p => p.CleanIds.Length);
+        var sums = new NodeScores(model.Config, sites, positions);
+        var counts = new int[positions];
+
+        int batchSize = Math.Max(1, options.BatchSize);
+        int batches = (task.Count + batchSize - 1) / batchSize;
+        long unitsPerBatch = options.Method == AttributionMethod.IG ? sites.Length * model.Config.Layers : 1;
+        long done = 0;
+        for (int start = 0; start < task.Count; start += batchSize)
+        {
+            var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();
+            var ctx = new BatchContext(model, pairs, metric, baseline, sites);
+            foreach (var p in pairs)
+                for (int i = 0; i < p.CleanIds.Length; i++) counts[i]++;
+            switch (options.Method)
+            {
+                case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, sums); break;
+                case AttributionMethod.RelP: ctx.GradientTimesDelta(options.RelPRules, sums); break;
+                case AttributionMethod.IG: ctx.IntegratedGradients(options.IgSteps, sums, () => progress?.Report(new("ig", ++done, batches * unitsPerBatch))); break;
+                case AttributionMethod.IGInputs: ctx.InputIntegratedGradients(options.IgSteps, sums); break;
+            }
+            ctx.Dispose();
+            if (options.Method != AttributionMethod.IG) progress?.Report(new("attribute", ++done, batches));
+        }
+
+        foreach (var s in sites)
+            for (int l = 0; l < model.Config.Layers; l++)
+            {
+                var a = sums.Get(s, l);
+                int w = s.Width(model.Config);
+                for (int p = 0; p < positions; p++)
+                    for (int i = 0; i < w; i++) a[p * w + i] /= counts[p];
+            }
+        return sums;
+    }
+
+    /// <summary>One batch of examples: the clean and baseline site values and the metric gradient plumbing.</summary>
+    sealed class BatchContext : IDisposable
+    {
+        readonly Llama _model;
+        readonly IBackend _be;
+        readonly List<PromptPair> _pairs;
+        readonly Metric _metric;
+        readonly NodeSite[] _sites;
+        readonly TokenBatch _clean;
+        readonly ForwardPass _cleanPass;
+        readonly ForwardPass? _patchPass;
+        readonly Baseline _baseline;
+
+        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, NodeSite[] sites)
+        {
+            _model = model; _be = model.Backend; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline;
+            _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
+            _cleanPass = model.Forward(_clean, LogitRows.Last);
+            if (baseline == Baseline.Patch)
+                _patchPass = model.Forward(new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()), LogitRows.None);
+        }
+
+        LlamaConfig Config => _model.Config;
+
+        /// <summary>AtP and RelP: one backward from the clean run gives the gradient at every site.</summary>
+        public void GradientTimesDelta(BackwardRules rules, NodeScores sums)
+        {
+            using var dLogits = MetricGradient(_cleanPass, replicas: 1);
+            using var grads = _model.Backward(_cleanPass, dLogits, rules, _sites);
+            foreach (var s in _sites)
+                for (int l = 0; l < Config.Layers; l++)
+                {
+                    var (aC, aP) = Endpoints(s, l);
+                    Accumulate(sums, s, l, aC, aP, grads.Host(s, l));
+                }
+        }
+
+        /// <summary>
+        /// Feature-circuits IG: for each site and layer, the site's value is set to a_c + α(a_p − a_c), α = k/N for k = 0..N−1,
+        /// with all N points run as one batch; the left-Riemann mean gradient times (a_p − a_c) is the score.
+        /// </summary>
+        public void IntegratedGradients(int steps, NodeScores sums, Action tick)
+        {
+            int rows = _clean.Rows;
+            var repeated = new TokenBatch(Enumerable.Range(0, steps).SelectMany(_ => _pairs.Select(p => p.CleanIds)).ToList());
+            foreach (var s in _sites)
+                for (int l = 0; l < Config.Layers; l++)
+                {
+                    var (aC, aP) = Endpoints(s, l);
+                    int w = s.Width(Config);
+                    var scale = new float[steps * rows * w];
+                    var offset = new float[steps * rows * w];
+                    for (int k = 0; k < steps; k++)
+                    {
+                        float alpha = (float)k / steps;
+                        for (int i = 0; i < rows * w; i++) offset[k * rows * w + i] = aC[i] + alpha * (aP[i] - aC[i]);
+                    }
+                    using var plan = new InterventionPlan();
+                    plan.Set(s, l, _be.Upload(scale, steps * rows, w), _be.Upload(offset, steps * rows, w));
+                    using var pass = _model.Forward(repeated, LogitRows.Last, plan);
+                    using var dLogits = MetricGradient(pass, steps);
+                    using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
+                    var g = grads.Host(s, l);
+                    var mean = new float[rows * w];
+                    for (int k = 0; k < steps; k++)
+                        for (int i = 0; i < rows * w; i++) mean[i] += g[k * rows * w + i];
+                    for (int i = 0; i < mean.Length; i++) mean[i] /= steps;
+                    Accumulate(sums, s, l, aC, aP, mean);
+                    tick();
+                }
+        }
+
+        /// <summary>EAP-IG: embeddings interpolated from patch to clean, x_p + α(x_c − x_p), α = k/N, k = 0..N−1; all sites at once.</summary>
+        public void InputIntegratedGradients(int steps, NodeScores sums)
+        {
+            int rows = _clean.Rows, d = Config.Dim;
+            var xC = Host(_cleanPass.Embedded);
+            var xP = Host(_patchPass!.Embedded);
+            var repeated = new TokenBatch(Enumerable.Range(0, steps).SelectMany(_ => _pairs.Select(p => p.CleanIds)).ToList());
+            var offset = new float[steps * rows * d];
+            for (int k = 0; k < steps; k++)
+            {
+                float alpha = (float)k / steps;
+                for (int i = 0; i < rows * d; i++) offset[k * rows * d + i] = xP[i] + alpha * (xC[i] - xP[i]);
+            }
+            using var plan = new InterventionPlan();
+            plan.SetEmbedding(_be.Upload(new float[steps * rows * d], steps * rows, d), _be.Upload(offset, steps * rows, d));
+            using var pass = _model.Forward(repeated, LogitRows.Last, plan);
+            using var dLogits = MetricGradient(pass, steps);
+            using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, _sites);
+            foreach (var s in _sites)
+                for (int l = 0; l < Config.Layers; l++)
+                {
+                    int w = s.Width(Config);
+                    var g = grads.Host(s, l);
+                    var mean = new float[rows * w];
+                    for (int k = 0; k < steps; k++)
+                        for (int i = 0; i < rows * w; i++) mean[i] += g[k * rows * w + i];
+                    for (int i = 0; i < mean.Length; i++) mean[i] /= steps;
+                    var (aC, aP) = Endpoints(s, l);
+                    Accumulate(sums, s, l, aC, aP, mean);
+                }
+        }
+
+        /// <summary>∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch.</summary>
+        Tensor MetricGradient(ForwardPass pass, int replicas)
+        {
+            int v = Config.VocabSize;
+            var logits = pass.HostLogits();
+            var g = new float[logits.Length];
+            for (int r = 0; r < replicas; r++)
+                for (int b = 0; b < _pairs.Count; b++)
+                {
+                    int row = r * _pairs.Count + b;
+                    _metric.Gradient(logits.AsSpan(row * v, v), _pairs[b], g.AsSpan(row * v, v));
+                }
+            return _be.Upload(g, logits.Length / v, v);
+        }
+
+        (float[] Clean, float[] Baseline) Endpoints(NodeSite s, int l)
+        {
+            var aC = _cleanPass.HostSite(s, l);
+            float[] aP = _baseline switch
+            {
+                Baseline.Patch => _patchPass!.HostSite(s, l),
+                Baseline.Zero => new float[aC.Length],
+                Baseline.Mean => MeanByPositionFromEnd(aC, s.Width(Config)),
+                _ => throw new ArgumentOutOfRangeException(),
+            };
+            return (aC, aP);
+        }
+
+        float[] MeanByPositionFromEnd(float[] a, int w)
+        {
+            int P = _clean.SeqLen;
+            var sum = new double[P * w];
+            var n = new int[P];
+            for (int b = 0; b < _clean.Size; b++)
+                for (int p = 0; p < _clean.Lengths[b]; p++)
+                {
+                    int row = _clean.RowFromEnd(b, p);
+                    n[p]++;
+                    for (int i = 0; i < w; i++) sum[p * w + i] += a[row * w + i];
+                }
+            var mean = new float[a.Length];
+            for (int b = 0; b < _clean.Size; b++)
+                for (int p = 0; p < _clean.Lengths[b]; p++)
+                {
+                    int row = _clean.RowFromEnd(b, p);
+                    for (int i = 0; i < w; i++) mean[row * w + i] = (float)(sum[p * w + i] / n[p]);
+                }
+            return mean;
+        }
+
+        void Accumulate(NodeScores sums, NodeSite s, int l, float[] aC, float[] aP, float[] g)
+        {
+            int w = s.Width(Config);
+            var dst = sums.Get(s, l);
+            for (int b = 0; b < _clean.Size; b++)
+                for (int p = 0; p < _clean.Lengths[b]; p++)
+                {
+                    int row = _clean.RowFromEnd(b, p);
+                    for (int i = 0; i < w; i++)
+                    {
+                        int at = row * w + i;
+                        dst[p * w + i] += (aP[at] - aC[at]) * g[at];
+                    }
+                }
+        }
+
+        float[] Host(Tensor t) { var h = new float[t.Length]; _be.Download(t, h); return h; }
+
+        public void Dispose() { _cleanPass.Dispose(); _patchPass?.Dispose(); }
+    }
+}

@@ -1,0 +1,92 @@
+using NeuronTrace.Attribution.Tasks;
+
+namespace NeuronTrace.Attribution.Metrics;
+
+/// <summary>
+/// A scalar read off the logits at a prompt's last position, with its gradient w.r.t. those logits.
+/// Sign conventions are pinned here (method.md §2) and in the README.
+/// </summary>
+public abstract class Metric
+{
+    public abstract string Name { get; }
+
+    /// <summary>The metric of one example from its last-position logits.</summary>
+    public abstract float Value(ReadOnlySpan<float> logits, PromptPair example);
+
+    /// <summary>Writes ∂metric/∂logits for one example (overwrites <paramref name="gradient"/>).</summary>
+    public abstract void Gradient(ReadOnlySpan<float> logits, PromptPair example, Span<float> gradient);
+
+    /// <summary>
+    /// Attribution metric for paired data: logit(patch_answer) − logit(clean_answer) on the clean run, so a node whose
+    /// move from its clean to its patch value pushes towards the patch answer scores positive (the reference code's sign).
+    /// </summary>
+    public static Metric TowardsPatch { get; } = new LogitDifference(towardsPatch: true);
+
+    /// <summary>Evaluation metric: logit(clean_answer) − logit(patch_answer), the correct minus the incorrect answer.</summary>
+    public static Metric CleanMinusPatch { get; } = new LogitDifference(towardsPatch: false);
+
+    /// <summary>Unpaired attribution metric: logit(clean_answer).</summary>
+    public static Metric AnswerLogit { get; } = new AnswerLogitMetric();
+
+    /// <summary>Case-study metric: the sum of the model's own top-k logits on the clean prompt (method.md §2).</summary>
+    public static Metric SumTopK(int k) => new SumTopKLogits(k);
+}
+
+sealed class LogitDifference(bool towardsPatch) : Metric
+{
+    public override string Name => towardsPatch ? "logit(patch) - logit(clean)" : "logit(clean) - logit(patch)";
+
+    public override float Value(ReadOnlySpan<float> logits, PromptPair e)
+    {
+        int patch = e.PatchAnswer ?? throw new InvalidOperationException($"line {e.Line}: a logit difference needs patch_answer");
+        float d = logits[e.CleanAnswer] - logits[patch];
+        return towardsPatch ? -d : d;
+    }
+
+    public override void Gradient(ReadOnlySpan<float> logits, PromptPair e, Span<float> g)
+    {
+        int patch = e.PatchAnswer ?? throw new InvalidOperationException($"line {e.Line}: a logit difference needs patch_answer");
+        g.Clear();
+        float sign = towardsPatch ? -1f : 1f;
+        g[e.CleanAnswer] += sign;
+        g[patch] -= sign;
+    }
+}
+
+sealed class AnswerLogitMetric : Metric
+{
+    public override string Name => "logit(clean_answer)";
+    public override float Value(ReadOnlySpan<float> logits, PromptPair e) => logits[e.CleanAnswer];
+    public override void Gradient(ReadOnlySpan<float> logits, PromptPair e, Span<float> g) { g.Clear(); g[e.CleanAnswer] = 1f; }
+}
+
+sealed class SumTopKLogits(int k) : Metric
+{
+    public override string Name => $"sum of top-{k} logits";
+
+    public override float Value(ReadOnlySpan<float> logits, PromptPair e)
+    {
+        float s = 0;
+        foreach (int i in TopK(logits, k)) s += logits[i];
+        return s;
+    }
+
+    public override void Gradient(ReadOnlySpan<float> logits, PromptPair e, Span<float> g)
+    {
+        g.Clear();
+        foreach (int i in TopK(logits, k)) g[i] = 1f;
+    }
+
+    /// <summary>Indices of the k largest values, largest first; ties broken by the lower index.</summary>
+    public static int[] TopK(ReadOnlySpan<float> values, int k)
+    {
+        var idx = new List<int>(k + 1);
+        for (int i = 0; i < values.Length; i++)
+        {
+            int at = idx.Count;
+            while (at > 0 && values[idx[at - 1]] < values[i]) at--;
+            if (at < k) { idx.Insert(at, i); if (idx.Count > k) idx.RemoveAt(k); }
+        }
+        return idx.ToArray();
+    }
+}
