@@ -1,0 +1,47 @@
+using System.CommandLine;
+using NeuronTrace.Model;
+
+namespace NeuronTrace.Cli;
+
+/// <summary>
+/// Parses, runs, and turns every expected failure into one line on stderr and a non-zero exit code:
+/// 2 for bad flags, 1 for bad input files or data, 3 for anything unexpected (still one line, no stack trace).
+/// </summary>
+public static class CliRunner
+{
+    public static int Run(RootCommand root, string[] args)
+    {
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            Console.Error.WriteLine($"neurontrace: {parsed.Errors[0].Message} (see --help)");
+            return 2;
+        }
+        try
+        {
+            return parsed.Invoke();
+        }
+        catch (Exception e) when (Unwrap(e) is var inner && IsUserError(inner))
+        {
+            Console.Error.WriteLine($"neurontrace: error: {OneLine(inner.Message)}");
+            return inner is UsageException ? 2 : 1;
+        }
+        catch (Exception e)
+        {
+            var inner = Unwrap(e);
+            Console.Error.WriteLine($"neurontrace: internal error ({inner.GetType().Name}): {OneLine(inner.Message)}");
+            return 3;
+        }
+    }
+
+    static Exception Unwrap(Exception e) => e is AggregateException { InnerExceptions.Count: 1 } a ? Unwrap(a.InnerExceptions[0]) : e;
+
+    static bool IsUserError(Exception e) =>
+        e is ModelFormatException or UsageException or FormatException or ArgumentException or IOException or UnauthorizedAccessException
+            or System.Text.Json.JsonException;
+
+    static string OneLine(string s) => string.Join(" ", s.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+}
+
+/// <summary>A flag combination that makes no sense; exit code 2.</summary>
+public sealed class UsageException(string message) : Exception(message);

@@ -1,0 +1,58 @@
+using System.CommandLine;
+using NeuronTrace.Attribution;
+using NeuronTrace.Attribution.Methods;
+using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
+
+namespace NeuronTrace.Cli.Commands;
+
+/// <summary><c>attribute</c>: score every node of the chosen sites on a task and write the example-mean scores.</summary>
+public static class AttributeCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var device = CommonOptions.Device();
+        var task = TaskOptions.Task();
+        var method = new Option<string>("--method") { Description = "atp (attribution patching), ig (integrated gradients per site), ig-inputs (IG over input embeddings) or relp.", DefaultValueFactory = _ => "relp" };
+        var sites = TaskOptions.Sites();
+        var output = new Option<string>("--out", "-o") { Description = "Output folder for scores.f32, scores.json and scores.csv.", Required = true };
+        var steps = new Option<int>("--steps") { Description = "IG steps (alpha = k/N, k = 0..N-1).", DefaultValueFactory = _ => 10 };
+        var baseline = new Option<string?>("--baseline") { Description = "patch (default for paired tasks), zero (default for unpaired) or mean." };
+        var relpAttention = TaskOptions.RelPAttention();
+        var limit = new Option<int>("--limit") { Description = "Use only the first N examples (0 = all).", DefaultValueFactory = _ => 0 };
+        var batch = new Option<int>("--batch") { Description = "Prompt pairs per forward/backward.", DefaultValueFactory = _ => 32 };
+        var cmd = new Command("attribute", "Score every node (site, layer, position from the end, unit) by attribution of the task's logit difference.")
+        {
+            model, device, task, method, sites, output, steps, baseline, relpAttention, limit, batch,
+        };
+        cmd.SetAction(r =>
+        {
+            var m = MethodNames.Parse(r.GetValue(method)!);
+            var siteList = NodeSites.ParseList(r.GetValue(sites)!);
+            if (r.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1");
+            if (r.GetValue(batch) < 1) throw new UsageException("--batch must be at least 1");
+            Baseline? b = r.GetValue(baseline) switch
+            {
+                null => null, "patch" => Baseline.Patch, "zero" => Baseline.Zero, "mean" => Baseline.Mean,
+                var x => throw new UsageException($"unknown --baseline \"{x}\" (patch, zero or mean)"),
+            };
+            var loaded = CommonOptions.LoadModel(r.GetValue(model));
+            string taskPath = TaskOptions.TaskPath(r.GetValue(task));
+            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer()).Take(r.GetValue(limit));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            var scores = Attributor.Score(llama, t, new AttributionOptions
+            {
+                Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b,
+                RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
+            }, new ProgressBar());
+            string dir = r.GetValue(output)!;
+            scores.Save(dir, m.Name(), t.IsPaired ? "logit(patch) - logit(clean)" : "logit(clean_answer)", t.Count);
+            Console.WriteLine($"{t.Count} examples, {m.Name()}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
+            Tables.PrintTopNodes(scores, siteList, 10);
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,35 @@
+using System.CommandLine;
+using NeuronTrace.Model;
+
+namespace NeuronTrace.Cli.Commands;
+
+/// <summary><c>generate</c>: greedy (temperature 0) continuation of a prompt, streamed to stdout.</summary>
+public static class GenerateCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var device = CommonOptions.Device();
+        var prompt = new Option<string>("--prompt", "-p") { Description = "Prompt text (default: empty, i.e. BOS only).", DefaultValueFactory = _ => "" };
+        var steps = new Option<int>("--steps", "-n") { Description = "Positions to run, prompt included (llama2.c's -n).", DefaultValueFactory = _ => 256 };
+        var cmd = new Command("generate", "Greedy generation from a prompt (a quick check that the model runs).") { model, device, prompt, steps };
+        cmd.SetAction(r =>
+        {
+            int n = r.GetValue(steps);
+            if (n < 1) throw new UsageException("--steps must be at least 1");
+            var loaded = CommonOptions.LoadModel(r.GetValue(model));
+            var tok = loaded.RequireTokenizer();
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            var ids = tok.Encode(r.GetValue(prompt) ?? "", addBos: true);
+            for (int i = 1; i < ids.Length; i++) Console.Write(tok.Decode(ids[i - 1], ids[i]));
+            int prev = ids[^1];
+            var watch = System.Diagnostics.Stopwatch.StartNew();
+            var all = GreedyGenerator.Generate(llama, ids, n, t => { Console.Write(tok.Decode(prev, t)); prev = t; });
+            Console.WriteLine();
+            int generated = all.Count - ids.Length;
+            Console.Error.WriteLine($"{generated} tokens in {watch.Elapsed.TotalSeconds:F2} s ({generated / Math.Max(1e-9, watch.Elapsed.TotalSeconds):F1} tok/s)");
+            return 0;
+        });
+        return cmd;
+    }
+}

@@ -1,0 +1,93 @@
+using System.CommandLine;
+using System.Globalization;
+using NeuronTrace.Attribution.Circuits;
+using NeuronTrace.Attribution.Methods;
+using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
+
+namespace NeuronTrace.Cli.Commands;
+
+/// <summary><c>trace</c>: the main job, from a task to a run folder of scores, circuits, a k sweep and a plot.</summary>
+public static class TraceCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var device = CommonOptions.Device();
+        var task = TaskOptions.Task();
+        var method = new Option<string>("--method") { Description = "Attribution method(s), comma-separated: relp, atp, ig, ig-inputs. Each gets its own sweep.", DefaultValueFactory = _ => "relp" };
+        var sites = TaskOptions.Sites();
+        var output = new Option<string?>("--out", "-o") { Description = "Run folder to create (default: runs/trace-TASK-TIME). Must not exist unless --force." };
+        var force = new Option<bool>("--force") { Description = "Replace an existing run folder." };
+        var train = new Option<int?>("--train") { Description = "Examples used for attribution; the rest evaluate the circuits (default: the first half)." };
+        var kPoints = new Option<int>("--k-points") { Description = "Number of log-spaced k values from 1 to all nodes.", DefaultValueFactory = _ => 24 };
+        var steps = new Option<int>("--steps") { Description = "IG steps.", DefaultValueFactory = _ => 10 };
+        var relpAttention = TaskOptions.RelPAttention();
+        var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach.", DefaultValueFactory = _ => 0.8 };
+        var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the random-circuit control.", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("trace", """
+            Trace circuits on a task: score every node with the attribution method (default RelP), take the top-k nodes
+            of each site as a circuit, and measure by mean ablation on held-out examples how much of the behaviour the
+            circuit alone keeps (faithfulness: 1 = all of it) and how much is left when it is removed (completeness:
+            0 = nothing), for k from 1 to all nodes, beside random circuits of the same size. The metric is the logit of
+            the clean answer minus that of the counterfactual answer. Writes a run folder (scores/, circuits/,
+            sweep.csv, summary.json, sweep.png) and prints the k each site needs to reach the target faithfulness.
+            """)
+        {
+            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, seed,
+        };
+        cmd.SetAction(r =>
+        {
+            var methods = MethodNames.ParseList(r.GetValue(method)!);
+            var siteList = NodeSites.ParseList(r.GetValue(sites)!);
+            if (r.GetValue(kPoints) < 2) throw new UsageException("--k-points must be at least 2");
+            if (r.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1");
+            if (r.GetValue(masks) < 1) throw new UsageException("--masks-per-forward must be at least 1");
+            var loaded = CommonOptions.LoadModel(r.GetValue(model));
+            string taskPath = TaskOptions.TaskPath(r.GetValue(task));
+            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer());
+            if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
+            string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
+            if (Directory.Exists(outDir) && !r.GetValue(force))
+                throw new UsageException($"{outDir} already exists (pass --force to replace it)");
+
+            Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            var result = TraceJob.Run(llama, t, new TraceOptions
+            {
+                Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
+                IgSteps = r.GetValue(steps), RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!),
+                TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
+            }, new ProgressBar());
+
+            // Everything is written into a sibling temp folder first, then renamed: no partly written run folder.
+            string full = Path.GetFullPath(outDir);
+            string temp = full + $".partial-{Environment.ProcessId}";
+            if (Directory.Exists(temp)) Directory.Delete(temp, true);
+            try
+            {
+                TraceReport.Write(temp, result, loaded, taskPath);
+                SweepPlot.Save(Path.Combine(temp, "sweep.png"), result.Sweep, $"{t.Name}: mean-ablation sweep ({Path.GetFileName(loaded.Path)})");
+                if (Directory.Exists(full)) Directory.Delete(full, true);
+                Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+                Directory.Move(temp, full);
+            }
+            catch
+            {
+                if (Directory.Exists(temp)) Directory.Delete(temp, true);
+                throw;
+            }
+
+            Console.WriteLine($"\n{t.Name}: {result.Train.Count} examples attributed, {result.Eval.Count} evaluated; clean logit difference {result.CleanMetric:F3}; {result.Elapsed.TotalSeconds:F1} s");
+            Console.WriteLine($"circuits reaching faithfulness {r.GetValue(target):P0} (top-k by |score|; random = k random nodes):");
+            Tables.Print(["site", "method", "nodes", "k", "fraction", "faithful", "complete", "random faithful"],
+                result.Circuits.Select(c => (IReadOnlyList<string>)(c.AtTarget is { } p
+                    ? [c.Site.Name(), c.Method.Name(), c.TotalNodes.ToString(), p.K.ToString(), $"{(double)p.K / c.TotalNodes:P2}", $"{p.Faithfulness:F3}", $"{p.Completeness:F3}", $"{p.RandomFaithfulness:F3}"]
+                    : [c.Site.Name(), c.Method.Name(), c.TotalNodes.ToString(), "-", "not reached", "-", "-", "-"])));
+            Console.WriteLine($"\nwrote {outDir}/ (sweep.csv, sweep.png, summary.json, circuits/, scores/)");
+            return 0;
+        });
+        return cmd;
+    }
+}
