@@ -89,11 +89,11 @@ public sealed class Llama2cTokenizer : ITextTokenizer
             return found;
         }, frozen);
 
+        Span<byte> utf8 = stackalloc byte[8];
         foreach (var (start, length) in symbols)
         {
             var span = s.AsSpan(start, length);
             if (_lookup.TryGetValue(span, out int id)) { ids.Add(id); continue; }
-            Span<byte> utf8 = stackalloc byte[8];
             int n = System.Text.Encoding.UTF8.GetBytes(span, utf8);
             foreach (byte b in utf8[..n]) ids.Add(b + 3); // llama2.c's byte fallback: ids 3..258 are <0x00>..<0xFF>
         }

@@ -179,7 +179,9 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
     /// The exact bytes of <paramref name="token"/> when streamed after <paramref name="previous"/>: byte pieces give
     /// their byte, control pieces nothing, "▁" a space, and the leading space after BOS is dropped.
     /// </summary>
-    public byte[] DecodeBytes(int previous, int token)
+    public byte[] DecodeBytes(int previous, int token) => DecodeBytes(token, stripLeadingSpace: previous == BosId && BosId >= 0);
+
+    byte[] DecodeBytes(int token, bool stripLeadingSpace)
     {
         switch (_types[token])
         {
@@ -188,7 +190,7 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
             case Unknown: return Encoding.UTF8.GetBytes(UnknownSurface);
         }
         string text = _pieces[token].Replace(Whitespace, ' ');
-        if (previous == BosId && text.StartsWith(' ')) text = text[1..];
+        if (stripLeadingSpace && text.StartsWith(' ')) text = text[1..];
         return Encoding.UTF8.GetBytes(text);
     }
 
@@ -203,7 +205,7 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
         foreach (int id in ids)
         {
             if (_types[id] == Control || id == BosId || id == EosId) continue;
-            bytes.AddRange(DecodeBytes(first && _addDummyPrefix ? BosId : -1, id));
+            bytes.AddRange(DecodeBytes(id, stripLeadingSpace: first && _addDummyPrefix));
             first = false;
         }
         return Utf8Text.DecodeReplacing(bytes.ToArray());
