@@ -228,7 +228,7 @@ public sealed class GgufFile : IDisposable
         {
             string kind = t.TypeId is (uint)GgufTensorType.I8 or (uint)GgufTensorType.I16 or (uint)GgufTensorType.I32
                 or (uint)GgufTensorType.I64 or (uint)GgufTensorType.F64 ? "type" : "quantized type";
-            throw new ModelFormatException(Path, $"tensor {t.Name} has {kind} {t.TypeName} ({t.TypeId}), which is not supported (only F32, F16 and BF16 are)");
+            throw new ModelFormatException(Path, $"tensor {t.Name}: {kind} {t.TypeName} ({t.TypeId}) is not supported (only F32, F16 and BF16 tensors can be loaded)");
         }
         if (t.ElementCount > Array.MaxLength)
             throw new ModelFormatException(Path, $"tensor {t.Name} has {t.ElementCount} elements, too many for one array");

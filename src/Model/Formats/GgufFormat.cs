@@ -116,16 +116,32 @@ public static class GgufFormat
     }
 
     // Llama 3.1-style GGUFs carry their RoPE scaling as a table of per-frequency divisors (rope_freqs.weight) rather than
-    // parameters. Every released Llama 3.x uses low_freq_factor 1, high_freq_factor 4 and an original context of 8192,
-    // with the factor equal to the largest divisor; accept the table only when it is exactly that curve.
-    static Llama3RopeScaling InferLlama3Scaling(float[] factors, int headDim, double theta, string path)
+    // parameters. Every released Llama 3.x uses low_freq_factor 1, high_freq_factor 4 and an original context of 8192;
+    // the factor is recovered from the lowest frequency's divisor, and the table is accepted only when it is exactly
+    // that curve (anything else would be silently mis-scaled).
+    const float LowFreqFactor = 1f, HighFreqFactor = 4f;
+    const int OriginalContext = 8192;
+
+    static Llama3RopeScaling? InferLlama3Scaling(float[] factors, int headDim, double theta, string path)
     {
-        var guess = new Llama3RopeScaling(factors.Max(), 1f, 4f, 8192);
+        int last = factors.Length - 1;
+        double wavelen = 2 * Math.PI * Math.Pow(theta, 2.0 * last / headDim);
+        double factor;
+        if (wavelen > OriginalContext / LowFreqFactor) factor = factors[last];
+        else if (wavelen >= OriginalContext / HighFreqFactor)
+        {
+            // Inside the blend: divisor = 1 / ((1 - s) / factor + s), solved for factor.
+            double smooth = (OriginalContext / wavelen - LowFreqFactor) / (HighFreqFactor - LowFreqFactor);
+            factor = (1 - smooth) / (1.0 / factors[last] - smooth);
+        }
+        else factor = 1; // every wavelength is short: the scaling changes nothing whatever its factor
+
+        var guess = new Llama3RopeScaling((float)factor, LowFreqFactor, HighFreqFactor, OriginalContext);
         var expected = Llama3FrequencyFactors(guess, headDim, theta);
         for (int i = 0; i < factors.Length; i++)
-            if (Math.Abs(factors[i] - expected[i]) > 1e-4f * Math.Abs(expected[i]))
-                throw new ModelFormatException(path, $"tensor rope_freqs.weight is not Llama 3 RoPE scaling (factor {guess.Factor}, low 1, high 4, original context 8192): entry {i} is {factors[i]}, expected {expected[i]}; load the Hugging Face checkpoint instead");
-        return guess;
+            if (!(Math.Abs(factors[i] - expected[i]) <= 1e-4f * Math.Abs(expected[i])))
+                throw new ModelFormatException(path, $"tensor rope_freqs.weight is not Llama 3 RoPE scaling (low_freq_factor 1, high_freq_factor 4, original context 8192): entry {i} is {factors[i]}, expected {expected[i]}; load the Hugging Face checkpoint instead");
+        return expected.All(f => f == 1f) ? null : guess;
     }
 
     /// <summary>

@@ -152,7 +152,7 @@ public sealed class SafetensorsFile : IDisposable
     public float[] ReadTensor(SafetensorsTensorInfo t)
     {
         if (DTypeEncoding(t.DType) is not { } e)
-            throw new ModelFormatException(Path, $"tensor {t.Name} has dtype {t.DType}, which is not supported (only F32, F16 and BF16 are)");
+            throw new ModelFormatException(Path, $"tensor {t.Name}: dtype {t.DType} is not supported (only F32, F16 and BF16 tensors can be loaded)");
         if (t.ElementCount > Array.MaxLength)
             throw new ModelFormatException(Path, $"tensor {t.Name} has {t.ElementCount} elements, too many for one array");
         var dst = new float[t.ElementCount];
