@@ -127,6 +127,7 @@ internal static class HfTokenizerJson
     /// A Llama 2 style tokenizer.json as SentencePiece BPE. The file has merges instead of scores; HF's converter
     /// ordered them by the merged piece's SentencePiece score, so a piece's score is minus the rank of its first
     /// merge. Multi-character pieces that no merge produces can never form in HF's BPE, so they are marked unused.
+    /// The file's normalizer/pre-tokenizer are taken to be Llama 2's (prepend "▁", spaces to "▁") and are not read.
     /// </summary>
     static SentencePieceBpeTokenizer BuildSentencePiece(string path, Dictionary<string, int> vocab,
         List<(string Left, string Right)> merges, Dictionary<string, (int Id, bool Special)> added)
