@@ -25,6 +25,43 @@ internal sealed class ByteLevelBpe
         _addPrefixSpace = addPrefixSpace;
     }
 
+    /// <summary>
+    /// Builds a Llama 3 style tokenizer from a byte-level vocab (GPT-2 spelling), merges in priority order and the
+    /// special tokens. Throws <see cref="FormatException"/> for a vocab that lacks a byte or a merge of unknown tokens.
+    /// </summary>
+    public static Llama3Tokenizer CreateTokenizer(Dictionary<string, int> vocab, IReadOnlyList<(string Left, string Right)> merges,
+        IReadOnlyDictionary<string, int> specials, string pattern, bool ignoreMerges, bool addPrefixSpace, int? bosId = null, int? eosId = null)
+    {
+        for (int b = 0; b < 256; b++)
+            if (!vocab.ContainsKey(ToChar[b].ToString())) throw new FormatException($"byte-level vocab lacks byte 0x{b:X2}");
+        var ranks = new Dictionary<(int, int), int>();
+        for (int rank = 0; rank < merges.Count; rank++)
+        {
+            var (l, r) = merges[rank];
+            if (!vocab.TryGetValue(l, out int li) || !vocab.TryGetValue(r, out int ri) || !vocab.ContainsKey(l + r))
+                throw new FormatException($"merge {rank} ('{l}' '{r}') uses a token missing from the vocab");
+            ranks.TryAdd((li, ri), rank);
+        }
+        int size = Math.Max(vocab.Values.DefaultIfEmpty(-1).Max(), specials.Values.DefaultIfEmpty(-1).Max()) + 1;
+        var bytes = new byte[]?[size];
+        foreach (var (piece, id) in vocab) bytes[id] = Unmap(piece);
+        var bpe = new ByteLevelBpe(vocab, ranks, new Regex(pattern, RegexOptions.Compiled), ignoreMerges, addPrefixSpace);
+        return new Llama3Tokenizer(bytes, specials, bpe.Encode, bosId, eosId);
+    }
+
+    /// <summary>A vocab entry's bytes; an entry outside the byte alphabet (an added token kept in the vocab) is taken as UTF-8 text.</summary>
+    static byte[] Unmap(string piece)
+    {
+        var bytes = new byte[piece.Length];
+        for (int i = 0; i < piece.Length; i++)
+        {
+            int b = ToByte(piece[i]);
+            if (b < 0) return Encoding.UTF8.GetBytes(piece);
+            bytes[i] = (byte)b;
+        }
+        return bytes;
+    }
+
     public List<int> Encode(string text)
     {
         var ids = new List<int>();

@@ -76,25 +76,9 @@ internal static class HfTokenizerJson
             throw new ModelFormatException(path, "a normalizer is not supported with byte-level BPE");
         var (pattern, addPrefixSpace) = PreTokenizer(path, root);
 
-        for (int b = 0; b < 256; b++)
-            if (!vocab.ContainsKey(ByteLevelBpe.ToChar[b].ToString()))
-                throw new ModelFormatException(path, $"byte-level vocab lacks byte 0x{b:X2}");
-        var ranks = new Dictionary<(int, int), int>();
-        for (int rank = 0; rank < merges.Count; rank++)
-        {
-            var (l, r) = merges[rank];
-            if (!vocab.TryGetValue(l, out int li) || !vocab.TryGetValue(r, out int ri) || !vocab.ContainsKey(l + r))
-                throw new ModelFormatException(path, $"merge {rank} ('{l}' '{r}') uses a token missing from the vocab");
-            ranks.TryAdd((li, ri), rank);
-        }
-
-        int size = Math.Max(vocab.Count == 0 ? 0 : vocab.Values.Max() + 1, added.Count == 0 ? 0 : added.Values.Max(a => a.Id) + 1);
-        var bytes = new byte[]?[size];
-        foreach (var (piece, id) in vocab) bytes[id] = Unmap(piece);
         var specials = added.ToDictionary(a => a.Key, a => a.Value.Id, StringComparer.Ordinal);
         bool ignoreMerges = model.TryGetProperty("ignore_merges", out var im) && im.ValueKind == JsonValueKind.True;
-        var bpe = new ByteLevelBpe(vocab, ranks, new Regex(pattern, RegexOptions.Compiled), ignoreMerges, addPrefixSpace);
-        return new Llama3Tokenizer(bytes, specials, bpe.Encode);
+        return ByteLevelBpe.CreateTokenizer(vocab, merges, specials, pattern, ignoreMerges, addPrefixSpace);
     }
 
     /// <summary>
@@ -139,23 +123,11 @@ internal static class HfTokenizerJson
         return (pattern, addPrefixSpace);
     }
 
-    /// <summary>A vocab entry's bytes; an entry outside the byte alphabet (an added token kept in the vocab) is taken as UTF-8 text.</summary>
-    static byte[] Unmap(string piece)
-    {
-        var bytes = new byte[piece.Length];
-        for (int i = 0; i < piece.Length; i++)
-        {
-            int b = ByteLevelBpe.ToByte(piece[i]);
-            if (b < 0) return Encoding.UTF8.GetBytes(piece);
-            bytes[i] = (byte)b;
-        }
-        return bytes;
-    }
-
     /// <summary>
     /// A Llama 2 style tokenizer.json as SentencePiece BPE. The file has merges instead of scores; HF's converter
     /// ordered them by the merged piece's SentencePiece score, so a piece's score is minus the rank of its first
     /// merge. Multi-character pieces that no merge produces can never form in HF's BPE, so they are marked unused.
+    /// The file's normalizer/pre-tokenizer are taken to be Llama 2's (prepend "▁", spaces to "▁") and are not read.
     /// </summary>
     static SentencePieceBpeTokenizer BuildSentencePiece(string path, Dictionary<string, int> vocab,
         List<(string Left, string Right)> merges, Dictionary<string, (int Id, bool Special)> added)

@@ -22,7 +22,8 @@ public sealed class Llama3Tokenizer : ITextTokenizer
     readonly IReadOnlyDictionary<string, int> _specialIds;
     readonly Func<string, IReadOnlyList<int>> _encodeOrdinary;
 
-    internal Llama3Tokenizer(byte[]?[] bytes, IReadOnlyDictionary<string, int> specialIds, Func<string, IReadOnlyList<int>> encodeOrdinary)
+    internal Llama3Tokenizer(byte[]?[] bytes, IReadOnlyDictionary<string, int> specialIds, Func<string, IReadOnlyList<int>> encodeOrdinary,
+        int? bosId = null, int? eosId = null)
     {
         int size = Math.Max(bytes.Length, specialIds.Count == 0 ? 0 : specialIds.Values.Max() + 1);
         _bytes = new byte[]?[size];
@@ -35,8 +36,8 @@ public sealed class Llama3Tokenizer : ITextTokenizer
         if (specialIds.Count > 0)
             _specialSplitter = new Regex(string.Join('|', specialIds.Keys.OrderByDescending(k => k.Length).Select(Regex.Escape)),
                 RegexOptions.CultureInvariant);
-        BosId = specialIds.GetValueOrDefault(Llama3SpecialTokens.BeginOfText, -1);
-        EosId = specialIds.GetValueOrDefault(Llama3SpecialTokens.EndOfText, -1);
+        BosId = bosId ?? specialIds.GetValueOrDefault(Llama3SpecialTokens.BeginOfText, -1);
+        EosId = eosId ?? specialIds.GetValueOrDefault(Llama3SpecialTokens.EndOfText, -1);
         EotId = specialIds.GetValueOrDefault(Llama3SpecialTokens.EndOfTurn, -1);
     }
 
@@ -71,6 +72,31 @@ public sealed class Llama3Tokenizer : ITextTokenizer
         HfTokenizerJson.Load(tokenizerJsonPath) as Llama3Tokenizer
         ?? throw new ModelFormatException(tokenizerJsonPath,
             "is a SentencePiece-style (Llama 2) tokenizer.json, not byte-level BPE; load it with TokenizerFiles.LoadFromFolder");
+
+    /// <summary>
+    /// Builds the tokenizer from GGUF's <c>tokenizer.ggml.*</c> arrays of a <c>gpt2</c>-model vocabulary with the
+    /// <c>llama-bpe</c> pre-tokenizer (Llama 3): tokens in GPT-2's byte spelling, merges as "left right" in priority
+    /// order, token types as in SentencePiece (3 control and 4 user-defined are the special tokens).
+    /// Like llama.cpp for Llama 3, a chunk that is a whole token is taken as is (ignore_merges).
+    /// </summary>
+    /// <exception cref="FormatException">a byte is missing from the tokens, or a merge names an unknown token</exception>
+    public static Llama3Tokenizer FromGgufVocabulary(string[] tokens, string[] merges, int[] tokenTypes, int bosId, int eosId)
+    {
+        if (tokenTypes.Length != tokens.Length) throw new ArgumentException($"{tokens.Length} tokens but {tokenTypes.Length} token types");
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        var specials = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int id = 0; id < tokens.Length; id++)
+        {
+            if (tokenTypes[id] is SentencePieceBpeTokenizer.Control or SentencePieceBpeTokenizer.UserDefined) specials.TryAdd(tokens[id], id);
+            else vocab.TryAdd(tokens[id], id);
+        }
+        var pairs = merges.Select(m =>
+        {
+            int space = m.IndexOf(' ', 1);
+            return space < 0 ? throw new FormatException($"merge '{m}' has no space") : (m[..space], m[(space + 1)..]);
+        }).ToList();
+        return ByteLevelBpe.CreateTokenizer(vocab, pairs, specials, Pattern, ignoreMerges: true, addPrefixSpace: false, bosId, eosId);
+    }
 
     /// <summary>Parses the rank file; rank = id. Fails on a line that is not "base64 rank" or a repeated rank.</summary>
     static byte[]?[] ReadRanks(string path, byte[] data)

@@ -53,7 +53,7 @@ public class BadTokenizerFileTests
     {
         byte[] whole = File.ReadAllBytes(RepoPaths.Tok512);
         Assert.Equal(512, Llama2cTokenizer.Load(RepoPaths.Tok512, vocabSize: 512).VocabSize);
-        // 4 + (8 + 0) * 0 ... find the end of entry 400 by walking the entries.
+        // Walk the entries to the end of id 399: without a vocab size, a file cut there would look complete.
         int pos = 4;
         for (int id = 0; id < 400; id++) pos += 8 + BitConverter.ToInt32(whole, pos + 4);
         AssertRejects(Write("tok512.bin", whole[..pos]), p => Llama2cTokenizer.Load(p, vocabSize: 512), "truncated");

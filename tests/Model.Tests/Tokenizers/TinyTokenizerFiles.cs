@@ -113,13 +113,18 @@ public static class TinyTokenizerFiles
     }
 
     /// <summary>GPT-2's byte-to-character table, written out again here so the test does not lean on the product's.</summary>
-    public static char ByteChar(int b)
+    public static char ByteChar(int b) => ByteChars[b];
+
+    static readonly char[] ByteChars = BuildByteChars();
+
+    static char[] BuildByteChars()
     {
-        if (b is >= 33 and <= 126 or >= 161 and <= 172 or >= 174 and <= 255) return (char)b;
-        int n = 0;
-        for (int x = 0; x < b; x++)
-            if (!(x is >= 33 and <= 126 or >= 161 and <= 172 or >= 174 and <= 255)) n++;
-        return (char)(256 + n);
+        // Printable Latin-1 bytes stand for themselves; the others take U+0100, U+0101, ... in byte order.
+        var table = new char[256];
+        int next = 256;
+        for (int b = 0; b < 256; b++)
+            table[b] = b is >= 33 and <= 126 or >= 161 and <= 172 or >= 174 and <= 255 ? (char)b : (char)next++;
+        return table;
     }
 
     static void WriteTag(Stream s, int field, int wire) => WriteVarint(s, (ulong)(field << 3 | wire));

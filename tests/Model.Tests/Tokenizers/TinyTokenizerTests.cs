@@ -102,6 +102,21 @@ public class TinyTokenizerTests
     }
 
     [Fact]
+    public void GgufByteLevelVocabulary()
+    {
+        var tokens = Enumerable.Range(0, 256).Select(b => TinyTokenizerFiles.ByteChar(b).ToString())
+            .Concat(["he", "ll", "hell", "\u0120hell", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]).ToArray();
+        int[] types = tokens.Select((_, id) => id >= 260 ? 3 : 1).ToArray();
+        var tok = Llama3Tokenizer.FromGgufVocabulary(tokens, ["h e", "l l", "he ll", "\u0120 hell"], types, bosId: 260, eosId: 261);
+        Assert.Equal(263, tok.VocabSize);
+        Assert.Equal((260, 261, 262), (tok.BosId, tok.EosId, tok.EotId));
+        Assert.Equal([260, 116, 256, 259, 111], tok.Encode("the hello", addBos: true));
+        Assert.Equal([260, 256, 262], tok.EncodeWithSpecialTokens("<|begin_of_text|>he<|eot_id|>"));
+        Assert.Equal("the hello", tok.Decode([260, 116, 256, 259, 111, 261]));
+        Assert.Throws<FormatException>(() => Llama3Tokenizer.FromGgufVocabulary(tokens, ["x y"], types, 260, 261));
+    }
+
+    [Fact]
     public void HfSentencePieceJsonIsRefusedByLoadHfJson()
     {
         string path = Write("tokenizer.json", TinyTokenizerFiles.SentencePieceJson());
