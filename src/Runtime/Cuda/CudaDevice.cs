@@ -87,13 +87,13 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
             whyNot = "";
             return opened;
         }
-        catch (Exception e) when (e is CudaException or DllNotFoundException or EntryPointNotFoundException or IOException)
+        catch (Exception e)  // TryOpen's promise is a reason, never an exception: a broken install is a reason too
         {
             if (opened is not null) foreach (var (_, module) in opened.modules) module.Dispose();
             cublas?.Dispose();
             stream?.Dispose();
             context?.Dispose();
-            whyNot = e.Message.ReplaceLineEndings(" ");
+            whyNot = (e is CudaException ? e.Message : $"{e.GetType().Name}: {e.Message}").ReplaceLineEndings(" ");
             return null;
         }
     }
