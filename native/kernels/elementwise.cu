@@ -1,0 +1,56 @@
+// elementwise.cu — the small ops of the residual stream and of interventions: add, intervene (x·scale+offset),
+// multiply, fill, and row gather / scatter-add.
+//
+// Launch: 1-D grid-stride loops, any block size. gather_rows runs over count·width elements; scatter_add_rows
+// over the width only: one thread owns a column and walks the index list in order, so repeated indices add up
+// without atomics and in the same order as the CPU op (the result is deterministic, bit for bit).
+#include "nt_device.h"
+
+extern "C" __global__ void add_inplace(float* __restrict__ destination, const float* __restrict__ source, long long n) {
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) destination[i] += source[i];
+}
+NT_HOST_LAUNCHER(add_inplace)
+
+// One rounding (fused multiply-add), like TensorPrimitives.FusedMultiplyAdd in the CPU op.
+extern "C" __global__ void intervene_inplace(float* __restrict__ x, const float* __restrict__ scale,
+                                             const float* __restrict__ offset, long long n) {
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) x[i] = fmaf(x[i], scale[i], offset[i]);
+}
+NT_HOST_LAUNCHER(intervene_inplace)
+
+extern "C" __global__ void multiply_inplace(float* __restrict__ x, const float* __restrict__ scale, long long n) {
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) x[i] *= scale[i];
+}
+NT_HOST_LAUNCHER(multiply_inplace)
+
+extern "C" __global__ void fill_f32(float* __restrict__ x, float value, long long n) {
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) x[i] = value;
+}
+NT_HOST_LAUNCHER(fill_f32)
+
+// destination[i, :] = source[rows[i], :]. Indices are checked on the host; one outside [0, source_rows) gives
+// a NaN row rather than a read out of bounds.
+extern "C" __global__ void gather_rows(const float* __restrict__ source, const int* __restrict__ rows,
+                                       float* __restrict__ destination, int count, int width, int source_rows) {
+  const long long n = (long long)count * width;
+  for (long long e = nt_global_index(); e < n; e += nt_grid_stride()) {
+    const long long i = e / width, c = e - i * width;
+    const int r = rows[i];
+    destination[e] = (r >= 0 && r < source_rows) ? source[(long long)r * width + c] : NT_NAN;
+  }
+}
+NT_HOST_LAUNCHER(gather_rows)
+
+// destination[rows[i], :] += source[i, :], i in order. Indices outside [0, destination_rows) are skipped
+// (the host has already refused them).
+extern "C" __global__ void scatter_add_rows(const float* __restrict__ source, const int* __restrict__ rows,
+                                            float* __restrict__ destination, int count, int width,
+                                            int destination_rows) {
+  for (long long c = nt_global_index(); c < width; c += nt_grid_stride()) {
+    for (int i = 0; i < count; ++i) {
+      const int r = rows[i];
+      if (r >= 0 && r < destination_rows) destination[(long long)r * width + c] += source[(long long)i * width + c];
+    }
+  }
+}
+NT_HOST_LAUNCHER(scatter_add_rows)

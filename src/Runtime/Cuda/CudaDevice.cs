@@ -1,0 +1,259 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using NeuronTrace.Runtime.Cuda.Native;
+
+namespace NeuronTrace.Runtime.Cuda;
+
+/// <summary>
+/// One GPU, ready to run NeuronTrace's kernels: its primary context, a stream, the PTX modules and a cuBLAS handle.
+/// Open with <see cref="TryOpen(out string)"/>, which never throws: on a machine without a driver or device it
+/// returns null and a one-line reason. All work goes to one stream, in order; copies to and from the host wait for
+/// it. Not thread-safe (one thread at a time; the context is made current on whichever thread calls).
+/// </summary>
+public sealed unsafe class CudaDevice : IDeviceRuntime
+{
+    readonly CudaContextHandle context;
+    readonly CudaStreamHandle stream;
+    readonly CublasHandle cublas;
+    readonly List<(string File, CudaModuleHandle Module)> modules = [];
+    readonly Dictionary<string, nint> functions = [];
+    readonly Dictionary<string, byte[]> rangeNames = [];
+
+    CudaDevice(int ordinal, CudaContextHandle context, CudaStreamHandle stream, CublasHandle cublas)
+    {
+        Ordinal = ordinal;
+        this.context = context;
+        this.stream = stream;
+        this.cublas = cublas;
+    }
+
+    public int Ordinal { get; }
+    public string Name { get; private set; } = "";
+    public (int Major, int Minor) ComputeCapability { get; private set; }
+    public int MultiprocessorCount { get; private set; }
+    public long TotalMemory { get; private set; }
+    public int DriverVersion { get; private set; }
+    /// <summary>The folder the PTX modules were loaded from.</summary>
+    public string PtxDirectory { get; private set; } = "";
+
+    /// <summary>Opens device 0 with the PTX found by <see cref="PtxLocator"/>.</summary>
+    public static CudaDevice? TryOpen(out string whyNot) => TryOpen(0, null, out whyNot);
+
+    /// <summary>
+    /// Opens device <paramref name="ordinal"/> and loads the PTX modules; null with a one-line
+    /// <paramref name="whyNot"/> when there is no driver, no such device, no cuBLAS or no PTX. Never throws for those.
+    /// </summary>
+    public static CudaDevice? TryOpen(int ordinal, string? ptxDirectory, out string whyNot)
+    {
+        if (!NativeLibrary.TryLoad(CudaDriver.Library, out _))
+        {
+            whyNot = $"no CUDA driver: {CudaDriver.Library} cannot be loaded (no NVIDIA driver on this machine)";
+            return null;
+        }
+        CudaContextHandle? context = null;
+        CudaStreamHandle? stream = null;
+        CublasHandle? cublas = null;
+        CudaDevice? opened = null;
+        try
+        {
+            int r = CudaDriver.cuInit(0);
+            if (r != CudaDriver.Success) { whyNot = Describe("cuInit", r); return null; }
+            int count, device, version;
+            CudaException.Check(CudaDriver.cuDeviceGetCount(&count), "cuDeviceGetCount");
+            if (count == 0) { whyNot = "the CUDA driver reports no device"; return null; }
+            if (ordinal < 0 || ordinal >= count) { whyNot = $"no CUDA device {ordinal} (the driver reports {count})"; return null; }
+            CudaException.Check(CudaDriver.cuDriverGetVersion(&version), "cuDriverGetVersion");
+            CudaException.Check(CudaDriver.cuDeviceGet(&device, ordinal), "cuDeviceGet");
+
+            if (!NativeLibraries.TryLoad(Cublas.Library, out string tried)) { whyNot = $"cuBLAS not found (tried {tried})"; return null; }
+            string? dir = PtxLocator.Find(ptxDirectory, out string searched);
+            if (dir is null) { whyNot = $"no PTX modules found (looked in {searched}); run native/build.sh or set {PtxLocator.EnvironmentVariable}"; return null; }
+
+            nint ctx;
+            CudaException.Check(CudaDriver.cuDevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
+            context = new CudaContextHandle(ctx, device);
+            context.MakeCurrent();
+            nint s;
+            CudaException.Check(CudaDriver.cuStreamCreate(&s, 0), "cuStreamCreate");  // 0: ordered with the legacy default stream
+            stream = new CudaStreamHandle(context, s);
+            nint h;
+            CudaException.CheckCublas(Cublas.cublasCreate_v2(&h), "cublasCreate_v2");
+            cublas = new CublasHandle(context, h);
+            CudaException.CheckCublas(Cublas.cublasSetStream_v2(h, s), "cublasSetStream_v2");
+
+            opened = new CudaDevice(ordinal, context, stream, cublas) { DriverVersion = version, PtxDirectory = dir };
+            opened.ReadProperties(device);
+            opened.LoadModules(dir);
+            whyNot = "";
+            return opened;
+        }
+        catch (Exception e)  // TryOpen's promise is a reason, never an exception: a broken install is a reason too
+        {
+            if (opened is not null) foreach (var (_, module) in opened.modules) module.Dispose();
+            cublas?.Dispose();
+            stream?.Dispose();
+            context?.Dispose();
+            whyNot = (e is CudaException ? e.Message : $"{e.GetType().Name}: {e.Message}").ReplaceLineEndings(" ");
+            return null;
+        }
+    }
+
+    static string Describe(string call, int result) => CudaException.FromDriver(result, call).Message;
+
+    void ReadProperties(int device)
+    {
+        byte* name = stackalloc byte[256];
+        CudaException.Check(CudaDriver.cuDeviceGetName(name, 256, device), "cuDeviceGetName");
+        Name = new string((sbyte*)name);
+        int major, minor, sms;
+        CudaException.Check(CudaDriver.cuDeviceGetAttribute(&major, CudaDriver.AttributeComputeCapabilityMajor, device), "cuDeviceGetAttribute");
+        CudaException.Check(CudaDriver.cuDeviceGetAttribute(&minor, CudaDriver.AttributeComputeCapabilityMinor, device), "cuDeviceGetAttribute");
+        CudaException.Check(CudaDriver.cuDeviceGetAttribute(&sms, CudaDriver.AttributeMultiprocessorCount, device), "cuDeviceGetAttribute");
+        nuint bytes;
+        CudaException.Check(CudaDriver.cuDeviceTotalMem_v2(&bytes, device), "cuDeviceTotalMem_v2");
+        ComputeCapability = (major, minor);
+        MultiprocessorCount = sms;
+        TotalMemory = (long)bytes;
+    }
+
+    void LoadModules(string dir)
+    {
+        foreach (string file in Directory.EnumerateFiles(dir, "*.ptx").Order())
+        {
+            byte[] text = File.ReadAllBytes(file);
+            var image = new byte[text.Length + 1];  // the driver reads PTX up to a NUL
+            text.CopyTo(image, 0);
+            nint module;
+            fixed (byte* p = image)
+            {
+                int r = CudaDriver.cuModuleLoadData(&module, p);
+                if (r != CudaDriver.Success) throw CudaException.FromDriver(r, $"cuModuleLoadData({Path.GetFileName(file)})");
+            }
+            modules.Add((file, new CudaModuleHandle(context, module)));
+        }
+    }
+
+    nint Function(string kernel)
+    {
+        if (functions.TryGetValue(kernel, out nint f)) return f;
+        byte[] name = Encoding.ASCII.GetBytes(kernel + "\0");
+        fixed (byte* n = name)
+        {
+            foreach (var (_, module) in modules)
+            {
+                int r = CudaDriver.cuModuleGetFunction(&f, module.DangerousGetHandle(), n);
+                if (r == CudaDriver.ErrorNotFound) continue;
+                CudaException.Check(r, $"cuModuleGetFunction({kernel})");
+                functions[kernel] = f;
+                return f;
+            }
+        }
+        throw new InvalidOperationException($"kernel {kernel} is in none of the PTX modules in {PtxDirectory}; rebuild them (native/build.sh)");
+    }
+
+    public SafeHandle Allocate(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        if (bytes == 0) return new CudaMemoryHandle(context, 0);
+        context.MakeCurrent();
+        ulong p;
+        CudaException.Check(CudaDriver.cuMemAlloc_v2(&p, (nuint)bytes), $"cuMemAlloc_v2({bytes} bytes)");
+        return new CudaMemoryHandle(context, p);
+    }
+
+    // The synchronous copies run on the legacy default stream; waiting for our stream first makes the order with the
+    // kernels explicit (an upload must not overwrite a buffer a queued kernel still reads).
+    public void CopyToDevice(nint destination, ReadOnlySpan<byte> source)
+    {
+        if (source.IsEmpty) return;
+        Synchronize();
+        fixed (byte* s = source)
+            CudaException.Check(CudaDriver.cuMemcpyHtoD_v2((ulong)destination, s, (nuint)source.Length), "cuMemcpyHtoD_v2");
+    }
+
+    public void CopyToHost(nint source, Span<byte> destination)
+    {
+        if (destination.IsEmpty) return;
+        Synchronize();
+        fixed (byte* d = destination)
+            CudaException.Check(CudaDriver.cuMemcpyDtoH_v2(d, (ulong)source, (nuint)destination.Length), "cuMemcpyDtoH_v2");
+    }
+
+    public void CopyDeviceToDevice(nint destination, nint source, long bytes)
+    {
+        if (bytes == 0) return;
+        Synchronize();
+        CudaException.Check(CudaDriver.cuMemcpyDtoD_v2((ulong)destination, (ulong)source, (nuint)bytes), "cuMemcpyDtoD_v2");
+    }
+
+    public void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments)
+    {
+        context.MakeCurrent();
+        nint f = Function(kernel);
+        fixed (nint* args = arguments)
+        {
+            int r = CudaDriver.cuLaunchKernel(f, grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)sharedBytes,
+                stream.DangerousGetHandle(), (void**)args, null);
+            if (r != CudaDriver.Success) throw CudaException.FromDriver(r, $"cuLaunchKernel({kernel}, grid {grid}, block {block}, {sharedBytes} B shared)");
+        }
+    }
+
+    public void Sgemm(in GemmCall c)
+    {
+        context.MakeCurrent();
+        float alpha = c.Alpha, beta = c.Beta;
+        CudaException.CheckCublas(Cublas.cublasSgemm_v2(cublas.DangerousGetHandle(),
+            c.TransposeA ? Cublas.OpT : Cublas.OpN, c.TransposeB ? Cublas.OpT : Cublas.OpN, c.M, c.N, c.K,
+            &alpha, (ulong)c.A, c.Lda, (ulong)c.B, c.Ldb, &beta, (ulong)c.C, c.Ldc), $"cublasSgemm_v2(m={c.M}, n={c.N}, k={c.K})");
+    }
+
+    public void Synchronize()
+    {
+        context.MakeCurrent();
+        CudaException.Check(CudaDriver.cuStreamSynchronize(stream.DangerousGetHandle()), "cuStreamSynchronize");
+    }
+
+    /// <summary>GPU time of <paramref name="work"/> in milliseconds, between two events recorded on the stream.</summary>
+    public float Time(Action work)
+    {
+        context.MakeCurrent();
+        nint a, b;
+        CudaException.Check(CudaDriver.cuEventCreate(&a, 0), "cuEventCreate");
+        using var start = new CudaEventHandle(context, a);
+        CudaException.Check(CudaDriver.cuEventCreate(&b, 0), "cuEventCreate");
+        using var end = new CudaEventHandle(context, b);
+        CudaException.Check(CudaDriver.cuEventRecord(a, stream.DangerousGetHandle()), "cuEventRecord");
+        work();
+        context.MakeCurrent();
+        CudaException.Check(CudaDriver.cuEventRecord(b, stream.DangerousGetHandle()), "cuEventRecord");
+        CudaException.Check(CudaDriver.cuEventSynchronize(b), "cuEventSynchronize");
+        float ms;
+        CudaException.Check(CudaDriver.cuEventElapsedTime(&ms, a, b), "cuEventElapsedTime");
+        return ms;
+    }
+
+    public void PushRange(string name)
+    {
+        if (!Nvtx.Available) return;
+        if (!rangeNames.TryGetValue(name, out byte[]? bytes)) rangeNames[name] = bytes = Encoding.UTF8.GetBytes(name + "\0");
+        fixed (byte* p = bytes) Nvtx.nvtxRangePushA(p);
+    }
+
+    public void PopRange()
+    {
+        if (Nvtx.Available) Nvtx.nvtxRangePop();
+    }
+
+    public void Dispose()
+    {
+        if (context.IsClosed) return;
+        try { Synchronize(); } catch (CudaException) { /* a failed kernel: free what we can anyway */ }
+        cublas.Dispose();
+        foreach (var (_, module) in modules) module.Dispose();
+        stream.Dispose();
+        context.Dispose();
+    }
+
+    public override string ToString() =>
+        $"{Name} (device {Ordinal}, sm_{ComputeCapability.Major}{ComputeCapability.Minor}, {MultiprocessorCount} SMs, {TotalMemory >> 20} MiB)";
+}

@@ -1,0 +1,44 @@
+using System.Runtime.InteropServices;
+
+namespace NeuronTrace.Runtime.Cuda;
+
+/// <summary>
+/// A dense fp32 tensor in device memory, owned by a <see cref="CudaBackend"/>. <see cref="Span"/> throws: device
+/// memory is reached only through the backend (Upload, Download, the ops).
+/// </summary>
+public sealed class CudaTensor : Tensor
+{
+    readonly SafeHandle memory;
+
+    internal CudaTensor(SafeHandle memory, IDeviceRuntime device, int[] shape) : base(shape)
+    {
+        this.memory = memory;
+        Device = device;
+    }
+
+    /// <summary>The runtime whose memory this is.</summary>
+    public IDeviceRuntime Device { get; }
+
+    /// <summary>The device address (0 for an empty tensor).</summary>
+    public nint Pointer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(memory.IsClosed, this);
+            return memory.DangerousGetHandle();
+        }
+    }
+
+    public long Bytes => Length * sizeof(float);
+
+    public override Span<float> Span =>
+        throw new NotSupportedException($"{this} lives in device memory ({Device.Name}); use IBackend.Download");
+
+    public override void Dispose()
+    {
+        memory.Dispose();
+        base.Dispose();
+    }
+
+    public override string ToString() => $"CudaTensor[{string.Join(", ", Shape)}]";
+}

@@ -1,0 +1,43 @@
+using System.Runtime.InteropServices;
+
+namespace NeuronTrace.Runtime.Cuda;
+
+/// <summary>
+/// What <see cref="CudaBackend"/> needs from a device: memory, copies, kernel launches by name, a column-major
+/// SGEMM and profiling ranges. <see cref="CudaDevice"/> is the GPU (driver API, PTX modules, cuBLAS, NVTX). The
+/// tests supply a second one that runs the host build of the same kernel sources on the CPU, so the backend's
+/// launch configurations and argument packing are exercised without a GPU.
+/// Not thread-safe: one thread at a time per runtime.
+/// </summary>
+public interface IDeviceRuntime : IDisposable
+{
+    /// <summary>For messages: the GPU's name, or what stands in for it.</summary>
+    string Name { get; }
+
+    /// <summary>A device buffer of <paramref name="bytes"/> bytes (contents undefined); the handle's value is its address. Zero bytes gives an invalid (null) handle.</summary>
+    SafeHandle Allocate(long bytes);
+    void CopyToDevice(nint destination, ReadOnlySpan<byte> source);
+    void CopyToHost(nint source, Span<byte> destination);
+    void CopyDeviceToDevice(nint destination, nint source, long bytes);
+
+    /// <summary>
+    /// Launches kernel <paramref name="kernel"/> (its extern "C" name). <paramref name="arguments"/> is cuLaunchKernel's
+    /// kernelParams: one pointer per parameter, each to a copy of the value (see <see cref="KernelArgs"/>).
+    /// </summary>
+    void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments);
+
+    /// <summary>Column-major C = α op(A) op(B) + β C (BLAS semantics), fp32.</summary>
+    void Sgemm(in GemmCall call);
+
+    /// <summary>Waits for all launched work.</summary>
+    void Synchronize();
+
+    void PushRange(string name);
+    void PopRange();
+}
+
+/// <summary>A grid or block size.</summary>
+public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
+{
+    public override string ToString() => $"({X},{Y},{Z})";
+}

@@ -1,0 +1,285 @@
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Runtime.Cuda;
+using NeuronTrace.Runtime.Tests.Kernels;
+using Xunit;
+
+namespace NeuronTrace.Runtime.Tests.Cuda;
+
+/// <summary>
+/// <see cref="CudaBackend"/> against <see cref="CpuBackend"/>, op by op, on the same inputs. Target "host" runs the
+/// backend over the host build of the kernels (so its launch configurations, argument order, shape checks and the
+/// cuBLAS mapping are tested on every machine); target "gpu" runs it on the GPU when there is one.
+/// Tolerances are the kernel tests' (see there), plus 1e-5 abs + 1e-5 rel for the matrix products.
+/// </summary>
+public class CudaBackendTests
+{
+    static CudaBackend? Open(string target) => KernelTargets.Open(target) is { } rt ? new CudaBackend(rt) : null;
+
+    static float[] Get(IBackend b, Tensor t)
+    {
+        var r = new float[t.Length];
+        b.Download(t, r);
+        return r;
+    }
+
+    /// <summary>The same data on both backends.</summary>
+    static (Tensor Cpu, Tensor Gpu) Both(CudaBackend gpu, float[] data, params int[] shape) =>
+        (CpuBackend.Instance.Upload(data, shape), gpu.Upload(data, shape));
+
+    [Theory]
+    [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
+    public void Memory_ops_match(string target)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        using var zero = b.Allocate(3, 5);
+        Assert.All(Get(b, zero), v => Assert.Equal(0f, v));
+        float[] data = Rand.Floats(1, 15);
+        using var t = b.Upload(data, 3, 5);
+        Assert.Equal(data, Get(b, t));
+        b.Copy(t, zero);
+        Assert.Equal(data, Get(b, zero));
+        b.Fill(t, 2.5f);
+        Assert.All(Get(b, t), v => Assert.Equal(2.5f, v));
+        Assert.Throws<ArgumentException>(() => b.Upload(data, 4, 4));
+        Assert.Throws<ArgumentException>(() => b.Download(t, new float[3]));
+        Assert.Throws<ArgumentException>(() => b.Fill(new CpuTensor(2), 0f));
+        using var empty = b.Allocate(0, 4);
+        Assert.Empty(Get(b, empty));
+    }
+
+    [Theory]
+    [MemberData(nameof(MatMulCases))]
+    public void MatMul_and_its_input_gradient_match(string target, int rows, int n, int k, bool accumulate)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        var cpu = CpuBackend.Instance;
+        var (x, gx) = Both(b, Rand.Floats(1, rows * k), rows, k);
+        var (w, gw) = Both(b, Rand.Floats(2, n * k), n, k);
+        var (y, gy) = Both(b, Rand.Floats(3, rows * n), rows, n);
+        cpu.MatMul(x, w, y, accumulate);
+        b.MatMul(gx, gw, gy, accumulate);
+        Approx.Equal(y.Span, Get(b, gy), 1e-5f, 1e-5f, "MatMul");
+        cpu.MatMulInputGrad(y, w, x, accumulate);
+        b.MatMulInputGrad(gy, gw, gx, accumulate);
+        Approx.Equal(x.Span, Get(b, gx), 1e-5f, 1e-5f, "MatMulInputGrad");
+        if (n != k) Assert.Throws<ArgumentException>(() => b.MatMul(gy, gw, gx, accumulate));  // x and y swapped
+    }
+
+    public static IEnumerable<object[]> MatMulCases => KernelTargets.Cross(
+        from s in new[] { (1, 1, 1), (5, 7, 9), (12, 3, 64), (3, 40, 1) } from acc in new[] { false, true } select new object[] { s.Item1, s.Item2, s.Item3, acc });
+
+    [Theory]
+    [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
+    public void Embedding_matches_and_refuses_bad_ids(string target)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        const int vocab = 11, dim = 19;
+        var (table, gtable) = Both(b, Rand.Floats(4, vocab * dim), vocab, dim);
+        int[] tokens = [3, 0, 10, 3, 7];
+        var expected = new CpuTensor(tokens.Length, dim);
+        CpuBackend.Instance.Embedding(tokens, table, expected);
+        using var o = b.Allocate(tokens.Length, dim);
+        b.Embedding(tokens, gtable, o);
+        Approx.Equal(expected.Data, Get(b, o), 0, 0, "embedding");
+        Assert.Throws<ArgumentOutOfRangeException>(() => b.Embedding([1, vocab], gtable, o));
+        Assert.Throws<ArgumentOutOfRangeException>(() => b.Embedding([-1], gtable, o));
+    }
+
+    [Theory]
+    [MemberData(nameof(RmsNormCases))]
+    public void RmsNorm_and_backward_match(string target, int rows, int dim, NormRule rule)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        var cpu = CpuBackend.Instance;
+        var (x, gx) = Both(b, Rand.Floats(rows, rows * dim, -2f, 2f), rows, dim);
+        var (w, gw) = Both(b, Rand.Floats(dim, dim, 0.5f, 1.5f), dim);
+        var (y, gy) = Both(b, new float[rows * dim], rows, dim);
+        var (s, gs) = Both(b, new float[rows], rows);
+        cpu.RmsNorm(x, w, 1e-5f, y, s);
+        b.RmsNorm(gx, gw, 1e-5f, gy, gs);
+        Approx.Equal(s.Span, Get(b, gs), 0, 1e-5f, "rstd");
+        Approx.Equal(y.Span, Get(b, gy), 1e-5f, 1e-5f, "y");
+        var (dy, gdy) = Both(b, Rand.Floats(rows + 1, rows * dim), rows, dim);
+        var (dx, gdx) = Both(b, Rand.Floats(rows + 2, rows * dim), rows, dim);
+        cpu.RmsNormBackward(dy, x, w, s, rule, dx);
+        b.RmsNormBackward(gdy, gx, gw, gs, rule, gdx);
+        Approx.Equal(dx.Span, Get(b, gdx), 1e-5f, 1e-4f, $"dx ({rule})");
+    }
+
+    public static IEnumerable<object[]> RmsNormCases => KernelTargets.Cross(
+        from s in new[] { (1, 1), (3, 64), (6, 288), (2, 1000) } from r in new[] { NormRule.Exact, NormRule.FrozenScale } select new object[] { s.Item1, s.Item2, r });
+
+    [Theory]
+    [MemberData(nameof(RopeCases))]
+    public void Rope_matches(string target, bool interleaved, bool inverse)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        const int batch = 2, seqLen = 5, heads = 3, headDim = 8, half = headDim / 2;
+        float[] cos = new float[seqLen * half], sin = new float[seqLen * half];
+        for (int p = 0; p < seqLen; p++)
+            for (int i = 0; i < half; i++)
+            {
+                cos[p * half + i] = MathF.Cos(p * MathF.Pow(10000f, -2f * i / headDim));
+                sin[p * half + i] = MathF.Sin(p * MathF.Pow(10000f, -2f * i / headDim));
+            }
+        var (x, gx) = Both(b, Rand.Floats(7, batch * seqLen * heads * headDim), batch * seqLen, heads * headDim);
+        var (c, gc) = Both(b, cos, seqLen, half);
+        var (s, gs) = Both(b, sin, seqLen, half);
+        CpuBackend.Instance.Rope(x, heads, seqLen, c, s, interleaved, inverse);
+        b.Rope(gx, heads, seqLen, gc, gs, interleaved, inverse);
+        Approx.Equal(x.Span, Get(b, gx), 1e-6f, 1e-6f, "rope");
+    }
+
+    public static IEnumerable<object[]> RopeCases => KernelTargets.Cross(
+        from i in new[] { true, false } from inv in new[] { false, true } select new object[] { i, inv });
+
+    [Theory]
+    [MemberData(nameof(AttentionCases))]
+    public void Attention_and_backward_match(string target, int batch, int seqLen, int heads, int kvHeads, int headDim, AttentionRule rule)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        var cpu = CpuBackend.Instance;
+        var shape = new AttentionShape(batch, seqLen, heads, kvHeads, headDim);
+        int rows = shape.Rows;
+        var (q, gq) = Both(b, Rand.Floats(1, rows * shape.QWidth, -1.5f, 1.5f), rows, shape.QWidth);
+        var (k, gk) = Both(b, Rand.Floats(2, rows * shape.KvWidth, -1.5f, 1.5f), rows, shape.KvWidth);
+        var (v, gv) = Both(b, Rand.Floats(3, rows * shape.KvWidth), rows, shape.KvWidth);
+        var (z, gz) = Both(b, new float[rows * shape.QWidth], rows, shape.QWidth);
+        int[] pShape = [batch, heads, seqLen, seqLen];
+        var (p, gp) = Both(b, new float[batch * heads * seqLen * seqLen], pShape);
+        cpu.Attention(q, k, v, shape, z, p);
+        b.Attention(gq, gk, gv, shape, gz, gp);
+        Approx.Equal(p.Span, Get(b, gp), 1e-6f, 1e-5f, "probs");
+        Approx.Equal(z.Span, Get(b, gz), 1e-5f, 1e-4f, "z");
+
+        var (dz, gdz) = Both(b, Rand.Floats(4, rows * shape.QWidth), rows, shape.QWidth);
+        float[] garbage = Rand.Floats(5, rows * shape.QWidth, 100f, 200f);  // the op overwrites
+        var (dq, gdq) = Both(b, garbage, rows, shape.QWidth);
+        var (dk, gdk) = Both(b, garbage[..(rows * shape.KvWidth)], rows, shape.KvWidth);
+        var (dv, gdv) = Both(b, garbage[..(rows * shape.KvWidth)], rows, shape.KvWidth);
+        var pCpu = p;  // both backwards use the CPU pattern, so the same function is differentiated
+        using var pGpu = b.Upload(p.Span, pShape);
+        cpu.AttentionBackward(dz, q, k, v, pCpu, shape, rule, dq, dk, dv);
+        b.AttentionBackward(gdz, gq, gk, gv, pGpu, shape, rule, gdq, gdk, gdv);
+        Approx.Equal(dv.Span, Get(b, gdv), 1e-5f, 1e-4f, $"dv ({rule})");
+        Approx.Equal(dk.Span, Get(b, gdk), 1e-5f, 1e-4f, $"dk ({rule})");
+        Approx.Equal(dq.Span, Get(b, gdq), 1e-5f, 1e-4f, $"dq ({rule})");
+    }
+
+    public static IEnumerable<object[]> AttentionCases => KernelTargets.Cross(
+        from s in new[] { (1, 1, 2, 2, 8), (2, 7, 4, 4, 16), (2, 19, 4, 2, 8), (1, 35, 8, 2, 32), (3, 9, 4, 1, 12) }
+        from r in new[] { AttentionRule.Gradient, AttentionRule.FreezePattern }
+        select new object[] { s.Item1, s.Item2, s.Item3, s.Item4, s.Item5, r });
+
+    [Theory]
+    [MemberData(nameof(SwiGluCases))]
+    public void SwiGlu_and_backward_match(string target, GateRule rule)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        var cpu = CpuBackend.Instance;
+        const int rows = 3, width = 333;
+        var (g, gg) = Both(b, Rand.Floats(1, rows * width, -8f, 8f), rows, width);
+        var (u, gu) = Both(b, Rand.Floats(2, rows * width, -2f, 2f), rows, width);
+        var (h, gh) = Both(b, new float[rows * width], rows, width);
+        cpu.SwiGlu(g, u, h);
+        b.SwiGlu(gg, gu, gh);
+        Approx.Equal(h.Span, Get(b, gh), 1e-6f, 1e-5f, "h");
+        var (dh, gdh) = Both(b, Rand.Floats(3, rows * width), rows, width);
+        var (dg, gdg) = Both(b, new float[rows * width], rows, width);
+        var (du, gdu) = Both(b, new float[rows * width], rows, width);
+        cpu.SwiGluBackward(dh, g, u, rule, dg, du);
+        b.SwiGluBackward(gdh, gg, gu, rule, gdg, gdu);
+        Approx.Equal(dg.Span, Get(b, gdg), 1e-6f, 1e-5f, $"dgate ({rule})");
+        Approx.Equal(du.Span, Get(b, gdu), 1e-6f, 1e-5f, $"dup ({rule})");
+    }
+
+    public static IEnumerable<object[]> SwiGluCases => KernelTargets.Cross(
+        from r in new[] { GateRule.Exact, GateRule.IdentityHalf, GateRule.Identity } select new object[] { r });
+
+    [Theory]
+    [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
+    public void Elementwise_and_row_ops_match(string target)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        var cpu = CpuBackend.Instance;
+        const int rows = 6, width = 41;
+        var (x, gx) = Both(b, Rand.Floats(1, rows * width, -3f, 3f), rows, width);
+        var (s, gs) = Both(b, Rand.Floats(2, rows * width, -3f, 3f), rows, width);
+        var (o, go) = Both(b, Rand.Floats(3, rows * width, -3f, 3f), rows, width);
+        cpu.Add(x, s); b.Add(gx, gs);
+        Approx.Equal(x.Span, Get(b, gx), 0, 0, "add");
+        cpu.Intervene(x, s, o); b.Intervene(gx, gs, go);
+        Approx.Equal(x.Span, Get(b, gx), 0, 0, "intervene");
+        cpu.Multiply(x, s); b.Multiply(gx, gs);
+        Approx.Equal(x.Span, Get(b, gx), 0, 0, "multiply");
+
+        int[] idx = [5, 0, 5, 2];
+        var (d, gd) = Both(b, new float[idx.Length * width], idx.Length, width);
+        cpu.GatherRows(x, idx, d); b.GatherRows(gx, idx, gd);
+        Approx.Equal(d.Span, Get(b, gd), 0, 0, "gather");
+        cpu.ScatterAddRows(d, idx, o); b.ScatterAddRows(gd, idx, go);
+        Approx.Equal(o.Span, Get(b, go), 0, 0, "scatter-add");
+        Assert.Throws<ArgumentOutOfRangeException>(() => b.GatherRows(gx, [rows], gd));
+        Assert.Throws<ArgumentOutOfRangeException>(() => b.ScatterAddRows(gd, [0, 1, 2, -1], go));
+        Assert.Throws<ArgumentException>(() => b.Add(gx, gd));
+    }
+
+    [Theory]
+    [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
+    public void Empty_batches_launch_nothing(string target)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        using var x = b.Allocate(0, 8);
+        using var w = b.Allocate(8);
+        using var y = b.Allocate(0, 8);
+        using var s = b.Allocate(0);
+        b.RmsNorm(x, w, 1e-5f, y, s);
+        b.RmsNormBackward(y, x, w, s, NormRule.Exact, y);
+        b.SwiGlu(x, x, y);
+        b.Add(y, x);
+        b.GatherRows(x, [], y);
+        using var wm = b.Allocate(4, 8);
+        using var ym = b.Allocate(0, 4);
+        b.MatMul(x, wm, ym, false);
+        var shape = new AttentionShape(0, 3, 2, 1, 4);
+        using var q = b.Allocate(0, 8);
+        using var kv = b.Allocate(0, 4);
+        using var p = b.Allocate(0, 2, 3, 3);
+        b.Attention(q, kv, kv, shape, q, p);
+    }
+
+    /// <summary>
+    /// One pre-norm Llama block forward (RMSNorm, q/k/v, RoPE, GQA attention, o, residual, RMSNorm, gate/up, SwiGLU,
+    /// down, residual), then its backward under a rule set, on each backend; the outputs and the input gradient agree.
+    /// Tolerance 1e-4 abs + 1e-3 rel after a dozen ops.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(BlockCases))]
+    public void A_whole_llama_block_forward_and_backward_match(string target, string rules)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        var r = rules switch { "exact" => BackwardRules.Exact, "relp" => BackwardRules.RelP, _ => BackwardRules.RelPFrozenAttention };
+        var cpuOut = LlamaBlock.Run(CpuBackend.Instance, r);
+        var gpuOut = LlamaBlock.Run(b, r);
+        Approx.Equal(cpuOut.Output, gpuOut.Output, 1e-4f, 1e-3f, "block output");
+        Approx.Equal(cpuOut.InputGrad, gpuOut.InputGrad, 1e-4f, 1e-3f, $"input gradient ({rules})");
+        if (b.Device is HostKernelRuntime host)
+        {
+            Assert.Equal(0, host.OpenRanges);
+            Assert.Contains("attention_backward", host.Ranges);
+            Assert.Contains("matmul_input_grad", host.Ranges);
+        }
+    }
+
+    public static IEnumerable<object[]> BlockCases => KernelTargets.Cross([["exact"], ["relp"], ["relp-frozen-attention"]]);
+}

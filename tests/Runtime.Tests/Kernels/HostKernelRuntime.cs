@@ -1,0 +1,136 @@
+using System.Runtime.InteropServices;
+using NeuronTrace.Runtime.Cuda;
+using NeuronTrace.TestSupport;
+
+namespace NeuronTrace.Runtime.Tests.Kernels;
+
+/// <summary>
+/// An <see cref="IDeviceRuntime"/> over libneurontrace_kernels_host.so: the kernel sources of native/kernels compiled
+/// for the CPU, each grid run by the fiber emulator (native/host/nt_emulator.cpp). "Device" memory is native heap
+/// memory, filled with NaN bytes on allocation as a GPU's would hold garbage; the SGEMM is a plain column-major
+/// reference with BLAS semantics, including cuBLAS's argument checks. Lets every kernel, and CudaBackend itself, run
+/// in the ordinary test suite.
+/// </summary>
+public sealed unsafe class HostKernelRuntime : IDeviceRuntime
+{
+    public const string LibraryFile = "libneurontrace_kernels_host.so";
+    public const string EnvironmentVariable = "NT_KERNELS_HOST_LIB";
+
+    static readonly Lazy<nint> Library = new(Load);
+    readonly Dictionary<string, nint> launchers = [];
+
+    /// <summary>The library the tests load: $NT_KERNELS_HOST_LIB, else native/build/ in the checkout.</summary>
+    public static string LibraryPath =>
+        Environment.GetEnvironmentVariable(EnvironmentVariable) is { Length: > 0 } p ? p : Path.Combine(RepoPaths.Root, "native", "build", LibraryFile);
+
+    public string Name => "host emulation";
+
+    /// <summary>Names pushed with <see cref="PushRange"/>, in order (the NVTX ranges a GPU run would show).</summary>
+    public List<string> Ranges { get; } = [];
+    public int OpenRanges { get; private set; }
+    public int Launches { get; private set; }
+
+    static nint Load()
+    {
+        string path = LibraryPath;
+        if (!File.Exists(path))
+            throw new InvalidOperationException($"{path} is missing: run `bash native/build.sh` first (it builds the host kernel library the kernel tests load)");
+        return NativeLibrary.Load(path);
+    }
+
+    public SafeHandle Allocate(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        if (bytes == 0) return new HostMemory(0);
+        void* p = NativeMemory.AlignedAlloc((nuint)bytes, 256);
+        NativeMemory.Fill(p, (nuint)bytes, 0xff);
+        return new HostMemory((nint)p);
+    }
+
+    public void CopyToDevice(nint destination, ReadOnlySpan<byte> source) => source.CopyTo(new Span<byte>((void*)destination, source.Length));
+    public void CopyToHost(nint source, Span<byte> destination) => new ReadOnlySpan<byte>((void*)source, destination.Length).CopyTo(destination);
+
+    public void CopyDeviceToDevice(nint destination, nint source, long bytes) =>
+        Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes);
+
+    public void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments)
+    {
+        if (!launchers.TryGetValue(kernel, out nint f))
+        {
+            if (!NativeLibrary.TryGetExport(Library.Value, "nt_launch_" + kernel, out f))
+                throw new InvalidOperationException($"kernel {kernel}: no nt_launch_{kernel} in {LibraryPath} (missing NT_HOST_LAUNCHER, or a stale build)");
+            launchers[kernel] = f;
+        }
+        var launch = (delegate* unmanaged<uint, uint, uint, uint, uint, uint, uint, nint*, int>)f;
+        int rc;
+        fixed (nint* args = arguments)
+            rc = launch(grid.X, grid.Y, grid.Z, block.X, block.Y, block.Z, (uint)sharedBytes, args);
+        Launches++;
+        if (rc != 0) throw new HostKernelException(rc, LastError());
+    }
+
+    static string LastError()
+    {
+        var f = (delegate* unmanaged<sbyte*>)NativeLibrary.GetExport(Library.Value, "nt_host_last_error");
+        return new string(f());
+    }
+
+    public void Sgemm(in GemmCall c) => ReferenceSgemm(c);
+
+    /// <summary>Column-major C = α op(A) op(B) + β C as BLAS defines it; β = 0 never reads C.</summary>
+    public static void ReferenceSgemm(in GemmCall c)
+    {
+        // cuBLAS rejects these (CUBLAS_STATUS_INVALID_VALUE); so must the stand-in.
+        if (c.M < 0 || c.N < 0 || c.K < 0) throw new ArgumentException($"negative gemm size in {c}");
+        if (c.Lda < Math.Max(1, c.TransposeA ? c.K : c.M)) throw new ArgumentException($"lda too small in {c}");
+        if (c.Ldb < Math.Max(1, c.TransposeB ? c.N : c.K)) throw new ArgumentException($"ldb too small in {c}");
+        if (c.Ldc < Math.Max(1, c.M)) throw new ArgumentException($"ldc too small in {c}");
+        float* a = (float*)c.A, b = (float*)c.B, y = (float*)c.C;
+        for (int j = 0; j < c.N; j++)
+            for (int i = 0; i < c.M; i++)
+            {
+                float sum = 0f;
+                for (int l = 0; l < c.K; l++)
+                {
+                    float av = c.TransposeA ? a[l + (long)i * c.Lda] : a[i + (long)l * c.Lda];
+                    float bv = c.TransposeB ? b[j + (long)l * c.Ldb] : b[l + (long)j * c.Ldb];
+                    sum += av * bv;
+                }
+                long o = i + (long)j * c.Ldc;
+                y[o] = c.Alpha * sum + (c.Beta == 0f ? 0f : c.Beta * y[o]);
+            }
+    }
+
+    public void Synchronize() { }
+
+    public void PushRange(string name)
+    {
+        Ranges.Add(name);
+        OpenRanges++;
+    }
+
+    public void PopRange()
+    {
+        if (OpenRanges == 0) throw new InvalidOperationException("PopRange without PushRange");
+        OpenRanges--;
+    }
+
+    public void Dispose() { }
+
+    sealed class HostMemory : SafeHandle
+    {
+        public HostMemory(nint p) : base(0, true) => SetHandle(p);
+        public override bool IsInvalid => handle == 0;
+        protected override bool ReleaseHandle()
+        {
+            NativeMemory.AlignedFree((void*)handle);
+            return true;
+        }
+    }
+}
+
+/// <summary>A launch the emulator refused or a kernel that broke the execution model (message from nt_host_last_error).</summary>
+public sealed class HostKernelException(int code, string message) : Exception(message)
+{
+    public int Code { get; } = code;
+}
