@@ -3,44 +3,50 @@ using NeuronTrace.Model;
 
 namespace NeuronTrace.Cli;
 
-/// <summary>Faithfulness and completeness against k (log axis), one panel per site, random control dashed.</summary>
+/// <summary>Faithfulness and completeness against k (log axis) for one site, every method, random control dashed.</summary>
 public static class SweepPlot
 {
+    /// <summary>Writes <c>sweep_{site}.png</c> into <paramref name="dir"/> for every site of the sweep; returns the files.</summary>
+    public static IReadOnlyList<string> SaveAll(string dir, IReadOnlyList<SweepPoint> sweep, string title)
+    {
+        var files = new List<string>();
+        foreach (var site in sweep.Select(p => p.Site).Distinct())
+        {
+            string path = Path.Combine(dir, $"sweep_{site.Name()}.png");
+            Save(path, sweep.Where(p => p.Site == site).ToList(), $"{title}: {site.Name()}");
+            files.Add(path);
+        }
+        return files;
+    }
+
     public static void Save(string path, IReadOnlyList<SweepPoint> sweep, string title)
     {
-        var sites = sweep.Select(p => p.Site).Distinct().ToList();
-        var multi = new ScottPlot.Multiplot();
-        multi.AddPlots(sites.Count);
+        var plot = new ScottPlot.Plot();
         var palette = new ScottPlot.Palettes.Category10();
-        for (int s = 0; s < sites.Count; s++)
+        var methods = sweep.Select(p => p.Method).Distinct().ToList();
+        for (int m = 0; m < methods.Count; m++)
         {
-            var plot = multi.GetPlot(s);
-            var methods = sweep.Where(p => p.Site == sites[s]).Select(p => p.Method).Distinct().ToList();
-            for (int m = 0; m < methods.Count; m++)
+            var pts = sweep.Where(p => p.Method == methods[m] && p.K > 0).OrderBy(p => p.K).ToList();
+            double[] x = pts.Select(p => Math.Log10(p.K)).ToArray();
+            var color = palette.GetColor(m);
+            var f = plot.Add.Scatter(x, pts.Select(p => p.Faithfulness).ToArray(), color);
+            f.LegendText = $"{methods[m]} faithfulness";
+            var c = plot.Add.Scatter(x, pts.Select(p => p.Completeness).ToArray(), color);
+            c.LegendText = $"{methods[m]} completeness";
+            c.LinePattern = ScottPlot.LinePattern.Dotted;
+            if (m == 0)
             {
-                var pts = sweep.Where(p => p.Site == sites[s] && p.Method == methods[m] && p.K > 0).OrderBy(p => p.K).ToList();
-                double[] x = pts.Select(p => Math.Log10(p.K)).ToArray();
-                var color = palette.GetColor(m);
-                var f = plot.Add.Scatter(x, pts.Select(p => p.Faithfulness).ToArray(), color);
-                f.LegendText = $"{methods[m]} faithfulness";
-                var c = plot.Add.Scatter(x, pts.Select(p => p.Completeness).ToArray(), color);
-                c.LegendText = $"{methods[m]} completeness";
-                c.LinePattern = ScottPlot.LinePattern.Dotted;
-                if (m == 0)
-                {
-                    var rf = plot.Add.Scatter(x, pts.Select(p => p.RandomFaithfulness).ToArray(), ScottPlot.Colors.Gray);
-                    rf.LegendText = "random faithfulness";
-                    rf.LinePattern = ScottPlot.LinePattern.Dashed;
-                }
+                var rf = plot.Add.Scatter(x, pts.Select(p => p.RandomFaithfulness).ToArray(), ScottPlot.Colors.Gray);
+                rf.LegendText = "random circuit faithfulness";
+                rf.LinePattern = ScottPlot.LinePattern.Dashed;
             }
-            plot.Title($"{sites[s].Name()}");
-            plot.XLabel("log10 k (nodes kept)");
-            plot.YLabel("normalised metric");
-            plot.ShowLegend(ScottPlot.Alignment.LowerRight);
         }
-        multi.Layout = new ScottPlot.MultiplotLayouts.Grid(rows: (sites.Count + 1) / 2, columns: Math.Min(2, sites.Count));
+        plot.Title(title);
+        plot.XLabel("log10 k (nodes kept)");
+        plot.YLabel("normalised logit difference");
+        plot.ShowLegend(ScottPlot.Alignment.LowerRight);
         string tmp = path + ".tmp.png";
-        multi.SavePng(tmp, 1200, 450 * ((sites.Count + 1) / 2));
+        plot.SavePng(tmp, 900, 600);
         File.Move(tmp, path, overwrite: true);
     }
 }

@@ -32,7 +32,7 @@ public static class TraceCommand
             circuit alone keeps (faithfulness: 1 = all of it) and how much is left when it is removed (completeness:
             0 = nothing), for k from 1 to all nodes, beside random circuits of the same size. The metric is the logit of
             the clean answer minus that of the counterfactual answer. Writes a run folder (scores/, circuits/,
-            sweep.csv, summary.json, sweep.png) and prints the k each site needs to reach the target faithfulness.
+            sweep.csv, summary.json, sweep_SITE.png) and prints the k each site needs to reach the target faithfulness.
             """)
         {
             model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, seed,
@@ -68,7 +68,7 @@ public static class TraceCommand
             try
             {
                 TraceReport.Write(temp, result, loaded, taskPath);
-                SweepPlot.Save(Path.Combine(temp, "sweep.png"), result.Sweep, $"{t.Name}: mean-ablation sweep ({Path.GetFileName(loaded.Path)})");
+                SweepPlot.SaveAll(temp, result.Sweep, t.Name);
                 if (Directory.Exists(full)) Directory.Delete(full, true);
                 Directory.CreateDirectory(Path.GetDirectoryName(full)!);
                 Directory.Move(temp, full);
@@ -85,7 +85,7 @@ public static class TraceCommand
                 result.Circuits.Select(c => (IReadOnlyList<string>)(c.AtTarget is { } p
                     ? [c.Site.Name(), c.Method.Name(), c.TotalNodes.ToString(), p.K.ToString(), $"{(double)p.K / c.TotalNodes:P2}", $"{p.Faithfulness:F3}", $"{p.Completeness:F3}", $"{p.RandomFaithfulness:F3}"]
                     : [c.Site.Name(), c.Method.Name(), c.TotalNodes.ToString(), "-", "not reached", "-", "-", "-"])));
-            Console.WriteLine($"\nwrote {outDir}/ (sweep.csv, sweep.png, summary.json, circuits/, scores/)");
+            Console.WriteLine($"\nwrote {outDir}/ (sweep.csv, sweep_SITE.png, summary.json, circuits/, scores/)");
             return 0;
         });
         return cmd;
