@@ -372,3 +372,53 @@ def parse_dtype(s):
 def sync(device):
     if str(device).startswith("cuda"):
         torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# shared benchmark plumbing
+# ------------------------------------------------------------------------------------------------------------------
+def early_threads(argv, default=2):
+    """Read --threads before torch starts its pools, and pin OpenBLAS / OpenMP to it (call before importing torch)."""
+    n = default
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            n = int(argv[i + 1])
+        elif a.startswith("--threads="):
+            n = int(a.split("=", 1)[1])
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(n))
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    # Torch's OpenMP pool and OpenBLAS's own pthreads share the cores. With the default (spinning) OpenMP wait
+    # policy, idle OpenMP workers burn the cores OpenBLAS needs: measured 10-20x slower on 2 shared cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return n
+
+
+def time_iters(fn, iters, warmup, device):
+    """Run fn warmup times, then iters timed runs; returns the list of per-iteration seconds."""
+    import time
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    out = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def describe(device, threads, extra=""):
+    parts = [f"torch {torch.__version__}"]
+    if str(device).startswith("cuda"):
+        parts.append(f"cuda {torch.version.cuda}, {torch.cuda.get_device_name()}")
+    else:
+        libs = [os.path.basename(p) for p in blas_in_use()]
+        parts.append(f"threads {torch.get_num_threads()} (requested {threads}; OPENBLAS_NUM_THREADS="
+                     f"{os.environ.get('OPENBLAS_NUM_THREADS')}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
+        parts.append("BLAS " + ("OpenBLAS (" + ", ".join(l for l in libs if "openblas" in l) + ")"
+                                 if any("openblas" in l for l in libs) else "reference/other: " + ", ".join(libs)))
+        parts.append("oneDNN " + ("available" if torch.backends.mkldnn.is_available() else "absent"))
+    if extra:
+        parts.append(extra)
+    return ", ".join(parts)
