@@ -174,6 +174,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dtype", choices=["f32", "bf16"])
     ap.add_argument("--rope-theta", type=float)
+    ap.add_argument("--max-pos", type=int, help="max_position_embeddings (default 2048; 131072 for llama3.1-8b)")
     ap.add_argument("--device", default="cpu", help="where the random numbers are generated (cpu, cuda)")
     ap.add_argument("--from-llama2c", metavar="BIN", help="convert this llama2.c .bin instead of random weights")
     a = ap.parse_args()
