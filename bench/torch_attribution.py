@@ -28,7 +28,7 @@ from torch_llama import early_threads  # noqa: E402
 
 THREADS = early_threads(sys.argv)
 import torch  # noqa: E402
-from torch_llama import Rules, load_model, parse_dtype, time_iters, describe  # noqa: E402
+from torch_llama import Rules, load_model, parse_dtype, time_iters, describe, cpu_seconds, load_average  # noqa: E402
 
 SITES = ("resid", "attn", "mlp_out", "mlp_act")
 METHODS = {"atp": Rules.EXACT, "relp": Rules.RELP, "relp_frozen_attn": Rules.RELP_FROZEN_ATTN}
@@ -96,6 +96,8 @@ def main():
         "pairs_per_s": a.batch / med,
         "seconds_per_iter": med,
         "best_pairs_per_s": a.batch / min(ts),
+        "cpu_seconds_per_iter": cpu_seconds(),
+        "load_average_1min": load_average(),
         "scores_per_iter": n_scores,
         "config": describe(dev, a.threads, f"method {a.method}, path F.linear + autograd, {a.dtype}, sites "
                                           f"{'/'.join(SITES)} x {cfg.layers} layers, model "

@@ -393,19 +393,41 @@ def early_threads(argv, default=2):
     return n
 
 
+LAST_CPU_SECONDS = []
+
+
 def time_iters(fn, iters, warmup, device):
-    """Run fn warmup times, then iters timed runs; returns the list of per-iteration seconds."""
+    """Run fn warmup times, then iters timed runs; returns the list of per-iteration wall seconds.
+
+    The process CPU seconds of each timed iteration (all threads) go to LAST_CPU_SECONDS: on a shared machine
+    the wall time swings with other people's load, the CPU time much less.
+    """
     import time
     for _ in range(warmup):
         fn()
     sync(device)
     out = []
+    LAST_CPU_SECONDS.clear()
     for _ in range(iters):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         fn()
         sync(device)
         out.append(time.perf_counter() - t0)
+        LAST_CPU_SECONDS.append(time.process_time() - c0)
     return out
+
+
+def cpu_seconds():
+    import statistics
+    return statistics.median(LAST_CPU_SECONDS) if LAST_CPU_SECONDS else float("nan")
+
+
+def load_average():
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except OSError:
+        return float("nan")
 
 
 def describe(device, threads, extra=""):

@@ -25,7 +25,7 @@ from torch_llama import early_threads  # noqa: E402
 
 THREADS = early_threads(sys.argv)
 import torch  # noqa: E402
-from torch_llama import load_model, parse_dtype, time_iters, describe  # noqa: E402
+from torch_llama import load_model, parse_dtype, time_iters, describe, cpu_seconds, load_average  # noqa: E402
 from torch_attribution import make_pairs  # noqa: E402
 
 
@@ -92,6 +92,8 @@ def main():
         "prompt_forwards_per_s": B * M / med,
         "seconds_per_iter": med,
         "best_prompt_forwards_per_s": B * M / min(ts),
+        "cpu_seconds_per_iter": cpu_seconds(),
+        "load_average_1min": load_average(),
         "config": describe(dev, a.threads, f"path F.linear, inference_mode, {a.dtype}, {M} masks x {B} prompts per iter, "
                                           f"{K} mask(s) per forward, model {os.path.basename(a.model.rstrip('/'))} "
                                           f"dim {cfg.dim}, seq {T}, {a.iters} timed iters after {a.warmup} warm-up, median"),
