@@ -1,0 +1,140 @@
+using NeuronTrace.Attribution.Methods;
+using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+using NeuronTrace.Runtime.Cpu;
+using Xunit.Abstractions;
+
+namespace NeuronTrace.Attribution.Tests;
+
+/// <summary>
+/// Our activations, gradients and scores on stories260K against the float64 PyTorch autograd reference
+/// (tests/fixtures/README.md). Tolerance: max |ours − ref| ≤ 1e-4 · max |ref| per array (fp32 against fp64).
+/// </summary>
+public class PyTorchFixtureTests(ITestOutputHelper output)
+{
+    static readonly PyTorchFixture F = PyTorchFixture.Instance;
+    static readonly Lazy<Llama> Model = new(() => new Llama(ModelLoader.Load().Weights, CpuBackend.Instance));
+    const double Tolerance = 1e-4;
+
+    public static TheoryData<string> RuleSets => new() { "exact", "relp", "relp_frozen_attn" };
+
+    static BackwardRules Rules(string name) => name switch
+    {
+        "exact" => BackwardRules.Exact,
+        "relp" => BackwardRules.RelP,
+        "relp_frozen_attn" => BackwardRules.RelPFrozenAttention,
+        _ => throw new ArgumentException(name),
+    };
+
+    [Theory]
+    [MemberData(nameof(RuleSets))]
+    public void GradientsAtEverySiteEqualAutograd(string ruleSet)
+    {
+        var model = Model.Value;
+        // All 8 pairs in one right-padded batch (lengths 4..10).
+        var batch = new TokenBatch(F.Pairs.Select(p => p.CleanIds).ToList());
+        using var pass = model.Forward(batch, LogitRows.Last);
+        int v = model.Config.VocabSize;
+        var g = new float[batch.Size * v];
+        var logits = pass.HostLogits();
+        for (int b = 0; b < batch.Size; b++)
+        {
+            Metrics.Metric.TowardsPatch.Gradient(logits.AsSpan(b * v, v), F.Pairs[b], g.AsSpan(b * v, v));
+            Assert.Equal(F.MetricClean[b], Metrics.Metric.TowardsPatch.Value(logits.AsSpan(b * v, v), F.Pairs[b]), 4);
+        }
+        using var dl = CpuBackend.Instance.Upload(g, batch.Size, v);
+        using var grads = model.Backward(pass, dl, Rules(ruleSet), NodeSites.All);
+        double worst = 0;
+        foreach (var site in NodeSites.All)
+            for (int l = 0; l < model.Config.Layers; l++)
+            {
+                int w = site.Width(model.Config);
+                var ours = grads.Host(site, l);
+                var act = pass.HostSite(site, l);
+                for (int b = 0; b < batch.Size; b++)
+                {
+                    int T = batch.Lengths[b];
+                    worst = Math.Max(worst, Compare($"pair{b}/grad/{ruleSet}/{site.Name()}/{l}", ours, b * batch.SeqLen * w, T * w));
+                    Compare($"pair{b}/clean/{site.Name()}/{l}", act, b * batch.SeqLen * w, T * w);
+                }
+            }
+        output.WriteLine($"{ruleSet}: worst gradient error {worst:E2} of the array's max |value|");
+    }
+
+    [Theory]
+    [InlineData(AttributionMethod.RelP, "relp")]
+    [InlineData(AttributionMethod.AtP, "exact")]
+    public void ScoresEqualTheReferenceScores(AttributionMethod method, string ruleSet)
+    {
+        var model = Model.Value;
+        var task = new PromptTask("fixture", F.Pairs);
+        var scores = Attributor.Score(model, task, new AttributionOptions { Method = method, BatchSize = 3 });
+        double worst = 0;
+        foreach (var site in NodeSites.All)
+            for (int l = 0; l < model.Config.Layers; l++)
+            {
+                int w = site.Width(model.Config);
+                var expected = new double[scores.Positions * w];
+                var count = new int[scores.Positions];
+                for (int b = 0; b < F.Pairs.Count; b++)
+                {
+                    var g = F.Get($"pair{b}/grad/{ruleSet}/{site.Name()}/{l}");
+                    var c = F.Get($"pair{b}/clean/{site.Name()}/{l}");
+                    var p = F.Get($"pair{b}/patch/{site.Name()}/{l}");
+                    int T = F.Pairs[b].CleanIds.Length;
+                    for (int t = 0; t < T; t++)
+                    {
+                        int pos = T - 1 - t;
+                        count[pos] += 1;
+                        for (int i = 0; i < w; i++) expected[pos * w + i] += (double)(p[t * w + i] - c[t * w + i]) * g[t * w + i];
+                    }
+                }
+                var ours = scores.Get(site, l);
+                double max = 1e-12, err = 0;
+                for (int pos = 0; pos < scores.Positions; pos++)
+                    for (int i = 0; i < w; i++)
+                    {
+                        double e = expected[pos * w + i] / count[pos];
+                        max = Math.Max(max, Math.Abs(e));
+                        err = Math.Max(err, Math.Abs(e - ours[pos * w + i]));
+                    }
+                worst = Math.Max(worst, err / max);
+                Assert.True(err <= Tolerance * max, $"{method} {site.Name()} L{l}: max error {err} vs max |score| {max}");
+            }
+        output.WriteLine($"{method}: worst score error {worst:E2} of the max |score|");
+    }
+
+    [Fact]
+    public void IntegratedGradientsEqualTheReference()
+    {
+        var model = Model.Value;
+        var task = new PromptTask("pair0", [F.Pairs[0]]);
+        var scores = Attributor.Score(model, task, new AttributionOptions { Method = AttributionMethod.IG, IgSteps = 10, Sites = [NodeSite.MlpAct] });
+        int w = model.Config.HiddenDim, T = F.Pairs[0].CleanIds.Length;
+        for (int l = 0; l < model.Config.Layers; l++)
+        {
+            var expected = F.Get($"pair0/ig/mlp_act/{l}");
+            var ours = scores.Get(NodeSite.MlpAct, l);
+            double max = expected.Max(Math.Abs), err = 0;
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < w; i++) err = Math.Max(err, Math.Abs(expected[t * w + i] - ours[(T - 1 - t) * w + i]));
+            output.WriteLine($"IG mlp_act L{l}: max error {err:E2}, max |score| {max:E2}");
+            Assert.True(err <= Tolerance * max, $"IG L{l}: {err} vs {max}");
+        }
+    }
+
+    static double Compare(string name, float[] ours, int offset, int count)
+    {
+        var expected = F.Get(name);
+        Assert.Equal(count, expected.Length);
+        double max = 1e-12, err = 0;
+        for (int i = 0; i < count; i++)
+        {
+            max = Math.Max(max, Math.Abs(expected[i]));
+            err = Math.Max(err, Math.Abs(expected[i] - ours[offset + i]));
+        }
+        Assert.True(err <= Tolerance * max, $"{name}: max |ours - autograd| {err} vs max |autograd| {max}");
+        return err / max;
+    }
+}
