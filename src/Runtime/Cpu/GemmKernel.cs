@@ -18,23 +18,21 @@ public static unsafe partial class Gemm
     /// 32-byte aligned). Twelve accumulators, two B vectors and one broadcast live in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add)
+    internal static void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add)
     {
-        Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
         float* c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
-        if (add)
+        if (Sse.IsSupported)
         {
-            c00 = Vector256.Load(c); c01 = Vector256.Load(c + 8);
-            c10 = Vector256.Load(c1); c11 = Vector256.Load(c1 + 8);
-            c20 = Vector256.Load(c2); c21 = Vector256.Load(c2 + 8);
-            c30 = Vector256.Load(c3); c31 = Vector256.Load(c3 + 8);
-            c40 = Vector256.Load(c4); c41 = Vector256.Load(c4 + 8);
-            c50 = Vector256.Load(c5); c51 = Vector256.Load(c5 + 8);
+            // C is only touched after the k loop: fetch its lines now so that they arrive while the loop runs.
+            Sse.Prefetch0(c); Sse.Prefetch0(c + 15);
+            Sse.Prefetch0(c1); Sse.Prefetch0(c1 + 15);
+            Sse.Prefetch0(c2); Sse.Prefetch0(c2 + 15);
+            Sse.Prefetch0(c3); Sse.Prefetch0(c3 + 15);
+            Sse.Prefetch0(c4); Sse.Prefetch0(c4 + 15);
+            Sse.Prefetch0(c5); Sse.Prefetch0(c5 + 15);
         }
-        else
-        {
-            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vector256<float>.Zero;
-        }
+        Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vector256<float>.Zero;
 
         Vector256<float> b0, b1, x;
         int p = 0;
@@ -86,6 +84,15 @@ public static unsafe partial class Gemm
             a += MR; b += NR;
         }
 
+        if (add)
+        {
+            c00 += Vector256.Load(c); c01 += Vector256.Load(c + 8);
+            c10 += Vector256.Load(c1); c11 += Vector256.Load(c1 + 8);
+            c20 += Vector256.Load(c2); c21 += Vector256.Load(c2 + 8);
+            c30 += Vector256.Load(c3); c31 += Vector256.Load(c3 + 8);
+            c40 += Vector256.Load(c4); c41 += Vector256.Load(c4 + 8);
+            c50 += Vector256.Load(c5); c51 += Vector256.Load(c5 + 8);
+        }
         Vector256.Store(c00, c); Vector256.Store(c01, c + 8);
         Vector256.Store(c10, c1); Vector256.Store(c11, c1 + 8);
         Vector256.Store(c20, c2); Vector256.Store(c21, c2 + 8);

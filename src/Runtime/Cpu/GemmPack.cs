@@ -6,10 +6,14 @@ namespace NeuronTrace.Runtime.Cpu;
 
 public static unsafe partial class Gemm
 {
+    /// <summary>How far ahead (floats) the packers prefetch along a row.</summary>
+    const int PrefetchAhead = 128;
+
     /// <summary>
     /// Packs rows [i0, i0+mc) × columns [p0, p0+kc) of row-major A (leading dimension lda) into row panels of MR rows:
     /// panel r holds A[i0 + r·MR + ii, p0 + p] at dst[r·MR·kc + p·MR + ii]; rows past mc are zero.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackA(float* a, int lda, int i0, int mc, int p0, int kc, float* dst)
     {
         for (int ir = 0; ir < mc; ir += MR, dst += MR * kc)
@@ -27,6 +31,12 @@ public static unsafe partial class Gemm
                     float* d = dst;
                     for (; p + 8 <= kc; p += 8, d += 8 * MR)
                     {
+                        if (Sse.IsSupported && (p & 8) == 0)
+                        {
+                            Sse.Prefetch0(r0 + p + PrefetchAhead); Sse.Prefetch0(r1 + p + PrefetchAhead);
+                            Sse.Prefetch0(r2 + p + PrefetchAhead); Sse.Prefetch0(r3 + p + PrefetchAhead);
+                            Sse.Prefetch0(r4 + p + PrefetchAhead); Sse.Prefetch0(r5 + p + PrefetchAhead);
+                        }
                         Transpose8x8(Avx.LoadVector256(r0 + p), Avx.LoadVector256(r1 + p), Avx.LoadVector256(r2 + p),
                             Avx.LoadVector256(r3 + p), Avx.LoadVector256(r4 + p), Avx.LoadVector256(r5 + p),
                             Vector256<float>.Zero, Vector256<float>.Zero,
@@ -64,6 +74,7 @@ public static unsafe partial class Gemm
     /// A·Bᵀ: packs B rows [j0, j0+nc) (row-major [n, k], leading dimension ldb) × columns [p0, p0+kc) into panels of
     /// NR rows: panel r holds B[j0 + r·NR + jj, p0 + p] at dst[r·NR·kc + p·NR + jj]; rows past nc are zero.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackBRows(float* b, int ldb, int j0, int nc, int p0, int kc, float* dst)
     {
         for (int jr = 0; jr < nc; jr += NR, dst += NR * kc)
@@ -85,6 +96,14 @@ public static unsafe partial class Gemm
                     int p = 0;
                     for (; p + 8 <= kc; p += 8)
                     {
+                        if (Sse.IsSupported && (p & 8) == 0)
+                        {
+                            // Eight rows are read at once, a row stride apart; help the prefetchers along.
+                            Sse.Prefetch0(s0 + p + PrefetchAhead); Sse.Prefetch0(s1 + p + PrefetchAhead);
+                            Sse.Prefetch0(s2 + p + PrefetchAhead); Sse.Prefetch0(s3 + p + PrefetchAhead);
+                            Sse.Prefetch0(s4 + p + PrefetchAhead); Sse.Prefetch0(s5 + p + PrefetchAhead);
+                            Sse.Prefetch0(s6 + p + PrefetchAhead); Sse.Prefetch0(s7 + p + PrefetchAhead);
+                        }
                         Transpose8x8(Avx.LoadVector256(s0 + p), Avx.LoadVector256(s1 + p), Avx.LoadVector256(s2 + p),
                             Avx.LoadVector256(s3 + p), Avx.LoadVector256(s4 + p), Avx.LoadVector256(s5 + p),
                             Avx.LoadVector256(s6 + p), Avx.LoadVector256(s7 + p),
@@ -116,25 +135,31 @@ public static unsafe partial class Gemm
     /// A·B: packs B rows [p0, p0+kc) (row-major [k, n], leading dimension ldb) × columns [j0, j0+nc) into panels of NR
     /// columns, same layout as <see cref="PackBRows"/>; columns past nc are zero.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void PackBColumns(float* b, int ldb, int j0, int nc, int p0, int kc, float* dst)
     {
-        for (int jr = 0; jr < nc; jr += NR, dst += NR * kc)
+        // Eight rows of B at a time across all panels: B is read as eight sequential streams rather than down
+        // columns (a power-of-two row stride would make a column walk thrash the caches).
+        int full = nc / NR * NR;
+        for (int pb = 0; pb < kc; pb += 8)
         {
-            int nr = Math.Min(NR, nc - jr);
-            float* src = b + (long)p0 * ldb + j0 + jr;
-            if (nr == NR)
+            int pe = Math.Min(kc, pb + 8);
+            float* src0 = b + (long)(p0 + pb) * ldb + j0;
+            for (int jr = 0; jr < full; jr += NR)
             {
-                for (int p = 0; p < kc; p++, src += ldb)
+                float* src = src0 + jr, d = dst + (long)jr * kc + pb * NR;
+                for (int p = pb; p < pe; p++, src += ldb, d += NR)
                 {
-                    Vector256.Store(Vector256.Load(src), dst + p * NR);
-                    Vector256.Store(Vector256.Load(src + 8), dst + p * NR + 8);
+                    Vector256.Store(Vector256.Load(src), d);
+                    Vector256.Store(Vector256.Load(src + 8), d + 8);
                 }
             }
-            else
+            if (full < nc)
             {
-                for (int p = 0; p < kc; p++, src += ldb)
+                int nr = nc - full;
+                float* src = src0 + full, d = dst + (long)full * kc + pb * NR;
+                for (int p = pb; p < pe; p++, src += ldb, d += NR)
                 {
-                    float* d = dst + p * NR;
                     int jj = 0;
                     for (; jj < nr; jj++) d[jj] = src[jj];
                     for (; jj < NR; jj++) d[jj] = 0f;

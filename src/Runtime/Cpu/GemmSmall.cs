@@ -35,6 +35,7 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>C[:, j0..j1) of A·Bᵀ as dot products of A rows with B rows: 3 rows of A × 4 rows of B at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SmallTransposedB(in Problem p, int j0, int j1)
     {
         int k = p.K, n = p.N;
@@ -98,6 +99,7 @@ public static unsafe partial class Gemm
     /// C[:, j0..j1) of A·B by streaming rows of B: c[i, :] += Σ a[i, p] b[p, :], four rows of B and two rows of C at a time,
     /// over column blocks small enough that the C block and four B row pieces stay in L1.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SmallPlain(in Problem p, int j0, int j1)
     {
         int m = p.M, n = p.N, k = p.K;
