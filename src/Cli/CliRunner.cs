@@ -19,7 +19,7 @@ public static class CliRunner
         }
         try
         {
-            return parsed.Invoke();
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (Unwrap(e) is var inner && IsUserError(inner))
         {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, the build tools a fresh machine may lack: cmake and clang (kernels: PTX and the
+# host build the tests run) and, with --browser, chromium (the HTML view test). Uses sudo when not root.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v clang++ >/dev/null 2>&1 || need+=(clang)
+if [ "${1:-}" = "--browser" ]; then command -v chromium >/dev/null 2>&1 || need+=(chromium); fi
+[ ${#need[@]} -eq 0 ] && exit 0
+sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+echo "installing ${need[*]} (Debian packages)" >&2
+$sudo_cmd apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
