@@ -1,10 +1,160 @@
+using System.Diagnostics;
+using System.Text.Json;
+using NeuronTrace.Attribution.Circuits;
+using NeuronTrace.Attribution.Methods;
+using NeuronTrace.Attribution.Metrics;
+using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime.Cpu;
+
 namespace NeuronTrace.Bench;
 
+/// <summary>
+/// Throughput benchmarks, each against PyTorch doing the same work in the same run (bench/torch_*.py under Debian's
+/// /usr/bin/python3), printing both numbers and the ratio. Usage: bench [all|forward|attribution|sweep|gemm] [--quick].
+/// </summary>
 static class BenchRunner
 {
+    static readonly string Root = FindRoot();
+    static bool _quick;
+
     public static int Run(string which, string[] rest)
     {
-        Console.Error.WriteLine($"unknown benchmark \"{which}\"");
-        return 2;
+        _quick = rest.Contains("--quick");
+        string synthetic = EnsureSynthetic();
+        var stories = (Path: Path.Combine(Root, "models", "stories260K", "stories260K.bin"), Batch: 8, Seq: 64);
+        var synth = (Path: synthetic, Batch: 8, Seq: 128);
+        if (which is "gemm" or "all") GemmBenchHook.Run(Console.Out);
+        foreach (var m in new[] { stories, synth })
+        {
+            if (which is "forward" or "all") Forward(m.Path, m.Batch, m.Seq);
+            if (which is "attribution" or "all") Attribution(m.Path, m.Batch, m.Seq);
+            if (which is "sweep" or "all") Sweep(m.Path, m.Batch, m.Seq, masks: 8);
+        }
+        return 0;
+    }
+
+    static void Forward(string model, int batch, int seq)
+    {
+        var loaded = ModelLoader.Load(model);
+        using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
+        var tb = new TokenBatch(RandomPrompts(batch, seq, loaded.Config.VocabSize, 0));
+        double seconds = Time(() => { using var p = llama.Forward(tb, LogitRows.All); }, Iters(model));
+        double ours = batch * seq / seconds;
+        var torch = Torch("torch_forward.py", model, batch, seq, Iters(model));
+        double theirs = torch.GetProperty("tokens_per_s").GetDouble();
+        double gflops = LinearFlops(loaded.Config, batch * seq) / seconds / 1e9;
+        Report($"forward {Name(model)} batch {batch} seq {seq}", "tokens/s", ours, theirs, torch,
+            $"our linear layers: {gflops:F1} GFLOP/s");
+    }
+
+    static void Attribution(string model, int batch, int seq)
+    {
+        var loaded = ModelLoader.Load(model);
+        using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
+        var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
+        var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch, Sites = [NodeSite.Resid, NodeSite.Attn, NodeSite.MlpOut, NodeSite.MlpAct] };
+        double seconds = Time(() => Attributor.Score(llama, task, options), Iters(model));
+        var torch = Torch("torch_attribution.py", model, batch, seq, Iters(model), "--method", "relp");
+        Report($"attribution (RelP, all sites) {Name(model)} batch {batch} seq {seq}", "pairs/s", batch / seconds,
+            torch.GetProperty("pairs_per_s").GetDouble(), torch, "");
+    }
+
+    static void Sweep(string model, int batch, int seq, int masks)
+    {
+        var loaded = ModelLoader.Load(model);
+        using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
+        var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
+        var means = SiteMeans.Compute(llama, task.Pairs.Select(p => p.PatchIds!).ToList(), [NodeSite.MlpAct]);
+        var eval = new AblationEvaluator(llama, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, seq) { MasksPerForward = masks };
+        var rng = new Random(1);
+        var maskList = Enumerable.Range(0, masks).Select(_ => Enumerable.Range(0, loaded.Config.Layers * seq * loaded.Config.HiddenDim).Select(_ => rng.NextDouble() < 0.5).ToArray()).ToList();
+        double seconds = Time(() => eval.Evaluate(maskList), Iters(model));
+        var torch = Torch("torch_sweep.py", model, batch, seq, Iters(model), "--masks", masks.ToString(), "--masks-per-forward", masks.ToString());
+        Report($"sweep (mean-ablated forwards, {masks} masks) {Name(model)} batch {batch} seq {seq}", "prompt-forwards/s", batch * masks / seconds,
+            torch.GetProperty("prompt_forwards_per_s").GetDouble(), torch, "");
+    }
+
+    static void Report(string what, string unit, double ours, double theirs, JsonElement torch, string extra)
+    {
+        string config = torch.TryGetProperty("config", out var c) ? c.ToString() : "";
+        Console.WriteLine($"{what}");
+        Console.WriteLine($"  NeuronTrace (CPU, {Environment.ProcessorCount} threads): {ours,12:F1} {unit}");
+        Console.WriteLine($"  PyTorch:                          {theirs,12:F1} {unit}   [{config}]");
+        Console.WriteLine($"  ratio ours/PyTorch: {ours / theirs:F2}x   {extra}");
+    }
+
+    static int Iters(string model) => _quick ? 2 : model.EndsWith(".bin") ? 20 : 3;
+
+    /// <summary>Best of <paramref name="iters"/> runs after one warm-up, in seconds.</summary>
+    static double Time(Action a, int iters)
+    {
+        a();
+        double best = double.MaxValue;
+        for (int i = 0; i < iters; i++)
+        {
+            var w = Stopwatch.StartNew();
+            a();
+            best = Math.Min(best, w.Elapsed.TotalSeconds);
+        }
+        return best;
+    }
+
+    static JsonElement Torch(string script, string model, int batch, int seq, int iters, params string[] extra)
+    {
+        var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = Root };
+        foreach (var a in new[] { Path.Combine(Root, "bench", script), "--model", model, "--batch", batch.ToString(), "--seq", seq.ToString(), "--iters", iters.ToString() }.Concat(extra))
+            psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        string stdout = p.StandardOutput.ReadToEnd();
+        string stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"{script} failed: {stderr.Trim().Split('\n').LastOrDefault()}");
+        var line = stdout.Split('\n').Last(l => l.TrimStart().StartsWith('{'));
+        return JsonDocument.Parse(line).RootElement;
+    }
+
+    static string EnsureSynthetic()
+    {
+        string dir = Path.Combine(Root, "bench", "results", "synthetic-1024");
+        if (File.Exists(Path.Combine(dir, "model.safetensors"))) return dir;
+        Console.Error.WriteLine($"writing the synthetic model to {dir} (once)");
+        var psi = new ProcessStartInfo("/usr/bin/python3") { WorkingDirectory = Root };
+        foreach (var a in new[] { Path.Combine(Root, "bench", "make_synthetic_model.py"), "--out", dir }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException("make_synthetic_model.py failed");
+        return dir;
+    }
+
+    static List<int[]> RandomPrompts(int batch, int seq, int vocab, int seed)
+    {
+        var rng = new Random(seed);
+        return Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, seq).Select(t => t == 0 ? 1 : rng.Next(3, vocab)).ToArray()).ToList();
+    }
+
+    static PromptTask RandomPairs(int batch, int seq, int vocab)
+    {
+        var clean = RandomPrompts(batch, seq, vocab, 0);
+        var rng = new Random(2);
+        var pairs = clean.Select((c, i) =>
+        {
+            var p = (int[])c.Clone();
+            p[seq / 2] = (p[seq / 2] + 1) % (vocab - 3) + 3;
+            return new PromptPair(i + 1, c, p, rng.Next(3, vocab), rng.Next(3, vocab));
+        }).Where(p => p.CleanAnswer != p.PatchAnswer).ToList();
+        return new PromptTask("random", pairs);
+    }
+
+    static double LinearFlops(LlamaConfig c, long rows) =>
+        2.0 * rows * (c.Layers * ((double)c.Dim * c.Dim * 2 + 2.0 * c.KvDim * c.Dim + 3.0 * c.Dim * c.HiddenDim) + (double)c.VocabSize * c.Dim);
+
+    static string Name(string model) => Path.GetFileName(model.TrimEnd('/'));
+
+    static string FindRoot()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+            if (File.Exists(Path.Combine(d.FullName, "NeuronTrace.sln"))) return d.FullName;
+        return Directory.GetCurrentDirectory();
     }
 }
