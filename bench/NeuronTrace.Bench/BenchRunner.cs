@@ -21,6 +21,8 @@ static class BenchRunner
     public static int Run(string which, string[] rest)
     {
         _quick = rest.Contains("--quick");
+        if (which == "gpu-check") return GpuCheck.Check(rest.Where(a => !a.StartsWith("--")).ToArray());
+        if (which == "gpu-bench") return GpuCheck.Bench(rest[0], int.Parse(rest.ElementAtOrDefault(1) ?? "8"), int.Parse(rest.ElementAtOrDefault(2) ?? "64"));
         string synthetic = EnsureSynthetic();
         var stories = (Path: Path.Combine(Root, "models", "stories260K", "stories260K.bin"), Batch: 8, Seq: 64);
         var synth = (Path: synthetic, Batch: 8, Seq: 128);

@@ -1,0 +1,103 @@
+using System.Diagnostics;
+using NeuronTrace.Attribution.Circuits;
+using NeuronTrace.Attribution.Methods;
+using NeuronTrace.Attribution.Metrics;
+using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Runtime.Cuda;
+
+namespace NeuronTrace.Bench;
+
+/// <summary>
+/// The GPU machine's checks (it has no dotnet, so they run from this self-contained executable):
+/// <c>gpu-check MODEL...</c> compares the CUDA backend with the CPU backend on whole models — logits, and RelP/exact
+/// gradients at every site — and exits 1 past the tolerances; <c>gpu-bench MODEL</c> times attribution passes and
+/// ablated sweep forwards on the GPU.
+/// </summary>
+static class GpuCheck
+{
+    const double LogitTolerance = 2e-3, GradTolerance = 2e-3;   // relative to the array's max |value|, fp32 on both sides
+
+    public static int Check(string[] models)
+    {
+        using var cuda = CudaBackend.TryCreate(out string why) ?? throw new InvalidOperationException("gpu-check: " + why);
+        bool ok = true;
+        foreach (var path in models)
+        {
+            var loaded = ModelLoader.Load(path);
+            using var cpu = new Llama(loaded.Weights, CpuBackend.Instance);
+            using var gpu = new Llama(loaded.Weights, cuda);
+            var prompts = Enumerable.Range(0, 4).Select(b => Enumerable.Range(0, 9 + 3 * b).Select(t => t == 0 ? 1 : (t * 37 + b * 11) % (loaded.Config.VocabSize - 3) + 3).ToArray()).ToList();
+            var batch = new TokenBatch(prompts);
+            foreach (var rules in new[] { BackwardRules.Exact, BackwardRules.RelP, BackwardRules.RelPFrozenAttention })
+            {
+                var (lc, gc) = Run(cpu, batch, rules);
+                var (lg, gg) = Run(gpu, batch, rules);
+                double logitErr = RelErr(lc, lg);
+                double gradErr = gc.Keys.Max(k => RelErr(gc[k], gg[k]));
+                bool pass = logitErr <= LogitTolerance && gradErr <= GradTolerance;
+                ok &= pass;
+                Console.WriteLine($"{(pass ? "PASS" : "FAIL")} {Path.GetFileName(path.TrimEnd('/'))} {rules.Norm}/{rules.Attention}/{rules.Gate}: logits {logitErr:E2}, worst site gradient {gradErr:E2} (tolerance {GradTolerance:E0} of max |value|)");
+            }
+        }
+        return ok ? 0 : 1;
+    }
+
+    static (float[] Logits, Dictionary<(NodeSite, int), float[]> Grads) Run(Llama m, TokenBatch batch, BackwardRules rules)
+    {
+        using var pass = m.Forward(batch, LogitRows.Last);
+        var logits = pass.HostLogits();
+        int v = m.Config.VocabSize;
+        var g = new float[logits.Length];
+        for (int b = 0; b < batch.Size; b++) { g[b * v + 5] = 1; g[b * v + 7] = -1; }
+        using var dl = m.Backend.Upload(g, batch.Size, v);
+        using var grads = m.Backward(pass, dl, rules, NodeSites.All);
+        var d = new Dictionary<(NodeSite, int), float[]>();
+        foreach (var s in NodeSites.All)
+            for (int l = 0; l < m.Config.Layers; l++) d[(s, l)] = grads.Host(s, l);
+        return (logits, d);
+    }
+
+    static double RelErr(float[] a, float[] b)
+    {
+        double max = 1e-12, err = 0;
+        for (int i = 0; i < a.Length; i++) { max = Math.Max(max, Math.Abs(a[i])); err = Math.Max(err, Math.Abs(a[i] - b[i])); }
+        return err / max;
+    }
+
+    public static int Bench(string model, int batch, int seq)
+    {
+        using var cuda = CudaBackend.TryCreate(out string why) ?? throw new InvalidOperationException("gpu-bench: " + why);
+        var loaded = ModelLoader.Load(model);
+        using var llama = new Llama(loaded.Weights, cuda);
+        var rng = new Random(0);
+        var pairs = Enumerable.Range(0, batch).Select(i =>
+        {
+            var c = Enumerable.Range(0, seq).Select(t => t == 0 ? 1 : rng.Next(3, loaded.Config.VocabSize)).ToArray();
+            var p = (int[])c.Clone(); p[seq / 2] = (p[seq / 2] + 1) % (loaded.Config.VocabSize - 3) + 3;
+            return new PromptPair(i + 1, c, p, 5, 7);
+        }).ToList();
+        var task = new PromptTask("random", pairs);
+        var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch };
+        Attributor.Score(llama, task, options);
+        var w = Stopwatch.StartNew();
+        int iters = 3;
+        for (int i = 0; i < iters; i++) Attributor.Score(llama, task, options);
+        double pairsPerS = batch * iters / w.Elapsed.TotalSeconds;
+        var means = SiteMeans.Compute(llama, pairs.Select(p => p.PatchIds!).ToList(), [NodeSite.MlpAct]);
+        var eval = new AblationEvaluator(llama, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, seq) { MasksPerForward = 4 };
+        var masks = Enumerable.Range(0, 4).Select(_ => Enumerable.Range(0, loaded.Config.Layers * seq * loaded.Config.HiddenDim).Select(_ => rng.NextDouble() < 0.5).ToArray()).ToList();
+        eval.Evaluate(masks);
+        w.Restart();
+        eval.Evaluate(masks);
+        double fwdPerS = batch * masks.Count / w.Elapsed.TotalSeconds;
+        var c = loaded.Config;
+        double flopsPerToken = 2.0 * (c.Layers * ((double)c.Dim * c.Dim * 2 + 2.0 * c.KvDim * c.Dim + 3.0 * c.Dim * c.HiddenDim));
+        // forward + patch forward + backward (≈ 2 forwards) per pair.
+        double tflops = pairsPerS * seq * flopsPerToken * 4 / 1e12;
+        Console.WriteLine($"{{\"model\": \"{Path.GetFileName(model.TrimEnd('/'))}\", \"attribution_pairs_per_s\": {pairsPerS:F2}, \"sweep_prompt_forwards_per_s\": {fwdPerS:F2}, \"attribution_tflops\": {tflops:F2}}}");
+        return 0;
+    }
+}
