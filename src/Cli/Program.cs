@@ -9,5 +9,6 @@ var root = new RootCommand("NeuronTrace: circuit tracing for Llama-family models
     GenerateCommand.Create(),
     InfoCommand.Create(),
     ConvertCommand.Create(),
+    SteerCommand.Create(),
 };
 return CliRunner.Run(root, args);
