@@ -10,5 +10,6 @@ var root = new RootCommand("NeuronTrace: circuit tracing for Llama-family models
     InfoCommand.Create(),
     ConvertCommand.Create(),
     SteerCommand.Create(),
+    ViewCommand.Create(),
 };
 return CliRunner.Run(root, args);
