@@ -17,15 +17,17 @@ public sealed record SweepRow(string Site, string Method, int K, double Faithful
 /// <summary>Reads a trace run folder (the files <c>TraceReport.Write</c> writes). Errors name the file.</summary>
 public sealed class RunFolder
 {
-    RunFolder(string dir, string? task, string? model, IReadOnlyList<SweepRow> sweep, IReadOnlyList<(string Method, string Site)> circuits)
+    RunFolder(string dir, string? task, string? model, int? train, IReadOnlyList<SweepRow> sweep, IReadOnlyList<(string Method, string Site)> circuits)
     {
-        Dir = dir; TaskPath = task; ModelPath = model; Sweep = sweep; Circuits = circuits;
+        Dir = dir; TaskPath = task; ModelPath = model; TrainExamples = train; Sweep = sweep; Circuits = circuits;
     }
 
     public string Dir { get; }
     /// <summary>The task file the run recorded in summary.json (may be a path on another machine).</summary>
     public string? TaskPath { get; }
     public string? ModelPath { get; }
+    /// <summary>How many leading task lines the run attributed on (the rest evaluated the circuits), when recorded.</summary>
+    public int? TrainExamples { get; }
     public IReadOnlyList<SweepRow> Sweep { get; }
     /// <summary>The circuit files present, as (method, site) in summary order (then file order).</summary>
     public IReadOnlyList<(string Method, string Site)> Circuits { get; }
@@ -36,6 +38,7 @@ public sealed class RunFolder
         string summaryPath = Path.Combine(dir, "summary.json");
         if (!File.Exists(summaryPath)) throw new ModelFormatException(dir, "not a run folder (no summary.json)");
         string? task = null, model = null;
+        int? train = null;
         var circuits = new List<(string, string)>();
         try
         {
@@ -43,6 +46,7 @@ public sealed class RunFolder
             var root = doc.RootElement;
             if (root.TryGetProperty("task", out var t) && t.ValueKind == JsonValueKind.String) task = t.GetString();
             if (root.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String) model = m.GetString();
+            if (root.TryGetProperty("train_examples", out var te) && te.ValueKind == JsonValueKind.Number) train = te.GetInt32();
             if (root.TryGetProperty("circuits", out var cs) && cs.ValueKind == JsonValueKind.Array)
                 foreach (var c in cs.EnumerateArray())
                     if (c.TryGetProperty("method", out var cm) && c.TryGetProperty("site", out var csite))
@@ -62,7 +66,7 @@ public sealed class RunFolder
         circuits.RemoveAll(c => !File.Exists(CircuitPath(dir, c.Item1, c.Item2)));
         string sweepPath = Path.Combine(dir, "sweep.csv");
         var sweep = File.Exists(sweepPath) ? ReadSweep(sweepPath) : [];
-        return new RunFolder(dir, task, model, sweep, circuits);
+        return new RunFolder(dir, task, model, train, sweep, circuits);
     }
 
     static string CircuitPath(string dir, string method, string site) => Path.Combine(dir, "circuits", $"{method}_{site}.json");

@@ -37,7 +37,8 @@ public static class SteerCommand
             print the top next tokens and both greedy continuations (edits re-applied at the same prompt positions every
             step; generated positions are never edited). With --run: for every line of the task (default: the task the run
             recorded), copy the run's mlp_act circuit neurons from the patch prompt into the clean prompt's run and count how
-            often the patch answer overtakes the clean answer, beside the same number of random neurons.
+            often the patch answer overtakes the clean answer, beside the same number of random neurons (on the run's own
+            task only the held-out examples count).
             """)
         {
             model, device, prompt, edit, source, top, steps, run, task, method, k, seed,
@@ -115,9 +116,16 @@ public static class SteerCommand
             Console.Error.WriteLine($"note: the circuit holds {nodes.Count} of {circuit.TotalNodes} nodes, so the random control is nearly the same set; pass --k for a smaller circuit");
         var loaded = CommonOptions.LoadModel(r.GetValue(model) ?? (folder.ModelPath is { } mp && (File.Exists(mp) || Directory.Exists(mp)) ? mp : null));
         var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer());
+        string lines = "all lines";
+        // On the run's own task, only the held-out lines count: the circuit was chosen on the first train_examples lines.
+        if (r.GetValue(task) is null && folder.TrainExamples is int train && train > 0 && train < pt.Count)
+        {
+            pt = new PromptTask(pt.Name + ":eval", pt.Pairs.Skip(train).ToList());
+            lines = $"held-out examples {train + 1}..{train + pt.Count}; the run attributed on the first {train}";
+        }
         using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
         var rates = Steering.FlipRate(llama, pt, nodes, r.GetValue(seed));
-        Console.WriteLine($"{pt.Name}: {rates.Lines} lines; patching mlp_act neurons from the patch prompt into the clean run (interchange)");
+        Console.WriteLine($"{pt.Name}: {rates.Lines} lines ({lines}); patching mlp_act neurons from the patch prompt into the clean run (interchange)");
         Console.WriteLine("flip = logit(patch answer) > logit(clean answer) after patching");
         Tables.Print(["neurons", "count", "flip rate"],
         [
