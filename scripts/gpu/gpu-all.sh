@@ -10,7 +10,7 @@ export NEURONTRACE_PTX_DIR="$NT_OUT/ptx"
 python3 bench/make_synthetic_model.py --out "$NT_OUT/synthetic-1024" >/dev/null
 bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin "$NT_OUT/synthetic-1024"
 bash scripts/gpu/run-gpu.sh memcheck -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin
-python3 bench/make_synthetic_model.py --out "$NT_OUT/llama8b" --dim 4096 --layers 32 --heads 32 --kv-heads 8 --hidden 14336 --vocab 128256 --dtype bf16 --device cuda >/dev/null
+python3 bench/make_synthetic_model.py --out "$NT_OUT/llama8b" --preset llama3.1-8b --dtype bf16 --device cuda >/dev/null
 bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-bench "$NT_OUT/llama8b" 8 64
 python3 bench/torch_attribution.py --model "$NT_OUT/llama8b" --batch 8 --seq 64 --iters 3 --device cuda --dtype bf16
 python3 bench/torch_sweep.py --model "$NT_OUT/llama8b" --batch 8 --seq 64 --masks 4 --masks-per-forward 4 --iters 2 --device cuda --dtype bf16

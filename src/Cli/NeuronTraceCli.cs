@@ -13,5 +13,7 @@ public static class NeuronTraceCli
         GenerateCommand.Create(),
         InfoCommand.Create(),
         ConvertCommand.Create(),
+        SteerCommand.Create(),
+        ViewCommand.Create(),
     };
 }

@@ -1,0 +1,68 @@
+using System.CommandLine;
+using NeuronTrace.Attribution.Reports;
+using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
+
+namespace NeuronTrace.Cli.Commands;
+
+/// <summary><c>view</c>: one self-contained HTML page of a run's circuit (graph, dataset examples, sweep chart) plus graph.json.</summary>
+public static class ViewCommand
+{
+    public static Command Create()
+    {
+        var run = new Option<string>("--run") { Description = "Trace run folder (written by trace).", Required = true };
+        var output = new Option<string?>("--out", "-o") { Description = "HTML file to write (default: RUN/view.html); graph.json is written beside it." };
+        var site = new Option<string?>("--site") { Description = "Circuit site (default: mlp_act)." };
+        var method = new Option<string?>("--method") { Description = "Circuit method (default: the run's first)." };
+        var task = TaskOptions.Task();
+        task.Description = "Task whose clean prompts give each neuron's top-activating tokens (default: the task recorded in RUN/summary.json).";
+        var model = CommonOptions.Model();
+        model.Description = "Model for the dataset examples (default: the model recorded in the run, else the bundled stories260K).";
+        var device = CommonOptions.Device();
+        var maxNodes = new Option<int>("--max-nodes") { Description = "Draw at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 60 };
+        var maxEdges = new Option<int>("--max-edges") { Description = "Draw at most this many co-attribution edges (largest |weight| first).", DefaultValueFactory = _ => 300 };
+        var examples = new Option<int>("--examples") { Description = "Top-activating dataset tokens per neuron (mlp_act only; 0 = none, no model run).", DefaultValueFactory = _ => 5 };
+        var cmd = new Command("view", """
+            Write one self-contained HTML page (no network access needed) showing a run's circuit: nodes laid out by layer
+            and position from the end, sized and coloured by score; co-attribution edges (score product, NOT causal edge
+            weights); hover tooltips with each neuron's top-activating tokens on the task's clean prompts; and the
+            faithfulness/completeness sweep. Also writes graph.json (schema: docs/circuit-graph-schema.md).
+            """)
+        {
+            run, output, site, method, task, model, device, maxNodes, maxEdges, examples,
+        };
+        cmd.SetAction(r =>
+        {
+            if (r.GetValue(maxNodes) < 1) throw new UsageException("--max-nodes must be at least 1");
+            if (r.GetValue(maxEdges) < 0) throw new UsageException("--max-edges must not be negative");
+            if (r.GetValue(examples) < 0) throw new UsageException("--examples must not be negative");
+            string dir = r.GetValue(run)!;
+            var folder = RunFolder.Open(dir);
+            if (r.GetValue(site) is { } s && !NodeSites.TryParse(s, out _)) throw new UsageException($"unknown --site \"{s}\"");
+            var circuit = folder.ReadCircuit(r.GetValue(method), r.GetValue(site));
+            string outPath = r.GetValue(output) ?? Path.Combine(dir, "view.html");
+
+            Dictionary<(int, int), List<NeuronExample>>? ex = null;
+            string? taskPath = null;
+            int? layers = null;
+            if (r.GetValue(examples) > 0 && circuit.Site == NodeSite.MlpAct)
+            {
+                taskPath = r.GetValue(task) is { } t ? TaskOptions.TaskPath(t)
+                    : folder.TaskPath is { } rec && File.Exists(rec) ? rec
+                    : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task or --examples 0");
+                var loaded = CommonOptions.LoadModel(r.GetValue(model) ?? (folder.ModelPath is { } mp && (File.Exists(mp) || Directory.Exists(mp)) ? mp : null));
+                layers = loaded.Config.Layers;
+                var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
+                using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
+                ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
+            }
+            var graph = CircuitGraph.Build(folder, circuit, r.GetValue(maxNodes), r.GetValue(maxEdges), ex, layers, taskPath);
+            string json = CircuitView.Write(graph, outPath);
+            Console.WriteLine($"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and {graph.Edges.Count} co-attribution edges");
+            Console.WriteLine($"wrote {outPath} and {json}");
+            return 0;
+        });
+        return cmd;
+    }
+}
