@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace NeuronTrace.Runtime.Cpu;
 
@@ -99,7 +100,9 @@ public static unsafe partial class Gemm
                 {
                     float* a0 = p.A + (long)(2 * pair) * k + pc;
                     float* a1 = 2 * pair + 1 < m ? a0 + k : a0;
-                    Dot2x4(kc, a0, a1, b0 + pc, b1 + pc, b2 + pc, b3 + pc, partial + pair * 8);
+                    // With several passes, the first over this chunk also prefetches the matching part of the next four rows of B.
+                    float* next = pair == 0 && pairs > 1 && j + 8 <= j1 ? b0 + 4L * k + 4L * pc : null;
+                    Dot2x4(kc, a0, a1, b0 + pc, b1 + pc, b2 + pc, b3 + pc, partial + pair * 8, next);
                 }
                 if (kc < chunk) { pc += kc; break; }
             }
@@ -125,12 +128,17 @@ public static unsafe partial class Gemm
     /// and one A vector in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Dot2x4(int kc, float* a0, float* a1, float* b0, float* b1, float* b2, float* b3, Vector256<float>* acc)
+    static void Dot2x4(int kc, float* a0, float* a1, float* b0, float* b1, float* b2, float* b3, Vector256<float>* acc, float* prefetch)
     {
         var s00 = acc[0]; var s01 = acc[1]; var s02 = acc[2]; var s03 = acc[3];
         var s10 = acc[4]; var s11 = acc[5]; var s12 = acc[6]; var s13 = acc[7];
         for (int p = 0; p < kc; p += 8)
         {
+            if (prefetch != null && Sse.IsSupported)
+            {
+                Sse.Prefetch0(prefetch + 4 * p);
+                Sse.Prefetch0(prefetch + 4 * p + 16);
+            }
             var x0 = Vector256.Load(b0 + p); var x1 = Vector256.Load(b1 + p);
             var x2 = Vector256.Load(b2 + p); var x3 = Vector256.Load(b3 + p);
             var y = Vector256.Load(a0 + p);
@@ -161,8 +169,11 @@ public static unsafe partial class Gemm
             {
                 float* a0 = p.A + (long)i * k + q;
                 float* c0 = c + (long)i * n;
-                if (i + 1 < m) Axpy4x2(n, n, b, a0, a0 + k, c0, c0 + n);
-                else Axpy4x1(n, n, b, a0, c0);
+                // With several passes over these rows, the first also prefetches the next four rows of B (contiguous, 4n floats);
+                // a single pass streams well enough on its own.
+                float* next = i == 0 && m > 2 && q + 8 <= k1 ? b + 4L * n : null;
+                if (i + 1 < m) Axpy4x2(n, n, b, a0, a0 + k, c0, c0 + n, next);
+                else Axpy4x1(n, n, b, a0, c0, next);
             }
         }
         for (; q < k1; q++)
@@ -182,7 +193,7 @@ public static unsafe partial class Gemm
 
     /// <summary>c0[0..w) += Σq a0[q]·b[q·ldb + ..], c1 likewise with a1, for q = 0..3.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Axpy4x2(int w, int ldb, float* b, float* a0, float* a1, float* c0, float* c1)
+    static void Axpy4x2(int w, int ldb, float* b, float* a0, float* a1, float* c0, float* c1, float* prefetch)
     {
         var x0 = Vector256.Create(a0[0]); var x1 = Vector256.Create(a0[1]); var x2 = Vector256.Create(a0[2]); var x3 = Vector256.Create(a0[3]);
         var y0 = Vector256.Create(a1[0]); var y1 = Vector256.Create(a1[1]); var y2 = Vector256.Create(a1[2]); var y3 = Vector256.Create(a1[3]);
@@ -190,6 +201,11 @@ public static unsafe partial class Gemm
         int j = 0;
         for (; j + 8 <= w; j += 8)
         {
+            if (prefetch != null && Sse.IsSupported)
+            {
+                Sse.Prefetch0(prefetch + 4 * j);
+                Sse.Prefetch0(prefetch + 4 * j + 16);
+            }
             var v0 = Vector256.Load(r0 + j); var v1 = Vector256.Load(r1 + j); var v2 = Vector256.Load(r2 + j); var v3 = Vector256.Load(r3 + j);
             // Both C loads before either store: the rows are often a multiple of 4 KiB apart, and a load behind a
             // store to the same address bits would wait on a false dependency.
@@ -208,13 +224,18 @@ public static unsafe partial class Gemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Axpy4x1(int w, int ldb, float* b, float* a0, float* c0)
+    static void Axpy4x1(int w, int ldb, float* b, float* a0, float* c0, float* prefetch)
     {
         var x0 = Vector256.Create(a0[0]); var x1 = Vector256.Create(a0[1]); var x2 = Vector256.Create(a0[2]); var x3 = Vector256.Create(a0[3]);
         float* r0 = b, r1 = b + ldb, r2 = r1 + ldb, r3 = r2 + ldb;
         int j = 0;
         for (; j + 8 <= w; j += 8)
         {
+            if (prefetch != null && Sse.IsSupported)
+            {
+                Sse.Prefetch0(prefetch + 4 * j);
+                Sse.Prefetch0(prefetch + 4 * j + 16);
+            }
             var s = Vector256.Load(c0 + j);
             s = MulAdd(x0, Vector256.Load(r0 + j), s); s = MulAdd(x1, Vector256.Load(r1 + j), s);
             s = MulAdd(x2, Vector256.Load(r2 + j), s); s = MulAdd(x3, Vector256.Load(r3 + j), s);
