@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 [assembly: InternalsVisibleTo("NeuronTrace.Runtime.Tests")]
+[assembly: InternalsVisibleTo("NeuronTrace.Bench")] // TEMP
 
 namespace NeuronTrace.Runtime.Cpu;
 
@@ -35,10 +36,10 @@ public static unsafe partial class Gemm
     internal static Path DefaultPath = Path.Auto;
 
     /// <summary>Rows up to which A·Bᵀ skips packing and streams B through a dot-product kernel.</summary>
-    internal const int SmallMTransposedB = 8;
+    internal const int SmallMTransposedB = 16;
 
     /// <summary>Rows up to which A·B skips packing and streams B rows through an axpy kernel.</summary>
-    internal const int SmallMPlain = 4;
+    internal const int SmallMPlain = 8;
 
     /// <summary>Below this many multiply-adds a product runs on the calling thread only.</summary>
     internal const long ParallelThreshold = 1L << 21;

@@ -1,45 +1,88 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace NeuronTrace.Runtime.Cpu;
 
 public static unsafe partial class Gemm
 {
-    /// <summary>Columns of C per task in the few-rows paths (multiple of 16).</summary>
-    const int SmallChunk = 512;
-
-    readonly struct SmallJob(Problem problem, int chunk)
+    readonly struct SmallJob(Problem problem, int chunk, float*[]? partials)
     {
         public readonly Problem P = problem;
         public readonly int Chunk = chunk;
+        public readonly float*[]? Partials = partials;
     }
 
-    /// <summary>Few rows of A: no packing, B is streamed once; tasks split the columns of C.</summary>
+    /// <summary>
+    /// Few rows of A: no packing, B is streamed once, in order. A·Bᵀ: tasks split the rows of B (columns of C).
+    /// A·B: tasks split k, so that each streams whole rows of B; all but the first sum into scratch copies of C,
+    /// which are added at the end.
+    /// </summary>
     static void RunSmallM(in Problem p)
     {
         int workers = Workers(p.MultiplyAdds);
-        int chunk = p.N;
-        if (workers > 1)
+        if (p.TransposedB)
         {
-            // At least 2 chunks per worker so a busy core does not hold the product up; each a multiple of 16.
-            int pieces = Math.Min(CeilDiv(p.N, 16), Math.Max(2 * workers, CeilDiv(p.N, 4096)));
-            chunk = RoundUp(CeilDiv(p.N, pieces), 16);
+            int chunk = p.N;
+            if (workers > 1)
+            {
+                // Two or more pieces per worker so that a busy core does not hold the product up.
+                int pieces = Math.Min(CeilDiv(p.N, 4), Math.Max(2 * workers, CeilDiv(p.N, 4096)));
+                chunk = RoundUp(CeilDiv(p.N, pieces), 4);
+            }
+            ForEach(CeilDiv(p.N, chunk), new SmallJob(p, chunk, null), static (job, index) =>
+            {
+                int j0 = index * job.Chunk;
+                SmallTransposedB(in job.P, j0, Math.Min(job.P.N, j0 + job.Chunk));
+            });
+            return;
         }
-        int tasks = CeilDiv(p.N, chunk);
-        ForEach(tasks, new SmallJob(p, chunk), static (job, index) =>
+
+        int tasks = Math.Min(workers, CeilDiv(p.K, 64));
+        if (tasks <= 1)
         {
-            int j0 = index * job.Chunk, j1 = Math.Min(job.P.N, j0 + job.Chunk);
-            if (job.P.TransposedB) SmallTransposedB(in job.P, j0, j1);
-            else SmallPlain(in job.P, j0, j1);
-        });
+            SmallPlain(in p, p.C, 0, p.K, p.Accumulate);
+            return;
+        }
+        int kChunk = RoundUp(CeilDiv(p.K, tasks), 4);
+        tasks = CeilDiv(p.K, kChunk);
+        var spaces = new Workspace[tasks - 1];
+        var partials = new float*[tasks - 1];
+        for (int t = 0; t < spaces.Length; t++)
+        {
+            spaces[t] = RentWorkspace();
+            spaces[t].Reserve(p.M * p.N, 0);
+            partials[t] = spaces[t].APack;
+        }
+        try
+        {
+            ForEach(tasks, new SmallJob(p, kChunk, partials), static (job, index) =>
+            {
+                int k0 = index * job.Chunk, k1 = Math.Min(job.P.K, k0 + job.Chunk);
+                if (index == 0) SmallPlain(in job.P, job.P.C, k0, k1, job.P.Accumulate);
+                else SmallPlain(in job.P, job.Partials![index - 1], k0, k1, false);
+            });
+            var c = new Span<float>(p.C, p.M * p.N);
+            for (int t = 0; t < partials.Length; t++)
+                System.Numerics.Tensors.TensorPrimitives.Add(c, new ReadOnlySpan<float>(partials[t], p.M * p.N), c);
+        }
+        finally
+        {
+            foreach (var w in spaces) ReturnWorkspace(w);
+        }
     }
 
-    /// <summary>C[:, j0..j1) of A·Bᵀ as dot products of A rows with B rows: 3 rows of A × 4 rows of B at a time.</summary>
+    /// <summary>
+    /// C[:, j0..j1) of A·Bᵀ as dot products of A rows with B rows, 2 rows of A × 4 rows of B at a time. k is cut into
+    /// chunks so that the chunk of all rows of A plus the chunk of four B rows stay in L1; partial sums stay as vectors
+    /// until the group of four B rows is done.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SmallTransposedB(in Problem p, int j0, int j1)
     {
-        int k = p.K, n = p.N;
-        float* sums = stackalloc float[12];
+        int k = p.K, n = p.N, m = p.M, pairs = (m + 1) / 2;
+        int chunk = Math.Max(64, Math.Min(k, 4096 / (m + 4) / 8 * 8));   // (m + 4) · chunk floats ≤ 16 KiB
+        var partial = stackalloc Vector256<float>[pairs * 8];
         for (int j = j0; j < j1; j += 4)
         {
             int nj = Math.Min(4, j1 - j);
@@ -48,99 +91,109 @@ public static unsafe partial class Gemm
             float* b1 = p.B + (long)(j + Math.Min(1, nj - 1)) * k;
             float* b2 = p.B + (long)(j + Math.Min(2, nj - 1)) * k;
             float* b3 = p.B + (long)(j + Math.Min(3, nj - 1)) * k;
-            for (int i = 0; i < p.M; i += 3)
+            new Span<Vector256<float>>(partial, pairs * 8).Clear();
+            int pc = 0;
+            for (; pc + 8 <= k; pc += chunk)
             {
-                int ni = Math.Min(3, p.M - i);
-                float* a0 = p.A + (long)i * k;
-                float* a1 = p.A + (long)(i + Math.Min(1, ni - 1)) * k;
-                float* a2 = p.A + (long)(i + Math.Min(2, ni - 1)) * k;
-                Dot3x4(k, a0, a1, a2, b0, b1, b2, b3, sums);
-                for (int ii = 0; ii < ni; ii++)
+                int kc = Math.Min(chunk, k - pc) & ~7;
+                for (int pair = 0; pair < pairs; pair++)
                 {
-                    float* dst = p.C + (long)(i + ii) * n + j;
-                    for (int jj = 0; jj < nj; jj++)
-                        dst[jj] = p.Accumulate ? dst[jj] + sums[ii * 4 + jj] : sums[ii * 4 + jj];
+                    float* a0 = p.A + (long)(2 * pair) * k + pc;
+                    float* a1 = 2 * pair + 1 < m ? a0 + k : a0;
+                    // With several passes, the first over this chunk also prefetches the matching part of the next four rows of B.
+                    float* next = pair == 0 && pairs > 1 && j + 8 <= j1 ? b0 + 4L * k + 4L * pc : null;
+                    Dot2x4(kc, a0, a1, b0 + pc, b1 + pc, b2 + pc, b3 + pc, partial + pair * 8, next);
                 }
+                if (kc < chunk) { pc += kc; break; }
             }
+            for (int pair = 0; pair < pairs; pair++)
+                for (int ii = 0; ii < 2 && 2 * pair + ii < m; ii++)
+                {
+                    int i = 2 * pair + ii;
+                    float* a = p.A + (long)i * k;
+                    float* dst = p.C + (long)i * n + j;
+                    for (int jj = 0; jj < nj; jj++)
+                    {
+                        float* b = p.B + (long)(j + jj) * k;
+                        float sum = Vector256.Sum(partial[pair * 8 + ii * 4 + jj]);
+                        for (int q = pc; q < k; q++) sum += a[q] * b[q];
+                        dst[jj] = p.Accumulate ? dst[jj] + sum : sum;
+                    }
+                }
         }
     }
 
+    /// <summary>
+    /// acc[i·4 + j] += a_i ⊙ b_j summed over 8-float steps (kc a multiple of 8): eight accumulators, four B vectors
+    /// and one A vector in registers.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Dot3x4(int k, float* a0, float* a1, float* a2, float* b0, float* b1, float* b2, float* b3, float* sums)
+    static void Dot2x4(int kc, float* a0, float* a1, float* b0, float* b1, float* b2, float* b3, Vector256<float>* acc, float* prefetch)
     {
-        var s00 = Vector256<float>.Zero; var s01 = s00; var s02 = s00; var s03 = s00;
-        var s10 = s00; var s11 = s00; var s12 = s00; var s13 = s00;
-        var s20 = s00; var s21 = s00; var s22 = s00; var s23 = s00;
-        int p = 0;
-        for (; p + 8 <= k; p += 8)
+        var s00 = acc[0]; var s01 = acc[1]; var s02 = acc[2]; var s03 = acc[3];
+        var s10 = acc[4]; var s11 = acc[5]; var s12 = acc[6]; var s13 = acc[7];
+        for (int p = 0; p < kc; p += 8)
         {
+            if (prefetch != null && Sse.IsSupported)
+            {
+                Sse.Prefetch0(prefetch + 4 * p);
+                Sse.Prefetch0(prefetch + 4 * p + 16);
+            }
             var x0 = Vector256.Load(b0 + p); var x1 = Vector256.Load(b1 + p);
             var x2 = Vector256.Load(b2 + p); var x3 = Vector256.Load(b3 + p);
             var y = Vector256.Load(a0 + p);
             s00 = MulAdd(y, x0, s00); s01 = MulAdd(y, x1, s01); s02 = MulAdd(y, x2, s02); s03 = MulAdd(y, x3, s03);
             y = Vector256.Load(a1 + p);
             s10 = MulAdd(y, x0, s10); s11 = MulAdd(y, x1, s11); s12 = MulAdd(y, x2, s12); s13 = MulAdd(y, x3, s13);
-            y = Vector256.Load(a2 + p);
-            s20 = MulAdd(y, x0, s20); s21 = MulAdd(y, x1, s21); s22 = MulAdd(y, x2, s22); s23 = MulAdd(y, x3, s23);
         }
-        sums[0] = Vector256.Sum(s00); sums[1] = Vector256.Sum(s01); sums[2] = Vector256.Sum(s02); sums[3] = Vector256.Sum(s03);
-        sums[4] = Vector256.Sum(s10); sums[5] = Vector256.Sum(s11); sums[6] = Vector256.Sum(s12); sums[7] = Vector256.Sum(s13);
-        sums[8] = Vector256.Sum(s20); sums[9] = Vector256.Sum(s21); sums[10] = Vector256.Sum(s22); sums[11] = Vector256.Sum(s23);
-        for (; p < k; p++)
-        {
-            float v0 = b0[p], v1 = b1[p], v2 = b2[p], v3 = b3[p], w0 = a0[p], w1 = a1[p], w2 = a2[p];
-            sums[0] += w0 * v0; sums[1] += w0 * v1; sums[2] += w0 * v2; sums[3] += w0 * v3;
-            sums[4] += w1 * v0; sums[5] += w1 * v1; sums[6] += w1 * v2; sums[7] += w1 * v3;
-            sums[8] += w2 * v0; sums[9] += w2 * v1; sums[10] += w2 * v2; sums[11] += w2 * v3;
-        }
+        acc[0] = s00; acc[1] = s01; acc[2] = s02; acc[3] = s03;
+        acc[4] = s10; acc[5] = s11; acc[6] = s12; acc[7] = s13;
     }
 
     /// <summary>
-    /// C[:, j0..j1) of A·B by streaming rows of B: c[i, :] += Σ a[i, p] b[p, :], four rows of B and two rows of C at a time,
-    /// over column blocks small enough that the C block and four B row pieces stay in L1.
+    /// c[m, n] (+)= A[:, k0..k1) · B[k0..k1, :] by streaming whole rows of B: c[i, :] += Σ a[i, q]·b[q, :], four rows of
+    /// B and two rows of C at a time (C stays in L1/L2 for the few rows this path serves).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void SmallPlain(in Problem p, int j0, int j1)
+    static void SmallPlain(in Problem p, float* c, int k0, int k1, bool accumulate)
     {
         int m = p.M, n = p.N, k = p.K;
-        if (!p.Accumulate)
-            for (int i = 0; i < m; i++) new Span<float>(p.C + (long)i * n + j0, j1 - j0).Clear();
+        if (!accumulate)
+            for (int i = 0; i < m; i++) new Span<float>(c + (long)i * n, n).Clear();
 
-        int block = Math.Max(64, 6144 / (4 + m) / 8 * 8);
-        for (int jb = j0; jb < j1; jb += block)
+        int q = k0;
+        for (; q + 4 <= k1; q += 4)
         {
-            int w = Math.Min(block, j1 - jb);
-            int pp = 0;
-            for (; pp + 4 <= k; pp += 4)
+            float* b = p.B + (long)q * n;
+            for (int i = 0; i < m; i += 2)
             {
-                float* b = p.B + (long)pp * n + jb;
-                for (int i = 0; i < m; i += 2)
-                {
-                    float* a0 = p.A + (long)i * k + pp;
-                    float* c0 = p.C + (long)i * n + jb;
-                    if (i + 1 < m) Axpy4x2(w, n, b, a0, a0 + k, c0, c0 + n);
-                    else Axpy4x1(w, n, b, a0, c0);
-                }
+                float* a0 = p.A + (long)i * k + q;
+                float* c0 = c + (long)i * n;
+                // With several passes over these rows, the first also prefetches the next four rows of B (contiguous, 4n floats);
+                // a single pass streams well enough on its own.
+                float* next = i == 0 && m > 2 && q + 8 <= k1 ? b + 4L * n : null;
+                if (i + 1 < m) Axpy4x2(n, n, b, a0, a0 + k, c0, c0 + n, next);
+                else Axpy4x1(n, n, b, a0, c0, next);
             }
-            for (; pp < k; pp++)
+        }
+        for (; q < k1; q++)
+        {
+            float* b = p.B + (long)q * n;
+            for (int i = 0; i < m; i++)
             {
-                float* b = p.B + (long)pp * n + jb;
-                for (int i = 0; i < m; i++)
-                {
-                    float s = p.A[(long)i * k + pp];
-                    float* c0 = p.C + (long)i * n + jb;
-                    int j = 0;
-                    var vs = Vector256.Create(s);
-                    for (; j + 8 <= w; j += 8) Vector256.Store(MulAdd(vs, Vector256.Load(b + j), Vector256.Load(c0 + j)), c0 + j);
-                    for (; j < w; j++) c0[j] += s * b[j];
-                }
+                float s = p.A[(long)i * k + q];
+                float* c0 = c + (long)i * n;
+                int j = 0;
+                var vs = Vector256.Create(s);
+                for (; j + 8 <= n; j += 8) Vector256.Store(MulAdd(vs, Vector256.Load(b + j), Vector256.Load(c0 + j)), c0 + j);
+                for (; j < n; j++) c0[j] += s * b[j];
             }
         }
     }
 
     /// <summary>c0[0..w) += Σq a0[q]·b[q·ldb + ..], c1 likewise with a1, for q = 0..3.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Axpy4x2(int w, int ldb, float* b, float* a0, float* a1, float* c0, float* c1)
+    static void Axpy4x2(int w, int ldb, float* b, float* a0, float* a1, float* c0, float* c1, float* prefetch)
     {
         var x0 = Vector256.Create(a0[0]); var x1 = Vector256.Create(a0[1]); var x2 = Vector256.Create(a0[2]); var x3 = Vector256.Create(a0[3]);
         var y0 = Vector256.Create(a1[0]); var y1 = Vector256.Create(a1[1]); var y2 = Vector256.Create(a1[2]); var y3 = Vector256.Create(a1[3]);
@@ -148,12 +201,19 @@ public static unsafe partial class Gemm
         int j = 0;
         for (; j + 8 <= w; j += 8)
         {
+            if (prefetch != null && Sse.IsSupported)
+            {
+                Sse.Prefetch0(prefetch + 4 * j);
+                Sse.Prefetch0(prefetch + 4 * j + 16);
+            }
             var v0 = Vector256.Load(r0 + j); var v1 = Vector256.Load(r1 + j); var v2 = Vector256.Load(r2 + j); var v3 = Vector256.Load(r3 + j);
+            // Both C loads before either store: the rows are often a multiple of 4 KiB apart, and a load behind a
+            // store to the same address bits would wait on a false dependency.
             var s = Vector256.Load(c0 + j);
-            s = MulAdd(x0, v0, s); s = MulAdd(x1, v1, s); s = MulAdd(x2, v2, s); s = MulAdd(x3, v3, s);
-            Vector256.Store(s, c0 + j);
             var t = Vector256.Load(c1 + j);
+            s = MulAdd(x0, v0, s); s = MulAdd(x1, v1, s); s = MulAdd(x2, v2, s); s = MulAdd(x3, v3, s);
             t = MulAdd(y0, v0, t); t = MulAdd(y1, v1, t); t = MulAdd(y2, v2, t); t = MulAdd(y3, v3, t);
+            Vector256.Store(s, c0 + j);
             Vector256.Store(t, c1 + j);
         }
         for (; j < w; j++)
@@ -164,13 +224,18 @@ public static unsafe partial class Gemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Axpy4x1(int w, int ldb, float* b, float* a0, float* c0)
+    static void Axpy4x1(int w, int ldb, float* b, float* a0, float* c0, float* prefetch)
     {
         var x0 = Vector256.Create(a0[0]); var x1 = Vector256.Create(a0[1]); var x2 = Vector256.Create(a0[2]); var x3 = Vector256.Create(a0[3]);
         float* r0 = b, r1 = b + ldb, r2 = r1 + ldb, r3 = r2 + ldb;
         int j = 0;
         for (; j + 8 <= w; j += 8)
         {
+            if (prefetch != null && Sse.IsSupported)
+            {
+                Sse.Prefetch0(prefetch + 4 * j);
+                Sse.Prefetch0(prefetch + 4 * j + 16);
+            }
             var s = Vector256.Load(c0 + j);
             s = MulAdd(x0, Vector256.Load(r0 + j), s); s = MulAdd(x1, Vector256.Load(r1 + j), s);
             s = MulAdd(x2, Vector256.Load(r2 + j), s); s = MulAdd(x3, Vector256.Load(r3 + j), s);
