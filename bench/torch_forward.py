@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """PyTorch forward-pass throughput: logits at every position for a batch of random token ids.
 
-    /usr/bin/python3 bench/torch_forward.py --model PATH --batch 8 --seq 128 --iters 5 [--threads 2]
+    /usr/bin/python3 bench/torch_forward.py --model PATH --batch 8 --seq 128 --iters 5 [--threads 2] [--torch-threads 1]
         [--device cpu|cuda] [--dtype f32|bf16] [--path auto|linear|mkldnn] [--warmup 1]
 
 --path linear : nn.Linear / F.linear (CPU: the BLAS torch is linked against, here OpenBLAS)
---path mkldnn : every Linear converted by torch.utils.mkldnn.to_mkldnn semantics (oneDNN inner product)
+--path mkldnn : every Linear swapped for torch.utils.mkldnn.MkldnnLinear (oneDNN inner product); torch's
+                intra-op pool is set to --threads for this path, since oneDNN runs on it
 --path auto   : time both on CPU and report the faster (both timings are in "paths")
 
 Prints one JSON line. tokens_per_s = batch*seq / seconds_per_iter (median of the timed iterations).
@@ -19,7 +20,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_llama import early_threads  # noqa: E402  (sets OPENBLAS/OMP threads before torch starts them)
+from torch_llama import early_threads, DEFAULT_TORCH_THREADS  # noqa: E402  (sets OPENBLAS/OMP threads before torch starts them)
 
 THREADS = early_threads(sys.argv)
 import torch  # noqa: E402
@@ -56,12 +57,14 @@ def main():
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--threads", type=int, default=THREADS, help="OpenBLAS threads (cores for matrix products)")
+    ap.add_argument("--torch-threads", type=int, default=DEFAULT_TORCH_THREADS,
+                    help="torch intra-op threads (default 1, faster on this shared 2-core machine)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--path", default="auto", choices=["auto", "linear", "mkldnn"])
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.torch_threads)
     dtype = parse_dtype(a.dtype)
     dev = torch.device(a.device)
     model = load_model(a.model, dtype=dtype, device=dev).eval()
@@ -77,6 +80,7 @@ def main():
         for p in paths:
             if p == "mkldnn":
                 model.to_mkldnn_linears(dtype)
+                torch.set_num_threads(a.threads)  # oneDNN runs on torch's OpenMP pool, not on OpenBLAS's threads
             ts = time_iters(lambda: model(ids), a.iters, a.warmup, dev)
             cpu = cpu_seconds()
             lin = linear_only(model, rows, dtype, dev, max(2, a.iters // 2), 1)
