@@ -7,13 +7,14 @@
 --path linear : nn.Linear / F.linear (CPU: the BLAS torch is linked against, here OpenBLAS)
 --path mkldnn : every Linear swapped for torch.utils.mkldnn.MkldnnLinear (oneDNN inner product); torch's
                 intra-op pool is set to --threads for this path, since oneDNN runs on it
---path auto   : time both on CPU and report the faster (both timings are in "paths")
+--path auto   : time both on CPU (interleaved iterations) and report the faster by median (both are in "paths")
 
 Prints one JSON line. tokens_per_s = batch*seq / seconds_per_iter (median of the timed iterations).
 linear_gflops: the model's linear layers (q,k,v,o,gate,up,down, lm_head) run alone on batch*seq rows.
 linear_gflops_in_forward: the same FLOPs divided by the whole forward's time (a lower bound).
 """
 import argparse
+import copy
 import json
 import os
 import statistics
@@ -75,19 +76,32 @@ def main():
     flops = 2.0 * rows * cfg.linear_params(include_head=True)
 
     paths = ["linear"] if (a.path == "linear" or dev.type != "cpu") else (["mkldnn"] if a.path == "mkldnn" else ["linear", "mkldnn"])
-    res = {}
+    models = {"linear": model} if "linear" in paths else {}
+    if "mkldnn" in paths:
+        models["mkldnn"] = (copy.deepcopy(model) if "linear" in paths else model).to_mkldnn_linears(dtype)
+    # oneDNN runs on torch's OpenMP pool, so that path gets --threads OpenMP threads; F.linear runs on OpenBLAS's
+    threads_for = {"linear": a.torch_threads, "mkldnn": a.threads}
+    walls = {p: [] for p in paths}
+    cpus = {p: [] for p in paths}
     with torch.inference_mode():
+        for p in paths:  # warm-up
+            torch.set_num_threads(threads_for[p])
+            time_iters(lambda: models[p](ids), 0, a.warmup, dev)
+        for _ in range(a.iters):  # interleaved, so that both paths see the same background load
+            for p in paths:
+                torch.set_num_threads(threads_for[p])
+                walls[p] += time_iters(lambda: models[p](ids), 1, 0, dev)
+                cpus[p].append(cpu_seconds())
+        res = {}
         for p in paths:
-            if p == "mkldnn":
-                model.to_mkldnn_linears(dtype)
-                torch.set_num_threads(a.threads)  # oneDNN runs on torch's OpenMP pool, not on OpenBLAS's threads
-            ts = time_iters(lambda: model(ids), a.iters, a.warmup, dev)
-            cpu = cpu_seconds()
-            lin = linear_only(model, rows, dtype, dev, max(2, a.iters // 2), 1)
-            res[p] = {"seconds_per_iter": statistics.median(ts), "min_seconds": min(ts), "cpu_seconds": cpu,
-                      "linear_gflops": flops / lin / 1e9}
-    # the faster path by best-of-N time (the least disturbed by other load on a shared machine)
-    best = min(res, key=lambda p: res[p]["min_seconds"])
+            torch.set_num_threads(threads_for[p])
+            lin = linear_only(models[p], rows, dtype, dev, max(2, a.iters // 2), 1)
+            res[p] = {"seconds_per_iter": statistics.median(walls[p]), "min_seconds": min(walls[p]),
+                      "cpu_seconds": statistics.median(cpus[p]), "linear_gflops": flops / lin / 1e9,
+                      "torch_threads": threads_for[p]}
+    # the faster path by median time over interleaved iterations
+    best = min(res, key=lambda p: res[p]["seconds_per_iter"])
+    torch.set_num_threads(threads_for[best])
     r = res[best]
     path_desc = {"linear": "F.linear (CPU BLAS)" if dev.type == "cpu" else "F.linear (cuBLAS)",
                  "mkldnn": "oneDNN MkldnnLinear (torch.utils.mkldnn)"}[best]
