@@ -2,7 +2,7 @@
 """PyTorch attribution-patching throughput (AtP or RelP) over node sites of every layer.
 
     /usr/bin/python3 bench/torch_attribution.py --model PATH --batch 8 --seq 128 --iters 3
-        [--method atp|relp|relp_frozen_attn] [--threads 2] [--device cpu|cuda] [--dtype f32|bf16]
+        [--method atp|relp|relp_frozen_attn] [--threads 2] [--torch-threads 1] [--device cpu|cuda] [--dtype f32|bf16]
 
 One iteration, for B prompt pairs (random ids, seed 0; the patch prompt is the clean prompt with one token
 changed at a random position; answers are two random distinct ids per pair):
@@ -24,7 +24,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_llama import early_threads  # noqa: E402
+from torch_llama import early_threads, DEFAULT_TORCH_THREADS  # noqa: E402
 
 THREADS = early_threads(sys.argv)
 import torch  # noqa: E402
@@ -78,11 +78,13 @@ def main():
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--method", default="relp", choices=sorted(METHODS))
-    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--threads", type=int, default=THREADS, help="OpenBLAS threads (cores for matrix products)")
+    ap.add_argument("--torch-threads", type=int, default=DEFAULT_TORCH_THREADS,
+                    help="torch intra-op threads (default 1, faster on this shared 2-core machine)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.torch_threads)
     dev = torch.device(a.device)
     model = load_model(a.model, dtype=parse_dtype(a.dtype), device=dev).eval()
     cfg = model.cfg

@@ -377,16 +377,31 @@ def sync(device):
 # ------------------------------------------------------------------------------------------------------------------
 # shared benchmark plumbing
 # ------------------------------------------------------------------------------------------------------------------
-def early_threads(argv, default=2):
-    """Read --threads before torch starts its pools, and pin OpenBLAS / OpenMP to it (call before importing torch)."""
-    n = default
+def _flag(argv, name, default):
     for i, a in enumerate(argv):
-        if a == "--threads" and i + 1 < len(argv):
-            n = int(argv[i + 1])
-        elif a.startswith("--threads="):
-            n = int(a.split("=", 1)[1])
+        if a == name and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith(name + "="):
+            return int(a.split("=", 1)[1])
+    return default
+
+
+DEFAULT_TORCH_THREADS = 1
+
+
+def early_threads(argv, default=2):
+    """Read --threads / --torch-threads before torch starts its pools (call before importing torch).
+
+    --threads N       cores for the matrix products: OpenBLAS's thread count (OPENBLAS_NUM_THREADS).
+    --torch-threads K torch's own intra-op (OpenMP) pool, used by element-wise ops, softmax, norms. Default 1:
+                      on this shared 2-core machine a second OpenMP worker made every run slower (forward of the
+                      dim-1024 model 10.8 s vs 6.7 s, stories260K RelP step 0.91 s vs 0.05 s; bench/README.md),
+                      because each fork-join waits for a worker the loaded scheduler has not run yet.
+    """
+    n = _flag(argv, "--threads", default)
+    k = _flag(argv, "--torch-threads", DEFAULT_TORCH_THREADS)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(n))
-    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    os.environ.setdefault("OMP_NUM_THREADS", str(k))
     # Torch's OpenMP pool and OpenBLAS's own pthreads share the cores. With the default (spinning) OpenMP wait
     # policy, idle OpenMP workers burn the cores OpenBLAS needs: measured 10-20x slower on 2 shared cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -436,8 +451,8 @@ def describe(device, threads, extra=""):
         parts.append(f"cuda {torch.version.cuda}, {torch.cuda.get_device_name()}")
     else:
         libs = [os.path.basename(p) for p in blas_in_use()]
-        parts.append(f"threads {torch.get_num_threads()} (requested {threads}; OPENBLAS_NUM_THREADS="
-                     f"{os.environ.get('OPENBLAS_NUM_THREADS')}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
+        parts.append(f"threads {threads} (OpenBLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}, torch intra-op "
+                     f"threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
         parts.append("BLAS " + ("OpenBLAS (" + ", ".join(l for l in libs if "openblas" in l) + ")"
                                  if any("openblas" in l for l in libs) else "reference/other: " + ", ".join(libs)))
         parts.append("oneDNN " + ("available" if torch.backends.mkldnn.is_available() else "absent"))

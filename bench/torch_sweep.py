@@ -2,7 +2,7 @@
 """PyTorch mean-ablation sweep throughput (the evaluation side of circuit discovery).
 
     /usr/bin/python3 bench/torch_sweep.py --model PATH --batch 8 --seq 128 --masks 8 --iters 2
-        [--masks-per-forward K] [--threads 2] [--device cpu|cuda] [--dtype f32|bf16]
+        [--masks-per-forward K] [--threads 2] [--torch-threads 1] [--device cpu|cuda] [--dtype f32|bf16]
 
 Setup (not timed): B clean prompts and B patch prompts (random ids, seed 0); the ablation value of every
 mlp_act unit is its mean over the B patch prompts, per position (mu[l] : [T, hidden]); M random keep-masks over
@@ -21,7 +21,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_llama import early_threads  # noqa: E402
+from torch_llama import early_threads, DEFAULT_TORCH_THREADS  # noqa: E402
 
 THREADS = early_threads(sys.argv)
 import torch  # noqa: E402
@@ -38,11 +38,13 @@ def main():
     ap.add_argument("--masks-per-forward", type=int, default=1)
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=THREADS)
+    ap.add_argument("--threads", type=int, default=THREADS, help="OpenBLAS threads (cores for matrix products)")
+    ap.add_argument("--torch-threads", type=int, default=DEFAULT_TORCH_THREADS,
+                    help="torch intra-op threads (default 1, faster on this shared 2-core machine)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.torch_threads)
     dev = torch.device(a.device)
     dtype = parse_dtype(a.dtype)
     model = load_model(a.model, dtype=dtype, device=dev).eval()
