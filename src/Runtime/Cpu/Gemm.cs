@@ -42,7 +42,7 @@ public static unsafe partial class Gemm
     internal const int SmallMPlain = 8;
 
     /// <summary>Below this many multiply-adds a product runs on the calling thread only.</summary>
-    internal const long ParallelThreshold = 1L << 21;
+    internal const long ParallelThreshold = 1L << 22;
 
     internal static void Run(float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate, bool transposedB, Path path)
     {
@@ -89,9 +89,13 @@ public static unsafe partial class Gemm
     /// <summary>Runs <paramref name="body"/>(state, 0..count-1) on the pool, or inline when there is one task.</summary>
     static void ForEach<TState>(int count, TState state, Action<TState, int> body)
     {
-        if (count == 1) { body(state, 0); return; }
-        Parallel.For(0, count, i => body(state, i));
+        if (count == 1) body(state, 0);
+        else ForEachParallel(count, state, body);
     }
+
+    // Separate so that the closure is only allocated when the work is actually spread over threads.
+    static void ForEachParallel<TState>(int count, TState state, Action<TState, int> body) =>
+        Parallel.For(0, count, i => body(state, i));
 
     // Pinned, 64-byte aligned scratch for packing; a few are pooled so steady-state calls allocate nothing.
     internal sealed class Workspace
