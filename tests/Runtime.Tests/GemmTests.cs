@@ -23,24 +23,23 @@ public class GemmTests
         { 1, 1, 1 }, { 6, 16, 4 }, { 5, 15, 3 }, { 7, 17, 9 }, { 12, 32, 8 }, { 13, 33, 257 }, { 6, 16, 256 },
         { 2, 1000, 31 }, { 4, 70, 513 }, { 8, 9, 1 }, { 9, 8, 2 }, { 1, 2049, 5 }, { 2049, 1, 5 }, { 3, 5, 1100 },
         { 121, 1025, 300 }, { 240, 48, 520 }, { 127, 2050, 257 }, { 100, 512, 64 }, { 100, 64, 172 }, { 100, 172, 64 },
-        // the synthetic Llama model's shapes, scaled down (rows ÷ 8, widths ÷ 4)
-        { 128, 256, 256 }, { 128, 64, 256 }, { 128, 704, 256 }, { 128, 256, 704 }, { 128, 8000, 256 },
-        { 8, 8000, 256 }, { 1, 8000, 256 }, { 5, 256, 8000 }, { 1, 256, 8000 },
+        // the synthetic Llama model's shapes, scaled down (rows ÷ 8, widths ÷ 8, vocabulary ÷ 16), forward and backward orientation
+        { 128, 128, 128 }, { 128, 32, 128 }, { 128, 352, 128 }, { 128, 128, 352 }, { 128, 2000, 128 }, { 128, 128, 2000 },
+        { 8, 4000, 128 }, { 1, 4000, 128 }, { 5, 128, 4000 }, { 1, 128, 4000 }, { 16, 352, 128 }, { 9, 128, 352 },
     };
 
     [Theory, MemberData(nameof(OddShapes))]
     public void OddSizes(int m, int n, int k)
     {
-        Check(m, n, k, transposedB: true, accumulate: false, Gemm.Path.Auto);
-        Check(m, n, k, transposedB: false, accumulate: true, Gemm.Path.Auto);
+        Check(m, n, k, transposedB: true, Gemm.Path.Auto, false, true);
+        Check(m, n, k, transposedB: false, Gemm.Path.Auto, false, true);
     }
 
     [Theory, MemberData(nameof(BlockShapes))]
     public void BlockEdges(int m, int n, int k)
     {
-        foreach (bool transposedB in new[] { true, false })
-            foreach (bool accumulate in new[] { false, true })
-                Check(m, n, k, transposedB, accumulate, Gemm.Path.Auto);
+        Check(m, n, k, transposedB: true, Gemm.Path.Auto, false, true);
+        Check(m, n, k, transposedB: false, Gemm.Path.Auto, false, true);
     }
 
     [Theory]
@@ -52,21 +51,21 @@ public class GemmTests
         var path = Enum.Parse<Gemm.Path>(name);
         foreach (var (m, n, k) in new[] { (1, 1, 1), (1, 17, 33), (3, 7, 9), (7, 65, 17), (8, 100, 300), (17, 33, 65), (50, 300, 260) })
             foreach (bool transposedB in new[] { true, false })
-                foreach (bool accumulate in new[] { false, true })
-                    Check(m, n, k, transposedB, accumulate, path);
+                Check(m, n, k, transposedB, path, false, true);
     }
 
     [Fact]
     public void LargeMultiThreaded()
     {
-        Check(300, 700, 600, transposedB: true, accumulate: true, Gemm.Path.Auto);
-        Check(300, 700, 600, transposedB: false, accumulate: false, Gemm.Path.Auto);
+        // big enough for several threads, with edges in every dimension
+        Check(301, 700, 600, transposedB: true, Gemm.Path.Auto, true);
+        Check(301, 700, 600, transposedB: false, Gemm.Path.Auto, false);
     }
 
     [Fact]
     public void ConcurrentCallersDoNotShareScratch()
     {
-        Parallel.For(0, 8, i => Check(64 + i, 200 + 3 * i, 300, transposedB: i % 2 == 0, accumulate: i % 3 == 0, Gemm.Path.Auto));
+        Parallel.For(0, 8, i => Check(64 + i, 200 + 3 * i, 300, transposedB: i % 2 == 0, Gemm.Path.Auto, i % 3 == 0));
     }
 
     [Fact]
@@ -84,35 +83,80 @@ public class GemmTests
     }
 
     [Fact]
+    public void TinyProductsAllocateNothing()
+    {
+        // stories260K-sized products run on the calling thread with pooled scratch: no garbage per call
+        var rng = new Random(5);
+        float[] a = Random(rng, 100 * 172), b = Random(rng, 512 * 172), c = new float[100 * 512];
+        foreach (var (m, n, k) in new[] { (100, 64, 64), (100, 172, 64), (100, 64, 172), (100, 512, 64), (1, 512, 64), (3, 64, 172) })
+        {
+            Gemm.MultiplyTransposedB(a, b, c, m, n, k, accumulate: false);
+            Gemm.Multiply(a, b, c, m, n, k, accumulate: true);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            Gemm.MultiplyTransposedB(a, b, c, m, n, k, accumulate: false);
+            Gemm.Multiply(a, b, c, m, n, k, accumulate: true);
+            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        }
+    }
+
+    [Fact]
     public void RejectsUndersizedBuffers()
     {
         Assert.Throws<ArgumentException>(() => Gemm.Multiply(new float[5], new float[6], new float[6], 2, 3, 3, false));
         Assert.Throws<ArgumentException>(() => Gemm.MultiplyTransposedB(new float[6], new float[8], new float[6], 2, 3, 3, false));
     }
 
-    static void Check(int m, int n, int k, bool transposedB, bool accumulate, Gemm.Path path)
+    /// <summary>
+    /// Runs c (+)= a·b (or a·bᵀ) on random inputs, once per accumulate flag, against a float64 reference. Every column is
+    /// checked; on big products only a sample of rows (the first and last eight and every fifth, which meets every
+    /// residue modulo the 6-row micro-tile) to keep the reference cheap in Debug builds.
+    /// </summary>
+    static void Check(int m, int n, int k, bool transposedB, Gemm.Path path, params bool[] accumulates)
     {
-        var rng = new Random(HashCode.Combine(m, n, k, transposedB, accumulate));
+        var rng = new Random(HashCode.Combine(m, n, k, transposedB));
         float[] a = Random(rng, m * k), b = Random(rng, n * k), c0 = Random(rng, m * n);
-        var c = (float[])c0.Clone();
-        Gemm.Run(a, b, c, m, n, k, accumulate, transposedB, path);
+        bool sample = (long)m * n * k > 1 << 22;
+        var rows = Enumerable.Range(0, m).Where(i => !sample || i < 8 || i >= m - 8 || i % 5 == 0).ToArray();
 
-        double tol = 1e-5 * Math.Sqrt(k);
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++)
+        var expected = new double[rows.Length * n];
+        var magnitude = new double[rows.Length * n];
+        var bt = new double[k];
+        for (int j = 0; j < n; j++)
+        {
+            for (int p = 0; p < k; p++) bt[p] = transposedB ? b[j * k + p] : b[p * n + j];
+            for (int r = 0; r < rows.Length; r++)
             {
+                int ai = rows[r] * k;
                 double sum = 0, mag = 0;
                 for (int p = 0; p < k; p++)
                 {
-                    double prod = (double)a[i * k + p] * (transposedB ? b[j * k + p] : b[p * n + j]);
+                    double prod = a[ai + p] * bt[p];
                     sum += prod;
                     mag += Math.Abs(prod);
                 }
-                if (accumulate) { sum += c0[i * n + j]; mag += Math.Abs(c0[i * n + j]); }
-                double err = Math.Abs(c[i * n + j] - sum);
-                if (!(err <= tol * Math.Max(1.0, mag)))
-                    Assert.Fail($"{path} {(transposedB ? "A·Bᵀ" : "A·B")} m={m} n={n} k={k} acc={accumulate}: c[{i},{j}]={c[i * n + j]} expected {sum} (err {err:g3}, tol {tol * Math.Max(1.0, mag):g3})");
+                expected[r * n + j] = sum;
+                magnitude[r * n + j] = mag;
             }
+        }
+
+        double tol = 1e-5 * Math.Sqrt(k);
+        foreach (bool accumulate in accumulates)
+        {
+            var c = (float[])c0.Clone();
+            if (path != Gemm.Path.Auto) Gemm.Run(a, b, c, m, n, k, accumulate, transposedB, path);
+            else if (transposedB) Gemm.MultiplyTransposedB(a, b, c, m, n, k, accumulate);
+            else Gemm.Multiply(a, b, c, m, n, k, accumulate);
+            for (int r = 0; r < rows.Length; r++)
+                for (int j = 0; j < n; j++)
+                {
+                    int i = rows[r];
+                    double want = expected[r * n + j], mag = magnitude[r * n + j];
+                    if (accumulate) { want += c0[i * n + j]; mag += Math.Abs(c0[i * n + j]); }
+                    double err = Math.Abs(c[i * n + j] - want), bound = tol * Math.Max(1.0, mag);
+                    if (!(err <= bound))
+                        Assert.Fail($"{path} {(transposedB ? "A·Bᵀ" : "A·B")} m={m} n={n} k={k} acc={accumulate}: c[{i},{j}]={c[i * n + j]} expected {want} (err {err:g3} > {bound:g3})");
+                }
+        }
     }
 
     static float[] Random(Random rng, int count)

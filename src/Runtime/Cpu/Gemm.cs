@@ -3,7 +3,6 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 [assembly: InternalsVisibleTo("NeuronTrace.Runtime.Tests")]
-[assembly: InternalsVisibleTo("NeuronTrace.Bench")] // TEMP
 
 namespace NeuronTrace.Runtime.Cpu;
 
@@ -12,28 +11,28 @@ namespace NeuronTrace.Runtime.Cpu;
 /// </summary>
 /// <remarks>
 /// <para>Large products use a BLIS-style packed GEMM: B is packed into column panels of <see cref="NR"/> = 16 columns
-/// (contiguous along k, zero-padded), A into row panels of <see cref="MR"/> = 6 rows, k is blocked by KC, n by NC and
-/// m by MC, and a 6×16 register-tiled micro-kernel (12 Vector256 accumulators, FMA) computes each tile. The two entry
-/// points differ only in how B is packed (rows of B for A·Bᵀ, columns of B for A·B).</para>
+/// (contiguous along k, zero-padded), A into row panels of <see cref="MR"/> = 6 rows (zero-padded), k is blocked by KC,
+/// n by NC and m by MC, and a 6×16 register-tiled micro-kernel (12 Vector256 accumulators, FMA, C prefetched and added
+/// after the k loop) computes each micro-tile. The two entry points differ only in how B is packed (rows of B for A·Bᵀ,
+/// columns of B for A·B). Without 256-bit SIMD a portable kernel runs over the same packed panels.</para>
 /// <para>Products with a few rows (the last-position logits) are bandwidth bound: they skip packing and stream B once
 /// (dot-product kernel for A·Bᵀ, row-axpy kernel for A·B).</para>
-/// <para>Work is cut into tiles of C run on the thread pool when the product is big enough; small products run on the
-/// calling thread and allocate nothing (packing buffers are pinned, pooled and reused).</para>
+/// <para>Above <see cref="ParallelThreshold"/> multiply-adds the work is cut into one tile of C per core (each packs its
+/// own operands), run with Parallel.For; smaller products run on the calling thread and allocate nothing (packing
+/// buffers are pinned, 64-byte aligned, pooled and reused).</para>
 /// </remarks>
 public static unsafe partial class Gemm
 {
     /// <summary>c[m, n] (+)= Σ_k a[m, k] b[n, k]  (A·Bᵀ, B row-major [n, k]).</summary>
     public static void MultiplyTransposedB(float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate) =>
-        Run(a, b, c, m, n, k, accumulate, transposedB: true, DefaultPath);
+        Run(a, b, c, m, n, k, accumulate, transposedB: true, Path.Auto);
 
     /// <summary>c[m, n] (+)= Σ_k a[m, k] b[k, n]  (A·B, B row-major [k, n]).</summary>
     public static void Multiply(float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate) =>
-        Run(a, b, c, m, n, k, accumulate, transposedB: false, DefaultPath);
+        Run(a, b, c, m, n, k, accumulate, transposedB: false, Path.Auto);
 
     /// <summary>Which implementation to use; tests force each one, the public entry points pick automatically.</summary>
     internal enum Path { Auto, Packed, SmallM, PackedScalar }
-
-    internal static Path DefaultPath = Path.Auto;
 
     /// <summary>Rows up to which A·Bᵀ skips packing and streams B through a dot-product kernel.</summary>
     internal const int SmallMTransposedB = 16;
@@ -42,7 +41,7 @@ public static unsafe partial class Gemm
     internal const int SmallMPlain = 8;
 
     /// <summary>Below this many multiply-adds a product runs on the calling thread only.</summary>
-    internal const long ParallelThreshold = 1L << 21;
+    internal const long ParallelThreshold = 1L << 22;
 
     internal static void Run(float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate, bool transposedB, Path path)
     {
@@ -89,9 +88,13 @@ public static unsafe partial class Gemm
     /// <summary>Runs <paramref name="body"/>(state, 0..count-1) on the pool, or inline when there is one task.</summary>
     static void ForEach<TState>(int count, TState state, Action<TState, int> body)
     {
-        if (count == 1) { body(state, 0); return; }
-        Parallel.For(0, count, i => body(state, i));
+        if (count == 1) body(state, 0);
+        else ForEachParallel(count, state, body);
     }
+
+    // Separate so that the closure is only allocated when the work is actually spread over threads.
+    static void ForEachParallel<TState>(int count, TState state, Action<TState, int> body) =>
+        Parallel.For(0, count, i => body(state, i));
 
     // Pinned, 64-byte aligned scratch for packing; a few are pooled so steady-state calls allocate nothing.
     internal sealed class Workspace

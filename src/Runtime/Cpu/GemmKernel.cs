@@ -18,7 +18,7 @@ public static unsafe partial class Gemm
     /// 32-byte aligned). Twelve accumulators, two B vectors and one broadcast live in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add)
+    static void Kernel6x16(int kc, float* a, float* b, float* c, int ldc, bool add)
     {
         float* c1 = c + ldc, c2 = c1 + ldc, c3 = c2 + ldc, c4 = c3 + ldc, c5 = c4 + ldc;
         if (Sse.IsSupported)

@@ -14,7 +14,7 @@ public static unsafe partial class Gemm
     /// panel r holds A[i0 + r·MR + ii, p0 + p] at dst[r·MR·kc + p·MR + ii]; rows past mc are zero.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackA(float* a, int lda, int i0, int mc, int p0, int kc, float* dst)
+    static void PackA(float* a, int lda, int i0, int mc, int p0, int kc, float* dst)
     {
         for (int ir = 0; ir < mc; ir += MR, dst += MR * kc)
         {
@@ -75,7 +75,7 @@ public static unsafe partial class Gemm
     /// NR rows: panel r holds B[j0 + r·NR + jj, p0 + p] at dst[r·NR·kc + p·NR + jj]; rows past nc are zero.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackBRows(float* b, int ldb, int j0, int nc, int p0, int kc, float* dst)
+    static void PackBRows(float* b, int ldb, int j0, int nc, int p0, int kc, float* dst)
     {
         for (int jr = 0; jr < nc; jr += NR, dst += NR * kc)
         {
@@ -136,7 +136,7 @@ public static unsafe partial class Gemm
     /// columns, same layout as <see cref="PackBRows"/>; columns past nc are zero.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static void PackBColumns(float* b, int ldb, int j0, int nc, int p0, int kc, float* dst)
+    static void PackBColumns(float* b, int ldb, int j0, int nc, int p0, int kc, float* dst)
     {
         // Eight rows of B at a time across all panels: B is read as eight sequential streams rather than down
         // columns (a power-of-two row stride would make a column walk thrash the caches).

@@ -81,8 +81,9 @@ public static unsafe partial class Gemm
     static void SmallTransposedB(in Problem p, int j0, int j1)
     {
         int k = p.K, n = p.N, m = p.M, pairs = (m + 1) / 2;
-        int chunk = Math.Max(64, Math.Min(k, 4096 / (m + 4) / 8 * 8));   // (m + 4) · chunk floats ≤ 16 KiB
+        int chunk = Math.Max(64, Math.Min(k, 6144 / (m + 4) / 8 * 8));   // (m + 4) · chunk floats ≤ 24 KiB
         var partial = stackalloc Vector256<float>[pairs * 8];
+        float* sums = stackalloc float[4];
         for (int j = j0; j < j1; j += 4)
         {
             int nj = Math.Min(4, j1 - j);
@@ -92,6 +93,9 @@ public static unsafe partial class Gemm
             float* b2 = p.B + (long)(j + Math.Min(2, nj - 1)) * k;
             float* b3 = p.B + (long)(j + Math.Min(3, nj - 1)) * k;
             new Span<Vector256<float>>(partial, pairs * 8).Clear();
+            // With several passes over these rows, the passes also walk a prefetch cursor through the next four rows
+            // of B (contiguous), a line per step, so that DRAM streams while this group is being reused from L1.
+            float* pf = b0 + 4L * k, pfEnd = pairs > 1 && j + 8 <= j1 ? pf + 4L * k : pf;
             int pc = 0;
             for (; pc + 8 <= k; pc += chunk)
             {
@@ -100,9 +104,7 @@ public static unsafe partial class Gemm
                 {
                     float* a0 = p.A + (long)(2 * pair) * k + pc;
                     float* a1 = 2 * pair + 1 < m ? a0 + k : a0;
-                    // With several passes, the first over this chunk also prefetches the matching part of the next four rows of B.
-                    float* next = pair == 0 && pairs > 1 && j + 8 <= j1 ? b0 + 4L * k + 4L * pc : null;
-                    Dot2x4(kc, a0, a1, b0 + pc, b1 + pc, b2 + pc, b3 + pc, partial + pair * 8, next);
+                    pf = Dot2x4(kc, a0, a1, b0 + pc, b1 + pc, b2 + pc, b3 + pc, partial + pair * 8, pf, pfEnd);
                 }
                 if (kc < chunk) { pc += kc; break; }
             }
@@ -112,10 +114,11 @@ public static unsafe partial class Gemm
                     int i = 2 * pair + ii;
                     float* a = p.A + (long)i * k;
                     float* dst = p.C + (long)i * n + j;
+                    Sum4(partial + pair * 8 + ii * 4, sums);
                     for (int jj = 0; jj < nj; jj++)
                     {
                         float* b = p.B + (long)(j + jj) * k;
-                        float sum = Vector256.Sum(partial[pair * 8 + ii * 4 + jj]);
+                        float sum = sums[jj];
                         for (int q = pc; q < k; q++) sum += a[q] * b[q];
                         dst[jj] = p.Accumulate ? dst[jj] + sum : sum;
                     }
@@ -123,21 +126,35 @@ public static unsafe partial class Gemm
         }
     }
 
+    /// <summary>sums[q] = horizontal sum of v[q], q = 0..3.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Sum4(Vector256<float>* v, float* sums)
+    {
+        if (Avx.IsSupported)
+        {
+            var h = Avx.HorizontalAdd(Avx.HorizontalAdd(v[0], v[1]), Avx.HorizontalAdd(v[2], v[3]));
+            Sse.Store(sums, Sse.Add(h.GetLower(), h.GetUpper()));
+        }
+        else
+            for (int q = 0; q < 4; q++) sums[q] = Vector256.Sum(v[q]);
+    }
+
     /// <summary>
     /// acc[i·4 + j] += a_i ⊙ b_j summed over 8-float steps (kc a multiple of 8): eight accumulators, four B vectors
     /// and one A vector in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Dot2x4(int kc, float* a0, float* a1, float* b0, float* b1, float* b2, float* b3, Vector256<float>* acc, float* prefetch)
+    static float* Dot2x4(int kc, float* a0, float* a1, float* b0, float* b1, float* b2, float* b3, Vector256<float>* acc,
+        float* prefetch, float* prefetchEnd)
     {
         var s00 = acc[0]; var s01 = acc[1]; var s02 = acc[2]; var s03 = acc[3];
         var s10 = acc[4]; var s11 = acc[5]; var s12 = acc[6]; var s13 = acc[7];
         for (int p = 0; p < kc; p += 8)
         {
-            if (prefetch != null && Sse.IsSupported)
+            if (Sse.IsSupported && prefetch < prefetchEnd)
             {
-                Sse.Prefetch0(prefetch + 4 * p);
-                Sse.Prefetch0(prefetch + 4 * p + 16);
+                Sse.Prefetch0(prefetch);
+                prefetch += 16;
             }
             var x0 = Vector256.Load(b0 + p); var x1 = Vector256.Load(b1 + p);
             var x2 = Vector256.Load(b2 + p); var x3 = Vector256.Load(b3 + p);
@@ -148,6 +165,7 @@ public static unsafe partial class Gemm
         }
         acc[0] = s00; acc[1] = s01; acc[2] = s02; acc[3] = s03;
         acc[4] = s10; acc[5] = s11; acc[6] = s12; acc[7] = s13;
+        return prefetch;
     }
 
     /// <summary>
@@ -165,15 +183,15 @@ public static unsafe partial class Gemm
         for (; q + 4 <= k1; q += 4)
         {
             float* b = p.B + (long)q * n;
+            // With several passes over these rows, the passes also walk a prefetch cursor through the next four rows
+            // of B (contiguous, 4n floats), a line per step; a single pass streams well enough on its own.
+            float* pf = b + 4L * n, pfEnd = m > 2 && q + 8 <= k1 ? pf + 4L * n : pf;
             for (int i = 0; i < m; i += 2)
             {
                 float* a0 = p.A + (long)i * k + q;
                 float* c0 = c + (long)i * n;
-                // With several passes over these rows, the first also prefetches the next four rows of B (contiguous, 4n floats);
-                // a single pass streams well enough on its own.
-                float* next = i == 0 && m > 2 && q + 8 <= k1 ? b + 4L * n : null;
-                if (i + 1 < m) Axpy4x2(n, n, b, a0, a0 + k, c0, c0 + n, next);
-                else Axpy4x1(n, n, b, a0, c0, next);
+                if (i + 1 < m) pf = Axpy4x2(n, n, b, a0, a0 + k, c0, c0 + n, pf, pfEnd);
+                else pf = Axpy4x1(n, n, b, a0, c0, pf, pfEnd);
             }
         }
         for (; q < k1; q++)
@@ -193,7 +211,7 @@ public static unsafe partial class Gemm
 
     /// <summary>c0[0..w) += Σq a0[q]·b[q·ldb + ..], c1 likewise with a1, for q = 0..3.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Axpy4x2(int w, int ldb, float* b, float* a0, float* a1, float* c0, float* c1, float* prefetch)
+    static float* Axpy4x2(int w, int ldb, float* b, float* a0, float* a1, float* c0, float* c1, float* prefetch, float* prefetchEnd)
     {
         var x0 = Vector256.Create(a0[0]); var x1 = Vector256.Create(a0[1]); var x2 = Vector256.Create(a0[2]); var x3 = Vector256.Create(a0[3]);
         var y0 = Vector256.Create(a1[0]); var y1 = Vector256.Create(a1[1]); var y2 = Vector256.Create(a1[2]); var y3 = Vector256.Create(a1[3]);
@@ -201,10 +219,10 @@ public static unsafe partial class Gemm
         int j = 0;
         for (; j + 8 <= w; j += 8)
         {
-            if (prefetch != null && Sse.IsSupported)
+            if (Sse.IsSupported && prefetch < prefetchEnd)
             {
-                Sse.Prefetch0(prefetch + 4 * j);
-                Sse.Prefetch0(prefetch + 4 * j + 16);
+                Sse.Prefetch0(prefetch);
+                prefetch += 16;
             }
             var v0 = Vector256.Load(r0 + j); var v1 = Vector256.Load(r1 + j); var v2 = Vector256.Load(r2 + j); var v3 = Vector256.Load(r3 + j);
             // Both C loads before either store: the rows are often a multiple of 4 KiB apart, and a load behind a
@@ -220,21 +238,21 @@ public static unsafe partial class Gemm
         {
             c0[j] += a0[0] * r0[j] + a0[1] * r1[j] + a0[2] * r2[j] + a0[3] * r3[j];
             c1[j] += a1[0] * r0[j] + a1[1] * r1[j] + a1[2] * r2[j] + a1[3] * r3[j];
-        }
+        }        return prefetch;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void Axpy4x1(int w, int ldb, float* b, float* a0, float* c0, float* prefetch)
+    static float* Axpy4x1(int w, int ldb, float* b, float* a0, float* c0, float* prefetch, float* prefetchEnd)
     {
         var x0 = Vector256.Create(a0[0]); var x1 = Vector256.Create(a0[1]); var x2 = Vector256.Create(a0[2]); var x3 = Vector256.Create(a0[3]);
         float* r0 = b, r1 = b + ldb, r2 = r1 + ldb, r3 = r2 + ldb;
         int j = 0;
         for (; j + 8 <= w; j += 8)
         {
-            if (prefetch != null && Sse.IsSupported)
+            if (Sse.IsSupported && prefetch < prefetchEnd)
             {
-                Sse.Prefetch0(prefetch + 4 * j);
-                Sse.Prefetch0(prefetch + 4 * j + 16);
+                Sse.Prefetch0(prefetch);
+                prefetch += 16;
             }
             var s = Vector256.Load(c0 + j);
             s = MulAdd(x0, Vector256.Load(r0 + j), s); s = MulAdd(x1, Vector256.Load(r1 + j), s);
@@ -242,5 +260,6 @@ public static unsafe partial class Gemm
             Vector256.Store(s, c0 + j);
         }
         for (; j < w; j++) c0[j] += a0[0] * r0[j] + a0[1] * r1[j] + a0[2] * r2[j] + a0[3] * r3[j];
+        return prefetch;
     }
 }
