@@ -26,7 +26,7 @@ static class BenchRunner
         string synthetic = EnsureSynthetic();
         var stories = (Path: Path.Combine(Root, "models", "stories260K", "stories260K.bin"), Batch: 8, Seq: 64);
         var synth = (Path: synthetic, Batch: 8, Seq: 128);
-        if (which is "gemm" or "all") GemmBenchHook.Run(Console.Out);
+        if (which is "gemm" or "all") GemmBench.Run(Console.Out);
         foreach (var m in new[] { stories, synth })
         {
             if (which is "forward" or "all") Forward(m.Path, m.Batch, m.Seq);

@@ -34,7 +34,11 @@ public abstract class Tensor : IDisposable
     public override string ToString() => $"Tensor[{string.Join(", ", Shape)}]";
 }
 
-/// <summary>A tensor in managed host memory.</summary>
+/// <summary>
+/// A tensor in managed host memory. Tensors made by <see cref="Rent"/> return their array to a pool keyed by exact
+/// length when disposed: a forward pass allocates the same shapes again and again, and fresh large arrays cost page
+/// faults on first touch that dwarf the arithmetic of small models.
+/// </summary>
 public sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
 {
     public CpuTensor(params int[] shape) : this(new float[Count(shape)], shape) { }
@@ -43,10 +47,60 @@ public sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
 
     public override Span<float> Span => Data;
 
+    bool _pooled;
+
+    /// <summary>A zero-filled tensor whose array comes from, and returns to, the pool.</summary>
+    public static CpuTensor Rent(int[] shape)
+    {
+        long n = Count(shape);
+        var array = ArrayPoolByLength.Take(n);
+        if (array is null) array = new float[n];
+        else Array.Clear(array);
+        return new CpuTensor(array, shape) { _pooled = true };
+    }
+
+    public override void Dispose()
+    {
+        if (_pooled)
+        {
+            _pooled = false;   // a second Dispose must not hand the array out twice
+            ArrayPoolByLength.Return(Data);
+        }
+        base.Dispose();
+    }
+
     static long Count(int[] shape)
     {
         long n = 1;
         foreach (int d in shape) n *= d;
         return n;
+    }
+}
+
+/// <summary>Arrays kept for reuse by exact length, bounded in count per length and in total bytes.</summary>
+static class ArrayPoolByLength
+{
+    const int PerLength = 32;
+    const long MaxBytes = 1L << 30;
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<long, System.Collections.Concurrent.ConcurrentBag<float[]>> Pool = new();
+    static long _bytes;
+
+    public static float[]? Take(long length)
+    {
+        if (length < 1024 || !Pool.TryGetValue(length, out var bag) || !bag.TryTake(out var a)) return null;
+        Interlocked.Add(ref _bytes, -length * 4);
+        return a;
+    }
+
+    public static void Return(float[] a)
+    {
+        if (a.Length < 1024) return;
+        var bag = Pool.GetOrAdd(a.LongLength, _ => new());
+        if (bag.Count >= PerLength || Interlocked.Add(ref _bytes, a.LongLength * 4) > MaxBytes)
+        {
+            if (bag.Count < PerLength) Interlocked.Add(ref _bytes, -a.LongLength * 4);
+            return;
+        }
+        bag.Add(a);
     }
 }

@@ -1,7 +1,10 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>Causal grouped-query attention on the host; rows are b·T + t; query head h reads kv head h / group.</summary>
-public static class AttentionOps
+public static unsafe class AttentionOps
 {
     public static void Forward(float[] q, float[] k, float[] v, AttentionShape s, float[] z, float[] probs)
     {
@@ -10,32 +13,28 @@ public static class AttentionOps
         Parallel.For(0, s.Batch * s.Heads, Options(s), bh =>
         {
             int b = bh / s.Heads, h = bh % s.Heads, kvh = h / s.Group;
-            var p = new Span<float>(probs, bh * T * T, T * T);
-            for (int t = 0; t < T; t++)
+            fixed (float* pq = q, pk = k, pv = v, pz = z, pp = probs)
             {
-                var qt = new ReadOnlySpan<float>(q, (b * T + t) * s.QWidth + h * hd, hd);
-                var pt = p.Slice(t * T, T);
-                float max = float.NegativeInfinity;
-                for (int u = 0; u <= t; u++)
+                float* p = pp + (long)bh * T * T;
+                for (int t = 0; t < T; t++)
                 {
-                    float dot = 0f;
-                    var ku = new ReadOnlySpan<float>(k, (b * T + u) * s.KvWidth + kvh * hd, hd);
-                    for (int i = 0; i < hd; i++) dot += qt[i] * ku[i];
-                    pt[u] = dot * scale;
-                    if (pt[u] > max) max = pt[u];
-                }
-                float sum = 0f;
-                for (int u = 0; u <= t; u++) { pt[u] = MathF.Exp(pt[u] - max); sum += pt[u]; }
-                float inv = 1f / sum;
-                for (int u = 0; u <= t; u++) pt[u] *= inv;
-                pt.Slice(t + 1).Clear();
-                var zt = new Span<float>(z, (b * T + t) * s.QWidth + h * hd, hd);
-                zt.Clear();
-                for (int u = 0; u <= t; u++)
-                {
-                    float w = pt[u];
-                    var vu = new ReadOnlySpan<float>(v, (b * T + u) * s.KvWidth + kvh * hd, hd);
-                    for (int i = 0; i < hd; i++) zt[i] += w * vu[i];
+                    float* qt = pq + (long)(b * T + t) * s.QWidth + h * hd;
+                    float* pt = p + t * T;
+                    float max = float.NegativeInfinity;
+                    for (int u = 0; u <= t; u++)
+                    {
+                        float x = Dot(qt, pk + (long)(b * T + u) * s.KvWidth + kvh * hd, hd) * scale;
+                        pt[u] = x;
+                        if (x > max) max = x;
+                    }
+                    float sum = 0f;
+                    for (int u = 0; u <= t; u++) { float e = MathF.Exp(pt[u] - max); pt[u] = e; sum += e; }
+                    float inv = 1f / sum;
+                    for (int u = 0; u <= t; u++) pt[u] *= inv;
+                    new Span<float>(pt + t + 1, T - t - 1).Clear();
+                    float* zt = pz + (long)(b * T + t) * s.QWidth + h * hd;
+                    new Span<float>(zt, hd).Clear();
+                    for (int u = 0; u <= t; u++) Axpy(zt, pt[u], pv + (long)(b * T + u) * s.KvWidth + kvh * hd, hd);
                 }
             }
         });
@@ -50,46 +49,78 @@ public static class AttentionOps
         Parallel.For(0, s.Batch * s.KvHeads, Options(s), bkv =>
         {
             int b = bkv / s.KvHeads, kvh = bkv % s.KvHeads;
-            for (int t = 0; t < T; t++)
+            var dpBuffer = new float[T];
+            fixed (float* pdz = dz, pq = q, pk = k, pv = v, pp = probs, pdq = dq, pdk = dk, pdv = dv, dp = dpBuffer)
             {
-                new Span<float>(dk, (b * T + t) * s.KvWidth + kvh * hd, hd).Clear();
-                new Span<float>(dv, (b * T + t) * s.KvWidth + kvh * hd, hd).Clear();
-            }
-            var dp = new float[T];
-            for (int h = kvh * s.Group; h < (kvh + 1) * s.Group; h++)
-            {
-                var p = new ReadOnlySpan<float>(probs, (b * s.Heads + h) * T * T, T * T);
                 for (int t = 0; t < T; t++)
                 {
-                    var pt = p.Slice(t * T, T);
-                    var dzt = new ReadOnlySpan<float>(dz, (b * T + t) * s.QWidth + h * hd, hd);
-                    var dqt = new Span<float>(dq, (b * T + t) * s.QWidth + h * hd, hd);
-                    dqt.Clear();
-                    float pdp = 0f;
-                    for (int u = 0; u <= t; u++)
+                    new Span<float>(pdk + (long)(b * T + t) * s.KvWidth + kvh * hd, hd).Clear();
+                    new Span<float>(pdv + (long)(b * T + t) * s.KvWidth + kvh * hd, hd).Clear();
+                }
+                for (int h = kvh * s.Group; h < (kvh + 1) * s.Group; h++)
+                {
+                    float* p = pp + (long)(b * s.Heads + h) * T * T;
+                    for (int t = 0; t < T; t++)
                     {
-                        var vu = new ReadOnlySpan<float>(v, (b * T + u) * s.KvWidth + kvh * hd, hd);
-                        var dvu = new Span<float>(dv, (b * T + u) * s.KvWidth + kvh * hd, hd);
-                        float w = pt[u], d = 0f;
-                        for (int i = 0; i < hd; i++) { dvu[i] += w * dzt[i]; d += dzt[i] * vu[i]; }
-                        dp[u] = d;
-                        pdp += w * d;
-                    }
-                    if (rule == AttentionRule.FreezePattern) continue;
-                    var qt = new ReadOnlySpan<float>(q, (b * T + t) * s.QWidth + h * hd, hd);
-                    for (int u = 0; u <= t; u++)
-                    {
-                        float ds = pt[u] * (dp[u] - pdp) * scale;
-                        if (ds == 0f) continue;
-                        var ku = new ReadOnlySpan<float>(k, (b * T + u) * s.KvWidth + kvh * hd, hd);
-                        var dku = new Span<float>(dk, (b * T + u) * s.KvWidth + kvh * hd, hd);
-                        for (int i = 0; i < hd; i++) { dqt[i] += ds * ku[i]; dku[i] += ds * qt[i]; }
+                        float* pt = p + t * T;
+                        float* dzt = pdz + (long)(b * T + t) * s.QWidth + h * hd;
+                        float* dqt = pdq + (long)(b * T + t) * s.QWidth + h * hd;
+                        new Span<float>(dqt, hd).Clear();
+                        float pdp = 0f;
+                        for (int u = 0; u <= t; u++)
+                        {
+                            long kv = (long)(b * T + u) * s.KvWidth + kvh * hd;
+                            float w = pt[u];
+                            Axpy(pdv + kv, w, dzt, hd);
+                            float d = Dot(dzt, pv + kv, hd);
+                            dp[u] = d;
+                            pdp += w * d;
+                        }
+                        if (rule == AttentionRule.FreezePattern) continue;
+                        float* qt = pq + (long)(b * T + t) * s.QWidth + h * hd;
+                        for (int u = 0; u <= t; u++)
+                        {
+                            float ds = pt[u] * (dp[u] - pdp) * scale;
+                            if (ds == 0f) continue;
+                            long kv = (long)(b * T + u) * s.KvWidth + kvh * hd;
+                            Axpy(dqt, ds, pk + kv, hd);
+                            Axpy(pdk + kv, ds, qt, hd);
+                        }
                     }
                 }
             }
         });
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Dot(float* a, float* b, int n)
+    {
+        int i = 0;
+        float sum = 0f;
+        if (Vector256.IsHardwareAccelerated && n >= 8)
+        {
+            var acc = Vector256<float>.Zero;
+            for (; i <= n - 8; i += 8) acc += Vector256.Load(a + i) * Vector256.Load(b + i);
+            sum = Vector256.Sum(acc);
+        }
+        for (; i < n; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>y += a·x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Axpy(float* y, float a, float* x, int n)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 8)
+        {
+            var va = Vector256.Create(a);
+            for (; i <= n - 8; i += 8) Vector256.Store(Vector256.Load(y + i) + va * Vector256.Load(x + i), y + i);
+        }
+        for (; i < n; i++) y[i] += a * x[i];
+    }
+
+    // Each (batch, head) item is small; fan out only when the whole op is worth a thread hand-off.
     static ParallelOptions Options(AttentionShape s) =>
-        new() { MaxDegreeOfParallelism = (long)s.Rows * s.SeqLen * s.QWidth < 1 << 16 ? 1 : Environment.ProcessorCount };
+        new() { MaxDegreeOfParallelism = (long)s.Rows * s.SeqLen * s.QWidth < 1 << 21 ? 1 : Environment.ProcessorCount };
 }

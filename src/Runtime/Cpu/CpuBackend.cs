@@ -7,12 +7,14 @@ public sealed class CpuBackend : IBackend
 
     public string Name => "cpu";
 
-    public Tensor Allocate(params int[] shape) => new CpuTensor(shape);
+    public Tensor Allocate(params int[] shape) => CpuTensor.Rent(shape);
 
     public Tensor Upload(ReadOnlySpan<float> data, params int[] shape)
     {
-        var t = new CpuTensor(shape);
-        if (data.Length != t.Length) throw new ArgumentException($"upload of {data.Length} values into shape [{string.Join(", ", shape)}]");
+        long n = 1;
+        foreach (int d in shape) n *= d;
+        if (data.Length != n) throw new ArgumentException($"upload of {data.Length} values into shape [{string.Join(", ", shape)}]");
+        var t = CpuTensor.Rent(shape);
         data.CopyTo(t.Data);
         return t;
     }

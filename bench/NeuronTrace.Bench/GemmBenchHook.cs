@@ -1,6 +1,0 @@
-namespace NeuronTrace.Bench;
-
-static class GemmBenchHook
-{
-    public static void Run(TextWriter output) { }
-}
