@@ -26,6 +26,16 @@ public sealed class PromptTask
     public PromptTask Take(int n) => n <= 0 || n >= Pairs.Count ? this : new PromptTask(Name, Pairs.Take(n).ToList());
 
     /// <summary>
+    /// Only the examples whose clean prompt has the most common token length (the longest such length on ties), so every
+    /// position from the end is the same token slot in every prompt — the reference evaluation's equal-length practice.
+    /// </summary>
+    public PromptTask OfMostCommonLength()
+    {
+        int length = Pairs.GroupBy(p => p.CleanIds.Length).OrderByDescending(g => g.Count()).ThenByDescending(g => g.Key).First().Key;
+        return new PromptTask(Name, Pairs.Where(p => p.CleanIds.Length == length).ToList());
+    }
+
+    /// <summary>
     /// Loads and tokenizes a JSON-lines task. Every answer must add exactly one token after its prefix; when
     /// <paramref name="requireEqualLengths"/>, clean and patch prompts must tokenize to the same length.
     /// </summary>
