@@ -108,6 +108,53 @@ public class SaeTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void LargeBf16SaeTakesTheThreadedPathAndMatchesTheFormulas()
+    {
+        // Llama Scope files are bf16 and large; a 2048 → 2048 random SAE in BF16 exercises the threaded encode path.
+        const int d = 2048, F = 2048;
+        var tmp = Directory.CreateTempSubdirectory("sae-big").FullName;
+        try
+        {
+            var rng = new Random(3);
+            float R(double s) => NeuronTrace.Model.Formats.Float16.Bf16ToFloat(NeuronTrace.Model.Formats.Float16.FloatToBf16((float)((rng.NextDouble() * 2 - 1) * s)));
+            var wE = new float[F * d]; var bE = new float[F]; var wD = new float[d * F]; var bD = new float[d];
+            for (int i = 0; i < wE.Length; i++) { wE[i] = R(0.05); wD[i] = R(0.05); }
+            for (int i = 0; i < F; i++) bE[i] = R(0.1);
+            for (int i = 0; i < d; i++) bD[i] = R(0.1);
+            Directory.CreateDirectory(Path.Combine(tmp, "checkpoints"));
+            new NeuronTrace.Model.Formats.SafetensorsWriter()
+                .Add("encoder.weight", wE, [F, d], NeuronTrace.Model.Formats.FloatEncoding.BF16).Add("encoder.bias", bE, [F], NeuronTrace.Model.Formats.FloatEncoding.BF16)
+                .Add("decoder.weight", wD, [d, F], NeuronTrace.Model.Formats.FloatEncoding.BF16).Add("decoder.bias", bD, [d], NeuronTrace.Model.Formats.FloatEncoding.BF16)
+                .Write(Path.Combine(tmp, "checkpoints", "final.safetensors"));
+            double norm = 30, theta = 0.1;
+            File.WriteAllText(Path.Combine(tmp, "hyperparams.json"), $$"""
+                {"d_model": {{d}}, "d_sae": {{F}}, "act_fn": "jumprelu", "jump_relu_threshold": {{theta}}, "norm_activation": "dataset-wise",
+                 "dataset_average_activation_norm": {"in": {{norm}}, "out": {{norm}}}, "sparsity_include_decoder_norm": true, "use_decoder_bias": true}
+                """);
+            var sae = SparseAutoencoder.Load(tmp);
+            var x = Enumerable.Range(0, d).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var f = sae.Encode(x);
+            var xh = sae.Decode(f);
+            double sIn = Math.Sqrt(d) / norm, sOut = norm / Math.Sqrt(d);
+            int active = 0;
+            var want = new double[d];
+            for (int j = 0; j < d; j++) want[j] = bD[j];
+            for (int i = 0; i < F; i++)
+            {
+                double pre = bE[i], dn = 0;
+                for (int j = 0; j < d; j++) { pre += wE[i * d + j] * sIn * x[j]; dn += (double)wD[j * F + i] * wD[j * F + i]; }
+                double fi = pre * Math.Sqrt(dn) > theta ? pre : 0;
+                Assert.True(Math.Abs(f[i] - fi) <= 1e-5 * Math.Max(1, Math.Abs(fi)), $"feature {i}: {f[i]} vs {fi}");
+                if (fi != 0) { active++; for (int j = 0; j < d; j++) want[j] += fi * wD[j * F + i]; }
+            }
+            for (int j = 0; j < d; j++) Assert.True(Math.Abs(xh[j] - want[j] * sOut) <= 1e-4 * Math.Max(1, Math.Abs(want[j] * sOut)), $"x_hat[{j}]");
+            output.WriteLine($"{active} of {F} features active");
+            Assert.InRange(active, 1, F - 1);
+        }
+        finally { Directory.Delete(tmp, recursive: true); }
+    }
+
+    [Fact]
     public void ReplacingTheSiteByDecodePlusErrorLeavesTheModelUnchanged()
     {
         var model = Model.Value; var sae = Sae.Value;

@@ -123,10 +123,19 @@ public sealed class SparseAutoencoder
     {
         Check(x.Length, DModel, "input"); Check(features.Length, Features, "feature");
         int d = DModel;
-        Span<double> xs = d <= 8192 ? stackalloc double[d] : new double[d];
+        var xs = new double[d];
         for (int j = 0; j < d; j++) xs[j] = InputScale * x[j] - (DecoderBiasBeforeEncoder ? DecoderBias[j] : 0.0);
+        if (!IsLarge) { EncodeRange(xs, 0, Features, features); return; }
+        var result = new float[Features];
+        Parallel.For(0, (Features + Chunk - 1) / Chunk, c => EncodeRange(xs, c * Chunk, Math.Min(Features, (c + 1) * Chunk), result));
+        result.CopyTo(features);
+    }
+
+    void EncodeRange(double[] xs, int from, int to, Span<float> features)
+    {
+        int d = DModel;
         var wE = EncoderWeight.AsSpan();
-        for (int i = 0; i < Features; i++)
+        for (int i = from; i < to; i++)
         {
             var row = wE.Slice(i * d, d);
             double pre = EncoderBias[i];
@@ -135,6 +144,10 @@ public sealed class SparseAutoencoder
             features[i] = gate > Threshold ? (float)pre : 0f;
         }
     }
+
+    // Real Llama Scope SAEs (32768 × 4096 and up) split the feature loop over threads; the tiny test SAE does not.
+    const int Chunk = 1024;
+    bool IsLarge => (long)Features * DModel >= 1 << 22;
 
     public float[] Encode(ReadOnlySpan<float> x) { var f = new float[Features]; Encode(x, f); return f; }
 
@@ -179,9 +192,18 @@ public sealed class SparseAutoencoder
     public void FeatureGradient(ReadOnlySpan<float> gx, Span<double> gf)
     {
         Check(gx.Length, DModel, "gradient"); Check(gf.Length, Features, "feature gradient");
+        if (!IsLarge) { FeatureGradientRange(gx.ToArray(), 0, Features, gf); return; }
+        var g = gx.ToArray();
+        var result = new double[Features];
+        Parallel.For(0, (Features + Chunk - 1) / Chunk, c => FeatureGradientRange(g, c * Chunk, Math.Min(Features, (c + 1) * Chunk), result));
+        result.CopyTo(gf);
+    }
+
+    void FeatureGradientRange(float[] gx, int from, int to, Span<double> gf)
+    {
         int d = DModel;
         var rows = DecoderRows.AsSpan();
-        for (int i = 0; i < Features; i++)
+        for (int i = from; i < to; i++)
         {
             var row = rows.Slice(i * d, d);
             double s = 0;
