@@ -173,6 +173,10 @@ public class SaeTests(ITestOutputHelper output)
         Assert.Equal(direct, m[0]);  // exact: x is rebuilt in double and rounds back to itself
         Assert.NotEqual(direct, m[1]);
         Assert.NotEqual(direct, m[2]);
+        // handle_errors "remove" with every feature kept equals the default with the error nodes dropped from the mask.
+        var remove = new SaeAblationEvaluator(model, task, sae, NodeSite.Resid, Layer, means, Metric.CleanMinusPatch, means.Positions)
+            { MasksPerForward = 1, ErrorHandling = SaeErrorHandling.Remove };
+        Assert.Equal(m[1], remove.Evaluate([all])[0]);
     }
 
     [Theory]

@@ -59,6 +59,17 @@ public sealed class SaeSiteMeans
     }
 }
 
+/// <summary>How ablation treats the SAE error nodes (method.md §5.7, the reference code's <c>handle_errors</c>).</summary>
+public enum SaeErrorHandling
+{
+    /// <summary>The error node is a unit like a feature: kept if its mask entry is set, else mean-ablated.</summary>
+    Default,
+    /// <summary>Errors are always mean-ablated.</summary>
+    Remove,
+    /// <summary>Errors are never ablated.</summary>
+    Keep,
+}
+
 /// <summary>
 /// Runs a task's clean prompts with the SAE nodes of one (site, layer) mean-ablated by keep-masks (method.md §5, error
 /// nodes "default": the error node is a unit, kept if selected). Inside the forward, at every real row the site value x —
@@ -88,6 +99,7 @@ public sealed class SaeAblationEvaluator
     }
 
     public int MasksPerForward { get; init; } = 8;
+    public SaeErrorHandling ErrorHandling { get; init; } = SaeErrorHandling.Default;
     int NodesPerPosition => _sae.Features + 1;
     public int NodeCount => _positions * NodesPerPosition;
 
@@ -151,7 +163,12 @@ public sealed class SaeAblationEvaluator
                 }
                 // dec(f') with f' = f reuses dec(f).
                 if (changed) _sae.Decode(buf.fa, buf.xa); else buf.xh.AsSpan().CopyTo(buf.xa);
-                bool keepErr = inMask && mask[at + F];
+                bool keepErr = ErrorHandling switch
+                {
+                    SaeErrorHandling.Keep => true,
+                    SaeErrorHandling.Remove => false,
+                    _ => inMask && mask[at + F],
+                };
                 for (int j = 0; j < d; j++)
                 {
                     double e = keepErr ? xr[j] - buf.xh[j] : _means.Error[p * d + j];
