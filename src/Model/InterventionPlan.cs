@@ -41,13 +41,26 @@ public sealed class InterventionPlan : IDisposable
         return false;
     }
 
-    public bool IsEmpty => _edits.Count == 0 && _embedding is null;
+    readonly Dictionary<(NodeSite, int), Action<Tensor>> _transforms = new();
+
+    /// <summary>
+    /// Replaces a site's value in the forward by a function of it, applied in place after any affine edit at the same
+    /// site (e.g. an SAE re-encode with some features mean-ablated). Forward only: the backward does not differentiate
+    /// through a transform, so use it for evaluation runs, not for gradients.
+    /// </summary>
+    public void SetTransform(NodeSite site, int layer, Action<Tensor> transform) => _transforms[(site, layer)] = transform;
+
+    public bool TryGetTransform(NodeSite site, int layer, out Action<Tensor> transform) =>
+        _transforms.TryGetValue((site, layer), out transform!);
+
+    public bool IsEmpty => _edits.Count == 0 && _embedding is null && _transforms.Count == 0;
     public IEnumerable<(NodeSite Site, int Layer)> Sites => _edits.Keys;
 
     public void Dispose()
     {
         foreach (var e in _edits.Values) { e.Scale.Dispose(); e.Offset.Dispose(); }
         _edits.Clear();
+        _transforms.Clear();
         if (_embedding is { } em) { em.Scale.Dispose(); em.Offset.Dispose(); }
         _embedding = null;
     }

@@ -185,6 +185,7 @@ public sealed class Llama : IDisposable
     void Edit(InterventionPlan? plan, NodeSite site, int layer, Tensor value)
     {
         if (plan is not null && plan.TryGet(site, layer, out var scale, out var offset)) Backend.Intervene(value, scale, offset);
+        if (plan is not null && plan.TryGetTransform(site, layer, out var transform)) transform(value);
     }
 
     void EnsureRope(int positions)
