@@ -139,6 +139,43 @@ public class EdgeTests(ITestOutputHelper output)
         Assert.Equal(EdgeEnd.Neuron(1, 0, 2), toLogit.Source);
     }
 
+    [Fact]
+    public void BackwardFromTheLastResidualEqualsTheLogitBackward()
+    {
+        using var model = new Llama(ThreeLayers(), CpuBackend.Instance);
+        var be = CpuBackend.Instance;
+        var c = model.Config;
+        using var pass = model.Forward(new TokenBatch([Prompt, [1, 4, 9]]), LogitRows.Last);
+        var g = new float[2 * c.VocabSize];
+        g[3] = 1f; g[c.VocabSize + 8] = -1f;
+        using var dLogits = be.Upload(g, 2, c.VocabSize);
+        using var full = model.Backward(pass, dLogits, BackwardRules.RelP, [NodeSite.MlpAct, NodeSite.Resid]);
+        using var fromSite = model.BackwardFromSite(pass, NodeSite.Resid, c.Layers - 1, full.Get(NodeSite.Resid, c.Layers - 1), BackwardRules.RelP, [NodeSite.MlpAct]);
+        double worst = 0;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var a = full.Host(NodeSite.MlpAct, l); var b = fromSite.Host(NodeSite.MlpAct, l);
+            for (int i = 0; i < a.Length; i++) worst = Math.Max(worst, Math.Abs(a[i] - b[i]));
+        }
+        Assert.True(worst < 1e-6, $"differ by {worst}");
+    }
+
+    [Fact]
+    public void SweepKeepsNeuronsWithAnIncomingAndAnOutgoingEdge()
+    {
+        var n = Enumerable.Range(0, 4).Select(l => EdgeEnd.Neuron(l, 0, 0)).ToList();
+        var edges = new List<Edge> { new(n[0], n[1], 1, 5, 1), new(n[1], n[2], 1, 4, 1), new(n[2], n[3], 1, 3, 1), new(n[0], n[3], 1, 0.1, 1) };
+        var graph = new EdgeGraph(n, edges, 4, HasEndpointEdges: false, 1, "m");
+        // No endpoint edges: layer 0 counts as fed by the embeddings, layer 3 as feeding the logits.
+        Assert.Equal([n[0]], EdgeSweep.KeptNeurons(graph, edges, 1).OrderBy(x => x.Layer));
+        Assert.Equal([n[0], n[1]], EdgeSweep.KeptNeurons(graph, edges, 2).OrderBy(x => x.Layer));
+        Assert.Equal(n, EdgeSweep.KeptNeurons(graph, edges, 3).OrderBy(x => x.Layer));
+        Assert.Empty(EdgeSweep.KeptNeurons(graph, edges, 0));
+        // With endpoint edges the rule is literal: n[0] has no incoming edge here.
+        var withEnds = graph with { HasEndpointEdges = true };
+        Assert.Equal([n[1], n[2]], EdgeSweep.KeptNeurons(withEnds, edges, 4).OrderBy(x => x.Layer));
+    }
+
     /// <summary>
     /// Central differences of a_tgt w.r.t. a_src at every (row, unit), with the MLP outputs of the layers strictly
     /// between frozen to their clean values (scale 0, offset = clean), all perturbations in one batched forward.
