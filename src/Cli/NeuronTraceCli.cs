@@ -15,5 +15,6 @@ public static class NeuronTraceCli
         ConvertCommand.Create(),
         SteerCommand.Create(),
         ViewCommand.Create(),
+        EdgesCommand.Create(),
     };
 }

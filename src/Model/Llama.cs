@@ -95,15 +95,14 @@ public sealed class Llama : IDisposable
     /// <paramref name="rules"/>, returning the gradient at every requested site of every layer. No weight gradients.
     /// </summary>
     /// <param name="lowestLayer">Stop after this layer (gradients below it are not needed, e.g. per-site IG).</param>
+    /// <param name="stopMlp">Layers whose MLP output is detached (forward value kept, no gradient into the MLP).</param>
     public SiteGradients Backward(ForwardPass pass, Tensor logitGrad, BackwardRules rules, IReadOnlyCollection<NodeSite> sites,
-        InterventionPlan? plan = null, int lowestLayer = 0)
+        InterventionPlan? plan = null, int lowestLayer = 0, Func<int, bool>? stopMlp = null)
     {
         if (pass.Logits is null || pass.FinalInput is null || pass.FinalRstd is null)
             throw new InvalidOperationException("backward needs a forward that computed logits");
         var c = Config; var be = Backend; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim, n = pass.LogitRowIndex.Length;
-        var shape = new AttentionShape(batch.Size, batch.SeqLen, c.Heads, c.KvHeads, c.HeadDim);
-        var grads = new SiteGradients(be, c.Layers);
 
         // Classifier and final norm, then into the residual rows the logits were read at.
         using var dNormed = be.Allocate(n, d);
@@ -112,6 +111,39 @@ public sealed class Llama : IDisposable
         be.RmsNormBackward(dNormed, pass.FinalInput, _w.FinalNorm, pass.FinalRstd, rules.Norm, dFinal);
         var dR = be.Allocate(rows, d);
         be.ScatterAddRows(dFinal, pass.LogitRowIndex, dR);
+        return BackwardLayers(pass, dR, c.Layers - 1, null, rules, sites, plan, lowestLayer, stopMlp);
+    }
+
+    /// <summary>
+    /// Backpropagates an arbitrary gradient <paramref name="siteGrad"/> ([rows, site width]) placed at <paramref name="site"/>
+    /// of <paramref name="layer"/> (nothing flows from above that point), down to <paramref name="lowestLayer"/>, under
+    /// <paramref name="rules"/>. Same per-layer code as <see cref="Backward"/>. Rows of the batch are independent, so
+    /// replicating a prompt and seeding each replica differently gives many vector-Jacobian products in one pass.
+    /// </summary>
+    /// <param name="stopMlp">Layers whose MLP output is detached (forward value kept); a seed inside such an MLP still flows down.</param>
+    public SiteGradients BackwardFromSite(ForwardPass pass, NodeSite site, int layer, Tensor siteGrad, BackwardRules rules,
+        IReadOnlyCollection<NodeSite> sites, int lowestLayer = 0, InterventionPlan? plan = null, Func<int, bool>? stopMlp = null)
+    {
+        var c = Config;
+        if (layer < 0 || layer >= c.Layers) throw new ArgumentOutOfRangeException(nameof(layer));
+        if (lowestLayer > layer) throw new ArgumentOutOfRangeException(nameof(lowestLayer), "lowest layer above the seed layer");
+        if (siteGrad.Length != (long)pass.Batch.Rows * site.Width(c)) throw new ArgumentException("seed gradient is not [rows, site width]");
+        var dR = Backend.Allocate(pass.Batch.Rows, c.Dim);
+        Backend.Fill(dR, 0f);
+        return BackwardLayers(pass, dR, layer, (site, siteGrad), rules, sites, plan, lowestLayer, stopMlp);
+    }
+
+    /// <summary>
+    /// The layer loop of every backward: dR holds ∂m/∂r_{top+1} (owned; becomes the embedding gradient or is disposed).
+    /// A seed adds a gradient at one site of the top layer; stages of the top layer above the seed's site are skipped.
+    /// </summary>
+    SiteGradients BackwardLayers(ForwardPass pass, Tensor dR, int topLayer, (NodeSite Site, Tensor Grad)? seed, BackwardRules rules,
+        IReadOnlyCollection<NodeSite> sites, InterventionPlan? plan, int lowestLayer, Func<int, bool>? stopMlp)
+    {
+        var c = Config; var be = Backend; var batch = pass.Batch;
+        int rows = batch.Rows, d = c.Dim;
+        var shape = new AttentionShape(batch.Size, batch.SeqLen, c.Heads, c.KvHeads, c.HeadDim);
+        var grads = new SiteGradients(be, c.Layers);
 
         using var dZ = be.Allocate(rows, d);
         using var dUpstream = be.Allocate(rows, d);
@@ -122,27 +154,41 @@ public sealed class Llama : IDisposable
         using var dQ = be.Allocate(rows, d);
         using var dK = be.Allocate(rows, c.KvDim);
         using var dV = be.Allocate(rows, c.KvDim);
-        for (int l = c.Layers - 1; l >= lowestLayer; l--)
+        for (int l = topLayer; l >= lowestLayer; l--)
         {
             var s = pass.Layers[l];
             var w = _w.Layers[l];
+            var seedHere = l == topLayer ? seed?.Site : null;
+            bool stopped = stopMlp?.Invoke(l) == true;
             // dR: ∂m/∂r_{l+1}.
+            if (seedHere == NodeSite.Resid) be.Add(dR, seed!.Value.Grad);
             Record(NodeSite.Resid, l, dR);
             ScaleByEdit(NodeSite.Resid, l, dR);
-            // MLP branch: r_{l+1} = r' + mlp_out.
-            Record(NodeSite.MlpOut, l, dR);
-            var dMlpOut = ThroughEdit(NodeSite.MlpOut, l, dR, dUpstream);
-            be.MatMulInputGrad(dMlpOut, w.W2, dAct, false);
-            Record(NodeSite.MlpAct, l, dAct);
-            ScaleByEdit(NodeSite.MlpAct, l, dAct);
-            be.SwiGluBackward(dAct, s.Gate, s.Up, rules.Gate, dGate, dUp);
-            be.MatMulInputGrad(dGate, w.W1, dNorm, false);
-            be.MatMulInputGrad(dUp, w.W3, dNorm, true);
-            be.RmsNormBackward(dNorm, s.Mid, w.FfnNorm, s.FfnRstd, rules.Norm, dR);
+            // MLP branch: r_{l+1} = r' + mlp_out. Skipped in the top layer when the seed sits in the attention branch.
+            if (seedHere != NodeSite.Attn && seedHere != NodeSite.AttnZ)
+            {
+                Record(NodeSite.MlpOut, l, dR);
+                var dMlpOut = ThroughEdit(NodeSite.MlpOut, l, dR, dUpstream);
+                if (seedHere == NodeSite.MlpOut) { be.Copy(seed!.Value.Grad, dUpstream); dMlpOut = dUpstream; stopped = false; }
+                if (stopped) be.Fill(dAct, 0f);
+                else be.MatMulInputGrad(dMlpOut, w.W2, dAct, false);
+                if (seedHere == NodeSite.MlpAct) { be.Add(dAct, seed!.Value.Grad); stopped = false; }
+                Record(NodeSite.MlpAct, l, dAct);
+                if (!stopped)
+                {
+                    ScaleByEdit(NodeSite.MlpAct, l, dAct);
+                    be.SwiGluBackward(dAct, s.Gate, s.Up, rules.Gate, dGate, dUp);
+                    be.MatMulInputGrad(dGate, w.W1, dNorm, false);
+                    be.MatMulInputGrad(dUp, w.W3, dNorm, true);
+                    be.RmsNormBackward(dNorm, s.Mid, w.FfnNorm, s.FfnRstd, rules.Norm, dR);
+                }
+            }
             // dR: ∂m/∂r'. Attention branch: r' = r_l + attn_out.
             Record(NodeSite.Attn, l, dR);
             var dAttnOut = ThroughEdit(NodeSite.Attn, l, dR, dUpstream);
+            if (seedHere == NodeSite.Attn) { be.Copy(seed!.Value.Grad, dUpstream); dAttnOut = dUpstream; }
             be.MatMulInputGrad(dAttnOut, w.Wo, dZ, false);
+            if (seedHere == NodeSite.AttnZ) be.Add(dZ, seed!.Value.Grad);
             Record(NodeSite.AttnZ, l, dZ);
             ScaleByEdit(NodeSite.AttnZ, l, dZ);
             be.AttentionBackward(dZ, s.Q, s.K, s.V, s.Probs, shape, rules.Attention, dQ, dK, dV);

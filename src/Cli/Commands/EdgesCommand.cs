@@ -1,0 +1,98 @@
+using System.CommandLine;
+using NeuronTrace.Attribution;
+using NeuronTrace.Attribution.Circuits;
+using NeuronTrace.Attribution.Edges;
+using NeuronTrace.Attribution.Reports;
+using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
+
+namespace NeuronTrace.Cli.Commands;
+
+/// <summary><c>edges</c>: CLJA neuron-to-neuron edges among a run's mlp_act circuit nodes, and the edge sweep.</summary>
+public static class EdgesCommand
+{
+    public static Command Create()
+    {
+        var run = new Option<string>("--run") { Description = "Trace run folder (written by trace).", Required = true };
+        var task = TaskOptions.Task();
+        task.Description = "Task whose examples the edges are averaged over and the sweep evaluates (default: the run's evaluation examples of the task recorded in RUN/summary.json).";
+        var model = CommonOptions.Model();
+        model.Description = "Model (default: the model recorded in the run, else the bundled stories260K).";
+        var device = CommonOptions.Device();
+        var method = new Option<string?>("--method") { Description = "Whose mlp_act circuit to use (default: the run's first method)." };
+        var topNodes = new Option<int>("--top-nodes") { Description = "Connect at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 200 };
+        var chunk = new Option<int>("--chunk") { Description = "Target neurons per multi-right-hand-side backward.", DefaultValueFactory = _ => 50 };
+        var output = new Option<string?>("--out", "-o") { Description = "Edge CSV to write (default: RUN/edges.csv); edge_sweep.csv is written beside it." };
+        var noEndpoints = new Option<bool>("--no-endpoint-edges") { Description = "Skip embedding -> neuron and neuron -> logit edges (the sweep then treats the lowest circuit layer as fed by the embeddings and the highest as feeding the logits)." };
+        var relpAttention = TaskOptions.RelPAttention();
+        var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
+        var cmd = new Command("edges", """
+            Compute neuron-to-neuron edges (method.md 6.2, "CLJA") among a trace run's mlp_act circuit nodes: for every
+            layer pair src < tgt, the RelP Jacobian of each target neuron w.r.t. the source layer's neurons with the MLPs
+            in between stopped (direct effect through attention and the residual stream), as the relative weight
+            w = J*a_src/(a_tgt + eps) and the flow to the metric F = w*a_tgt*grad_tgt, averaged over the examples.
+            Also embedding -> neuron and neuron -> logit edges. Writes edges.csv and edge_sweep.csv: the top p% of
+            edges by |F| kept, a neuron kept iff it has a kept incoming and outgoing edge, evaluated by mean ablation.
+            """)
+        {
+            run, task, model, device, method, topNodes, chunk, output, noEndpoints, relpAttention, masks,
+        };
+        cmd.SetAction(r =>
+        {
+            if (r.GetValue(topNodes) < 1) throw new UsageException("--top-nodes must be at least 1");
+            if (r.GetValue(chunk) < 1) throw new UsageException("--chunk must be at least 1");
+            if (r.GetValue(masks) < 1) throw new UsageException("--masks-per-forward must be at least 1");
+            string dir = r.GetValue(run)!;
+            var folder = RunFolder.Open(dir);
+            var circuit = folder.ReadCircuit(r.GetValue(method), "mlp_act");
+            var neurons = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(topNodes))
+                .Select(n => EdgeEnd.Neuron(n.Node.Layer, n.Node.Position, n.Node.Index)).ToList();
+            if (neurons.Count == 0) throw new UsageException($"the {circuit.Method} mlp_act circuit of {dir} has no nodes");
+
+            string taskPath;
+            bool wholeTask = r.GetValue(task) is not null;
+            if (r.GetValue(task) is { } t) taskPath = TaskOptions.TaskPath(t);
+            else taskPath = folder.TaskPath is { } rec && File.Exists(rec) ? rec
+                : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task");
+            var loaded = CommonOptions.LoadModel(r.GetValue(model) ?? (folder.ModelPath is { } mp && (File.Exists(mp) || Directory.Exists(mp)) ? mp : null));
+            var full = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
+            PromptTask examples;
+            if (wholeTask) examples = full;
+            else
+            {
+                int train = folder.TrainExamples ?? (full.Count + 1) / 2;
+                if (train >= full.Count) throw new UsageException($"{taskPath} has no evaluation examples after the run's {train} training lines; pass --task");
+                examples = new PromptTask(full.Name + ":eval", full.Pairs.Skip(train).ToList());
+            }
+            var c = loaded.Config;
+            if (neurons.Any(n => n.Layer >= c.Layers || n.Unit >= c.HiddenDim))
+                throw new UsageException($"the circuit of {dir} does not fit the model {loaded.Path}");
+
+            string outPath = r.GetValue(output) ?? Path.Combine(dir, "edges.csv");
+            string sweepPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(outPath))!, "edge_sweep.csv");
+            Console.Error.WriteLine($"{circuit.Method} mlp_act circuit: {neurons.Count} nodes in layers {neurons.Min(n => n.Layer)}..{neurons.Max(n => n.Layer)}; {examples.Count} examples of {taskPath}");
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            var bar = new ProgressBar();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var graph = EdgeTracer.Trace(llama, examples, neurons, new EdgeOptions
+            {
+                Chunk = r.GetValue(chunk), EndpointEdges = !r.GetValue(noEndpoints), Rules = TaskOptions.RelPRules(r.GetValue(relpAttention)!),
+            }, bar);
+            double edgeSeconds = clock.Elapsed.TotalSeconds;
+            AtomicFile.WriteText(outPath, graph.ToCsv());
+
+            if (!examples.IsPaired) throw new UsageException("the edge sweep needs paired prompts (its mean ablation uses the patch prompts); edges.csv was written");
+            var means = SiteMeans.Compute(llama, examples.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList(), [NodeSite.MlpAct]);
+            var sweep = EdgeSweep.Run(llama, graph, examples, means, masksPerForward: r.GetValue(masks), progress: bar);
+            AtomicFile.WriteText(sweepPath, EdgeSweep.ToCsv(sweep));
+
+            int neuronEdges = graph.NeuronEdges.Count();
+            Console.WriteLine($"{graph.Edges.Count} edges ({neuronEdges} neuron -> neuron, {graph.Edges.Count - neuronEdges} embedding/logit) among {neurons.Count} neurons, metric {graph.Metric}, {edgeSeconds:F1} s");
+            Tables.Print(["edges %", "edges", "neurons", "faithful", "complete"],
+                sweep.Select(p => (IReadOnlyList<string>)[$"{p.Percent:G4}", p.EdgesKept.ToString(), p.NodesKept.ToString(), $"{p.Faithfulness:F3}", $"{p.Completeness:F3}"]));
+            Console.WriteLine($"wrote {outPath} and {sweepPath}");
+            return 0;
+        });
+        return cmd;
+    }
+}
