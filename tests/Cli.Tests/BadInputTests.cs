@@ -88,3 +88,16 @@ public class BadInputTests
     public void CudaWithoutAGpuExplainsItselfInOneLine() =>
         AssertOneLineError(CliHarness.Run("generate", "--device", "cuda", "--steps", "3"), 2, "--device cuda");
 }
+
+[Collection("console")]
+public class EdgesBadInputTests
+{
+    [Fact]
+    public void MissingRunFolderIsOneLine()
+    {
+        var r = CliHarness.Run("edges", "--run", "/nonexistent/run");
+        Assert.NotEqual(0, r.Exit);
+        Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("/nonexistent/run", r.Err);
+    }
+}
