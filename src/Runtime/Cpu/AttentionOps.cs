@@ -27,10 +27,12 @@ public static unsafe class AttentionOps
                         pt[u] = x;
                         if (x > max) max = x;
                     }
-                    float sum = 0f;
-                    for (int u = 0; u <= t; u++) { float e = MathF.Exp(pt[u] - max); pt[u] = e; sum += e; }
-                    float inv = 1f / sum;
-                    for (int u = 0; u <= t; u++) pt[u] *= inv;
+                    // Vectorised exp: the softmax's exps dominate for small heads.
+                    var row = new Span<float>(pt, t + 1);
+                    System.Numerics.Tensors.TensorPrimitives.Subtract(row, max, row);
+                    System.Numerics.Tensors.TensorPrimitives.Exp(row, row);
+                    float inv = 1f / System.Numerics.Tensors.TensorPrimitives.Sum(row);
+                    System.Numerics.Tensors.TensorPrimitives.Multiply(row, inv, row);
                     new Span<float>(pt + t + 1, T - t - 1).Clear();
                     float* zt = pz + (long)(b * T + t) * s.QWidth + h * hd;
                     new Span<float>(zt, hd).Clear();

@@ -7,7 +7,10 @@ public static class SwiGluOps
 
     public static void Forward(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> h)
     {
-        for (int i = 0; i < h.Length; i++) h[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+        // Vectorised: h = gate·σ(gate)·up, σ via TensorPrimitives (a scalar exp per element dominated small models).
+        System.Numerics.Tensors.TensorPrimitives.Sigmoid(gate, h);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(h, gate, h);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(h, up, h);
     }
 
     public static void Backward(ReadOnlySpan<float> dh, ReadOnlySpan<float> gate, ReadOnlySpan<float> up, GateRule rule,
