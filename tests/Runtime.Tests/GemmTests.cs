@@ -92,10 +92,17 @@ public class GemmTests
         {
             Gemm.MultiplyTransposedB(a, b, c, m, n, k, accumulate: false);
             Gemm.Multiply(a, b, c, m, n, k, accumulate: true);
-            long before = GC.GetAllocatedBytesForCurrentThread();
-            Gemm.MultiplyTransposedB(a, b, c, m, n, k, accumulate: false);
-            Gemm.Multiply(a, b, c, m, n, k, accumulate: true);
-            Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+            // Other test classes run GEMMs in parallel and may hold the pooled scratch buffers for a moment, which makes
+            // this thread allocate its own; the steady state must still allocate nothing, so the best of three counts.
+            long least = long.MaxValue;
+            for (int attempt = 0; attempt < 3 && least != 0; attempt++)
+            {
+                long before = GC.GetAllocatedBytesForCurrentThread();
+                Gemm.MultiplyTransposedB(a, b, c, m, n, k, accumulate: false);
+                Gemm.Multiply(a, b, c, m, n, k, accumulate: true);
+                least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+            }
+            Assert.Equal(0, least);
         }
     }
 
