@@ -49,6 +49,8 @@ public static class TraceReport
             task = taskPath,
             train_examples = r.Train.Count,
             eval_examples = r.Eval.Count,
+            train_lines = r.Train.Pairs.Select(p => p.Line),
+            eval_lines = r.Eval.Pairs.Select(p => p.Line),
             eval_metric = "logit(clean_answer) - logit(patch_answer), mean over evaluation examples",
             clean_metric = r.CleanMetric,
             ablation = "mean over the evaluation patch prompts, per layer and position from the end",

@@ -1,3 +1,4 @@
+using NeuronTrace.Attribution.Tasks;
 using System.Globalization;
 using System.Text.Json;
 using NeuronTrace.Model;
@@ -28,6 +29,23 @@ public sealed class RunFolder
     public string? ModelPath { get; }
     /// <summary>How many leading task lines the run attributed on (the rest evaluated the circuits), when recorded.</summary>
     public int? TrainExamples { get; }
+    /// <summary>File line numbers of the run's evaluation examples (the run may have kept only some lines of its task).</summary>
+    public int[]? EvalLines { get; init; }
+
+    /// <summary>The run's held-out examples of <paramref name="task"/>: its recorded evaluation lines, else the lines after the training ones.</summary>
+    public PromptTask HeldOut(PromptTask task)
+    {
+        if (EvalLines is { Length: > 0 } lines)
+        {
+            var set = lines.ToHashSet();
+            var kept = task.Pairs.Where(p => set.Contains(p.Line)).ToList();
+            if (kept.Count == 0) throw new ModelFormatException(Dir, "none of the run's evaluation lines are in the task file");
+            return new PromptTask(task.Name + ":eval", kept);
+        }
+        int train = TrainExamples ?? (task.Count + 1) / 2;
+        if (train >= task.Count) throw new ModelFormatException(Dir, $"the task has no evaluation examples after the run's {train} training lines");
+        return new PromptTask(task.Name + ":eval", task.Pairs.Skip(train).ToList());
+    }
     public IReadOnlyList<SweepRow> Sweep { get; }
     /// <summary>The circuit files present, as (method, site) in summary order (then file order).</summary>
     public IReadOnlyList<(string Method, string Site)> Circuits { get; }
@@ -39,6 +57,7 @@ public sealed class RunFolder
         if (!File.Exists(summaryPath)) throw new ModelFormatException(dir, "not a run folder (no summary.json)");
         string? task = null, model = null;
         int? train = null;
+        int[]? evalLines = null;
         var circuits = new List<(string, string)>();
         try
         {
@@ -47,6 +66,8 @@ public sealed class RunFolder
             if (root.TryGetProperty("task", out var t) && t.ValueKind == JsonValueKind.String) task = t.GetString();
             if (root.TryGetProperty("model", out var m) && m.ValueKind == JsonValueKind.String) model = m.GetString();
             if (root.TryGetProperty("train_examples", out var te) && te.ValueKind == JsonValueKind.Number) train = te.GetInt32();
+            if (root.TryGetProperty("eval_lines", out var el) && el.ValueKind == JsonValueKind.Array)
+                evalLines = el.EnumerateArray().Select(x => x.GetInt32()).ToArray();
             if (root.TryGetProperty("circuits", out var cs) && cs.ValueKind == JsonValueKind.Array)
                 foreach (var c in cs.EnumerateArray())
                     if (c.TryGetProperty("method", out var cm) && c.TryGetProperty("site", out var csite))
@@ -66,7 +87,7 @@ public sealed class RunFolder
         circuits.RemoveAll(c => !File.Exists(CircuitPath(dir, c.Item1, c.Item2)));
         string sweepPath = Path.Combine(dir, "sweep.csv");
         var sweep = File.Exists(sweepPath) ? ReadSweep(sweepPath) : [];
-        return new RunFolder(dir, task, model, train, sweep, circuits);
+        return new RunFolder(dir, task, model, train, sweep, circuits) { EvalLines = evalLines };
     }
 
     static string CircuitPath(string dir, string method, string site) => Path.Combine(dir, "circuits", $"{method}_{site}.json");

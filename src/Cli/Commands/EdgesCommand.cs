@@ -58,12 +58,7 @@ public static class EdgesCommand
             var full = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
             PromptTask examples;
             if (wholeTask) examples = full;
-            else
-            {
-                int train = folder.TrainExamples ?? (full.Count + 1) / 2;
-                if (train >= full.Count) throw new UsageException($"{taskPath} has no evaluation examples after the run's {train} training lines; pass --task");
-                examples = new PromptTask(full.Name + ":eval", full.Pairs.Skip(train).ToList());
-            }
+            else examples = folder.HeldOut(full);
             var c = loaded.Config;
             if (neurons.Any(n => n.Layer >= c.Layers || n.Unit >= c.HiddenDim))
                 throw new UsageException($"the circuit of {dir} does not fit the model {loaded.Path}");

@@ -117,11 +117,11 @@ public static class SteerCommand
         var loaded = CommonOptions.LoadModel(r.GetValue(model) ?? (folder.ModelPath is { } mp && (File.Exists(mp) || Directory.Exists(mp)) ? mp : null));
         var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer());
         string lines = "all lines";
-        // On the run's own task, only the held-out lines count: the circuit was chosen on the first train_examples lines.
-        if (r.GetValue(task) is null && folder.TrainExamples is int train && train > 0 && train < pt.Count)
+        // On the run's own task, only its held-out lines count: the circuit was chosen on its training lines.
+        if (r.GetValue(task) is null && (folder.EvalLines is { Length: > 0 } || folder.TrainExamples is > 0))
         {
-            pt = new PromptTask(pt.Name + ":eval", pt.Pairs.Skip(train).ToList());
-            lines = $"held-out examples {train + 1}..{train + pt.Count}; the run attributed on the first {train}";
+            pt = folder.HeldOut(pt);
+            lines = "the run's held-out examples";
         }
         using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
         var rates = Steering.FlipRate(llama, pt, nodes, r.GetValue(seed));

@@ -25,7 +25,7 @@ public static class TraceCommand
         var relpAttention = TaskOptions.RelPAttention();
         var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach.", DefaultValueFactory = _ => 0.8 };
         var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
-        var sameLength = new Option<bool>("--same-length") { Description = "Keep only the examples of the most common token length, so positions align exactly across prompts (the reference evaluation's practice)." };
+        var allLengths = new Option<bool>("--all-lengths") { Description = "Use every example. By default only the examples of the most common token length are kept, so each position from the end is the same token slot in every prompt (the reference evaluation's practice); with mixed lengths the per-position ablation means mix different tokens." };
         var seed = new Option<int>("--seed") { Description = "Seed of the random-circuit control.", DefaultValueFactory = _ => 0 };
         var cmd = new Command("trace", """
             Trace circuits on a task: score every node with the attribution method (default RelP), take the top-k nodes
@@ -36,7 +36,7 @@ public static class TraceCommand
             sweep.csv, summary.json, sweep_SITE.png) and prints the k each site needs to reach the target faithfulness.
             """)
         {
-            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, sameLength, seed,
+            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed,
         };
         cmd.SetAction(r =>
         {
@@ -48,7 +48,7 @@ public static class TraceCommand
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer());
-            if (r.GetValue(sameLength)) t = t.OfMostCommonLength();
+            if (!r.GetValue(allLengths)) t = t.OfMostCommonLength();
             if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
             string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
             if (Directory.Exists(outDir) && !r.GetValue(force))
