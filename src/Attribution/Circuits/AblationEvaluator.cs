@@ -85,14 +85,6 @@ public sealed class AblationEvaluator
         using var pass = _model.Forward(batch, LogitRows.Last, plan);
         PromptForwards += batch.Size;
         var logits = pass.HostLogits();
-        int v = c.VocabSize;
-        var result = new double[R];
-        for (int r = 0; r < R; r++)
-        {
-            double sum = 0;
-            for (int b = 0; b < B; b++) sum += _metric.Value(logits.AsSpan((r * B + b) * v, v), pairs[b]);
-            result[r] = sum / B;
-        }
-        return result;
+        return _metric.MeanPerReplica(logits, c.VocabSize, pairs, R);
     }
 }

@@ -71,9 +71,7 @@ public static class TraceJob
     {
         var batch = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
         using var pass = model.Forward(batch, LogitRows.Last);
-        var logits = pass.HostLogits();
-        int v = model.Config.VocabSize;
-        return task.Pairs.Select((p, b) => (double)metric.Value(logits.AsSpan(b * v, v), p)).Average();
+        return metric.MeanPerReplica(pass.HostLogits(), model.Config.VocabSize, task.Pairs, replicas: 1)[0];
     }
 
     static IProgress<WorkProgress>? Stage(IProgress<WorkProgress>? p, string stage) =>

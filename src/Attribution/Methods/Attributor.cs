@@ -119,12 +119,7 @@ public static class Attributor
                     using var pass = _model.Forward(repeated, LogitRows.Last, plan);
                     using var dLogits = MetricGradient(pass, steps);
                     using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
-                    var g = grads.Host(s, l);
-                    var mean = new float[rows * w];
-                    for (int k = 0; k < steps; k++)
-                        for (int i = 0; i < rows * w; i++) mean[i] += g[k * rows * w + i];
-                    for (int i = 0; i < mean.Length; i++) mean[i] /= steps;
-                    Accumulate(sums, s, l, aC, aP, mean);
+                    Accumulate(sums, s, l, aC, aP, MeanOverReplicas(grads.Host(s, l), steps));
                     tick();
                 }
         }
@@ -150,15 +145,20 @@ public static class Attributor
             foreach (var s in _sites)
                 for (int l = 0; l < Config.Layers; l++)
                 {
-                    int w = s.Width(Config);
-                    var g = grads.Host(s, l);
-                    var mean = new float[rows * w];
-                    for (int k = 0; k < steps; k++)
-                        for (int i = 0; i < rows * w; i++) mean[i] += g[k * rows * w + i];
-                    for (int i = 0; i < mean.Length; i++) mean[i] /= steps;
                     var (aC, aP) = Endpoints(s, l);
-                    Accumulate(sums, s, l, aC, aP, mean);
+                    Accumulate(sums, s, l, aC, aP, MeanOverReplicas(grads.Host(s, l), steps));
                 }
+        }
+
+        /// <summary>The mean over <paramref name="replicas"/> back-to-back copies of a [rows, width] array (the IG path points).</summary>
+        static float[] MeanOverReplicas(float[] g, int replicas)
+        {
+            int n = g.Length / replicas;
+            var mean = new float[n];
+            for (int k = 0; k < replicas; k++)
+                for (int i = 0; i < n; i++) mean[i] += g[k * n + i];
+            for (int i = 0; i < n; i++) mean[i] /= replicas;
+            return mean;
         }
 
         /// <summary>∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch.</summary>

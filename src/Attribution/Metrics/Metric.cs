@@ -17,6 +17,22 @@ public abstract class Metric
     public abstract void Gradient(ReadOnlySpan<float> logits, PromptPair example, Span<float> gradient);
 
     /// <summary>
+    /// The example mean of the metric for each of <paramref name="replicas"/> copies of <paramref name="examples"/> laid out
+    /// back to back in last-position logits [replicas · examples, vocab] (one copy per mask in batched ablation runs).
+    /// </summary>
+    public double[] MeanPerReplica(ReadOnlySpan<float> logits, int vocab, IReadOnlyList<PromptPair> examples, int replicas)
+    {
+        var result = new double[replicas];
+        for (int r = 0; r < replicas; r++)
+        {
+            double sum = 0;
+            for (int b = 0; b < examples.Count; b++) sum += Value(logits.Slice((r * examples.Count + b) * vocab, vocab), examples[b]);
+            result[r] = sum / examples.Count;
+        }
+        return result;
+    }
+
+    /// <summary>
     /// Attribution metric for paired data: logit(patch_answer) − logit(clean_answer) on the clean run, so a node whose
     /// move from its clean to its patch value pushes towards the patch answer scores positive (the reference code's sign).
     /// </summary>

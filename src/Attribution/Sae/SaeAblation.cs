@@ -125,15 +125,7 @@ public sealed class SaeAblationEvaluator
         plan.SetTransform(_site, _layer, value => Replace(value, batch, masks, B));
         using var pass = _model.Forward(batch, LogitRows.Last, plan);
         var logits = pass.HostLogits();
-        int v = c.VocabSize;
-        var result = new double[R];
-        for (int r = 0; r < R; r++)
-        {
-            double sum = 0;
-            for (int b = 0; b < B; b++) sum += _metric.Value(logits.AsSpan((r * B + b) * v, v), pairs[b]);
-            result[r] = sum / B;
-        }
-        return result;
+        return _metric.MeanPerReplica(logits, c.VocabSize, pairs, R);
     }
 
     void Replace(Tensor value, TokenBatch batch, List<bool[]> masks, int promptsPerMask)
