@@ -47,18 +47,19 @@ gpu_arch() {  # compute capability of GPU 0 as "90", or NT_PTX_ARCH's number
   echo "${cc:-80}"
 }
 
-cublas_dir() {  # a folder with libcublas.so.1x when the loader would not find one (pip wheels of PyTorch)
-  if ldconfig -p 2>/dev/null | grep -q 'libcublas\.so\.1[12]'; then return; fi
+cublas_dir() {  # folders with libcublas.so.1x / libnvToolsExt when the loader would not find them (toolkit, pip wheels)
+  if ldconfig -p 2>/dev/null | grep -q 'libcublas\.so\.1[123]'; then return; fi
+  local d
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    if compgen -G "$d/libcublas.so.1*" >/dev/null; then echo "$d"; fi
+  done
   python3 - <<'PY' 2>/dev/null || true
-import importlib, os
-for mod in ("nvidia.cublas", "nvidia.cuda_runtime", "nvidia.nvtx"):
-    try:
-        m = importlib.import_module(mod)
-        for p in m.__path__:
-            lib = os.path.join(p, "lib")
-            if os.path.isdir(lib): print(lib)
-    except Exception:
-        pass
+import os, nvidia
+seen = set()
+for root in nvidia.__path__:
+    for dirpath, _, files in os.walk(root):
+        if any(f.startswith(("libcublas.so.", "libcublasLt.so.", "libnvToolsExt.so.")) for f in files) and dirpath not in seen:
+            seen.add(dirpath); print(dirpath)
 PY
 }
 

@@ -4,7 +4,7 @@ namespace NeuronTrace.Runtime.Cuda.Native;
 
 /// <summary>
 /// cuBLAS (v2 API) calls. <see cref="Library"/> is a logical name that <see cref="NativeLibraries"/> resolves to
-/// libcublas.so.12, else libcublas.so.11 (or $NEURONTRACE_CUBLAS). Column-major, as BLAS is; see
+/// libcublas.so.13, .12 or .11 (or $NEURONTRACE_CUBLAS). Column-major, as BLAS is; see
 /// <see cref="GemmCall"/> for how the row-major products map onto it.
 /// </summary>
 internal static unsafe partial class Cublas

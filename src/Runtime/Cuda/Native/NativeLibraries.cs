@@ -16,7 +16,7 @@ internal static class NativeLibraries
 
     static readonly Dictionary<string, (string Env, string[] Candidates)> Known = new()
     {
-        [Cublas.Library] = ("NEURONTRACE_CUBLAS", ["libcublas.so.12", "libcublas.so.11", "libcublas.so"]),
+        [Cublas.Library] = ("NEURONTRACE_CUBLAS", ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"]),
         [Nvtx.Library] = ("NEURONTRACE_NVTX", ["libnvToolsExt.so.1", "libnvToolsExt.so"]),
     };
 
