@@ -16,6 +16,7 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     readonly CudaStreamHandle stream;
     readonly CublasHandle cublas;
     readonly List<(string File, CudaModuleHandle Module)> modules = [];
+    readonly Dictionary<string, CudaModuleHandle> moduleOfKernel = [];
     readonly Dictionary<string, nint> functions = [];
     readonly Dictionary<string, byte[]> rangeNames = [];
 
@@ -129,26 +130,23 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
                 int r = CudaDriver.cuModuleLoadData(&module, p);
                 if (r != CudaDriver.Success) throw CudaException.FromDriver(r, $"cuModuleLoadData({Path.GetFileName(file)})");
             }
-            modules.Add((file, new CudaModuleHandle(context, module)));
+            var handle = new CudaModuleHandle(context, module);
+            modules.Add((file, handle));
+            foreach (string kernel in PtxEntries.Names(Encoding.ASCII.GetString(text))) moduleOfKernel[kernel] = handle;
         }
     }
 
     nint Function(string kernel)
     {
         if (functions.TryGetValue(kernel, out nint f)) return f;
+        // Looked up in the one module whose PTX declares it: probing every module would make the driver report
+        // "named symbol not found" errors that compute-sanitizer counts.
+        if (!moduleOfKernel.TryGetValue(kernel, out var module))
+            throw new InvalidOperationException($"kernel {kernel} is in none of the PTX modules in {PtxDirectory}; rebuild them (native/build.sh)");
         byte[] name = Encoding.ASCII.GetBytes(kernel + "\0");
-        fixed (byte* n = name)
-        {
-            foreach (var (_, module) in modules)
-            {
-                int r = CudaDriver.cuModuleGetFunction(&f, module.DangerousGetHandle(), n);
-                if (r == CudaDriver.ErrorNotFound) continue;
-                CudaException.Check(r, $"cuModuleGetFunction({kernel})");
-                functions[kernel] = f;
-                return f;
-            }
-        }
-        throw new InvalidOperationException($"kernel {kernel} is in none of the PTX modules in {PtxDirectory}; rebuild them (native/build.sh)");
+        fixed (byte* n = name) CudaException.Check(CudaDriver.cuModuleGetFunction(&f, module.DangerousGetHandle(), n), $"cuModuleGetFunction({kernel})");
+        functions[kernel] = f;
+        return f;
     }
 
     public SafeHandle Allocate(long bytes)

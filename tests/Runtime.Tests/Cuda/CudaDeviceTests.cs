@@ -70,3 +70,26 @@ public class CudaDeviceTests
         Assert.Equal("cuMemAlloc_v2(64 bytes) failed: CUDA_ERROR_OUT_OF_MEMORY (out of memory)", e.Message);
     }
 }
+
+public class PtxEntriesTests
+{
+    [Fact]
+    public void Every_global_kernel_of_a_source_is_an_entry_of_its_built_ptx()
+    {
+        string kernels = Path.Combine(NeuronTrace.TestSupport.RepoPaths.Root, "native", "kernels");
+        string ptxDir = Path.Combine(NeuronTrace.TestSupport.RepoPaths.Root, "native", "build", "ptx");
+        var global = new System.Text.RegularExpressions.Regex(@"extern ""C"" __global__ void (\w+)\(");
+        int files = 0;
+        foreach (string cu in Directory.EnumerateFiles(kernels, "*.cu"))
+        {
+            string ptx = Path.Combine(ptxDir, Path.GetFileNameWithoutExtension(cu) + ".ptx");
+            Assert.True(File.Exists(ptx), $"{ptx} is missing: native/build.sh builds it before the tests");
+            var declared = global.Matches(File.ReadAllText(cu)).Select(m => m.Groups[1].Value).Order().ToList();
+            var entries = PtxEntries.Names(File.ReadAllText(ptx)).Order().ToList();
+            Assert.NotEmpty(declared);
+            Assert.Equal(declared, entries);
+            files++;
+        }
+        Assert.True(files >= 7, $"only {files} kernel sources");
+    }
+}
