@@ -22,7 +22,7 @@ public static class Attributor
         var metric = options.Metric ?? (task.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit);
         var sites = options.Sites.Distinct().ToArray();
         int positions = task.Pairs.Max(p => p.CleanIds.Length);
-        var sums = new NodeScores(model.Config, sites, positions);
+        using var sums = new ScoreSums(model.Backend, model.Config, sites, positions);
         var counts = new int[positions];
 
         int batchSize = Math.Max(1, options.BatchSize);
@@ -32,7 +32,7 @@ public static class Attributor
         for (int start = 0; start < task.Count; start += batchSize)
         {
             var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();
-            var ctx = new BatchContext(model, pairs, metric, baseline, sites);
+            var ctx = new BatchContext(model, pairs, metric, baseline, sites, positions);
             foreach (var p in pairs)
                 for (int i = 0; i < p.CleanIds.Length; i++) counts[i]++;
             switch (options.Method)
@@ -46,15 +46,7 @@ public static class Attributor
             if (options.Method != AttributionMethod.IG) progress?.Report(new("attribute", ++done, batches));
         }
 
-        foreach (var s in sites)
-            for (int l = 0; l < model.Config.Layers; l++)
-            {
-                var a = sums.Get(s, l);
-                int w = s.Width(model.Config);
-                for (int p = 0; p < positions; p++)
-                    for (int i = 0; i < w; i++) a[p * w + i] /= counts[p];
-            }
-        return sums;
+        return sums.MeansOver(counts);
     }
 
     /// <summary>One batch of examples: the clean and baseline site values and the metric gradient plumbing.</summary>
@@ -69,11 +61,18 @@ public static class Attributor
         readonly ForwardPass _cleanPass;
         readonly ForwardPass? _patchPass;
         readonly Baseline _baseline;
+        /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
+        readonly int[] _scoreRowOf;
+        readonly Dictionary<int, (Tensor MinusOne, Tensor Zero)> _constants = new();
 
-        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, NodeSite[] sites)
+        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, NodeSite[] sites, int positions)
         {
             _model = model; _be = model.Backend; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
+            _scoreRowOf = new int[_clean.Rows];
+            Array.Fill(_scoreRowOf, positions);
+            for (int b = 0; b < _clean.Size; b++)
+                for (int p = 0; p < _clean.Lengths[b]; p++) _scoreRowOf[_clean.RowFromEnd(b, p)] = p;
             _cleanPass = model.Forward(_clean, LogitRows.Last);
             if (baseline == Baseline.Patch)
                 _patchPass = model.Forward(new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()), LogitRows.None);
@@ -82,15 +81,15 @@ public static class Attributor
         LlamaConfig Config => _model.Config;
 
         /// <summary>AtP and RelP: one backward from the clean run gives the gradient at every site.</summary>
-        public void GradientTimesDelta(BackwardRules rules, NodeScores sums)
+        public void GradientTimesDelta(BackwardRules rules, ScoreSums sums)
         {
             using var dLogits = MetricGradient(_cleanPass, replicas: 1);
             using var grads = _model.Backward(_cleanPass, dLogits, rules, _sites);
             foreach (var s in _sites)
                 for (int l = 0; l < Config.Layers; l++)
                 {
-                    var (aC, aP) = Endpoints(s, l);
-                    Accumulate(sums, s, l, aC, aP, grads.Host(s, l));
+                    using var delta = Delta(s, l);
+                    Accumulate(sums, s, l, delta, grads.Get(s, l), replicas: 1);
                 }
         }
 
@@ -98,14 +97,14 @@ public static class Attributor
         /// Feature-circuits IG: for each site and layer, the site's value is set to a_c + α(a_p − a_c), α = k/N for k = 0..N−1,
         /// with all N points run as one batch; the left-Riemann mean gradient times (a_p − a_c) is the score.
         /// </summary>
-        public void IntegratedGradients(int steps, NodeScores sums, Action tick)
+        public void IntegratedGradients(int steps, ScoreSums sums, Action tick)
         {
             int rows = _clean.Rows;
             var repeated = new TokenBatch(Enumerable.Range(0, steps).SelectMany(_ => _pairs.Select(p => p.CleanIds)).ToList());
             foreach (var s in _sites)
                 for (int l = 0; l < Config.Layers; l++)
                 {
-                    var (aC, aP) = Endpoints(s, l);
+                    var (aC, aP) = HostEndpoints(s, l);
                     int w = s.Width(Config);
                     var scale = new float[steps * rows * w];
                     var offset = new float[steps * rows * w];
@@ -119,13 +118,14 @@ public static class Attributor
                     using var pass = _model.Forward(repeated, LogitRows.Last, plan);
                     using var dLogits = MetricGradient(pass, steps);
                     using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
-                    Accumulate(sums, s, l, aC, aP, MeanOverReplicas(grads.Host(s, l), steps));
+                    using var delta = Delta(s, l);
+                    Accumulate(sums, s, l, delta, grads.Get(s, l), steps);
                     tick();
                 }
         }
 
         /// <summary>EAP-IG: embeddings interpolated from patch to clean, x_p + α(x_c − x_p), α = k/N, k = 0..N−1; all sites at once.</summary>
-        public void InputIntegratedGradients(int steps, NodeScores sums)
+        public void InputIntegratedGradients(int steps, ScoreSums sums)
         {
             int rows = _clean.Rows, d = Config.Dim;
             var xC = Host(_cleanPass.Embedded);
@@ -145,20 +145,9 @@ public static class Attributor
             foreach (var s in _sites)
                 for (int l = 0; l < Config.Layers; l++)
                 {
-                    var (aC, aP) = Endpoints(s, l);
-                    Accumulate(sums, s, l, aC, aP, MeanOverReplicas(grads.Host(s, l), steps));
+                    using var delta = Delta(s, l);
+                    Accumulate(sums, s, l, delta, grads.Get(s, l), steps);
                 }
-        }
-
-        /// <summary>The mean over <paramref name="replicas"/> back-to-back copies of a [rows, width] array (the IG path points).</summary>
-        static float[] MeanOverReplicas(float[] g, int replicas)
-        {
-            int n = g.Length / replicas;
-            var mean = new float[n];
-            for (int k = 0; k < replicas; k++)
-                for (int i = 0; i < n; i++) mean[i] += g[k * n + i];
-            for (int i = 0; i < n; i++) mean[i] /= replicas;
-            return mean;
         }
 
         /// <summary>∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch.</summary>
@@ -176,7 +165,39 @@ public static class Attributor
             return _be.Upload(g, logits.Length / v, v);
         }
 
-        (float[] Clean, float[] Baseline) Endpoints(NodeSite s, int l)
+        /// <summary>a_baseline − a_clean of one site and layer, [rows, width] on the backend.</summary>
+        Tensor Delta(NodeSite s, int l)
+        {
+            var aC = _cleanPass.Site(s, l);
+            int w = s.Width(Config);
+            var (minusOne, zero) = Constants(w);
+            var delta = _be.Allocate(_clean.Rows, w);
+            _be.Copy(aC, delta);
+            switch (_baseline)
+            {
+                case Baseline.Patch: _be.Intervene(delta, minusOne, _patchPass!.Site(s, l)); break;
+                case Baseline.Zero: _be.Intervene(delta, minusOne, zero); break;
+                case Baseline.Mean:
+                    using (var mean = _be.Upload(MeanByPositionFromEnd(_cleanPass.HostSite(s, l), w), _clean.Rows, w))
+                        _be.Intervene(delta, minusOne, mean);
+                    break;
+                default: throw new ArgumentOutOfRangeException();
+            }
+            return delta;
+        }
+
+        /// <summary>−1 and 0 of a [rows, width] shape, for the affine op that forms the deltas.</summary>
+        (Tensor MinusOne, Tensor Zero) Constants(int w)
+        {
+            if (_constants.TryGetValue(w, out var c)) return c;
+            var minusOne = _be.Allocate(_clean.Rows, w);
+            _be.Fill(minusOne, -1f);
+            var zero = _be.Allocate(_clean.Rows, w);
+            _be.Fill(zero, 0f);
+            return _constants[w] = (minusOne, zero);
+        }
+
+        (float[] Clean, float[] Baseline) HostEndpoints(NodeSite s, int l)
         {
             var aC = _cleanPass.HostSite(s, l);
             float[] aP = _baseline switch
@@ -211,24 +232,34 @@ public static class Attributor
             return mean;
         }
 
-        void Accumulate(NodeScores sums, NodeSite s, int l, float[] aC, float[] aP, float[] g)
+        /// <summary>
+        /// Adds delta ⊙ g into the score sums, row by row at each row's position from the end. <paramref name="g"/> holds
+        /// <paramref name="replicas"/> back-to-back copies of the batch (the IG path points), whose mean is the gradient.
+        /// Everything stays on the backend: on a GPU the site values never cross to the host.
+        /// </summary>
+        void Accumulate(ScoreSums sums, NodeSite s, int l, Tensor delta, Tensor g, int replicas)
         {
-            int w = s.Width(Config);
-            var dst = sums.Get(s, l);
-            for (int b = 0; b < _clean.Size; b++)
-                for (int p = 0; p < _clean.Lengths[b]; p++)
-                {
-                    int row = _clean.RowFromEnd(b, p);
-                    for (int i = 0; i < w; i++)
-                    {
-                        int at = row * w + i;
-                        dst[p * w + i] += (aP[at] - aC[at]) * g[at];
-                    }
-                }
+            int rows = _clean.Rows, w = s.Width(Config);
+            if (replicas == 1) _be.Multiply(delta, g);
+            else
+            {
+                using var mean = _be.Allocate(rows, w);
+                _be.Fill(mean, 0f);
+                _be.ScatterAddRows(g, Enumerable.Range(0, rows * replicas).Select(r => r % rows).ToArray(), mean);
+                using var inverse = _be.Allocate(rows, w);
+                _be.Fill(inverse, 1f / replicas);
+                _be.Multiply(mean, inverse);
+                _be.Multiply(delta, mean);
+            }
+            _be.ScatterAddRows(delta, _scoreRowOf, sums.Get(s, l));
         }
 
         float[] Host(Tensor t) { var h = new float[t.Length]; _be.Download(t, h); return h; }
 
-        public void Dispose() { _cleanPass.Dispose(); _patchPass?.Dispose(); }
+        public void Dispose()
+        {
+            _cleanPass.Dispose(); _patchPass?.Dispose();
+            foreach (var (m, z) in _constants.Values) { m.Dispose(); z.Dispose(); }
+        }
     }
 }
