@@ -53,7 +53,8 @@ public sealed class CudaBackend : IBackend
 
     public string Name => "cuda";
     public IDeviceRuntime Device => device;
-    public GemmPrecision Precision { get; }
+    /// <summary>How matrix products are computed from now on; settable so one model upload can be timed both ways.</summary>
+    public GemmPrecision Precision { get; set; }
 
     // ---- memory ------------------------------------------------------------------------------------------------
 
