@@ -53,7 +53,22 @@ public sealed class InterventionPlan : IDisposable
     public bool TryGetTransform(NodeSite site, int layer, out Action<Tensor> transform) =>
         _transforms.TryGetValue((site, layer), out transform!);
 
-    public bool IsEmpty => _edits.Count == 0 && _embedding is null && _transforms.Count == 0;
+    readonly Dictionary<(NodeSite, int), MeanAblation> _meanAblations = new();
+
+    /// <summary>
+    /// Mean-ablates a site in the forward on the device (<see cref="IBackend.MeanAblate"/>), after any affine edit and
+    /// before any transform at the same site. The sweep's edit: a bit per node and mask row instead of full scale and
+    /// offset arrays per prompt row. Forward only: <see cref="Llama.Backward"/> refuses a plan that has one.
+    /// </summary>
+    public void SetMeanAblation(NodeSite site, int layer, MeanAblation ablation) => _meanAblations[(site, layer)] = ablation;
+
+    public bool TryGetMeanAblation(NodeSite site, int layer, out MeanAblation ablation) =>
+        _meanAblations.TryGetValue((site, layer), out ablation!);
+
+    /// <summary>Whether any edit is forward-only (a mean ablation), so the plan cannot be used for gradients.</summary>
+    public bool HasMeanAblations => _meanAblations.Count > 0;
+
+    public bool IsEmpty => _edits.Count == 0 && _embedding is null && _transforms.Count == 0 && _meanAblations.Count == 0;
     public IEnumerable<(NodeSite Site, int Layer)> Sites => _edits.Keys;
 
     public void Dispose()
@@ -61,6 +76,7 @@ public sealed class InterventionPlan : IDisposable
         foreach (var e in _edits.Values) { e.Scale.Dispose(); e.Offset.Dispose(); }
         _edits.Clear();
         _transforms.Clear();
+        _meanAblations.Clear();   // the means are borrowed, not owned
         if (_embedding is { } em) { em.Scale.Dispose(); em.Offset.Dispose(); }
         _embedding = null;
     }

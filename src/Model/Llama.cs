@@ -101,6 +101,7 @@ public sealed class Llama : IDisposable
     {
         if (pass.Logits is null || pass.FinalInput is null || pass.FinalRstd is null)
             throw new InvalidOperationException("backward needs a forward that computed logits");
+        RefuseForwardOnly(plan);
         var c = Config; var be = Backend; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim, n = pass.LogitRowIndex.Length;
 
@@ -128,6 +129,7 @@ public sealed class Llama : IDisposable
         if (layer < 0 || layer >= c.Layers) throw new ArgumentOutOfRangeException(nameof(layer));
         if (lowestLayer > layer) throw new ArgumentOutOfRangeException(nameof(lowestLayer), "lowest layer above the seed layer");
         if (siteGrad.Length != (long)pass.Batch.Rows * site.Width(c)) throw new ArgumentException("seed gradient is not [rows, site width]");
+        RefuseForwardOnly(plan);
         var dR = Backend.Allocate(pass.Batch.Rows, c.Dim);
         Backend.Fill(dR, 0f);
         return BackwardLayers(pass, dR, layer, (site, siteGrad), rules, sites, plan, lowestLayer, stopMlp);
@@ -228,9 +230,19 @@ public sealed class Llama : IDisposable
         }
     }
 
+    // A mean ablation replaces values by constants the backward does not know about (it would need the mask to zero
+    // the ablated entries' gradients); failing loudly beats gradients that silently ignore the edit.
+    static void RefuseForwardOnly(InterventionPlan? plan)
+    {
+        if (plan is not null && plan.HasMeanAblations)
+            throw new NotSupportedException("the intervention plan has mean-ablation edits (SetMeanAblation), which are forward-only; " +
+                "express the ablation as scale/offset edits (InterventionPlan.Set) to take gradients through it");
+    }
+
     void Edit(InterventionPlan? plan, NodeSite site, int layer, Tensor value)
     {
         if (plan is not null && plan.TryGet(site, layer, out var scale, out var offset)) Backend.Intervene(value, scale, offset);
+        if (plan is not null && plan.TryGetMeanAblation(site, layer, out var a)) Backend.MeanAblate(value, a.Means, a.KeepBits, a.KeepRow, a.MeanRow);
         if (plan is not null && plan.TryGetTransform(site, layer, out var transform)) transform(value);
     }
 

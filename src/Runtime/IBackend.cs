@@ -49,6 +49,13 @@ public interface IBackend : IDisposable
     void Add(Tensor destination, Tensor source);
     /// <summary>x = x ⊙ scale + offset (the intervention op: ablation, patching, steering). All three have one shape.</summary>
     void Intervene(Tensor x, Tensor scale, Tensor offset);
+    /// <summary>
+    /// Mean ablation of x [rows, W] in place. A row r with meanRow[r] &lt; 0 is left alone (padding); otherwise
+    /// x[r, i] = means[meanRow[r], i] unless the node is kept: keepRow[r] ≥ 0 and bit i of mask row keepRow[r] is set.
+    /// <paramref name="keepBits"/> holds mask rows of <see cref="AblationMask.WordsPerRow"/>(W) words each, bit i % 32
+    /// of word i / 32, so a sweep uploads one bit per node and mask row instead of a float per prompt row.
+    /// </summary>
+    void MeanAblate(Tensor x, Tensor means, ReadOnlySpan<uint> keepBits, ReadOnlySpan<int> keepRow, ReadOnlySpan<int> meanRow);
     /// <summary>x ⊙= scale.</summary>
     void Multiply(Tensor x, Tensor scale);
     /// <summary>destination[i, :] = source[rows[i], :].</summary>

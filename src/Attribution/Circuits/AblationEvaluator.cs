@@ -1,6 +1,7 @@
 using NeuronTrace.Attribution.Metrics;
 using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Attribution.Circuits;
 
@@ -36,51 +37,66 @@ public sealed class AblationEvaluator
     {
         var result = new double[keepMasks.Count];
         int per = Math.Max(1, MasksPerForward);
-        for (int start = 0; start < keepMasks.Count; start += per)
+        // The means go to the backend once per call and are shared by every chunk's plan.
+        var means = UploadMeans();
+        try
         {
-            var chunk = keepMasks.Skip(start).Take(per).ToList();
-            var values = EvaluateChunk(chunk);
-            values.CopyTo(result, start);
-            masksDone?.Invoke(start + chunk.Count);
+            for (int start = 0; start < keepMasks.Count; start += per)
+            {
+                var chunk = keepMasks.Skip(start).Take(per).ToList();
+                var values = EvaluateChunk(chunk, means);
+                values.CopyTo(result, start);
+                masksDone?.Invoke(start + chunk.Count);
+            }
+        }
+        finally
+        {
+            foreach (var m in means) m.Dispose();
         }
         return result;
     }
 
-    double[] EvaluateChunk(List<bool[]> masks)
+    Tensor[] UploadMeans()
     {
-        var c = _model.Config; var be = _model.Backend;
+        var c = _model.Config;
+        var means = new Tensor[c.Layers];
+        for (int l = 0; l < c.Layers; l++) means[l] = _model.Backend.Upload(_means.Get(_site, l), _means.Positions, _width);
+        return means;
+    }
+
+    // Prompts are repeated once per mask (replica r, example b); every layer of the site is mean-ablated on the device
+    // from one bit per node and mask row. Rows: (r·B + b)·T + t, right-padded; position p from the end of example b
+    // is t = len − 1 − p. A padding row keeps its value, a position the masks do not cover is ablated.
+    double[] EvaluateChunk(List<bool[]> masks, Tensor[] means)
+    {
+        var c = _model.Config;
         var pairs = _task.Pairs;
         int B = pairs.Count, R = masks.Count;
         var batch = new TokenBatch(Enumerable.Range(0, R).SelectMany(_ => pairs.Select(p => p.CleanIds)).ToList());
-        int T = batch.SeqLen, W = _width;
+        int T = batch.SeqLen, W = _width, P = _positions, words = AblationMask.WordsPerRow(W);
+        var keepRow = new int[batch.Rows];
+        var meanRow = new int[batch.Rows];
+        Array.Fill(keepRow, -1);
+        Array.Fill(meanRow, -1);
+        for (int r = 0; r < R; r++)
+            for (int b = 0; b < B; b++)
+            {
+                int len = pairs[b].CleanIds.Length;
+                for (int p = 0; p < len; p++)
+                {
+                    int row = (r * B + b) * T + len - 1 - p;
+                    meanRow[row] = p;
+                    if (p < P) keepRow[row] = r * P + p;
+                }
+            }
         using var plan = new InterventionPlan();
         for (int l = 0; l < c.Layers; l++)
         {
-            var scale = new float[batch.Rows * W];
-            var offset = new float[batch.Rows * W];
-            Array.Fill(scale, 1f);
-            var mean = _means.Get(_site, l);
+            var bits = new uint[R * P * words];
             for (int r = 0; r < R; r++)
-            {
-                var mask = masks[r];
-                for (int b = 0; b < B; b++)
-                {
-                    int len = pairs[b].CleanIds.Length;
-                    for (int p = 0; p < len; p++)
-                    {
-                        int row = (r * B + b) * T + len - 1 - p;
-                        int maskBase = (l * _positions + p) * W;
-                        for (int i = 0; i < W; i++)
-                        {
-                            bool keep = p < _positions && mask[maskBase + i];
-                            if (keep) continue;
-                            scale[row * W + i] = 0f;
-                            offset[row * W + i] = mean[p * W + i];
-                        }
-                    }
-                }
-            }
-            plan.Set(_site, l, be.Upload(scale, batch.Rows, W), be.Upload(offset, batch.Rows, W));
+                for (int p = 0; p < P; p++)
+                    AblationMask.PackRow(masks[r].AsSpan((l * P + p) * W, W), bits.AsSpan((r * P + p) * words, words));
+            plan.SetMeanAblation(_site, l, new MeanAblation(means[l], bits, keepRow, meanRow));
         }
         using var pass = _model.Forward(batch, LogitRows.Last, plan);
         PromptForwards += batch.Size;

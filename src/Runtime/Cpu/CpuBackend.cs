@@ -87,6 +87,12 @@ public sealed class CpuBackend : IBackend
         System.Numerics.Tensors.TensorPrimitives.FusedMultiplyAdd(d, Host(scale), Host(offset), d);
     }
 
+    public void MeanAblate(Tensor x, Tensor means, ReadOnlySpan<uint> keepBits, ReadOnlySpan<int> keepRow, ReadOnlySpan<int> meanRow)
+    {
+        AblationMask.Check(x, means, keepBits, keepRow, meanRow);
+        MeanAblationOps.Apply(Host(x), x.Rows, x.Columns, Host(means), keepBits, keepRow, meanRow);
+    }
+
     public void Multiply(Tensor x, Tensor scale)
     {
         var d = Host(x).AsSpan();

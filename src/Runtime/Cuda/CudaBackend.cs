@@ -26,26 +26,35 @@ public sealed class CudaBackend : IBackend
 
     readonly IDeviceRuntime device;
     readonly bool ownsDevice;
+    // Host data an op needs on the device (token ids, row lists, ablation masks) goes through these reusable buffers.
+    // The uploads are queued on the stream, so reusing a buffer for the next op waits for the kernel that reads it.
     SafeHandle? indexScratch;   // token ids / row indices uploaded for one op
     long indexCapacity;
+    SafeHandle? maskScratch;    // MeanAblate's keep bits
+    long maskCapacity;
     SafeHandle? scoreScratch;   // attention backward ds [B, H, T, T]
     long scoreCapacity;
 
-    public CudaBackend(IDeviceRuntime device, bool ownsDevice = true)
+    /// <param name="precision">How matrix products are computed: exact fp32 (the default, what the CPU checks compare
+    /// against) or TF32 tensor cores.</param>
+    public CudaBackend(IDeviceRuntime device, bool ownsDevice = true, GemmPrecision precision = GemmPrecision.Fp32)
     {
         this.device = device;
         this.ownsDevice = ownsDevice;
+        Precision = precision;
     }
 
     /// <summary>A backend on GPU 0, or null with the one-line reason from <see cref="CudaDevice.TryOpen(out string)"/>.</summary>
-    public static CudaBackend? TryCreate(out string whyNot)
+    public static CudaBackend? TryCreate(out string whyNot, GemmPrecision precision = GemmPrecision.Fp32)
     {
         var d = CudaDevice.TryOpen(out whyNot);
-        return d is null ? null : new CudaBackend(d);
+        return d is null ? null : new CudaBackend(d, ownsDevice: true, precision);
     }
 
     public string Name => "cuda";
     public IDeviceRuntime Device => device;
+    /// <summary>How matrix products are computed from now on; settable so one model upload can be timed both ways.</summary>
+    public GemmPrecision Precision { get; set; }
 
     // ---- memory ------------------------------------------------------------------------------------------------
 
@@ -125,7 +134,7 @@ public sealed class CudaBackend : IBackend
             if (!accumulate) Fill(c, 0f);
             return;
         }
-        device.Sgemm(call);
+        device.Sgemm(call with { Precision = Precision });
     }
 
     // ---- model ops ----------------------------------------------------------------------------------------------
@@ -296,6 +305,24 @@ public sealed class CudaBackend : IBackend
         Launch("intervene_inplace", GridFor(x.Length), new Dim3(ElementwiseBlock), 0, ref a);
     }
 
+    public void MeanAblate(Tensor x, Tensor means, ReadOnlySpan<uint> keepBits, ReadOnlySpan<int> keepRow, ReadOnlySpan<int> meanRow)
+    {
+        AblationMask.Check(x, means, keepBits, keepRow, meanRow);
+        int rows = x.Rows, width = x.Columns;
+        if (x.Length == 0) return;
+        using var _ = Range("mean_ablate");
+        // Both row maps in one upload: [keepRow | meanRow].
+        nint rowMaps = Stage(ref indexScratch, ref indexCapacity, 2L * rows * sizeof(int));
+        device.CopyToDevice(rowMaps, MemoryMarshal.AsBytes(keepRow));
+        device.CopyToDevice(rowMaps + rows * sizeof(int), MemoryMarshal.AsBytes(meanRow));
+        nint bits = keepBits.IsEmpty ? 0 : Stage(ref maskScratch, ref maskCapacity, (long)keepBits.Length * sizeof(uint));
+        device.CopyToDevice(bits, MemoryMarshal.AsBytes(keepBits));
+        var a = new KernelArgs();
+        a.Pointer(Dev(x)); a.Pointer(Dev(means)); a.Pointer(bits); a.Pointer(rowMaps); a.Pointer(rowMaps + rows * sizeof(int));
+        a.Int(rows); a.Int(width); a.Int(AblationMask.WordsPerRow(width));
+        Launch("mean_ablate", GridFor(x.Length), new Dim3(ElementwiseBlock), 0, ref a);
+    }
+
     public void Multiply(Tensor x, Tensor scale)
     {
         CheckLength(scale, x.Length, "Multiply scale");
@@ -334,8 +361,9 @@ public sealed class CudaBackend : IBackend
     public void Dispose()
     {
         indexScratch?.Dispose();
+        maskScratch?.Dispose();
         scoreScratch?.Dispose();
-        indexScratch = scoreScratch = null;
+        indexScratch = maskScratch = scoreScratch = null;
         if (ownsDevice) device.Dispose();
     }
 
@@ -384,15 +412,21 @@ public sealed class CudaBackend : IBackend
     /// <summary>Uploads indices into the reusable index buffer (grown as needed) and returns its address.</summary>
     nint Indices(ReadOnlySpan<int> values)
     {
-        if (indexScratch is null || indexCapacity < values.Length)
-        {
-            indexScratch?.Dispose();
-            indexCapacity = Math.Max(values.Length, Math.Max(1024, indexCapacity * 2));
-            indexScratch = device.Allocate(indexCapacity * sizeof(int));
-        }
-        nint p = indexScratch.DangerousGetHandle();
+        nint p = Stage(ref indexScratch, ref indexCapacity, (long)values.Length * sizeof(int));
         device.CopyToDevice(p, MemoryMarshal.AsBytes(values));
         return p;
+    }
+
+    /// <summary>The address of a reusable buffer of at least <paramref name="bytes"/> bytes, grown (doubling) as needed.</summary>
+    nint Stage(ref SafeHandle? buffer, ref long capacity, long bytes)
+    {
+        if (buffer is null || capacity < bytes)
+        {
+            buffer?.Dispose();
+            capacity = Math.Max(bytes, Math.Max(4096, capacity * 2));
+            buffer = device.Allocate(capacity);
+        }
+        return buffer.DangerousGetHandle();
     }
 
     nint Scores(long floats)

@@ -19,6 +19,7 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     readonly Dictionary<string, CudaModuleHandle> moduleOfKernel = [];
     readonly Dictionary<string, nint> functions = [];
     readonly Dictionary<string, byte[]> rangeNames = [];
+    readonly DeviceMemoryPool pool;
 
     CudaDevice(int ordinal, CudaContextHandle context, CudaStreamHandle stream, CublasHandle cublas)
     {
@@ -26,7 +27,11 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
         this.context = context;
         this.stream = stream;
         this.cublas = cublas;
+        pool = new DeviceMemoryPool(AllocateRaw);
     }
+
+    /// <summary>The caching allocator behind <see cref="Allocate"/> (for statistics and <see cref="DeviceMemoryPool.Trim"/>).</summary>
+    public DeviceMemoryPool MemoryPool => pool;
 
     public int Ordinal { get; }
     public string Name { get; private set; } = "";
@@ -149,24 +154,33 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
         return f;
     }
 
+    /// <summary>From the caching pool: no cuMemAlloc (nor the device-wide synchronisation of cuMemFree) per tensor.</summary>
     public SafeHandle Allocate(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         if (bytes == 0) return new CudaMemoryHandle(context, 0);
+        return pool.Rent(bytes);
+    }
+
+    SafeHandle? AllocateRaw(long bytes)
+    {
         context.MakeCurrent();
         ulong p;
-        CudaException.Check(CudaDriver.cuMemAlloc_v2(&p, (nuint)bytes), $"cuMemAlloc_v2({bytes} bytes)");
+        int r = CudaDriver.cuMemAlloc_v2(&p, (nuint)bytes);
+        if (r == CudaDriver.ErrorOutOfMemory) return null;   // the pool frees its cache and tries again
+        CudaException.Check(r, $"cuMemAlloc_v2({bytes} bytes)");
         return new CudaMemoryHandle(context, p);
     }
 
-    // The synchronous copies run on the legacy default stream; waiting for our stream first makes the order with the
-    // kernels explicit (an upload must not overwrite a buffer a queued kernel still reads).
+    // Uploads and device copies go on our stream, in order with the kernels (an upload cannot overwrite a buffer a
+    // queued kernel still reads), without the host waiting: from pageable memory cuMemcpyHtoDAsync returns once the
+    // driver has staged the bytes, so the caller may reuse them at once (CUDA driver API, "API synchronization behavior").
     public void CopyToDevice(nint destination, ReadOnlySpan<byte> source)
     {
         if (source.IsEmpty) return;
-        Synchronize();
+        context.MakeCurrent();
         fixed (byte* s = source)
-            CudaException.Check(CudaDriver.cuMemcpyHtoD_v2((ulong)destination, s, (nuint)source.Length), "cuMemcpyHtoD_v2");
+            CudaException.Check(CudaDriver.cuMemcpyHtoDAsync_v2((ulong)destination, s, (nuint)source.Length, stream.DangerousGetHandle()), "cuMemcpyHtoDAsync_v2");
     }
 
     public void CopyToHost(nint source, Span<byte> destination)
@@ -180,8 +194,8 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     public void CopyDeviceToDevice(nint destination, nint source, long bytes)
     {
         if (bytes == 0) return;
-        Synchronize();
-        CudaException.Check(CudaDriver.cuMemcpyDtoD_v2((ulong)destination, (ulong)source, (nuint)bytes), "cuMemcpyDtoD_v2");
+        context.MakeCurrent();
+        CudaException.Check(CudaDriver.cuMemcpyDtoDAsync_v2((ulong)destination, (ulong)source, (nuint)bytes, stream.DangerousGetHandle()), "cuMemcpyDtoDAsync_v2");
     }
 
     public void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments)
@@ -200,6 +214,15 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     {
         context.MakeCurrent();
         float alpha = c.Alpha, beta = c.Beta;
+        if (c.Precision == GemmPrecision.Tf32)
+        {
+            CudaException.CheckCublas(Cublas.cublasGemmEx(cublas.DangerousGetHandle(),
+                c.TransposeA ? Cublas.OpT : Cublas.OpN, c.TransposeB ? Cublas.OpT : Cublas.OpN, c.M, c.N, c.K,
+                &alpha, (ulong)c.A, Cublas.DataTypeR32F, c.Lda, (ulong)c.B, Cublas.DataTypeR32F, c.Ldb,
+                &beta, (ulong)c.C, Cublas.DataTypeR32F, c.Ldc, Cublas.ComputeType32FFastTf32, Cublas.GemmDefault),
+                $"cublasGemmEx(TF32, m={c.M}, n={c.N}, k={c.K})");
+            return;
+        }
         CudaException.CheckCublas(Cublas.cublasSgemm_v2(cublas.DangerousGetHandle(),
             c.TransposeA ? Cublas.OpT : Cublas.OpN, c.TransposeB ? Cublas.OpT : Cublas.OpN, c.M, c.N, c.K,
             &alpha, (ulong)c.A, c.Lda, (ulong)c.B, c.Ldb, &beta, (ulong)c.C, c.Ldc), $"cublasSgemm_v2(m={c.M}, n={c.N}, k={c.K})");
@@ -246,6 +269,7 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     {
         if (context.IsClosed) return;
         try { Synchronize(); } catch (CudaException) { /* a failed kernel: free what we can anyway */ }
+        pool.Dispose();   // cached blocks now; tensors still alive free theirs directly when disposed
         cublas.Dispose();
         foreach (var (_, module) in modules) module.Dispose();
         stream.Dispose();

@@ -12,6 +12,9 @@ public readonly record struct GemmCall(
 {
     public float Alpha => 1f;
 
+    /// <summary>Exact fp32 unless the backend asked for TF32 tensor cores.</summary>
+    public GemmPrecision Precision { get; init; } = GemmPrecision.Fp32;
+
     /// <summary>
     /// y[r, n] (+)= Σ_k x[r, k] w[n, k] for x [rows, k], w [n, k], y [rows, n]. Column-major: yᵀ (n × rows, ld n) =
     /// op(A)·op(B) with A = w's buffer read as k × n (ld k) and transposed, B = x's buffer read as k × rows (ld k).

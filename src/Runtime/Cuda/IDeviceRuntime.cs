@@ -16,8 +16,14 @@ public interface IDeviceRuntime : IDisposable
 
     /// <summary>A device buffer of <paramref name="bytes"/> bytes (contents undefined); the handle's value is its address. Zero bytes gives an invalid (null) handle.</summary>
     SafeHandle Allocate(long bytes);
+    /// <summary>
+    /// Queues a copy of <paramref name="source"/> after all work launched so far; <paramref name="source"/> may be reused
+    /// as soon as this returns (the driver stages it), but the host does not wait for the device.
+    /// </summary>
     void CopyToDevice(nint destination, ReadOnlySpan<byte> source);
+    /// <summary>Waits for all launched work, then copies.</summary>
     void CopyToHost(nint source, Span<byte> destination);
+    /// <summary>Queued after all work launched so far, like a kernel; the host does not wait.</summary>
     void CopyDeviceToDevice(nint destination, nint source, long bytes);
 
     /// <summary>
@@ -26,7 +32,7 @@ public interface IDeviceRuntime : IDisposable
     /// </summary>
     void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments);
 
-    /// <summary>Column-major C = α op(A) op(B) + β C (BLAS semantics), fp32.</summary>
+    /// <summary>Column-major C = α op(A) op(B) + β C (BLAS semantics), fp32 data, computed as <see cref="GemmCall.Precision"/> says.</summary>
     void Sgemm(in GemmCall call);
 
     /// <summary>Waits for all launched work.</summary>

@@ -232,6 +232,57 @@ public class CudaBackendTests
         Assert.Throws<ArgumentException>(() => b.Add(gx, gd));
     }
 
+    /// <summary>MeanAblate through the backend (argument packing, the staged row maps and bits), twice in a row so the
+    /// second call reuses the staging buffers; exact, as the op only copies.</summary>
+    [Theory]
+    [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
+    public void MeanAblate_matches(string target)
+    {
+        using var b = Open(target);
+        if (b is null) return;
+        var cpu = CpuBackend.Instance;
+        const int rows = 11, width = 45, maskRows = 5, meanRows = 3;
+        var (x, gx) = Both(b, Rand.Floats(1, rows * width, -3f, 3f), rows, width);
+        var (m, gm) = Both(b, Rand.Floats(2, meanRows * width, 5f, 6f), meanRows, width);
+        foreach (int seed in new[] { 3, 4 })
+        {
+            var bits = MeanAblateTests.Bits(MeanAblateTests.Masks(seed, maskRows, width), width);
+            var (keepRow, meanRow) = MeanAblateTests.RowMaps(seed, rows, maskRows, meanRows);
+            cpu.MeanAblate(x, m, bits, keepRow, meanRow);
+            b.MeanAblate(gx, gm, bits, keepRow, meanRow);
+            Approx.Equal(x.Span, Get(b, gx), 0, 0, $"mean ablate (masks {seed})");
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => b.MeanAblate(gx, gm, new uint[2 * maskRows], new int[rows], Enumerable.Repeat(meanRows, rows).ToArray()));
+    }
+
+    /// <summary>
+    /// TF32 reaches the device: over the emulator (whose SGEMM rounds factors to TF32 when the call asks for it) a TF32
+    /// backend's product equals the product of TF32-rounded inputs, and differs from the exact fp32 one.
+    /// </summary>
+    [Fact]
+    public void Tf32_precision_reaches_the_gemm()
+    {
+        using var b = new CudaBackend(new HostKernelRuntime(), precision: GemmPrecision.Tf32);
+        const int rows = 6, n = 9, k = 70;
+        float[] xs = Rand.Floats(1, rows * k), ws = Rand.Floats(2, n * k);
+        using var gx = b.Upload(xs, rows, k);
+        using var gw = b.Upload(ws, n, k);
+        using var gy = b.Allocate(rows, n);
+        b.MatMul(gx, gw, gy, false);
+        var exact = new CpuTensor(rows, n);
+        CpuBackend.Instance.MatMul(CpuBackend.Wrap(xs, rows, k), CpuBackend.Wrap(ws, n, k), exact, false);
+        var rounded = new CpuTensor(rows, n);
+        CpuBackend.Instance.MatMul(CpuBackend.Wrap(xs.Select(HostKernelRuntime.RoundToTf32).ToArray(), rows, k),
+            CpuBackend.Wrap(ws.Select(HostKernelRuntime.RoundToTf32).ToArray(), n, k), rounded, false);
+        var got = Get(b, gy);
+        Approx.Equal(rounded.Data, got, 1e-5f, 1e-5f, "TF32 product");
+        Assert.True(Approx.Ratio(exact.Data, got, 1e-6f, 0) > 1, "a TF32 product should differ from the exact one");
+        Approx.Equal(exact.Data, got, 5e-3f, 5e-3f, "TF32 product vs fp32");
+        Assert.Equal(GemmPrecision.Tf32, GemmPrecisions.Parse("TF32"));
+        Assert.Equal(GemmPrecision.Fp32, GemmPrecisions.Parse(null));
+        Assert.Throws<ArgumentException>(() => GemmPrecisions.Parse("fp16"));
+    }
+
     [Theory]
     [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
     public void Empty_batches_launch_nothing(string target)

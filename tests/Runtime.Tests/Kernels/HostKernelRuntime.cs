@@ -38,12 +38,32 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
         return NativeLibrary.Load(path);
     }
 
+    readonly DeviceMemoryPool? pool;
+
+    /// <param name="pooled">Allocate through a <see cref="DeviceMemoryPool"/>, as <see cref="CudaDevice"/> does.</param>
+    public HostKernelRuntime(bool pooled = false)
+    {
+        if (pooled) pool = new DeviceMemoryPool(AllocateRaw);
+    }
+
+    /// <summary>The caching allocator, when made with pooled: true.</summary>
+    public DeviceMemoryPool? Pool => pool;
+    /// <summary>Blocks taken from native memory (the stand-in for cuMemAlloc).</summary>
+    public int RawAllocations { get; private set; }
+
     public SafeHandle Allocate(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         if (bytes == 0) return new HostMemory(0);
+        if (pool is not null) return pool.Rent(bytes);
+        return AllocateRaw(bytes);
+    }
+
+    SafeHandle AllocateRaw(long bytes)
+    {
         void* p = NativeMemory.AlignedAlloc((nuint)bytes, 256);
         NativeMemory.Fill(p, (nuint)bytes, 0xff);
+        RawAllocations++;
         return new HostMemory((nint)p);
     }
 
@@ -77,9 +97,13 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
 
     public void Sgemm(in GemmCall c) => ReferenceSgemm(c);
 
-    /// <summary>Column-major C = α op(A) op(B) + β C as BLAS defines it; β = 0 never reads C.</summary>
+    /// <summary>
+    /// Column-major C = α op(A) op(B) + β C as BLAS defines it; β = 0 never reads C. Under
+    /// <see cref="GemmPrecision.Tf32"/> each factor is first rounded to TF32, as tensor cores read it.
+    /// </summary>
     public static void ReferenceSgemm(in GemmCall c)
     {
+        bool tf32 = c.Precision == GemmPrecision.Tf32;
         // cuBLAS rejects these (CUBLAS_STATUS_INVALID_VALUE); so must the stand-in.
         if (c.M < 0 || c.N < 0 || c.K < 0) throw new ArgumentException($"negative gemm size in {c}");
         if (c.Lda < Math.Max(1, c.TransposeA ? c.K : c.M)) throw new ArgumentException($"lda too small in {c}");
@@ -94,11 +118,20 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
                 {
                     float av = c.TransposeA ? a[l + (long)i * c.Lda] : a[i + (long)l * c.Lda];
                     float bv = c.TransposeB ? b[j + (long)l * c.Ldb] : b[l + (long)j * c.Ldb];
+                    if (tf32) { av = RoundToTf32(av); bv = RoundToTf32(bv); }
                     sum += av * bv;
                 }
                 long o = i + (long)j * c.Ldc;
                 y[o] = c.Alpha * sum + (c.Beta == 0f ? 0f : c.Beta * y[o]);
             }
+    }
+
+    /// <summary>x with its mantissa rounded (to nearest) to TF32's 10 bits; the low 13 bits of the fp32 mantissa cleared.</summary>
+    public static float RoundToTf32(float x)
+    {
+        if (!float.IsFinite(x)) return x;
+        uint bits = BitConverter.SingleToUInt32Bits(x);
+        return BitConverter.UInt32BitsToSingle((bits + 0x1000u) & ~0x1FFFu);
     }
 
     public void Synchronize() { }
@@ -115,7 +148,7 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
         OpenRanges--;
     }
 
-    public void Dispose() { }
+    public void Dispose() => pool?.Dispose();
 
     sealed class HostMemory : SafeHandle
     {

@@ -21,6 +21,8 @@ internal static unsafe partial class Cublas
     public const int DataTypeR16F = 2;
     public const int DataTypeR16BF = 14;
     public const int ComputeType32F = 68;
+    /// <summary>CUBLAS_COMPUTE_32F_FAST_TF32: fp32 in and out, products on tensor cores with inputs rounded to TF32.</summary>
+    public const int ComputeType32FFastTf32 = 77;
     public const int GemmDefault = -1;
 
     [LibraryImport(Library, SetLastError = false)] public static partial int cublasCreate_v2(nint* handle);

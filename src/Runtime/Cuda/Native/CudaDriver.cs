@@ -13,6 +13,7 @@ internal static unsafe partial class CudaDriver
     public const string Library = "libcuda.so.1";
 
     public const int Success = 0;
+    public const int ErrorOutOfMemory = 2;
     public const int ErrorNotFound = 500;
 
     public const int AttributeMultiprocessorCount = 16;
@@ -39,6 +40,8 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyHtoD_v2(ulong destination, void* source, nuint bytes);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyDtoH_v2(void* destination, ulong source, nuint bytes);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyDtoD_v2(ulong destination, ulong source, nuint bytes);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyHtoDAsync_v2(ulong destination, void* source, nuint bytes, nint stream);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyDtoDAsync_v2(ulong destination, ulong source, nuint bytes, nint stream);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemsetD32_v2(ulong destination, uint value, nuint count);
 
     [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamCreate(nint* stream, uint flags);
