@@ -19,7 +19,13 @@ internal sealed class DeviceWeights : IDisposable
     public static DeviceWeights Upload(LlamaWeights w, IBackend be)
     {
         var c = w.Config;
-        Tensor Put(float[] data, params int[] shape) => be is CpuBackend ? CpuBackend.Wrap(data, shape) : be.Upload(data, shape);
+        Tensor Put(float[] data, params int[] shape)
+        {
+            if (be is CpuBackend) return CpuBackend.Wrap(data, shape);
+            var t = be.Upload(data, shape);
+            if (t is NeuronTrace.Runtime.Cuda.CudaTensor device) device.IsConstant = true;  // lets bf16 products cache a copy
+            return t;
+        }
         var embedding = Put(w.TokenEmbedding, c.VocabSize, c.Dim);
         return new DeviceWeights
         {

@@ -34,9 +34,13 @@ public sealed class CudaBackend : IBackend
     long maskCapacity;
     SafeHandle? scoreScratch;   // attention backward ds [B, H, T, T]
     long scoreCapacity;
+    // GemmPrecision.Bf16: bf16 copies of the constant weights, and scratch for operands rounded per product.
+    readonly Dictionary<CudaTensor, SafeHandle> bf16Weights = new(ReferenceEqualityComparer.Instance);
+    SafeHandle? activationBf16, weightBf16;
+    long activationBf16Capacity, weightBf16Capacity;
 
     /// <param name="precision">How matrix products are computed: exact fp32 (the default, what the CPU checks compare
-    /// against) or TF32 tensor cores.</param>
+    /// against), TF32 or bf16 tensor cores.</param>
     public CudaBackend(IDeviceRuntime device, bool ownsDevice = true, GemmPrecision precision = GemmPrecision.Fp32)
     {
         this.device = device;
@@ -113,7 +117,7 @@ public sealed class CudaBackend : IBackend
         CheckColumns(y, n, "MatMul y");
         CheckRows(y, rows, "MatMul y");
         using var _ = Range("matmul");
-        Gemm(GemmCall.MatMul(Dev(x), Dev(w), Dev(y), rows, n, k, accumulate), y, accumulate);
+        Gemm(GemmCall.MatMul(Dev(x), Dev(w), Dev(y), rows, n, k, accumulate), y, accumulate, w, x);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
@@ -123,10 +127,11 @@ public sealed class CudaBackend : IBackend
         CheckColumns(dx, k, "MatMulInputGrad dx");
         CheckRows(dx, rows, "MatMulInputGrad dx");
         using var _ = Range("matmul_input_grad");
-        Gemm(GemmCall.MatMulInputGrad(Dev(dy), Dev(w), Dev(dx), rows, n, k, accumulate), dx, accumulate);
+        Gemm(GemmCall.MatMulInputGrad(Dev(dy), Dev(w), Dev(dx), rows, n, k, accumulate), dx, accumulate, w, dy);
     }
 
-    void Gemm(in GemmCall call, Tensor c, bool accumulate)
+    /// <summary>Both products have the weight as cuBLAS's A and the activation (x or dy) as B.</summary>
+    void Gemm(in GemmCall call, Tensor c, bool accumulate, Tensor weight, Tensor activation)
     {
         if (call.M == 0 || call.N == 0) return;
         if (call.K == 0)  // an empty sum: BLAS leaves C alone only with beta = 1
@@ -134,7 +139,48 @@ public sealed class CudaBackend : IBackend
             if (!accumulate) Fill(c, 0f);
             return;
         }
+        if (Precision == GemmPrecision.Bf16)
+        {
+            device.Sgemm(call with { Precision = Precision, A = WeightBf16(weight), B = ToBf16(activation, ref activationBf16, ref activationBf16Capacity) });
+            return;
+        }
         device.Sgemm(call with { Precision = Precision });
+    }
+
+    /// <summary>
+    /// The bf16 copy of a weight: made once and kept for a tensor marked <see cref="CudaTensor.IsConstant"/> (the
+    /// model's weights), else converted into a scratch buffer for this product only, since its values may change.
+    /// </summary>
+    nint WeightBf16(Tensor weight)
+    {
+        var w = (CudaTensor)weight;
+        if (!w.IsConstant) return ToBf16(w, ref weightBf16, ref weightBf16Capacity);
+        if (bf16Weights.TryGetValue(w, out var copy)) return copy.DangerousGetHandle();
+        foreach (var gone in bf16Weights.Keys.Where(t => t.IsDisposed).ToList())  // a model disposed on a living backend
+        {
+            bf16Weights[gone].Dispose();
+            bf16Weights.Remove(gone);
+        }
+        copy = device.Allocate(Math.Max(2, w.Length * 2));
+        ConvertToBf16(w.Pointer, copy.DangerousGetHandle(), w.Length);
+        bf16Weights[w] = copy;
+        return copy.DangerousGetHandle();
+    }
+
+    nint ToBf16(Tensor t, ref SafeHandle? scratch, ref long capacity)
+    {
+        nint p = Stage(ref scratch, ref capacity, t.Length * 2);
+        ConvertToBf16(Dev(t), p, t.Length);
+        return p;
+    }
+
+    void ConvertToBf16(nint source, nint destination, long n)
+    {
+        if (n == 0) return;
+        using var _ = Range("f32_to_bf16");
+        var a = new KernelArgs();
+        a.Pointer(source); a.Pointer(destination); a.Long(n);
+        Launch("f32_to_bf16", GridFor(n), new Dim3(ElementwiseBlock), 0, ref a);
     }
 
     // ---- model ops ----------------------------------------------------------------------------------------------
@@ -364,6 +410,10 @@ public sealed class CudaBackend : IBackend
         maskScratch?.Dispose();
         scoreScratch?.Dispose();
         indexScratch = maskScratch = scoreScratch = null;
+        activationBf16?.Dispose(); weightBf16?.Dispose();
+        activationBf16 = weightBf16 = null;
+        foreach (var copy in bf16Weights.Values) copy.Dispose();
+        bf16Weights.Clear();
         if (ownsDevice) device.Dispose();
     }
 

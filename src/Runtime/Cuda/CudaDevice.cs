@@ -214,6 +214,15 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     {
         context.MakeCurrent();
         float alpha = c.Alpha, beta = c.Beta;
+        if (c.Precision == GemmPrecision.Bf16)  // A and B hold bf16 values (see CudaBackend.Gemm), C is fp32
+        {
+            CudaException.CheckCublas(Cublas.cublasGemmEx(cublas.DangerousGetHandle(),
+                c.TransposeA ? Cublas.OpT : Cublas.OpN, c.TransposeB ? Cublas.OpT : Cublas.OpN, c.M, c.N, c.K,
+                &alpha, (ulong)c.A, Cublas.DataTypeR16BF, c.Lda, (ulong)c.B, Cublas.DataTypeR16BF, c.Ldb,
+                &beta, (ulong)c.C, Cublas.DataTypeR32F, c.Ldc, Cublas.ComputeType32F, Cublas.GemmDefault),
+                $"cublasGemmEx(bf16, m={c.M}, n={c.N}, k={c.K})");
+            return;
+        }
         if (c.Precision == GemmPrecision.Tf32)
         {
             CudaException.CheckCublas(Cublas.cublasGemmEx(cublas.DangerousGetHandle(),

@@ -31,6 +31,14 @@ public sealed class CudaTensor : Tensor
 
     public long Bytes => Length * sizeof(float);
 
+    /// <summary>
+    /// Set on tensors whose values never change after upload (the model's weights), so a backend may keep derived
+    /// copies of them (the bf16 copy of <see cref="GemmPrecision.Bf16"/>). Never set it on a tensor that is written.
+    /// </summary>
+    public bool IsConstant { get; set; }
+
+    public bool IsDisposed => memory.IsClosed;
+
     public override Span<float> Span =>
         throw new NotSupportedException($"{this} lives in device memory ({Device.Name}); use IBackend.Download");
 

@@ -283,6 +283,58 @@ public class CudaBackendTests
         Assert.Throws<ArgumentException>(() => GemmPrecisions.Parse("fp16"));
     }
 
+    /// <summary>x rounded to the nearest bfloat16 (ties to even), from the definition: the nearer of x truncated
+    /// to 16 bits and the next bfloat16 away from zero.</summary>
+    static float NearestBf16(float x)
+    {
+        int bits = BitConverter.SingleToInt32Bits(x);
+        float down = BitConverter.Int32BitsToSingle(bits & unchecked((int)0xFFFF0000)), up = BitConverter.Int32BitsToSingle((bits & unchecked((int)0xFFFF0000)) + 0x10000);
+        double dd = Math.Abs(x - (double)down), du = Math.Abs(x - (double)up);
+        return dd < du ? down : du < dd ? up : ((bits >> 16) & 1) == 0 ? down : up;
+    }
+
+    /// <summary>
+    /// Bf16 products: both factors rounded to bf16, fp32 sums — for MatMul and MatMulInputGrad, with a constant
+    /// (model) weight whose bf16 copy is cached and a written weight that must be converted again for every product.
+    /// </summary>
+    [Fact]
+    public void Bf16_precision_rounds_both_factors_and_never_reuses_a_stale_copy()
+    {
+        using var b = new CudaBackend(new HostKernelRuntime(), precision: GemmPrecision.Bf16);
+        const int rows = 5, n = 11, k = 67;
+        float[] xs = Rand.Floats(1, rows * k), ws = Rand.Floats(2, n * k), dys = Rand.Floats(3, rows * n);
+        float[] Bf(float[] a) => a.Select(NearestBf16).ToArray();
+        float[] Product(float[] x, float[] w)
+        {
+            var y = new CpuTensor(rows, n);
+            CpuBackend.Instance.MatMul(CpuBackend.Wrap(x, rows, k), CpuBackend.Wrap(w, n, k), y, false);
+            return y.Data;
+        }
+        using var gx = b.Upload(xs, rows, k);
+        using var gw = b.Upload(ws, n, k);
+        ((CudaTensor)gw).IsConstant = true;
+        using var gy = b.Allocate(rows, n);
+        b.MatMul(gx, gw, gy, false);
+        Approx.Equal(Product(Bf(xs), Bf(ws)), Get(b, gy), 1e-5f, 1e-5f, "bf16 MatMul");
+        Assert.True(Approx.Ratio(Product(xs, ws), Get(b, gy), 1e-6f, 0) > 1, "a bf16 product should differ from the exact one");
+
+        using var gdy = b.Upload(dys, rows, n);
+        using var gdx = b.Allocate(rows, k);
+        b.MatMulInputGrad(gdy, gw, gdx, false);
+        var dx = new CpuTensor(rows, k);
+        CpuBackend.Instance.MatMulInputGrad(CpuBackend.Wrap(Bf(dys), rows, n), CpuBackend.Wrap(Bf(ws), n, k), dx, false);
+        Approx.Equal(dx.Data, Get(b, gdx), 1e-5f, 1e-5f, "bf16 MatMulInputGrad with the cached weight copy");
+
+        // A weight that is written between products (not constant) is converted again each time.
+        float[] ws2 = Rand.Floats(4, n * k);
+        using var gv = b.Upload(ws, n, k);
+        b.MatMul(gx, gv, gy, false);
+        using (var fresh = b.Upload(ws2, n, k)) b.Copy(fresh, gv);
+        b.MatMul(gx, gv, gy, false);
+        Approx.Equal(Product(Bf(xs), Bf(ws2)), Get(b, gy), 1e-5f, 1e-5f, "bf16 MatMul after the weight changed");
+        Assert.Equal(GemmPrecision.Bf16, GemmPrecisions.Parse("bf16"));
+    }
+
     [Theory]
     [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
     public void Empty_batches_launch_nothing(string target)

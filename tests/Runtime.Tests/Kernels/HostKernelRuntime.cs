@@ -99,7 +99,8 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
 
     /// <summary>
     /// Column-major C = α op(A) op(B) + β C as BLAS defines it; β = 0 never reads C. Under
-    /// <see cref="GemmPrecision.Tf32"/> each factor is first rounded to TF32, as tensor cores read it.
+    /// <see cref="GemmPrecision.Tf32"/> each factor is first rounded to TF32, as tensor cores read it; under
+    /// <see cref="GemmPrecision.Bf16"/> A and B are arrays of bf16 values.
     /// </summary>
     public static void ReferenceSgemm(in GemmCall c)
     {
@@ -109,15 +110,19 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
         if (c.Lda < Math.Max(1, c.TransposeA ? c.K : c.M)) throw new ArgumentException($"lda too small in {c}");
         if (c.Ldb < Math.Max(1, c.TransposeB ? c.N : c.K)) throw new ArgumentException($"ldb too small in {c}");
         if (c.Ldc < Math.Max(1, c.M)) throw new ArgumentException($"ldc too small in {c}");
+        bool bf16 = c.Precision == GemmPrecision.Bf16;   // A and B are bf16 arrays, C is fp32
         float* a = (float*)c.A, b = (float*)c.B, y = (float*)c.C;
+        ushort* a16 = (ushort*)c.A, b16 = (ushort*)c.B;
         for (int j = 0; j < c.N; j++)
             for (int i = 0; i < c.M; i++)
             {
                 float sum = 0f;
                 for (int l = 0; l < c.K; l++)
                 {
-                    float av = c.TransposeA ? a[l + (long)i * c.Lda] : a[i + (long)l * c.Lda];
-                    float bv = c.TransposeB ? b[j + (long)l * c.Ldb] : b[l + (long)j * c.Ldb];
+                    long ai = c.TransposeA ? l + (long)i * c.Lda : i + (long)l * c.Lda;
+                    long bi = c.TransposeB ? j + (long)l * c.Ldb : l + (long)j * c.Ldb;
+                    float av = bf16 ? BitConverter.Int32BitsToSingle(a16[ai] << 16) : a[ai];
+                    float bv = bf16 ? BitConverter.Int32BitsToSingle(b16[bi] << 16) : b[bi];
                     if (tf32) { av = RoundToTf32(av); bv = RoundToTf32(bv); }
                     sum += av * bv;
                 }
