@@ -26,6 +26,9 @@ static class GpuCheck
     // largest value is ten times the per-product bound: loose enough for that compounding, tight enough to catch a
     // wrong transpose or leading dimension in the GemmEx path (which gives O(1) errors).
     const double Tf32Tolerance = 2e-2;
+    // bf16 keeps an 8-bit significand: 2^-9 ≈ 2e-3 relative per factor, four times TF32's, so four times its tolerance.
+    // Still an order of magnitude under the O(1) errors of a wrong operand type, transpose or stale weight copy.
+    const double Bf16Tolerance = 8e-2;
 
     public static int Check(string[] models)
     {
@@ -41,7 +44,7 @@ static class GpuCheck
             foreach (var rules in new[] { BackwardRules.Exact, BackwardRules.RelP, BackwardRules.RelPFrozenAttention })
             {
                 var (lc, gc) = Run(cpu, batch, rules);
-                foreach (var (precision, tolerance) in new[] { (GemmPrecision.Fp32, Fp32Tolerance), (GemmPrecision.Tf32, Tf32Tolerance) })
+                foreach (var (precision, tolerance) in new[] { (GemmPrecision.Fp32, Fp32Tolerance), (GemmPrecision.Tf32, Tf32Tolerance), (GemmPrecision.Bf16, Bf16Tolerance) })
                 {
                     cuda.Precision = precision;
                     var (lg, gg) = Run(gpu, batch, rules);
@@ -80,8 +83,9 @@ static class GpuCheck
     }
 
     /// <summary>
-    /// Attribution pairs/s and sweep prompt-forwards/s (device mean ablation), once with exact fp32 products and once with
-    /// TF32, on one model upload; one JSON line each. Short on purpose (the GPU call is time-limited): one warm-up, then
+    /// Attribution pairs/s and sweep prompt-forwards/s (device mean ablation) with exact fp32, TF32 and bf16 products,
+    /// on one model upload; one JSON line each, with the achieved matrix-product TFLOP/s and the card's dense peak for
+    /// that precision where known. Short on purpose (the GPU call is time-limited): one warm-up, then
     /// two attribution passes and one sweep of four masks timed.
     /// </summary>
     public static int Bench(string model, int batch, int seq)
@@ -108,7 +112,8 @@ static class GpuCheck
             return Array.ConvertAll(bytes, b => b < 128);
         }).ToList();
         double flopsPerToken = 2.0 * (c.Layers * ((double)c.Dim * c.Dim * 2 + 2.0 * c.KvDim * c.Dim + 3.0 * c.Dim * c.HiddenDim));
-        foreach (var precision in new[] { GemmPrecision.Fp32, GemmPrecision.Tf32 })
+        string device = cuda.Device.Name;
+        foreach (var precision in new[] { GemmPrecision.Fp32, GemmPrecision.Tf32, GemmPrecision.Bf16 })
         {
             cuda.Precision = precision;
             Attributor.Score(llama, task, options);
@@ -123,8 +128,14 @@ static class GpuCheck
             double fwdPerS = batch * masks.Count / w.Elapsed.TotalSeconds;
             // forward + patch forward + backward (≈ 2 forwards) per pair.
             double tflops = pairsPerS * seq * flopsPerToken * 4 / 1e12;
-            Console.WriteLine($"{{\"model\": \"{Path.GetFileName(model.TrimEnd('/'))}\", \"math\": \"{precision.ToString().ToLowerInvariant()}\", \"attribution_pairs_per_s\": {pairsPerS:F2}, \"sweep_prompt_forwards_per_s\": {fwdPerS:F2}, \"attribution_tflops\": {tflops:F2}}}");
+            double? peak = DensePeakTflops(device, precision);
+            Console.WriteLine($"{{\"model\": \"{Path.GetFileName(model.TrimEnd('/'))}\", \"device\": \"{device}\", \"math\": \"{precision.ToString().ToLowerInvariant()}\", \"attribution_pairs_per_s\": {pairsPerS:F2}, \"sweep_prompt_forwards_per_s\": {fwdPerS:F2}, \"attribution_tflops\": {tflops:F2}, \"peak_tflops\": {(peak is { } p ? p.ToString("F0") : "null")}}}");
         }
         return 0;
     }
+
+    /// <summary>NVIDIA's published dense peaks of the H100 SXM (FP32 CUDA cores; TF32 and BF16 tensor cores, no sparsity).</summary>
+    static double? DensePeakTflops(string device, GemmPrecision precision) =>
+        !device.Contains("H100", StringComparison.OrdinalIgnoreCase) ? null
+        : precision switch { GemmPrecision.Fp32 => 67, GemmPrecision.Tf32 => 495, GemmPrecision.Bf16 => 989, _ => null };
 }

@@ -25,12 +25,12 @@ step 120 "PTX with nvcc" bash scripts/gpu/run-gpu.sh ptx
 step 60 "ptxas on nvcc's PTX" bash scripts/gpu/run-gpu.sh ptxas
 bash scripts/gpu/run-gpu.sh env
 step 60 "synthetic model" python3 bench/make_synthetic_model.py --out "$NT_OUT/synthetic-1024"
-step 150 "CUDA vs CPU" bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin "$NT_OUT/synthetic-1024"
-step 120 "memcheck" bash scripts/gpu/run-gpu.sh memcheck -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin
+step 200 "CUDA vs CPU" bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin "$NT_OUT/synthetic-1024"
+step 150 "memcheck" bash scripts/gpu/run-gpu.sh memcheck -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin
 cp "$NT_OUT"/memcheck.*.txt "$logs/" 2>/dev/null || true
 if [ "${GPU_ALL_SKIP_BENCH:-0}" != 1 ]; then
   step 120 "Llama-3.1-8B-shaped weights" python3 bench/make_synthetic_model.py --out "$NT_OUT/llama8b" --preset llama3.1-8b --dtype bf16 --device cuda
-  step 150 "NeuronTrace GPU bench" bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-bench "$NT_OUT/llama8b" 8 64
+  step 240 "NeuronTrace GPU bench" bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-bench "$NT_OUT/llama8b" 8 64
   step 90 "PyTorch attribution" python3 bench/torch_attribution.py --model "$NT_OUT/llama8b" --batch 8 --seq 64 --iters 3 --device cuda --dtype bf16
   step 90 "PyTorch sweep" python3 bench/torch_sweep.py --model "$NT_OUT/llama8b" --batch 8 --seq 64 --masks 4 --masks-per-forward 4 --iters 2 --device cuda --dtype bf16
 fi

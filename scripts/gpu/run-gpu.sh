@@ -127,7 +127,8 @@ sanitizer() {  # sanitizer TOOL CMD...
   cs="$(tool compute-sanitizer COMPUTE_SANITIZER)"
   local opts=(--tool "$tool_name" --error-exitcode 99 --log-file "$out/$tool_name.%p.txt")
   if [ "$tool_name" = memcheck ]; then opts+=(--leak-check full); fi
-  run_logged "$tool_name" "$cs" "${opts[@]}" "$@"
+  # exact-size allocations, so an access past a tensor's end is not hidden inside a pooled block
+  NEURONTRACE_CUDA_POOL=off run_logged "$tool_name" "$cs" "${opts[@]}" "$@"
 }
 
 command_after_dashes() {  # prints the args after "--", one per line

@@ -5,7 +5,7 @@ namespace NeuronTrace.Cli;
 
 /// <summary>
 /// Opens the CUDA backend, or explains in one line why it cannot (no driver, no GPU, no PTX). Matrix products are
-/// exact fp32 unless $NEURONTRACE_CUDA_MATH=tf32 asks for TF32 tensor cores (an environment variable rather than a
+/// exact fp32 unless $NEURONTRACE_CUDA_MATH=tf32 or bf16 asks for tensor cores (an environment variable rather than a
 /// flag: it is a property of the machine and the run, like the device, not of the science a command does).
 /// </summary>
 static class CudaBackends

@@ -154,13 +154,22 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
         return f;
     }
 
-    /// <summary>From the caching pool: no cuMemAlloc (nor the device-wide synchronisation of cuMemFree) per tensor.</summary>
+    /// <summary>
+    /// From the caching pool: no cuMemAlloc (nor the device-wide synchronisation of cuMemFree) per tensor. With
+    /// $NEURONTRACE_CUDA_POOL=off every buffer is its own exact-size cuMemAlloc, so compute-sanitizer's memcheck sees
+    /// an access past a tensor's end (inside a pooled block it would not).
+    /// </summary>
     public SafeHandle Allocate(long bytes)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         if (bytes == 0) return new CudaMemoryHandle(context, 0);
+        if (PoolDisabled)
+            return AllocateRaw(bytes) ?? throw CudaException.FromDriver(CudaDriver.ErrorOutOfMemory, $"cuMemAlloc_v2({bytes} bytes)");
         return pool.Rent(bytes);
     }
+
+    static readonly bool PoolDisabled =
+        string.Equals(Environment.GetEnvironmentVariable("NEURONTRACE_CUDA_POOL"), "off", StringComparison.OrdinalIgnoreCase);
 
     SafeHandle? AllocateRaw(long bytes)
     {
