@@ -31,7 +31,8 @@ public sealed class Llama : IDisposable
         EnsureRope(T);
         var shape = new AttentionShape(batch.Size, T, c.Heads, c.KvHeads, c.HeadDim);
 
-        var embedded = be.Allocate(rows, d);
+        // Every tensor of the forward is overwritten in full by the op that produces it, so none is cleared first.
+        var embedded = be.AllocateUninitialized(rows, d);
         be.Embedding(batch.Tokens, _w.TokenEmbedding, embedded);
         if (plan is not null && plan.TryGetEmbedding(out var embScale, out var embOffset)) be.Intervene(embedded, embScale, embOffset);
         var layers = new LayerState[c.Layers];
@@ -42,12 +43,12 @@ public sealed class Llama : IDisposable
             var s = new LayerState
             {
                 Input = x,
-                AttnNormed = be.Allocate(rows, d), AttnRstd = be.Allocate(rows),
-                Q = be.Allocate(rows, d), K = be.Allocate(rows, c.KvDim), V = be.Allocate(rows, c.KvDim),
-                Probs = be.Allocate(batch.Size, c.Heads, T, T), Z = be.Allocate(rows, d), AttnOut = be.Allocate(rows, d),
-                Mid = be.Allocate(rows, d), FfnNormed = be.Allocate(rows, d), FfnRstd = be.Allocate(rows),
-                Gate = be.Allocate(rows, c.HiddenDim), Up = be.Allocate(rows, c.HiddenDim), Act = be.Allocate(rows, c.HiddenDim),
-                MlpOut = be.Allocate(rows, d), Output = be.Allocate(rows, d),
+                AttnNormed = be.AllocateUninitialized(rows, d), AttnRstd = be.AllocateUninitialized(rows),
+                Q = be.AllocateUninitialized(rows, d), K = be.AllocateUninitialized(rows, c.KvDim), V = be.AllocateUninitialized(rows, c.KvDim),
+                Probs = be.AllocateUninitialized(batch.Size, c.Heads, T, T), Z = be.AllocateUninitialized(rows, d), AttnOut = be.AllocateUninitialized(rows, d),
+                Mid = be.AllocateUninitialized(rows, d), FfnNormed = be.AllocateUninitialized(rows, d), FfnRstd = be.AllocateUninitialized(rows),
+                Gate = be.AllocateUninitialized(rows, c.HiddenDim), Up = be.AllocateUninitialized(rows, c.HiddenDim), Act = be.AllocateUninitialized(rows, c.HiddenDim),
+                MlpOut = be.AllocateUninitialized(rows, d), Output = be.AllocateUninitialized(rows, d),
             };
             layers[l] = s;
             be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
@@ -79,12 +80,12 @@ public sealed class Llama : IDisposable
         if (logitRows == LogitRows.None)
             return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []);
         int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, rows).ToArray() : batch.LastRows();
-        var finalInput = be.Allocate(index.Length, d);
+        var finalInput = be.AllocateUninitialized(index.Length, d);
         be.GatherRows(x, index, finalInput);
-        var normed = be.Allocate(index.Length, d);
-        var rstd = be.Allocate(index.Length);
+        var normed = be.AllocateUninitialized(index.Length, d);
+        var rstd = be.AllocateUninitialized(index.Length);
         be.RmsNorm(finalInput, _w.FinalNorm, c.NormEps, normed, rstd);
-        var logits = be.Allocate(index.Length, c.VocabSize);
+        var logits = be.AllocateUninitialized(index.Length, c.VocabSize);
         be.MatMul(normed, _w.Classifier, logits, false);
         normed.Dispose();
         return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index);

@@ -9,7 +9,14 @@ public interface IBackend : IDisposable
 {
     string Name { get; }
 
+    /// <summary>A zero-filled tensor.</summary>
     Tensor Allocate(params int[] shape);
+    /// <summary>
+    /// A tensor whose contents are unspecified, for the output of an op that overwrites all of it: clearing memory that
+    /// is about to be overwritten cost a forward of a small model as much as its arithmetic. Defaults to
+    /// <see cref="Allocate"/>.
+    /// </summary>
+    Tensor AllocateUninitialized(params int[] shape) => Allocate(shape);
     Tensor Upload(ReadOnlySpan<float> data, params int[] shape);
     void Download(Tensor source, Span<float> destination);
     void Fill(Tensor tensor, float value);

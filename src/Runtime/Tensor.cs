@@ -49,13 +49,14 @@ public sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
 
     bool _pooled;
 
-    /// <summary>A zero-filled tensor whose array comes from, and returns to, the pool.</summary>
-    public static CpuTensor Rent(int[] shape)
+    /// <summary>A tensor whose array comes from, and returns to, the pool; zero-filled unless <paramref name="clear"/> is false.</summary>
+    /// <param name="clear">False when the caller overwrites every element (a reused array keeps stale values).</param>
+    public static CpuTensor Rent(int[] shape, bool clear = true)
     {
         long n = Count(shape);
         var array = ArrayPoolByLength.Take(n);
-        if (array is null) array = new float[n];
-        else Array.Clear(array);
+        if (array is null) array = clear ? new float[n] : GC.AllocateUninitializedArray<float>(checked((int)n));
+        else if (clear) Array.Clear(array);
         return new CpuTensor(array, shape) { _pooled = true };
     }
 

@@ -8,6 +8,7 @@ public sealed class CpuBackend : IBackend
     public string Name => "cpu";
 
     public Tensor Allocate(params int[] shape) => CpuTensor.Rent(shape);
+    public Tensor AllocateUninitialized(params int[] shape) => CpuTensor.Rent(shape, clear: false);
 
     public Tensor Upload(ReadOnlySpan<float> data, params int[] shape)
     {
@@ -77,8 +78,7 @@ public sealed class CpuBackend : IBackend
 
     public void Add(Tensor destination, Tensor source)
     {
-        var d = Host(destination).AsSpan();
-        System.Numerics.Tensors.TensorPrimitives.Add(d, Host(source), d);
+        SimdMath.AddInPlace(Host(destination), Host(source));
     }
 
     public void Intervene(Tensor x, Tensor scale, Tensor offset)
@@ -112,8 +112,7 @@ public sealed class CpuBackend : IBackend
         var s = Host(source); var d = Host(destination);
         for (int i = 0; i < rows.Length; i++)
         {
-            var dr = d.AsSpan(rows[i] * w, w);
-            System.Numerics.Tensors.TensorPrimitives.Add(dr, s.AsSpan(i * w, w), dr);
+            SimdMath.AddInPlace(d.AsSpan(rows[i] * w, w), s.AsSpan(i * w, w));
         }
     }
 

@@ -64,7 +64,7 @@ public static unsafe partial class Gemm
             });
             var c = new Span<float>(p.C, p.M * p.N);
             for (int t = 0; t < partials.Length; t++)
-                System.Numerics.Tensors.TensorPrimitives.Add(c, new ReadOnlySpan<float>(partials[t], p.M * p.N), c);
+                SimdMath.AddInPlace(c, new ReadOnlySpan<float>(partials[t], p.M * p.N));
         }
         finally
         {

@@ -1,19 +1,42 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>RMSNorm forward and backward (exact, or the RelP LN-rule with the scale held constant).</summary>
 public static class RmsNormOps
 {
-    public static void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> y, Span<float> rstd, int rows, int dim)
+    /// <remarks>
+    /// The sum of squares is accumulated in double, four lanes at a time (the order differs from a serial sum only at
+    /// double rounding, far below what reaches the float result).
+    /// </remarks>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Forward(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> y, Span<float> rstd, int rows, int dim)
     {
-        for (int r = 0; r < rows; r++)
+        if (x.Length < rows * dim || y.Length < rows * dim || weight.Length < dim || rstd.Length < rows)
+            throw new ArgumentException("RmsNorm operands are smaller than rows × dim");
+        fixed (float* px = x, pw = weight, py = y)
         {
-            var xr = x.Slice(r * dim, dim);
-            double ss = 0;
-            for (int i = 0; i < dim; i++) ss += (double)xr[i] * xr[i];
-            float s = (float)(1.0 / Math.Sqrt(ss / dim + eps));
-            rstd[r] = s;
-            var yr = y.Slice(r * dim, dim);
-            for (int i = 0; i < dim; i++) yr[i] = weight[i] * (xr[i] * s);
+            for (int r = 0; r < rows; r++)
+            {
+                float* xr = px + (long)r * dim, yr = py + (long)r * dim;
+                int i = 0;
+                var acc = Vector256<double>.Zero;
+                for (; i + 8 <= dim; i += 8)
+                {
+                    var (lo, hi) = Vector256.Widen(Vector256.Load(xr + i));
+                    acc = Vector256.FusedMultiplyAdd(lo, lo, acc);
+                    acc = Vector256.FusedMultiplyAdd(hi, hi, acc);
+                }
+                double ss = Vector256.Sum(acc);
+                for (; i < dim; i++) ss += (double)xr[i] * xr[i];
+                float s = (float)(1.0 / Math.Sqrt(ss / dim + eps));
+                rstd[r] = s;
+                var vs = Vector256.Create(s);
+                i = 0;
+                for (; i + 8 <= dim; i += 8) Vector256.Store(Vector256.Load(pw + i) * (Vector256.Load(xr + i) * vs), yr + i);
+                for (; i < dim; i++) yr[i] = pw[i] * (xr[i] * s);
+            }
         }
     }
 
