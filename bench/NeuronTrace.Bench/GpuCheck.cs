@@ -137,9 +137,28 @@ static class GpuCheck
             // forward + patch forward + backward (≈ 2 forwards) per pair.
             double tflops = pairsPerS * seq * flopsPerToken * 4 / 1e12;
             double? peak = DensePeakTflops(device, precision);
+            if (Environment.GetEnvironmentVariable("NEURONTRACE_CUDA_PROFILE") == "1")
+            {
+                PrintOpProfile(cuda, () => Attributor.Score(llama, task, options), $"attribution {precision}");
+                PrintOpProfile(cuda, () => eval.Evaluate(masks), $"sweep {precision}");
+            }
             Console.WriteLine($"{{\"model\": \"{Path.GetFileName(model.TrimEnd('/'))}\", \"device\": \"{device}\", \"math\": \"{precision.ToString().ToLowerInvariant()}\", \"attribution_pairs_per_s\": {pairsPerS:F2}, \"sweep_prompt_forwards_per_s\": {fwdPerS:F2}, \"attribution_tflops\": {tflops:F2}, \"peak_tflops\": {(peak is { } p ? p.ToString("F0") : "null")}}}");
         }
         return 0;
+    }
+
+    /// <summary>One more run of <paramref name="work"/> with the per-op profile on; the ops by total time.</summary>
+    static void PrintOpProfile(CudaBackend cuda, Action work, string label)
+    {
+        cuda.OpProfile = [];
+        var w = Stopwatch.StartNew();
+        work();
+        double total = w.Elapsed.TotalMilliseconds;
+        var profile = cuda.OpProfile;
+        cuda.OpProfile = null;
+        Console.WriteLine($"op profile, {label}: {total:F0} ms wall with a wait around every op; in ops {profile.Values.Sum(v => v.Milliseconds):F0} ms");
+        foreach (var (name, (calls, ms)) in profile.OrderByDescending(kv => kv.Value.Milliseconds).Take(12))
+            Console.WriteLine($"  {name,-22} {calls,6} calls {ms,9:F1} ms");
     }
 
     /// <summary>NVIDIA's published dense peaks of the H100 SXM (FP32 CUDA cores; TF32 and BF16 tensor cores, no sparsity).</summary>

@@ -5,6 +5,7 @@
 # Each step has its own time limit and a failing step does not stop the next: one call must report everything.
 # Big files (models, PTX) stay in NT_OUT (default /tmp/nt-out); only logs go to $OUT when the device tool sets it.
 #   GPU_ALL_SKIP_BENCH=1   checks only
+#   NEURONTRACE_CUDA_PROFILE=0   no per-op profile after each timed configuration (on by default here)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 export NT_OUT="${NT_OUT:-/tmp/nt-out}"; mkdir -p "$NT_OUT"
@@ -27,10 +28,11 @@ bash scripts/gpu/run-gpu.sh env
 step 60 "synthetic model" python3 bench/make_synthetic_model.py --out "$NT_OUT/synthetic-1024"
 step 200 "CUDA vs CPU" bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin "$NT_OUT/synthetic-1024"
 step 150 "memcheck" bash scripts/gpu/run-gpu.sh memcheck -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin
-cp "$NT_OUT"/memcheck.*.txt "$logs/" 2>/dev/null || true
+step 150 "initcheck" bash scripts/gpu/run-gpu.sh initcheck -- bin/NeuronTrace.Bench gpu-check models/stories260K/stories260K.bin
+cp "$NT_OUT"/memcheck.*.txt "$NT_OUT"/initcheck.*.txt "$logs/" 2>/dev/null || true
 if [ "${GPU_ALL_SKIP_BENCH:-0}" != 1 ]; then
   step 120 "Llama-3.1-8B-shaped weights" python3 bench/make_synthetic_model.py --out "$NT_OUT/llama8b" --preset llama3.1-8b --dtype bf16 --device cuda
-  step 240 "NeuronTrace GPU bench" bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-bench "$NT_OUT/llama8b" 8 64
+  NEURONTRACE_CUDA_PROFILE="${NEURONTRACE_CUDA_PROFILE:-1}" step 240 "NeuronTrace GPU bench" bash scripts/gpu/run-gpu.sh run -- bin/NeuronTrace.Bench gpu-bench "$NT_OUT/llama8b" 8 64
   step 90 "PyTorch attribution" python3 bench/torch_attribution.py --model "$NT_OUT/llama8b" --batch 8 --seq 64 --iters 3 --device cuda --dtype bf16
   step 90 "PyTorch sweep" python3 bench/torch_sweep.py --model "$NT_OUT/llama8b" --batch 8 --seq 64 --masks 4 --masks-per-forward 4 --iters 2 --device cuda --dtype bf16
 fi

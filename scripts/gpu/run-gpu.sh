@@ -10,6 +10,7 @@
 #   scripts/gpu/run-gpu.sh env                 print the environment the commands below run with
 #   scripts/gpu/run-gpu.sh run -- CMD...       run CMD with that environment (e.g. the published test executable)
 #   scripts/gpu/run-gpu.sh memcheck -- CMD...  the same under compute-sanitizer memcheck (leaks too)
+#   scripts/gpu/run-gpu.sh initcheck -- CMD... reads of device memory no one wrote (the forward allocates uninitialised)
 #   scripts/gpu/run-gpu.sh racecheck -- CMD... shared-memory races (attention stages key tiles through shared memory)
 #   scripts/gpu/run-gpu.sh synccheck -- CMD... barriers reached by part of a block / warp
 #   scripts/gpu/run-gpu.sh nsys -- CMD...      an Nsight Systems trace with the NVTX op ranges, in $NT_OUT
@@ -149,7 +150,7 @@ main() {
     ptxas) check_ptxas ;;
     host-lib) build_host_lib ;;
     env) env | grep -E '^(NEURONTRACE_|NT_|LD_LIBRARY_PATH)' | sort ;;
-    run|memcheck|racecheck|synccheck|nsys)
+    run|memcheck|initcheck|racecheck|synccheck|nsys)
       if [ ${#cmd[@]} -eq 0 ]; then echo "run-gpu.sh $verb: give the command after --" >&2; exit 2; fi
       case "$verb" in
         run) run_logged run "${cmd[@]}" ;;

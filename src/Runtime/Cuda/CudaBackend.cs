@@ -70,6 +70,9 @@ public sealed class CudaBackend : IBackend
         return t;
     }
 
+    /// <summary>Contents undefined (whatever the pooled block held): for outputs an op overwrites entirely.</summary>
+    public Tensor AllocateUninitialized(params int[] shape) => Create(shape);
+
     public Tensor Upload(ReadOnlySpan<float> data, params int[] shape)
     {
         var t = Create(shape);
@@ -493,12 +496,30 @@ public sealed class CudaBackend : IBackend
     RangeScope Range(string name)
     {
         device.PushRange(name);
-        return new RangeScope(device);
+        if (OpProfile is null) return new RangeScope(this, null, 0);
+        device.Synchronize();
+        return new RangeScope(this, name, System.Diagnostics.Stopwatch.GetTimestamp());
     }
 
-    readonly struct RangeScope(IDeviceRuntime device) : IDisposable
+    /// <summary>
+    /// When set, every op waits for the device before and after itself and adds its wall time (milliseconds, host
+    /// launch overhead included; nested ranges counted in both) and a call count here, by NVTX range name. A quick
+    /// per-op profile where Nsight is not at hand; the waits slow the run, so never time throughput with it on.
+    /// </summary>
+    public Dictionary<string, (long Calls, double Milliseconds)>? OpProfile { get; set; }
+
+    readonly struct RangeScope(CudaBackend backend, string? name, long started) : IDisposable
     {
-        public void Dispose() => device.PopRange();
+        public void Dispose()
+        {
+            if (name is not null && backend.OpProfile is { } profile)
+            {
+                backend.device.Synchronize();
+                var (calls, ms) = profile.GetValueOrDefault(name);
+                profile[name] = (calls + 1, ms + System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            }
+            backend.device.PopRange();
+        }
     }
 
     static void CheckAttention(AttentionShape s, Tensor q, Tensor k, Tensor v, Tensor probs)

@@ -335,6 +335,27 @@ public class CudaBackendTests
         Assert.Equal(GemmPrecision.Bf16, GemmPrecisions.Parse("bf16"));
     }
 
+    [Fact]
+    public void The_op_profile_counts_each_op_by_its_range_name_and_only_while_set()
+    {
+        using var b = new CudaBackend(new HostKernelRuntime());
+        using var x = b.Upload(Rand.Floats(1, 12), 3, 4);
+        using var w = b.Upload(Rand.Floats(2, 20), 5, 4);
+        using var y = b.Allocate(3, 5);
+        b.MatMul(x, w, y, false);                 // before: not counted
+        b.OpProfile = [];
+        b.MatMul(x, w, y, false);
+        b.MatMul(x, w, y, true);
+        b.Fill(y, 1f);
+        var profile = b.OpProfile;
+        b.OpProfile = null;
+        b.Fill(y, 2f);                            // after: not counted
+        Assert.Equal(2, profile["matmul"].Calls);
+        Assert.Equal(1, profile["fill"].Calls);
+        Assert.True(profile["matmul"].Milliseconds >= 0);
+        Assert.Equal(2, profile.Count);
+    }
+
     [Theory]
     [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
     public void Empty_batches_launch_nothing(string target)
