@@ -81,7 +81,7 @@ public sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
 /// <summary>Arrays kept for reuse by exact length, bounded in count per length and in total bytes.</summary>
 static class ArrayPoolByLength
 {
-    const int PerLength = 32;
+    const int PerLength = 512;   // an attribution batch holds two forwards of ~15 same-shape tensors per layer
     const long MaxBytes = 1L << 30;
     static readonly System.Collections.Concurrent.ConcurrentDictionary<long, System.Collections.Concurrent.ConcurrentBag<float[]>> Pool = new();
     static long _bytes;

@@ -83,8 +83,7 @@ public sealed class CpuBackend : IBackend
 
     public void Intervene(Tensor x, Tensor scale, Tensor offset)
     {
-        var d = Host(x).AsSpan();
-        System.Numerics.Tensors.TensorPrimitives.FusedMultiplyAdd(d, Host(scale), Host(offset), d);
+        SimdMath.FusedMultiplyAddInPlace(Host(x), Host(scale), Host(offset));
     }
 
     public void MeanAblate(Tensor x, Tensor means, ReadOnlySpan<uint> keepBits, ReadOnlySpan<int> keepRow, ReadOnlySpan<int> meanRow)
@@ -95,8 +94,7 @@ public sealed class CpuBackend : IBackend
 
     public void Multiply(Tensor x, Tensor scale)
     {
-        var d = Host(x).AsSpan();
-        System.Numerics.Tensors.TensorPrimitives.Multiply(d, Host(scale), d);
+        SimdMath.MultiplyInPlace(Host(x), Host(scale));
     }
 
     public void GatherRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)

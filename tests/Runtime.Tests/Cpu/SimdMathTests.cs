@@ -67,4 +67,27 @@ public class SimdMathTests
             Assert.Equal(a[i] + b[i], e[i]);
         }
     }
+
+    /// <summary>The fused form rounds once: exactly float(x·s + o) computed in double (exact for floats' products),
+    /// which a separate multiply-then-add misses on some inputs; multiply is exact float multiplication.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(8)]
+    [InlineData(1001)]
+    public void FusedMultiplyAdd_rounds_once_and_Multiply_is_exact(int n)
+    {
+        var rng = new Random(n);
+        float[] x = new float[n], sc = new float[n], of = new float[n];
+        for (int i = 0; i < n; i++) { x[i] = (float)(rng.NextDouble() * 4 - 2); sc[i] = (float)(rng.NextDouble() * 4 - 2); of[i] = (float)(rng.NextDouble() * 4 - 2); }
+        var fused = (float[])x.Clone();
+        SimdMath.FusedMultiplyAddInPlace(fused, sc, of);
+        var product = (float[])x.Clone();
+        SimdMath.MultiplyInPlace(product, sc);
+        for (int i = 0; i < n; i++)
+        {
+            Assert.Equal((float)((double)x[i] * sc[i] + of[i]), fused[i]);
+            Assert.Equal(x[i] * sc[i], product[i]);
+        }
+        Assert.Throws<ArgumentException>(() => SimdMath.MultiplyInPlace(new float[3], new float[2]));
+    }
 }
