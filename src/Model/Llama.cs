@@ -9,8 +9,13 @@ namespace NeuronTrace.Model;
 public sealed class Llama : IDisposable
 {
     readonly DeviceWeights _w;
+    // RoPE tables, grown (never shrunk) to the longest batch seen. Forwards may run on two threads at once (the
+    // attribution runs the patch forward beside the clean one on the CPU), so growth is locked and replaced tables
+    // are kept until Dispose: a forward still rotating with the old ones must not see them freed.
     Tensor? _cos, _sin;
     int _ropePositions;
+    readonly Lock _ropeLock = new();
+    readonly List<Tensor> _oldRopeTables = [];
 
     public Llama(LlamaWeights weights, IBackend backend)
     {
@@ -28,7 +33,7 @@ public sealed class Llama : IDisposable
         var c = Config; var be = Backend;
         int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
         if (T > c.MaxSeqLen) throw new ArgumentException($"prompt of {T} tokens exceeds the model's context of {c.MaxSeqLen}");
-        EnsureRope(T);
+        var (cosTable, sinTable) = EnsureRope(T);
         var shape = new AttentionShape(batch.Size, T, c.Heads, c.KvHeads, c.HeadDim);
 
         // Every tensor of the forward is overwritten in full by the op that produces it, so none is cleared first.
@@ -56,8 +61,8 @@ public sealed class Llama : IDisposable
             be.MatMul(s.AttnNormed, w.Wk, s.K, false);
             be.MatMul(s.AttnNormed, w.Wv, s.V, false);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            be.Rope(s.Q, c.Heads, T, _cos!, _sin!, interleaved, inverse: false);
-            be.Rope(s.K, c.KvHeads, T, _cos!, _sin!, interleaved, inverse: false);
+            be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
+            be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
             be.Attention(s.Q, s.K, s.V, shape, s.Z, s.Probs);
             Edit(plan, NodeSite.AttnZ, l, s.Z);
             be.MatMul(s.Z, w.Wo, s.AttnOut, false);
@@ -146,6 +151,7 @@ public sealed class Llama : IDisposable
         var c = Config; var be = Backend; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim;
         var shape = new AttentionShape(batch.Size, batch.SeqLen, c.Heads, c.KvHeads, c.HeadDim);
+        var (cosTable, sinTable) = EnsureRope(batch.SeqLen);   // the forward made them; this takes a snapshot
         var grads = new SiteGradients(be, c.Layers);
 
         using var dZ = be.Allocate(rows, d);
@@ -196,8 +202,8 @@ public sealed class Llama : IDisposable
             ScaleByEdit(NodeSite.AttnZ, l, dZ);
             be.AttentionBackward(dZ, s.Q, s.K, s.V, s.Probs, shape, rules.Attention, dQ, dK, dV);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            be.Rope(dQ, c.Heads, batch.SeqLen, _cos!, _sin!, interleaved, inverse: true);
-            be.Rope(dK, c.KvHeads, batch.SeqLen, _cos!, _sin!, interleaved, inverse: true);
+            be.Rope(dQ, c.Heads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
+            be.Rope(dK, c.KvHeads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
             be.MatMulInputGrad(dQ, w.Wq, dNorm, false);
             be.MatMulInputGrad(dK, w.Wk, dNorm, true);
             be.MatMulInputGrad(dV, w.Wv, dNorm, true);
@@ -247,20 +253,26 @@ public sealed class Llama : IDisposable
         if (plan is not null && plan.TryGetTransform(site, layer, out var transform)) transform(value);
     }
 
-    void EnsureRope(int positions)
+    /// <summary>Tables covering at least <paramref name="positions"/> positions (rows beyond a batch's length are unused).</summary>
+    (Tensor Cos, Tensor Sin) EnsureRope(int positions)
     {
-        if (_cos is not null && positions <= _ropePositions) return;
-        int n = Math.Max(positions, Math.Min(Config.MaxSeqLen, 256));
-        var (cos, sin) = RopeTables.Build(Config, n);
-        _cos?.Dispose(); _sin?.Dispose();
-        _cos = Backend.Upload(cos, n, Config.HeadDim / 2);
-        _sin = Backend.Upload(sin, n, Config.HeadDim / 2);
-        _ropePositions = n;
+        lock (_ropeLock)
+        {
+            if (_cos is not null && positions <= _ropePositions) return (_cos, _sin!);
+            int n = Math.Max(positions, Math.Min(Config.MaxSeqLen, 256));
+            var (cos, sin) = RopeTables.Build(Config, n);
+            if (_cos is not null) { _oldRopeTables.Add(_cos); _oldRopeTables.Add(_sin!); }
+            _cos = Backend.Upload(cos, n, Config.HeadDim / 2);
+            _sin = Backend.Upload(sin, n, Config.HeadDim / 2);
+            _ropePositions = n;
+            return (_cos, _sin);
+        }
     }
 
     public void Dispose()
     {
         _w.Dispose();
         _cos?.Dispose(); _sin?.Dispose();
+        foreach (var t in _oldRopeTables) t.Dispose();
     }
 }

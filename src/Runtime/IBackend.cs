@@ -9,6 +9,13 @@ public interface IBackend : IDisposable
 {
     string Name { get; }
 
+    /// <summary>
+    /// Whether ops may be called from several threads at once on distinct tensors (the CPU backend: its ops share no
+    /// mutable state). Callers use it to overlap independent work, such as two forwards; a GPU backend runs one stream
+    /// from one thread and says false.
+    /// </summary>
+    bool SupportsConcurrentCalls => false;
+
     /// <summary>A zero-filled tensor.</summary>
     Tensor Allocate(params int[] shape);
     /// <summary>

@@ -6,6 +6,7 @@ public sealed class CpuBackend : IBackend
     public static CpuBackend Instance { get; } = new();
 
     public string Name => "cpu";
+    public bool SupportsConcurrentCalls => true;
 
     public Tensor Allocate(params int[] shape) => CpuTensor.Rent(shape);
     public Tensor AllocateUninitialized(params int[] shape) => CpuTensor.Rent(shape, clear: false);
