@@ -223,22 +223,18 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     {
         context.MakeCurrent();
         float alpha = c.Alpha, beta = c.Beta;
-        if (c.Precision == GemmPrecision.Bf16)  // A and B hold bf16 values (see CudaBackend.Gemm), C is fp32
+        if (c.Precision != GemmPrecision.Fp32)
         {
+            // TF32: fp32 operands, tensor-core compute type. Bf16: A and B hold bf16 values (see CudaBackend.Gemm),
+            // fp32 compute. C is fp32 either way.
+            var (inputType, compute) = c.Precision == GemmPrecision.Bf16
+                ? (Cublas.DataTypeR16BF, Cublas.ComputeType32F)
+                : (Cublas.DataTypeR32F, Cublas.ComputeType32FFastTf32);
             CudaException.CheckCublas(Cublas.cublasGemmEx(cublas.DangerousGetHandle(),
                 c.TransposeA ? Cublas.OpT : Cublas.OpN, c.TransposeB ? Cublas.OpT : Cublas.OpN, c.M, c.N, c.K,
-                &alpha, (ulong)c.A, Cublas.DataTypeR16BF, c.Lda, (ulong)c.B, Cublas.DataTypeR16BF, c.Ldb,
-                &beta, (ulong)c.C, Cublas.DataTypeR32F, c.Ldc, Cublas.ComputeType32F, Cublas.GemmDefault),
-                $"cublasGemmEx(bf16, m={c.M}, n={c.N}, k={c.K})");
-            return;
-        }
-        if (c.Precision == GemmPrecision.Tf32)
-        {
-            CudaException.CheckCublas(Cublas.cublasGemmEx(cublas.DangerousGetHandle(),
-                c.TransposeA ? Cublas.OpT : Cublas.OpN, c.TransposeB ? Cublas.OpT : Cublas.OpN, c.M, c.N, c.K,
-                &alpha, (ulong)c.A, Cublas.DataTypeR32F, c.Lda, (ulong)c.B, Cublas.DataTypeR32F, c.Ldb,
-                &beta, (ulong)c.C, Cublas.DataTypeR32F, c.Ldc, Cublas.ComputeType32FFastTf32, Cublas.GemmDefault),
-                $"cublasGemmEx(TF32, m={c.M}, n={c.N}, k={c.K})");
+                &alpha, (ulong)c.A, inputType, c.Lda, (ulong)c.B, inputType, c.Ldb,
+                &beta, (ulong)c.C, Cublas.DataTypeR32F, c.Ldc, compute, Cublas.GemmDefault),
+                $"cublasGemmEx({c.Precision}, m={c.M}, n={c.N}, k={c.K})");
             return;
         }
         CudaException.CheckCublas(Cublas.cublasSgemm_v2(cublas.DangerousGetHandle(),
