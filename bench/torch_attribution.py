@@ -104,7 +104,7 @@ def main():
         "config": describe(dev, a.threads, f"method {a.method}, path F.linear + autograd, {a.dtype}, sites "
                                           f"{'/'.join(SITES)} x {cfg.layers} layers, model "
                                           f"{os.path.basename(a.model.rstrip('/'))} dim {cfg.dim}, batch {a.batch} pairs, "
-                                          f"seq {a.seq}, {a.iters} timed iters after {a.warmup} warm-up, median"),
+                                          f"seq {a.seq}, {a.iters} timed iters after {a.warmup} warm-up; median and best reported"),
     }))
 
 

@@ -119,7 +119,7 @@ def main():
         "config": describe(dev, a.threads, f"path {path_desc} (fastest of {'/'.join(paths)}), {a.dtype}, "
                                           f"inference_mode, model {os.path.basename(a.model.rstrip('/'))} "
                                           f"dim {cfg.dim} layers {cfg.layers} vocab {cfg.vocab}, batch {a.batch}, "
-                                          f"seq {a.seq}, {a.iters} timed iters after {a.warmup} warm-up, median"),
+                                          f"seq {a.seq}, {a.iters} timed iters after {a.warmup} warm-up; median and best reported"),
     }
     print(json.dumps(out))
 

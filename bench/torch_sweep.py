@@ -98,7 +98,7 @@ def main():
         "load_average_1min": load_average(),
         "config": describe(dev, a.threads, f"path F.linear, inference_mode, {a.dtype}, {M} masks x {B} prompts per iter, "
                                           f"{K} mask(s) per forward, model {os.path.basename(a.model.rstrip('/'))} "
-                                          f"dim {cfg.dim}, seq {T}, {a.iters} timed iters after {a.warmup} warm-up, median"),
+                                          f"dim {cfg.dim}, seq {T}, {a.iters} timed iters after {a.warmup} warm-up; median and best reported"),
     }))
 
 

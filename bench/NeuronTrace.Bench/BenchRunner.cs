@@ -41,13 +41,11 @@ static class BenchRunner
         var loaded = ModelLoader.Load(model);
         using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
         var tb = new TokenBatch(RandomPrompts(batch, seq, loaded.Config.VocabSize, 0));
-        double seconds = Time(() => { using var p = llama.Forward(tb, LogitRows.All); }, Iters(model));
-        double ours = batch * seq / seconds;
+        var seconds = Time(() => { using var p = llama.Forward(tb, LogitRows.All); }, Iters(model));
         var torch = Torch("torch_forward.py", model, batch, seq, Iters(model));
-        double theirs = torch.GetProperty("tokens_per_s").GetDouble();
-        double gflops = LinearFlops(loaded.Config, batch * seq) / seconds / 1e9;
-        Report($"forward {Name(model)} batch {batch} seq {seq}", "tokens/s", ours, theirs, torch,
-            $"our linear layers: {gflops:F1} GFLOP/s");
+        double gflops = LinearFlops(loaded.Config, batch * seq) / seconds.Best / 1e9;
+        Report($"forward {Name(model)} batch {batch} seq {seq}", "tokens/s", batch * seq, seconds, torch, "tokens_per_s",
+            $"our linear layers: {gflops:F1} GFLOP/s (best run)");
     }
 
     static void Attribution(string model, int batch, int seq)
@@ -56,10 +54,9 @@ static class BenchRunner
         using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
         var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch, Sites = [NodeSite.Resid, NodeSite.Attn, NodeSite.MlpOut, NodeSite.MlpAct] };
-        double seconds = Time(() => Attributor.Score(llama, task, options), Iters(model));
+        var seconds = Time(() => Attributor.Score(llama, task, options), Iters(model));
         var torch = Torch("torch_attribution.py", model, batch, seq, Iters(model), "--method", "relp");
-        Report($"attribution (RelP, all sites) {Name(model)} batch {batch} seq {seq}", "pairs/s", batch / seconds,
-            torch.GetProperty("pairs_per_s").GetDouble(), torch, "");
+        Report($"attribution (RelP, all sites) {Name(model)} batch {batch} seq {seq}", "pairs/s", batch, seconds, torch, "pairs_per_s", "");
     }
 
     static void Sweep(string model, int batch, int seq, int masks)
@@ -71,35 +68,44 @@ static class BenchRunner
         var eval = new AblationEvaluator(llama, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, seq) { MasksPerForward = masks };
         var rng = new Random(1);
         var maskList = Enumerable.Range(0, masks).Select(_ => Enumerable.Range(0, loaded.Config.Layers * seq * loaded.Config.HiddenDim).Select(_ => rng.NextDouble() < 0.5).ToArray()).ToList();
-        double seconds = Time(() => eval.Evaluate(maskList), Iters(model));
+        var seconds = Time(() => eval.Evaluate(maskList), Iters(model));
         var torch = Torch("torch_sweep.py", model, batch, seq, Iters(model), "--masks", masks.ToString(), "--masks-per-forward", masks.ToString());
-        Report($"sweep (mean-ablated forwards, {masks} masks) {Name(model)} batch {batch} seq {seq}", "prompt-forwards/s", batch * masks / seconds,
-            torch.GetProperty("prompt_forwards_per_s").GetDouble(), torch, "");
+        Report($"sweep (mean-ablated forwards, {masks} masks) {Name(model)} batch {batch} seq {seq}", "prompt-forwards/s", batch * masks, seconds,
+            torch, "prompt_forwards_per_s", "");
     }
 
-    static void Report(string what, string unit, double ours, double theirs, JsonElement torch, string extra)
+    /// <summary>
+    /// Prints both sides as median (best) of their timed runs, and the ratio of medians — the steadier statistic on a
+    /// shared machine — beside the ratio of bests. <paramref name="work"/> is the units one timed run does;
+    /// <paramref name="torchKey"/> the PyTorch script's median rate (its best is "best_" + key).
+    /// </summary>
+    static void Report(string what, string unit, double work, (double Median, double Best) seconds, JsonElement torch, string torchKey, string extra)
     {
         string config = torch.TryGetProperty("config", out var c) ? c.ToString() : "";
+        double oursMedian = work / seconds.Median, oursBest = work / seconds.Best;
+        double theirsMedian = torch.GetProperty(torchKey).GetDouble(), theirsBest = torch.GetProperty("best_" + torchKey).GetDouble();
         Console.WriteLine($"{what}");
-        Console.WriteLine($"  NeuronTrace (CPU, {Environment.ProcessorCount} threads): {ours,12:F1} {unit}");
-        Console.WriteLine($"  PyTorch:                          {theirs,12:F1} {unit}   [{config}]");
-        Console.WriteLine($"  ratio ours/PyTorch: {ours / theirs:F2}x   {extra}");
+        Console.WriteLine($"  NeuronTrace (CPU, {Environment.ProcessorCount} threads): {oursMedian,12:F1} {unit} median ({oursBest:F1} best)");
+        Console.WriteLine($"  PyTorch:                          {theirsMedian,12:F1} {unit} median ({theirsBest:F1} best)   [{config}]");
+        Console.WriteLine($"  ratio ours/PyTorch: {oursMedian / theirsMedian:F2}x of medians, {oursBest / theirsBest:F2}x of bests   {extra}");
     }
 
     static int Iters(string model) => _quick ? 2 : model.EndsWith(".bin") ? 20 : 3;
 
-    /// <summary>Best of <paramref name="iters"/> runs after one warm-up, in seconds.</summary>
-    static double Time(Action a, int iters)
+    /// <summary>Median and best of <paramref name="iters"/> runs after one warm-up, in seconds.</summary>
+    static (double Median, double Best) Time(Action a, int iters)
     {
         a();
-        double best = double.MaxValue;
+        var seconds = new double[iters];
         for (int i = 0; i < iters; i++)
         {
             var w = Stopwatch.StartNew();
             a();
-            best = Math.Min(best, w.Elapsed.TotalSeconds);
+            seconds[i] = w.Elapsed.TotalSeconds;
         }
-        return best;
+        Array.Sort(seconds);
+        double median = iters % 2 == 1 ? seconds[iters / 2] : (seconds[iters / 2 - 1] + seconds[iters / 2]) / 2;
+        return (median, seconds[0]);
     }
 
     static JsonElement Torch(string script, string model, int batch, int seq, int iters, params string[] extra)

@@ -29,24 +29,64 @@ public static class Attributor
         int batches = (task.Count + batchSize - 1) / batchSize;
         long unitsPerBatch = options.Method == AttributionMethod.IG ? sites.Length * model.Config.Layers : 1;
         long done = 0;
+        bool splitBatches = SplitsBatches(model, task, batchSize);
+        using var secondSums = splitBatches ? new ScoreSums(model.Backend, model.Config, sites, positions) : null;
         for (int start = 0; start < task.Count; start += batchSize)
         {
             var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();
-            using var ctx = new BatchContext(model, pairs, metric, baseline, sites, positions);
             foreach (var p in pairs)
                 for (int i = 0; i < p.CleanIds.Length; i++) counts[i]++;
+            if (splitBatches && pairs.Count >= 2)
+            {
+                int half = pairs.Count / 2;
+                try
+                {
+                    Parallel.Invoke(
+                        () => RunBatch(pairs.GetRange(0, half), sums, concurrentPatch: false),
+                        () => RunBatch(pairs.GetRange(half, pairs.Count - half), secondSums!, concurrentPatch: false));
+                }
+                catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+                {
+                    // the caller sees the error itself, as from a serial run (the CLI turns it into one line)
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+                }
+            }
+            else RunBatch(pairs, sums, concurrentPatch: model.Backend.SupportsConcurrentCalls);
+            if (options.Method != AttributionMethod.IG) progress?.Report(new("attribute", ++done, batches));
+        }
+        if (secondSums is not null) sums.Add(secondSums);
+
+        void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
+        {
+            using var ctx = new BatchContext(model, pairs, metric, baseline, sites, positions, concurrentPatch);
             switch (options.Method)
             {
-                case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, sums); break;
-                case AttributionMethod.RelP: ctx.GradientTimesDelta(options.RelPRules, sums); break;
-                case AttributionMethod.IG: ctx.IntegratedGradients(options.IgSteps, sums, () => progress?.Report(new("ig", ++done, batches * unitsPerBatch))); break;
-                case AttributionMethod.IGInputs: ctx.InputIntegratedGradients(options.IgSteps, sums); break;
+                case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
+                case AttributionMethod.RelP: ctx.GradientTimesDelta(options.RelPRules, into); break;
+                case AttributionMethod.IG: ctx.IntegratedGradients(options.IgSteps, into, () => progress?.Report(new("ig", Interlocked.Increment(ref done), batches * unitsPerBatch))); break;
+                case AttributionMethod.IGInputs: ctx.InputIntegratedGradients(options.IgSteps, into); break;
             }
-            if (options.Method != AttributionMethod.IG) progress?.Report(new("attribute", ++done, batches));
         }
 
         return sums.MeansOver(counts);
     }
+
+    /// <summary>
+    /// Whether each batch is cut in two halves scored on two threads at once. For small models every op is too small
+    /// to spread over the cores itself (thread hand-offs cost more than the work), so the two halves keep both cores
+    /// busy instead, each with its own score sums; big models split their matrix products across the cores already.
+    /// Only on a backend that takes concurrent calls (the CPU).
+    /// </summary>
+    static bool SplitsBatches(Llama model, PromptTask task, int batchSize)
+    {
+        if (!model.Backend.SupportsConcurrentCalls || Environment.ProcessorCount < 2 || Math.Min(batchSize, task.Count) < 2) return false;
+        var c = model.Config;
+        long rows = (long)Math.Min(batchSize, task.Count) * task.Pairs.Max(p => p.CleanIds.Length);
+        return rows * c.Dim * c.HiddenDim < SmallModelWork;
+    }
+
+    /// <summary>Multiply-adds of a batch's largest product (rows · dim · hidden) below which batches are split.</summary>
+    const long SmallModelWork = 1L << 26;
 
     /// <summary>One batch of examples: the clean and baseline site values and the metric gradient plumbing.</summary>
     sealed class BatchContext : IDisposable
@@ -64,7 +104,8 @@ public static class Attributor
         readonly int[] _scoreRowOf;
         readonly Dictionary<int, (Tensor MinusOne, Tensor Zero)> _constants = new();
 
-        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, NodeSite[] sites, int positions)
+        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, NodeSite[] sites, int positions,
+            bool concurrentPatch)
         {
             _model = model; _be = model.Backend; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
@@ -78,7 +119,7 @@ public static class Attributor
                 // The patch forward is independent of the clean forward and of its backward: on a backend that takes
                 // concurrent calls (the CPU) it runs on a second thread meanwhile, which for small models — whose ops
                 // are too small to split across cores — nearly halves the batch's forward time.
-                _patchForward = _be.SupportsConcurrentCalls
+                _patchForward = concurrentPatch
                     ? Task.Run(() => model.Forward(patch, LogitRows.None))
                     : Task.FromResult(model.Forward(patch, LogitRows.None));
             }

@@ -30,6 +30,12 @@ internal sealed class ScoreSums : IDisposable
 
     public Tensor Get(NodeSite site, int layer) => _sums[(site, layer)];
 
+    /// <summary>Adds another set of sums over the same sites and positions (e.g. a second thread's) into these.</summary>
+    public void Add(ScoreSums other)
+    {
+        foreach (var (key, t) in _sums) _backend.Add(t, other._sums[key]);
+    }
+
     /// <summary>The sums divided by the number of examples that have each position.</summary>
     public NodeScores MeansOver(int[] examplesAtPosition)
     {
