@@ -11,16 +11,22 @@ namespace NeuronTrace.Bench;
 
 /// <summary>
 /// Throughput benchmarks, each against PyTorch doing the same work in the same run (bench/torch_*.py under Debian's
-/// /usr/bin/python3), printing both numbers and the ratio. Usage: bench [all|forward|attribution|sweep|gemm] [--quick].
+/// /usr/bin/python3), printing both numbers and the ratio. Usage: bench [all|forward|attribution|sweep|gemm] [--quick]
+/// [--rounds N]. On a shared machine a single pair of runs can be off by 2× either way, so each comparison is made in
+/// rounds (ours, then PyTorch, again and again; 3 for stories260K, 1 for the slow synthetic model unless --rounds says)
+/// and the median of the rounds' ratios is the headline figure.
 /// </summary>
 static class BenchRunner
 {
     static readonly string Root = FindRoot();
     static bool _quick;
+    static int? _rounds;
 
     public static int Run(string which, string[] rest)
     {
         _quick = rest.Contains("--quick");
+        int at = Array.IndexOf(rest, "--rounds");
+        if (at >= 0 && at + 1 < rest.Length && int.TryParse(rest[at + 1], out int r) && r > 0) _rounds = r;
         if (which == "gpu-check") return GpuCheck.Check(rest.Where(a => !a.StartsWith("--")).ToArray());
         if (which == "gpu-bench") return GpuCheck.Bench(rest[0], int.Parse(rest.ElementAtOrDefault(1) ?? "8"), int.Parse(rest.ElementAtOrDefault(2) ?? "64"));
         string synthetic = EnsureSynthetic();
@@ -41,11 +47,13 @@ static class BenchRunner
         var loaded = ModelLoader.Load(model);
         using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
         var tb = new TokenBatch(RandomPrompts(batch, seq, loaded.Config.VocabSize, 0));
-        var seconds = Time(() => { using var p = llama.Forward(tb, LogitRows.All); }, Iters(model));
-        var torch = Torch("torch_forward.py", model, batch, seq, Iters(model));
-        double gflops = LinearFlops(loaded.Config, batch * seq) / seconds.Best / 1e9;
-        Report($"forward {Name(model)} batch {batch} seq {seq}", "tokens/s", batch * seq, seconds, torch, "tokens_per_s",
-            $"our linear layers: {gflops:F1} GFLOP/s (best run)");
+        InRounds(model, $"forward {Name(model)} batch {batch} seq {seq}", () =>
+        {
+            var seconds = Time(() => { using var p = llama.Forward(tb, LogitRows.All); }, Iters(model));
+            var torch = Torch("torch_forward.py", model, batch, seq, Iters(model));
+            double gflops = LinearFlops(loaded.Config, batch * seq) / seconds.Best / 1e9;
+            return Report("tokens/s", batch * seq, seconds, torch, "tokens_per_s", $"our linear layers: {gflops:F1} GFLOP/s (best run)");
+        });
     }
 
     static void Attribution(string model, int batch, int seq)
@@ -54,9 +62,12 @@ static class BenchRunner
         using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
         var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch, Sites = [NodeSite.Resid, NodeSite.Attn, NodeSite.MlpOut, NodeSite.MlpAct] };
-        var seconds = Time(() => Attributor.Score(llama, task, options), Iters(model));
-        var torch = Torch("torch_attribution.py", model, batch, seq, Iters(model), "--method", "relp");
-        Report($"attribution (RelP, all sites) {Name(model)} batch {batch} seq {seq}", "pairs/s", batch, seconds, torch, "pairs_per_s", "");
+        InRounds(model, $"attribution (RelP, all sites) {Name(model)} batch {batch} seq {seq}", () =>
+        {
+            var seconds = Time(() => Attributor.Score(llama, task, options), Iters(model));
+            var torch = Torch("torch_attribution.py", model, batch, seq, Iters(model), "--method", "relp");
+            return Report("pairs/s", batch, seconds, torch, "pairs_per_s", "");
+        });
     }
 
     static void Sweep(string model, int batch, int seq, int masks)
@@ -68,26 +79,40 @@ static class BenchRunner
         var eval = new AblationEvaluator(llama, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, seq) { MasksPerForward = masks };
         var rng = new Random(1);
         var maskList = Enumerable.Range(0, masks).Select(_ => Enumerable.Range(0, loaded.Config.Layers * seq * loaded.Config.HiddenDim).Select(_ => rng.NextDouble() < 0.5).ToArray()).ToList();
-        var seconds = Time(() => eval.Evaluate(maskList), Iters(model));
-        var torch = Torch("torch_sweep.py", model, batch, seq, Iters(model), "--masks", masks.ToString(), "--masks-per-forward", masks.ToString());
-        Report($"sweep (mean-ablated forwards, {masks} masks) {Name(model)} batch {batch} seq {seq}", "prompt-forwards/s", batch * masks, seconds,
-            torch, "prompt_forwards_per_s", "");
+        InRounds(model, $"sweep (mean-ablated forwards, {masks} masks) {Name(model)} batch {batch} seq {seq}", () =>
+        {
+            var seconds = Time(() => eval.Evaluate(maskList), Iters(model));
+            var torch = Torch("torch_sweep.py", model, batch, seq, Iters(model), "--masks", masks.ToString(), "--masks-per-forward", masks.ToString());
+            return Report("prompt-forwards/s", batch * masks, seconds, torch, "prompt_forwards_per_s", "");
+        });
+    }
+
+    /// <summary>Runs one comparison in rounds and prints the median over rounds of the ratio of medians.</summary>
+    static void InRounds(string model, string what, Func<double> round)
+    {
+        int rounds = _rounds ?? (_quick || !model.EndsWith(".bin") ? 1 : 3);
+        Console.WriteLine(what);
+        var ratios = new List<double>();
+        for (int r = 0; r < rounds; r++) ratios.Add(round());
+        ratios.Sort();
+        if (rounds > 1)
+            Console.WriteLine($"  => median over {rounds} rounds: {ratios[rounds / 2]:F2}x (rounds: {string.Join(", ", ratios.Select(x => x.ToString("F2") + "x"))})");
     }
 
     /// <summary>
     /// Prints both sides as median (best) of their timed runs, and the ratio of medians — the steadier statistic on a
-    /// shared machine — beside the ratio of bests. <paramref name="work"/> is the units one timed run does;
-    /// <paramref name="torchKey"/> the PyTorch script's median rate (its best is "best_" + key).
+    /// shared machine — beside the ratio of bests; returns the ratio of medians. <paramref name="work"/> is the units one
+    /// timed run does; <paramref name="torchKey"/> the PyTorch script's median rate (its best is "best_" + key).
     /// </summary>
-    static void Report(string what, string unit, double work, (double Median, double Best) seconds, JsonElement torch, string torchKey, string extra)
+    static double Report(string unit, double work, (double Median, double Best) seconds, JsonElement torch, string torchKey, string extra)
     {
         string config = torch.TryGetProperty("config", out var c) ? c.ToString() : "";
         double oursMedian = work / seconds.Median, oursBest = work / seconds.Best;
         double theirsMedian = torch.GetProperty(torchKey).GetDouble(), theirsBest = torch.GetProperty("best_" + torchKey).GetDouble();
-        Console.WriteLine($"{what}");
         Console.WriteLine($"  NeuronTrace (CPU, {Environment.ProcessorCount} threads): {oursMedian,12:F1} {unit} median ({oursBest:F1} best)");
         Console.WriteLine($"  PyTorch:                          {theirsMedian,12:F1} {unit} median ({theirsBest:F1} best)   [{config}]");
         Console.WriteLine($"  ratio ours/PyTorch: {oursMedian / theirsMedian:F2}x of medians, {oursBest / theirsBest:F2}x of bests   {extra}");
+        return oursMedian / theirsMedian;
     }
 
     static int Iters(string model) => _quick ? 2 : model.EndsWith(".bin") ? 20 : 3;
