@@ -95,8 +95,9 @@ static class BenchRunner
         var ratios = new List<double>();
         for (int r = 0; r < rounds; r++) ratios.Add(round());
         ratios.Sort();
+        double median = rounds % 2 == 1 ? ratios[rounds / 2] : (ratios[rounds / 2 - 1] + ratios[rounds / 2]) / 2;
         if (rounds > 1)
-            Console.WriteLine($"  => median over {rounds} rounds: {ratios[rounds / 2]:F2}x (rounds: {string.Join(", ", ratios.Select(x => x.ToString("F2") + "x"))})");
+            Console.WriteLine($"  => median over {rounds} rounds: {median:F2}x (rounds: {string.Join(", ", ratios.Select(x => x.ToString("F2") + "x"))})");
     }
 
     /// <summary>
