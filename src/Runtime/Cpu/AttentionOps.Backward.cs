@@ -76,13 +76,13 @@ public static unsafe partial class AttentionOps
                     LoadPattern(p, T, t0, rows, width, pb, tp);
                     if (!gradient)
                     {
-                        ValueGradients(pb, tp, dzBase, s.QWidth, t0, rows, dvt, hd, width);
+                        AccumulateTransposed(pb, tp, dzBase, s.QWidth, t0, rows, dvt, hd, width);
                         continue;
                     }
                     ValueGradientsAndDp(pb, tp, dzBase, s.QWidth, t0, rows, vt, dvt, hd, width, db);
                     ScoreGradients(pb, db, tp, t0, rows, width, scale);
                     WeightedValues(db, tp, keys, rows, kBase, s.KvWidth, hd, dqBase + (long)t0 * s.QWidth, s.QWidth);
-                    KeyGradients(db, tp, qBase, s.QWidth, t0, rows, dkt, hd, width);
+                    AccumulateTransposed(db, tp, qBase, s.QWidth, t0, rows, dkt, hd, width);
                 }
             }
 
@@ -114,9 +114,12 @@ public static unsafe partial class AttentionOps
         }
     }
 
-    /// <summary>dvᵀ[:, u] += Σ_i dz[t0 + i] p[i, u] for the block's rows and u &lt; width (FreezePattern).</summary>
+    /// <summary>
+    /// targetᵀ[:, u] += Σ_i x[t0 + i] w[i, u] for the block's rows and u &lt; width: dvᵀ from dz and the pattern p
+    /// (FreezePattern), dkᵀ from q and ds (w rows past the block's end are 0).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void ValueGradients(float* pb, int tp, float* dzBase, int ldz, int t0, int rows, float* dvt, int hd, int width)
+    static void AccumulateTransposed(float* pb, int tp, float* dzBase, int ldz, int t0, int rows, float* dvt, int hd, int width)
     {
         float* z0 = dzBase + (long)t0 * ldz;
         float* z1 = dzBase + (long)(t0 + Math.Min(1, rows - 1)) * ldz;
@@ -141,7 +144,7 @@ public static unsafe partial class AttentionOps
     }
 
     /// <summary>
-    /// As <see cref="ValueGradients"/>, and db[i, u] = dz[t0 + i]·v[u] (dp) in the same pass over vᵀ, which both read
+    /// As <see cref="AccumulateTransposed"/> for dv, and db[i, u] = dz[t0 + i]·v[u] (dp) in the same pass over vᵀ, which both read
     /// the same broadcast dz values.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -205,32 +208,6 @@ public static unsafe partial class AttentionOps
             var pdp = Vector256.Create(Vector256.Sum(acc));
             for (int u = 0; u < width; u += 8)
                 Vector256.Store(Vector256.Load(pr + u) * (Vector256.Load(dr + u) - pdp) * vs, dr + u);
-        }
-    }
-
-    /// <summary>dkᵀ[:, u] += Σ_i q[t0 + i] ds[i, u] for u &lt; width (ds rows past the block's end are 0).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void KeyGradients(float* db, int tp, float* qBase, int ldq, int t0, int rows, float* dkt, int hd, int width)
-    {
-        float* q0 = qBase + (long)t0 * ldq;
-        float* q1 = qBase + (long)(t0 + Math.Min(1, rows - 1)) * ldq;
-        float* q2 = qBase + (long)(t0 + Math.Min(2, rows - 1)) * ldq;
-        float* q3 = qBase + (long)(t0 + Math.Min(3, rows - 1)) * ldq;
-        for (int u = 0; u < width; u += 8)
-        {
-            var s0 = Vector256.Load(db + u);
-            var s1 = Vector256.Load(db + tp + u);
-            var s2 = Vector256.Load(db + 2 * tp + u);
-            var s3 = Vector256.Load(db + 3 * tp + u);
-            float* dc = dkt + u;
-            for (int d = 0; d < hd; d++, dc += tp)
-            {
-                var acc = Vector256.FusedMultiplyAdd(s0, Vector256.Create(q0[d]), Vector256.Load(dc));
-                acc = Vector256.FusedMultiplyAdd(s1, Vector256.Create(q1[d]), acc);
-                acc = Vector256.FusedMultiplyAdd(s2, Vector256.Create(q2[d]), acc);
-                acc = Vector256.FusedMultiplyAdd(s3, Vector256.Create(q3[d]), acc);
-                Vector256.Store(acc, dc);
-            }
         }
     }
 }
