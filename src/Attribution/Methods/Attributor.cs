@@ -116,9 +116,8 @@ public static class Attributor
             if (baseline == Baseline.Patch)
             {
                 var patch = new TokenBatch(pairs.Select(p => p.PatchIds!).ToList());
-                // The patch forward is independent of the clean forward and of its backward: on a backend that takes
-                // concurrent calls (the CPU) it runs on a second thread meanwhile, which for small models — whose ops
-                // are too small to split across cores — nearly halves the batch's forward time.
+                // The patch forward is independent of the clean forward and of its backward: when asked (the CPU
+                // backend, on a batch not already split in halves across threads) it runs on a second thread meanwhile.
                 _patchForward = concurrentPatch
                     ? Task.Run(() => model.Forward(patch, LogitRows.None))
                     : Task.FromResult(model.Forward(patch, LogitRows.None));
