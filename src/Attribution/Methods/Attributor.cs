@@ -29,6 +29,7 @@ public static class Attributor
         int batches = (task.Count + batchSize - 1) / batchSize;
         long unitsPerBatch = options.Method == AttributionMethod.IG ? sites.Length * model.Config.Layers : 1;
         long done = 0;
+        var progressGate = new Lock();
         bool splitBatches = SplitsBatches(model, task, batchSize);
         using var secondSums = splitBatches ? new ScoreSums(model.Backend, model.Config, sites, positions) : null;
         for (int start = 0; start < task.Count; start += batchSize)
@@ -56,6 +57,12 @@ public static class Attributor
         }
         if (secondSums is not null) sums.Add(secondSums);
 
+        // IG reports each (site, layer) step; with split batches two threads report, one at a time and in order.
+        void ReportIgStep()
+        {
+            lock (progressGate) progress?.Report(new("ig", ++done, batches * unitsPerBatch));
+        }
+
         void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
         {
             using var ctx = new BatchContext(model, pairs, metric, baseline, sites, positions, concurrentPatch);
@@ -63,7 +70,7 @@ public static class Attributor
             {
                 case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
                 case AttributionMethod.RelP: ctx.GradientTimesDelta(options.RelPRules, into); break;
-                case AttributionMethod.IG: ctx.IntegratedGradients(options.IgSteps, into, () => progress?.Report(new("ig", Interlocked.Increment(ref done), batches * unitsPerBatch))); break;
+                case AttributionMethod.IG: ctx.IntegratedGradients(options.IgSteps, into, ReportIgStep); break;
                 case AttributionMethod.IGInputs: ctx.InputIntegratedGradients(options.IgSteps, into); break;
             }
         }
