@@ -36,20 +36,40 @@ internal sealed class ScoreSums : IDisposable
         foreach (var (key, t) in _sums) _backend.Add(t, other._sums[key]);
     }
 
-    /// <summary>The sums divided by the number of examples that have each position.</summary>
+    /// <summary>
+    /// The sums divided by the number of examples that have each position. Done on the backend (drop the spare row,
+    /// multiply by 1/count) so that each array crosses to the host once, straight into the result: on a GPU the host
+    /// side of this step was a scalar loop over every node.
+    /// </summary>
     public NodeScores MeansOver(int[] examplesAtPosition)
     {
         var scores = new NodeScores(_config, _sites, _positions);
-        foreach (var s in _sites)
-            for (int l = 0; l < _config.Layers; l++)
+        var rows = Enumerable.Range(0, _positions).ToArray();
+        var inverses = new Dictionary<int, Tensor>();
+        try
+        {
+            foreach (var s in _sites)
             {
                 int w = s.Width(_config);
-                var host = new float[(_positions + 1) * w];
-                _backend.Download(_sums[(s, l)], host);
-                var a = scores.Get(s, l);
-                for (int p = 0; p < _positions; p++)
-                    for (int i = 0; i < w; i++) a[p * w + i] = host[p * w + i] / examplesAtPosition[p];
+                if (!inverses.TryGetValue(w, out var inverse))
+                {
+                    var host = new float[_positions * w];
+                    for (int p = 0; p < _positions; p++) host.AsSpan(p * w, w).Fill(1f / examplesAtPosition[p]);
+                    inverses[w] = inverse = _backend.Upload(host, _positions, w);
+                }
+                for (int l = 0; l < _config.Layers; l++)
+                {
+                    using var mean = _backend.AllocateUninitialized(_positions, w);
+                    _backend.GatherRows(_sums[(s, l)], rows, mean);
+                    _backend.Multiply(mean, inverse);
+                    _backend.Download(mean, scores.Get(s, l));
+                }
             }
+        }
+        finally
+        {
+            foreach (var t in inverses.Values) t.Dispose();
+        }
         return scores;
     }
 
