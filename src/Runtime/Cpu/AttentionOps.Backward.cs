@@ -121,10 +121,8 @@ public static unsafe partial class AttentionOps
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void AccumulateTransposed(float* pb, int tp, float* dzBase, int ldz, int t0, int rows, float* dvt, int hd, int width)
     {
-        float* z0 = dzBase + (long)t0 * ldz;
-        float* z1 = dzBase + (long)(t0 + Math.Min(1, rows - 1)) * ldz;
-        float* z2 = dzBase + (long)(t0 + Math.Min(2, rows - 1)) * ldz;
-        float* z3 = dzBase + (long)(t0 + Math.Min(3, rows - 1)) * ldz;
+        float* z0 = BlockRow(dzBase, ldz, t0, rows, 0), z1 = BlockRow(dzBase, ldz, t0, rows, 1);
+        float* z2 = BlockRow(dzBase, ldz, t0, rows, 2), z3 = BlockRow(dzBase, ldz, t0, rows, 3);
         for (int u = 0; u < width; u += 8)
         {
             var p0 = Vector256.Load(pb + u);
@@ -151,10 +149,8 @@ public static unsafe partial class AttentionOps
     static void ValueGradientsAndDp(float* pb, int tp, float* dzBase, int ldz, int t0, int rows, float* vt, float* dvt, int hd,
         int width, float* db)
     {
-        float* z0 = dzBase + (long)t0 * ldz;
-        float* z1 = dzBase + (long)(t0 + Math.Min(1, rows - 1)) * ldz;
-        float* z2 = dzBase + (long)(t0 + Math.Min(2, rows - 1)) * ldz;
-        float* z3 = dzBase + (long)(t0 + Math.Min(3, rows - 1)) * ldz;
+        float* z0 = BlockRow(dzBase, ldz, t0, rows, 0), z1 = BlockRow(dzBase, ldz, t0, rows, 1);
+        float* z2 = BlockRow(dzBase, ldz, t0, rows, 2), z3 = BlockRow(dzBase, ldz, t0, rows, 3);
         for (int u = 0; u < width; u += 8)
         {
             var p0 = Vector256.Load(pb + u);

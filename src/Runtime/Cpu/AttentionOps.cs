@@ -43,6 +43,11 @@ public static unsafe partial class AttentionOps
 
     [ThreadStatic] static float[]? _scratch;
 
+    /// <summary>Row <paramref name="i"/> of a block of <see cref="QB"/> rows starting at <paramref name="t0"/>; rows past a
+    /// short block's end repeat its last row, so the 4-row loops need no branches (their results are never stored).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float* BlockRow(float* rowsBase, int ld, int t0, int rows, int i) => rowsBase + (long)(t0 + Math.Min(i, rows - 1)) * ld;
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void ForwardItem(float[] q, float[] k, float[] v, AttentionShape s, float[] z, float[] probs, int item)
     {
@@ -92,11 +97,8 @@ public static unsafe partial class AttentionOps
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void Scores(float* qBase, int ldq, int t0, int rows, float* kt, int tp, int hd, int width, float scale, float* sc)
     {
-        // Missing rows of a short block repeat the last one; their results are never read.
-        float* q0 = qBase + (long)t0 * ldq;
-        float* q1 = qBase + (long)(t0 + Math.Min(1, rows - 1)) * ldq;
-        float* q2 = qBase + (long)(t0 + Math.Min(2, rows - 1)) * ldq;
-        float* q3 = qBase + (long)(t0 + Math.Min(3, rows - 1)) * ldq;
+        float* q0 = BlockRow(qBase, ldq, t0, rows, 0), q1 = BlockRow(qBase, ldq, t0, rows, 1);
+        float* q2 = BlockRow(qBase, ldq, t0, rows, 2), q3 = BlockRow(qBase, ldq, t0, rows, 3);
         var vs = Vector256.Create(scale);
         for (int u = 0; u < width; u += 8)
         {
