@@ -91,6 +91,36 @@ public class PlantedCircuitTests
         var k2 = CircuitSweep.Run(model, scores, NodeSite.MlpAct, "relp", task, means, [2]).Single();
         Assert.True(k2.Faithfulness > 0.99, $"faithfulness {k2.Faithfulness}");
         Assert.True(Math.Abs(k2.Completeness) < 0.01, $"completeness {k2.Completeness}");
-        Assert.True(k2.RandomFaithfulness < 0.5, $"two random neurons should not carry it: {k2.RandomFaithfulness}");
+        // The random control is whatever two neurons the seed draws, and what it keeps of the behaviour follows from
+        // which planted neurons it holds: none, nothing (noise neurons write far from logits 6 and 7); one, a large part
+        // (its own pairs, plus the other neuron held at its mean). Over enough seeds both cases occur.
+        var ranking = new NodeRanking(scores, NodeSite.MlpAct);
+        var seen = new HashSet<int>();
+        for (int seed = 0; seed < 100; seed++)
+        {
+            var drawn = ranking.Random(2, CircuitSweep.RandomControlSeed(seed, 2));
+            int planted = Enumerable.Range(0, ranking.Count).Count(i => drawn[i] && ranking.Node(i) is { Layer: 0, Position: 0, Index: 0 or 1 });
+            var point = CircuitSweep.Run(model, scores, NodeSite.MlpAct, "relp", task, means, [2], seed: seed).Single();
+            Assert.True(planted == 0 ? Math.Abs(point.RandomFaithfulness) < 0.01 : point.RandomFaithfulness > 0.3,
+                $"seed {seed}: {planted} planted neurons drawn, random faithfulness {point.RandomFaithfulness}");
+            seen.Add(planted);
+        }
+        Assert.Contains(0, seen);
+        Assert.Contains(1, seen);
+    }
+
+    [Fact]
+    public void TheRandomControlIsTheSameForTheSameSeedInEveryRun()
+    {
+        // System.Random(int) is a fixed sequence across processes and runtimes; the derived seed must be too (it was
+        // HashCode.Combine, salted per process). Pinned to the arithmetic mix the docs state.
+        Assert.Equal(2, CircuitSweep.RandomControlSeed(0, 2));
+        Assert.Equal(3 * 1_000_003 + 40, CircuitSweep.RandomControlSeed(3, 40));
+        using var model = new Llama(Planted(), CpuBackend.Instance);
+        var task = Task();
+        var scores = Attributor.Score(model, task, new AttributionOptions { Method = AttributionMethod.AtP, Sites = [NodeSite.MlpAct] });
+        var means = SiteMeans.Compute(model, task.Pairs.Select(p => p.PatchIds!).ToList(), [NodeSite.MlpAct]);
+        var runs = Enumerable.Range(0, 2).Select(_ => CircuitSweep.Run(model, scores, NodeSite.MlpAct, "atp", task, means, [1, 5, 20], seed: 7)).ToArray();
+        Assert.Equal(runs[0].Select(p => p.RandomFaithfulness), runs[1].Select(p => p.RandomFaithfulness));
     }
 }

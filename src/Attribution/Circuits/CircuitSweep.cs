@@ -34,7 +34,7 @@ public static class CircuitSweep
         foreach (int k in kList)
         {
             var top = ranking.TopK(k);
-            var rnd = ranking.Random(k, HashCode.Combine(seed, k));
+            var rnd = ranking.Random(k, RandomControlSeed(seed, k));
             masks.Add(top); masks.Add(Not(top)); masks.Add(rnd); masks.Add(Not(rnd));
         }
         var m = evaluator.Evaluate(masks, done => progress?.Report(new($"sweep {site.Name()}", done, masks.Count)));
@@ -48,6 +48,12 @@ public static class CircuitSweep
         }
         return points;
     }
+
+    /// <summary>
+    /// The seed of the k-node random control. A fixed arithmetic mix, not HashCode.Combine: that one is salted per
+    /// process, so the same --seed drew different random circuits in every run (and made a test flaky).
+    /// </summary>
+    public static int RandomControlSeed(int seed, int k) => unchecked(seed * 1_000_003 + k);
 
     static bool[] Filled(int n, bool v) { var a = new bool[n]; Array.Fill(a, v); return a; }
     static bool[] Not(bool[] a) => a.Select(x => !x).ToArray();

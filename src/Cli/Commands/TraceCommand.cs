@@ -26,7 +26,7 @@ public static class TraceCommand
         var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach.", DefaultValueFactory = _ => 0.8 };
         var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
         var allLengths = new Option<bool>("--all-lengths") { Description = "Use every example. By default only the examples of the most common token length are kept, so each position from the end is the same token slot in every prompt (the reference evaluation's practice); with mixed lengths the per-position ablation means mix different tokens." };
-        var seed = new Option<int>("--seed") { Description = "Seed of the random-circuit control.", DefaultValueFactory = _ => 0 };
+        var seed = new Option<int>("--seed") { Description = "Seed of the random-circuit control (the same seed draws the same random nodes in every run).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("trace", """
             Trace circuits on a task: score every node with the attribution method (default RelP), take the top-k nodes
             of each site as a circuit, and measure by mean ablation on held-out examples how much of the behaviour the
