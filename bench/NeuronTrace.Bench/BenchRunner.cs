@@ -29,11 +29,17 @@ static class BenchRunner
         if (at >= 0 && at + 1 < rest.Length && int.TryParse(rest[at + 1], out int r) && r > 0) _rounds = r;
         if (which == "gpu-check") return GpuCheck.Check(rest.Where(a => !a.StartsWith("--")).ToArray());
         if (which == "gpu-bench") return GpuCheck.Bench(rest[0], int.Parse(rest.ElementAtOrDefault(1) ?? "8"), int.Parse(rest.ElementAtOrDefault(2) ?? "64"));
-        string synthetic = EnsureSynthetic();
-        var stories = (Path: Path.Combine(Root, "models", "stories260K", "stories260K.bin"), Batch: 8, Seq: 64);
-        var synth = (Path: synthetic, Batch: 8, Seq: 128);
+        if (which is not ("all" or "forward" or "attribution" or "sweep" or "gemm"))
+            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, gemm, gpu-check or gpu-bench");
+        int only = Array.IndexOf(rest, "--model");
+        string? onlyModel = only >= 0 && only + 1 < rest.Length ? rest[only + 1] : null;
+        if (onlyModel is not null and not "stories260K" and not "synthetic")
+            throw new ArgumentException($"--model {onlyModel}: expected stories260K or synthetic");
         if (which is "gemm" or "all") GemmBench.Run(Console.Out);
-        foreach (var m in new[] { stories, synth })
+        var models = new List<(string Path, int Batch, int Seq)>();
+        if (onlyModel is null or "stories260K") models.Add((Path.Combine(Root, "models", "stories260K", "stories260K.bin"), 8, 64));
+        if (onlyModel is null or "synthetic") models.Add((EnsureSynthetic(), 8, 128));
+        foreach (var m in models)
         {
             if (which is "forward" or "all") Forward(m.Path, m.Batch, m.Seq);
             if (which is "attribution" or "all") Attribution(m.Path, m.Batch, m.Seq);
@@ -90,7 +96,7 @@ static class BenchRunner
     /// <summary>Runs one comparison in rounds and prints the median over rounds of the ratio of medians.</summary>
     static void InRounds(string model, string what, Func<double> round)
     {
-        int rounds = _rounds ?? (_quick || !model.EndsWith(".bin") ? 1 : 3);
+        int rounds = _rounds ?? (_quick || !model.EndsWith(".bin") ? 1 : 5);
         Console.WriteLine(what);
         var ratios = new List<double>();
         for (int r = 0; r < rounds; r++) ratios.Add(round());
@@ -116,7 +122,7 @@ static class BenchRunner
         return oursMedian / theirsMedian;
     }
 
-    static int Iters(string model) => _quick ? 2 : model.EndsWith(".bin") ? 20 : 3;
+    static int Iters(string model) => _quick ? 2 : model.EndsWith(".bin") ? 40 : 3;
 
     /// <summary>Median and best of <paramref name="iters"/> runs after one warm-up, in seconds.</summary>
     static (double Median, double Best) Time(Action a, int iters)
