@@ -14,7 +14,7 @@ public class AttributionIdentityTests(ITestOutputHelper output)
 {
     static Llama SmallModel() => new(RandomLlama.Create(RandomLlama.SmallConfig(), seed: 11), CpuBackend.Instance);
 
-    static double MeanMetric(Llama model, PromptTask task, bool patch, Metric metric)
+    internal static double MeanMetric(Llama model, PromptTask task, bool patch, Metric metric)
     {
         var batch = new TokenBatch(task.Pairs.Select(p => patch ? p.PatchIds! : p.CleanIds).ToList());
         using var pass = model.Forward(batch, LogitRows.Last);
@@ -97,7 +97,7 @@ public class AttributionIdentityTests(ITestOutputHelper output)
         }
     }
 
-    static double SumOverLayerTimesCounts(NodeScores scores, PromptTask task, int layer)
+    internal static double SumOverLayerTimesCounts(NodeScores scores, PromptTask task, int layer)
     {
         int w = NodeSite.Resid.Width(scores.Config);
         var a = scores.Get(NodeSite.Resid, layer);

@@ -1,4 +1,5 @@
 using NeuronTrace.Attribution.Tasks;
+using NeuronTrace.Model;
 
 namespace NeuronTrace.Attribution.Metrics;
 
@@ -44,8 +45,38 @@ public abstract class Metric
     /// <summary>Unpaired attribution metric: logit(clean_answer).</summary>
     public static Metric AnswerLogit { get; } = new AnswerLogitMetric();
 
-    /// <summary>Case-study metric: the sum of the model's own top-k logits on the clean prompt (method.md §2).</summary>
-    public static Metric SumTopK(int k) => new SumTopKLogits(k);
+    /// <summary>
+    /// Case-study metric (method.md §2, the Dallas → Austin study): the sum of the logits of the model's own top-k next
+    /// tokens at each clean prompt's last position. The tokens are fixed here, from one unmodified clean forward (the
+    /// reference's focus_logits), so interpolated (IG), patched and ablated runs all read the same k logits.
+    /// </summary>
+    public static FocusLogitsMetric SumOfTopKLogits(Llama model, PromptTask task, int k, int batchSize = 32)
+    {
+        int vocab = model.Config.VocabSize;
+        if (k < 1 || k > vocab) throw new ArgumentException($"top-k logits: k = {k} is outside 1..{vocab} (the vocabulary size)");
+        var focus = new Dictionary<PromptPair, int[]>(ReferenceEqualityComparer.Instance);
+        for (int start = 0; start < task.Count; start += batchSize)
+        {
+            var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();
+            using var pass = model.Forward(new TokenBatch(pairs.Select(p => p.CleanIds).ToList()), LogitRows.Last);
+            var logits = pass.HostLogits();
+            for (int b = 0; b < pairs.Count; b++) focus[pairs[b]] = TopK(logits.AsSpan(b * vocab, vocab), k);
+        }
+        return new FocusLogitsMetric(k, focus);
+    }
+
+    /// <summary>Indices of the k largest values, largest first; ties broken by the lower index.</summary>
+    public static int[] TopK(ReadOnlySpan<float> values, int k)
+    {
+        var idx = new List<int>(k + 1);
+        for (int i = 0; i < values.Length; i++)
+        {
+            int at = idx.Count;
+            while (at > 0 && values[idx[at - 1]] < values[i]) at--;
+            if (at < k) { idx.Insert(at, i); if (idx.Count > k) idx.RemoveAt(k); }
+        }
+        return idx.ToArray();
+    }
 }
 
 sealed class LogitDifference(bool towardsPatch) : Metric
@@ -76,33 +107,30 @@ sealed class AnswerLogitMetric : Metric
     public override void Gradient(ReadOnlySpan<float> logits, PromptPair e, Span<float> g) { g.Clear(); g[e.CleanAnswer] = 1f; }
 }
 
-sealed class SumTopKLogits(int k) : Metric
+/// <summary>The sum of fixed logits per example: the clean prompt's own top-k tokens (see <see cref="Metric.SumOfTopKLogits"/>).</summary>
+public sealed class FocusLogitsMetric : Metric
 {
-    public override string Name => $"sum of top-{k} logits";
+    readonly IReadOnlyDictionary<PromptPair, int[]> _focus;
+
+    internal FocusLogitsMetric(int k, IReadOnlyDictionary<PromptPair, int[]> focus) { K = k; _focus = focus; }
+
+    public int K { get; }
+    public override string Name => $"sum of the clean top-{K} logits";
+
+    /// <summary>The example's k tokens, largest clean logit first.</summary>
+    public IReadOnlyList<int> FocusTokens(PromptPair e) =>
+        _focus.TryGetValue(e, out var ids) ? ids : throw new ArgumentException($"line {e.Line}: this top-{K} metric was fixed on another task's prompts");
 
     public override float Value(ReadOnlySpan<float> logits, PromptPair e)
     {
         float s = 0;
-        foreach (int i in TopK(logits, k)) s += logits[i];
+        foreach (int i in FocusTokens(e)) s += logits[i];
         return s;
     }
 
     public override void Gradient(ReadOnlySpan<float> logits, PromptPair e, Span<float> g)
     {
         g.Clear();
-        foreach (int i in TopK(logits, k)) g[i] = 1f;
-    }
-
-    /// <summary>Indices of the k largest values, largest first; ties broken by the lower index.</summary>
-    public static int[] TopK(ReadOnlySpan<float> values, int k)
-    {
-        var idx = new List<int>(k + 1);
-        for (int i = 0; i < values.Length; i++)
-        {
-            int at = idx.Count;
-            while (at > 0 && values[idx[at - 1]] < values[i]) at--;
-            if (at < k) { idx.Insert(at, i); if (idx.Count > k) idx.RemoveAt(k); }
-        }
-        return idx.ToArray();
+        foreach (int i in FocusTokens(e)) g[i] = 1f;
     }
 }

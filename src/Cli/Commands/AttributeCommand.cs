@@ -1,6 +1,7 @@
 using System.CommandLine;
 using NeuronTrace.Attribution;
 using NeuronTrace.Attribution.Methods;
+using NeuronTrace.Attribution.Metrics;
 using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
 
@@ -22,9 +23,14 @@ public static class AttributeCommand
         var relpAttention = TaskOptions.RelPAttention();
         var limit = new Option<int>("--limit") { Description = "Use only the first N examples (0 = all).", DefaultValueFactory = _ => 0 };
         var batch = new Option<int>("--batch") { Description = "Prompt pairs per forward/backward.", DefaultValueFactory = _ => 32 };
-        var cmd = new Command("attribute", "Score every node (site, layer, position from the end, unit) by attribution of the task's logit difference.")
+        var metric = new Option<string?>("--metric")
         {
-            model, device, task, method, sites, output, steps, baseline, relpAttention, limit, batch,
+            Description = "What is attributed, at the clean prompt's last position: logit-diff (logit(patch_answer) - logit(clean_answer); default for paired tasks), answer-logit (logit(clean_answer); default for unpaired tasks) or top-logits (the sum of the model's own top-k next-token logits, tokens fixed from the clean run; the case studies' metric).",
+        };
+        var topLogitsK = new Option<int>("--top-logits-k") { Description = "k of --metric top-logits.", DefaultValueFactory = _ => 5 };
+        var cmd = new Command("attribute", "Score every node (site, layer, position from the end, unit) by attribution of a metric of the last-position logits (default: the task's logit difference).")
+        {
+            model, device, task, method, sites, output, steps, baseline, relpAttention, limit, batch, metric, topLogitsK,
         };
         cmd.SetAction(r =>
         {
@@ -37,18 +43,31 @@ public static class AttributeCommand
                 null => null, "patch" => Baseline.Patch, "zero" => Baseline.Zero, "mean" => Baseline.Mean,
                 var x => throw new UsageException($"unknown --baseline \"{x}\" (patch, zero or mean)"),
             };
+            string? metricName = r.GetValue(metric);
+            if (metricName is not (null or "logit-diff" or "answer-logit" or "top-logits"))
+                throw new UsageException($"unknown --metric \"{metricName}\" (logit-diff, answer-logit or top-logits)");
+            if (r.GetValue(topLogitsK) < 1) throw new UsageException("--top-logits-k must be at least 1");
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer()).Take(r.GetValue(limit));
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var watch = System.Diagnostics.Stopwatch.StartNew();
+            Metric chosen = metricName switch
+            {
+                "logit-diff" when t.Pairs.Any(p => p.PatchAnswer is null) =>
+                    throw new UsageException("--metric logit-diff needs patch_answer on every line of the task"),
+                "logit-diff" => Metric.TowardsPatch,
+                "answer-logit" => Metric.AnswerLogit,
+                "top-logits" => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
+                _ => t.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit,
+            };
             var scores = Attributor.Score(llama, t, new AttributionOptions
             {
-                Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b,
+                Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
                 RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
             }, new ProgressBar());
             string dir = r.GetValue(output)!;
-            scores.Save(dir, m.Name(), t.IsPaired ? "logit(patch) - logit(clean)" : "logit(clean_answer)", t.Count);
+            scores.Save(dir, m.Name(), chosen.Name, t.Count);
             Console.WriteLine($"{t.Count} examples, {m.Name()}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
             Tables.PrintTopNodes(scores, siteList, 10);
             return 0;
