@@ -18,14 +18,19 @@ public class BatchSplitTests
     [InlineData(AttributionMethod.RelP)]
     [InlineData(AttributionMethod.IG)]
     [InlineData(AttributionMethod.IGInputs)]
-    public void Split_batches_score_as_one_pair_at_a_time(AttributionMethod method)
+    [InlineData(AttributionMethod.AtP, Baseline.Zero)]
+    [InlineData(AttributionMethod.AtP, Baseline.Mean)]
+    [InlineData(AttributionMethod.RelP, Baseline.Mean)]
+    [InlineData(AttributionMethod.IG, Baseline.Mean)]
+    public void Split_batches_score_as_one_pair_at_a_time(AttributionMethod method, Baseline baseline = Baseline.Patch)
     {
+        // The mean baseline is the whole task's mean: with a per-batch mean, one pair per batch would score all zeros.
         using var model = new Llama(RandomLlama.Create(RandomLlama.SmallConfig(), seed: 3), CpuBackend.Instance);
         var task = RandomTasks.Pairs(7, model.Config.VocabSize, seed: 9);
         Assert.True(task.Pairs.Select(p => p.CleanIds.Length).Distinct().Count() > 1, "the task should mix prompt lengths");
         var sites = new[] { NodeSite.Resid, NodeSite.Attn, NodeSite.MlpAct };
-        var split = Attributor.Score(model, task, new AttributionOptions { Method = method, Sites = sites, BatchSize = 7, IgSteps = 3 });
-        var single = Attributor.Score(model, task, new AttributionOptions { Method = method, Sites = sites, BatchSize = 1, IgSteps = 3 });
+        var split = Attributor.Score(model, task, new AttributionOptions { Method = method, Sites = sites, BatchSize = 7, IgSteps = 3, Baseline = baseline });
+        var single = Attributor.Score(model, task, new AttributionOptions { Method = method, Sites = sites, BatchSize = 1, IgSteps = 3, Baseline = baseline });
         foreach (var s in sites)
             for (int l = 0; l < model.Config.Layers; l++)
             {
@@ -33,7 +38,7 @@ public class BatchSplitTests
                 double max = a.Max(Math.Abs);
                 Assert.True(max > 0, $"{s} layer {l}: all scores zero");
                 for (int i = 0; i < a.Length; i++)
-                    Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * max + 1e-9, $"{method} {s} layer {l} [{i}]: {a[i]} split vs {b[i]} single");
+                    Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * max + 1e-9, $"{method} {baseline} {s} layer {l} [{i}]: {a[i]} split vs {b[i]} single");
             }
     }
 }

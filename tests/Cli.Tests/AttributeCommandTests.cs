@@ -87,6 +87,9 @@ public class AttributeCommandTests
         }
         Refused("unknown --metric \"logits\"", "--metric", "logits");
         Refused("--top-logits-k must be at least 1", "--metric", "top-logits", "--top-logits-k", "0");
+        var negative = CliHarness.Run("attribute", "--task", TaskFile, "--limit=-3", "--out", Path.Combine(root, "neg"));
+        Assert.Equal(2, negative.Exit);
+        Assert.Contains("--limit must be 0", negative.Err);
         string unpaired = Path.Combine(root, "unpaired.jsonl");
         File.WriteAllText(unpaired, "{\"clean_prefix\": \"Mia found a ball.\", \"clean_answer\": \" She\"}\n");
         string dir2 = Path.Combine(root, "o");
@@ -94,5 +97,18 @@ public class AttributeCommandTests
         Assert.Equal(2, r2.Exit);
         Assert.Contains("patch_answer", r2.Err);
         Assert.False(Directory.Exists(dir2));
+    }
+
+    [Theory]
+    [InlineData("zero")]
+    [InlineData("mean")]
+    public void InputIntegratedGradientsNeedThePatchBaseline(string baseline)
+    {
+        string dir = Path.Combine(RepoPaths.TempDir("attr-igi"), "o");
+        var r = CliHarness.Run("attribute", "--task", TaskFile, "--limit", "2", "--method", "ig-inputs", "--baseline", baseline, "--out", dir);
+        Assert.Equal(1, r.Exit);
+        Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("patch baseline", r.Err);
+        Assert.False(Directory.Exists(dir));
     }
 }

@@ -16,14 +16,21 @@ public enum AttributionMethod
     RelP,
 }
 
-/// <summary>What the "patch" activation is when scoring.</summary>
+/// <summary>
+/// What the "patch" activation is when scoring. Every baseline scores (a_baseline − a_clean) ⊙ g, so a node whose move
+/// to its baseline value raises the metric scores positive. (TC's case-study engine writes the zero and mean baselines
+/// the other way round, a_c ⊙ g and (a_c − mean) ⊙ g: the negatives of ours, same magnitudes and rankings.)
+/// </summary>
 public enum Baseline
 {
     /// <summary>The activation on the counterfactual prompt (paired data).</summary>
     Patch,
     /// <summary>Zero (unpaired data): score = −a_c ⊙ g.</summary>
     Zero,
-    /// <summary>The mean over the batch's clean prompts at the same position.</summary>
+    /// <summary>
+    /// The mean over all the task's clean prompts at the same layer and position from the end (not per batch, so
+    /// scores do not depend on the batch size): score = (mean − a_c) ⊙ g.
+    /// </summary>
     Mean,
 }
 

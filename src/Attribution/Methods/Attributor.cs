@@ -1,3 +1,4 @@
+using NeuronTrace.Attribution.Circuits;
 using NeuronTrace.Attribution.Metrics;
 using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
@@ -16,12 +17,17 @@ public static class Attributor
         var baseline = options.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
         if (baseline == Baseline.Patch && !task.IsPaired)
             throw new ArgumentException($"{task.Name}: the patch baseline needs patch_prefix on every line; use the zero or mean baseline");
-        if (options.Method == AttributionMethod.IGInputs && !task.IsPaired)
-            throw new ArgumentException($"{task.Name}: input-interpolation IG needs paired prompts");
+        if (options.Method == AttributionMethod.IGInputs && (!task.IsPaired || baseline != Baseline.Patch))
+            throw new ArgumentException($"{task.Name}: input-interpolation IG (ig-inputs) runs from the patch prompts' embeddings; it needs paired prompts and the patch baseline");
         if (options.IgSteps < 1) throw new ArgumentException("IG needs at least one step");
         var metric = options.Metric ?? (task.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit);
         var sites = options.Sites.Distinct().ToArray();
         int positions = task.Pairs.Max(p => p.CleanIds.Length);
+        // The mean baseline is the mean over the whole task's clean prompts (per position from the end), formed once:
+        // a mean per batch would make every score depend on the batch size (and be zero for a batch of one).
+        var cleanMeans = baseline == Baseline.Mean
+            ? SiteMeans.Compute(model, task.Pairs.Select(p => p.CleanIds).ToList(), sites, Math.Max(1, options.BatchSize))
+            : null;
         using var sums = new ScoreSums(model.Backend, model.Config, sites, positions);
         var counts = new int[positions];
 
@@ -65,7 +71,7 @@ public static class Attributor
 
         void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
         {
-            using var ctx = new BatchContext(model, pairs, metric, baseline, sites, positions, concurrentPatch);
+            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, sites, positions, concurrentPatch);
             switch (options.Method)
             {
                 case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
@@ -107,14 +113,15 @@ public static class Attributor
         readonly ForwardPass _cleanPass;
         readonly Task<ForwardPass>? _patchForward;
         readonly Baseline _baseline;
+        readonly SiteMeans? _cleanMeans;
         /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
         readonly int[] _scoreRowOf;
         readonly Dictionary<int, (Tensor MinusOne, Tensor Zero)> _constants = new();
 
-        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, NodeSite[] sites, int positions,
-            bool concurrentPatch)
+        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, NodeSite[] sites,
+            int positions, bool concurrentPatch)
         {
-            _model = model; _be = model.Backend; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline;
+            _model = model; _be = model.Backend; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
             _scoreRowOf = new int[_clean.Rows];
             Array.Fill(_scoreRowOf, positions);
@@ -244,7 +251,7 @@ public static class Attributor
                 case Baseline.Patch: _be.Intervene(delta, minusOne, PatchPass.Site(s, l)); break;
                 case Baseline.Zero: _be.Intervene(delta, minusOne, zero); break;
                 case Baseline.Mean:
-                    using (var mean = _be.Upload(MeanByPositionFromEnd(_cleanPass.HostSite(s, l), w), _clean.Rows, w))
+                    using (var mean = _be.Upload(MeanRows(s, l), _clean.Rows, w))
                         _be.Intervene(delta, minusOne, mean);
                     break;
                 default: throw new ArgumentOutOfRangeException();
@@ -270,32 +277,22 @@ public static class Attributor
             {
                 Baseline.Patch => PatchPass.HostSite(s, l),
                 Baseline.Zero => new float[aC.Length],
-                Baseline.Mean => MeanByPositionFromEnd(aC, s.Width(Config)),
+                Baseline.Mean => MeanRows(s, l),
                 _ => throw new ArgumentOutOfRangeException(),
             };
             return (aC, aP);
         }
 
-        float[] MeanByPositionFromEnd(float[] a, int w)
+        /// <summary>The task's clean mean at each row's position from the end, [rows, width] (padding rows 0).</summary>
+        float[] MeanRows(NodeSite s, int l)
         {
-            int P = _clean.SeqLen;
-            var sum = new double[P * w];
-            var n = new int[P];
+            int w = s.Width(Config);
+            var means = _cleanMeans!.Get(s, l);
+            var rows = new float[_clean.Rows * w];
             for (int b = 0; b < _clean.Size; b++)
                 for (int p = 0; p < _clean.Lengths[b]; p++)
-                {
-                    int row = _clean.RowFromEnd(b, p);
-                    n[p]++;
-                    for (int i = 0; i < w; i++) sum[p * w + i] += a[row * w + i];
-                }
-            var mean = new float[a.Length];
-            for (int b = 0; b < _clean.Size; b++)
-                for (int p = 0; p < _clean.Lengths[b]; p++)
-                {
-                    int row = _clean.RowFromEnd(b, p);
-                    for (int i = 0; i < w; i++) mean[row * w + i] = (float)(sum[p * w + i] / n[p]);
-                }
-            return mean;
+                    Array.Copy(means, p * w, rows, _clean.RowFromEnd(b, p) * w, w);
+            return rows;
         }
 
         /// <summary>

@@ -19,7 +19,7 @@ public static class AttributeCommand
         var sites = TaskOptions.Sites();
         var output = new Option<string>("--out", "-o") { Description = "Output folder for scores.f32, scores.json and scores.csv.", Required = true };
         var steps = new Option<int>("--steps") { Description = "IG steps (alpha = k/N, k = 0..N-1).", DefaultValueFactory = _ => 10 };
-        var baseline = new Option<string?>("--baseline") { Description = "patch (default for paired tasks), zero (default for unpaired) or mean." };
+        var baseline = new Option<string?>("--baseline") { Description = "patch (default for paired tasks), zero (default for unpaired) or mean (the task's mean clean activation at each layer and position from the end). Scores are (baseline - clean) * gradient." };
         var relpAttention = TaskOptions.RelPAttention();
         var limit = new Option<int>("--limit") { Description = "Use only the first N examples (0 = all).", DefaultValueFactory = _ => 0 };
         var batch = new Option<int>("--batch") { Description = "Prompt pairs per forward/backward.", DefaultValueFactory = _ => 32 };
@@ -38,6 +38,7 @@ public static class AttributeCommand
             var siteList = NodeSites.ParseList(r.GetValue(sites)!);
             if (r.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1");
             if (r.GetValue(batch) < 1) throw new UsageException("--batch must be at least 1");
+            if (r.GetValue(limit) < 0) throw new UsageException("--limit must be 0 (all examples) or more");
             Baseline? b = r.GetValue(baseline) switch
             {
                 null => null, "patch" => Baseline.Patch, "zero" => Baseline.Zero, "mean" => Baseline.Mean,
