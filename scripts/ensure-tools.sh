@@ -2,6 +2,10 @@
 # Installs, from Debian's packages, the build tools a fresh machine may lack: cmake and clang (kernels: PTX and the
 # host build the tests run) and, with --browser, chromium (the HTML view test). Uses sudo when not root.
 set -euo pipefail
+if ! dotnet --list-sdks 2>/dev/null | grep -q '^10\.'; then
+  echo "NeuronTrace needs the .NET 10 SDK (dotnet on PATH); it is not a Debian package here: see https://dot.net" >&2
+  exit 1
+fi
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v clang++ >/dev/null 2>&1 || need+=(clang)

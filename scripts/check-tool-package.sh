@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Packs the CLI as a dotnet tool, installs it from that package into a temporary tool path (no network: the package
+# carries its dependencies) and runs it on the model the package bundles. CI runs this after the tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+dotnet pack src/Cli -c Release -o "$work/package" -v q -nologo -p:TreatWarningsAsErrors=true >/dev/null
+version="$(basename "$work"/package/NeuronTrace.*.nupkg .nupkg)"; version="${version#NeuronTrace.}"
+dotnet tool install NeuronTrace --version "$version" --tool-path "$work/tools" --add-source "$work/package" >/dev/null
+info="$("$work/tools/neurontrace" info)"
+for field in "dim +64" "layers +5" "vocab +512"; do
+  if ! grep -Eq "^$field\$" <<<"$info"; then
+    echo "tool package: 'neurontrace info' on the bundled model lacks \"$field\":" >&2
+    echo "$info" >&2
+    exit 1
+  fi
+done
+echo "tool package NeuronTrace $version: installs and runs ('neurontrace info' on the bundled stories260K)"
