@@ -40,6 +40,7 @@ public class FiniteDifferenceTests
             for (int layer = 0; layer < model.Config.Layers; layer++)
             {
                 var g = grads.Host(site, layer);
+                double gMax = g.Max(Math.Abs);
                 int width = site.Width(model.Config);
                 for (int trial = 0; trial < 6; trial++)
                 {
@@ -57,14 +58,16 @@ public class FiniteDifferenceTests
                     }
                     double fd = (Perturbed(eps) - Perturbed(-eps)) / (2 * eps);
                     double an = g[row * width + unit];
-                    double err = Math.Abs(fd - an) / Math.Max(1.0, Math.Abs(fd));
+                    // Relative to the entry, with a floor of a tenth of the array's largest gradient (fp32 central
+                    // differences at eps 1e-2 are good to ~5e-5 absolute here; measured worst: 1.4e-4 by this measure).
+                    double err = Math.Abs(fd - an) / (Math.Abs(fd) + 0.1 * gMax);
                     worst = Math.Max(worst, err);
-                    Assert.True(err < 2e-3, $"{site.Name()} L{layer} row {row} unit {unit}: backward {an}, finite difference {fd}");
+                    Assert.True(err < 1e-3, $"{site.Name()} L{layer} row {row} unit {unit}: backward {an}, finite difference {fd}");
                 }
                 // Padding rows of prompt 1 get no gradient.
                 for (int t = batch.Lengths[1]; t < batch.SeqLen; t++)
                     for (int u = 0; u < width; u++) Assert.Equal(0f, g[(batch.SeqLen + t) * width + u]);
             }
-        Assert.True(worst < 2e-3);
+        Assert.True(worst < 1e-3);
     }
 }
