@@ -59,15 +59,37 @@ public static class ModelLoader
         return new LoadedModel(weights, tok, "gguf", path);
     }
 
+    /// <summary>
+    /// A folder with <c>config.json</c> is a Hugging Face checkpoint. Otherwise the model is its one llama2.c
+    /// <c>.bin</c> (tokenizer .bin files aside) or, failing that, its one <c>.gguf</c>: a .bin beside a .gguf wins,
+    /// as in the bundled <c>models/stories260K</c>, where the .bin is the upstream original and the default model.
+    /// Two or more files of the winning kind are ambiguous.
+    /// </summary>
     static LoadedModel LoadFolder(string dir)
     {
-        if (File.Exists(System.IO.Path.Combine(dir, "config.json")))
-            return new LoadedModel(HfFolderFormat.Load(dir), TokenizerFiles.LoadFromFolder(dir), "hf", dir);
-        var candidates = Directory.GetFiles(dir, "*.gguf").Concat(Directory.GetFiles(dir, "*.bin").Where(f => !IsTokenizerBin(f))).ToArray();
+        if (File.Exists(System.IO.Path.Combine(dir, "config.json"))) return LoadHfFolder(dir);
+        var bins = Directory.GetFiles(dir, "*.bin").Where(f => !IsTokenizerBin(f)).Order(StringComparer.Ordinal).ToArray();
+        var ggufs = Directory.GetFiles(dir, "*.gguf").Order(StringComparer.Ordinal).ToArray();
+        var candidates = bins.Length > 0 ? bins : ggufs;
         if (candidates.Length == 1) return Load(candidates[0]);
         throw new ModelFormatException(dir, candidates.Length == 0
             ? "folder has no config.json, .gguf or llama2.c .bin model"
-            : $"folder holds {candidates.Length} model files; pass one of them");
+            : $"folder holds {candidates.Length} {(bins.Length > 0 ? "llama2.c .bin" : ".gguf")} models ({string.Join(", ", candidates.Select(System.IO.Path.GetFileName))}); pass one of them");
+    }
+
+    static LoadedModel LoadHfFolder(string dir)
+    {
+        var weights = HfFolderFormat.Load(dir);
+        ITextTokenizer? tok = null;
+        if (TokenizerFiles.FindInFolder(dir) is { } tokenizerFile)
+        {
+            tok = TokenizerFiles.Load(tokenizerFile);
+            // A tokenizer smaller than the embedding is normal (vocabularies padded to a round size); a larger one
+            // produces ids the model has no row for, which would only fail mid-generation.
+            if (tok.VocabSize > weights.Config.VocabSize)
+                throw new ModelFormatException(tokenizerFile, $"the tokenizer has {tok.VocabSize} tokens but the model's vocab_size is {weights.Config.VocabSize}");
+        }
+        return new LoadedModel(weights, tok, "hf", dir);
     }
 
     static bool IsTokenizerBin(string f)

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using NeuronTrace.Model.Formats;
+using NeuronTrace.Model.Tokenizers;
 
 namespace NeuronTrace.Cli.Commands;
 
@@ -34,11 +35,6 @@ public static class ConvertCommand
         return cmd;
     }
 
-    static string? FindTokenizerFile(string modelPath)
-    {
-        string dir = Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!;
-        foreach (var name in new[] { "tokenizer.json", "tokenizer.model", "tok512.bin", "tokenizer.bin" })
-            if (File.Exists(Path.Combine(dir, name))) return Path.Combine(dir, name);
-        return null;
-    }
+    static string? FindTokenizerFile(string modelPath) =>
+        TokenizerFiles.FindInFolder(Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!);
 }

@@ -226,9 +226,12 @@ public sealed class GgufFile : IDisposable
     {
         if (t.Encoding is not { } e)
         {
-            string kind = t.TypeId is (uint)GgufTensorType.I8 or (uint)GgufTensorType.I16 or (uint)GgufTensorType.I32
-                or (uint)GgufTensorType.I64 or (uint)GgufTensorType.F64 ? "type" : "quantized type";
-            throw new ModelFormatException(Path, $"tensor {t.Name}: {kind} {t.TypeName} ({t.TypeId}) is not supported (only F32, F16 and BF16 tensors can be loaded)");
+            // An id ggml has no name for is printed once, as a number; a known one by its name and id.
+            string type = !Enum.IsDefined(typeof(GgufTensorType), t.TypeId) ? $"unknown type {t.TypeId}"
+                : t.TypeId is (uint)GgufTensorType.I8 or (uint)GgufTensorType.I16 or (uint)GgufTensorType.I32
+                    or (uint)GgufTensorType.I64 or (uint)GgufTensorType.F64 ? $"type {t.TypeName} ({t.TypeId})"
+                : $"quantized type {t.TypeName} ({t.TypeId})";
+            throw new ModelFormatException(Path, $"tensor {t.Name}: {type} is not supported (only F32, F16 and BF16 tensors can be loaded)");
         }
         if (t.ElementCount > Array.MaxLength)
             throw new ModelFormatException(Path, $"tensor {t.Name} has {t.ElementCount} elements, too many for one array");

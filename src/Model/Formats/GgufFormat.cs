@@ -146,24 +146,16 @@ public static class GgufFormat
 
     /// <summary>
     /// The divisor of each RoPE frequency under Llama 3 scaling (what llama.cpp stores in rope_freqs.weight):
-    /// 1 for short wavelengths, the factor for long ones, and a smooth blend in between.
+    /// 1 for short wavelengths, the factor for long ones, and a smooth blend in between. Taken from
+    /// <see cref="RopeTables.Llama3Rescale"/> so the HF and GGUF paths share one formula.
     /// </summary>
     public static float[] Llama3FrequencyFactors(Llama3RopeScaling s, int headDim, double theta)
     {
         var f = new float[headDim / 2];
-        double lowWavelen = s.OriginalMaxPositionEmbeddings / s.LowFreqFactor;
-        double highWavelen = s.OriginalMaxPositionEmbeddings / s.HighFreqFactor;
         for (int i = 0; i < f.Length; i++)
         {
-            double freq = 1.0 / Math.Pow(theta, 2.0 * i / headDim);
-            double wavelen = 2 * Math.PI / freq;
-            if (wavelen < highWavelen) f[i] = 1f;
-            else if (wavelen > lowWavelen) f[i] = s.Factor;
-            else
-            {
-                double smooth = (s.OriginalMaxPositionEmbeddings / wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor);
-                f[i] = (float)(1.0 / ((1 - smooth) / s.Factor + smooth));
-            }
+            double inv = RopeTables.UnscaledInverseFrequency(theta, i, headDim);
+            f[i] = (float)(inv / RopeTables.Llama3Rescale(inv, s));
         }
         return f;
     }

@@ -72,6 +72,10 @@ public static class HfConfig
             EosId = TokenId(path, root, "eos_token_id") ?? 2,
         };
         config.Validate(path);
+        // GGUF's loader refuses these too: an id with no embedding row fails only when a prompt or generation uses it.
+        foreach (var (name, id) in new[] { ("bos_token_id", config.BosId), ("eos_token_id", config.EosId) })
+            if (id < 0 || id >= config.VocabSize)
+                throw new ModelFormatException(path, $"{name} = {id} is outside the vocabulary of {config.VocabSize} tokens");
         return config;
     }
 

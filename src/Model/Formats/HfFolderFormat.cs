@@ -22,9 +22,11 @@ public static class HfFolderFormat
         float[] Read(string name, params long[] shape) => src.Read(name, shape);
 
         var emb = Read("model.embed_tokens.weight", v, d);
-        // HF ties whenever tie_word_embeddings is set, whatever lm_head holds; without lm_head there is nothing else to use.
-        bool tied = config.TiedEmbeddings || !src.Contains("lm_head.weight");
-        config = config with { TiedEmbeddings = tied };
+        // HF ties whenever tie_word_embeddings is set, whatever lm_head holds. Otherwise (transformers' LlamaConfig
+        // defaults it to false) lm_head is required: tying anyway would run a different model than transformers does.
+        bool tied = config.TiedEmbeddings;
+        if (!tied && !src.Contains("lm_head.weight"))
+            throw new ModelFormatException(dir, $"tensor lm_head.weight is missing and {HfConfig.FileName} does not set tie_word_embeddings to true");
         var weights = new LlamaWeights
         {
             Config = config,

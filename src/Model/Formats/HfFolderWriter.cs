@@ -40,9 +40,10 @@ public static class HfFolderWriter
                 File.Copy(tokenizerFileToCopy, Path.Combine(tmp, Path.GetFileName(tokenizerFileToCopy)));
             MoveIntoPlace(tmp, full, overwrite);
         }
-        catch
+        catch (Exception e)
         {
             OutputFiles.TryDelete(tmp);
+            if (OutputFiles.NamingUserPath(e, tmp, full) is { } named) throw named;
             throw;
         }
     }

@@ -16,11 +16,36 @@ internal static class OutputFiles
                 write(fs);
             File.Move(tmp, path, overwrite: true);
         }
-        catch
+        catch (Exception e)
         {
             TryDelete(tmp);
+            if (NamingUserPath(e, tmp, path) is { } named) throw named;
             throw;
         }
+    }
+
+    /// <summary>
+    /// An I/O failure whose message names our temporary file or folder, re-worded to name the path the user gave
+    /// (the hidden temp name means nothing to them); null for any other exception, which is rethrown as it is.
+    /// </summary>
+    public static IOException? NamingUserPath(Exception e, string tmp, string path)
+    {
+        if (e is not (IOException or UnauthorizedAccessException) || !e.Message.Contains(tmp, StringComparison.Ordinal)) return null;
+        // One of ours ("<file inside the temp folder>: problem") only needs the folder renamed.
+        string message = e.Message.StartsWith(tmp, StringComparison.Ordinal) ? e.Message : $"{path}: cannot write ({Reason(e, path)})";
+        return new IOException(message.Replace(tmp, path, StringComparison.Ordinal), e);
+    }
+
+    static string Reason(Exception e, string path)
+    {
+        string parent = Path.GetDirectoryName(Path.GetFullPath(path.TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar)))!;
+        return e switch
+        {
+            DirectoryNotFoundException when File.Exists(parent) => $"{parent} is a file, not a folder",
+            DirectoryNotFoundException => $"folder {parent} does not exist",
+            UnauthorizedAccessException => "permission denied",
+            _ => e.Message,
+        };
     }
 
     /// <summary>A fresh hidden name in the folder of <paramref name="path"/> (same file system, so a rename is atomic).</summary>

@@ -108,6 +108,7 @@ public sealed class SafetensorsFile : IDisposable
                     throw new ModelFormatException(path, $"header lists tensor {info.Name} twice");
                 CheckRange(path, info, dataLength);
             }
+            CheckCoverage(path, tensors.Values, dataLength);
             return new SafetensorsFile(file, dataOffset, metadata, tensors);
         }
     }
@@ -126,13 +127,20 @@ public sealed class SafetensorsFile : IDisposable
         long count = 1;
         for (int i = 0; i < shape.Length; i++)
         {
-            if (!sh[i].TryGetInt64(out shape[i]) || shape[i] < 0) throw Bad($"has a bad dimension {sh[i].GetRawText()} in its shape");
+            if (!TryGetCount(sh[i], out shape[i])) throw Bad($"has a bad dimension {sh[i].GetRawText()} in its shape");
             if (shape[i] != 0 && count > long.MaxValue / 8 / shape[i]) throw Bad("has a shape whose size overflows");
             count *= shape[i];
         }
-        if (!off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < 0)
+        if (!TryGetCount(off[0], out long begin) || !TryGetCount(off[1], out long end))
             throw Bad($"has bad data_offsets {off.GetRawText()}");
         return new SafetensorsTensorInfo(name, dt.GetString()!, shape, begin, end);
+    }
+
+    // TryGetInt64 throws on anything but a JSON number, so a quoted "8192" must be turned away before asking.
+    static bool TryGetCount(JsonElement e, out long value)
+    {
+        value = 0;
+        return e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out value) && value >= 0;
     }
 
     static void CheckRange(string path, SafetensorsTensorInfo t, long dataLength)
@@ -141,6 +149,32 @@ public sealed class SafetensorsFile : IDisposable
             throw new ModelFormatException(path, $"header says tensor {t.Name} spans bytes {t.Begin}..{t.End} but the data section has {dataLength} bytes");
         if (DTypeSize(t.DType) is { } size && t.End - t.Begin != t.ElementCount * size)
             throw new ModelFormatException(path, $"header says tensor {t.Name} spans bytes {t.Begin}..{t.End} ({t.End - t.Begin} bytes) but {t.DType} {t.ShapeText} needs {t.ElementCount * size}");
+    }
+
+    /// <summary>
+    /// The safetensors spec requires the tensors to tile the data section exactly: sorted by start, the first begins at
+    /// 0, each begins where the previous one ended, and the last ends at the end of the file. This refuses headers that
+    /// point two tensors at the same bytes and files with unindexed bytes (which the reference loader rejects too).
+    /// </summary>
+    static void CheckCoverage(string path, IEnumerable<SafetensorsTensorInfo> tensors, long dataLength)
+    {
+        long end = 0;
+        SafetensorsTensorInfo? previous = null;
+        foreach (var t in tensors.OrderBy(t => t.Begin).ThenBy(t => t.End))
+        {
+            if (t.Begin < end)
+                throw new ModelFormatException(path, $"header says tensor {t.Name} starts at byte {t.Begin}, inside tensor {previous!.Name} (bytes {previous.Begin}..{previous.End})");
+            if (t.Begin > end)
+                throw new ModelFormatException(path, previous is null
+                    ? $"header says the first tensor, {t.Name}, starts at byte {t.Begin}; the data must start at 0"
+                    : $"header leaves bytes {end}..{t.Begin} unused between tensors {previous.Name} and {t.Name}");
+            end = t.End;
+            previous = t;
+        }
+        if (end != dataLength)
+            throw new ModelFormatException(path, previous is null
+                ? $"header lists no tensors but the data section has {dataLength} bytes"
+                : $"{dataLength - end} bytes after the last tensor, {previous.Name} (ends at byte {end} of {dataLength})");
     }
 
     public SafetensorsTensorInfo? Find(string name) => Tensors.GetValueOrDefault(name);

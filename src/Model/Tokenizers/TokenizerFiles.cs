@@ -9,22 +9,22 @@ public static class TokenizerFiles
     /// content), then llama2.c's <c>tok512.bin</c> or <c>tokenizer.bin</c>. Returns null when the folder has none.
     /// </summary>
     /// <exception cref="ModelFormatException">the file found is unreadable, corrupt or of an unsupported kind</exception>
-    public static ITextTokenizer? LoadFromFolder(string dir)
+    public static ITextTokenizer? LoadFromFolder(string dir) => FindInFolder(dir) is { } file ? Load(file) : null;
+
+    /// <summary>The tokenizer file <see cref="LoadFromFolder"/> would load, or null when the folder has none.</summary>
+    public static string? FindInFolder(string dir) =>
+        ((string[])["tokenizer.json", "tokenizer.model", "tok512.bin", "tokenizer.bin"])
+            .Select(name => Path.Combine(dir, name))
+            .FirstOrDefault(File.Exists);
+
+    /// <summary>Loads one tokenizer file, its kind told by its name (and, for tokenizer.model, its content).</summary>
+    /// <exception cref="ModelFormatException">the file is unreadable, corrupt or of an unsupported kind</exception>
+    public static ITextTokenizer Load(string file) => Path.GetFileName(file) switch
     {
-        string json = Path.Combine(dir, "tokenizer.json");
-        if (File.Exists(json)) return HfTokenizerJson.Load(json);
-
-        string model = Path.Combine(dir, "tokenizer.model");
-        if (File.Exists(model))
-            return IsTiktokenRankFile(model) ? Llama3Tokenizer.LoadTiktoken(model) : SentencePieceBpeTokenizer.LoadModel(model);
-
-        foreach (string name in (string[])["tok512.bin", "tokenizer.bin"])
-        {
-            string bin = Path.Combine(dir, name);
-            if (File.Exists(bin)) return Llama2cTokenizer.Load(bin);
-        }
-        return null;
-    }
+        "tokenizer.json" => HfTokenizerJson.Load(file),
+        "tokenizer.model" => IsTiktokenRankFile(file) ? Llama3Tokenizer.LoadTiktoken(file) : SentencePieceBpeTokenizer.LoadModel(file),
+        _ => Llama2cTokenizer.Load(file),
+    };
 
     /// <summary>
     /// A tiktoken rank file starts with a text line "base64 rank"; a SentencePiece model is a protobuf, whose first

@@ -171,6 +171,19 @@ public sealed class GgufFileTests : IDisposable
     }
 
     [Fact]
+    public void UnknownAndIntegerTensorTypesAreNamedOnce()
+    {
+        new GgufWriter()
+            .AddRawTensor("odd", [4], 99, new byte[32])
+            .AddRawTensor("ints", [4], (uint)GgufTensorType.I32, new byte[16])
+            .Write(P("types.gguf"));
+        using var g = GgufFile.Open(P("types.gguf"));
+        var odd = AssertFormatError(() => g.ReadTensor("odd"), P("types.gguf"), "tensor odd: unknown type 99 is not supported");
+        Assert.DoesNotContain("quantized", odd.Message);
+        AssertFormatError(() => g.ReadTensor("ints"), P("types.gguf"), "tensor ints: type I32 (26) is not supported");
+    }
+
+    [Fact]
     public void HugeArrayCountsAreRefusedBeforeAllocating()
     {
         new GgufWriter().Set("a", GgufValue.From([1, 2, 3])).Write(P("arr.gguf"));

@@ -177,6 +177,9 @@ public sealed class HfFolderTests : IDisposable
     [InlineData("attention_bias", "true", "attention_bias is true")]
     [InlineData("hidden_act", "\"gelu\"", "hidden_act is \"gelu\"")]
     [InlineData("num_key_value_heads", "3", "heads 8 is not a multiple of kv heads 3")]
+    [InlineData("bos_token_id", "512", "bos_token_id = 512 is outside the vocabulary of 512 tokens")]
+    [InlineData("bos_token_id", "-1", "bos_token_id = -1 is outside the vocabulary of 512 tokens")]
+    [InlineData("eos_token_id", "[600, 2]", "eos_token_id = 600 is outside the vocabulary of 512 tokens")]
     public void UnsupportedConfigsAreRefused(string field, string value, string message)
     {
         string dir = P("bad");
@@ -186,6 +189,27 @@ public sealed class HfFolderTests : IDisposable
         json[field] = JsonNode.Parse(value);
         File.WriteAllText(cfg, json.ToJsonString());
         AssertFormatError(() => HfFolderFormat.Load(dir), cfg, message);
+    }
+
+    [Fact]
+    public void MissingLmHeadIsAnErrorUnlessTieWordEmbeddingsIsTrue()
+    {
+        string dir = P("tie");
+        HfFolderWriter.Write(Stories, dir, null); // stories260K is tied: no lm_head.weight in the checkpoint
+        string cfg = Path.Combine(dir, "config.json");
+        var json = JsonNode.Parse(File.ReadAllText(cfg))!.AsObject();
+        Assert.True((bool)json["tie_word_embeddings"]!);
+        var tied = HfFolderFormat.Load(dir);
+        Assert.True(tied.Config.TiedEmbeddings);
+        Assert.Same(tied.TokenEmbedding, tied.Classifier);
+
+        // false, or absent (transformers' LlamaConfig default is false): the classifier must be in the checkpoint.
+        json["tie_word_embeddings"] = false;
+        File.WriteAllText(cfg, json.ToJsonString());
+        AssertFormatError(() => HfFolderFormat.Load(dir), dir, "tensor lm_head.weight is missing", "does not set tie_word_embeddings to true");
+        json.Remove("tie_word_embeddings");
+        File.WriteAllText(cfg, json.ToJsonString());
+        AssertFormatError(() => HfFolderFormat.Load(dir), dir, "tensor lm_head.weight is missing");
     }
 
     [Fact]

@@ -71,6 +71,65 @@ public sealed class SafetensorsFileTests : IDisposable
     }
 
     [Theory]
+    [InlineData("""{"w":{"dtype":"F32","shape":[2],"data_offsets":["0","8"]}}""", "header entry for tensor w has bad data_offsets [\"0\",\"8\"]")]
+    [InlineData("""{"w":{"dtype":"F32","shape":["2"],"data_offsets":[0,8]}}""", "header entry for tensor w has a bad dimension \"2\" in its shape")]
+    [InlineData("""{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]}}""", "header entry for tensor w has bad data_offsets [0,8.5]")]
+    [InlineData("""{"w":{"dtype":"F32","shape":[null],"data_offsets":[0,8]}}""", "header entry for tensor w has a bad dimension null in its shape")]
+    public void NonNumericShapesAndOffsetsAreFormatErrors(string header, string message)
+    {
+        WriteRaw(P("str.safetensors"), header, new byte[8]);
+        AssertFormatError(() => SafetensorsFile.Open(P("str.safetensors")), P("str.safetensors"), message);
+    }
+
+    [Fact]
+    public void TensorsMustTileTheDataSectionExactly()
+    {
+        // Two tensors pointing at the same bytes: the header is the only thing that lies.
+        WriteRaw(P("overlap.safetensors"), """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}""", new byte[12]);
+        AssertFormatError(() => SafetensorsFile.Open(P("overlap.safetensors")), P("overlap.safetensors"),
+            "tensor b starts at byte 4, inside tensor a (bytes 0..8)");
+        WriteRaw(P("same.safetensors"), """{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""", new byte[8]);
+        AssertFormatError(() => SafetensorsFile.Open(P("same.safetensors")), P("same.safetensors"), "starts at byte 0, inside tensor");
+
+        WriteRaw(P("gap.safetensors"), """{"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""", new byte[12]);
+        AssertFormatError(() => SafetensorsFile.Open(P("gap.safetensors")), P("gap.safetensors"), "leaves bytes 4..8 unused between tensors a and b");
+
+        WriteRaw(P("start.safetensors"), """{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", new byte[8]);
+        AssertFormatError(() => SafetensorsFile.Open(P("start.safetensors")), P("start.safetensors"), "the first tensor, a, starts at byte 4");
+
+        WriteRaw(P("tail.safetensors"), """{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}""", new byte[11]);
+        AssertFormatError(() => SafetensorsFile.Open(P("tail.safetensors")), P("tail.safetensors"), "3 bytes after the last tensor, b (ends at byte 8 of 11)");
+
+        WriteRaw(P("none.safetensors"), """{"__metadata__":{"format":"pt"}}""", new byte[4]);
+        AssertFormatError(() => SafetensorsFile.Open(P("none.safetensors")), P("none.safetensors"), "lists no tensors but the data section has 4 bytes");
+
+        // Listed out of order, with an empty tensor between two others: still an exact tiling, so it opens.
+        WriteRaw(P("ok.safetensors"), """{"z":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"e":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}""",
+            [0, 0, 0x80, 0x3F, 0, 0, 0, 0x40]);
+        using var f = SafetensorsFile.Open(P("ok.safetensors"));
+        Assert.Equal([1f], f.ReadTensor("a"));
+        Assert.Equal([2f], f.ReadTensor("z"));
+        Assert.Empty(f.ReadTensor("e"));
+    }
+
+    [Fact]
+    public void OurWriterLeavesNoGapsSoItsFilesPassTheTilingCheck()
+    {
+        // Mixed element sizes, an odd byte count and an empty tensor: the writer packs them back to back, no padding.
+        new SafetensorsWriter()
+            .Add("f16", [1f, 2f, 3f], [3], FloatEncoding.F16)
+            .Add("empty", [], [0, 4])
+            .Add("f32", [4f, 5f], [2])
+            .AddRaw("u8", "U8", [3], [7, 8, 9])
+            .Write(P("packed.safetensors"));
+        using var f = SafetensorsFile.Open(P("packed.safetensors"));
+        Assert.Equal([(0L, 6L), (6L, 6L), (6L, 14L), (14L, 17L)],
+            new[] { "f16", "empty", "f32", "u8" }.Select(n => (f.Tensors[n].Begin, f.Tensors[n].End)));
+        Assert.Equal(17, f.DataLength);
+        Assert.Equal([4f, 5f], f.ReadTensor("f32"));
+    }
+
+    [Theory]
     [InlineData("I8", 1)]
     [InlineData("F64", 8)]
     [InlineData("F8_E4M3", 1)]
