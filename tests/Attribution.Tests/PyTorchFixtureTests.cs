@@ -9,7 +9,8 @@ namespace NeuronTrace.Attribution.Tests;
 
 /// <summary>
 /// Our activations, gradients and scores on stories260K against the float64 PyTorch autograd reference
-/// (tests/fixtures/README.md). Tolerance: max |ours − ref| ≤ 1e-4 · max |ref| per array (fp32 against fp64).
+/// (tests/fixtures/README.md). Tolerance: max |ours − ref| ≤ 1e-4 · max |ref| per array (fp32 against fp64); the
+/// task-mean score arrays (task/...) are also checked element by element: |ours − ref| ≤ 1e-3 · |ref| + 1e-4 · max |ref|.
 /// </summary>
 public class PyTorchFixtureTests(ITestOutputHelper output)
 {
@@ -64,12 +65,15 @@ public class PyTorchFixtureTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData(AttributionMethod.RelP, "relp")]
+    [InlineData(AttributionMethod.RelP, "relp_frozen_attn")]
     [InlineData(AttributionMethod.AtP, "exact")]
     public void ScoresEqualTheReferenceScores(AttributionMethod method, string ruleSet)
     {
         var model = Model.Value;
         var task = new PromptTask("fixture", F.Pairs);
-        var scores = Attributor.Score(model, task, new AttributionOptions { Method = method, BatchSize = 3 });
+        var options = new AttributionOptions { Method = method, BatchSize = 3 };
+        if (method == AttributionMethod.RelP) options = options with { RelPRules = Rules(ruleSet) };
+        var scores = Attributor.Score(model, task, options);
         double worst = 0;
         foreach (var site in NodeSites.All)
             for (int l = 0; l < model.Config.Layers; l++)
@@ -102,7 +106,83 @@ public class PyTorchFixtureTests(ITestOutputHelper output)
                 worst = Math.Max(worst, err / max);
                 Assert.True(err <= Tolerance * max, $"{method} {site.Name()} L{l}: max error {err} vs max |score| {max}");
             }
-        output.WriteLine($"{method}: worst score error {worst:E2} of the max |score|");
+        output.WriteLine($"{method} ({ruleSet}): worst score error {worst:E2} of the max |score|");
+    }
+
+    /// <summary>
+    /// Paired scores against the fixture's task means over all 8 pairs (batches of 3, so 3 batches with padding):
+    /// feature-circuits IG at every site and layer, RelP with the frozen attention pattern, and IG over the input embeddings.
+    /// </summary>
+    [Theory]
+    [InlineData("ig")]
+    [InlineData("relp_frozen_attn")]
+    [InlineData("ig_inputs")]
+    public void PairedTaskScoresEqualTheReference(string name)
+    {
+        var options = name switch
+        {
+            "ig" => new AttributionOptions { Method = AttributionMethod.IG, IgSteps = 10 },
+            "relp_frozen_attn" => new AttributionOptions { Method = AttributionMethod.RelP, RelPRules = BackwardRules.RelPFrozenAttention },
+            "ig_inputs" => new AttributionOptions { Method = AttributionMethod.IGInputs, IgSteps = 10 },
+            _ => throw new ArgumentException(name),
+        };
+        var scores = Attributor.Score(Model.Value, new PromptTask("fixture", F.Pairs), options with { BatchSize = 3 });
+        CompareTaskScores(name, scores);
+    }
+
+    /// <summary>
+    /// Unpaired scores (the clean prompts alone, metric logit(clean answer)) with the zero and the mean baseline, against
+    /// the fixture's task means. The mean baseline is the mean clean value over the whole task at each site, layer and
+    /// position from the end, whatever the batching: the same numbers for batches of 3 and of 8.
+    /// </summary>
+    [Theory]
+    [InlineData(AttributionMethod.AtP, Baseline.Zero, 3)]
+    [InlineData(AttributionMethod.RelP, Baseline.Zero, 3)]
+    [InlineData(AttributionMethod.AtP, Baseline.Mean, 3)]
+    [InlineData(AttributionMethod.RelP, Baseline.Mean, 3)]
+    [InlineData(AttributionMethod.AtP, Baseline.Mean, 8)]
+    [InlineData(AttributionMethod.RelP, Baseline.Mean, 8)]
+    public void UnpairedBaselineScoresEqualTheReference(AttributionMethod method, Baseline baseline, int batchSize)
+    {
+        var task = new PromptTask("fixture-unpaired", F.Pairs.Select(p => new PromptPair(p.Line, p.CleanIds, null, p.CleanAnswer, null, p.Case)).ToList());
+        Assert.False(task.IsPaired);
+        var scores = Attributor.Score(Model.Value, task, new AttributionOptions
+        {
+            Method = method, Baseline = baseline, Metric = Metrics.Metric.AnswerLogit, BatchSize = batchSize,
+        });
+        CompareTaskScores($"nopair/{(method == AttributionMethod.AtP ? "atp" : "relp")}/{(baseline == Baseline.Zero ? "zero" : "mean")}", scores);
+    }
+
+    /// <summary>
+    /// Every site and layer of <paramref name="scores"/> against the fixture's task/<paramref name="name"/>/S/l ([positions, width],
+    /// row p = position p from the end): max |ours − ref| ≤ 1e-4 · max |ref| per array, and element-wise
+    /// |ours − ref| ≤ 1e-3 · |ref| + 1e-4 · max |ref|.
+    /// </summary>
+    void CompareTaskScores(string name, NodeScores scores)
+    {
+        double worstArray = 0, worstBound = 0, worstRel = 0;
+        foreach (var site in NodeSites.All)
+            for (int l = 0; l < scores.Config.Layers; l++)
+            {
+                var expected = F.Get($"task/{name}/{site.Name()}/{l}");
+                var ours = scores.Get(site, l);
+                Assert.Equal(expected.Length, ours.Length);
+                double max = Math.Max(1e-12, expected.Max(x => Math.Abs((double)x))), err = 0;
+                for (int i = 0; i < expected.Length; i++)
+                {
+                    double r = expected[i], d = Math.Abs(ours[i] - r);
+                    err = Math.Max(err, d);
+                    double bound = 1e-3 * Math.Abs(r) + Tolerance * max;
+                    Assert.True(d <= bound, $"{name} {site.Name()} L{l} element {i} (position {i / site.Width(scores.Config)} from the end): " +
+                        $"ours {ours[i]} vs reference {r}, |diff| {d} > {bound}");
+                    worstBound = Math.Max(worstBound, d / bound);
+                    if (Math.Abs(r) >= 1e-2 * max) worstRel = Math.Max(worstRel, d / Math.Abs(r));
+                }
+                worstArray = Math.Max(worstArray, err / max);
+                Assert.True(err <= Tolerance * max, $"{name} {site.Name()} L{l}: max error {err} vs max |score| {max}");
+            }
+        output.WriteLine($"task/{name}: worst max|diff|/max|ref| {worstArray:E2}; worst |diff|/(1e-3|ref| + 1e-4 max|ref|) {worstBound:E2}; " +
+            $"worst |diff|/|ref| over elements with |ref| >= 1e-2 max|ref| {worstRel:E2}");
     }
 
     [Fact]
