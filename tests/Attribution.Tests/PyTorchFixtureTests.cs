@@ -10,13 +10,15 @@ namespace NeuronTrace.Attribution.Tests;
 /// <summary>
 /// Our activations, gradients and scores on stories260K against the float64 PyTorch autograd reference
 /// (tests/fixtures/README.md). Tolerance: max |ours − ref| ≤ 1e-4 · max |ref| per array (fp32 against fp64); the
-/// task-mean score arrays (task/...) are also checked element by element: |ours − ref| ≤ 1e-3 · |ref| + 1e-4 · max |ref|.
+/// task-mean score arrays (task/...) are also checked element by element: |ours − ref| ≤ 1e-3 · |ref| + 1e-5 · max |ref|.
 /// </summary>
 public class PyTorchFixtureTests(ITestOutputHelper output)
 {
     static readonly PyTorchFixture F = PyTorchFixture.Instance;
     static readonly Lazy<Llama> Model = new(() => new Llama(ModelLoader.Load().Weights, CpuBackend.Instance));
     const double Tolerance = 1e-4;
+    /// <summary>The element-wise check's floor: ten times below the per-array bound, so small scores are held to 1e-5 of the largest.</summary>
+    const double ElementFloor = 1e-5;
 
     public static TheoryData<string> RuleSets => new() { "exact", "relp", "relp_frozen_attn" };
 
@@ -156,7 +158,7 @@ public class PyTorchFixtureTests(ITestOutputHelper output)
     /// <summary>
     /// Every site and layer of <paramref name="scores"/> against the fixture's task/<paramref name="name"/>/S/l ([positions, width],
     /// row p = position p from the end): max |ours − ref| ≤ 1e-4 · max |ref| per array, and element-wise
-    /// |ours − ref| ≤ 1e-3 · |ref| + 1e-4 · max |ref|.
+    /// |ours − ref| ≤ 1e-3 · |ref| + 1e-5 · max |ref|.
     /// </summary>
     void CompareTaskScores(string name, NodeScores scores)
     {
@@ -172,7 +174,7 @@ public class PyTorchFixtureTests(ITestOutputHelper output)
                 {
                     double r = expected[i], d = Math.Abs(ours[i] - r);
                     err = Math.Max(err, d);
-                    double bound = 1e-3 * Math.Abs(r) + Tolerance * max;
+                    double bound = 1e-3 * Math.Abs(r) + ElementFloor * max;
                     Assert.True(d <= bound, $"{name} {site.Name()} L{l} element {i} (position {i / site.Width(scores.Config)} from the end): " +
                         $"ours {ours[i]} vs reference {r}, |diff| {d} > {bound}");
                     worstBound = Math.Max(worstBound, d / bound);
@@ -181,7 +183,7 @@ public class PyTorchFixtureTests(ITestOutputHelper output)
                 worstArray = Math.Max(worstArray, err / max);
                 Assert.True(err <= Tolerance * max, $"{name} {site.Name()} L{l}: max error {err} vs max |score| {max}");
             }
-        output.WriteLine($"task/{name}: worst max|diff|/max|ref| {worstArray:E2}; worst |diff|/(1e-3|ref| + 1e-4 max|ref|) {worstBound:E2}; " +
+        output.WriteLine($"task/{name}: worst max|diff|/max|ref| {worstArray:E2}; worst |diff|/(1e-3|ref| + 1e-5 max|ref|) {worstBound:E2}; " +
             $"worst |diff|/|ref| over elements with |ref| >= 1e-2 max|ref| {worstRel:E2}");
     }
 
