@@ -44,6 +44,14 @@ public sealed record LlamaConfig
             throw new ModelFormatException(source, $"heads {Heads} is not a multiple of kv heads {KvHeads}");
         if (HeadDim % 2 != 0)
             throw new ModelFormatException(source, $"head size {HeadDim} is odd; RoPE needs pairs");
+        // Out-of-range numbers load without complaint and then turn every logit into NaN.
+        if (!(float.IsFinite(NormEps) && NormEps > 0))
+            throw new ModelFormatException(source, $"norm epsilon {NormEps} is not a positive number");
+        if (!(float.IsFinite(RopeTheta) && RopeTheta > 0))
+            throw new ModelFormatException(source, $"rope theta {RopeTheta} is not a positive number");
+        if (RopeScaling is { } s && !(float.IsFinite(s.Factor) && s.Factor > 0 && float.IsFinite(s.HighFreqFactor) && s.LowFreqFactor > 0
+                && s.HighFreqFactor > s.LowFreqFactor && s.OriginalMaxPositionEmbeddings > 0))
+            throw new ModelFormatException(source, $"rope scaling (factor {s.Factor}, low {s.LowFreqFactor}, high {s.HighFreqFactor}, original context {s.OriginalMaxPositionEmbeddings}) needs positive numbers with high > low");
     }
 
     public long ParameterCount =>

@@ -1,3 +1,6 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
 namespace NeuronTrace.Model;
 
 /// <summary>
@@ -52,6 +55,28 @@ public sealed class LlamaWeights
         void Check(float[] a, long n, string what)
         {
             if (a.LongLength != n) throw new ModelFormatException(source, $"{what} has {a.LongLength} values, expected {n}");
+            // A NaN or infinite weight (a corrupt file) would otherwise surface only as NaN scores with exit code 0.
+            int bad = FirstNonFinite(a);
+            if (bad >= 0) throw new ModelFormatException(source, $"{what} holds a non-finite value ({a[bad]}) at index {bad}");
         }
+    }
+
+    /// <summary>Index of the first NaN or infinity, or −1. x·0 is 0 for every finite x and NaN otherwise.</summary>
+    static int FirstNonFinite(float[] a)
+    {
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            ref float start = ref MemoryMarshal.GetArrayDataReference(a);
+            for (; i + 64 <= a.Length; i += 64)
+            {
+                var acc = Vector256<float>.Zero;
+                for (int j = 0; j < 64; j += 8) acc += Vector256.LoadUnsafe(ref start, (nuint)(i + j)) * Vector256<float>.Zero;
+                if (!Vector256.EqualsAll(acc, Vector256<float>.Zero)) break;   // the scalar loop below finds which
+            }
+        }
+        for (; i < a.Length; i++)
+            if (!float.IsFinite(a[i])) return i;
+        return -1;
     }
 }

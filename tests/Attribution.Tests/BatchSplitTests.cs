@@ -41,4 +41,34 @@ public class BatchSplitTests
                     Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * max + 1e-9, $"{method} {baseline} {s} layer {l} [{i}]: {a[i]} split vs {b[i]} single");
             }
     }
+
+    [Theory]
+    [InlineData(AttributionMethod.IG)]
+    [InlineData(AttributionMethod.IGInputs)]
+    public void The_IG_path_in_several_passes_scores_as_in_one(AttributionMethod method)
+    {
+        // A batch (half) holds at most 4 prompts of at most 7 tokens, 28 rows per path point: 1 row per pass still runs
+        // one point per pass (5 passes), 60 rows two or more (the last pass short).
+        using var model = new Llama(RandomLlama.Create(RandomLlama.SmallConfig(), seed: 3), CpuBackend.Instance);
+        var task = RandomTasks.Pairs(7, model.Config.VocabSize, seed: 9);
+        var sites = new[] { NodeSite.Resid, NodeSite.MlpAct };
+        NodeScores Run(int rowsPerPass) => Attributor.Score(model, task, new AttributionOptions
+        {
+            Method = method, Sites = sites, BatchSize = 7, IgSteps = 5, IgRowsPerPass = rowsPerPass,
+        });
+        var one = Run(8192);
+        foreach (int rowsPerPass in new[] { 1, 60 })
+        {
+            var chunked = Run(rowsPerPass);
+            foreach (var s in sites)
+                for (int l = 0; l < model.Config.Layers; l++)
+                {
+                    float[] a = one.Get(s, l), b = chunked.Get(s, l);
+                    double max = a.Max(Math.Abs);
+                    Assert.True(max > 0);
+                    for (int i = 0; i < a.Length; i++)
+                        Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * max, $"{method} {rowsPerPass} rows/pass {s} L{l} [{i}]: {b[i]} vs {a[i]}");
+                }
+        }
+    }
 }

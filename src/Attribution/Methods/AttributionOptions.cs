@@ -48,4 +48,9 @@ public sealed record AttributionOptions
     public Metric? Metric { get; init; }
     /// <summary>Prompt pairs per forward/backward.</summary>
     public int BatchSize { get; init; } = 32;
+    /// <summary>
+    /// Token rows (prompt rows × IG path points) one IG forward/backward may hold; the path runs in as many passes as
+    /// that needs (at least one point per pass). Every saved activation has this many rows: memory, not results.
+    /// </summary>
+    public int IgRowsPerPass { get; init; } = 8192;
 }

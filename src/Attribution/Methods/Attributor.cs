@@ -20,6 +20,7 @@ public static class Attributor
         if (options.Method == AttributionMethod.IGInputs && (!task.IsPaired || baseline != Baseline.Patch))
             throw new ArgumentException($"{task.Name}: input-interpolation IG (ig-inputs) runs from the patch prompts' embeddings; it needs paired prompts and the patch baseline");
         if (options.IgSteps < 1) throw new ArgumentException("IG needs at least one step");
+        if (options.IgRowsPerPass < 1) throw new ArgumentException("IG rows per pass must be at least 1");
         var metric = options.Metric ?? (task.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit);
         var sites = options.Sites.Distinct().ToArray();
         int positions = task.Pairs.Max(p => p.CleanIds.Length);
@@ -71,7 +72,7 @@ public static class Attributor
 
         void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
         {
-            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, sites, positions, concurrentPatch);
+            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, sites, positions, concurrentPatch, options.IgRowsPerPass);
             switch (options.Method)
             {
                 case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
@@ -114,14 +115,16 @@ public static class Attributor
         readonly Task<ForwardPass>? _patchForward;
         readonly Baseline _baseline;
         readonly SiteMeans? _cleanMeans;
+        readonly int _igRowsPerPass;
         /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
         readonly int[] _scoreRowOf;
         readonly Dictionary<int, (Tensor MinusOne, Tensor Zero)> _constants = new();
 
         public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, NodeSite[] sites,
-            int positions, bool concurrentPatch)
+            int positions, bool concurrentPatch, int igRowsPerPass)
         {
             _model = model; _be = model.Backend; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
+            _igRowsPerPass = igRowsPerPass;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
             _scoreRowOf = new int[_clean.Rows];
             Array.Fill(_scoreRowOf, positions);
@@ -162,37 +165,42 @@ public static class Attributor
                 for (int l = 0; l < Config.Layers; l++)
                 {
                     using var delta = Delta(s, l);
-                    Accumulate(sums, s, l, delta, grads.Get(s, l), replicas: 1);
+                    Accumulate(sums, s, l, delta, grads.Get(s, l));
                 }
         }
 
         /// <summary>
-        /// Feature-circuits IG: for each site and layer, the site's value is set to a_c + α(a_p − a_c), α = k/N for k = 0..N−1,
-        /// with all N points run as one batch; the left-Riemann mean gradient times (a_p − a_c) is the score.
+        /// Feature-circuits IG: for each site and layer, the site's value is set to a_c + α(a_p − a_c), α = k/N for k = 0..N−1;
+        /// the left-Riemann mean gradient times (a_p − a_c) is the score. The N path points run as replicas of the batch,
+        /// as many per pass as <see cref="AttributionOptions.IgRowsPerPass"/> allows.
         /// </summary>
         public void IntegratedGradients(int steps, ScoreSums sums, Action tick)
         {
             int rows = _clean.Rows;
-            var repeated = new TokenBatch(Enumerable.Range(0, steps).SelectMany(_ => _pairs.Select(p => p.CleanIds)).ToList());
             foreach (var s in _sites)
                 for (int l = 0; l < Config.Layers; l++)
                 {
                     var (aC, aP) = HostEndpoints(s, l);
                     int w = s.Width(Config);
-                    var scale = new float[steps * rows * w];
-                    var offset = new float[steps * rows * w];
-                    for (int k = 0; k < steps; k++)
+                    using var gradientSum = ZeroRows(w);
+                    foreach (var (first, count) in PathChunks(steps))
                     {
-                        float alpha = (float)k / steps;
-                        for (int i = 0; i < rows * w; i++) offset[k * rows * w + i] = aC[i] + alpha * (aP[i] - aC[i]);
+                        var scale = new float[count * rows * w];
+                        var offset = new float[count * rows * w];
+                        for (int j = 0; j < count; j++)
+                        {
+                            float alpha = (float)(first + j) / steps;
+                            for (int i = 0; i < rows * w; i++) offset[j * rows * w + i] = aC[i] + alpha * (aP[i] - aC[i]);
+                        }
+                        using var plan = new InterventionPlan();
+                        plan.Set(s, l, _be.Upload(scale, count * rows, w), _be.Upload(offset, count * rows, w));
+                        using var pass = _model.Forward(Replicated(count), LogitRows.Last, plan);
+                        using var dLogits = MetricGradient(pass, count);
+                        using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
+                        AddReplicas(grads.Get(s, l), count, gradientSum);
                     }
-                    using var plan = new InterventionPlan();
-                    plan.Set(s, l, _be.Upload(scale, steps * rows, w), _be.Upload(offset, steps * rows, w));
-                    using var pass = _model.Forward(repeated, LogitRows.Last, plan);
-                    using var dLogits = MetricGradient(pass, steps);
-                    using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
                     using var delta = Delta(s, l);
-                    Accumulate(sums, s, l, delta, grads.Get(s, l), steps);
+                    Accumulate(sums, s, l, delta, gradientSum, 1f / steps);
                     tick();
                 }
         }
@@ -203,24 +211,63 @@ public static class Attributor
             int rows = _clean.Rows, d = Config.Dim;
             var xC = Host(_cleanPass.Embedded);
             var xP = Host(PatchPass.Embedded);
-            var repeated = new TokenBatch(Enumerable.Range(0, steps).SelectMany(_ => _pairs.Select(p => p.CleanIds)).ToList());
-            var offset = new float[steps * rows * d];
-            for (int k = 0; k < steps; k++)
+            var gradientSums = new Dictionary<(NodeSite, int), Tensor>();
+            try
             {
-                float alpha = (float)k / steps;
-                for (int i = 0; i < rows * d; i++) offset[k * rows * d + i] = xP[i] + alpha * (xC[i] - xP[i]);
-            }
-            using var plan = new InterventionPlan();
-            plan.SetEmbedding(_be.Upload(new float[steps * rows * d], steps * rows, d), _be.Upload(offset, steps * rows, d));
-            using var pass = _model.Forward(repeated, LogitRows.Last, plan);
-            using var dLogits = MetricGradient(pass, steps);
-            using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, _sites);
-            foreach (var s in _sites)
-                for (int l = 0; l < Config.Layers; l++)
+                foreach (var s in _sites)
+                    for (int l = 0; l < Config.Layers; l++) gradientSums[(s, l)] = ZeroRows(s.Width(Config));
+                foreach (var (first, count) in PathChunks(steps))
                 {
-                    using var delta = Delta(s, l);
-                    Accumulate(sums, s, l, delta, grads.Get(s, l), steps);
+                    var offset = new float[count * rows * d];
+                    for (int j = 0; j < count; j++)
+                    {
+                        float alpha = (float)(first + j) / steps;
+                        for (int i = 0; i < rows * d; i++) offset[j * rows * d + i] = xP[i] + alpha * (xC[i] - xP[i]);
+                    }
+                    using var plan = new InterventionPlan();
+                    plan.SetEmbedding(_be.Upload(new float[count * rows * d], count * rows, d), _be.Upload(offset, count * rows, d));
+                    using var pass = _model.Forward(Replicated(count), LogitRows.Last, plan);
+                    using var dLogits = MetricGradient(pass, count);
+                    using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, _sites);
+                    foreach (var s in _sites)
+                        for (int l = 0; l < Config.Layers; l++) AddReplicas(grads.Get(s, l), count, gradientSums[(s, l)]);
                 }
+                foreach (var s in _sites)
+                    for (int l = 0; l < Config.Layers; l++)
+                    {
+                        using var delta = Delta(s, l);
+                        Accumulate(sums, s, l, delta, gradientSums[(s, l)], 1f / steps);
+                    }
+            }
+            finally
+            {
+                foreach (var t in gradientSums.Values) t.Dispose();
+            }
+        }
+
+        /// <summary>The path points 0..steps−1 cut into runs of at most <see cref="AttributionOptions.IgRowsPerPass"/> rows (at least one point each).</summary>
+        IEnumerable<(int First, int Count)> PathChunks(int steps)
+        {
+            int perPass = Math.Max(1, _igRowsPerPass / _clean.Rows);
+            for (int first = 0; first < steps; first += perPass) yield return (first, Math.Min(perPass, steps - first));
+        }
+
+        /// <summary><paramref name="count"/> copies of the batch's clean prompts, back to back.</summary>
+        TokenBatch Replicated(int count) =>
+            new(Enumerable.Range(0, count).SelectMany(_ => _pairs.Select(p => p.CleanIds)).ToList());
+
+        Tensor ZeroRows(int w)
+        {
+            var t = _be.Allocate(_clean.Rows, w);
+            _be.Fill(t, 0f);
+            return t;
+        }
+
+        /// <summary>Adds the <paramref name="count"/> back-to-back copies of the batch in <paramref name="g"/> into <paramref name="sum"/>.</summary>
+        void AddReplicas(Tensor g, int count, Tensor sum)
+        {
+            int rows = _clean.Rows;
+            _be.ScatterAddRows(g, Enumerable.Range(0, rows * count).Select(r => r % rows).ToArray(), sum);
         }
 
         /// <summary>∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch.</summary>
@@ -296,23 +343,18 @@ public static class Attributor
         }
 
         /// <summary>
-        /// Adds delta ⊙ g into the score sums, row by row at each row's position from the end. <paramref name="g"/> holds
-        /// <paramref name="replicas"/> back-to-back copies of the batch (the IG path points), whose mean is the gradient.
-        /// Everything stays on the backend: on a GPU the site values never cross to the host.
+        /// Adds delta ⊙ (<paramref name="gradientScale"/> · g) into the score sums, row by row at each row's position from the
+        /// end (IG passes the sum of its path gradients and 1/N). Everything stays on the backend: on a GPU the site
+        /// values never cross to the host.
         /// </summary>
-        void Accumulate(ScoreSums sums, NodeSite s, int l, Tensor delta, Tensor g, int replicas)
+        void Accumulate(ScoreSums sums, NodeSite s, int l, Tensor delta, Tensor g, float gradientScale = 1f)
         {
-            int rows = _clean.Rows, w = s.Width(Config);
-            if (replicas == 1) _be.Multiply(delta, g);
-            else
+            _be.Multiply(delta, g);
+            if (gradientScale != 1f)
             {
-                using var mean = _be.Allocate(rows, w);
-                _be.Fill(mean, 0f);
-                _be.ScatterAddRows(g, Enumerable.Range(0, rows * replicas).Select(r => r % rows).ToArray(), mean);
-                using var inverse = _be.Allocate(rows, w);
-                _be.Fill(inverse, 1f / replicas);
-                _be.Multiply(mean, inverse);
-                _be.Multiply(delta, mean);
+                using var factor = _be.Allocate(_clean.Rows, s.Width(Config));
+                _be.Fill(factor, gradientScale);
+                _be.Multiply(delta, factor);
             }
             _be.ScatterAddRows(delta, _scoreRowOf, sums.Get(s, l));
         }
