@@ -33,7 +33,11 @@ public static class TraceJob
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         if (task.Count < 2) throw new ArgumentException($"{task.Name}: a trace needs at least 2 examples (one to attribute, one to evaluate)");
-        int train = Math.Clamp(o.TrainExamples ?? (task.Count + 1) / 2, 1, task.Count - 1);
+        if (o.TrainExamples is { } asked && (asked < 1 || asked >= task.Count))
+            throw new ArgumentException($"{task.Name}: {asked} training examples asked, but the task has {task.Count}: between 1 and {task.Count - 1} can be attributed (the rest evaluate the circuits)");
+        if (!(double.IsFinite(o.TargetFaithfulness) && o.TargetFaithfulness > 0 && o.TargetFaithfulness <= 1))
+            throw new ArgumentException($"target faithfulness {o.TargetFaithfulness} is not in (0, 1]");
+        int train = o.TrainExamples ?? (task.Count + 1) / 2;
         var trainTask = new PromptTask(task.Name + ":train", task.Pairs.Take(train).ToList());
         var evalTask = new PromptTask(task.Name + ":eval", task.Pairs.Skip(train).ToList());
         var ablationPrompts = evalTask.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList();

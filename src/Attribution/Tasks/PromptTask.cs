@@ -64,6 +64,8 @@ public sealed class PromptTask
             int[]? patchIds = null;
             int? patchAnswerId = null;
             if (patchAnswer is not null) patchAnswerId = AnswerToken(clean, cleanIds, patchAnswer, "patch_answer");
+            if (patchAnswerId == cleanAnswerId)
+                throw new ModelFormatException(path, $"{where}: clean_answer and patch_answer are the same token ({cleanAnswerId}); their logit difference is 0 whatever the model does");
             if (patch is not null)
             {
                 patchIds = tokenizer.Encode(patch, addBos: true);

@@ -21,6 +21,8 @@ public static class GenerateCommand
             var tok = loaded.RequireTokenizer();
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var ids = tok.Encode(r.GetValue(prompt) ?? "", addBos: true);
+            if (ids.Length > llama.Config.MaxSeqLen)
+                throw new ArgumentException($"prompt of {ids.Length} tokens exceeds the model's context of {llama.Config.MaxSeqLen}");
             for (int i = 1; i < ids.Length; i++) Console.Write(tok.Decode(ids[i - 1], ids[i]));
             int prev = ids[^1];
             var watch = System.Diagnostics.Stopwatch.StartNew();

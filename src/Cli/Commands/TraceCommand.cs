@@ -45,6 +45,11 @@ public static class TraceCommand
             if (r.GetValue(kPoints) < 2) throw new UsageException("--k-points must be at least 2");
             if (r.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1");
             if (r.GetValue(masks) < 1) throw new UsageException("--masks-per-forward must be at least 1");
+            if (r.GetValue(train) is < 1) throw new UsageException("--train must be at least 1");
+            double targetValue = r.GetValue(target);
+            if (!(double.IsFinite(targetValue) && targetValue > 0 && targetValue <= 1))
+                throw new UsageException($"--target {targetValue.ToString(CultureInfo.InvariantCulture)}: a faithfulness target must be in (0, 1]");
+            var relpRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!);
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer());
@@ -59,7 +64,7 @@ public static class TraceCommand
             var result = TraceJob.Run(llama, t, new TraceOptions
             {
                 Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
-                IgSteps = r.GetValue(steps), RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!),
+                IgSteps = r.GetValue(steps), RelPRules = relpRules,
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
             }, new ProgressBar());
 
