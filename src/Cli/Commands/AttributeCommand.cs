@@ -17,7 +17,8 @@ public static class AttributeCommand
         var task = TaskOptions.Task();
         var method = new Option<string>("--method") { Description = "atp (attribution patching), ig (integrated gradients per site), ig-inputs (IG over input embeddings) or relp.", DefaultValueFactory = _ => "relp" };
         var sites = TaskOptions.Sites();
-        var output = new Option<string>("--out", "-o") { Description = "Output folder for scores.f32, scores.json and scores.csv.", Required = true };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder for scores.f32, scores.json and scores.csv. Must not exist unless --force.", Required = true };
+        var force = new Option<bool>("--force") { Description = "Replace an existing output folder (only an empty folder or a scores folder written by attribute, not a trace run's scores)." };
         var steps = new Option<int>("--steps") { Description = "IG steps (alpha = k/N, k = 0..N-1).", DefaultValueFactory = _ => 10 };
         var baseline = new Option<string?>("--baseline") { Description = "patch (default for paired tasks), zero (default for unpaired) or mean (the task's mean clean activation at each layer and position from the end). Scores are (baseline - clean) * gradient." };
         var relpAttention = TaskOptions.RelPAttention();
@@ -30,7 +31,7 @@ public static class AttributeCommand
         var topLogitsK = new Option<int>("--top-logits-k") { Description = "k of --metric top-logits.", DefaultValueFactory = _ => 5 };
         var cmd = new Command("attribute", "Score every node (site, layer, position from the end, unit) by attribution of a metric of the last-position logits (default: the task's logit difference).")
         {
-            model, device, task, method, sites, output, steps, baseline, relpAttention, limit, batch, metric, topLogitsK,
+            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK,
         };
         cmd.SetAction(r =>
         {
@@ -50,6 +51,17 @@ public static class AttributeCommand
             if (r.GetValue(topLogitsK) < 1) throw new UsageException("--top-logits-k must be at least 1");
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
+            string dir = r.GetValue(output)!;
+            string CheckOut()
+            {
+                string full = OutputPaths.CheckFolder(dir, r.GetValue(force), "a scores folder written by attribute", OutputPaths.IsScoresFolder,
+                    [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath]);
+                // trace's RUN/scores/METHOD: replacing it would leave the run's circuits and sweep disagreeing with its scores.
+                if (Path.GetFileName(Path.GetDirectoryName(full)) == "scores" && Path.GetDirectoryName(Path.GetDirectoryName(full)) is { } run && OutputPaths.IsRunFolder(run))
+                    throw new UsageException($"{dir} is part of the trace run folder {run}; write the output elsewhere");
+                return full;
+            }
+            string fullDir = CheckOut();
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer()).Take(r.GetValue(limit));
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -67,8 +79,7 @@ public static class AttributeCommand
                 Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
                 RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
             }, new ProgressBar());
-            string dir = r.GetValue(output)!;
-            scores.Save(dir, m.Name(), chosen.Name, t.Count);
+            OutputPaths.WriteFolder(dir, fullDir, temp => scores.Save(temp, m.Name(), chosen.Name, t.Count), () => CheckOut());
             Console.WriteLine($"{t.Count} examples, {m.Name()}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
             Tables.PrintTopNodes(scores, siteList, 10);
             return 0;

@@ -11,29 +11,39 @@ public static class ConvertCommand
     {
         var model = CommonOptions.Model();
         var to = new Option<string>("--to") { Description = "Target format: hf (a Hugging Face LlamaForCausalLM folder, tokenizer file copied) or gguf (weights only).", Required = true };
-        var output = new Option<string>("--out", "-o") { Description = "Output folder (hf) or file (gguf).", Required = true };
-        var cmd = new Command("convert", "Convert a model to another format.") { model, to, output };
+        var output = new Option<string>("--out", "-o") { Description = "Output folder (hf) or file (gguf). Must not exist unless --force.", Required = true };
+        var force = new Option<bool>("--force") { Description = "Replace an existing output: a gguf file, or an hf folder that is empty or holds only what convert writes (config.json, *.safetensors, the index and a tokenizer file). Never the input model." };
+        var cmd = new Command("convert", "Convert a model to another format.") { model, to, output, force };
         cmd.SetAction(r =>
         {
+            string format = r.GetValue(to)!;
+            if (format is not ("hf" or "gguf")) throw new UsageException($"unknown --to \"{format}\" (hf or gguf)");
+            string dest = OutputPaths.NotEmpty(r.GetValue(output));
             var m = CommonOptions.LoadModel(r.GetValue(model));
-            string dest = r.GetValue(output)!;
-            switch (r.GetValue(to))
+            string? tokenizerFile = FindTokenizerFile(m.Path);
+            string?[] inputs = [r.GetValue(model), m.Path, tokenizerFile];
+            if (format == "hf")
             {
-                case "hf":
-                    string? tokenizerFile = FindTokenizerFile(m.Path);
-                    HfFolderWriter.Write(m.Weights, dest, tokenizerFile);
-                    break;
-                case "gguf":
-                    GgufFormat.Write(m.Weights, dest);
-                    break;
-                default:
-                    throw new UsageException($"unknown --to \"{r.GetValue(to)}\" (hf or gguf)");
+                OutputPaths.CheckFolder(dest, r.GetValue(force), "a model folder written by convert", IsConvertedFolder, inputs);
+                HfFolderWriter.Write(m.Weights, dest, tokenizerFile, overwrite: r.GetValue(force));
+            }
+            else
+            {
+                OutputPaths.CheckFile(dest, r.GetValue(force), inputs);
+                GgufFormat.Write(m.Weights, dest);
             }
             Console.WriteLine($"wrote {dest}");
             return 0;
         });
         return cmd;
     }
+
+    /// <summary>A folder of regular files only, with config.json, all of them names that <c>convert --to hf</c> writes.</summary>
+    static bool IsConvertedFolder(string dir) =>
+        File.Exists(Path.Combine(dir, HfConfig.FileName)) && !Directory.EnumerateDirectories(dir).Any()
+        && Directory.EnumerateFiles(dir).Select(Path.GetFileName).All(n => n is HfConfig.FileName or HfFolderFormat.IndexFileName
+            or "tokenizer.json" or "tokenizer.model" or "tok512.bin" or "tokenizer.bin"
+            || System.Text.RegularExpressions.Regex.IsMatch(n!, @"^model(-\d{5}-of-\d{5})?\.safetensors$"));
 
     static string? FindTokenizerFile(string modelPath) =>
         TokenizerFiles.FindInFolder(Directory.Exists(modelPath) ? modelPath : Path.GetDirectoryName(Path.GetFullPath(modelPath))!);

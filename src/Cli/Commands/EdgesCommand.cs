@@ -22,7 +22,8 @@ public static class EdgesCommand
         var method = new Option<string?>("--method") { Description = "Whose mlp_act circuit to use (default: the run's first method)." };
         var topNodes = new Option<int>("--top-nodes") { Description = "Connect at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 200 };
         var chunk = new Option<int>("--chunk") { Description = "Target neurons per multi-right-hand-side backward.", DefaultValueFactory = _ => 50 };
-        var output = new Option<string?>("--out", "-o") { Description = "Edge CSV to write (default: RUN/edges.csv); edge_sweep.csv is written beside it." };
+        var output = new Option<string?>("--out", "-o") { Description = "Edge CSV to write (default: RUN/edges.csv); edge_sweep.csv is written beside it. RUN/edges.csv and RUN/edge_sweep.csv are replaced freely; any other existing file only with --force." };
+        var force = new Option<bool>("--force") { Description = "Replace an existing --out file (and edge_sweep.csv beside it); never a file of the run folder other than its edges.csv and edge_sweep.csv." };
         var noEndpoints = new Option<bool>("--no-endpoint-edges") { Description = "Skip embedding -> neuron and neuron -> logit edges (the sweep then treats the lowest circuit layer as fed by the embeddings and the highest as feeding the logits)." };
         var relpAttention = TaskOptions.RelPAttention();
         var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
@@ -35,7 +36,7 @@ public static class EdgesCommand
             edges by |F| kept, a neuron kept iff it has a kept incoming and outgoing edge, evaluated by mean ablation.
             """)
         {
-            run, task, model, device, method, topNodes, chunk, output, noEndpoints, relpAttention, masks,
+            run, task, model, device, method, topNodes, chunk, output, force, noEndpoints, relpAttention, masks,
         };
         cmd.SetAction(r =>
         {
@@ -63,8 +64,13 @@ public static class EdgesCommand
             if (neurons.Any(n => n.Layer >= c.Layers || n.Unit >= c.HiddenDim))
                 throw new UsageException($"the circuit of {dir} does not fit the model {loaded.Path}");
 
+            // Both outputs are checked before the (long) computation and written together at its end.
+            if (!examples.IsPaired) throw new UsageException("the edge sweep needs paired prompts (its mean ablation uses the patch prompts)");
             string outPath = r.GetValue(output) ?? Path.Combine(dir, "edges.csv");
-            string sweepPath = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(outPath))!, "edge_sweep.csv");
+            string sweepPath = Path.Combine(Path.GetDirectoryName(outPath) ?? "", "edge_sweep.csv");
+            (string, string) CheckOut() => OutputPaths.CheckPair(outPath, sweepPath, r.GetValue(force),
+                [r.GetValue(task), taskPath, r.GetValue(model), loaded.Path], dir, ["edges.csv", "edge_sweep.csv"]);
+            var (outFull, sweepFull) = CheckOut();
             Console.Error.WriteLine($"{circuit.Method} mlp_act circuit: {neurons.Count} nodes in layers {neurons.Min(n => n.Layer)}..{neurons.Max(n => n.Layer)}; {examples.Count} examples of {taskPath}");
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var bar = new ProgressBar();
@@ -74,12 +80,9 @@ public static class EdgesCommand
                 Chunk = r.GetValue(chunk), EndpointEdges = !r.GetValue(noEndpoints), Rules = TaskOptions.RelPRules(r.GetValue(relpAttention)!),
             }, bar);
             double edgeSeconds = clock.Elapsed.TotalSeconds;
-            AtomicFile.WriteText(outPath, graph.ToCsv());
-
-            if (!examples.IsPaired) throw new UsageException("the edge sweep needs paired prompts (its mean ablation uses the patch prompts); edges.csv was written");
             var means = SiteMeans.Compute(llama, examples.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList(), [NodeSite.MlpAct]);
             var sweep = EdgeSweep.Run(llama, graph, examples, means, masksPerForward: r.GetValue(masks), progress: bar);
-            AtomicFile.WriteText(sweepPath, EdgeSweep.ToCsv(sweep));
+            OutputPaths.WriteFiles(() => CheckOut(), (outFull, outPath, graph.ToCsv()), (sweepFull, sweepPath, EdgeSweep.ToCsv(sweep)));
 
             int neuronEdges = graph.NeuronEdges.Count();
             Console.WriteLine($"{graph.Edges.Count} edges ({neuronEdges} neuron -> neuron, {graph.Edges.Count - neuronEdges} embedding/logit) among {neurons.Count} neurons, metric {graph.Metric}, {edgeSeconds:F1} s");

@@ -18,7 +18,7 @@ public static class TraceCommand
         var method = new Option<string>("--method") { Description = "Attribution method(s), comma-separated: relp, atp, ig, ig-inputs. Each gets its own sweep.", DefaultValueFactory = _ => "relp" };
         var sites = TaskOptions.Sites();
         var output = new Option<string?>("--out", "-o") { Description = "Run folder to create (default: runs/trace-TASK-TIME). Must not exist unless --force." };
-        var force = new Option<bool>("--force") { Description = "Replace an existing run folder." };
+        var force = new Option<bool>("--force") { Description = "Replace an existing run folder (only an empty folder or one written by trace)." };
         var train = new Option<int?>("--train") { Description = "Examples used for attribution; the rest evaluate the circuits (default: the first half)." };
         var kPoints = new Option<int>("--k-points") { Description = "Number of log-spaced k values from 1 to all nodes.", DefaultValueFactory = _ => 24 };
         var steps = new Option<int>("--steps") { Description = "IG steps.", DefaultValueFactory = _ => 10 };
@@ -56,8 +56,9 @@ public static class TraceCommand
             if (!r.GetValue(allLengths)) t = t.OfMostCommonLength();
             if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
             string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
-            if (Directory.Exists(outDir) && !r.GetValue(force))
-                throw new UsageException($"{outDir} already exists (pass --force to replace it)");
+            string CheckOut() => OutputPaths.CheckFolder(outDir, r.GetValue(force), "a NeuronTrace run folder", OutputPaths.IsRunFolder,
+                [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath]);
+            string full = CheckOut();
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
@@ -68,23 +69,12 @@ public static class TraceCommand
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
             }, new ProgressBar());
 
-            // Everything is written into a sibling temp folder first, then renamed: no partly written run folder.
-            string full = Path.GetFullPath(outDir);
-            string temp = full + $".partial-{Environment.ProcessId}";
-            if (Directory.Exists(temp)) Directory.Delete(temp, true);
-            try
+            // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
+            OutputPaths.WriteFolder(outDir, full, temp =>
             {
                 TraceReport.Write(temp, result, loaded, taskPath);
                 SweepPlot.SaveAll(temp, result.Sweep, t.Name);
-                if (Directory.Exists(full)) Directory.Delete(full, true);
-                Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-                Directory.Move(temp, full);
-            }
-            catch
-            {
-                if (Directory.Exists(temp)) Directory.Delete(temp, true);
-                throw;
-            }
+            }, () => CheckOut());
 
             Console.WriteLine($"\n{t.Name}: {result.Train.Count} examples attributed, {result.Eval.Count} evaluated; clean logit difference {result.CleanMetric:F3}; {result.Elapsed.TotalSeconds:F1} s");
             Console.WriteLine($"circuits reaching faithfulness {r.GetValue(target):P0} (top-k by |score|; random = k random nodes):");

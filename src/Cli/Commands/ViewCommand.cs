@@ -11,7 +11,8 @@ public static class ViewCommand
     public static Command Create()
     {
         var run = new Option<string>("--run") { Description = "Trace run folder (written by trace).", Required = true };
-        var output = new Option<string?>("--out", "-o") { Description = "HTML file to write (default: RUN/view.html); graph.json is written beside it." };
+        var output = new Option<string?>("--out", "-o") { Description = "HTML file to write (default: RUN/view.html); graph.json is written beside it. RUN/view.html and RUN/graph.json are replaced freely; any other existing file only with --force." };
+        var force = new Option<bool>("--force") { Description = "Replace an existing --out file (and graph.json beside it); never a file of the run folder other than its view.html and graph.json." };
         var site = new Option<string?>("--site") { Description = "Circuit site (default: mlp_act)." };
         var method = new Option<string?>("--method") { Description = "Circuit method (default: the run's first)." };
         var task = TaskOptions.Task();
@@ -29,7 +30,7 @@ public static class ViewCommand
             faithfulness/completeness sweep. Also writes graph.json (schema: docs/circuit-graph-schema.md).
             """)
         {
-            run, output, site, method, task, model, device, maxNodes, maxEdges, examples,
+            run, output, force, site, method, task, model, device, maxNodes, maxEdges, examples,
         };
         cmd.SetAction(r =>
         {
@@ -41,6 +42,10 @@ public static class ViewCommand
             if (r.GetValue(site) is { } s && !NodeSites.TryParse(s, out _)) throw new UsageException($"unknown --site \"{s}\"");
             var circuit = folder.ReadCircuit(r.GetValue(method), r.GetValue(site));
             string outPath = r.GetValue(output) ?? Path.Combine(dir, "view.html");
+            string jsonPath = Path.Combine(Path.GetDirectoryName(outPath) ?? "", "graph.json");
+            (string, string) CheckOut() => OutputPaths.CheckPair(outPath, jsonPath, r.GetValue(force),
+                [r.GetValue(task), folder.TaskPath, r.GetValue(model), folder.ModelPath], dir, ["view.html", "graph.json"]);
+            var (htmlFull, jsonFull) = CheckOut();
 
             Dictionary<(int, int), List<NeuronExample>>? ex = null;
             string? taskPath = null;
@@ -58,9 +63,9 @@ public static class ViewCommand
                 ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
             }
             var graph = CircuitGraph.Build(folder, circuit, r.GetValue(maxNodes), r.GetValue(maxEdges), ex, layers, taskPath);
-            string json = CircuitView.Write(graph, outPath);
+            OutputPaths.WriteFiles(() => CheckOut(), (jsonFull, jsonPath, graph.ToJson()), (htmlFull, outPath, CircuitView.Render(graph)));
             Console.WriteLine($"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and {graph.Edges.Count} co-attribution edges");
-            Console.WriteLine($"wrote {outPath} and {json}");
+            Console.WriteLine($"wrote {outPath} and {jsonPath}");
             return 0;
         });
         return cmd;

@@ -14,7 +14,8 @@ public static class HfFolderWriter
     /// <param name="tokenizerFileToCopy">A tokenizer file (e.g. tok512.bin, tokenizer.json) copied into the folder under its own name.</param>
     /// <param name="dtype">Storage type of every tensor.</param>
     /// <param name="shards">1 for a single model.safetensors; more for model-0000k-of-0000n.safetensors plus an index.</param>
-    /// <param name="overwrite">Replace an existing non-empty folder.</param>
+    /// <param name="overwrite">Replace an existing non-empty folder, whatever it holds: the caller decides what may be
+    /// replaced (<c>convert --force</c> only allows an empty folder or one holding only files convert writes).</param>
     public static void Write(LlamaWeights w, string dir, string? tokenizerFileToCopy,
         FloatEncoding dtype = FloatEncoding.F32, int shards = 1, bool overwrite = false)
     {
