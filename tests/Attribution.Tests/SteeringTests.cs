@@ -115,6 +115,14 @@ public class SteeringTests
         Assert.Throws<ArgumentException>(() => Steering.Steering.Run(model, Prompt, [NeuronEdit.Scale(0, 999, 0, 2f)], 3, 0));
         Assert.Throws<ArgumentException>(() => Steering.Steering.Run(model, Prompt, [NeuronEdit.Scale(0, 1, 40, 2f)], 3, 0));
         Assert.Throws<ArgumentException>(() => Steering.Steering.Run(model, Prompt, [NeuronEdit.FromSource(0, 1, 0)], 3, 0));
+        // A =src edit at a position the (shorter) source prompt lacks would change nothing: refused, from the end or absolute.
+        int[] source = [1, 4, 6];
+        var e1 = Assert.Throws<ArgumentException>(() => Steering.Steering.Run(model, Prompt, [NeuronEdit.FromSource(0, 1, 3)], 3, 0, source));
+        Assert.Contains("3-token source prompt", e1.Message);
+        Assert.Throws<ArgumentException>(() => Steering.Steering.Run(model, Prompt, [new NeuronEdit(0, 1, PositionKind.Absolute, 1, EditMode.FromSource)], 3, 0, source));
+        // The source's own positions, and @all (which skips the positions the source lacks), still work.
+        Assert.Equal(1, Steering.Steering.Run(model, Prompt, [NeuronEdit.FromSource(0, 1, 2)], 3, 0, source).EditedValues);
+        Assert.Equal(3, Steering.Steering.Run(model, Prompt, [new NeuronEdit(0, 1, PositionKind.All, 0, EditMode.FromSource)], 3, 0, source).EditedValues);
     }
 
     [Fact]

@@ -56,7 +56,8 @@ public static class Steering
 
     /// <summary>
     /// Turns edits into per-value scale/offset pairs for a prompt; several edits of the same value compose in order.
-    /// FromSource reads the source prompt's <c>mlp_act</c> at the same position from the end (skipped where the source is shorter).
+    /// FromSource reads the source prompt's <c>mlp_act</c> at the same position from the end; a single-position =src edit the
+    /// source prompt is too short for is an error, an @all edit skips the positions the source does not have.
     /// </summary>
     public static List<ResolvedEdit> Resolve(Llama model, int[] promptIds, IReadOnlyList<NeuronEdit> edits, int[]? sourceIds)
     {
@@ -75,6 +76,13 @@ public static class Steering
         {
             if (sourceIds is null || sourceIds.Length == 0) throw new ArgumentException("a FromSource (=src) edit needs a source prompt");
             sourceLen = sourceIds.Length;
+            // A single-position =src edit whose position the source prompt does not have would change nothing: refuse it.
+            foreach (var e in edits.Where(e => e.Mode == EditMode.FromSource && e.PositionKind != PositionKind.All))
+            {
+                int fromEnd = e.PositionKind == PositionKind.FromEnd ? e.Position : n - 1 - e.Position;
+                if (fromEnd >= sourceLen)
+                    throw new ArgumentException($"edit {e}: position {fromEnd} from the end is outside the {sourceLen}-token source prompt");
+            }
             source = new();
             using var pass = model.Forward(new TokenBatch([sourceIds]), LogitRows.None);
             foreach (int l in edits.Where(e => e.Mode == EditMode.FromSource).Select(e => e.Layer).Distinct())

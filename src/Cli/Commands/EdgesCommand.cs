@@ -17,7 +17,7 @@ public static class EdgesCommand
         var task = TaskOptions.Task();
         task.Description = "Task whose examples the edges are averaged over and the sweep evaluates (default: the run's evaluation examples of the task recorded in RUN/summary.json).";
         var model = CommonOptions.Model();
-        model.Description = "Model (default: the model recorded in the run, else the bundled stories260K).";
+        model.Description = "Model (default: the model recorded in the run; the bundled stories260K only when the run records none).";
         var device = CommonOptions.Device();
         var method = new Option<string?>("--method") { Description = "Whose mlp_act circuit to use (default: the run's first method)." };
         var topNodes = new Option<int>("--top-nodes") { Description = "Connect at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 200 };
@@ -55,14 +55,12 @@ public static class EdgesCommand
             if (r.GetValue(task) is { } t) taskPath = TaskOptions.TaskPath(t);
             else taskPath = folder.TaskPath is { } rec && File.Exists(rec) ? rec
                 : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task");
-            var loaded = CommonOptions.LoadModel(r.GetValue(model) ?? (folder.ModelPath is { } mp && (File.Exists(mp) || Directory.Exists(mp)) ? mp : null));
+            var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
             var full = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
             PromptTask examples;
             if (wholeTask) examples = full;
-            else examples = folder.HeldOut(full);
-            var c = loaded.Config;
-            if (neurons.Any(n => n.Layer >= c.Layers || n.Unit >= c.HiddenDim))
-                throw new UsageException($"the circuit of {dir} does not fit the model {loaded.Path}");
+            else examples = folder.HeldOut(full, taskPath);
+            circuit.CheckFits(loaded.Config, loaded.Path, examples.Pairs.Max(p => p.CleanIds.Length), taskPath);
 
             // Both outputs are checked before the (long) computation and written together at its end.
             if (!examples.IsPaired) throw new UsageException("the edge sweep needs paired prompts (its mean ablation uses the patch prompts)");

@@ -45,13 +45,19 @@ public static class SteerCommand
         };
         cmd.SetAction(r =>
         {
+            if (r.GetValue(top) < 1) throw new UsageException("--top must be at least 1");
+            if (r.GetValue(steps) < 0) throw new UsageException("--steps must not be negative");
+            if (r.GetValue(k) is < 1) throw new UsageException("--k must be at least 1");
+            bool flip = r.GetValue(run) is not null;
+            // Options of the other mode would be silently ignored: refuse them.
+            foreach (var (opt, runMode) in new (Option, bool)[] { (top, false), (steps, false), (source, false), (task, true), (method, true), (k, true), (seed, true) })
+                if (runMode != flip && r.GetResult(opt) is { Implicit: false })
+                    throw new UsageException(runMode ? $"{opt.Name} applies to --run mode only" : $"{opt.Name} applies to --prompt mode only, not --run");
             if (r.GetValue(run) is { } runDir) return FlipMode(r, runDir, model, device, task, method, k, seed, prompt, edit);
             string? text = r.GetValue(prompt);
             var specs = r.GetValue(edit) ?? [];
             if (text is null) throw new UsageException("steer needs --prompt with --edit, or --run for the flip rate");
             if (specs.Length == 0) throw new UsageException("steer needs at least one --edit (e.g. --edit L3/N17=x2)");
-            if (r.GetValue(top) < 1) throw new UsageException("--top must be at least 1");
-            if (r.GetValue(steps) < 0) throw new UsageException("--steps must not be negative");
             var edits = specs.Select(s =>
             {
                 try { return NeuronEdit.Parse(s); }
@@ -106,23 +112,23 @@ public static class SteerCommand
         var folder = RunFolder.Open(runDir);
         var circuit = folder.ReadCircuit(r.GetValue(method), "mlp_act");
         int? top = r.GetValue(k);
-        if (top is < 1) throw new UsageException("--k must be at least 1");
         var nodes = circuit.Nodes.Take(top ?? circuit.Nodes.Count).Select(n => n.Node).ToList();
         if (nodes.Count == 0) throw new UsageException($"{runDir}: the {circuit.Method} mlp_act circuit is empty (no k reached the target); pass --k");
         string taskPath = r.GetValue(task) is { } t ? TaskOptions.TaskPath(t)
             : folder.TaskPath is { } rec && File.Exists(rec) ? rec
             : throw new UsageException($"the task recorded in {runDir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task");
-        if (top is null && nodes.Count * 2 >= circuit.TotalNodes)
-            Console.Error.WriteLine($"note: the circuit holds {nodes.Count} of {circuit.TotalNodes} nodes, so the random control is nearly the same set; pass --k for a smaller circuit");
-        var loaded = CommonOptions.LoadModel(r.GetValue(model) ?? (folder.ModelPath is { } mp && (File.Exists(mp) || Directory.Exists(mp)) ? mp : null));
+        var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
         var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer());
         string lines = "all lines";
         // On the run's own task, only its held-out lines count: the circuit was chosen on its training lines.
-        if (r.GetValue(task) is null && (folder.EvalLines is { Length: > 0 } || folder.TrainExamples is > 0))
+        if (r.GetValue(task) is null)
         {
-            pt = folder.HeldOut(pt);
+            pt = folder.HeldOut(pt, taskPath);
             lines = "the run's held-out examples";
         }
+        circuit.CheckFits(loaded.Config, loaded.Path, pt.Pairs.Max(p => p.CleanIds.Length), taskPath);
+        if (top is null && nodes.Count * 2 >= circuit.TotalNodes)
+            Console.Error.WriteLine($"note: the circuit holds {nodes.Count} of {circuit.TotalNodes} nodes, so the random control is nearly the same set; pass --k for a smaller circuit");
         using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
         var rates = Steering.FlipRate(llama, pt, nodes, r.GetValue(seed));
         Console.WriteLine($"{pt.Name}: {rates.Lines} lines ({lines}); patching mlp_act neurons from the patch prompt into the clean run (interchange)");

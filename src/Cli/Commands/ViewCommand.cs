@@ -18,7 +18,7 @@ public static class ViewCommand
         var task = TaskOptions.Task();
         task.Description = "Task whose clean prompts give each neuron's top-activating tokens (default: the task recorded in RUN/summary.json).";
         var model = CommonOptions.Model();
-        model.Description = "Model for the dataset examples (default: the model recorded in the run, else the bundled stories260K).";
+        model.Description = "Model for the dataset examples (default: the model recorded in the run; the bundled stories260K only when the run records none).";
         var device = CommonOptions.Device();
         var maxNodes = new Option<int>("--max-nodes") { Description = "Draw at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 60 };
         var maxEdges = new Option<int>("--max-edges") { Description = "Draw at most this many co-attribution edges (largest |weight| first).", DefaultValueFactory = _ => 300 };
@@ -55,9 +55,11 @@ public static class ViewCommand
                 taskPath = r.GetValue(task) is { } t ? TaskOptions.TaskPath(t)
                     : folder.TaskPath is { } rec && File.Exists(rec) ? rec
                     : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task or --examples 0");
-                var loaded = CommonOptions.LoadModel(r.GetValue(model) ?? (folder.ModelPath is { } mp && (File.Exists(mp) || Directory.Exists(mp)) ? mp : null));
+                var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
                 layers = loaded.Config.Layers;
                 var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
+                // Positions are checked against the run's own task (another --task only supplies dataset examples).
+                circuit.CheckFits(loaded.Config, loaded.Path, r.GetValue(task) is null ? pt.Pairs.Max(p => p.CleanIds.Length) : null, taskPath);
                 using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
                 var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
                 ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
