@@ -183,7 +183,14 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
     {
         string dir = RepoPaths.TempDir("policy-unpaired");
         string task = Path.Combine(dir, "unpaired.jsonl");
-        File.WriteAllText(task, "{\"clean_prefix\": \"Mia found a ball.\", \"clean_answer\": \" She\"}\n{\"clean_prefix\": \"Tom found a ball.\", \"clean_answer\": \" He\"}\n");
+        // The run's own prompts without their counterfactuals, so the circuit's positions fit them and the refusal is
+        // the unpaired one.
+        File.WriteAllLines(task, File.ReadLines(fixture.TaskPath).Where(l => l.Trim().Length > 0).Select(l =>
+        {
+            var o = System.Text.Json.Nodes.JsonNode.Parse(l)!.AsObject();
+            o.Remove("patch_prefix"); o.Remove("patch_answer");
+            return o.ToJsonString();
+        }));
         string outDir = Path.Combine(dir, "out");
         Refused(CliHarness.Run("edges", "--run", fixture.Dir, "-t", task, "--top-nodes", "3", "-o", Path.Combine(outDir, "e.csv")), 2, "needs paired prompts");
         Assert.DoesNotContain("was written", CliHarness.Run("edges", "--run", fixture.Dir, "-t", task, "--top-nodes", "3", "-o", Path.Combine(outDir, "e.csv")).Err);
