@@ -7,18 +7,9 @@ namespace NeuronTrace.Cli.Tests;
 [Collection("console")]
 public class BadInputTests
 {
-    static void AssertOneLineError((int Exit, string Out, string Err) r, int exit, params string[] mustContain)
-    {
-        Assert.Equal(exit, r.Exit);
-        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Single(lines);
-        Assert.DoesNotContain("   at ", r.Err);
-        foreach (var s in mustContain) Assert.Contains(s, r.Err);
-    }
-
     [Fact]
     public void MissingModelFile() =>
-        AssertOneLineError(CliHarness.Run("info", "--model", "/nonexistent/model.bin"), 1, "/nonexistent/model.bin", "no such file");
+        CliHarness.AssertOneLineError(CliHarness.Run("info", "--model", "/nonexistent/model.bin"), 1, "/nonexistent/model.bin", "no such file");
 
     [Fact]
     public void TruncatedBinModel()
@@ -27,7 +18,7 @@ public class BadInputTests
         string path = Path.Combine(dir, "stories260K.bin");
         var bytes = File.ReadAllBytes(RepoPaths.Stories260KBin);
         File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
-        AssertOneLineError(CliHarness.Run("info", "--model", path), 1, path, "truncated");
+        CliHarness.AssertOneLineError(CliHarness.Run("info", "--model", path), 1, path, "truncated");
     }
 
     [Fact]
@@ -37,17 +28,17 @@ public class BadInputTests
         var bytes = File.ReadAllBytes(RepoPaths.Stories260KGguf);
         bytes[0] = (byte)'X';
         File.WriteAllBytes(path, bytes);
-        AssertOneLineError(CliHarness.Run("info", "--model", path), 1, path, "magic");
+        CliHarness.AssertOneLineError(CliHarness.Run("info", "--model", path), 1, path, "magic");
     }
 
     [Fact]
-    public void UnknownFlag() => AssertOneLineError(CliHarness.Run("trace", "--frobnicate"), 2, "--frobnicate");
+    public void UnknownFlag() => CliHarness.AssertOneLineError(CliHarness.Run("trace", "--frobnicate"), 2, "--frobnicate");
 
     [Fact]
     public void UnknownMethodAndSite()
     {
-        AssertOneLineError(CliHarness.Run("attribute", "--method", "shap", "--out", RepoPaths.TempDir("m")), 1, "shap");
-        AssertOneLineError(CliHarness.Run("attribute", "--sites", "mlp_act,neurons", "--out", RepoPaths.TempDir("s")), 1, "neurons");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--method", "shap", "--out", RepoPaths.TempDir("m")), 1, "shap");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--sites", "mlp_act,neurons", "--out", RepoPaths.TempDir("s")), 1, "neurons");
     }
 
     [Fact]
@@ -56,7 +47,7 @@ public class BadInputTests
         string path = Path.Combine(RepoPaths.TempDir("task"), "bad.jsonl");
         File.WriteAllText(path, "{\"clean_prefix\": \"Lily was sad.\", \"patch_prefix\": \"Tim was sad.\", \"clean_answer\": \" She\", \"patch_answer\": \" He\"}\n{not json\n");
         string outDir = Path.Combine(RepoPaths.TempDir("out"), "scores");
-        AssertOneLineError(CliHarness.Run("attribute", "--task", path, "--out", outDir), 1, path, "line 2", "malformed JSON");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--task", path, "--out", outDir), 1, path, "line 2", "malformed JSON");
         Assert.False(Directory.Exists(outDir), "no output may be written for bad input");
     }
 
@@ -66,27 +57,27 @@ public class BadInputTests
         string dir = RepoPaths.TempDir("task2");
         string empty = Path.Combine(dir, "empty.jsonl");
         File.WriteAllText(empty, "\n");
-        AssertOneLineError(CliHarness.Run("attribute", "--task", empty, "--out", Path.Combine(dir, "o1")), 1, "no examples");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--task", empty, "--out", Path.Combine(dir, "o1")), 1, "no examples");
 
         string multi = Path.Combine(dir, "multi.jsonl");
         File.WriteAllText(multi, "{\"clean_prefix\": \"The trees\", \"patch_prefix\": \"The tree\", \"clean_answer\": \" were\", \"patch_answer\": \" was\"}\n");
-        AssertOneLineError(CliHarness.Run("attribute", "--task", multi, "--out", Path.Combine(dir, "o2")), 1, "line 1", "\" were\" is not one token");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--task", multi, "--out", Path.Combine(dir, "o2")), 1, "line 1", "\" were\" is not one token");
 
         string unequal = Path.Combine(dir, "unequal.jsonl");
         File.WriteAllText(unequal, "{\"clean_prefix\": \"Lily was sad.\", \"patch_prefix\": \"Timmy went to the park.\", \"clean_answer\": \" She\", \"patch_answer\": \" He\"}\n");
-        AssertOneLineError(CliHarness.Run("attribute", "--task", unequal, "--out", Path.Combine(dir, "o3")), 1, "line 1", "tokens");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--task", unequal, "--out", Path.Combine(dir, "o3")), 1, "line 1", "tokens");
     }
 
     [Fact]
     public void ExistingRunFolderIsNotOverwrittenWithoutForce()
     {
         string dir = RepoPaths.TempDir("exists");
-        AssertOneLineError(CliHarness.Run("trace", "--out", dir), 2, "already exists");
+        CliHarness.AssertOneLineError(CliHarness.Run("trace", "--out", dir), 2, "already exists");
     }
 
     [Fact]
     public void CudaWithoutAGpuExplainsItselfInOneLine() =>
-        AssertOneLineError(CliHarness.Run("generate", "--device", "cuda", "--steps", "3"), 2, "--device cuda");
+        CliHarness.AssertOneLineError(CliHarness.Run("generate", "--device", "cuda", "--steps", "3"), 2, "--device cuda");
 }
 
 [Collection("console")]

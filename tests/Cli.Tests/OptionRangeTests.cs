@@ -8,9 +8,7 @@ public class OptionRangeTests
 {
     static void Refused((int Exit, string Out, string Err) r, int exit, string mustContain)
     {
-        Assert.Equal(exit, r.Exit);
-        Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Contains(mustContain, r.Err);
+        CliHarness.AssertOneLineError(r, exit, mustContain);
         Assert.Equal("", r.Out.Trim());
     }
 

@@ -13,15 +13,6 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
 {
     const string Keep = "keep me";
 
-    static void Refused((int Exit, string Out, string Err) r, int exit, params string[] mustContain)
-    {
-        Assert.True(exit == r.Exit, $"exit {r.Exit}, stderr: {r.Err}");
-        Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.DoesNotContain("   at ", r.Err);
-        Assert.DoesNotContain("internal error", r.Err);
-        foreach (var s in mustContain) Assert.Contains(s, r.Err);
-    }
-
     static void Ok((int Exit, string Out, string Err) r) => Assert.True(r.Exit == 0, r.Err);
 
     static string KeepFile(string dir, string name)
@@ -32,19 +23,6 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         return path;
     }
 
-    /// <summary>A private copy of the fixture's run folder, for tests that write into it.</summary>
-    string CopyOfRun()
-    {
-        string dest = Path.Combine(RepoPaths.TempDir("policy-run"), "run");
-        foreach (var f in Directory.GetFiles(fixture.Dir, "*", SearchOption.AllDirectories))
-        {
-            string to = Path.Combine(dest, Path.GetRelativePath(fixture.Dir, f));
-            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
-            File.Copy(f, to);
-        }
-        return dest;
-    }
-
     static void NoHiddenLeftovers(string dir) =>
         Assert.DoesNotContain(Directory.GetFileSystemEntries(dir), p => Path.GetFileName(p).StartsWith('.'));
 
@@ -53,8 +31,8 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
     {
         string dir = RepoPaths.TempDir("policy-files");
         string target = KeepFile(dir, "existing.txt");
-        Refused(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", target), 2, $"{target} already exists (pass --force to replace it)");
-        Refused(CliHarness.Run("edges", "--run", fixture.Dir, "--top-nodes", "3", "-o", target), 2, $"{target} already exists (pass --force to replace it)");
+        CliHarness.AssertOneLineError(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", target), 2, $"{target} already exists (pass --force to replace it)");
+        CliHarness.AssertOneLineError(CliHarness.Run("edges", "--run", fixture.Dir, "--top-nodes", "3", "-o", target), 2, $"{target} already exists (pass --force to replace it)");
         Assert.Equal(Keep, File.ReadAllText(target));
         Assert.Equal(["existing.txt"], Directory.GetFiles(dir).Select(Path.GetFileName));
 
@@ -66,27 +44,27 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         // The file written beside --out does not clobber an unrelated file of that name either.
         string viewDir = RepoPaths.TempDir("policy-graph");
         string graph = KeepFile(viewDir, "graph.json");
-        Refused(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", Path.Combine(viewDir, "v.html")), 2,
+        CliHarness.AssertOneLineError(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", Path.Combine(viewDir, "v.html")), 2,
             $"{graph} (written beside --out) already exists (pass --force to replace it)");
         Assert.Equal(Keep, File.ReadAllText(graph));
         Assert.Equal(["graph.json"], Directory.GetFiles(viewDir).Select(Path.GetFileName));
 
         string edgesDir = RepoPaths.TempDir("policy-sweep");
         string sweep = KeepFile(edgesDir, "edge_sweep.csv");
-        Refused(CliHarness.Run("edges", "--run", fixture.Dir, "--top-nodes", "3", "-o", Path.Combine(edgesDir, "e.csv")), 2,
+        CliHarness.AssertOneLineError(CliHarness.Run("edges", "--run", fixture.Dir, "--top-nodes", "3", "-o", Path.Combine(edgesDir, "e.csv")), 2,
             $"{sweep} (written beside --out) already exists (pass --force to replace it)");
         Assert.Equal(Keep, File.ReadAllText(sweep));
         Assert.Equal(["edge_sweep.csv"], Directory.GetFiles(edgesDir).Select(Path.GetFileName));
 
         // --out may not be the name of the file written beside it.
-        Refused(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", Path.Combine(viewDir, "graph.json"), "--force"), 2, "graph.json");
+        CliHarness.AssertOneLineError(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", Path.Combine(viewDir, "graph.json"), "--force"), 2, "graph.json");
         Assert.Equal(Keep, File.ReadAllText(graph));
     }
 
     [Fact]
     public void ViewAndEdgesDefaultOutputsInTheRunFolderAreReplacedWithoutForce()
     {
-        string run = CopyOfRun();
+        string run = fixture.Copy("policy-run");
         Ok(CliHarness.Run("view", "--run", run, "--examples", "0"));
         Ok(CliHarness.Run("view", "--run", run, "--examples", "0"));
         Ok(CliHarness.Run("view", "--run", run, "--examples", "0", "-o", Path.Combine(run, "view.html")));
@@ -99,11 +77,11 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
     [Fact]
     public void AnOutputIsNeverTheCommandsInputEvenWithForce()
     {
-        string run = CopyOfRun();
+        string run = fixture.Copy("policy-run");
         string summary = File.ReadAllText(Path.Combine(run, "summary.json"));
-        Refused(CliHarness.Run("view", "--run", run, "--examples", "0", "-o", Path.Combine(run, "summary.json"), "--force"), 2, "is a file of the run folder");
-        Refused(CliHarness.Run("edges", "--run", run, "--top-nodes", "3", "-o", Path.Combine(run, "sweep.csv"), "--force"), 2, "is a file of the run folder");
-        Refused(CliHarness.Run("edges", "--run", run, "--top-nodes", "3", "-o", Path.Combine(run, "circuits", "relp_mlp_act.json"), "--force"), 2, "is a file of the run folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("view", "--run", run, "--examples", "0", "-o", Path.Combine(run, "summary.json"), "--force"), 2, "is a file of the run folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("edges", "--run", run, "--top-nodes", "3", "-o", Path.Combine(run, "sweep.csv"), "--force"), 2, "is a file of the run folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("edges", "--run", run, "--top-nodes", "3", "-o", Path.Combine(run, "circuits", "relp_mlp_act.json"), "--force"), 2, "is a file of the run folder");
         Assert.Equal(summary, File.ReadAllText(Path.Combine(run, "summary.json")));
         Assert.False(File.Exists(Path.Combine(run, "graph.json")));
         Assert.False(File.Exists(Path.Combine(run, "edges.csv")));
@@ -111,7 +89,7 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         // attribute must not replace a trace run's scores.
         string scores = Path.Combine(run, "scores", "relp");
         byte[] before = File.ReadAllBytes(Path.Combine(scores, "scores.f32"));
-        Refused(CliHarness.Run("attribute", "--sites", "mlp_act", "--limit", "2", "--out", scores, "--force"), 2, "part of the trace run folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--sites", "mlp_act", "--limit", "2", "--out", scores, "--force"), 2, "part of the trace run folder");
         Assert.Equal(before, File.ReadAllBytes(Path.Combine(scores, "scores.f32")));
 
         // convert: not over the model file, its tokenizer, or the model folder.
@@ -120,9 +98,9 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         File.Copy(RepoPaths.Stories260KBin, bin);
         File.Copy(RepoPaths.Tok512, Path.Combine(models, "tok512.bin"));
         byte[] model = File.ReadAllBytes(bin);
-        Refused(CliHarness.Run("convert", "--model", bin, "--to", "gguf", "-o", bin, "--force"), 2, $"{bin} is an input");
-        Refused(CliHarness.Run("convert", "--model", bin, "--to", "gguf", "-o", Path.Combine(models, "tok512.bin"), "--force"), 2, "is an input");
-        Refused(CliHarness.Run("convert", "--model", bin, "--to", "hf", "-o", models, "--force"), 2, $"{models} holds an input");
+        CliHarness.AssertOneLineError(CliHarness.Run("convert", "--model", bin, "--to", "gguf", "-o", bin, "--force"), 2, $"{bin} is an input");
+        CliHarness.AssertOneLineError(CliHarness.Run("convert", "--model", bin, "--to", "gguf", "-o", Path.Combine(models, "tok512.bin"), "--force"), 2, "is an input");
+        CliHarness.AssertOneLineError(CliHarness.Run("convert", "--model", bin, "--to", "hf", "-o", models, "--force"), 2, $"{models} holds an input");
         Assert.Equal(model, File.ReadAllBytes(bin));
         Assert.Equal(["stories260K.bin", "tok512.bin"], Directory.GetFiles(models).Select(Path.GetFileName).Order());
 
@@ -130,8 +108,8 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         string taskDir = RepoPaths.TempDir("policy-task");
         string task = Path.Combine(taskDir, "t.jsonl");
         File.Copy(Path.Combine(RepoPaths.Tasks, "pronoun_gender.jsonl"), task);
-        Refused(CliHarness.Run("trace", "--task", task, "--out", taskDir, "--force"), 2, $"{taskDir} holds an input");
-        Refused(CliHarness.Run("attribute", "--task", task, "--out", taskDir, "--force"), 2, $"{taskDir} holds an input");
+        CliHarness.AssertOneLineError(CliHarness.Run("trace", "--task", task, "--out", taskDir, "--force"), 2, $"{taskDir} holds an input");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--task", task, "--out", taskDir, "--force"), 2, $"{taskDir} holds an input");
         Assert.True(File.Exists(task));
     }
 
@@ -141,16 +119,16 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         string root = RepoPaths.TempDir("policy-force");
         string other = Path.Combine(root, "other");
         string kept = KeepFile(other, "data.bin");
-        Refused(CliHarness.Run("trace", "--out", other, "--force"), 2, $"{other} is not empty and is not a NeuronTrace run folder");
-        Refused(CliHarness.Run("attribute", "--out", other, "--force"), 2, $"{other} is not empty and is not a scores folder");
-        Refused(CliHarness.Run("convert", "--to", "hf", "--out", other, "--force"), 2, $"{other} is not empty and is not a model folder written by convert");
+        CliHarness.AssertOneLineError(CliHarness.Run("trace", "--out", other, "--force"), 2, $"{other} is not empty and is not a NeuronTrace run folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--out", other, "--force"), 2, $"{other} is not empty and is not a scores folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("convert", "--to", "hf", "--out", other, "--force"), 2, $"{other} is not empty and is not a model folder written by convert");
         Assert.Equal(Keep, File.ReadAllText(kept));
         Assert.Single(Directory.GetFileSystemEntries(other));
 
         // A run folder is replaced as a whole (nothing of the old one survives).
-        string run = CopyOfRun();
+        string run = fixture.Copy("policy-run");
         KeepFile(run, "stale.txt");
-        Refused(CliHarness.Run("trace", "--sites", "mlp_act", "--k-points", "2", "--out", run), 2, $"{run} already exists (pass --force to replace it)");
+        CliHarness.AssertOneLineError(CliHarness.Run("trace", "--sites", "mlp_act", "--k-points", "2", "--out", run), 2, $"{run} already exists (pass --force to replace it)");
         Ok(CliHarness.Run("trace", "--sites", "mlp_act", "--k-points", "2", "--out", run, "--force"));
         Assert.False(File.Exists(Path.Combine(run, "stale.txt")));
         Assert.True(File.Exists(Path.Combine(run, "summary.json")));
@@ -159,7 +137,7 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         // attribute: an empty folder and its own scores folder, only with --force.
         string scores = Path.Combine(root, "scores");
         Directory.CreateDirectory(scores);
-        Refused(CliHarness.Run("attribute", "--sites", "mlp_act", "--limit", "2", "--out", scores), 2, $"{scores} already exists (pass --force to replace it)");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--sites", "mlp_act", "--limit", "2", "--out", scores), 2, $"{scores} already exists (pass --force to replace it)");
         Ok(CliHarness.Run("attribute", "--sites", "mlp_act", "--limit", "2", "--out", scores, "--force"));
         KeepFile(scores, "stale.txt");
         Ok(CliHarness.Run("attribute", "--sites", "mlp_act", "--limit", "2", "--out", scores, "--force"));
@@ -168,10 +146,10 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         // convert: a folder it wrote (hf), any file (gguf), only with --force.
         string hf = Path.Combine(root, "hf");
         Ok(CliHarness.Run("convert", "--to", "hf", "--out", hf));
-        Refused(CliHarness.Run("convert", "--to", "hf", "--out", hf), 2, $"{hf} already exists (pass --force to replace it)");
+        CliHarness.AssertOneLineError(CliHarness.Run("convert", "--to", "hf", "--out", hf), 2, $"{hf} already exists (pass --force to replace it)");
         Ok(CliHarness.Run("convert", "--to", "hf", "--out", hf, "--force"));
         string gguf = KeepFile(root, "m.gguf");
-        Refused(CliHarness.Run("convert", "--to", "gguf", "--out", gguf), 2, $"{gguf} already exists (pass --force to replace it)");
+        CliHarness.AssertOneLineError(CliHarness.Run("convert", "--to", "gguf", "--out", gguf), 2, $"{gguf} already exists (pass --force to replace it)");
         Assert.Equal(Keep, File.ReadAllText(gguf));
         Ok(CliHarness.Run("convert", "--to", "gguf", "--out", gguf, "--force"));
         Assert.NotEqual(Keep, File.ReadAllText(gguf));
@@ -192,7 +170,7 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
             return o.ToJsonString();
         }));
         string outDir = Path.Combine(dir, "out");
-        Refused(CliHarness.Run("edges", "--run", fixture.Dir, "-t", task, "--top-nodes", "3", "-o", Path.Combine(outDir, "e.csv")), 2, "needs paired prompts");
+        CliHarness.AssertOneLineError(CliHarness.Run("edges", "--run", fixture.Dir, "-t", task, "--top-nodes", "3", "-o", Path.Combine(outDir, "e.csv")), 2, "needs paired prompts");
         Assert.DoesNotContain("was written", CliHarness.Run("edges", "--run", fixture.Dir, "-t", task, "--top-nodes", "3", "-o", Path.Combine(outDir, "e.csv")).Err);
         Assert.False(Directory.Exists(outDir));
     }
@@ -206,20 +184,20 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
                      ["convert", "--to", "hf", "-o", ""], ["view", "--run", fixture.Dir, "--examples", "0", "-o", ""],
                      ["edges", "--run", fixture.Dir, "--top-nodes", "3", "-o", ""],
                  })
-            Refused(CliHarness.Run(args), 2, "--out: empty path");
+            CliHarness.AssertOneLineError(CliHarness.Run(args), 2, "--out: empty path");
 
         string dir = RepoPaths.TempDir("policy-paths");
-        Refused(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", dir, "--force"), 2, $"{dir} is a folder; --out takes a file");
-        Refused(CliHarness.Run("edges", "--run", fixture.Dir, "--top-nodes", "3", "-o", dir), 2, $"{dir} is a folder; --out takes a file");
-        Refused(CliHarness.Run("convert", "--to", "gguf", "-o", dir, "--force"), 2, $"{dir} is a folder; --out takes a file");
+        CliHarness.AssertOneLineError(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", dir, "--force"), 2, $"{dir} is a folder; --out takes a file");
+        CliHarness.AssertOneLineError(CliHarness.Run("edges", "--run", fixture.Dir, "--top-nodes", "3", "-o", dir), 2, $"{dir} is a folder; --out takes a file");
+        CliHarness.AssertOneLineError(CliHarness.Run("convert", "--to", "gguf", "-o", dir, "--force"), 2, $"{dir} is a folder; --out takes a file");
 
         string file = KeepFile(dir, "a-file");
-        Refused(CliHarness.Run("trace", "--out", file), 2, $"{file} is a file; --out takes a folder");
-        Refused(CliHarness.Run("trace", "--out", file, "--force"), 2, $"{file} is a file; --out takes a folder");
-        Refused(CliHarness.Run("attribute", "--out", file, "--force"), 2, $"{file} is a file; --out takes a folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("trace", "--out", file), 2, $"{file} is a file; --out takes a folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("trace", "--out", file, "--force"), 2, $"{file} is a file; --out takes a folder");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--out", file, "--force"), 2, $"{file} is a file; --out takes a folder");
         string below = Path.Combine(file, "run");
-        Refused(CliHarness.Run("trace", "--out", below), 1, $"{below}: cannot write ({file} is a file, not a folder)");
-        Refused(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", Path.Combine(file, "v.html")), 1, $"cannot write ({file} is a file, not a folder)");
+        CliHarness.AssertOneLineError(CliHarness.Run("trace", "--out", below), 1, $"{below}: cannot write ({file} is a file, not a folder)");
+        CliHarness.AssertOneLineError(CliHarness.Run("view", "--run", fixture.Dir, "--examples", "0", "-o", Path.Combine(file, "v.html")), 1, $"cannot write ({file} is a file, not a folder)");
         Assert.Equal(Keep, File.ReadAllText(file));
         Assert.Equal(["a-file"], Directory.GetFileSystemEntries(dir).Select(Path.GetFileName));
     }

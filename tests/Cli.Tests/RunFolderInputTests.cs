@@ -15,18 +15,6 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
 {
     static readonly string[] Readers = ["steer", "view", "edges"];
 
-    string Copy()
-    {
-        string dir = Path.Combine(RepoPaths.TempDir("bad-run"), "run");
-        foreach (var f in Directory.GetFiles(run.Dir, "*", SearchOption.AllDirectories))
-        {
-            string to = Path.Combine(dir, Path.GetRelativePath(run.Dir, f));
-            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
-            File.Copy(f, to);
-        }
-        return dir;
-    }
-
     static string Summary(string dir) => Path.Combine(dir, "summary.json");
     static string Circuit(string dir) => Path.Combine(dir, "circuits", "relp_mlp_act.json");
 
@@ -43,20 +31,11 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     static (int Exit, string Out, string Err) Read(string command, string dir, params string[] more) =>
         CliHarness.Run([command, "--run", dir, .. more]);
 
-    static void AssertOneLine((int Exit, string Out, string Err) r, int exit, params string[] mustContain)
-    {
-        Assert.True(r.Exit == exit, $"exit {r.Exit}, expected {exit}; stderr: {r.Err}");
-        var lines = r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.True(lines.Length == 1, "expected one stderr line, got: " + r.Err);
-        Assert.DoesNotContain("internal error", r.Err);
-        foreach (var s in mustContain) Assert.Contains(s, r.Err);
-    }
-
     /// <summary>Every reading command gives exit 1 and one line holding the file name and the texts.</summary>
     static void AllReadersFail(string dir, string file, params string[] texts)
     {
         foreach (var cmd in Readers)
-            AssertOneLine(Read(cmd, dir), 1, [file, .. texts]);
+            CliHarness.AssertOneLineError(Read(cmd, dir), 1, [file, .. texts]);
     }
 
     [Theory]
@@ -66,7 +45,7 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [InlineData("{not json", "malformed JSON")]
     public void SummaryOfTheWrongShape(string json, string message)
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         File.WriteAllText(Summary(dir), json);
         AllReadersFail(dir, Summary(dir), message);
     }
@@ -83,7 +62,7 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [InlineData("format", "\"neurontrace-trace/9\"", "is not neurontrace-trace/1")]
     public void SummaryFieldOfTheWrongType(string field, string json, string message)
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         EditJson(Summary(dir), s => s[field] = JsonNode.Parse(json));
         AllReadersFail(dir, Summary(dir), message);
     }
@@ -91,29 +70,29 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [Fact]
     public void TrainingCountOutOfRangeIsRefused()
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         EditJson(Summary(dir), s => { s.Remove("eval_lines"); s["train_examples"] = -3; });
         AllReadersFail(dir, Summary(dir), "field train_examples: -3 is out of range");
 
         // 500 training lines leave none of the 96-line task for evaluation (found once the task is loaded).
         EditJson(Summary(dir), s => { s.Remove("train_lines"); s["train_examples"] = 500; });
         foreach (var cmd in new[] { "steer", "edges" })
-            AssertOneLine(Read(cmd, dir), 1, Summary(dir), "train_examples", "no evaluation examples");
+            CliHarness.AssertOneLineError(Read(cmd, dir), 1, Summary(dir), "train_examples", "no evaluation examples");
 
         // Neither recorded: the held-out lines are unknown, so neither command guesses.
         EditJson(Summary(dir), s => s.Remove("train_examples"));
         foreach (var cmd in new[] { "steer", "edges" })
-            AssertOneLine(Read(cmd, dir), 1, Summary(dir), "neither eval_lines nor train_examples");
+            CliHarness.AssertOneLineError(Read(cmd, dir), 1, Summary(dir), "neither eval_lines nor train_examples");
     }
 
     [Fact]
     public void EvaluationLinesMustBeLinesOfTheTask()
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         EditJson(Summary(dir), s => s["eval_lines"] = new JsonArray(9, 10, 9999));
         EditJson(Summary(dir), s => s.Remove("eval_examples"));
         foreach (var cmd in new[] { "steer", "edges" })
-            AssertOneLine(Read(cmd, dir), 1, Summary(dir), "eval_lines: line 9999 is not an example line");
+            CliHarness.AssertOneLineError(Read(cmd, dir), 1, Summary(dir), "eval_lines: line 9999 is not an example line");
 
         EditJson(Summary(dir), s => s["eval_lines"] = new JsonArray(1, 9));
         AllReadersFail(dir, Summary(dir), "line 1 is in both train_lines and eval_lines");
@@ -122,7 +101,7 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [Fact]
     public void MissingRecordedModelIsAnErrorUnlessModelIsGiven()
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         string gone = Path.Combine(RepoPaths.TempDir("gone"), "moved-model.bin");
         EditJson(Summary(dir), s => s["model"] = gone);
         AllReadersFail(dir, Summary(dir), gone, "--model");
@@ -140,7 +119,7 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [InlineData("-1", "line 2, column k: -1 is out of range")]
     public void SweepCsvWithABadK(string k, string message)
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         string path = Path.Combine(dir, "sweep.csv");
         var lines = File.ReadAllLines(path);
         var cells = lines[1].Split(',');
@@ -160,7 +139,7 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [InlineData("position", -1, "position -1 is negative")]
     public void CircuitNodeOutOfRange(string field, int value, string message)
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         EditFirstNode(dir, n => n[field] = value);
         AllReadersFail(dir, Circuit(dir), "nodes[0]", message);
     }
@@ -168,13 +147,13 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [Fact]
     public void WithoutScoresNodesAreCheckedAgainstTheModelAndTheTask()
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         Directory.Delete(Path.Combine(dir, "scores"), recursive: true);
         EditFirstNode(dir, n => n["layer"] = 7);
         AllReadersFail(dir, Circuit(dir), "nodes[0]", "layer 7 is outside the 5 layers of the model");
 
         EditFirstNode(dir, n => { n["layer"] = 0; n["position"] = 600; });
-        AssertOneLine(Read("view", dir), 1, Circuit(dir), "nodes[0]", "position 600 is past the 512-token context");
+        CliHarness.AssertOneLineError(Read("view", dir), 1, Circuit(dir), "nodes[0]", "position 600 is past the 512-token context");
 
         // Past every prompt of the task: steer and edges would patch nothing for this node.
         EditFirstNode(dir, n => n["position"] = 99);
@@ -184,11 +163,11 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [Fact]
     public void CircuitSitesMustMatchTheFile()
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         EditFirstNode(dir, n => n["site"] = "attn");
         AllReadersFail(dir, Circuit(dir), "nodes[0]: site \"attn\" in a mlp_act circuit");
 
-        dir = Copy();
+        dir = run.Copy("bad-run");
         EditJson(Circuit(dir), c => c["site"] = "resid");
         AllReadersFail(dir, Circuit(dir), "field site: \"resid\" does not match the file name");
     }
@@ -202,7 +181,7 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [InlineData("k", "3", "field k: 3, but")]
     public void CircuitFieldOfTheWrongValue(string field, string json, string message)
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         EditJson(Circuit(dir), c => c[field] = JsonNode.Parse(json));
         AllReadersFail(dir, Circuit(dir), message);
     }
@@ -212,7 +191,7 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [InlineData("score", "\"big\"", "field nodes[0].score: expected a number, got \"big\"")]
     public void CircuitNodeFieldOfTheWrongType(string field, string json, string message)
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         EditFirstNode(dir, n => n[field] = JsonNode.Parse(json));
         AllReadersFail(dir, Circuit(dir), message);
         EditFirstNode(dir, n => n.Remove(field));
@@ -222,7 +201,7 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [Fact]
     public void ScoresIndexOfTheWrongShape()
     {
-        string dir = Copy();
+        string dir = run.Copy("bad-run");
         string scores = Path.Combine(dir, "scores", "relp", "scores.json");
         EditJson(scores, s => s["positions"] = "many");
         AllReadersFail(dir, scores, "field positions: expected an integer, got \"many\"");
@@ -242,20 +221,20 @@ public class RunFolderInputTests(SmallRunFixture run) : IClassFixture<SmallRunFi
     [Fact]
     public void SteerOptionsOfTheOtherModeOrOutOfRangeAreRefused()
     {
-        AssertOneLine(CliHarness.Run("steer", "-p", "Lily was sad.", "-e", "L0/N0=x2", "--k", "3"), 2, "--k applies to --run mode only");
-        AssertOneLine(CliHarness.Run("steer", "-p", "Lily was sad.", "-e", "L0/N0=x2", "--method", "relp"), 2, "--method applies to --run mode only");
-        AssertOneLine(CliHarness.Run("steer", "--run", run.Dir, "--top", "0"), 2, "--top must be at least 1");
-        AssertOneLine(CliHarness.Run("steer", "--run", run.Dir, "-n=-1"), 2, "--steps must not be negative");
-        AssertOneLine(CliHarness.Run("steer", "--run", run.Dir, "--top", "5"), 2, "--top applies to --prompt mode only");
-        AssertOneLine(CliHarness.Run("steer", "--run", run.Dir, "--source", "Max"), 2, "--source applies to --prompt mode only");
-        AssertOneLine(CliHarness.Run("steer", "--run", run.Dir, "--k", "0"), 2, "--k must be at least 1");
+        CliHarness.AssertOneLineError(CliHarness.Run("steer", "-p", "Lily was sad.", "-e", "L0/N0=x2", "--k", "3"), 2, "--k applies to --run mode only");
+        CliHarness.AssertOneLineError(CliHarness.Run("steer", "-p", "Lily was sad.", "-e", "L0/N0=x2", "--method", "relp"), 2, "--method applies to --run mode only");
+        CliHarness.AssertOneLineError(CliHarness.Run("steer", "--run", run.Dir, "--top", "0"), 2, "--top must be at least 1");
+        CliHarness.AssertOneLineError(CliHarness.Run("steer", "--run", run.Dir, "-n=-1"), 2, "--steps must not be negative");
+        CliHarness.AssertOneLineError(CliHarness.Run("steer", "--run", run.Dir, "--top", "5"), 2, "--top applies to --prompt mode only");
+        CliHarness.AssertOneLineError(CliHarness.Run("steer", "--run", run.Dir, "--source", "Max"), 2, "--source applies to --prompt mode only");
+        CliHarness.AssertOneLineError(CliHarness.Run("steer", "--run", run.Dir, "--k", "0"), 2, "--k must be at least 1");
     }
 
     [Fact]
     public void SourceEditPastTheSourcePromptIsRefused()
     {
         var r = CliHarness.Run("steer", "-p", "Lily was sad and Tim", "-e", "L0/N0@P5=src", "--source", "Max", "-n", "0");
-        AssertOneLine(r, 2, "L0/N0@P5=src", "position 5 from the end", "-token source prompt");
+        CliHarness.AssertOneLineError(r, 2, "L0/N0@P5=src", "position 5 from the end", "-token source prompt");
         // An edit the source does reach still works.
         var ok = CliHarness.Run("steer", "-p", "Lily was sad and Tim", "-e", "L0/N0@P0=src", "--source", "Max", "-n", "0");
         Assert.True(ok.Exit == 0, ok.Err);

@@ -29,6 +29,19 @@ public sealed class SmallRunFixture
 
     public string Dir { get; }
     public string TaskPath { get; }
+
+    /// <summary>A private copy of the run folder, for tests that corrupt it or write into it.</summary>
+    public string Copy(string prefix)
+    {
+        string dest = Path.Combine(RepoPaths.TempDir(prefix), "run");
+        foreach (var f in Directory.GetFiles(Dir, "*", SearchOption.AllDirectories))
+        {
+            string to = Path.Combine(dest, Path.GetRelativePath(Dir, f));
+            Directory.CreateDirectory(Path.GetDirectoryName(to)!);
+            File.Copy(f, to);
+        }
+        return dest;
+    }
 }
 
 // The console collection: view prints to Console, which the other CLI tests capture (a line of ours once landed in
