@@ -28,9 +28,11 @@ public sealed class NodeScores
     public int Positions { get; }
 
     /// <summary>[positions · width] scores of one site and layer; row p is position p from the end.</summary>
-    public float[] Get(NodeSite site, int layer) => _scores[(site, layer)];
+    public float[] Get(NodeSite site, int layer) =>
+        _scores.TryGetValue((site, layer), out var a) ? a
+        : throw new ArgumentException($"no scores for {site.Name()} layer {layer} (scored: {string.Join(", ", Sites.Select(s => s.Name()))}; {Config.Layers} layers)");
 
-    public float this[NodeId n] => _scores[(n.Site, n.Layer)][n.Position * n.Site.Width(Config) + n.Index];
+    public float this[NodeId n] => Get(n.Site, n.Layer)[n.Position * n.Site.Width(Config) + n.Index];
 
     public long NodeCount(NodeSite site) => (long)Config.Layers * Positions * site.Width(Config);
 
@@ -40,7 +42,7 @@ public sealed class NodeScores
         int w = site.Width(Config);
         for (int l = 0; l < Config.Layers; l++)
         {
-            var a = _scores[(site, l)];
+            var a = Get(site, l);
             for (int p = 0; p < Positions; p++)
                 for (int i = 0; i < w; i++)
                     yield return (new NodeId(site, l, p, i), a[p * w + i]);

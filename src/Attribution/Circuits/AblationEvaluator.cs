@@ -25,6 +25,7 @@ public sealed class AblationEvaluator
     {
         _model = model; _task = task; _site = site; _means = means; _metric = metric; _positions = nodePositions;
         _width = site.Width(model.Config);
+        task.RequireAnswersWithin(model.Config.VocabSize);
         if (means.Positions < task.Pairs.Max(p => p.CleanIds.Length))
             throw new ArgumentException("the means do not cover every position of the evaluation prompts");
     }

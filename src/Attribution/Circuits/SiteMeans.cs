@@ -20,6 +20,7 @@ public sealed class SiteMeans
 
     public static SiteMeans Compute(Llama model, IReadOnlyList<int[]> prompts, IReadOnlyList<NodeSite> sites, int batchSize = 64)
     {
+        if (prompts.Count == 0) throw new ArgumentException("site means need at least one prompt");
         var c = model.Config;
         int positions = prompts.Max(p => p.Length);
         var result = new SiteMeans(c, positions);

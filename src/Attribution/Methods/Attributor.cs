@@ -20,6 +20,9 @@ public static class Attributor
         if (options.Method == AttributionMethod.IGInputs && (!task.IsPaired || baseline != Baseline.Patch))
             throw new ArgumentException($"{task.Name}: input-interpolation IG (ig-inputs) runs from the patch prompts' embeddings; it needs paired prompts and the patch baseline");
         if (options.IgSteps < 1) throw new ArgumentException("IG needs at least one step");
+        task.RequireAnswersWithin(model.Config.VocabSize);
+        if (baseline == Baseline.Patch && task.Pairs.FirstOrDefault(p => p.PatchIds!.Length != p.CleanIds.Length) is { } uneven)
+            throw new ArgumentException($"{task.Name}: line {uneven.Line}: the clean prompt has {uneven.CleanIds.Length} tokens and the patch prompt {uneven.PatchIds!.Length}; patching pairs positions, so they must be equal");
         if (options.IgRowsPerPass < 1) throw new ArgumentException("IG rows per pass must be at least 1");
         var metric = options.Metric ?? (task.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit);
         var sites = options.Sites.Distinct().ToArray();

@@ -22,6 +22,18 @@ public sealed class PromptTask
     public bool IsPaired => Pairs.All(p => p.IsPaired);
     public int Count => Pairs.Count;
 
+    /// <summary>
+    /// Throws a one-line <see cref="ArgumentException"/> naming the line when an answer token lies outside a vocabulary of
+    /// <paramref name="vocabSize"/> (tasks built in code skip the tokenizer that would catch it).
+    /// </summary>
+    public void RequireAnswersWithin(int vocabSize)
+    {
+        foreach (var p in Pairs)
+            foreach (var (field, id) in new[] { ("clean_answer", (int?)p.CleanAnswer), ("patch_answer", p.PatchAnswer) })
+                if (id is { } t && (t < 0 || t >= vocabSize))
+                    throw new ArgumentException($"{Name}: line {p.Line}: {field} token {t} is outside the model's vocabulary of {vocabSize}");
+    }
+
     /// <summary>The first <paramref name="n"/> examples (all when n ≤ 0).</summary>
     public PromptTask Take(int n) => n <= 0 || n >= Pairs.Count ? this : new PromptTask(Name, Pairs.Take(n).ToList());
 
