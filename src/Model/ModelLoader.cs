@@ -8,8 +8,13 @@ public sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokenizer
 {
     public LlamaConfig Config => Weights.Config;
 
-    public ITextTokenizer RequireTokenizer() =>
-        Tokenizer ?? throw new ModelFormatException(Path, "no tokenizer found beside the model (tok512.bin, tokenizer.model or tokenizer.json)");
+    /// <summary>The tokenizer, or a one-line error naming the files this format looks for.</summary>
+    public ITextTokenizer RequireTokenizer() => Tokenizer ?? throw new ModelFormatException(Path, Format switch
+    {
+        "llama2.c" => $"no tokenizer beside the model (looked for tok{Config.VocabSize}.bin and tokenizer.bin)",
+        "gguf" => "the file holds no tokenizer.ggml vocabulary",
+        _ => "no tokenizer in the folder (looked for tokenizer.json, tokenizer.model, tok512.bin and tokenizer.bin)",
+    });
 }
 
 /// <summary>

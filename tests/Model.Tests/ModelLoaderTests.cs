@@ -87,4 +87,20 @@ public sealed class ModelLoaderTests : IDisposable
         Assert.Equal(265, tok.VocabSize);
         Assert.Equal([1, 264], tok.Encode("ab", addBos: true));
     }
+
+    [Fact]
+    public void AMissingTokenizerNamesTheFilesItsFormatLooksFor()
+    {
+        var bin = ModelLoader.Load(Path.Combine(FolderWith("bare-bin", RepoPaths.Stories260KBin), "stories260K.bin"));
+        Assert.Null(bin.Tokenizer);
+        Assert.Contains("looked for tok512.bin and tokenizer.bin", Assert.Throws<ModelFormatException>(() => bin.RequireTokenizer()).Message);
+
+        string hf = P("bare-hf");
+        HfFolderWriter.Write(ModelLoader.Load(RepoPaths.Stories260KBin).Weights, hf, tokenizerFileToCopy: null);
+        var folder = ModelLoader.Load(hf);
+        Assert.Null(folder.Tokenizer);
+        var e = Assert.Throws<ModelFormatException>(() => folder.RequireTokenizer());
+        Assert.StartsWith(hf, e.Message);
+        Assert.Contains("looked for tokenizer.json, tokenizer.model, tok512.bin and tokenizer.bin", e.Message);
+    }
 }
