@@ -57,11 +57,22 @@ public static class ModelLoader
         ITextTokenizer? tok = null;
         if (vocab is not null)
         {
-            if (vocab.Model != "llama")
-                throw new ModelFormatException(path, $"tokenizer.ggml.model \"{vocab.Model}\" is not supported (only SentencePiece \"llama\" vocabularies)");
-            tok = SentencePieceBpeTokenizer.FromVocabulary(vocab.Pieces, vocab.Scores, vocab.TokenTypes, vocab.BosId, vocab.EosId, vocab.UnkId);
+            tok = vocab.Model switch
+            {
+                "llama" => SentencePieceBpeTokenizer.FromVocabulary(vocab.Pieces, vocab.Scores, vocab.TokenTypes, vocab.BosId, vocab.EosId, vocab.UnkId),
+                // Llama 3 GGUFs: byte-level BPE, the merge rules beside the tokens.
+                "gpt2" => ByteLevel(vocab),
+                _ => throw new ModelFormatException(path, $"tokenizer.ggml.model \"{vocab.Model}\" is not supported (SentencePiece \"llama\" or byte-level \"gpt2\" vocabularies)"),
+            };
         }
         return new LoadedModel(weights, tok, "gguf", path);
+
+        ITextTokenizer ByteLevel(GgufVocabulary v)
+        {
+            var merges = v.Merges ?? throw new ModelFormatException(path, "tokenizer.ggml.model is \"gpt2\" but tokenizer.ggml.merges is missing");
+            try { return Llama3Tokenizer.FromGgufVocabulary(v.Pieces, merges, v.TokenTypes, v.BosId, v.EosId); }
+            catch (FormatException e) { throw new ModelFormatException(path, $"tokenizer.ggml.merges: {e.Message}"); }
+        }
     }
 
     /// <summary>

@@ -103,4 +103,30 @@ public sealed class ModelLoaderTests : IDisposable
         Assert.StartsWith(hf, e.Message);
         Assert.Contains("looked for tokenizer.json, tokenizer.model, tok512.bin and tokenizer.bin", e.Message);
     }
+
+    [Fact]
+    public void ALlama3GgufLoadsItsByteLevelTokenizer()
+    {
+        // The 263-token byte-level vocabulary of TinyTokenizerTests.GgufByteLevelVocabulary, whose encoding of "the hello"
+        // is worked out by hand there, stored the way llama.cpp stores Llama 3 (tokenizer.ggml.model "gpt2" + merges).
+        var tokens = Enumerable.Range(0, 256).Select(b => TinyTokenizerFiles.ByteChar(b).ToString())
+            .Concat(["he", "ll", "hell", "\u0120hell", "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]).ToArray();
+        int[] types = tokens.Select((_, id) => id >= 260 ? 3 : 1).ToArray();
+        var weights = RandomLlama.Create(RandomLlama.SmallConfig() with { VocabSize = tokens.Length, BosId = 260, EosId = 261 }, seed: 3);
+        var vocabulary = new NeuronTrace.Model.Formats.GgufVocabulary(tokens, new float[tokens.Length], types, 260, 261, -1, "gpt2",
+            ["h e", "l l", "he ll", "\u0120 hell"]);
+        string path = P("llama3.gguf");
+        GgufFormat.Write(weights, path, vocabulary: vocabulary);
+        var tok = ModelLoader.Load(path).RequireTokenizer();
+        Assert.Equal([260, 116, 256, 259, 111], tok.Encode("the hello", addBos: true));
+
+        string noMerges = P("no-merges.gguf");
+        GgufFormat.Write(weights, noMerges, vocabulary: vocabulary with { Merges = null });
+        Assert.Contains("tokenizer.ggml.merges is missing", Assert.Throws<ModelFormatException>(() => ModelLoader.Load(noMerges)).Message);
+        string badMerges = P("bad-merges.gguf");
+        GgufFormat.Write(weights, badMerges, vocabulary: vocabulary with { Merges = ["x y"] });
+        var e = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(badMerges));
+        Assert.StartsWith(badMerges, e.Message);
+        Assert.Contains("tokenizer.ggml.merges", e.Message);
+    }
 }
