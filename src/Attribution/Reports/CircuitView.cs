@@ -14,17 +14,7 @@ public static class CircuitView
 
     static string F(double v) => v.ToString("0.##", CultureInfo.InvariantCulture);
 
-    /// <summary>Writes the HTML file and <c>graph.json</c> beside it; returns the JSON path.</summary>
-    public static string Write(CircuitGraph g, string htmlPath)
-    {
-        string full = Path.GetFullPath(htmlPath);
-        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        string json = Path.Combine(Path.GetDirectoryName(full)!, "graph.json");
-        AtomicFile.WriteText(json, g.ToJson());
-        AtomicFile.WriteText(full, Render(g));
-        return json;
-    }
-
+    /// <summary>The self-contained HTML page (the CLI writes it atomically beside graph.json).</summary>
     public static string Render(CircuitGraph g)
     {
         var sb = new StringBuilder();
