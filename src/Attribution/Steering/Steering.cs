@@ -1,3 +1,4 @@
+using NeuronTrace.Attribution.Metrics;
 using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
 using NeuronTrace.Model.Tokenizers;
@@ -156,7 +157,7 @@ public static class Steering
         float max = logits.Max();
         double z = 0;
         foreach (float v in logits) z += Math.Exp(v - max);
-        return Enumerable.Range(0, logits.Length).OrderByDescending(i => logits[i]).ThenBy(i => i).Take(k)
+        return Metric.TopK(logits, k)
             .Select(i => new TokenScore(i, tok?.Piece(i), logits[i], (float)(Math.Exp(logits[i] - max) / z))).ToList();
     }
 
