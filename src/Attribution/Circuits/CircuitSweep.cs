@@ -26,7 +26,7 @@ public static class CircuitSweep
     {
         var ranking = new NodeRanking(scores, site);
         var kList = (ks ?? LogSpacedK(ranking.Count)).Select(k => Math.Clamp(k, 0, ranking.Count)).Distinct().ToArray();
-        var metric = evalTask.Pairs.All(p => p.PatchAnswer is not null) ? Metric.CleanMinusPatch : Metric.AnswerLogit;
+        var metric = Metric.EvaluationDefault(evalTask);
         var evaluator = new AblationEvaluator(model, evalTask, site, means, metric, ranking.Positions) { MasksPerForward = masksPerForward };
 
         // Masks: the full model, the empty circuit, then per k: circuit kept, circuit ablated, random kept, random ablated.

@@ -1,4 +1,5 @@
 using NeuronTrace.Attribution.Methods;
+using NeuronTrace.Attribution.Metrics;
 using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
 
@@ -65,13 +66,13 @@ public static class TraceJob
                 circuits.Add(new CircuitSummary(site, method, ranking.Count, hit, nodes));
             }
         }
-        var metric = evalTask.Pairs.All(p => p.PatchAnswer is not null) ? Metrics.Metric.CleanMinusPatch : Metrics.Metric.AnswerLogit;
+        var metric = Metric.EvaluationDefault(evalTask);
         double clean = MeanMetric(model, evalTask, metric);
         return new TraceResult(trainTask, evalTask, scores, sweep, circuits, clean, clock.Elapsed);
     }
 
     /// <summary>The example mean of a metric on the unmodified model.</summary>
-    public static double MeanMetric(Llama model, PromptTask task, Metrics.Metric metric)
+    public static double MeanMetric(Llama model, PromptTask task, Metric metric)
     {
         var batch = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
         using var pass = model.Forward(batch, LogitRows.Last);

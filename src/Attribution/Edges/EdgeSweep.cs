@@ -49,7 +49,7 @@ public static class EdgeSweep
         var ranked = graph.Edges.OrderByDescending(e => Math.Abs(e.FinalAttr)).ToList();
         int positions = Math.Max(means.Positions, graph.Neurons.Max(n => n.Position) + 1);
         int W = c.HiddenDim, size = c.Layers * positions * W;
-        var metric = evalTask.Pairs.All(p => p.PatchAnswer is not null) ? Metric.CleanMinusPatch : Metric.AnswerLogit;
+        var metric = Metric.EvaluationDefault(evalTask);
         var evaluator = new AblationEvaluator(model, evalTask, NodeSite.MlpAct, means, metric, positions) { MasksPerForward = masksPerForward };
 
         var masks = new List<bool[]> { Filled(size, true), Filled(size, false) };

@@ -37,7 +37,7 @@ public static class EdgeTracer
             if (nd.Kind != EdgeEndKind.Neuron || nd.Layer < 0 || nd.Layer >= c.Layers || nd.Unit < 0 || nd.Unit >= c.HiddenDim || nd.Position < 0)
                 throw new ArgumentException($"node {nd} is not an mlp_act neuron of this model");
         if (options.Chunk < 1) throw new ArgumentException("chunk must be at least 1");
-        var metric = options.Metric ?? (task.Pairs.All(p => p.PatchAnswer is not null) ? Metric.CleanMinusPatch : Metric.AnswerLogit);
+        var metric = options.Metric ?? Metric.EvaluationDefault(task);
         int N = neurons.Count, H = c.HiddenDim, maxLen = task.Pairs.Max(p => p.CleanIds.Length);
         var sumW = new double[N * N]; var sumF = new double[N * N]; var cnt = new int[N * N];
         var eW = new double[maxLen * N]; var eF = new double[maxLen * N]; var eCnt = new int[maxLen * N];

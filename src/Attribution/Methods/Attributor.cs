@@ -24,7 +24,7 @@ public static class Attributor
         if (baseline == Baseline.Patch && task.Pairs.FirstOrDefault(p => p.PatchIds!.Length != p.CleanIds.Length) is { } uneven)
             throw new ArgumentException($"{task.Name}: line {uneven.Line}: the clean prompt has {uneven.CleanIds.Length} tokens and the patch prompt {uneven.PatchIds!.Length}; patching pairs positions, so they must be equal");
         if (options.IgRowsPerPass < 1) throw new ArgumentException("IG rows per pass must be at least 1");
-        var metric = options.Metric ?? (task.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit);
+        var metric = options.Metric ?? Metric.AttributionDefault(task);
         var sites = options.Sites.Distinct().ToArray();
         int positions = task.Pairs.Max(p => p.CleanIds.Length);
         // The mean baseline is the mean over the whole task's clean prompts (per position from the end), formed once:

@@ -45,6 +45,14 @@ public abstract class Metric
     /// <summary>Unpaired attribution metric: logit(clean_answer).</summary>
     public static Metric AnswerLogit { get; } = new AnswerLogitMetric();
 
+    /// <summary>What a task attributes by default: <see cref="TowardsPatch"/> when every line has patch_answer, else <see cref="AnswerLogit"/>.</summary>
+    public static Metric AttributionDefault(PromptTask task) => HasPatchAnswers(task) ? TowardsPatch : AnswerLogit;
+
+    /// <summary>What circuits are evaluated by: <see cref="CleanMinusPatch"/> when every line has patch_answer, else <see cref="AnswerLogit"/>.</summary>
+    public static Metric EvaluationDefault(PromptTask task) => HasPatchAnswers(task) ? CleanMinusPatch : AnswerLogit;
+
+    static bool HasPatchAnswers(PromptTask task) => task.Pairs.All(p => p.PatchAnswer is not null);
+
     /// <summary>
     /// Case-study metric (method.md §2, the Dallas → Austin study): the sum of the logits of the model's own top-k next
     /// tokens at each clean prompt's last position. The tokens are fixed here, from one unmodified clean forward (the

@@ -34,7 +34,7 @@ public static class SaeCircuitComparison
         var trainTask = new PromptTask(task.Name + ":train", task.Pairs.Take(train).ToList());
         var evalTask = new PromptTask(task.Name + ":eval", task.Pairs.Skip(train).ToList());
         var ablationPrompts = evalTask.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList();
-        var metric = evalTask.Pairs.All(p => p.PatchAnswer is not null) ? Metric.CleanMinusPatch : Metric.AnswerLogit;
+        var metric = Metric.EvaluationDefault(evalTask);
         var options = new AttributionOptions { Method = method, Sites = [NodeSite.MlpAct] };
 
         // Neurons.

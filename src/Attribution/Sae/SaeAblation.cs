@@ -199,7 +199,7 @@ public static class SaeCircuitSweep
     public static IReadOnlyList<SaeSweepPoint> Run(Llama model, SaeScores scores, SparseAutoencoder sae, PromptTask evalTask, SaeSiteMeans means,
         IReadOnlyList<int> ks)
     {
-        var metric = evalTask.Pairs.All(p => p.PatchAnswer is not null) ? Metric.CleanMinusPatch : Metric.AnswerLogit;
+        var metric = Metric.EvaluationDefault(evalTask);
         var ev = new SaeAblationEvaluator(model, evalTask, sae, scores.Site, scores.Layer, means, metric, scores.Positions);
         var ranking = Ranking(scores);
         var masks = new List<bool[]> { TopK(ranking, ranking.Length), TopK(ranking, 0) };

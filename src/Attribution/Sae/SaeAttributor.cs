@@ -64,7 +64,7 @@ public static class SaeAttributor
         int d = site.Width(c);
         if (d != sae.DModel) throw new ArgumentException($"the SAE reads {sae.DModel}-wide vectors but site {site.Name()} is {d} wide");
         if (layer < 0 || layer >= c.Layers) throw new ArgumentOutOfRangeException(nameof(layer));
-        var metric = options.Metric ?? (task.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit);
+        var metric = options.Metric ?? Metric.AttributionDefault(task);
         int positions = task.Pairs.Max(p => p.CleanIds.Length), F = sae.Features;
         var featSum = new double[positions * F];
         var errSum = new double[positions];

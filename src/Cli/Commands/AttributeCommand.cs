@@ -72,7 +72,7 @@ public static class AttributeCommand
                 "logit-diff" => Metric.TowardsPatch,
                 "answer-logit" => Metric.AnswerLogit,
                 "top-logits" => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
-                _ => t.Pairs.All(p => p.PatchAnswer is not null) ? Metric.TowardsPatch : Metric.AnswerLogit,
+                _ => Metric.AttributionDefault(t),
             };
             var scores = Attributor.Score(llama, t, new AttributionOptions
             {
