@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Text.Json;
-using NeuronTrace.Attribution.Circuits;
-using NeuronTrace.Attribution.Methods;
-using NeuronTrace.Attribution.Metrics;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Formats;
+using NeuronTrace.Tracing.Evaluation;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Bench;
 

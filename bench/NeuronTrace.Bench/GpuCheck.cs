@@ -1,12 +1,12 @@
 using System.Diagnostics;
-using NeuronTrace.Attribution.Circuits;
-using NeuronTrace.Attribution.Methods;
-using NeuronTrace.Attribution.Metrics;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.Runtime.Cuda;
+using NeuronTrace.Formats;
+using NeuronTrace.Tracing.Evaluation;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Bench;
 

@@ -2,6 +2,7 @@ using System.CommandLine;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
 using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Cli;
 

@@ -1,4 +1,4 @@
-using NeuronTrace.Attribution;
+using NeuronTrace.Tracing.Pipeline;
 
 namespace NeuronTrace.Cli;
 

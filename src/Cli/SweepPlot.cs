@@ -1,5 +1,5 @@
-using NeuronTrace.Attribution.Circuits;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Evaluation;
 
 namespace NeuronTrace.Cli;
 

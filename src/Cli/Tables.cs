@@ -1,5 +1,5 @@
-using NeuronTrace.Attribution;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Scoring;
 
 namespace NeuronTrace.Cli;
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Cli;
 

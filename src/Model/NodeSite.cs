@@ -1,6 +1,6 @@
 namespace NeuronTrace.Model;
 
-/// <summary>Where in a decoder block a node lives (method.md §1.2). Values are per token position and unit.</summary>
+/// <summary>Where in a decoder block a node lives (docs/method.md §1.2). Values are per token position and unit.</summary>
 public enum NodeSite : byte
 {
     /// <summary><c>resid</c>: the residual stream after block l (the decoder layer's output), width dim.</summary>

@@ -1,12 +1,11 @@
 using System.Globalization;
 using System.Text.Json;
-using NeuronTrace.Attribution;
-using NeuronTrace.Attribution.Methods;
-using NeuronTrace.Attribution.Metrics;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.TestSupport;
+using NeuronTrace.Formats;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Cli.Tests;
 

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using NeuronTrace.TestSupport;
+using NeuronTrace.Formats.Tokenizers;
 
 namespace NeuronTrace.Cli.Tests;
 

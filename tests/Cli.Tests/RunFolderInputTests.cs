@@ -1,7 +1,7 @@
 using System.Text.Json.Nodes;
-using NeuronTrace.Attribution.Reports;
 using NeuronTrace.Model;
 using NeuronTrace.TestSupport;
+using NeuronTrace.Tracing.Runs;
 
 namespace NeuronTrace.Cli.Tests;
 

@@ -1,15 +1,17 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text.Json;
-using NeuronTrace.Attribution.Circuits;
-using NeuronTrace.Attribution.Methods;
-using NeuronTrace.Attribution.Reports;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Cli;
 using NeuronTrace.Cli.Commands;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.TestSupport;
+using NeuronTrace.Formats;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
+using NeuronTrace.Tracing.View;
 
 namespace NeuronTrace.Cli.Tests;
 
@@ -22,7 +24,7 @@ public sealed class SmallRunFixture
         TaskPath = Path.Combine(RepoPaths.Tasks, "pronoun_gender.jsonl");
         var task = PromptTask.Load(TaskPath, loaded.RequireTokenizer()).Take(16);
         using var model = new Llama(loaded.Weights, CpuBackend.Instance);
-        var result = TraceJob.Run(model, task, new NeuronTrace.Attribution.Circuits.TraceOptions { Sites = [NodeSite.MlpAct], KPoints = 4, Methods = [AttributionMethod.RelP] });
+        var result = TraceJob.Run(model, task, new NeuronTrace.Tracing.Pipeline.TraceOptions { Sites = [NodeSite.MlpAct], KPoints = 4, Methods = [AttributionMethod.RelP] });
         Dir = RepoPaths.TempDir("view-run");
         TraceReport.Write(Dir, result, loaded, TaskPath);
     }

@@ -2,6 +2,7 @@ using NeuronTrace.Model;
 using NeuronTrace.Runtime;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.TestSupport;
+using NeuronTrace.Tracing.Scoring;
 
 namespace NeuronTrace.Model.Tests;
 

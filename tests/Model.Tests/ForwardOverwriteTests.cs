@@ -1,6 +1,7 @@
 using NeuronTrace.Runtime;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.TestSupport;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Model.Tests;
 

@@ -1,9 +1,9 @@
 using System.Text.Json;
 using NeuronTrace.Model;
-using NeuronTrace.Model.Formats;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.TestSupport;
 using Xunit.Abstractions;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Model.Tests;
 

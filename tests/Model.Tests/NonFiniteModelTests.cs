@@ -1,5 +1,6 @@
 using NeuronTrace.Model;
 using NeuronTrace.TestSupport;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Model.Tests;
 

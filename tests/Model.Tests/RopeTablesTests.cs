@@ -1,4 +1,4 @@
-using NeuronTrace.Model.Formats;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Model.Tests;
 

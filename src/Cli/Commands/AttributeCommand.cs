@@ -1,9 +1,7 @@
 using System.CommandLine;
-using NeuronTrace.Attribution;
-using NeuronTrace.Attribution.Methods;
-using NeuronTrace.Attribution.Metrics;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Cli.Commands;
 

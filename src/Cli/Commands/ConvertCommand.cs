@@ -1,6 +1,6 @@
 using System.CommandLine;
-using NeuronTrace.Model.Formats;
-using NeuronTrace.Model.Tokenizers;
+using NeuronTrace.Formats;
+using NeuronTrace.Formats.Tokenizers;
 
 namespace NeuronTrace.Cli.Commands;
 

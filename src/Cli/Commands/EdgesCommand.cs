@@ -1,10 +1,10 @@
 using System.CommandLine;
-using NeuronTrace.Attribution;
-using NeuronTrace.Attribution.Circuits;
-using NeuronTrace.Attribution.Edges;
-using NeuronTrace.Attribution.Reports;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Edges;
+using NeuronTrace.Tracing.Evaluation;
+using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Cli.Commands;
 
@@ -28,7 +28,7 @@ public static class EdgesCommand
         var relpAttention = TaskOptions.RelPAttention();
         var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
         var cmd = new Command("edges", """
-            Compute neuron-to-neuron edges (method.md 6.2, "CLJA") among a trace run's mlp_act circuit nodes: for every
+            Compute neuron-to-neuron edges (docs/method.md 6.2, "CLJA") among a trace run's mlp_act circuit nodes: for every
             layer pair src < tgt, the RelP Jacobian of each target neuron w.r.t. the source layer's neurons with the MLPs
             in between stopped (direct effect through attention and the residual stream), as the relative weight
             w = J*a_src/(a_tgt + eps) and the flow to the metric F = w*a_tgt*grad_tgt, averaged over the examples.

@@ -1,10 +1,10 @@
 using System.CommandLine;
 using System.Globalization;
-using NeuronTrace.Attribution.Reports;
-using NeuronTrace.Attribution.Steering;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
-using NeuronTrace.Model.Tokenizers;
+using NeuronTrace.Formats.Tokenizers;
+using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Steering;
+using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Cli.Commands;
 

@@ -1,9 +1,10 @@
 using System.CommandLine;
 using System.Globalization;
-using NeuronTrace.Attribution.Circuits;
-using NeuronTrace.Attribution.Methods;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Cli.Commands;
 

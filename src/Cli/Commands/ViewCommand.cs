@@ -1,7 +1,8 @@
 using System.CommandLine;
-using NeuronTrace.Attribution.Reports;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Tasks;
+using NeuronTrace.Tracing.View;
 
 namespace NeuronTrace.Cli.Commands;
 

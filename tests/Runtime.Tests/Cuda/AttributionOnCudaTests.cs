@@ -1,11 +1,11 @@
-using NeuronTrace.Attribution.Methods;
-using NeuronTrace.Attribution.Tasks;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.Runtime.Cuda;
 using NeuronTrace.Runtime.Tests.Kernels;
 using NeuronTrace.TestSupport;
 using Xunit;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Runtime.Tests.Cuda;
 

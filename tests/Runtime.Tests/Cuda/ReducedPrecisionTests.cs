@@ -4,6 +4,7 @@ using NeuronTrace.Runtime.Cuda;
 using NeuronTrace.Runtime.Tests.Kernels;
 using NeuronTrace.TestSupport;
 using Xunit;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Runtime.Tests.Cuda;
 

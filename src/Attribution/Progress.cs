@@ -1,4 +1,0 @@
-namespace NeuronTrace.Attribution;
-
-/// <summary>A unit of long work done: <paramref name="Done"/> of <paramref name="Total"/> for <paramref name="Stage"/>.</summary>
-public readonly record struct WorkProgress(string Stage, long Done, long Total);

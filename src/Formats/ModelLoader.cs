@@ -1,0 +1,123 @@
+using NeuronTrace.Formats.Tokenizers;
+using NeuronTrace.Model;
+
+namespace NeuronTrace.Formats;
+
+/// <summary>A loaded model: weights, its tokenizer (null when the files have none) and where it came from.</summary>
+public sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokenizer, string Format, string Path)
+{
+    public LlamaConfig Config => Weights.Config;
+
+    /// <summary>The tokenizer, or a one-line error naming the files this format looks for.</summary>
+    public ITextTokenizer RequireTokenizer() => Tokenizer ?? throw new ModelFormatException(Path, Format switch
+    {
+        "llama2.c" => $"no tokenizer beside the model (looked for tok{Config.VocabSize}.bin and tokenizer.bin)",
+        "gguf" => "the file holds no tokenizer.ggml vocabulary",
+        _ => "no tokenizer in the folder (looked for tokenizer.json, tokenizer.model, tok512.bin and tokenizer.bin)",
+    });
+}
+
+/// <summary>
+/// Loads a model from a file or folder, choosing the format from what is there: a llama2.c <c>.bin</c> (with
+/// <c>tok512.bin</c>/<c>tokenizer.bin</c> beside it), a <c>.gguf</c>, or a Hugging Face folder (<c>config.json</c> +
+/// safetensors). The RoPE layout follows from the format; the user never passes it.
+/// </summary>
+public static class ModelLoader
+{
+    /// <summary>The model bundled with NeuronTrace (stories260K), next to the executable or in the repository.</summary>
+    public static string DefaultModelPath => BundledFiles.Find("models", "stories260K", "stories260K.bin");
+
+    public static LoadedModel Load(string? path = null)
+    {
+        path ??= DefaultModelPath;
+        if (Directory.Exists(path)) return LoadFolder(path);
+        if (!File.Exists(path)) throw new ModelFormatException(path, "no such file or folder");
+        string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
+        if (ext == ".gguf" || HasGgufMagic(path)) return LoadGguf(path);
+        if (ext == ".bin") return LoadLlama2c(path);
+        throw new ModelFormatException(path, "unknown model format (expected a llama2.c .bin, a .gguf, or a Hugging Face folder with config.json)");
+    }
+
+    static LoadedModel LoadLlama2c(string path)
+    {
+        var weights = Llama2cBinFormat.Load(path);
+        string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
+        ITextTokenizer? tok = null;
+        foreach (var name in new[] { "tok" + weights.Config.VocabSize + ".bin", "tokenizer.bin" })
+        {
+            string t = System.IO.Path.Combine(dir, name);
+            if (File.Exists(t)) { tok = Llama2cTokenizer.Load(t, weights.Config.VocabSize); break; }
+        }
+        return new LoadedModel(weights, tok, "llama2.c", path);
+    }
+
+    static LoadedModel LoadGguf(string path)
+    {
+        var (weights, vocab) = GgufFormat.Load(path);
+        ITextTokenizer? tok = null;
+        if (vocab is not null)
+        {
+            tok = vocab.Model switch
+            {
+                "llama" => SentencePieceBpeTokenizer.FromVocabulary(vocab.Pieces, vocab.Scores, vocab.TokenTypes, vocab.BosId, vocab.EosId, vocab.UnkId),
+                // Llama 3 GGUFs: byte-level BPE, the merge rules beside the tokens.
+                "gpt2" => ByteLevel(vocab),
+                _ => throw new ModelFormatException(path, $"tokenizer.ggml.model \"{vocab.Model}\" is not supported (SentencePiece \"llama\" or byte-level \"gpt2\" vocabularies)"),
+            };
+        }
+        return new LoadedModel(weights, tok, "gguf", path);
+
+        ITextTokenizer ByteLevel(GgufVocabulary v)
+        {
+            var merges = v.Merges ?? throw new ModelFormatException(path, "tokenizer.ggml.model is \"gpt2\" but tokenizer.ggml.merges is missing");
+            try { return Llama3Tokenizer.FromGgufVocabulary(v.Pieces, merges, v.TokenTypes, v.BosId, v.EosId); }
+            catch (FormatException e) { throw new ModelFormatException(path, $"tokenizer.ggml.merges: {e.Message}"); }
+        }
+    }
+
+    /// <summary>
+    /// A folder with <c>config.json</c> is a Hugging Face checkpoint. Otherwise the model is its one llama2.c
+    /// <c>.bin</c> (tokenizer .bin files aside) or, failing that, its one <c>.gguf</c>: a .bin beside a .gguf wins,
+    /// as in the bundled <c>models/stories260K</c>, where the .bin is the upstream original and the default model.
+    /// Two or more files of the winning kind are ambiguous.
+    /// </summary>
+    static LoadedModel LoadFolder(string dir)
+    {
+        if (File.Exists(System.IO.Path.Combine(dir, "config.json"))) return LoadHfFolder(dir);
+        var bins = Directory.GetFiles(dir, "*.bin").Where(f => !IsTokenizerBin(f)).Order(StringComparer.Ordinal).ToArray();
+        var ggufs = Directory.GetFiles(dir, "*.gguf").Order(StringComparer.Ordinal).ToArray();
+        var candidates = bins.Length > 0 ? bins : ggufs;
+        if (candidates.Length == 1) return Load(candidates[0]);
+        throw new ModelFormatException(dir, candidates.Length == 0
+            ? "folder has no config.json, .gguf or llama2.c .bin model"
+            : $"folder holds {candidates.Length} {(bins.Length > 0 ? "llama2.c .bin" : ".gguf")} models ({string.Join(", ", candidates.Select(System.IO.Path.GetFileName))}); pass one of them");
+    }
+
+    static LoadedModel LoadHfFolder(string dir)
+    {
+        var weights = HfFolderFormat.Load(dir);
+        ITextTokenizer? tok = null;
+        if (TokenizerFiles.FindInFolder(dir) is { } tokenizerFile)
+        {
+            tok = TokenizerFiles.Load(tokenizerFile);
+            // A tokenizer smaller than the embedding is normal (vocabularies padded to a round size); a larger one
+            // produces ids the model has no row for, which would only fail mid-generation.
+            if (tok.VocabSize > weights.Config.VocabSize)
+                throw new ModelFormatException(tokenizerFile, $"the tokenizer has {tok.VocabSize} tokens but the model's vocab_size is {weights.Config.VocabSize}");
+        }
+        return new LoadedModel(weights, tok, "hf", dir);
+    }
+
+    static bool IsTokenizerBin(string f)
+    {
+        string n = System.IO.Path.GetFileName(f);
+        return n == "tokenizer.bin" || (n.StartsWith("tok") && !n.StartsWith("tokenizer") && n.EndsWith(".bin") && n.Length <= 12);
+    }
+
+    static bool HasGgufMagic(string path)
+    {
+        using var fs = File.OpenRead(path);
+        Span<byte> m = stackalloc byte[4];
+        return fs.Read(m) == 4 && m.SequenceEqual("GGUF"u8);
+    }
+}

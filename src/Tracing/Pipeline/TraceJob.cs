@@ -1,0 +1,90 @@
+using NeuronTrace.Model;
+using NeuronTrace.Tracing.Circuits;
+using NeuronTrace.Tracing.Evaluation;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
+
+namespace NeuronTrace.Tracing.Pipeline;
+
+/// <summary>What a trace run does: which methods and sites, how the task is split, which k.</summary>
+public sealed record TraceOptions
+{
+    public IReadOnlyList<AttributionMethod> Methods { get; init; } = [AttributionMethod.RelP];
+    public IReadOnlyList<NodeSite> Sites { get; init; } = [NodeSite.MlpAct, NodeSite.MlpOut, NodeSite.Attn, NodeSite.Resid];
+    /// <summary>Examples used for attribution; the rest evaluate the circuits. Null: the first half.</summary>
+    public int? TrainExamples { get; init; }
+    public int KPoints { get; init; } = 24;
+    public int IgSteps { get; init; } = 10;
+    public Runtime.BackwardRules RelPRules { get; init; } = Runtime.BackwardRules.RelP;
+    public int MasksPerForward { get; init; } = 8;
+    public int Seed { get; init; }
+    /// <summary>The faithfulness a reported circuit must reach.</summary>
+    public double TargetFaithfulness { get; init; } = 0.8;
+}
+
+/// <summary>The circuit of one site and method: the smallest swept k whose top-k circuit reaches the target faithfulness.</summary>
+public sealed record CircuitSummary(NodeSite Site, AttributionMethod Method, int TotalNodes, SweepPoint? AtTarget, IReadOnlyList<(NodeId Node, float Score)> Nodes);
+
+public sealed record TraceResult(PromptTask Train, PromptTask Eval, IReadOnlyDictionary<AttributionMethod, NodeScores> Scores,
+    IReadOnlyList<SweepPoint> Sweep, IReadOnlyList<CircuitSummary> Circuits, double CleanMetric, TimeSpan Elapsed);
+
+/// <summary>The main job: attribute, sweep top-k circuits per site and method, and pick the circuits (library form of <c>trace</c>).</summary>
+public static class TraceJob
+{
+    public static TraceResult Run(Llama model, PromptTask task, TraceOptions o, IProgress<WorkProgress>? progress = null)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        if (task.Count < 2) throw new ArgumentException($"{task.Name}: a trace needs at least 2 examples (one to attribute, one to evaluate)");
+        if (o.TrainExamples is { } asked && (asked < 1 || asked >= task.Count))
+            throw new ArgumentException($"{task.Name}: {asked} training examples asked, but the task has {task.Count}: between 1 and {task.Count - 1} can be attributed (the rest evaluate the circuits)");
+        if (!(double.IsFinite(o.TargetFaithfulness) && o.TargetFaithfulness > 0 && o.TargetFaithfulness <= 1))
+            throw new ArgumentException($"target faithfulness {o.TargetFaithfulness} is not in (0, 1]");
+        int train = o.TrainExamples ?? (task.Count + 1) / 2;
+        var trainTask = new PromptTask(task.Name + ":train", task.Pairs.Take(train).ToList());
+        var evalTask = new PromptTask(task.Name + ":eval", task.Pairs.Skip(train).ToList());
+        var ablationPrompts = evalTask.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList();
+        var means = SiteMeans.Compute(model, ablationPrompts, o.Sites);
+
+        var scores = new Dictionary<AttributionMethod, NodeScores>();
+        var sweep = new List<SweepPoint>();
+        var circuits = new List<CircuitSummary>();
+        foreach (var method in o.Methods)
+        {
+            var s = Attributor.Score(model, trainTask, new AttributionOptions
+            {
+                Method = method, Sites = o.Sites, IgSteps = o.IgSteps, RelPRules = o.RelPRules,
+            }, Stage(progress, $"attribute {method.Name()}"));
+            scores[method] = s;
+            foreach (var site in o.Sites)
+            {
+                var ranking = new NodeRanking(s, site);
+                var points = CircuitSweep.Run(model, s, site, method.Name(), evalTask, means, CircuitSweep.LogSpacedK(ranking.Count, o.KPoints),
+                    o.MasksPerForward, o.Seed, Stage(progress, $"sweep {method.Name()} {site.Name()}"));
+                sweep.AddRange(points);
+                var hit = points.Where(p => p.Faithfulness >= o.TargetFaithfulness && p.K > 0).OrderBy(p => p.K).FirstOrDefault();
+                int k = hit?.K ?? 0;
+                var nodes = ranking.Order.Take(k).Select(f => { var n = ranking.Node(f); return (n, s[n]); }).ToList();
+                circuits.Add(new CircuitSummary(site, method, ranking.Count, hit, nodes));
+            }
+        }
+        var metric = Metric.EvaluationDefault(evalTask);
+        double clean = MeanMetric(model, evalTask, metric);
+        return new TraceResult(trainTask, evalTask, scores, sweep, circuits, clean, clock.Elapsed);
+    }
+
+    /// <summary>The example mean of a metric on the unmodified model.</summary>
+    public static double MeanMetric(Llama model, PromptTask task, Metric metric)
+    {
+        var batch = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
+        using var pass = model.Forward(batch, LogitRows.Last);
+        return metric.MeanPerReplica(pass.HostLogits(), model.Config.VocabSize, task.Pairs, replicas: 1)[0];
+    }
+
+    static IProgress<WorkProgress>? Stage(IProgress<WorkProgress>? p, string stage) =>
+        p is null ? null : new StageProgress(p, stage);
+
+    sealed class StageProgress(IProgress<WorkProgress> inner, string stage) : IProgress<WorkProgress>
+    {
+        public void Report(WorkProgress value) => inner.Report(value with { Stage = stage });
+    }
+}

@@ -1,0 +1,55 @@
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+
+namespace NeuronTrace.Tracing.Scoring;
+
+public enum AttributionMethod
+{
+    /// <summary>Attribution patching: (a_p − a_c) ⊙ ∂m/∂a at the clean run.</summary>
+    AtP,
+    /// <summary>Integrated gradients in activation space, one site at a time (docs/method.md §3.2, feature-circuits style).</summary>
+    IG,
+    /// <summary>Integrated gradients over interpolated input embeddings, all sites from one path (EAP-IG style).</summary>
+    IGInputs,
+    /// <summary>RelP: (a_p − a_c) ⊙ the RelP-rule gradient, one backward for all sites (docs/method.md §3.4).</summary>
+    RelP,
+}
+
+/// <summary>
+/// What the "patch" activation is when scoring. Every baseline scores (a_baseline − a_clean) ⊙ g, so a node whose move
+/// to its baseline value raises the metric scores positive. (TC's case-study engine writes the zero and mean baselines
+/// the other way round, a_c ⊙ g and (a_c − mean) ⊙ g: the negatives of ours, same magnitudes and rankings.)
+/// </summary>
+public enum Baseline
+{
+    /// <summary>The activation on the counterfactual prompt (paired data).</summary>
+    Patch,
+    /// <summary>Zero (unpaired data): score = −a_c ⊙ g.</summary>
+    Zero,
+    /// <summary>
+    /// The mean over all the task's clean prompts at the same layer and position from the end (not per batch, so
+    /// scores do not depend on the batch size): score = (mean − a_c) ⊙ g.
+    /// </summary>
+    Mean,
+}
+
+public sealed record AttributionOptions
+{
+    public AttributionMethod Method { get; init; } = AttributionMethod.RelP;
+    public IReadOnlyList<NodeSite> Sites { get; init; } = NodeSites.All;
+    /// <summary>Riemann steps for IG (alpha = k/N, k = 0..N−1).</summary>
+    public int IgSteps { get; init; } = 10;
+    /// <summary>Null = Patch for paired tasks, Zero for unpaired.</summary>
+    public Baseline? Baseline { get; init; }
+    /// <summary>The rule set RelP uses (default: the authors' released code: LN-rule, identity+half gate rule, softmax gradient).</summary>
+    public BackwardRules RelPRules { get; init; } = BackwardRules.RelP;
+    /// <summary>Null = <see cref="Metric.TowardsPatch"/> for paired tasks, <see cref="Metric.AnswerLogit"/> for unpaired.</summary>
+    public Metric? Metric { get; init; }
+    /// <summary>Prompt pairs per forward/backward.</summary>
+    public int BatchSize { get; init; } = 32;
+    /// <summary>
+    /// Token rows (prompt rows × IG path points) one IG forward/backward may hold; the path runs in as many passes as
+    /// that needs (at least one point per pass). Every saved activation has this many rows: memory, not results.
+    /// </summary>
+    public int IgRowsPerPass { get; init; } = 8192;
+}

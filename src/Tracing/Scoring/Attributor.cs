@@ -1,0 +1,378 @@
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+using NeuronTrace.Tracing.Evaluation;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Tasks;
+
+namespace NeuronTrace.Tracing.Scoring;
+
+/// <summary>
+/// Scores every node of the chosen sites on a task: the example mean of (a_patch − a_clean) ⊙ gradient, where the
+/// gradient is the clean-run gradient (AtP), the RelP-rule gradient (RelP) or an integrated-gradients path mean (IG).
+/// </summary>
+public static class Attributor
+{
+    public static NodeScores Score(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress = null)
+    {
+        var baseline = options.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
+        if (baseline == Baseline.Patch && !task.IsPaired)
+            throw new ArgumentException($"{task.Name}: the patch baseline needs patch_prefix on every line; use the zero or mean baseline");
+        if (options.Method == AttributionMethod.IGInputs && (!task.IsPaired || baseline != Baseline.Patch))
+            throw new ArgumentException($"{task.Name}: input-interpolation IG (ig-inputs) runs from the patch prompts' embeddings; it needs paired prompts and the patch baseline");
+        if (options.IgSteps < 1) throw new ArgumentException("IG needs at least one step");
+        task.RequireAnswersWithin(model.Config.VocabSize);
+        if (baseline == Baseline.Patch && task.Pairs.FirstOrDefault(p => p.PatchIds!.Length != p.CleanIds.Length) is { } uneven)
+            throw new ArgumentException($"{task.Name}: line {uneven.Line}: the clean prompt has {uneven.CleanIds.Length} tokens and the patch prompt {uneven.PatchIds!.Length}; patching pairs positions, so they must be equal");
+        if (options.IgRowsPerPass < 1) throw new ArgumentException("IG rows per pass must be at least 1");
+        var metric = options.Metric ?? Metric.AttributionDefault(task);
+        var sites = options.Sites.Distinct().ToArray();
+        int positions = task.Pairs.Max(p => p.CleanIds.Length);
+        // The mean baseline is the mean over the whole task's clean prompts (per position from the end), formed once:
+        // a mean per batch would make every score depend on the batch size (and be zero for a batch of one).
+        var cleanMeans = baseline == Baseline.Mean
+            ? SiteMeans.Compute(model, task.Pairs.Select(p => p.CleanIds).ToList(), sites, Math.Max(1, options.BatchSize))
+            : null;
+        using var sums = new ScoreSums(model.Backend, model.Config, sites, positions);
+        var counts = new int[positions];
+
+        int batchSize = Math.Max(1, options.BatchSize);
+        int batches = (task.Count + batchSize - 1) / batchSize;
+        long unitsPerBatch = options.Method == AttributionMethod.IG ? sites.Length * model.Config.Layers : 1;
+        long done = 0;
+        var progressGate = new Lock();
+        bool splitBatches = SplitsBatches(model, task, batchSize);
+        using var secondSums = splitBatches ? new ScoreSums(model.Backend, model.Config, sites, positions) : null;
+        for (int start = 0; start < task.Count; start += batchSize)
+        {
+            var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();
+            foreach (var p in pairs)
+                for (int i = 0; i < p.CleanIds.Length; i++) counts[i]++;
+            if (splitBatches && pairs.Count >= 2)
+            {
+                int half = pairs.Count / 2;
+                try
+                {
+                    Parallel.Invoke(
+                        () => RunBatch(pairs.GetRange(0, half), sums, concurrentPatch: false),
+                        () => RunBatch(pairs.GetRange(half, pairs.Count - half), secondSums!, concurrentPatch: false));
+                }
+                catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+                {
+                    // the caller sees the error itself, as from a serial run (the CLI turns it into one line)
+                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+                }
+            }
+            else RunBatch(pairs, sums, concurrentPatch: model.Backend.SupportsConcurrentCalls);
+            if (options.Method != AttributionMethod.IG) progress?.Report(new("attribute", ++done, batches));
+        }
+        if (secondSums is not null) sums.Add(secondSums);
+
+        // IG reports each (site, layer) step; with split batches two threads report, one at a time and in order.
+        void ReportIgStep()
+        {
+            lock (progressGate) progress?.Report(new("ig", ++done, batches * unitsPerBatch));
+        }
+
+        void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
+        {
+            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, sites, positions, concurrentPatch, options.IgRowsPerPass);
+            switch (options.Method)
+            {
+                case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
+                case AttributionMethod.RelP: ctx.GradientTimesDelta(options.RelPRules, into); break;
+                case AttributionMethod.IG: ctx.IntegratedGradients(options.IgSteps, into, ReportIgStep); break;
+                case AttributionMethod.IGInputs: ctx.InputIntegratedGradients(options.IgSteps, into); break;
+            }
+        }
+
+        return sums.MeansOver(counts);
+    }
+
+    /// <summary>
+    /// Whether each batch is cut in two halves scored on two threads at once. For small models every op is too small
+    /// to spread over the cores itself (thread hand-offs cost more than the work), so the two halves keep both cores
+    /// busy instead, each with its own score sums; big models split their matrix products across the cores already.
+    /// Only on a backend that takes concurrent calls (the CPU).
+    /// </summary>
+    static bool SplitsBatches(Llama model, PromptTask task, int batchSize)
+    {
+        if (!model.Backend.SupportsConcurrentCalls || Environment.ProcessorCount < 2 || Math.Min(batchSize, task.Count) < 2) return false;
+        var c = model.Config;
+        long rows = (long)Math.Min(batchSize, task.Count) * task.Pairs.Max(p => p.CleanIds.Length);
+        return rows * c.Dim * c.HiddenDim < SmallModelWork;
+    }
+
+    /// <summary>Multiply-adds of a batch's largest product (rows · dim · hidden) below which batches are split.</summary>
+    const long SmallModelWork = 1L << 26;
+
+    /// <summary>One batch of examples: the clean and baseline site values and the metric gradient plumbing.</summary>
+    sealed class BatchContext : IDisposable
+    {
+        readonly Llama _model;
+        readonly IBackend _be;
+        readonly List<PromptPair> _pairs;
+        readonly Metric _metric;
+        readonly NodeSite[] _sites;
+        readonly TokenBatch _clean;
+        readonly ForwardPass _cleanPass;
+        readonly Task<ForwardPass>? _patchForward;
+        readonly Baseline _baseline;
+        readonly SiteMeans? _cleanMeans;
+        readonly int _igRowsPerPass;
+        /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
+        readonly int[] _scoreRowOf;
+        readonly Dictionary<int, (Tensor MinusOne, Tensor Zero)> _constants = new();
+
+        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, NodeSite[] sites,
+            int positions, bool concurrentPatch, int igRowsPerPass)
+        {
+            _model = model; _be = model.Backend; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
+            _igRowsPerPass = igRowsPerPass;
+            _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
+            _scoreRowOf = new int[_clean.Rows];
+            Array.Fill(_scoreRowOf, positions);
+            for (int b = 0; b < _clean.Size; b++)
+                for (int p = 0; p < _clean.Lengths[b]; p++) _scoreRowOf[_clean.RowFromEnd(b, p)] = p;
+            if (baseline == Baseline.Patch)
+            {
+                var patch = new TokenBatch(pairs.Select(p => p.PatchIds!).ToList());
+                // The patch forward is independent of the clean forward and of its backward: when asked (the CPU
+                // backend, on a batch not already split in halves across threads) it runs on a second thread meanwhile.
+                _patchForward = concurrentPatch
+                    ? Task.Run(() => model.Forward(patch, LogitRows.None))
+                    : Task.FromResult(model.Forward(patch, LogitRows.None));
+            }
+            try { _cleanPass = model.Forward(_clean, LogitRows.Last); }
+            catch
+            {
+                if (_patchForward is not null)
+                {
+                    try { _patchForward.Wait(); } catch (AggregateException) { }
+                    if (_patchForward.IsCompletedSuccessfully) _patchForward.Result.Dispose();
+                }
+                throw;
+            }
+        }
+
+        /// <summary>The patch run's forward, waiting for it if it still runs on its thread.</summary>
+        ForwardPass PatchPass => _patchForward!.GetAwaiter().GetResult();
+
+        LlamaConfig Config => _model.Config;
+
+        /// <summary>AtP and RelP: one backward from the clean run gives the gradient at every site.</summary>
+        public void GradientTimesDelta(BackwardRules rules, ScoreSums sums)
+        {
+            using var dLogits = MetricGradient(_cleanPass, replicas: 1);
+            using var grads = _model.Backward(_cleanPass, dLogits, rules, _sites);
+            foreach (var s in _sites)
+                for (int l = 0; l < Config.Layers; l++)
+                {
+                    using var delta = Delta(s, l);
+                    Accumulate(sums, s, l, delta, grads.Get(s, l));
+                }
+        }
+
+        /// <summary>
+        /// Feature-circuits IG: for each site and layer, the site's value is set to a_c + α(a_p − a_c), α = k/N for k = 0..N−1;
+        /// the left-Riemann mean gradient times (a_p − a_c) is the score. The N path points run as replicas of the batch,
+        /// as many per pass as <see cref="AttributionOptions.IgRowsPerPass"/> allows.
+        /// </summary>
+        public void IntegratedGradients(int steps, ScoreSums sums, Action tick)
+        {
+            int rows = _clean.Rows;
+            foreach (var s in _sites)
+                for (int l = 0; l < Config.Layers; l++)
+                {
+                    var (aC, aP) = HostEndpoints(s, l);
+                    int w = s.Width(Config);
+                    using var gradientSum = ZeroRows(w);
+                    foreach (var (first, count) in PathChunks(steps))
+                    {
+                        var scale = new float[count * rows * w];
+                        var offset = new float[count * rows * w];
+                        for (int j = 0; j < count; j++)
+                        {
+                            float alpha = (float)(first + j) / steps;
+                            for (int i = 0; i < rows * w; i++) offset[j * rows * w + i] = aC[i] + alpha * (aP[i] - aC[i]);
+                        }
+                        using var plan = new InterventionPlan();
+                        plan.Set(s, l, _be.Upload(scale, count * rows, w), _be.Upload(offset, count * rows, w));
+                        using var pass = _model.Forward(Replicated(count), LogitRows.Last, plan);
+                        using var dLogits = MetricGradient(pass, count);
+                        using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
+                        AddReplicas(grads.Get(s, l), count, gradientSum);
+                    }
+                    using var delta = Delta(s, l);
+                    Accumulate(sums, s, l, delta, gradientSum, 1f / steps);
+                    tick();
+                }
+        }
+
+        /// <summary>EAP-IG: embeddings interpolated from patch to clean, x_p + α(x_c − x_p), α = k/N, k = 0..N−1; all sites at once.</summary>
+        public void InputIntegratedGradients(int steps, ScoreSums sums)
+        {
+            int rows = _clean.Rows, d = Config.Dim;
+            var xC = Host(_cleanPass.Embedded);
+            var xP = Host(PatchPass.Embedded);
+            var gradientSums = new Dictionary<(NodeSite, int), Tensor>();
+            try
+            {
+                foreach (var s in _sites)
+                    for (int l = 0; l < Config.Layers; l++) gradientSums[(s, l)] = ZeroRows(s.Width(Config));
+                foreach (var (first, count) in PathChunks(steps))
+                {
+                    var offset = new float[count * rows * d];
+                    for (int j = 0; j < count; j++)
+                    {
+                        float alpha = (float)(first + j) / steps;
+                        for (int i = 0; i < rows * d; i++) offset[j * rows * d + i] = xP[i] + alpha * (xC[i] - xP[i]);
+                    }
+                    using var plan = new InterventionPlan();
+                    plan.SetEmbedding(_be.Upload(new float[count * rows * d], count * rows, d), _be.Upload(offset, count * rows, d));
+                    using var pass = _model.Forward(Replicated(count), LogitRows.Last, plan);
+                    using var dLogits = MetricGradient(pass, count);
+                    using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, _sites);
+                    foreach (var s in _sites)
+                        for (int l = 0; l < Config.Layers; l++) AddReplicas(grads.Get(s, l), count, gradientSums[(s, l)]);
+                }
+                foreach (var s in _sites)
+                    for (int l = 0; l < Config.Layers; l++)
+                    {
+                        using var delta = Delta(s, l);
+                        Accumulate(sums, s, l, delta, gradientSums[(s, l)], 1f / steps);
+                    }
+            }
+            finally
+            {
+                foreach (var t in gradientSums.Values) t.Dispose();
+            }
+        }
+
+        /// <summary>The path points 0..steps−1 cut into runs of at most <see cref="AttributionOptions.IgRowsPerPass"/> rows (at least one point each).</summary>
+        IEnumerable<(int First, int Count)> PathChunks(int steps)
+        {
+            int perPass = Math.Max(1, _igRowsPerPass / _clean.Rows);
+            for (int first = 0; first < steps; first += perPass) yield return (first, Math.Min(perPass, steps - first));
+        }
+
+        /// <summary><paramref name="count"/> copies of the batch's clean prompts, back to back.</summary>
+        TokenBatch Replicated(int count) =>
+            new(Enumerable.Range(0, count).SelectMany(_ => _pairs.Select(p => p.CleanIds)).ToList());
+
+        Tensor ZeroRows(int w)
+        {
+            var t = _be.Allocate(_clean.Rows, w);
+            _be.Fill(t, 0f);
+            return t;
+        }
+
+        /// <summary>Adds the <paramref name="count"/> back-to-back copies of the batch in <paramref name="g"/> into <paramref name="sum"/>.</summary>
+        void AddReplicas(Tensor g, int count, Tensor sum)
+        {
+            int rows = _clean.Rows;
+            _be.ScatterAddRows(g, Enumerable.Range(0, rows * count).Select(r => r % rows).ToArray(), sum);
+        }
+
+        /// <summary>∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch.</summary>
+        Tensor MetricGradient(ForwardPass pass, int replicas)
+        {
+            int v = Config.VocabSize;
+            var logits = pass.HostLogits();
+            var g = new float[logits.Length];
+            for (int r = 0; r < replicas; r++)
+                for (int b = 0; b < _pairs.Count; b++)
+                {
+                    int row = r * _pairs.Count + b;
+                    _metric.Gradient(logits.AsSpan(row * v, v), _pairs[b], g.AsSpan(row * v, v));
+                }
+            return _be.Upload(g, logits.Length / v, v);
+        }
+
+        /// <summary>a_baseline − a_clean of one site and layer, [rows, width] on the backend.</summary>
+        Tensor Delta(NodeSite s, int l)
+        {
+            var aC = _cleanPass.Site(s, l);
+            int w = s.Width(Config);
+            var (minusOne, zero) = Constants(w);
+            var delta = _be.Allocate(_clean.Rows, w);
+            _be.Copy(aC, delta);
+            switch (_baseline)
+            {
+                case Baseline.Patch: _be.Intervene(delta, minusOne, PatchPass.Site(s, l)); break;
+                case Baseline.Zero: _be.Intervene(delta, minusOne, zero); break;
+                case Baseline.Mean:
+                    using (var mean = _be.Upload(MeanRows(s, l), _clean.Rows, w))
+                        _be.Intervene(delta, minusOne, mean);
+                    break;
+                default: throw new ArgumentOutOfRangeException();
+            }
+            return delta;
+        }
+
+        /// <summary>−1 and 0 of a [rows, width] shape, for the affine op that forms the deltas.</summary>
+        (Tensor MinusOne, Tensor Zero) Constants(int w)
+        {
+            if (_constants.TryGetValue(w, out var c)) return c;
+            var minusOne = _be.Allocate(_clean.Rows, w);
+            _be.Fill(minusOne, -1f);
+            var zero = _be.Allocate(_clean.Rows, w);
+            _be.Fill(zero, 0f);
+            return _constants[w] = (minusOne, zero);
+        }
+
+        (float[] Clean, float[] Baseline) HostEndpoints(NodeSite s, int l)
+        {
+            var aC = _cleanPass.HostSite(s, l);
+            float[] aP = _baseline switch
+            {
+                Baseline.Patch => PatchPass.HostSite(s, l),
+                Baseline.Zero => new float[aC.Length],
+                Baseline.Mean => MeanRows(s, l),
+                _ => throw new ArgumentOutOfRangeException(),
+            };
+            return (aC, aP);
+        }
+
+        /// <summary>The task's clean mean at each row's position from the end, [rows, width] (padding rows 0).</summary>
+        float[] MeanRows(NodeSite s, int l)
+        {
+            int w = s.Width(Config);
+            var means = _cleanMeans!.Get(s, l);
+            var rows = new float[_clean.Rows * w];
+            for (int b = 0; b < _clean.Size; b++)
+                for (int p = 0; p < _clean.Lengths[b]; p++)
+                    Array.Copy(means, p * w, rows, _clean.RowFromEnd(b, p) * w, w);
+            return rows;
+        }
+
+        /// <summary>
+        /// Adds delta ⊙ (<paramref name="gradientScale"/> · g) into the score sums, row by row at each row's position from the
+        /// end (IG passes the sum of its path gradients and 1/N). Everything stays on the backend: on a GPU the site
+        /// values never cross to the host.
+        /// </summary>
+        void Accumulate(ScoreSums sums, NodeSite s, int l, Tensor delta, Tensor g, float gradientScale = 1f)
+        {
+            _be.Multiply(delta, g);
+            if (gradientScale != 1f)
+            {
+                using var factor = _be.Allocate(_clean.Rows, s.Width(Config));
+                _be.Fill(factor, gradientScale);
+                _be.Multiply(delta, factor);
+            }
+            _be.ScatterAddRows(delta, _scoreRowOf, sums.Get(s, l));
+        }
+
+        float[] Host(Tensor t) { var h = new float[t.Length]; _be.Download(t, h); return h; }
+
+        public void Dispose()
+        {
+            _cleanPass.Dispose();
+            if (_patchForward is not null)   // wait for it: its tensors must not outlive the batch
+            {
+                try { _patchForward.Wait(); } catch (AggregateException) { }   // a failure surfaced where the pass was needed
+                if (_patchForward.IsCompletedSuccessfully) _patchForward.Result.Dispose();
+            }
+            foreach (var (m, z) in _constants.Values) { m.Dispose(); z.Dispose(); }
+        }
+    }
+}

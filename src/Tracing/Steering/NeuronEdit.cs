@@ -1,0 +1,85 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+
+namespace NeuronTrace.Tracing.Steering;
+
+/// <summary>How an edit changes a neuron's value a (an <c>mlp_act</c> unit): a ← m·a, a ← c, or a ← the source prompt's a.</summary>
+public enum EditMode
+{
+    /// <summary>a ← Value · a (Value 0 = zero ablation).</summary>
+    Scale,
+    /// <summary>a ← Value.</summary>
+    Set,
+    /// <summary>a ← a_source at the same layer and unit, at the same position counted from the end (interchange).</summary>
+    FromSource,
+}
+
+/// <summary>Which prompt positions an edit covers.</summary>
+public enum PositionKind
+{
+    /// <summary>Position counted from the end of the prompt (0 = last prompt token).</summary>
+    FromEnd,
+    /// <summary>Absolute position (0 = BOS).</summary>
+    Absolute,
+    /// <summary>Every prompt position.</summary>
+    All,
+}
+
+/// <summary>An edit of one <c>mlp_act</c> neuron (down_proj input unit) at prompt positions of one layer.</summary>
+public sealed record NeuronEdit(int Layer, int Neuron, PositionKind PositionKind, int Position, EditMode Mode, float Value = 0f)
+{
+    public static NeuronEdit Scale(int layer, int neuron, int positionFromEnd, float multiplier) =>
+        new(layer, neuron, PositionKind.FromEnd, positionFromEnd, EditMode.Scale, multiplier);
+
+    public static NeuronEdit Set(int layer, int neuron, int positionFromEnd, float value) =>
+        new(layer, neuron, PositionKind.FromEnd, positionFromEnd, EditMode.Set, value);
+
+    public static NeuronEdit FromSource(int layer, int neuron, int positionFromEnd) =>
+        new(layer, neuron, PositionKind.FromEnd, positionFromEnd, EditMode.FromSource);
+
+    /// <summary>The absolute prompt positions this edit covers in a prompt of <paramref name="length"/> tokens (none when out of range).</summary>
+    public IEnumerable<int> AbsolutePositions(int length) => PositionKind switch
+    {
+        PositionKind.All => Enumerable.Range(0, length),
+        PositionKind.FromEnd => Position >= 0 && Position < length ? [length - 1 - Position] : [],
+        PositionKind.Absolute => Position >= 0 && Position < length ? [Position] : [],
+        _ => [],
+    };
+
+    public override string ToString()
+    {
+        string pos = PositionKind switch { PositionKind.All => "@all", PositionKind.Absolute => $"@A{Position}", _ => $"@P{Position}" };
+        string what = Mode switch
+        {
+            EditMode.Scale => "x" + Value.ToString("G6", CultureInfo.InvariantCulture),
+            EditMode.Set => "c" + Value.ToString("G6", CultureInfo.InvariantCulture),
+            _ => "src",
+        };
+        return $"L{Layer}/N{Neuron}{pos}={what}";
+    }
+
+    static readonly Regex Spec = new(
+        @"^L(?<l>\d+)/N(?<n>\d+)(?:@(?:(?<all>all)|P(?<p>\d+)|A(?<a>\d+)))?=(?:(?<x>x)(?<xv>[-+0-9.eE]+)|(?<c>c)(?<cv>[-+0-9.eE]+)|(?<src>src))$",
+        RegexOptions.CultureInvariant | RegexOptions.IgnoreCase);
+
+    /// <summary>
+    /// Parses <c>L{layer}/N{neuron}[@P{posFromEnd}|@A{absolute}|@all]=x{mult}|c{value}|src</c>; no position means @P0
+    /// (the last token). Throws a one-line <see cref="FormatException"/> on a bad spec.
+    /// </summary>
+    public static NeuronEdit Parse(string spec)
+    {
+        var m = Spec.Match(spec.Trim());
+        if (!m.Success)
+            throw new FormatException($"bad edit \"{spec}\" (expected L<layer>/N<neuron>[@P<pos-from-end>|@A<abs-pos>|@all]=x<mult>|c<value>|src, e.g. L3/N17@P0=x2)");
+        int layer = int.Parse(m.Groups["l"].Value, CultureInfo.InvariantCulture);
+        int neuron = int.Parse(m.Groups["n"].Value, CultureInfo.InvariantCulture);
+        var (kind, pos) = m.Groups["all"].Success ? (PositionKind.All, 0)
+            : m.Groups["a"].Success ? (PositionKind.Absolute, int.Parse(m.Groups["a"].Value, CultureInfo.InvariantCulture))
+            : (PositionKind.FromEnd, m.Groups["p"].Success ? int.Parse(m.Groups["p"].Value, CultureInfo.InvariantCulture) : 0);
+        if (m.Groups["src"].Success) return new NeuronEdit(layer, neuron, kind, pos, EditMode.FromSource);
+        string num = m.Groups["x"].Success ? m.Groups["xv"].Value : m.Groups["cv"].Value;
+        if (!float.TryParse(num, NumberStyles.Float, CultureInfo.InvariantCulture, out float v) || !float.IsFinite(v))
+            throw new FormatException($"bad edit \"{spec}\": \"{num}\" is not a number");
+        return new NeuronEdit(layer, neuron, kind, pos, m.Groups["x"].Success ? EditMode.Scale : EditMode.Set, v);
+    }
+}

@@ -1,0 +1,112 @@
+using System.Text.Json;
+using NeuronTrace.Model;
+using NeuronTrace.Formats.Tokenizers;
+
+namespace NeuronTrace.Tracing.Tasks;
+
+/// <summary>
+/// A task in the feature-circuits JSON-lines format (<c>clean_prefix, patch_prefix, clean_answer, patch_answer, case</c>),
+/// tokenized. Errors name the file and line.
+/// </summary>
+public sealed class PromptTask
+{
+    public PromptTask(string name, IReadOnlyList<PromptPair> pairs)
+    {
+        if (pairs.Count == 0) throw new ArgumentException($"{name}: the task has no examples");
+        Name = name;
+        Pairs = pairs;
+    }
+
+    public string Name { get; }
+    public IReadOnlyList<PromptPair> Pairs { get; }
+    public bool IsPaired => Pairs.All(p => p.IsPaired);
+    public int Count => Pairs.Count;
+
+    /// <summary>
+    /// Throws a one-line <see cref="ArgumentException"/> naming the line when an answer token lies outside a vocabulary of
+    /// <paramref name="vocabSize"/> (tasks built in code skip the tokenizer that would catch it).
+    /// </summary>
+    public void RequireAnswersWithin(int vocabSize)
+    {
+        foreach (var p in Pairs)
+            foreach (var (field, id) in new[] { ("clean_answer", (int?)p.CleanAnswer), ("patch_answer", p.PatchAnswer) })
+                if (id is { } t && (t < 0 || t >= vocabSize))
+                    throw new ArgumentException($"{Name}: line {p.Line}: {field} token {t} is outside the model's vocabulary of {vocabSize}");
+    }
+
+    /// <summary>The first <paramref name="n"/> examples (all when n ≤ 0).</summary>
+    public PromptTask Take(int n) => n <= 0 || n >= Pairs.Count ? this : new PromptTask(Name, Pairs.Take(n).ToList());
+
+    /// <summary>
+    /// Only the examples whose clean prompt has the most common token length (the longest such length on ties), so every
+    /// position from the end is the same token slot in every prompt — the reference evaluation's equal-length practice.
+    /// </summary>
+    public PromptTask OfMostCommonLength()
+    {
+        int length = Pairs.GroupBy(p => p.CleanIds.Length).OrderByDescending(g => g.Count()).ThenByDescending(g => g.Key).First().Key;
+        return new PromptTask(Name, Pairs.Where(p => p.CleanIds.Length == length).ToList());
+    }
+
+    /// <summary>
+    /// Loads and tokenizes a JSON-lines task. Every answer must add exactly one token after its prefix; when
+    /// <paramref name="requireEqualLengths"/>, clean and patch prompts must tokenize to the same length.
+    /// </summary>
+    public static PromptTask Load(string path, ITextTokenizer tokenizer, bool requireEqualLengths = true)
+    {
+        if (!File.Exists(path)) throw new ModelFormatException(path, "task file not found");
+        var pairs = new List<PromptPair>();
+        int lineNo = 0;
+        foreach (var raw in File.ReadLines(path))
+        {
+            lineNo++;
+            if (string.IsNullOrWhiteSpace(raw)) continue;
+            string where = $"line {lineNo}";
+            JsonElement o;
+            try { o = JsonDocument.Parse(raw).RootElement; }
+            catch (JsonException e) { throw new ModelFormatException(path, $"{where}: malformed JSON ({FirstLine(e.Message)})"); }
+            if (o.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, $"{where}: expected a JSON object");
+            string clean = Required(o, "clean_prefix");
+            string cleanAnswer = Required(o, "clean_answer");
+            string? patch = Optional(o, "patch_prefix");
+            string? patchAnswer = Optional(o, "patch_answer");
+            string? kase = Optional(o, "case");
+
+            int[] cleanIds = tokenizer.Encode(clean, addBos: true);
+            int cleanAnswerId = AnswerToken(clean, cleanIds, cleanAnswer, "clean_answer");
+            int[]? patchIds = null;
+            int? patchAnswerId = null;
+            if (patchAnswer is not null) patchAnswerId = AnswerToken(clean, cleanIds, patchAnswer, "patch_answer");
+            if (patchAnswerId == cleanAnswerId)
+                throw new ModelFormatException(path, $"{where}: clean_answer and patch_answer are the same token ({cleanAnswerId}); their logit difference is 0 whatever the model does");
+            if (patch is not null)
+            {
+                patchIds = tokenizer.Encode(patch, addBos: true);
+                if (requireEqualLengths && patchIds.Length != cleanIds.Length)
+                    throw new ModelFormatException(path, $"{where}: clean_prefix has {cleanIds.Length} tokens but patch_prefix has {patchIds.Length}; they must be equal");
+                if (patchAnswer is not null) AnswerToken(patch, patchIds, patchAnswer, "patch_answer");
+            }
+            pairs.Add(new PromptPair(lineNo, cleanIds, patchIds, cleanAnswerId, patchAnswerId, kase));
+
+            int AnswerToken(string prefix, int[] prefixIds, string answer, string field)
+            {
+                var full = tokenizer.Encode(prefix + answer, addBos: true);
+                if (full.Length != prefixIds.Length + 1 || !full.AsSpan(0, prefixIds.Length).SequenceEqual(prefixIds))
+                    throw new ModelFormatException(path, $"{where}: {field} \"{answer}\" is not one token after its prefix (it adds {full.Length - prefixIds.Length} tokens)");
+                return full[^1];
+            }
+
+            string Required(JsonElement e, string key) =>
+                Optional(e, key) ?? throw new ModelFormatException(path, $"{where}: missing string field \"{key}\"");
+            string? Optional(JsonElement e, string key)
+            {
+                if (!e.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+                if (v.ValueKind != JsonValueKind.String) throw new ModelFormatException(path, $"{where}: field \"{key}\" is not a string");
+                return v.GetString();
+            }
+        }
+        if (pairs.Count == 0) throw new ModelFormatException(path, "the task file has no examples");
+        return new PromptTask(Path.GetFileNameWithoutExtension(path), pairs);
+    }
+
+    static string FirstLine(string s) => s.Split('\n')[0].Trim();
+}
