@@ -11,7 +11,7 @@ public static class CommonOptions
 {
     public static Option<string?> Model() => new("--model", "-m")
     {
-        Description = "Model file or folder: a llama2.c .bin (tokenizer beside it), a .gguf, or a Hugging Face folder. Default: the bundled stories260K.",
+        Description = "Model file or folder: a llama2.c .bin (tokenizer beside it), a .gguf, a Hugging Face folder, or a Hugging Face id ORG/NAME[@REVISION] from the local hub cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; nothing is downloaded). Default: the bundled stories260K.",
     };
 
     public static Option<string> Device() => new("--device")

@@ -75,7 +75,7 @@ public class SaeTests(ITestOutputHelper output)
             string Fail(Action a) { var e = Assert.Throws<ModelFormatException>(a); Assert.DoesNotContain('\n', e.Message); return e.Message; }
 
             Assert.Contains("not found", Fail(() => SparseAutoencoder.Load(Path.Combine(tmp, "nope"))));
-            Assert.Contains("hyperparams.json not found", Fail(() => SparseAutoencoder.Load(tmp)));
+            Assert.Contains("neither cfg.json (SAELens) nor hyperparams.json (Llama Scope)", Fail(() => SparseAutoencoder.Load(tmp)));
 
             File.WriteAllText(Path.Combine(tmp, "hyperparams.json"), "{ broken");
             Directory.CreateDirectory(Path.Combine(tmp, "checkpoints"));

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Sae;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 
@@ -27,9 +28,11 @@ public static class AttributeCommand
             Description = "What is attributed, at the clean prompt's last position: logit-diff (logit(patch_answer) - logit(clean_answer); default for paired tasks), answer-logit (logit(clean_answer); default for unpaired tasks) or top-logits (the sum of the model's own top-k next-token logits, tokens fixed from the clean run; the case studies' metric).",
         };
         var topLogitsK = new Option<int>("--top-logits-k") { Description = "k of --metric top-logits.", DefaultValueFactory = _ => 5 };
+        var sae = SaeOptions.Sae();
+        var specialTokens = PromptOptions.SpecialTokens();
         var cmd = new Command("attribute", "Score every node (site, layer, position from the end, unit) by attribution of a metric of the last-position logits (default: the task's logit difference).")
         {
-            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK,
+            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK, sae, specialTokens,
         };
         cmd.SetAction(r =>
         {
@@ -47,7 +50,10 @@ public static class AttributeCommand
             if (metricName is not (null or "logit-diff" or "answer-logit" or "top-logits"))
                 throw new UsageException($"unknown --metric \"{metricName}\" (logit-diff, answer-logit or top-logits)");
             if (r.GetValue(topLogitsK) < 1) throw new UsageException("--top-logits-k must be at least 1");
+            if (r.GetValue(sae) is { Length: > 0 } && (m is not (AttributionMethod.AtP or AttributionMethod.RelP) || b is not (null or Baseline.Patch)))
+                throw new UsageException("--sae needs --method atp or relp with the patch baseline (SAE nodes are scored from the site gradient against the patch prompt)");
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
+            var saes = SaeOptions.Load(r.GetValue(sae), loaded.Config);
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
             string dir = r.GetValue(output)!;
             string CheckOut()
@@ -60,7 +66,7 @@ public static class AttributeCommand
                 return full;
             }
             string fullDir = CheckOut();
-            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer()).Take(r.GetValue(limit));
+            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath)).Take(r.GetValue(limit));
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch
@@ -77,9 +83,23 @@ public static class AttributeCommand
                 Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
                 RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
             }, new ProgressBar());
-            OutputPaths.WriteFolder(dir, fullDir, temp => scores.Save(temp, m.Name(), chosen.Name, t.Count), () => CheckOut());
+            var saeScores = saes.Select(x =>
+            {
+                var (site, layer) = x.HookSite;
+                return (Name: SaeTrace.Name(x), Scores: SaeAttributor.Score(llama, t, x, site, layer, new AttributionOptions
+                {
+                    Method = m, Sites = [site], Metric = chosen, RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
+                }));
+            }).ToList();
+            OutputPaths.WriteFolder(dir, fullDir, temp =>
+            {
+                scores.Save(temp, m.Name(), chosen.Name, t.Count);
+                foreach (var (name, s) in saeScores) SaeScoresCsv.Write(Path.Combine(temp, $"sae_{name}.csv"), s);
+            }, () => CheckOut());
             Console.WriteLine($"{t.Count} examples, {m.Name()}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
             Tables.PrintTopNodes(scores, siteList, 10);
+            foreach (var (name, s) in saeScores)
+                Console.WriteLine($"sae {name} ({s.Site.Name()} L{s.Layer}): {s.NodeCount} nodes; wrote {Path.Combine(dir, $"sae_{name}.csv")}");
             return 0;
         });
         return cmd;

@@ -3,6 +3,7 @@ using System.Globalization;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Pipeline;
 using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Sae;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 
@@ -27,6 +28,8 @@ public static class TraceCommand
         var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach.", DefaultValueFactory = _ => 0.8 };
         var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
         var allLengths = new Option<bool>("--all-lengths") { Description = "Use every example. By default only the examples of the most common token length are kept, so each position from the end is the same token slot in every prompt (the reference evaluation's practice); with mixed lengths the per-position ablation means mix different tokens." };
+        var sae = SaeOptions.Sae();
+        var specialTokens = PromptOptions.SpecialTokens();
         var seed = new Option<int>("--seed") { Description = "Seed of the random-circuit control (the same seed draws the same random nodes in every run).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("trace", """
             Trace circuits on a task: score every node with the attribution method (default RelP), take the top-k nodes
@@ -37,7 +40,7 @@ public static class TraceCommand
             sweep.csv, summary.json, sweep_SITE.png) and prints the k each site needs to reach the target faithfulness.
             """)
         {
-            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed,
+            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed, sae, specialTokens,
         };
         cmd.SetAction(r =>
         {
@@ -52,8 +55,9 @@ public static class TraceCommand
                 throw new UsageException($"--target {targetValue.ToString(CultureInfo.InvariantCulture)}: a faithfulness target must be in (0, 1]");
             var relpRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!);
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
+            var saes = SaeOptions.Load(r.GetValue(sae), loaded.Config);
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
-            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer());
+            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath));
             if (!r.GetValue(allLengths)) t = t.OfMostCommonLength();
             if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
             string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
@@ -63,17 +67,22 @@ public static class TraceCommand
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-            var result = TraceJob.Run(llama, t, new TraceOptions
+            var traceOptions = new TraceOptions
             {
                 Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
                 IgSteps = r.GetValue(steps), RelPRules = relpRules,
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
-            }, new ProgressBar());
+            };
+            if (saes.Count > 0 && !methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))
+                throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");
+            var result = TraceJob.Run(llama, t, traceOptions, new ProgressBar());
+            var saeCircuits = SaeTrace.Run(llama, result, saes, traceOptions);
 
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
             OutputPaths.WriteFolder(outDir, full, temp =>
             {
                 TraceReport.Write(temp, result, loaded, taskPath);
+                if (saeCircuits.Count > 0) SaeTrace.Write(temp, saeCircuits, r.GetValue(target));
                 SweepPlot.SaveAll(temp, result.Sweep, t.Name);
             }, () => CheckOut());
 
@@ -83,6 +92,7 @@ public static class TraceCommand
                 result.Circuits.Select(c => (IReadOnlyList<string>)(c.AtTarget is { } p
                     ? [c.Site.Name(), c.Method.Name(), c.TotalNodes.ToString(), p.K.ToString(), $"{(double)p.K / c.TotalNodes:P2}", $"{p.Faithfulness:F3}", $"{p.Completeness:F3}", $"{p.RandomFaithfulness:F3}"]
                     : [c.Site.Name(), c.Method.Name(), c.TotalNodes.ToString(), "-", "not reached", "-", "-", "-"])));
+            if (saeCircuits.Count > 0) SaeOptions.PrintBases(result, saeCircuits, r.GetValue(target));
             Console.WriteLine($"\nwrote {outDir}/ (sweep.csv, sweep_SITE.png, summary.json, circuits/, scores/)");
             return 0;
         });

@@ -49,10 +49,14 @@ public sealed class PromptTask
 
     /// <summary>
     /// Loads and tokenizes a JSON-lines task. Every answer must add exactly one token after its prefix; when
-    /// <paramref name="requireEqualLengths"/>, clean and patch prompts must tokenize to the same length.
+    /// <paramref name="requireEqualLengths"/>, clean and patch prompts must tokenize to the same length. A line may give
+    /// <c>messages</c> / <c>patch_messages</c> (lists of role/content) instead of <c>clean_prefix</c> / <c>patch_prefix</c>:
+    /// chat prompts rendered by <paramref name="encoder"/>'s template, the answer continuing the open assistant turn.
     /// </summary>
-    public static PromptTask Load(string path, ITextTokenizer tokenizer, bool requireEqualLengths = true)
+    /// <param name="encoder">How prompts become ids (special tokens, chat template, warnings); plain text with BOS by default.</param>
+    public static PromptTask Load(string path, ITextTokenizer tokenizer, bool requireEqualLengths = true, PromptEncoder? encoder = null)
     {
+        encoder ??= new PromptEncoder(tokenizer);
         if (!File.Exists(path)) throw new ModelFormatException(path, "task file not found");
         var pairs = new List<PromptPair>();
         int lineNo = 0;
@@ -65,31 +69,38 @@ public sealed class PromptTask
             try { o = JsonDocument.Parse(raw).RootElement; }
             catch (JsonException e) { throw new ModelFormatException(path, $"{where}: malformed JSON ({FirstLine(e.Message)})"); }
             if (o.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, $"{where}: expected a JSON object");
-            string clean = Required(o, "clean_prefix");
+            var chat = ChatPrompts.Read(o, path, where);
+            string clean = chat.Clean is null ? Required(o, "clean_prefix") : "";
             string cleanAnswer = Required(o, "clean_answer");
-            string? patch = Optional(o, "patch_prefix");
+            string? patch = chat.Patch is null ? Optional(o, "patch_prefix") : "";
             string? patchAnswer = Optional(o, "patch_answer");
             string? kase = Optional(o, "case");
 
-            int[] cleanIds = tokenizer.Encode(clean, addBos: true);
-            int cleanAnswerId = AnswerToken(clean, cleanIds, cleanAnswer, "clean_answer");
+            int[] Encode(string prefix, string answer, string field)
+            {
+                var messages = field == "clean_prefix" ? chat.Clean : chat.Patch;
+                string label = messages is null ? field : field == "clean_prefix" ? "messages" : "patch_messages";
+                return ChatPrompts.Encode(encoder, messages, prefix, answer, path, $"{where}: {label}");
+            }
+            int[] cleanIds = Encode(clean, "", "clean_prefix");
+            int cleanAnswerId = AnswerToken(clean, cleanIds, cleanAnswer, "clean_answer", "clean_prefix");
             int[]? patchIds = null;
             int? patchAnswerId = null;
-            if (patchAnswer is not null) patchAnswerId = AnswerToken(clean, cleanIds, patchAnswer, "patch_answer");
+            if (patchAnswer is not null) patchAnswerId = AnswerToken(clean, cleanIds, patchAnswer, "patch_answer", "clean_prefix");
             if (patchAnswerId == cleanAnswerId)
                 throw new ModelFormatException(path, $"{where}: clean_answer and patch_answer are the same token ({cleanAnswerId}); their logit difference is 0 whatever the model does");
             if (patch is not null)
             {
-                patchIds = tokenizer.Encode(patch, addBos: true);
+                patchIds = Encode(patch, "", "patch_prefix");
                 if (requireEqualLengths && patchIds.Length != cleanIds.Length)
                     throw new ModelFormatException(path, $"{where}: clean_prefix has {cleanIds.Length} tokens but patch_prefix has {patchIds.Length}; they must be equal");
-                if (patchAnswer is not null) AnswerToken(patch, patchIds, patchAnswer, "patch_answer");
+                if (patchAnswer is not null) AnswerToken(patch, patchIds, patchAnswer, "patch_answer", "patch_prefix");
             }
             pairs.Add(new PromptPair(lineNo, cleanIds, patchIds, cleanAnswerId, patchAnswerId, kase));
 
-            int AnswerToken(string prefix, int[] prefixIds, string answer, string field)
+            int AnswerToken(string prefix, int[] prefixIds, string answer, string field, string prefixField)
             {
-                var full = tokenizer.Encode(prefix + answer, addBos: true);
+                var full = Encode(prefix, answer, prefixField);
                 if (full.Length != prefixIds.Length + 1 || !full.AsSpan(0, prefixIds.Length).SequenceEqual(prefixIds))
                     throw new ModelFormatException(path, $"{where}: {field} \"{answer}\" is not one token after its prefix (it adds {full.Length - prefixIds.Length} tokens)");
                 return full[^1];
