@@ -56,7 +56,7 @@ public static class EdgesCommand
             else taskPath = folder.TaskPath is { } rec && File.Exists(rec) ? rec
                 : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task");
             var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
-            var full = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
+            var full = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false, encoder: PromptOptions.Encoder(loaded, false, taskPath));
             PromptTask examples;
             if (wholeTask) examples = full;
             else examples = folder.HeldOut(full, taskPath);

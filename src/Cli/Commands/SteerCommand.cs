@@ -118,7 +118,7 @@ public static class SteerCommand
             : folder.TaskPath is { } rec && File.Exists(rec) ? rec
             : throw new UsageException($"the task recorded in {runDir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task");
         var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
-        var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer());
+        var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, false, taskPath));
         string lines = "all lines";
         // On the run's own task, only its held-out lines count: the circuit was chosen on its training lines.
         if (r.GetValue(task) is null)

@@ -58,7 +58,7 @@ public static class ViewCommand
                     : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task or --examples 0");
                 var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
                 layers = loaded.Config.Layers;
-                var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
+                var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false, encoder: PromptOptions.Encoder(loaded, false, taskPath));
                 // Positions are checked against the run's own task (another --task only supplies dataset examples).
                 circuit.CheckFits(loaded.Config, loaded.Path, r.GetValue(task) is null ? pt.Pairs.Max(p => p.CleanIds.Length) : null, taskPath);
                 using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));

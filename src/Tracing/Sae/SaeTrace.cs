@@ -11,7 +11,7 @@ namespace NeuronTrace.Tracing.Sae;
 /// The SAE circuit of one SAE and method in a trace: its nodes (features and error nodes at the SAE's own hook site and
 /// layer, every position) swept over k like the neuron circuits, and the smallest swept k reaching the target faithfulness.
 /// </summary>
-public sealed record SaeCircuitSummary(string Name, NodeSite Site, int Layer, AttributionMethod Method, int TotalNodes,
+public sealed record SaeCircuitSummary(string Name, string Path, NodeSite Site, int Layer, AttributionMethod Method, int TotalNodes,
     SaeSweepPoint? AtTarget, int ErrorNodesInCircuit, IReadOnlyList<SaeSweepPoint> Sweep);
 
 /// <summary>
@@ -48,44 +48,45 @@ public static class SaeTrace
                 var points = SaeCircuitSweep.Run(model, scores, sae, trace.Eval, means, ks);
                 var hit = points.Where(p => p.Faithfulness >= o.TargetFaithfulness).OrderBy(p => p.K).FirstOrDefault();
                 int errors = hit is null ? 0 : SaeCircuitSweep.Ranking(scores).Take(hit.K).Count(i => i % scores.NodesPerPosition == sae.Features);
-                result.Add(new SaeCircuitSummary(Name(sae), site, layer, method, scores.NodeCount, hit, errors, points));
+                result.Add(new SaeCircuitSummary(Name(sae), System.IO.Path.GetFullPath(sae.Path), site, layer, method, scores.NodeCount, hit, errors, points));
             }
         }
         return result;
     }
 
     /// <summary>The SAE's folder name, the label it has in tables and files.</summary>
-    public static string Name(SparseAutoencoder sae) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(sae.Path)));
+    public static string Name(SparseAutoencoder sae) =>
+        System.IO.Path.GetFileName(System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(sae.Path)));
 
     /// <summary>Writes <see cref="CircuitsFile"/> (one row per SAE and method; k empty when the target is not reached) and <see cref="SweepFile"/>.</summary>
     public static void Write(string dir, IReadOnlyList<SaeCircuitSummary> circuits, double target)
     {
         var inv = CultureInfo.InvariantCulture;
-        var c = new StringBuilder("sae,site,layer,method,target,total_nodes,k,faithfulness,completeness,error_nodes_in_circuit\n");
+        var c = new StringBuilder("sae,site,layer,method,target,total_nodes,k,faithfulness,completeness,error_nodes_in_circuit,path\n");
         var s = new StringBuilder("sae,site,layer,method,k,faithfulness,completeness,total_nodes\n");
         foreach (var x in circuits)
         {
             string head = $"{Csv(x.Name)},{x.Site.Name()},{x.Layer},{x.Method.Name()}";
-            c.Append(inv, $"{head},{target:G9},{x.TotalNodes},{x.AtTarget?.K.ToString(inv)},{x.AtTarget?.Faithfulness.ToString("G9", inv)},{x.AtTarget?.Completeness.ToString("G9", inv)},{x.ErrorNodesInCircuit}\n");
+            c.Append(inv, $"{head},{target:G9},{x.TotalNodes},{x.AtTarget?.K.ToString(inv)},{x.AtTarget?.Faithfulness.ToString("G9", inv)},{x.AtTarget?.Completeness.ToString("G9", inv)},{x.ErrorNodesInCircuit},{Csv(x.Path)}\n");
             foreach (var p in x.Sweep) s.Append(inv, $"{head},{p.K},{p.Faithfulness:G9},{p.Completeness:G9},{p.TotalNodes}\n");
         }
-        File.WriteAllText(Path.Combine(dir, CircuitsFile), c.ToString());
-        File.WriteAllText(Path.Combine(dir, SweepFile), s.ToString());
+        File.WriteAllText(System.IO.Path.Combine(dir, CircuitsFile), c.ToString());
+        File.WriteAllText(System.IO.Path.Combine(dir, SweepFile), s.ToString());
     }
 
     static string Csv(string v) => v.IndexOfAny([',', '"', '\n']) < 0 ? v : "\"" + v.Replace("\"", "\"\"") + "\"";
 }
 
 /// <summary>
-/// SAE node scores as CSV: <c>site,layer,position,node,score</c>, position counted from the end (0 = last token) like
-/// the neuron scores, node a feature index or <c>error</c>; rows in the flat node order p·(F+1) + i.
+/// SAE node scores as CSV: <c>site,layer,position,index,score</c> (the columns of scores.csv), position counted from the end (0 = last token) like
+/// the neuron scores, index a feature index or <c>error</c>; rows in the flat node order p·(F+1) + i.
 /// </summary>
 public static class SaeScoresCsv
 {
     public static void Write(string file, SaeScores s)
     {
         var inv = CultureInfo.InvariantCulture;
-        var sb = new StringBuilder("site,layer,position,node,score\n");
+        var sb = new StringBuilder("site,layer,position,index,score\n");
         string head = $"{s.Site.Name()},{s.Layer}";
         for (int p = 0; p < s.Positions; p++)
         {
