@@ -72,11 +72,12 @@ public static class AttributeCommand
                 "top-logits" => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
                 _ => Metric.AttributionDefault(t),
             };
+            using var bar = new ProgressBar();
             var scores = Attributor.Score(llama, t, new AttributionOptions
             {
                 Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
                 RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
-            }, new ProgressBar());
+            }, bar);
             OutputPaths.WriteFolder(dir, fullDir, temp => scores.Save(temp, m.Name(), chosen.Name, t.Count), () => CheckOut());
             Console.WriteLine($"{t.Count} examples, {m.Name()}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
             Tables.PrintTopNodes(scores, siteList, 10);

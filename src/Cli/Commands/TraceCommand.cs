@@ -63,12 +63,13 @@ public static class TraceCommand
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            using var bar = new ProgressBar();
             var result = TraceJob.Run(llama, t, new TraceOptions
             {
                 Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
                 IgSteps = r.GetValue(steps), RelPRules = relpRules,
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
-            }, new ProgressBar());
+            }, bar);
 
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
             OutputPaths.WriteFolder(outDir, full, temp =>
