@@ -17,6 +17,7 @@ public static class CliRunner
             Console.Error.WriteLine($"neurontrace: {parsed.Errors[0].Message} (see --help)");
             return 2;
         }
+        ProgressBar.Quiet = parsed.GetValue(NeuronTraceCli.Quiet);
         try
         {
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

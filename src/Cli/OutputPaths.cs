@@ -35,7 +35,7 @@ public static class OutputPaths
         CheckFile(path, path, $"; {option} takes a file", force, inputs, run, ownNames, option);
 
     /// <summary>
-    /// <see cref="CheckFile(string, bool, string?[], string?, string[]?, string)"/> for a file output and the second file the
+    /// <c>CheckFile</c> for a file output and the second file the
     /// command writes beside it under a fixed name (graph.json, edge_sweep.csv). Returns both full paths.
     /// </summary>
     public static (string Full, string CompanionFull) CheckPair(string path, string companion, bool force, string?[] inputs,

@@ -78,11 +78,12 @@ public static class AttributeCommand
                 "top-logits" => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
                 _ => Metric.AttributionDefault(t),
             };
+            using var bar = new ProgressBar();
             var scores = Attributor.Score(llama, t, new AttributionOptions
             {
                 Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
                 RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
-            }, new ProgressBar());
+            }, bar);
             var saeScores = saes.Select(x =>
             {
                 var (site, layer) = x.HookSite;

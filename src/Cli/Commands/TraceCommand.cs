@@ -75,7 +75,8 @@ public static class TraceCommand
             };
             if (saes.Count > 0 && !methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))
                 throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");
-            var result = TraceJob.Run(llama, t, traceOptions, new ProgressBar());
+            using var bar = new ProgressBar();
+            var result = TraceJob.Run(llama, t, traceOptions, bar);
             var saeCircuits = SaeTrace.Run(llama, result, saes, traceOptions);
 
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
