@@ -22,10 +22,12 @@ public class FuzzTests
     static readonly long[] Interesting = [0, 1, -1, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, int.MaxValue, uint.MaxValue, long.MaxValue, 1L << 40, 31, 32, 33];
 
     /// <summary>One mutant of <paramref name="file"/>: structural edits anywhere, value edits below <paramref name="headerEnd"/>.</summary>
-    static byte[] Mutate(byte[] file, int headerEnd, Random rng)
+    static byte[] Mutate(byte[] file, int headerEnd, Random rng) => Mutate(file, headerEnd, rng, out _);
+
+    static byte[] Mutate(byte[] file, int headerEnd, Random rng, out int kind)
     {
         var b = file.ToList();
-        switch (rng.Next(6))
+        switch (kind = rng.Next(6))
         {
             case 0: // bit flips in the header
                 for (int i = 0, n = 1 + rng.Next(4); i < n; i++) { int at = rng.Next(headerEnd); b[at] ^= (byte)(1 << rng.Next(8)); }
@@ -96,7 +98,7 @@ public class FuzzTests
         int loaded = 0, differentConfig = 0;
         for (int i = 0; i < MutantsPerFormat; i++)
         {
-            var mutant = Mutate(original, headerEnd, rng);
+            var mutant = Mutate(original, headerEnd, rng, out int kind);
             place(mutant);
             var r = CliHarness.Run("info", "--model", modelPath);
             AssertContract(r, $"{name} mutant {i} (seed {seed})");
@@ -104,7 +106,7 @@ public class FuzzTests
             loaded++;
             var m = ModelLoader.Load(modelPath);
             if (m.Config != reference.Config) { differentConfig++; continue; }
-            Assert.True(SameWeights(reference.Weights, m.Weights), $"{name} mutant {i} (seed {seed}) loads with the same config but different weights");
+            Assert.True(SameWeights(reference.Weights, m.Weights), $"{name} mutant {i} (seed {seed}, mutation {kind}, {mutant.Length - original.Length:+0;-0} bytes) loads with the same config but different weights");
         }
         place(original);
         Console.Error.Flush();

@@ -133,3 +133,54 @@ public class HostileViewTests(SmallRunFixture run) : IClassFixture<SmallRunFixtu
         _ => [],
     };
 }
+
+/// <summary>SIGINT/SIGTERM clean up and exit 130/143; stale temporaries of a killed run are removed by the next run.</summary>
+public class InterruptionTests
+{
+    [Fact]
+    public void StaleTemporariesOfTheSameOutputAreRemovedAndFreshOnesKept()
+    {
+        string parent = RepoPaths.TempDir("stale");
+        string full = Path.Combine(parent, "run");
+        string stale = Path.Combine(parent, $".run.{Guid.NewGuid():N}.partial");
+        string fresh = Path.Combine(parent, $".run.{Guid.NewGuid():N}.partial");
+        string staleFile = Path.Combine(parent, $".run.{Guid.NewGuid():N}.tmp");
+        string other = Path.Combine(parent, $".other.{Guid.NewGuid():N}.partial");
+        foreach (var d in new[] { stale, fresh, other }) Directory.CreateDirectory(d);
+        File.WriteAllText(staleFile, "x");
+        var old = DateTime.UtcNow - Interruption.StaleAfter - TimeSpan.FromMinutes(1);
+        Directory.SetLastWriteTimeUtc(stale, old); File.SetLastWriteTimeUtc(staleFile, old); Directory.SetLastWriteTimeUtc(other, old);
+        Interruption.Watch(full);
+        Assert.False(Directory.Exists(stale));
+        Assert.False(File.Exists(staleFile));
+        Assert.True(Directory.Exists(fresh), "a concurrent run's temporary must survive");
+        Assert.True(Directory.Exists(other), "another output's temporaries are not ours to remove");
+    }
+
+    [Theory]
+    [InlineData("TERM", 143)]
+    [InlineData("INT", 130)]
+    public void ASignalDuringTraceExitsWithItsCodeAndLeavesNothing(string signal, int exit)
+    {
+        if (OperatingSystem.IsWindows()) { Assert.Fail("not run: POSIX signals"); return; }
+        // The CLI's own build output (with its runtimeconfig), in the configuration this test was built in.
+        string config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
+        string cli = Path.Combine(RepoPaths.Root, "src", "Cli", "bin", config, "net10.0", "neurontrace.dll");
+        Assert.True(File.Exists(cli), cli);
+        string parent = RepoPaths.TempDir("signal");
+        string outDir = Path.Combine(parent, "run");
+        var psi = new ProcessStartInfo("dotnet", [cli, "trace", "--sites", "mlp_act", "--out", outDir]) { RedirectStandardError = true, RedirectStandardOutput = true };
+        using var p = Process.Start(psi)!;
+        // Wait until the command is past parsing (its first stderr line names the model), then interrupt it.
+        string? first = p.StandardError.ReadLine();
+        Assert.NotNull(first);
+        using (var k = Process.Start("kill", ["-" + signal, p.Id.ToString()])) k.WaitForExit();
+        string rest = p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(60_000), "no exit after the signal");
+        if (p.ExitCode == 0) { Assert.Fail("not run: trace finished before the signal arrived"); return; }
+        Assert.Equal(exit, p.ExitCode);
+        Assert.Contains("interrupted", rest);
+        Assert.False(Directory.Exists(outDir));
+        Assert.Empty(Directory.GetFileSystemEntries(parent));
+    }
+}

@@ -149,7 +149,7 @@ public sealed class GgufFile : IDisposable
 
     /// <summary>
     /// The data section end to end: sorted by offset, the tensors start at 0, do not overlap, leave only alignment
-    /// padding between them, and the file ends with the last one (plus at most its padding). Bytes inserted, junk
+    /// padding between them, and the file ends with the last one (or with its padding to the alignment). Bytes inserted, junk
     /// appended or tensors aliased would otherwise load as garbage weights. Skipped when a tensor's type (and so its
     /// size) is unknown: such files can only have their metadata read.
     /// </summary>
@@ -171,7 +171,7 @@ public sealed class GgufFile : IDisposable
             previous = t.Name;
         }
         long dataLength = fileLength - dataOffset;
-        if (tensors.Count > 0 && dataLength - end >= alignment)
+        if (tensors.Count > 0 && dataLength != end && dataLength != AlignUp(end, alignment))
             throw new ModelFormatException(path, $"{dataLength - end} bytes after the last tensor {ErrorText.Name(previous)}: the file is {fileLength} bytes but its tensors end at byte {dataOffset + end}");
     }
 
