@@ -66,6 +66,7 @@ public static class OutputPaths
         }
         if (File.Exists(full) && !force && !own) throw new UsageException($"{shown} already exists (pass --force to replace it)");
         CheckWritable(path, full);
+        Interruption.Watch(full);
         return full;
     }
 
@@ -88,6 +89,7 @@ public static class OutputPaths
                 throw new UsageException($"{path} is not empty and is not {kind}; --force only replaces an empty folder or {kind}");
         }
         CheckWritable(path, full);
+        Interruption.Watch(full);
         return full;
     }
 

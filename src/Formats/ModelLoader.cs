@@ -36,6 +36,10 @@ public static class ModelLoader
         // A path that exists wins; otherwise ORG/NAME[@REVISION] is looked up in the local Hugging Face cache.
         if (!File.Exists(path) && HubCache.IsModelId(path)) return LoadFolder(HubCache.Resolve(path, hubCacheFolder));
         if (!File.Exists(path)) throw new ModelFormatException(path, "no such file or folder");
+        // .NET reports no file type on Unix, but a FIFO, socket or device has length 0 in stat; opening one would
+        // block forever (a FIFO) or read without end (a device). No model is empty, so refuse before opening.
+        if (new FileInfo(path).Length == 0)
+            throw new ModelFormatException(path, "is empty or not a regular file (a FIFO, socket or device cannot be a model)");
         string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
         if (ext == ".gguf" || HasGgufMagic(path)) return LoadGguf(path);
         if (ext == ".bin") return LoadLlama2c(path);

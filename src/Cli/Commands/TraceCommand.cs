@@ -17,16 +17,21 @@ public static class TraceCommand
         var model = CommonOptions.Model();
         var device = CommonOptions.Device();
         var task = TaskOptions.Task();
-        var method = new Option<string>("--method") { Description = "Attribution method(s), comma-separated: relp, atp, ig, ig-inputs. Each gets its own sweep.", DefaultValueFactory = _ => "relp" };
+        var method = TaskOptions.Methods("Attribution method(s), comma-separated: relp, atp, ig, ig-inputs. Each gets its own sweep.");
         var sites = TaskOptions.Sites();
-        var output = new Option<string?>("--out", "-o") { Description = "Run folder to create (default: runs/trace-TASK-TIME). Must not exist unless --force." };
-        var force = new Option<bool>("--force") { Description = "Replace an existing run folder (only an empty folder or one written by trace)." };
-        var train = new Option<int?>("--train") { Description = "Examples used for attribution; the rest evaluate the circuits (default: the first half)." };
-        var kPoints = new Option<int>("--k-points") { Description = "Number of log-spaced k values from 1 to all nodes.", DefaultValueFactory = _ => 24 };
-        var steps = new Option<int>("--steps") { Description = "IG steps.", DefaultValueFactory = _ => 10 };
+        var (output, force) = CommonOptions.Output("Run folder to create (default: runs/trace-TASK-TIME). Must not exist unless --force.",
+            "Replace an existing run folder (only an empty folder or one written by trace).");
+        var train = CommonOptions.OptionalInt("--train", "Examples used for attribution; the rest evaluate the circuits (default: the first half).", 1, int.MaxValue);
+        var kPoints = CommonOptions.Int("--k-points", "Number of log-spaced k values from 1 to all nodes.", 24, 2, 1000);
+        var steps = CommonOptions.IgSteps();
         var relpAttention = TaskOptions.RelPAttention();
-        var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach.", DefaultValueFactory = _ => 0.8 };
-        var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
+        var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach, in (0, 1].", DefaultValueFactory = _ => 0.8 };
+        target.Validators.Add(v =>
+        {
+            double x = v.GetValueOrDefault<double>();
+            if (!(double.IsFinite(x) && x > 0 && x <= 1)) v.AddError($"--target {CommonOptions.Show(x)}: a faithfulness target must be in (0, 1]");
+        });
+        var masks = CommonOptions.MasksPerForward();
         var allLengths = new Option<bool>("--all-lengths") { Description = "Use every example. By default only the examples of the most common token length are kept, so each position from the end is the same token slot in every prompt (the reference evaluation's practice); with mixed lengths the per-position ablation means mix different tokens." };
         var sae = SaeOptions.Sae();
         var specialTokens = PromptOptions.SpecialTokens();
@@ -44,20 +49,13 @@ public static class TraceCommand
         };
         cmd.SetAction(r =>
         {
-            var methods = MethodNames.ParseList(r.GetValue(method)!);
-            var siteList = NodeSites.ParseList(r.GetValue(sites)!);
-            if (r.GetValue(kPoints) < 2) throw new UsageException("--k-points must be at least 2");
-            if (r.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1");
-            if (r.GetValue(masks) < 1) throw new UsageException("--masks-per-forward must be at least 1");
-            if (r.GetValue(train) is < 1) throw new UsageException("--train must be at least 1");
-            double targetValue = r.GetValue(target);
-            if (!(double.IsFinite(targetValue) && targetValue > 0 && targetValue <= 1))
-                throw new UsageException($"--target {targetValue.ToString(CultureInfo.InvariantCulture)}: a faithfulness target must be in (0, 1]");
-            var relpRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!);
+            var methods = r.GetValue(method)!;
+            var siteList = r.GetValue(sites)!;
+            var relpRules = r.GetValue(relpAttention)!;
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             var saes = SaeOptions.Load(r.GetValue(sae), loaded.Config);
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
-            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath));
+            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen);
             if (!r.GetValue(allLengths)) t = t.OfMostCommonLength();
             if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
             string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
@@ -66,7 +64,7 @@ public static class TraceCommand
             string full = CheckOut();
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
             var traceOptions = new TraceOptions
             {
                 Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),

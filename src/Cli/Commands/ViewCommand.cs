@@ -1,6 +1,6 @@
 using System.CommandLine;
 using NeuronTrace.Model;
-using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 using NeuronTrace.Tracing.View;
 
@@ -12,18 +12,18 @@ public static class ViewCommand
     public static Command Create()
     {
         var run = new Option<string>("--run") { Description = "Trace run folder (written by trace).", Required = true };
-        var output = new Option<string?>("--out", "-o") { Description = "HTML file to write (default: RUN/view.html); graph.json is written beside it. RUN/view.html and RUN/graph.json are replaced freely; any other existing file only with --force." };
-        var force = new Option<bool>("--force") { Description = "Replace an existing --out file (and graph.json beside it); never a file of the run folder other than its view.html and graph.json." };
-        var site = new Option<string?>("--site") { Description = "Circuit site (default: mlp_act)." };
-        var method = new Option<string?>("--method") { Description = "Circuit method (default: the run's first)." };
+        var (output, force) = CommonOptions.Output("HTML file to write (default: RUN/view.html); graph.json is written beside it. RUN/view.html and RUN/graph.json are replaced freely; any other existing file only with --force.",
+            "Replace an existing --out file (and graph.json beside it); never a file of the run folder other than its view.html and graph.json.");
+        var site = CommonOptions.Choice<NodeSite?>("--site", "Circuit site (default: mlp_act).", NodeSites.All.Select(s => (s.Name(), (NodeSite?)s)).ToArray());
+        var method = CommonOptions.CircuitMethod("Circuit method (default: the run's first).");
         var task = TaskOptions.Task();
         task.Description = "Task whose clean prompts give each neuron's top-activating tokens (default: the task recorded in RUN/summary.json).";
         var model = CommonOptions.Model();
         model.Description = "Model for the dataset examples (default: the model recorded in the run; the bundled stories260K only when the run records none).";
         var device = CommonOptions.Device();
-        var maxNodes = new Option<int>("--max-nodes") { Description = "Draw at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 60 };
-        var maxEdges = new Option<int>("--max-edges") { Description = "Draw at most this many co-attribution edges (largest |weight| first).", DefaultValueFactory = _ => 300 };
-        var examples = new Option<int>("--examples") { Description = "Top-activating dataset tokens per neuron (mlp_act only; 0 = none, no model run).", DefaultValueFactory = _ => 5 };
+        var maxNodes = CommonOptions.Int("--max-nodes", "Draw at most this many circuit nodes (largest |score| first).", 60, 1, 10_000);
+        var maxEdges = CommonOptions.Int("--max-edges", "Draw at most this many co-attribution edges (largest |weight| first).", 300, 0, 1_000_000);
+        var examples = CommonOptions.Int("--examples", "Top-activating dataset tokens per neuron (mlp_act only; 0 = none, no model run).", 5, 0, 1000);
         var cmd = new Command("view", """
             Write one self-contained HTML page (no network access needed) showing a run's circuit: nodes laid out by layer
             and position from the end, sized and coloured by score; co-attribution edges (score product, NOT causal edge
@@ -35,13 +35,10 @@ public static class ViewCommand
         };
         cmd.SetAction(r =>
         {
-            if (r.GetValue(maxNodes) < 1) throw new UsageException("--max-nodes must be at least 1");
-            if (r.GetValue(maxEdges) < 0) throw new UsageException("--max-edges must not be negative");
-            if (r.GetValue(examples) < 0) throw new UsageException("--examples must not be negative");
-            string dir = r.GetValue(run)!;
-            var folder = RunFolder.Open(dir);
-            if (r.GetValue(site) is { } s && !NodeSites.TryParse(s, out _)) throw new UsageException($"unknown --site \"{s}\"");
-            var circuit = folder.ReadCircuit(r.GetValue(method), r.GetValue(site));
+            var inputs = RunInputs.Open(r.GetValue(run)!, r.GetValue(task), r.GetValue(model));
+            string dir = inputs.Dir;
+            var folder = inputs.Folder;
+            var circuit = folder.ReadCircuit(r.GetValue(method)?.Name(), r.GetValue(site)?.Name());
             string outPath = r.GetValue(output) ?? Path.Combine(dir, "view.html");
             string jsonPath = Path.Combine(Path.GetDirectoryName(outPath) ?? "", "graph.json");
             (string, string) CheckOut() => OutputPaths.CheckPair(outPath, jsonPath, r.GetValue(force),
@@ -53,15 +50,14 @@ public static class ViewCommand
             int? layers = null;
             if (r.GetValue(examples) > 0 && circuit.Site == NodeSite.MlpAct)
             {
-                taskPath = r.GetValue(task) is { } t ? TaskOptions.TaskPath(t)
-                    : folder.TaskPath is { } rec && File.Exists(rec) ? rec
-                    : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task or --examples 0");
-                var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
+                taskPath = inputs.TaskPath("pass --task or --examples 0");
+                var loaded = inputs.LoadModel();
                 layers = loaded.Config.Layers;
-                var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false, encoder: PromptOptions.Encoder(loaded, false, taskPath));
+                // The dataset examples come from every line, training ones included.
+                var pt = inputs.LoadTask(taskPath, loaded, heldOut: false, requireEqualLengths: false);
                 // Positions are checked against the run's own task (another --task only supplies dataset examples).
                 circuit.CheckFits(loaded.Config, loaded.Path, r.GetValue(task) is null ? pt.Pairs.Max(p => p.CleanIds.Length) : null, taskPath);
-                using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
                 var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
                 ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
             }

@@ -34,7 +34,9 @@ public static class CircuitView
         sb.Append("<h2>Faithfulness and completeness by circuit size</h2>\n");
         Sweep(sb, g);
         sb.Append("<div id=\"tip\" class=\"tip\" hidden></div>\n");
-        string json = g.ToJson(indented: false).Replace("</", "<\\/");
+        // In a <script> element "<!--" and "</script" change how the HTML parser reads on; '<' occurs in JSON only
+        // inside strings, where \u003c is the same character.
+        string json = g.ToJson(indented: false).Replace("<", "\\u003c");
         sb.Append($"<script type=\"application/json\" id=\"graph-data\">{json}</script>\n");
         sb.Append($"<script>{Js}</script>\n</body></html>\n");
         return sb.ToString();
