@@ -63,17 +63,18 @@ public static class TraceCommand
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-            var result = TraceJob.Run(llama, t, new TraceOptions
+            var options = new TraceOptions
             {
                 Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
                 IgSteps = r.GetValue(steps), RelPRules = relpRules,
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
-            }, new ProgressBar());
+            };
+            var result = TraceJob.Run(llama, t, options, new ProgressBar());
 
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
             OutputPaths.WriteFolder(outDir, full, temp =>
             {
-                TraceReport.Write(temp, result, loaded, taskPath);
+                TraceReport.Write(temp, result, loaded, taskPath, options, RunInfo.Provenance(r.GetValue(device)!, r.GetValue(allLengths)));
                 SweepPlot.SaveAll(temp, result.Sweep, t.Name);
             }, () => CheckOut());
 
