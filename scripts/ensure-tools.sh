@@ -10,7 +10,7 @@ need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v clang++ >/dev/null 2>&1 || need+=(clang)
 # numpy: the test that reads a run's scores.safetensors the way a researcher would (tests/tools/check_scores_safetensors.py).
-python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
+/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1 || need+=(python3-numpy)
 if [ "${1:-}" = "--browser" ]; then command -v chromium >/dev/null 2>&1 || need+=(chromium); fi
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo_cmd=""; [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
