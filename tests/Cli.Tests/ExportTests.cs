@@ -29,7 +29,7 @@ public sealed class CliRunFixture
 [Collection("console")]
 public class ExportTests(CliRunFixture run) : IClassFixture<CliRunFixture>
 {
-    // The graph fields docs/neuronpedia-graph.md lists as required (circuit-tracer's viewer and Neuronpedia read them).
+    // The graph fields docs/circuit-graph-schema.md ("Exported attribution graph") lists as required (circuit-tracer's viewer and Neuronpedia read them).
     static readonly string[] MetadataFields = ["slug", "scan", "prompt_tokens", "prompt", "node_threshold", "schema_version", "info"];
     static readonly string[] QParamsFields = ["pinnedIds", "supernodes", "linkType", "clickedId", "sg_pos"];
     static readonly string[] NodeFields = ["node_id", "feature", "layer", "ctx_idx", "feature_type", "jsNodeId", "clerp", "influence", "activation"];

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks an exported attribution graph (neurontrace export) with nothing but Python's json module: the fields
-circuit-tracer's viewer and Neuronpedia require (docs/neuronpedia-graph.md), their types, and that every link joins
+circuit-tracer's viewer and Neuronpedia require (docs/circuit-graph-schema.md ("Exported attribution graph")), their types, and that every link joins
 two listed nodes. Usage: check_neuronpedia_graph.py GRAPH.json [graph-metadata.json]. Prints "ok ..." or one error line, exit 1."""
 import json
 import sys

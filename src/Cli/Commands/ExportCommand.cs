@@ -29,7 +29,7 @@ public static class ExportCommand
         var device = CommonOptions.Device();
         var cmd = new Command("export", """
             Export a run's mlp_act circuit on one prompt as an attribution graph that circuit-tracer's viewer and
-            Neuronpedia open (schema: docs/neuronpedia-graph.md): embedding nodes for every prompt token, the circuit
+            Neuronpedia open (schema: docs/circuit-graph-schema.md ("Exported attribution graph")): embedding nodes for every prompt token, the circuit
             neurons at their positions (from the start), the answer's logit node, and the causal edges of RUN/edges.csv
             (written by `edges`; without it the graph has no links).
             """)

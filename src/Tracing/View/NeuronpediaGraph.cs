@@ -14,7 +14,7 @@ public sealed record GraphNeuron(NodeId Node, float Score, float Activation, str
 
 /// <summary>
 /// The attribution-graph JSON that circuit-tracer's local viewer and Neuronpedia open (metadata, qParams, nodes,
-/// links; field meanings for neurons: docs/neuronpedia-graph.md). One prompt per graph; ctx_idx counts positions from
+/// links; field meanings for neurons: docs/circuit-graph-schema.md ("Exported attribution graph")). One prompt per graph; ctx_idx counts positions from
 /// the START of the prompt (our <see cref="NodeId.Position"/> counts from the end and is converted here).
 /// </summary>
 public static class NeuronpediaGraph
