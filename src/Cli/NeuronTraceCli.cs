@@ -20,5 +20,6 @@ public static class NeuronTraceCli
         SteerCommand.Create(),
         ViewCommand.Create(),
         EdgesCommand.Create(),
+        ExportCommand.Create(),
     };
 }
