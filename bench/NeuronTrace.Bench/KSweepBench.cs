@@ -26,6 +26,10 @@ static class KSweepBench
         var scores = Attributor.Score(llama, task, new AttributionOptions { Method = AttributionMethod.AtP, Sites = sites });
         var means = SiteMeans.Compute(llama, task.Pairs.Select(p => p.PatchIds!).ToList(), sites);
         Console.WriteLine($"k-sweep {name} batch {task.Count} seq {seq}, {kPoints} k points, sites {string.Join(",", sites.Select(s => s.Name()))} (load: {File.ReadAllText("/proc/loadavg").Trim()})");
+        // Warm-up (JIT, pools) on both paths, so neither pays it inside the timed sweeps.
+        var warm = new NodeRanking(scores, sites[0]);
+        CircuitSweep.Run(llama, scores, sites[0], "atp", task, means, [0, 1, warm.Count]);
+        CircuitSweep.Run(llama, scores, sites[0], "atp", task, means, [0, 1, warm.Count], path: SweepPath.Shortcuts);
         double plainSeconds = 0, fastSeconds = 0, worst = 0;
         int masks = 0;
         foreach (var site in sites)
