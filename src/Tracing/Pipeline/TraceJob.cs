@@ -17,6 +17,8 @@ public sealed record TraceOptions
     public int IgSteps { get; init; } = 10;
     public Runtime.BackwardRules RelPRules { get; init; } = Runtime.BackwardRules.RelP;
     public int MasksPerForward { get; init; } = 8;
+    /// <summary>How the k-sweep's mean-ablated forwards run (issue 18: the exact shortcuts).</summary>
+    public SweepPath SweepPath { get; init; } = SweepPath.Plain;
     public int Seed { get; init; }
     /// <summary>The faithfulness a reported circuit must reach.</summary>
     public double TargetFaithfulness { get; init; } = 0.8;
@@ -56,7 +58,7 @@ public static class TraceJob
             {
                 var ranking = new NodeRanking(s, site);
                 var points = CircuitSweep.Run(model, s, site, method.Name(), evalTask, means, CircuitSweep.LogSpacedK(ranking.Count, o.KPoints),
-                    o.MasksPerForward, o.Seed, Stage(progress, $"sweep {method.Name()} {site.Name()}"));
+                    o.MasksPerForward, o.Seed, Stage(progress, $"sweep {method.Name()} {site.Name()}"), o.SweepPath);
                 sweep.AddRange(points);
                 var hit = points.Where(p => p.Faithfulness >= o.TargetFaithfulness && p.K > 0).OrderBy(p => p.K).FirstOrDefault();
                 int k = hit?.K ?? 0;
