@@ -134,19 +134,20 @@ public sealed class TracedModel : IDisposable
         var site = nodes.First().Site;
         if (nodes.Any(n => n.Site != site)) throw new ArgumentException("a circuit's nodes must be of one site (evaluate each site's circuit on its own)");
         int positions = evalTask.Pairs.Max(p => p.CleanIds.Length), width = site.Width(Config);
-        var keep = new bool[Config.Layers * positions * width];
+        var grid = new NodeGrid(Config.Layers, positions, width);
+        var keep = new bool[grid.Count];
         foreach (var n in nodes)
         {
             if (n.Layer < 0 || n.Layer >= Config.Layers || n.Position < 0 || n.Position >= positions || n.Index < 0 || n.Index >= width)
                 throw new ArgumentException($"node {n} is outside the model ({Config.Layers} layers, width {width}) or the prompts ({positions} positions)");
-            keep[(n.Layer * positions + n.Position) * width + n.Index] = true;
+            keep[grid.Flat(n.Layer, n.Position, n.Index)] = true;
         }
         var means = TraceJob.AblationMeans(Llama, evalTask, [site]);
-        var evaluator = new AblationEvaluator(Llama, evalTask, site, means, Metric.EvaluationDefault(evalTask), positions) { MasksPerForward = masksPerForward };
-        var all = new bool[keep.Length]; Array.Fill(all, true);
-        var m = evaluator.Evaluate([all, new bool[keep.Length], keep, keep.Select(x => !x).ToArray()]);
-        double range = m[0] - m[1];
-        return new CircuitEvaluation(nodes.Count, (m[2] - m[1]) / range, (m[3] - m[1]) / range, m[0], m[1]);
+        var ablation = new SiteMeanAblation(Llama, evalTask, site, means, Metric.EvaluationDefault(evalTask), positions) { MasksPerForward = masksPerForward };
+        var faithfulness = new Faithfulness(ablation);
+        var score = faithfulness.Score([keep])[0];
+        var (full, empty) = faithfulness.Ends!.Value;
+        return new CircuitEvaluation(nodes.Count, score.Faithfulness, score.Completeness, full, empty);
     }
 
     /// <summary>The whole <c>trace</c> pipeline: attribution, top-k sweeps with the random control, circuits at the target faithfulness.</summary>

@@ -22,7 +22,7 @@ public sealed record CircuitSizeComparison(string Task, AttributionMethod Method
 public static class SaeCircuitComparison
 {
     /// <summary>
-    /// Splits the task like <see cref="TraceJob"/> (first half attributes, second half evaluates; means over the evaluation
+    /// Splits the task like <see cref="Pipeline.TraceJob"/> (first half attributes, second half evaluates; means over the evaluation
     /// patch prompts), scores neurons and SAE nodes with <paramref name="method"/>, and finds for each the smallest k whose
     /// top-k circuit reaches <paramref name="target"/> faithfulness: a 40-point log grid, then bisection below the first hit.
     /// </summary>

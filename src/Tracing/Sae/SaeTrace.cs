@@ -47,7 +47,7 @@ public static class SaeTrace
                 var ks = CircuitSweep.LogSpacedK(scores.NodeCount, o.KPoints).Where(k => k > 0).ToList();
                 var points = SaeCircuitSweep.Run(model, scores, sae, trace.Eval, means, ks);
                 var hit = points.Where(p => p.Faithfulness >= o.TargetFaithfulness).OrderBy(p => p.K).FirstOrDefault();
-                int errors = hit is null ? 0 : SaeCircuitSweep.Ranking(scores).Take(hit.K).Count(i => i % scores.NodesPerPosition == sae.Features);
+                int errors = hit is null ? 0 : SaeCircuitSweep.Ranking(scores).Order.Take(hit.K).Count(i => i % scores.NodesPerPosition == sae.Features);
                 result.Add(new SaeCircuitSummary(Name(sae), System.IO.Path.GetFullPath(sae.Path), site, layer, method, scores.NodeCount, hit, errors, points));
             }
         }
