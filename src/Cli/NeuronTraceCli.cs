@@ -16,5 +16,6 @@ public static class NeuronTraceCli
         SteerCommand.Create(),
         ViewCommand.Create(),
         EdgesCommand.Create(),
+        PlanCommand.Create(),
     };
 }

@@ -62,6 +62,10 @@ public static class TraceCommand
             string full = CheckOut();
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
+            foreach (var m in methods)
+                if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(new AttributionOptions().BatchSize, Math.Max(t.Count, 1)),
+                        t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, m, true, r.GetValue(device) == "cpu") is { } refusal)
+                    throw new UsageException(refusal);
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var result = TraceJob.Run(llama, t, new TraceOptions
             {
