@@ -11,7 +11,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Bench;
 
 /// <summary>
-/// <c>bench long-prompt [--lengths 256,512,...]</c>: RelP attribution (all sites, patch baseline, batch 1) on a random
+/// <c>bench long-prompt [--lengths 256,512,...] [--torch-max 1024]</c>: RelP attribution (all sites, patch baseline, batch 1) on a random
 /// synthetic model (dim 256, 8 heads, 4 layers, hidden 688, vocab 512) on the CPU, one fresh process per prompt length
 /// so each peak RSS (VmHWM) is that length's own; the memory plan's prediction beside it; PyTorch
 /// (bench/torch_attribution.py, eager attention: it materialises the pattern) on the same work when installed, its peak
@@ -31,6 +31,9 @@ static class LongPromptBench
         int[] lengths = at >= 0 && at + 1 < args.Length
             ? args[at + 1].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray()
             : [256, 512, 1024, 2048, 4096];
+        int tm = Array.IndexOf(args, "--torch-max");
+        // Eager PyTorch holds the [B, H, T, T] pattern per layer with its graph and is slow on this shared machine: capped.
+        int torchMax = tm >= 0 && tm + 1 < args.Length ? int.Parse(args[tm + 1], CultureInfo.InvariantCulture) : 1024;
         if (lengths.Any(t => t is < 2 or > 8192)) throw new ArgumentException("--lengths: each length must be 2 .. 8192");
         string modelDir = Path.Combine(Path.GetTempPath(), "neurontrace-long-prompt-model");
         if (!File.Exists(Path.Combine(modelDir, "config.json"))) HfFolderWriter.Write(RandomWeights(Shape, 7), modelDir, null);
@@ -42,7 +45,7 @@ static class LongPromptBench
         foreach (int t in lengths)
         {
             var ours = Child(root, modelDir, t);
-            var torch = Torch(root, modelDir, t);
+            var torch = t <= torchMax ? Torch(root, modelDir, t) : null;
             double rss = ours.GetProperty("peak_rss_mb").GetDouble(), plan = ours.GetProperty("plan_mb").GetDouble();
             double? ts = torch?.GetProperty("seconds_per_iter").GetDouble(), trss = torch?.GetProperty("peak_rss_mb").GetDouble();
             rows.Add(new()
