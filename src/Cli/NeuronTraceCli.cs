@@ -21,5 +21,6 @@ public static class NeuronTraceCli
         ViewCommand.Create(),
         EdgesCommand.Create(),
         ExportCommand.Create(),
+        PlanCommand.Create(),
     };
 }

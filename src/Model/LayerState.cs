@@ -11,7 +11,9 @@ public sealed class LayerState : IDisposable
     public required Tensor Q { get; init; }          // after RoPE
     public required Tensor K { get; init; }          // after RoPE
     public required Tensor V { get; init; }
-    public required Tensor Probs { get; init; }      // [B, H, T, T]
+    public required Tensor Lse { get; init; }        // [B, H, T]: L = m + log ℓ of the streaming attention (no T² pattern)
+    /// <summary>The attention output before an edit at attn_z (the backward's D = rowsum(dz ∘ o) needs it); null when unedited.</summary>
+    public Tensor? RawZ { get; set; }
     public required Tensor Z { get; init; }          // o_proj input (site attn_z)
     public required Tensor AttnOut { get; init; }    // o_proj output (site attn)
     public required Tensor Mid { get; init; }        // r' = r_l + attn_out
@@ -36,7 +38,8 @@ public sealed class LayerState : IDisposable
     public void Dispose()
     {
         // Input is the previous layer's Output (or the embedding, owned by the pass), so it is not disposed here.
-        foreach (var t in new[] { AttnNormed, AttnRstd, Q, K, V, Probs, Z, AttnOut, Mid, FfnNormed, FfnRstd, Gate, Up, Act, MlpOut, Output })
+        RawZ?.Dispose();
+        foreach (var t in new[] { AttnNormed, AttnRstd, Q, K, V, Lse, Z, AttnOut, Mid, FfnNormed, FfnRstd, Gate, Up, Act, MlpOut, Output })
             t.Dispose();
     }
 }

@@ -73,7 +73,7 @@ public sealed class Llama : IDisposable
             Input = x,
             AttnNormed = be.AllocateUninitialized(rows, d), AttnRstd = be.AllocateUninitialized(rows),
             Q = be.AllocateUninitialized(rows, d), K = be.AllocateUninitialized(rows, c.KvDim), V = be.AllocateUninitialized(rows, c.KvDim),
-            Probs = be.AllocateUninitialized(batch.Size, c.Heads, T, T), Z = be.AllocateUninitialized(rows, d), AttnOut = be.AllocateUninitialized(rows, d),
+            Lse = be.AllocateUninitialized(batch.Size, c.Heads, T), Z = be.AllocateUninitialized(rows, d), AttnOut = be.AllocateUninitialized(rows, d),
             Mid = be.AllocateUninitialized(rows, d), FfnNormed = be.AllocateUninitialized(rows, d), FfnRstd = be.AllocateUninitialized(rows),
             Gate = be.AllocateUninitialized(rows, c.HiddenDim), Up = be.AllocateUninitialized(rows, c.HiddenDim), Act = be.AllocateUninitialized(rows, c.HiddenDim),
             MlpOut = be.AllocateUninitialized(rows, d), Output = be.AllocateUninitialized(rows, d),
@@ -85,7 +85,12 @@ public sealed class Llama : IDisposable
         bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
         be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
         be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
-        be.Attention(s.Q, s.K, s.V, shape, s.Z, s.Probs);
+        be.StreamingAttention(s.Q, s.K, s.V, shape, s.Z, s.Lse);
+        if (EditsAt(plan, NodeSite.AttnZ, l))
+        {
+            s.RawZ = be.AllocateUninitialized(rows, d);
+            be.Copy(s.Z, s.RawZ);
+        }
         Edit(plan, NodeSite.AttnZ, l, s.Z);
         be.MatMul(s.Z, w.Wo, s.AttnOut, false);
         Edit(plan, NodeSite.Attn, l, s.AttnOut);
@@ -231,7 +236,7 @@ public sealed class Llama : IDisposable
             if (seedHere == NodeSite.AttnZ) be.Add(dZ, seed!.Value.Grad);
             Record(NodeSite.AttnZ, l, dZ);
             ScaleByEdit(NodeSite.AttnZ, l, dZ);
-            be.AttentionBackward(dZ, s.Q, s.K, s.V, s.Probs, shape, rules.Attention, dQ, dK, dV);
+            be.StreamingAttentionBackward(dZ, s.Q, s.K, s.V, s.RawZ ?? s.Z, s.Lse, shape, rules.Attention, dQ, dK, dV);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
             be.Rope(dQ, c.Heads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
             be.Rope(dK, c.KvHeads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
@@ -276,6 +281,10 @@ public sealed class Llama : IDisposable
             throw new NotSupportedException("the intervention plan has mean-ablation edits (SetMeanAblation), which are forward-only; " +
                 "express the ablation as scale/offset edits (InterventionPlan.Set) to take gradients through it");
     }
+
+    static bool EditsAt(InterventionPlan? plan, NodeSite site, int layer) =>
+        plan is not null && (plan.TryGet(site, layer, out _, out _) || plan.TryGetMeanAblation(site, layer, out _) ||
+                             plan.TryGetTransform(site, layer, out _));
 
     void Edit(InterventionPlan? plan, NodeSite site, int layer, Tensor value)
     {

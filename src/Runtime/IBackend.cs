@@ -53,6 +53,17 @@ public interface IBackend : IDisposable
     /// <summary>Overwrites dq, dk, dv. Under <see cref="AttentionRule.FreezePattern"/> dq and dk are zero.</summary>
     void AttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor probs, AttentionShape shape, AttentionRule rule,
         Tensor dq, Tensor dk, Tensor dv);
+    /// <summary>
+    /// Streaming (flash-style) causal GQA attention: z as <see cref="Attention"/> and lse [batch, heads, T], the row
+    /// statistic L = m + log ℓ the backward recomputes the pattern from. Nothing of size T² is kept.
+    /// </summary>
+    void StreamingAttention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor lse);
+    /// <summary>
+    /// Backward of <see cref="StreamingAttention"/>; overwrites dq, dk, dv. <paramref name="o"/> is the op's z before any
+    /// edit (read under <see cref="AttentionRule.Gradient"/> only). Under FreezePattern dq and dk are zero.
+    /// </summary>
+    void StreamingAttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, AttentionShape shape,
+        AttentionRule rule, Tensor dq, Tensor dk, Tensor dv);
 
     /// <summary>h = silu(gate) ⊙ up.</summary>
     void SwiGlu(Tensor gate, Tensor up, Tensor h);

@@ -30,7 +30,7 @@ public class ForwardOverwriteTests
         {
             logits = pass.HostLogits();
             foreach (var l in pass.Layers)
-                shapes.AddRange(new[] { l.AttnNormed, l.Q, l.K, l.V, l.Probs, l.Z, l.Gate, l.Act, pass.Logits! }.Select(t => t.Shape));
+                shapes.AddRange(new[] { l.AttnNormed, l.Q, l.K, l.V, l.Lse, l.Z, l.Gate, l.Act, pass.Logits! }.Select(t => t.Shape));
             for (int l = 0; l < loaded.Config.Layers; l++)
                 foreach (var site in new[] { NodeSite.Resid, NodeSite.Attn, NodeSite.AttnZ, NodeSite.MlpOut, NodeSite.MlpAct })
                     sites[(site, l)] = pass.HostSite(site, l);
@@ -51,14 +51,14 @@ public class ForwardOverwriteTests
         Assert.Equal(logits, again.HostLogits());
         foreach (var ((site, layer), values) in sites)
             Assert.Equal(values, again.HostSite(site, layer));
-        // The backward reads the attention pattern, zeros above the diagonal included.
+        // The backward recomputes the attention pattern from the row statistics L.
         Assert.Equal(probs, again.Layers.Select(Download));
     }
 
     static float[] Download(LayerState l)
     {
-        var h = new float[l.Probs.Length];
-        CpuBackend.Instance.Download(l.Probs, h);
+        var h = new float[l.Lse.Length];
+        CpuBackend.Instance.Download(l.Lse, h);
         return h;
     }
 }

@@ -58,6 +58,11 @@ public static class AttributeCommand
             }
             string fullDir = CheckOut();
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen).Take(r.GetValue(limit));
+            if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(r.GetValue(batch), Math.Max(t.Count, 1)),
+                    t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, m,
+                    (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
+                    r.GetValue(device) == DeviceKind.Cpu) is { } refusal)
+                throw new UsageException(refusal);
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch

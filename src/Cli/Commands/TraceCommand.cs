@@ -72,6 +72,11 @@ public static class TraceCommand
             string full = CheckOut();
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
+            foreach (var m in saved?.Options.Methods ?? methods)
+                if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(new AttributionOptions().BatchSize, Math.Max(t.Count, 1)),
+                        t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), saved?.Options.Sites ?? siteList, m, true, r.GetValue(device) == DeviceKind.Cpu) is { } refusal)
+                    // trace has no --batch (it attributes in the library's default batches): name what a trace user can change
+                    throw new UsageException(System.Text.RegularExpressions.Regex.Replace(refusal, @"use --batch \d+ or less", "use fewer --sites or shorter prompts"));
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
             var traceOptions = saved?.Options ?? new TraceOptions
             {

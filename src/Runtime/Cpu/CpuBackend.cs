@@ -72,6 +72,13 @@ public sealed class CpuBackend : IBackend
         Tensor dq, Tensor dk, Tensor dv) =>
         AttentionOps.Backward(Host(dz), Host(q), Host(k), Host(v), Host(probs), shape, rule, Host(dq), Host(dk), Host(dv));
 
+    public void StreamingAttention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor lse) =>
+        AttentionOps.StreamingForward(Host(q), Host(k), Host(v), shape, Host(z), Host(lse));
+
+    public void StreamingAttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, AttentionShape shape,
+        AttentionRule rule, Tensor dq, Tensor dk, Tensor dv) =>
+        AttentionOps.StreamingBackward(Host(dz), Host(q), Host(k), Host(v), Host(o), Host(lse), shape, rule, Host(dq), Host(dk), Host(dv));
+
     public void SwiGlu(Tensor gate, Tensor up, Tensor h) => SwiGluOps.Forward(Host(gate), Host(up), Host(h));
 
     public void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup) =>

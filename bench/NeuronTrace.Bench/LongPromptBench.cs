@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using NeuronTrace.Formats;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
+
+namespace NeuronTrace.Bench;
+
+/// <summary>
+/// <c>bench long-prompt [--lengths 256,512,...] [--torch-max 1024]</c>: RelP attribution (all sites, patch baseline, batch 1) on a random
+/// synthetic model (dim 256, 8 heads, 4 layers, hidden 688, vocab 512) on the CPU, one fresh process per prompt length
+/// so each peak RSS (VmHWM) is that length's own; the memory plan's prediction beside it; PyTorch
+/// (bench/torch_attribution.py, eager attention: it materialises the pattern) on the same work when installed, its peak
+/// RSS from its own getrusage. Writes bench/results/long-prompt/{results.json, memory.png, time.png}.
+/// </summary>
+static class LongPromptBench
+{
+    static readonly LlamaConfig Shape = new()
+    {
+        Dim = 256, HiddenDim = 688, Layers = 4, Heads = 8, KvHeads = 8, VocabSize = 512, MaxSeqLen = 8192,
+        RopeLayout = RopeLayout.Interleaved, TiedEmbeddings = false,
+    };
+
+    public static int Run(string root, string[] args)
+    {
+        int at = Array.IndexOf(args, "--lengths");
+        int[] lengths = at >= 0 && at + 1 < args.Length
+            ? args[at + 1].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray()
+            : [256, 512, 1024, 2048, 4096];
+        int tm = Array.IndexOf(args, "--torch-max");
+        // Eager PyTorch holds the [B, H, T, T] pattern per layer with its graph and is slow on this shared machine: capped.
+        int torchMax = tm >= 0 && tm + 1 < args.Length ? int.Parse(args[tm + 1], CultureInfo.InvariantCulture) : 1024;
+        if (lengths.Any(t => t is < 2 or > 8192)) throw new ArgumentException("--lengths: each length must be 2 .. 8192");
+        string modelDir = Path.Combine(Path.GetTempPath(), "neurontrace-long-prompt-model");
+        if (!File.Exists(Path.Combine(modelDir, "config.json"))) HfFolderWriter.Write(RandomWeights(Shape, 7), modelDir, null);
+        string outDir = Path.Combine(root, "bench", "results", "long-prompt");
+        Directory.CreateDirectory(outDir);
+        Console.WriteLine($"long prompts: RelP, all sites, batch 1, synthetic dim {Shape.Dim} × {Shape.Layers} layers, {Shape.Heads} heads; load {Load()}");
+        Console.WriteLine($"{"T",6} {"ours s",9} {"ours RSS",10} {"plan",10} {"plan/RSS",9} {"torch s",9} {"torch RSS",10}");
+        var rows = new List<Dictionary<string, object?>>();
+        foreach (int t in lengths)
+        {
+            var ours = Child(root, modelDir, t);
+            var torch = t <= torchMax ? Torch(root, modelDir, t) : null;
+            double rss = ours.GetProperty("peak_rss_mb").GetDouble(), plan = ours.GetProperty("plan_mb").GetDouble();
+            double? ts = torch?.GetProperty("seconds_per_iter").GetDouble(), trss = torch?.GetProperty("peak_rss_mb").GetDouble();
+            rows.Add(new()
+            {
+                ["T"] = t, ["seconds"] = ours.GetProperty("seconds").GetDouble(), ["peak_rss_mb"] = rss, ["plan_mb"] = plan,
+                ["plan_dominant"] = ours.GetProperty("plan_dominant").GetString(), ["torch_eager_seconds"] = ts, ["torch_eager_peak_rss_mb"] = trss,
+                ["load"] = Load(),
+            });
+            Console.WriteLine($"{t,6} {ours.GetProperty("seconds").GetDouble(),9:F2} {rss,8:F0}MB {plan,8:F0}MB {plan / rss,9:F2} " +
+                              $"{(ts is null ? "-" : ts.Value.ToString("F2", CultureInfo.InvariantCulture)),9} {(trss is null ? "-" : $"{trss:F0}MB"),10}");
+        }
+        if (rows.Count >= 2)
+        {
+            var (a, b) = (rows[^2], rows[^1]);
+            double ratio = (double)b["peak_rss_mb"]! / (double)a["peak_rss_mb"]!, lenRatio = (int)b["T"]! / (double)(int)a["T"]!;
+            // Activations grow with T; weights and runtime do not: the growth above the T-independent part is the test.
+            Console.WriteLine($"peak RSS T={a["T"]}: {a["peak_rss_mb"]:F0} MB, T={b["T"]}: {b["peak_rss_mb"]:F0} MB; ratio {ratio:F2} for a {lenRatio:F1}× longer prompt " +
+                              $"(quadratic would be ~{lenRatio * lenRatio:F1}× on the activations)");
+        }
+        if (!TorchAvailable()) Console.WriteLine("PyTorch: /usr/bin/python3 has no torch here, its columns are empty. SDPA: not in PyTorch 1.13 (torch 2.0+).");
+        else Console.WriteLine("PyTorch SDPA: torch.nn.functional.scaled_dot_product_attention is not in PyTorch 1.13 (2.0+): eager only.");
+        File.WriteAllText(Path.Combine(outDir, "results.json"), JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true }));
+        PlotAll(outDir, rows);
+        Console.WriteLine($"wrote {outDir}");
+        return 0;
+    }
+
+    /// <summary><c>bench long-prompt-one MODEL T</c>: one attribution in this process; one JSON line.</summary>
+    public static int One(string modelDir, int t)
+    {
+        var loaded = NeuronTrace.Formats.ModelLoader.Load(modelDir);
+        var c = loaded.Config;
+        var rng = new Random(t);
+        var clean = Enumerable.Range(0, t).Select(i => i == 0 ? 1 : rng.Next(3, c.VocabSize)).ToArray();
+        var patch = (int[])clean.Clone();
+        patch[t / 2] = (patch[t / 2] + 1 - 3) % (c.VocabSize - 3) + 3;
+        var task = new PromptTask("long", [new PromptPair(1, clean, patch, 5, 9)]);
+        var plan = MemoryPlan.ForAttribution(c, 1, t, NodeSites.All, AttributionMethod.RelP, patchBaseline: true);
+        using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
+        var watch = Stopwatch.StartNew();
+        var scores = Attributor.Score(llama, task, new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = 1 }, null);
+        double seconds = watch.Elapsed.TotalSeconds;
+        Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["T"] = t, ["seconds"] = seconds, ["peak_rss_mb"] = PeakRssMb(), ["plan_mb"] = plan.TotalBytes / 1048576.0, ["plan_dominant"] = plan.Dominant,
+        }));
+        return 0;
+    }
+
+    static double PeakRssMb()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                return double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) / 1024.0;
+        throw new InvalidOperationException("no VmHWM in /proc/self/status");
+    }
+
+    static JsonElement Child(string root, string modelDir, int t)
+    {
+        var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (!Path.GetFileNameWithoutExtension(Environment.ProcessPath!).StartsWith("NeuronTrace.Bench", StringComparison.Ordinal))
+            psi.ArgumentList.Add(typeof(LongPromptBench).Assembly.Location);   // run as `dotnet NeuronTrace.Bench.dll`
+        foreach (var a in new[] { "long-prompt-one", modelDir, t.ToString(CultureInfo.InvariantCulture) }) psi.ArgumentList.Add(a);
+        return RunJson(psi, $"long-prompt-one {t}")!.Value;
+    }
+
+    static bool TorchAvailable()
+    {
+        var psi = new ProcessStartInfo("/usr/bin/python3", "-c \"import torch\"") { RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+        return p.ExitCode == 0;
+    }
+
+    static JsonElement? Torch(string root, string modelDir, int t)
+    {
+        if (!TorchAvailable()) return null;
+        var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root };
+        foreach (var a in new[] { Path.Combine(root, "bench", "torch_attribution.py"), "--model", modelDir, "--batch", "1", "--seq", t.ToString(CultureInfo.InvariantCulture),
+                     "--iters", "1", "--warmup", "0", "--method", "relp" })
+            psi.ArgumentList.Add(a);
+        try { return RunJson(psi, $"torch_attribution.py --seq {t}"); }
+        catch (InvalidOperationException e) { Console.Error.WriteLine($"  PyTorch at T={t}: {e.Message}"); return null; }
+    }
+
+    static JsonElement? RunJson(ProcessStartInfo psi, string what)
+    {
+        using var p = Process.Start(psi)!;
+        var errTask = p.StandardError.ReadToEndAsync();
+        string stdout = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException($"{what} failed: {errTask.Result.Trim().Split('\n').LastOrDefault()}");
+        var line = stdout.Split('\n').Last(l => l.TrimStart().StartsWith('{'));
+        return JsonDocument.Parse(line).RootElement.Clone();
+    }
+
+    static void PlotAll(string dir, List<Dictionary<string, object?>> rows)
+    {
+        double[] x = rows.Select(r => (double)(int)r["T"]!).ToArray();
+        Plot(Path.Combine(dir, "memory.png"), "peak memory vs prompt length (RelP, all sites, batch 1, CPU)", "peak RSS (MB)", x,
+            [("NeuronTrace measured", rows.Select(r => (double?)r["peak_rss_mb"]).ToArray()), ("NeuronTrace plan", rows.Select(r => (double?)r["plan_mb"]).ToArray()),
+             ("PyTorch eager", rows.Select(r => (double?)r["torch_eager_peak_rss_mb"]).ToArray())]);
+        Plot(Path.Combine(dir, "time.png"), "attribution time vs prompt length (RelP, all sites, batch 1, CPU)", "seconds", x,
+            [("NeuronTrace", rows.Select(r => (double?)r["seconds"]).ToArray()), ("PyTorch eager", rows.Select(r => (double?)r["torch_eager_seconds"]).ToArray())]);
+    }
+
+    static void Plot(string path, string title, string yLabel, double[] x, (string Name, double?[] Y)[] series)
+    {
+        var plot = new ScottPlot.Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        for (int i = 0; i < series.Length; i++)
+        {
+            var keep = Enumerable.Range(0, x.Length).Where(j => series[i].Y[j] is not null).ToArray();
+            if (keep.Length == 0) continue;
+            var s = plot.Add.Scatter(keep.Select(j => x[j]).ToArray(), keep.Select(j => series[i].Y[j]!.Value).ToArray(), palette.GetColor(i));
+            s.LegendText = series[i].Name;
+        }
+        plot.Title(title);
+        plot.XLabel("prompt length T (tokens)");
+        plot.YLabel(yLabel);
+        plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
+        plot.SavePng(path, 900, 600);
+    }
+
+    static string Load() => File.ReadAllText("/proc/loadavg").Split(' ')[0];
+
+    /// <summary>normal(0, 0.02) weights, norms 1: the synthetic model's random weights.</summary>
+    static LlamaWeights RandomWeights(LlamaConfig c, int seed)
+    {
+        var rng = new Random(seed);
+        float[] W(long n) { var a = new float[n]; for (long i = 0; i < n; i++) a[i] = (float)(0.02 * Gauss(rng)); return a; }
+        float[] Ones(int n) { var a = new float[n]; Array.Fill(a, 1f); return a; }
+        return new LlamaWeights
+        {
+            Config = c, TokenEmbedding = W((long)c.VocabSize * c.Dim), FinalNorm = Ones(c.Dim), Classifier = W((long)c.VocabSize * c.Dim),
+            Layers = Enumerable.Range(0, c.Layers).Select(_ => new LayerWeights
+            {
+                AttnNorm = Ones(c.Dim), FfnNorm = Ones(c.Dim), Wq = W((long)c.Dim * c.Dim), Wk = W((long)c.KvDim * c.Dim), Wv = W((long)c.KvDim * c.Dim),
+                Wo = W((long)c.Dim * c.Dim), W1 = W((long)c.HiddenDim * c.Dim), W2 = W((long)c.Dim * c.HiddenDim), W3 = W((long)c.HiddenDim * c.Dim),
+            }).ToArray(),
+        };
+    }
+
+    static double Gauss(Random r) => Math.Sqrt(-2 * Math.Log(1 - r.NextDouble())) * Math.Cos(2 * Math.PI * r.NextDouble());
+}

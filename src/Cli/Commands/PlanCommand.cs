@@ -1,0 +1,51 @@
+using System.CommandLine;
+using NeuronTrace.Model;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Scoring;
+
+namespace NeuronTrace.Cli.Commands;
+
+/// <summary><c>plan</c>: the predicted peak memory of an attribution run, from the model's shape alone (no weights read).</summary>
+public static class PlanCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var device = CommonOptions.Device();
+        var tokens = CommonOptions.Int("--tokens", "Prompt length in tokens (at most the model's context).", 0, 1, 1 << 24);
+        tokens.Required = true;
+        var batch = CommonOptions.Int("--batch", "Prompt pairs per forward/backward.", 32, 1, 4096);
+        var method = CommonOptions.Choice("--method", "atp, ig, ig-inputs or relp.", CommonOptions.MethodChoices, () => AttributionMethod.RelP);
+        var sites = TaskOptions.Sites();
+        var baseline = CommonOptions.Choice("--baseline", "patch (a second forward is held) or zero/mean.",
+            [("patch", Baseline.Patch), ("zero", Baseline.Zero), ("mean", Baseline.Mean)], () => Baseline.Patch);
+        var cmd = new Command("plan", "Predict the peak memory of an attribution run and what dominates it, without loading the weights.")
+        {
+            model, device, tokens, batch, method, sites, baseline,
+        };
+        cmd.SetAction(r =>
+        {
+            int t = r.GetValue(tokens), b = r.GetValue(batch);
+            var m = r.GetValue(method);
+            var siteList = r.GetValue(sites)!;
+            bool patch = r.GetValue(baseline) == Baseline.Patch;
+            bool cpu = r.GetValue(device) == DeviceKind.Cpu;
+            var config = ModelShape.Read(r.GetValue(model));
+            if (t > config.MaxSeqLen) throw new UsageException($"--tokens must be 1 .. {config.MaxSeqLen} (the model's context)");
+            MemoryPlan Plan(int n) => MemoryPlan.ForAttribution(config, n, t, siteList, m, patch, weightCopies: cpu ? 2 : 1);
+            var plan = Plan(b);
+            Console.WriteLine(plan.Describe());
+            if (!cpu)
+            {
+                Console.WriteLine("  available: not queried for cuda (the plan is per device; compare with the card's memory)");
+                return 0;
+            }
+            long available = MemoryPlan.AvailableCpuBytes();
+            int fits = MemoryPlan.LargestFittingBatch(Plan, Math.Max(b, 1), available);
+            Console.WriteLine($"  available on the cpu             {MemoryPlan.Gib(available),12}");
+            Console.WriteLine(plan.Refusal(available, fits) is { } refusal ? $"does not fit: {refusal}" : "fits");
+            return 0;
+        });
+        return cmd;
+    }
+}

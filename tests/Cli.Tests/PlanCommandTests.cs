@@ -1,0 +1,33 @@
+using NeuronTrace.TestSupport;
+using Xunit;
+
+namespace NeuronTrace.Cli.Tests;
+
+/// <summary><c>plan</c>: prints the items and the total without loading weights; bad numbers get one line and exit 1.</summary>
+public class PlanCommandTests
+{
+    [Fact]
+    public void Prints_the_plan_and_whether_it_fits()
+    {
+        var r = CliHarness.Run("plan", "--model", RepoPaths.Stories260KBin, "--tokens", "256", "--batch", "4");
+        Assert.Equal(0, r.Exit);
+        Assert.Contains("memory plan: relp, batch 4 × 256 tokens", r.Out);
+        Assert.Contains("total (predicted peak)", r.Out);
+        Assert.Contains("fits", r.Out);
+    }
+
+    [Theory]
+    [InlineData("--tokens", "0", "--tokens must be 1 .. 512")]
+    [InlineData("--tokens", "513", "--tokens must be 1 .. 512")]
+    [InlineData("--batch", "0", "--batch must be 1 .. 65536")]
+    public void Refuses_out_of_range_numbers(string option, string value, string message)
+    {
+        string[] args = option == "--tokens"
+            ? ["plan", "--model", RepoPaths.Stories260KBin, option, value]
+            : ["plan", "--model", RepoPaths.Stories260KBin, "--tokens", "16", option, value];
+        var r = CliHarness.Run(args);
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains(message, r.Err);
+        Assert.DoesNotContain("   at ", r.Err);
+    }
+}

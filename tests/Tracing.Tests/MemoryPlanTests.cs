@@ -1,0 +1,74 @@
+using NeuronTrace.Formats;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.TestSupport;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Scoring;
+using Xunit;
+
+namespace NeuronTrace.Tracing.Tests;
+
+/// <summary>
+/// <see cref="MemoryPlan"/> against what the model really allocates, its growth in T (linear: no T² term anywhere
+/// since the streaming attention), the refusal line and the batch search, and <see cref="ModelShape"/> against the
+/// full loader.
+/// </summary>
+public class MemoryPlanTests
+{
+    [Fact]
+    public void Forward_item_equals_the_bytes_a_real_forward_holds()
+    {
+        var c = RandomLlama.SmallConfig() with { KvHeads = 2 };
+        using var model = new Llama(RandomLlama.Create(c, seed: 3), CpuBackend.Instance);
+        const int batch = 3, T = 37;
+        var rng = new Random(1);
+        var batchIds = new TokenBatch(Enumerable.Range(0, batch).Select(_ => Enumerable.Range(0, T).Select(_ => rng.Next(3, c.VocabSize)).ToArray()).ToList());
+        using var pass = model.Forward(batchIds, LogitRows.Last);
+        long held = pass.Layers.Sum(l => new[] { l.AttnNormed, l.AttnRstd, l.Q, l.K, l.V, l.Lse, l.Z, l.AttnOut, l.Mid, l.FfnNormed, l.FfnRstd,
+            l.Gate, l.Up, l.Act, l.MlpOut, l.Output }.Sum(t => t.Length)) + (long)batch * T * c.Dim;
+        long logits = pass.Logits!.Length;
+        var plan = MemoryPlan.ForAttribution(c, batch, T, NodeSites.All, AttributionMethod.RelP, patchBaseline: false);
+        long planned = plan.Items.Single(i => i.Item == "forward pass").Bytes;
+        // The plan counts 2·vocab per logit row (logits and a gradient's worth) against vocab + dim held: within that slack.
+        Assert.InRange(planned - held * 4, 0, (long)batch * 2 * c.VocabSize * 4);
+        Assert.True(logits <= (long)batch * 2 * c.VocabSize);
+    }
+
+    [Fact]
+    public void Grows_linearly_with_the_prompt_length()
+    {
+        var c = RandomLlama.SmallConfig();
+        long At(int t) => MemoryPlan.ForAttribution(c, 2, t, NodeSites.All, AttributionMethod.AtP, patchBaseline: true).TotalBytes;
+        // Every item is affine in T, so equal steps in T add equal bytes (a T² term would double the second step).
+        Assert.Equal(At(2048) - At(1024), At(3072) - At(2048));
+        Assert.True(At(2048) - At(1024) > 0);
+    }
+
+    [Fact]
+    public void Refuses_with_one_line_naming_need_availability_and_a_batch_that_fits()
+    {
+        var c = RandomLlama.SmallConfig();
+        MemoryPlan Plan(int n) => MemoryPlan.ForAttribution(c, n, 512, NodeSites.All, AttributionMethod.RelP, patchBaseline: true);
+        long available = Plan(5).TotalBytes + 1;
+        int fits = MemoryPlan.LargestFittingBatch(Plan, 64, available);
+        Assert.Equal(5, fits);
+        var line = Plan(64).Refusal(available, fits);
+        Assert.NotNull(line);
+        Assert.DoesNotContain('\n', line);
+        Assert.Contains("needs about", line);
+        Assert.Contains("is available", line);
+        Assert.Contains("--batch 5", line);
+        Assert.Null(Plan(5).Refusal(available, fits));
+        Assert.Contains("no batch fits", Plan(1).Refusal(1, 0));
+    }
+
+    [Fact]
+    public void Reads_the_shape_without_the_weights_as_the_loader_does()
+    {
+        var full = ModelLoader.Load(RepoPaths.Stories260KBin).Config;
+        Assert.Equal(full, ModelShape.Read(RepoPaths.Stories260KBin) with { NormEps = full.NormEps, RopeTheta = full.RopeTheta });
+        var gguf = ModelShape.Read(RepoPaths.Stories260KGguf);
+        Assert.Equal((full.Dim, full.HiddenDim, full.Layers, full.Heads, full.KvHeads, full.VocabSize),
+            (gguf.Dim, gguf.HiddenDim, gguf.Layers, gguf.Heads, gguf.KvHeads, gguf.VocabSize));
+    }
+}
