@@ -1,9 +1,8 @@
 using NeuronTrace.Runtime;
-using NeuronTrace.Runtime.Cpu;
 
 namespace NeuronTrace.Model;
 
-/// <summary>The model's weights as backend tensors. On the CPU backend they wrap the host arrays without copying.</summary>
+/// <summary>The model's weights as backend tensors (<see cref="IBackend.UploadConstant"/>: on the CPU backend they wrap the host arrays without copying).</summary>
 internal sealed class DeviceWeights : IDisposable
 {
     public required Tensor TokenEmbedding { get; init; }
@@ -19,13 +18,7 @@ internal sealed class DeviceWeights : IDisposable
     public static DeviceWeights Upload(LlamaWeights w, IBackend be)
     {
         var c = w.Config;
-        Tensor Put(float[] data, params int[] shape)
-        {
-            if (be is CpuBackend) return CpuBackend.Wrap(data, shape);
-            var t = be.Upload(data, shape);
-            if (t is NeuronTrace.Runtime.Cuda.CudaTensor device) device.IsConstant = true;  // lets bf16 products cache a copy
-            return t;
-        }
+        Tensor Put(float[] data, params int[] shape) => be.UploadConstant(data, shape);
         var embedding = Put(w.TokenEmbedding, c.VocabSize, c.Dim);
         return new DeviceWeights
         {
