@@ -28,9 +28,10 @@ static class BenchRunner
         int at = Array.IndexOf(rest, "--rounds");
         if (at >= 0 && at + 1 < rest.Length && int.TryParse(rest[at + 1], out int r) && r > 0) _rounds = r;
         if (which == "gpu-check") return GpuCheck.Check(rest.Where(a => !a.StartsWith("--")).ToArray());
+        if (which == "gpu-plan") return GpuPlan.Run(rest);
         if (which == "gpu-bench") return GpuCheck.Bench(rest[0], int.Parse(rest.ElementAtOrDefault(1) ?? "8"), int.Parse(rest.ElementAtOrDefault(2) ?? "64"));
         if (which is not ("all" or "forward" or "attribution" or "sweep" or "gemm"))
-            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, gemm, gpu-check or gpu-bench");
+            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, gemm, gpu-check, gpu-bench or gpu-plan");
         int only = Array.IndexOf(rest, "--model");
         string? onlyModel = only >= 0 && only + 1 < rest.Length ? rest[only + 1] : null;
         if (onlyModel is not null and not "stories260K" and not "synthetic")

@@ -40,6 +40,28 @@ internal sealed class DeviceWeights : IDisposable
         };
     }
 
+    /// <summary>
+    /// Weight tensors of <paramref name="c"/>'s shapes with undefined contents, uploading nothing: for a run whose values
+    /// do not matter (the launch ledger of a recording device, <c>bench gpu-plan</c>), at shapes whose host arrays would
+    /// not fit in memory.
+    /// </summary>
+    public static DeviceWeights AllocateUninitialized(LlamaConfig c, IBackend be)
+    {
+        Tensor Put(params int[] shape) => be.AllocateConstant(shape);
+        var embedding = Put(c.VocabSize, c.Dim);
+        return new DeviceWeights
+        {
+            TokenEmbedding = embedding,
+            FinalNorm = Put(c.Dim),
+            Classifier = c.TiedEmbeddings ? embedding : Put(c.VocabSize, c.Dim),
+            Layers = Enumerable.Range(0, c.Layers).Select(_ => new DeviceLayer
+            {
+                AttnNorm = Put(c.Dim), Wq = Put(c.Dim, c.Dim), Wk = Put(c.KvDim, c.Dim), Wv = Put(c.KvDim, c.Dim), Wo = Put(c.Dim, c.Dim),
+                FfnNorm = Put(c.Dim), W1 = Put(c.HiddenDim, c.Dim), W2 = Put(c.Dim, c.HiddenDim), W3 = Put(c.HiddenDim, c.Dim),
+            }).ToArray(),
+        };
+    }
+
     public void Dispose()
     {
         TokenEmbedding.Dispose(); FinalNorm.Dispose(); Classifier.Dispose();

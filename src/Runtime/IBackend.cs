@@ -31,6 +31,11 @@ public interface IBackend : IDisposable
     /// may keep derived copies (bf16). Defaults to <see cref="Upload"/>.
     /// </summary>
     Tensor UploadConstant(float[] data, params int[] shape) => Upload(data, shape);
+    /// <summary>
+    /// A constant tensor (as <see cref="UploadConstant"/>) whose values are never set: weights for a run whose values do
+    /// not matter, such as the launch ledger of <c>bench gpu-plan</c>. Defaults to <see cref="AllocateUninitialized"/>.
+    /// </summary>
+    Tensor AllocateConstant(params int[] shape) => AllocateUninitialized(shape);
     void Download(Tensor source, Span<float> destination);
     void Fill(Tensor tensor, float value);
     void Copy(Tensor source, Tensor destination);

@@ -78,6 +78,13 @@ public sealed partial class CudaBackend : IBackend
         return t;
     }
 
+    public Tensor AllocateConstant(params int[] shape)
+    {
+        var t = Create(shape);
+        t.IsConstant = true;
+        return t;
+    }
+
     public Tensor Upload(ReadOnlySpan<float> data, params int[] shape)
     {
         OpContracts.Upload(data.Length, shape);

@@ -41,7 +41,7 @@ public class KernelSignatureTests
             Assert.Equal(expected, parameters);
         }
         // Every product kernel has a launcher (the self-test kernels are launched by the emulator tests only).
-        Assert.Empty(ptx.Keys.Where(k => !k.StartsWith("selftest_") && !declared.ContainsKey(k)));
+        Assert.DoesNotContain(ptx.Keys, k => !k.StartsWith("selftest_") && !declared.ContainsKey(k));
     }
 
     [Fact]
