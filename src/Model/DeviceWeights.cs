@@ -1,9 +1,8 @@
 using NeuronTrace.Runtime;
-using NeuronTrace.Runtime.Cpu;
 
 namespace NeuronTrace.Model;
 
-/// <summary>The model's weights as backend tensors. On the CPU backend they wrap the host arrays without copying.</summary>
+/// <summary>The model's weights as backend tensors (<see cref="IBackend.UploadConstant"/>: on the CPU backend they wrap the host arrays without copying).</summary>
 internal sealed class DeviceWeights : IDisposable
 {
     public required Tensor TokenEmbedding { get; init; }
@@ -19,13 +18,7 @@ internal sealed class DeviceWeights : IDisposable
     public static DeviceWeights Upload(LlamaWeights w, IBackend be)
     {
         var c = w.Config;
-        Tensor Put(float[] data, params int[] shape)
-        {
-            if (be is CpuBackend) return CpuBackend.Wrap(data, shape);
-            var t = be.Upload(data, shape);
-            if (t is NeuronTrace.Runtime.Cuda.CudaTensor device) device.IsConstant = true;  // lets bf16 products cache a copy
-            return t;
-        }
+        Tensor Put(float[] data, params int[] shape) => be.UploadConstant(data, shape);
         var embedding = Put(w.TokenEmbedding, c.VocabSize, c.Dim);
         return new DeviceWeights
         {
@@ -43,6 +36,28 @@ internal sealed class DeviceWeights : IDisposable
                 W1 = Put(l.W1, c.HiddenDim, c.Dim),
                 W2 = Put(l.W2, c.Dim, c.HiddenDim),
                 W3 = Put(l.W3, c.HiddenDim, c.Dim),
+            }).ToArray(),
+        };
+    }
+
+    /// <summary>
+    /// Weight tensors of <paramref name="c"/>'s shapes with undefined contents, uploading nothing: for a run whose values
+    /// do not matter (the launch ledger of a recording device, <c>bench gpu-plan</c>), at shapes whose host arrays would
+    /// not fit in memory.
+    /// </summary>
+    public static DeviceWeights AllocateUninitialized(LlamaConfig c, IBackend be)
+    {
+        Tensor Put(params int[] shape) => be.AllocateConstant(shape);
+        var embedding = Put(c.VocabSize, c.Dim);
+        return new DeviceWeights
+        {
+            TokenEmbedding = embedding,
+            FinalNorm = Put(c.Dim),
+            Classifier = c.TiedEmbeddings ? embedding : Put(c.VocabSize, c.Dim),
+            Layers = Enumerable.Range(0, c.Layers).Select(_ => new DeviceLayer
+            {
+                AttnNorm = Put(c.Dim), Wq = Put(c.Dim, c.Dim), Wk = Put(c.KvDim, c.Dim), Wv = Put(c.KvDim, c.Dim), Wo = Put(c.Dim, c.Dim),
+                FfnNorm = Put(c.Dim), W1 = Put(c.HiddenDim, c.Dim), W2 = Put(c.Dim, c.HiddenDim), W3 = Put(c.HiddenDim, c.Dim),
             }).ToArray(),
         };
     }

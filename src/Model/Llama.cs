@@ -18,11 +18,18 @@ public sealed class Llama : IDisposable
     readonly List<Tensor> _oldRopeTables = [];
 
     public Llama(LlamaWeights weights, IBackend backend)
+        : this(weights.Config, backend, DeviceWeights.Upload(weights, backend)) { }
+
+    Llama(LlamaConfig config, IBackend backend, DeviceWeights weights)
     {
-        Config = weights.Config;
+        Config = config;
         Backend = backend;
-        _w = DeviceWeights.Upload(weights, backend);
+        _w = weights;
     }
+
+    /// <summary>A model whose weights are allocated on <paramref name="backend"/> but never set (see <see cref="DeviceWeights.AllocateUninitialized"/>).</summary>
+    public static Llama WithUninitializedWeights(LlamaConfig config, IBackend backend) =>
+        new(config, backend, DeviceWeights.AllocateUninitialized(config, backend));
 
     public LlamaConfig Config { get; }
     public IBackend Backend { get; }

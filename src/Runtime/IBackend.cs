@@ -25,6 +25,17 @@ public interface IBackend : IDisposable
     /// </summary>
     Tensor AllocateUninitialized(params int[] shape) => Allocate(shape);
     Tensor Upload(ReadOnlySpan<float> data, params int[] shape);
+    /// <summary>
+    /// A tensor of values that never change while it lives (the model's weights): the CPU backend wraps
+    /// <paramref name="data"/> without copying (so the caller must not change it), a GPU backend uploads it once and
+    /// may keep derived copies (bf16). Defaults to <see cref="Upload"/>.
+    /// </summary>
+    Tensor UploadConstant(float[] data, params int[] shape) => Upload(data, shape);
+    /// <summary>
+    /// A constant tensor (as <see cref="UploadConstant"/>) whose values are never set: weights for a run whose values do
+    /// not matter, such as the launch ledger of <c>bench gpu-plan</c>. Defaults to <see cref="AllocateUninitialized"/>.
+    /// </summary>
+    Tensor AllocateConstant(params int[] shape) => AllocateUninitialized(shape);
     void Download(Tensor source, Span<float> destination);
     void Fill(Tensor tensor, float value);
     void Copy(Tensor source, Tensor destination);

@@ -13,100 +13,140 @@ public sealed class CpuBackend : IBackend
 
     public Tensor Upload(ReadOnlySpan<float> data, params int[] shape)
     {
-        long n = 1;
-        foreach (int d in shape) n *= d;
-        if (data.Length != n) throw new ArgumentException($"upload of {data.Length} values into shape [{string.Join(", ", shape)}]");
+        OpContracts.Upload(data.Length, shape);
         var t = CpuTensor.Rent(shape);
         data.CopyTo(t.Data);
         return t;
     }
 
+    /// <summary>Wraps the array without copying.</summary>
+    public Tensor UploadConstant(float[] data, params int[] shape)
+    {
+        OpContracts.Upload(data.Length, shape);
+        return Wrap(data, shape);
+    }
+
     /// <summary>Wraps an existing host array without copying (weights).</summary>
     public static CpuTensor Wrap(float[] data, params int[] shape) => new(data, shape);
 
-    public void Download(Tensor source, Span<float> destination) => Host(source).AsSpan().CopyTo(destination);
+    public void Download(Tensor source, Span<float> destination)
+    {
+        OpContracts.Download(source, destination.Length);
+        Host(source).AsSpan().CopyTo(destination);
+    }
+
     public void Fill(Tensor tensor, float value) => Host(tensor).AsSpan().Fill(value);
-    public void Copy(Tensor source, Tensor destination) => Host(source).AsSpan().CopyTo(Host(destination));
+    public void Copy(Tensor source, Tensor destination)
+    {
+        OpContracts.Copy(source, destination);
+        Host(source).AsSpan().CopyTo(Host(destination));
+    }
 
     public void MatMul(Tensor x, Tensor w, Tensor y, bool accumulate)
     {
+        OpContracts.MatMul(x, w, y);
         int n = w.Shape[0], k = w.Columns;
-        CheckColumns(x, k, "MatMul x");
-        CheckColumns(y, n, "MatMul y");
         Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
     {
+        OpContracts.MatMulInputGrad(dy, w, dx);
         int n = w.Shape[0], k = w.Columns;
-        CheckColumns(dy, n, "MatMulInputGrad dy");
-        CheckColumns(dx, k, "MatMulInputGrad dx");
         Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
     }
 
     public void Embedding(ReadOnlySpan<int> tokens, Tensor table, Tensor output)
     {
-        int dim = table.Columns, vocab = table.Rows;
+        OpContracts.Embedding(tokens, table, output);
+        int dim = table.Columns;
         var t = Host(table); var o = Host(output);
-        for (int r = 0; r < tokens.Length; r++)
-        {
-            int id = tokens[r];
-            if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} outside vocabulary of {vocab}");
-            Array.Copy(t, (long)id * dim, o, (long)r * dim, dim);
-        }
+        for (int r = 0; r < tokens.Length; r++) Array.Copy(t, (long)tokens[r] * dim, o, (long)r * dim, dim);
     }
 
-    public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor rstd) =>
+    public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor rstd)
+    {
+        OpContracts.RmsNorm(x, weight, y, rstd);
         RmsNormOps.Forward(Host(x), Host(weight), eps, Host(y), Host(rstd), x.Rows, x.Columns);
+    }
 
-    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, NormRule rule, Tensor dx) =>
+    public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, NormRule rule, Tensor dx)
+    {
+        OpContracts.RmsNormBackward(dy, x, weight, rstd, rule, dx);
         RmsNormOps.Backward(Host(dy), Host(x), Host(weight), Host(rstd), rule, Host(dx), x.Rows, x.Columns);
+    }
 
-    public void Rope(Tensor x, int heads, int seqLen, Tensor cos, Tensor sin, bool interleaved, bool inverse) =>
+    public void Rope(Tensor x, int heads, int seqLen, Tensor cos, Tensor sin, bool interleaved, bool inverse)
+    {
+        OpContracts.Rope(x, heads, seqLen, cos, sin);
         RopeOps.Apply(Host(x), x.Rows, heads, x.Columns / heads, seqLen, Host(cos), Host(sin), interleaved, inverse);
+    }
 
-    public void Attention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor probs) =>
+    public void Attention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor probs)
+    {
+        OpContracts.Attention(q, k, v, shape, z, probs);
         AttentionOps.Forward(Host(q), Host(k), Host(v), shape, Host(z), Host(probs));
+    }
 
     public void AttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor probs, AttentionShape shape, AttentionRule rule,
-        Tensor dq, Tensor dk, Tensor dv) =>
+        Tensor dq, Tensor dk, Tensor dv)
+    {
+        OpContracts.AttentionBackward(dz, q, k, v, probs, shape, rule, dq, dk, dv);
         AttentionOps.Backward(Host(dz), Host(q), Host(k), Host(v), Host(probs), shape, rule, Host(dq), Host(dk), Host(dv));
+    }
 
-    public void StreamingAttention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor lse) =>
+    public void StreamingAttention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor lse)
+    {
+        OpContracts.StreamingAttention(q, k, v, shape, z, lse);
         AttentionOps.StreamingForward(Host(q), Host(k), Host(v), shape, Host(z), Host(lse));
+    }
 
     public void StreamingAttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, AttentionShape shape,
-        AttentionRule rule, Tensor dq, Tensor dk, Tensor dv) =>
+        AttentionRule rule, Tensor dq, Tensor dk, Tensor dv)
+    {
+        OpContracts.StreamingAttentionBackward(dz, q, k, v, o, lse, shape, rule, dq, dk, dv);
         AttentionOps.StreamingBackward(Host(dz), Host(q), Host(k), Host(v), Host(o), Host(lse), shape, rule, Host(dq), Host(dk), Host(dv));
+    }
 
-    public void SwiGlu(Tensor gate, Tensor up, Tensor h) => SwiGluOps.Forward(Host(gate), Host(up), Host(h));
+    public void SwiGlu(Tensor gate, Tensor up, Tensor h)
+    {
+        OpContracts.SwiGlu(gate, up, h);
+        SwiGluOps.Forward(Host(gate), Host(up), Host(h));
+    }
 
-    public void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup) =>
+    public void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup)
+    {
+        OpContracts.SwiGluBackward(dh, gate, up, rule, dgate, dup);
         SwiGluOps.Backward(Host(dh), Host(gate), Host(up), rule, Host(dgate), Host(dup));
+    }
 
     public void Add(Tensor destination, Tensor source)
     {
+        OpContracts.Add(destination, source);
         SimdMath.AddInPlace(Host(destination), Host(source));
     }
 
     public void Intervene(Tensor x, Tensor scale, Tensor offset)
     {
+        OpContracts.Intervene(x, scale, offset);
         SimdMath.FusedMultiplyAddInPlace(Host(x), Host(scale), Host(offset));
     }
 
     public void MeanAblate(Tensor x, Tensor means, ReadOnlySpan<uint> keepBits, ReadOnlySpan<int> keepRow, ReadOnlySpan<int> meanRow)
     {
-        AblationMask.Check(x, means, keepBits, keepRow, meanRow);
+        OpContracts.MeanAblate(x, means, keepBits, keepRow, meanRow);
         MeanAblationOps.Apply(Host(x), x.Rows, x.Columns, Host(means), keepBits, keepRow, meanRow);
     }
 
     public void Multiply(Tensor x, Tensor scale)
     {
+        OpContracts.Multiply(x, scale);
         SimdMath.MultiplyInPlace(Host(x), Host(scale));
     }
 
     public void GatherRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
     {
+        OpContracts.GatherRows(source, rows, destination);
         int w = source.Columns;
         var s = Host(source); var d = Host(destination);
         for (int i = 0; i < rows.Length; i++) Array.Copy(s, (long)rows[i] * w, d, (long)i * w, w);
@@ -114,6 +154,7 @@ public sealed class CpuBackend : IBackend
 
     public void ScatterAddRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
     {
+        if (OpContracts.ScatterAddRows(source, rows, destination) == 0) return;
         int w = source.Columns;
         var s = Host(source); var d = Host(destination);
         for (int i = 0; i < rows.Length; i++)
@@ -125,9 +166,4 @@ public sealed class CpuBackend : IBackend
     public void Dispose() { }
 
     static float[] Host(Tensor t) => t is CpuTensor c ? c.Data : throw new ArgumentException($"{t} is not a CPU tensor");
-
-    static void CheckColumns(Tensor t, int columns, string what)
-    {
-        if (t.Columns != columns) throw new ArgumentException($"{what}: {t} has {t.Columns} columns, expected {columns}");
-    }
 }

@@ -28,6 +28,14 @@ public sealed class DeviceMemoryPool : IDisposable
     public long CachedBytes { get; private set; }
     /// <summary>Bytes of the blocks now handed out (rounded to their size class).</summary>
     public long UsedBytes { get; private set; }
+    /// <summary>The most <see cref="UsedBytes"/> has been since the pool was made or <see cref="ResetPeak"/>: the device memory high-water mark.</summary>
+    public long PeakUsedBytes { get; private set; }
+
+    /// <summary>Starts a new high-water mark from the bytes in use now.</summary>
+    public void ResetPeak()
+    {
+        lock (gate) PeakUsedBytes = UsedBytes;
+    }
 
     /// <summary>
     /// The size class of a request: a multiple of 512 bytes, and above 8 KiB a multiple of a sixteenth of the next power
@@ -51,6 +59,7 @@ public sealed class DeviceMemoryPool : IDisposable
             ObjectDisposedException.ThrowIf(disposed, this);
             if (free.TryGetValue(size, out var list) && list.TryPop(out block)) CachedBytes -= size;
             UsedBytes += size;
+            PeakUsedBytes = Math.Max(PeakUsedBytes, UsedBytes);
         }
         try
         {

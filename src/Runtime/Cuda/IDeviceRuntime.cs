@@ -32,6 +32,12 @@ public interface IDeviceRuntime : IDisposable
     /// </summary>
     void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments);
 
+    /// <summary>
+    /// The declared arithmetic and memory traffic of the kernel just launched, for a runtime that keeps a ledger
+    /// (<see cref="RecordingDeviceRuntime"/>); a device that runs the kernel ignores it.
+    /// </summary>
+    void DeclareWork(OpWork work) { }
+
     /// <summary>Column-major C = α op(A) op(B) + β C (BLAS semantics), fp32 data, computed as <see cref="GemmCall.Precision"/> says.</summary>
     void Sgemm(in GemmCall call);
 

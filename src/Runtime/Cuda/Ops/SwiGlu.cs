@@ -1,0 +1,42 @@
+using System.Runtime.InteropServices;
+
+namespace NeuronTrace.Runtime.Cuda;
+
+/// <summary>Launchers of native/kernels/swiglu.cu: h = silu(gate) ⊙ up and its backward under a gate rule.</summary>
+public sealed partial class CudaBackend
+{
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct SwiGluForwardArgs(nint Gate, nint Up, nint H, long N);
+    internal static readonly Kernel<SwiGluForwardArgs> SwiGluForwardKernel = Kernel.Declare<SwiGluForwardArgs>("swiglu_forward");
+
+    /// <param name="Rule">swiglu.cu's encoding: 0 exact, 1 identity-half, 2 identity.</param>
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct SwiGluBackwardArgs(nint Dh, nint Gate, nint Up, nint Dgate, nint Dup, long N, int Rule);
+    internal static readonly Kernel<SwiGluBackwardArgs> SwiGluBackwardKernel = Kernel.Declare<SwiGluBackwardArgs>("swiglu_backward");
+
+    public void SwiGlu(Tensor gate, Tensor up, Tensor h)
+    {
+        OpContracts.SwiGlu(gate, up, h);
+        if (h.Length == 0) return;
+        using var _ = Range("swiglu_forward");
+        Launch(SwiGluForwardKernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
+            new SwiGluForwardArgs(Dev(gate), Dev(up), Dev(h), h.Length), OpWork.Streaming(h.Length, 3, 6));
+    }
+
+    public void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup)
+    {
+        OpContracts.SwiGluBackward(dh, gate, up, rule, dgate, dup);
+        int code = rule switch
+        {
+            GateRule.Exact => 0,
+            GateRule.IdentityHalf => 1,
+            GateRule.Identity => 2,
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+        long n = dh.Length;
+        if (n == 0) return;
+        using var _ = Range("swiglu_backward");
+        Launch(SwiGluBackwardKernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
+            new SwiGluBackwardArgs(Dev(dh), Dev(gate), Dev(up), Dev(dgate), Dev(dup), n, code), OpWork.Streaming(n, 5, 12));
+    }
+}

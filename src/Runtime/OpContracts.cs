@@ -1,0 +1,232 @@
+namespace NeuronTrace.Runtime;
+
+/// <summary>
+/// The shape, index and rule checks of the <see cref="IBackend"/> ops, in one place: every backend calls the check of
+/// an op before touching memory, so a bad call fails the same way (one line naming the op and the tensor) whichever
+/// backend runs it. A GPU kernel cannot throw, so without these a bad shape would read or write out of bounds.
+/// Each check returns nothing or the op's decoded rule; the ops' semantics are documented on <see cref="IBackend"/>.
+/// </summary>
+public static class OpContracts
+{
+    public static void Upload(int valueCount, int[] shape)
+    {
+        long n = 1;
+        foreach (int d in shape)
+        {
+            if (d < 0) throw new ArgumentException($"negative dimension in shape [{string.Join(", ", shape)}]");
+            n = checked(n * d);
+        }
+        if (valueCount != n) throw new ArgumentException($"upload of {valueCount} values into shape [{string.Join(", ", shape)}]");
+    }
+
+    public static void Download(Tensor source, int destinationLength)
+    {
+        if (destinationLength < source.Length) throw new ArgumentException($"download of {source} into {destinationLength} values");
+    }
+
+    public static void Copy(Tensor source, Tensor destination)
+    {
+        if (destination.Length < source.Length) throw new ArgumentException($"copy of {source} into {destination}");
+    }
+
+    /// <summary>x [rows, k] · w [n, k]ᵀ → y [rows, n].</summary>
+    public static void MatMul(Tensor x, Tensor w, Tensor y)
+    {
+        int n = w.Shape[0], k = w.Columns;
+        Columns(x, k, "MatMul x");
+        Columns(y, n, "MatMul y");
+        Rows(y, x.Rows, "MatMul y");
+    }
+
+    /// <summary>dy [rows, n] · w [n, k] → dx [rows, k].</summary>
+    public static void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx)
+    {
+        int n = w.Shape[0], k = w.Columns;
+        Columns(dy, n, "MatMulInputGrad dy");
+        Columns(dx, k, "MatMulInputGrad dx");
+        Rows(dx, dy.Rows, "MatMulInputGrad dx");
+    }
+
+    public static void Embedding(ReadOnlySpan<int> tokens, Tensor table, Tensor output)
+    {
+        int dim = table.Columns, vocab = table.Rows;
+        foreach (int id in tokens)
+            if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} outside vocabulary of {vocab}");
+        if (output.Length < (long)tokens.Length * dim) throw new ArgumentException($"embedding of {tokens.Length} tokens × {dim} into {output}");
+    }
+
+    public static void RmsNorm(Tensor x, Tensor weight, Tensor y, Tensor rstd)
+    {
+        Length(weight, x.Columns, "RmsNorm weight");
+        Length(y, x.Length, "RmsNorm y");
+        Length(rstd, x.Rows, "RmsNorm rstd");
+    }
+
+    /// <returns>Whether the rule is the exact gradient (else the frozen scale).</returns>
+    public static bool RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, NormRule rule, Tensor dx)
+    {
+        Length(dy, x.Length, "RmsNormBackward dy");
+        Length(dx, x.Length, "RmsNormBackward dx");
+        Length(weight, x.Columns, "RmsNormBackward weight");
+        Length(rstd, x.Rows, "RmsNormBackward rstd");
+        return rule switch
+        {
+            NormRule.Exact => true,
+            NormRule.FrozenScale => false,
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+    }
+
+    /// <returns>The head dimension.</returns>
+    public static int Rope(Tensor x, int heads, int seqLen, Tensor cos, Tensor sin)
+    {
+        if (heads <= 0 || x.Columns % heads != 0) throw new ArgumentException($"Rope: {x} does not split into {heads} heads");
+        int headDim = x.Columns / heads, half = headDim / 2;
+        if (headDim % 2 != 0) throw new ArgumentException($"Rope: head dim {headDim} is odd");
+        if (seqLen <= 0) throw new ArgumentOutOfRangeException(nameof(seqLen));
+        if (cos.Length < (long)seqLen * half || sin.Length < (long)seqLen * half)
+            throw new ArgumentException($"Rope: cos/sin need [{seqLen}, {half}], got {cos} and {sin}");
+        return headDim;
+    }
+
+    public static void Attention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor probs)
+    {
+        AttentionOperands(shape, q, k, v, probs);
+        Length(z, (long)shape.Rows * shape.QWidth, "Attention z");
+    }
+
+    /// <returns>Whether the rule is the exact gradient (else the frozen pattern).</returns>
+    public static bool AttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor probs, AttentionShape shape, AttentionRule rule,
+        Tensor dq, Tensor dk, Tensor dv)
+    {
+        AttentionOperands(shape, q, k, v, probs);
+        Length(dz, q.Length, "AttentionBackward dz");
+        Length(dq, q.Length, "AttentionBackward dq");
+        Length(dk, k.Length, "AttentionBackward dk");
+        Length(dv, v.Length, "AttentionBackward dv");
+        return rule switch
+        {
+            AttentionRule.Gradient => true,
+            AttentionRule.FreezePattern => false,
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+    }
+
+    public static void StreamingAttention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor lse)
+    {
+        StreamingOperands(shape, q, k, v, lse);
+        Length(z, (long)shape.Rows * shape.QWidth, "StreamingAttention z");
+    }
+
+    /// <returns>Whether the rule is the exact gradient (else the frozen pattern).</returns>
+    public static bool StreamingAttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, AttentionShape shape,
+        AttentionRule rule, Tensor dq, Tensor dk, Tensor dv)
+    {
+        StreamingOperands(shape, q, k, v, lse);
+        Length(dz, q.Length, "StreamingAttentionBackward dz");
+        Length(o, q.Length, "StreamingAttentionBackward o");
+        Length(dq, q.Length, "StreamingAttentionBackward dq");
+        Length(dk, k.Length, "StreamingAttentionBackward dk");
+        Length(dv, v.Length, "StreamingAttentionBackward dv");
+        return rule switch
+        {
+            AttentionRule.Gradient => true,
+            AttentionRule.FreezePattern => false,
+            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+        };
+    }
+
+    /// <summary>A valid GQA shape, and q, k, v and the per-row log-sum-exp [B, H, T] of the lengths it implies.</summary>
+    static void StreamingOperands(AttentionShape s, Tensor q, Tensor k, Tensor v, Tensor lse)
+    {
+        ValidShape(s);
+        Length(q, (long)s.Rows * s.QWidth, "attention q");
+        Length(k, (long)s.Rows * s.KvWidth, "attention k");
+        Length(v, (long)s.Rows * s.KvWidth, "attention v");
+        Length(lse, (long)s.Batch * s.Heads * s.SeqLen, "attention lse");
+    }
+
+    static void ValidShape(AttentionShape s)
+    {
+        if (s.Batch < 0 || s.SeqLen < 0 || s.Heads < 0 || s.KvHeads <= 0 || s.HeadDim <= 0 || s.Heads % s.KvHeads != 0)
+            throw new ArgumentException($"attention shape {s} is not a valid GQA shape");
+    }
+
+    /// <summary>A valid GQA shape, and q, k, v, probs of the lengths it implies.</summary>
+    public static void AttentionOperands(AttentionShape s, Tensor q, Tensor k, Tensor v, Tensor probs)
+    {
+        ValidShape(s);
+        Length(q, (long)s.Rows * s.QWidth, "attention q");
+        Length(k, (long)s.Rows * s.KvWidth, "attention k");
+        Length(v, (long)s.Rows * s.KvWidth, "attention v");
+        Length(probs, (long)s.Batch * s.Heads * s.SeqLen * s.SeqLen, "attention probs");
+    }
+
+    public static void SwiGlu(Tensor gate, Tensor up, Tensor h)
+    {
+        Length(gate, h.Length, "SwiGlu gate");
+        Length(up, h.Length, "SwiGlu up");
+    }
+
+    public static void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup)
+    {
+        long n = dh.Length;
+        Length(gate, n, "SwiGluBackward gate");
+        Length(up, n, "SwiGluBackward up");
+        Length(dgate, n, "SwiGluBackward dgate");
+        Length(dup, n, "SwiGluBackward dup");
+        if (!Enum.IsDefined(rule)) throw new ArgumentOutOfRangeException(nameof(rule));
+    }
+
+    public static void Add(Tensor destination, Tensor source) => Length(source, destination.Length, "Add source");
+
+    public static void Intervene(Tensor x, Tensor scale, Tensor offset)
+    {
+        Length(scale, x.Length, "Intervene scale");
+        Length(offset, x.Length, "Intervene offset");
+    }
+
+    public static void MeanAblate(Tensor x, Tensor means, ReadOnlySpan<uint> keepBits, ReadOnlySpan<int> keepRow, ReadOnlySpan<int> meanRow) =>
+        AblationMask.Check(x, means, keepBits, keepRow, meanRow);
+
+    public static void Multiply(Tensor x, Tensor scale) => Length(scale, x.Length, "Multiply scale");
+
+    public static void GatherRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
+    {
+        int width = source.Columns;
+        Indices(rows, source.Rows, "GatherRows");
+        if (destination.Length < (long)rows.Length * width) throw new ArgumentException($"GatherRows: {rows.Length} rows of {width} into {destination}");
+    }
+
+    /// <returns>The destination's row count (its length over the source's width); 0 when nothing is added.</returns>
+    public static int ScatterAddRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
+    {
+        int width = source.Columns;
+        if (width == 0 || rows.Length == 0) return 0;
+        int destinationRows = checked((int)(destination.Length / width));
+        Indices(rows, destinationRows, "ScatterAddRows");
+        if (source.Length < (long)rows.Length * width) throw new ArgumentException($"ScatterAddRows: {rows.Length} rows of {width} from {source}");
+        return destinationRows;
+    }
+
+    public static void Indices(ReadOnlySpan<int> rows, int count, string what)
+    {
+        foreach (int r in rows)
+            if ((uint)r >= (uint)count) throw new ArgumentOutOfRangeException(nameof(rows), $"{what}: row {r} outside [0, {count})");
+    }
+
+    public static void Length(Tensor t, long length, string what)
+    {
+        if (t.Length != length) throw new ArgumentException($"{what}: {t} has {t.Length} values, expected {length}");
+    }
+
+    public static void Columns(Tensor t, int columns, string what)
+    {
+        if (t.Columns != columns) throw new ArgumentException($"{what}: {t} has {t.Columns} columns, expected {columns}");
+    }
+
+    public static void Rows(Tensor t, int rows, string what)
+    {
+        if (t.Rows != rows) throw new ArgumentException($"{what}: {t} has {t.Rows} rows, expected {rows}");
+    }
+}
