@@ -10,6 +10,7 @@ public static class NeuronTraceCli
     {
         TraceCommand.Create(),
         AttributeCommand.Create(),
+        MergeCommand.Create(),
         GenerateCommand.Create(),
         InfoCommand.Create(),
         ConvertCommand.Create(),

@@ -27,9 +27,11 @@ public static class AttributeCommand
             Description = "What is attributed, at the clean prompt's last position: logit-diff (logit(patch_answer) - logit(clean_answer); default for paired tasks), answer-logit (logit(clean_answer); default for unpaired tasks) or top-logits (the sum of the model's own top-k next-token logits, tokens fixed from the clean run; the case studies' metric).",
         };
         var topLogitsK = new Option<int>("--top-logits-k") { Description = "k of --metric top-logits.", DefaultValueFactory = _ => 5 };
+        var shard = ShardRun.Shard();
+        var checkpointEvery = ShardRun.CheckpointEvery();
         var cmd = new Command("attribute", "Score every node (site, layer, position from the end, unit) by attribution of a metric of the last-position logits (default: the task's logit difference).")
         {
-            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK,
+            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK, shard, checkpointEvery,
         };
         cmd.SetAction(r =>
         {
@@ -59,7 +61,10 @@ public static class AttributeCommand
                     throw new UsageException($"{dir} is part of the trace run folder {run}; write the output elsewhere");
                 return full;
             }
-            string fullDir = CheckOut();
+            string? shardText = r.GetValue(shard);
+            var slice = shardText is null ? (Tracing.Sharding.ShardSlice?)null : ShardRun.ParseSlice(shardText);
+            int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
+            string fullDir = slice is null ? CheckOut() : ShardRun.CheckShardFolder(dir);
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer()).Take(r.GetValue(limit));
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -72,11 +77,14 @@ public static class AttributeCommand
                 "top-logits" => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
                 _ => Metric.AttributionDefault(t),
             };
-            var scores = Attributor.Score(llama, t, new AttributionOptions
+            var attribution = new AttributionOptions
             {
                 Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
                 RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
-            }, new ProgressBar());
+            };
+            if (slice is { } sl)
+                return ShardRun.Attribute(llama, loaded, t, taskPath, attribution, r.GetValue(relpAttention)!, r.GetValue(limit), r.GetValue(topLogitsK), sl, fullDir, dir, every);
+            var scores = Attributor.Score(llama, t, attribution, new ProgressBar());
             OutputPaths.WriteFolder(dir, fullDir, temp => scores.Save(temp, m.Name(), chosen.Name, t.Count), () => CheckOut());
             Console.WriteLine($"{t.Count} examples, {m.Name()}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
             Tables.PrintTopNodes(scores, siteList, 10);

@@ -27,6 +27,9 @@ public static class TraceCommand
         var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach.", DefaultValueFactory = _ => 0.8 };
         var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
         var allLengths = new Option<bool>("--all-lengths") { Description = "Use every example. By default only the examples of the most common token length are kept, so each position from the end is the same token slot in every prompt (the reference evaluation's practice); with mixed lengths the per-position ablation means mix different tokens." };
+        var shard = ShardRun.Shard();
+        var shardScores = new Option<string?>("--scores") { Description = "With --shard: the merged attribution (`neurontrace merge` of the attribution shards); the shard then evaluates its slice of the sweep's circuits." };
+        var checkpointEvery = ShardRun.CheckpointEvery();
         var seed = new Option<int>("--seed") { Description = "Seed of the random-circuit control (the same seed draws the same random nodes in every run).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("trace", """
             Trace circuits on a task: score every node with the attribution method (default RelP), take the top-k nodes
@@ -37,7 +40,7 @@ public static class TraceCommand
             sweep.csv, summary.json, sweep_SITE.png) and prints the k each site needs to reach the target faithfulness.
             """)
         {
-            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed,
+            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed, shard, shardScores, checkpointEvery,
         };
         cmd.SetAction(r =>
         {
@@ -56,6 +59,21 @@ public static class TraceCommand
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer());
             if (!r.GetValue(allLengths)) t = t.OfMostCommonLength();
             if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
+            var traceOptions = new TraceOptions
+            {
+                Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
+                IgSteps = r.GetValue(steps), RelPRules = relpRules,
+                TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
+            };
+            if (r.GetValue(shard) is { } shardText)
+            {
+                string shardDir = r.GetValue(output) ?? throw new UsageException("--shard needs --out (the shard folder)");
+                int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
+                using var shardModel = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                return ShardRun.Trace(shardModel, loaded, t, taskPath, traceOptions, r.GetValue(relpAttention)!, r.GetValue(allLengths),
+                    shardText, r.GetValue(shardScores), shardDir, every);
+            }
+            if (r.GetValue(shardScores) is not null) throw new UsageException("--scores needs --shard (it runs one shard of a sharded sweep)");
             string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
             string CheckOut() => OutputPaths.CheckFolder(outDir, r.GetValue(force), "a NeuronTrace run folder", OutputPaths.IsRunFolder,
                 [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath]);
@@ -63,12 +81,7 @@ public static class TraceCommand
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
             using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-            var result = TraceJob.Run(llama, t, new TraceOptions
-            {
-                Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
-                IgSteps = r.GetValue(steps), RelPRules = relpRules,
-                TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
-            }, new ProgressBar());
+            var result = TraceJob.Run(llama, t, traceOptions, new ProgressBar());
 
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
             OutputPaths.WriteFolder(outDir, full, temp =>

@@ -34,16 +34,9 @@ public static class TraceJob
     public static TraceResult Run(Llama model, PromptTask task, TraceOptions o, IProgress<WorkProgress>? progress = null)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        if (task.Count < 2) throw new ArgumentException($"{task.Name}: a trace needs at least 2 examples (one to attribute, one to evaluate)");
-        if (o.TrainExamples is { } asked && (asked < 1 || asked >= task.Count))
-            throw new ArgumentException($"{task.Name}: {asked} training examples asked, but the task has {task.Count}: between 1 and {task.Count - 1} can be attributed (the rest evaluate the circuits)");
-        if (!(double.IsFinite(o.TargetFaithfulness) && o.TargetFaithfulness > 0 && o.TargetFaithfulness <= 1))
-            throw new ArgumentException($"target faithfulness {o.TargetFaithfulness} is not in (0, 1]");
-        int train = o.TrainExamples ?? (task.Count + 1) / 2;
-        var trainTask = new PromptTask(task.Name + ":train", task.Pairs.Take(train).ToList());
-        var evalTask = new PromptTask(task.Name + ":eval", task.Pairs.Skip(train).ToList());
-        var ablationPrompts = evalTask.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList();
-        var means = SiteMeans.Compute(model, ablationPrompts, o.Sites);
+        Validate(task, o);
+        var (trainTask, evalTask) = Split(task, o);
+        var means = AblationMeans(model, evalTask, o);
 
         var scores = new Dictionary<AttributionMethod, NodeScores>();
         var sweep = new List<SweepPoint>();
@@ -61,15 +54,42 @@ public static class TraceJob
                 var points = CircuitSweep.Run(model, s, site, method.Name(), evalTask, means, CircuitSweep.LogSpacedK(ranking.Count, o.KPoints),
                     o.MasksPerForward, o.Seed, Stage(progress, $"sweep {method.Name()} {site.Name()}"));
                 sweep.AddRange(points);
-                var hit = points.Where(p => p.Faithfulness >= o.TargetFaithfulness && p.K > 0).OrderBy(p => p.K).FirstOrDefault();
-                int k = hit?.K ?? 0;
-                var nodes = ranking.Order.Take(k).Select(f => { var n = ranking.Node(f); return (n, s[n]); }).ToList();
-                circuits.Add(new CircuitSummary(site, method, ranking.Count, hit, nodes));
+                circuits.Add(Summarize(s, ranking, site, method, points, o.TargetFaithfulness));
             }
         }
         var metric = Metric.EvaluationDefault(evalTask);
         double clean = MeanMetric(model, evalTask, metric);
         return new TraceResult(trainTask, evalTask, scores, sweep, circuits, clean, clock.Elapsed);
+    }
+
+    /// <summary>The task and options a trace can run on; one line naming the problem otherwise.</summary>
+    public static void Validate(PromptTask task, TraceOptions o)
+    {
+        if (task.Count < 2) throw new ArgumentException($"{task.Name}: a trace needs at least 2 examples (one to attribute, one to evaluate)");
+        if (o.TrainExamples is { } asked && (asked < 1 || asked >= task.Count))
+            throw new ArgumentException($"{task.Name}: {asked} training examples asked, but the task has {task.Count}: between 1 and {task.Count - 1} can be attributed (the rest evaluate the circuits)");
+        if (!(double.IsFinite(o.TargetFaithfulness) && o.TargetFaithfulness > 0 && o.TargetFaithfulness <= 1))
+            throw new ArgumentException($"target faithfulness {o.TargetFaithfulness} is not in (0, 1]");
+    }
+
+    /// <summary>The attribution examples (the first <see cref="TraceOptions.TrainExamples"/>, default half) and the evaluation rest.</summary>
+    public static (PromptTask Train, PromptTask Eval) Split(PromptTask task, TraceOptions o)
+    {
+        int train = o.TrainExamples ?? (task.Count + 1) / 2;
+        return (new PromptTask(task.Name + ":train", task.Pairs.Take(train).ToList()), new PromptTask(task.Name + ":eval", task.Pairs.Skip(train).ToList()));
+    }
+
+    /// <summary>The ablation means: over the evaluation examples' patch prompts (clean prompts where unpaired).</summary>
+    public static SiteMeans AblationMeans(Llama model, PromptTask evalTask, TraceOptions o) =>
+        SiteMeans.Compute(model, evalTask.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList(), o.Sites);
+
+    /// <summary>The circuit of one site and method: the smallest swept k &gt; 0 reaching the target, and its top-k nodes.</summary>
+    public static CircuitSummary Summarize(NodeScores s, NodeRanking ranking, NodeSite site, AttributionMethod method, IEnumerable<SweepPoint> points, double target)
+    {
+        var hit = points.Where(p => p.Faithfulness >= target && p.K > 0).OrderBy(p => p.K).FirstOrDefault();
+        int k = hit?.K ?? 0;
+        var nodes = ranking.Order.Take(k).Select(f => { var n = ranking.Node(f); return (n, s[n]); }).ToList();
+        return new CircuitSummary(site, method, ranking.Count, hit, nodes);
     }
 
     /// <summary>The example mean of a metric on the unmodified model.</summary>
