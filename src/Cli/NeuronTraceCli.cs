@@ -11,6 +11,7 @@ public static class NeuronTraceCli
         TraceCommand.Create(),
         AttributeCommand.Create(),
         MergeCommand.Create(),
+        SlurmCommand.Create(),
         GenerateCommand.Create(),
         InfoCommand.Create(),
         ConvertCommand.Create(),

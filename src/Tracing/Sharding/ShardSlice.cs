@@ -26,5 +26,5 @@ public readonly record struct ShardSlice(int Index, int Count)
 
     public override string ToString() => $"{Index}/{Count}";
 
-    internal static string Short(string s) => s.Length <= 60 ? s : s[..57] + "...";
+    public static string Short(string s) => s.Length <= 60 ? s : s[..57] + "...";
 }
