@@ -16,7 +16,7 @@ public static class CommonOptions
 
     public static Option<string> Device() => new("--device")
     {
-        Description = "Backend: cpu (managed, default) or cuda.",
+        Description = "Backend: cpu (managed, default), cuda (GPU 0) or cuda:N (GPU N as numbered under CUDA_VISIBLE_DEVICES, 0..63; Slurm's --gpus-per-task sets it per shard).",
         DefaultValueFactory = _ => "cpu",
     };
 
@@ -30,6 +30,7 @@ public static class CommonOptions
     {
         "cpu" => CpuBackend.Instance,
         "cuda" => CudaBackends.Open(),
-        _ => throw new UsageException($"unknown --device \"{device}\" (cpu or cuda)"),
+        _ when CudaBackends.Ordinal(device) is int n => CudaBackends.Open(n),
+        _ => throw new UsageException($"unknown --device \"{device}\" (cpu, cuda or cuda:N)"),
     };
 }

@@ -128,3 +128,23 @@ public sealed class ShardCommandTests : IDisposable
         return p.ExitCode == 0 && o.Trim().Length > 0;
     }
 }
+
+public sealed class DeviceOptionTests
+{
+    [Theory]
+    [InlineData("cuda:x", "0..63")]
+    [InlineData("cuda:64", "0..63")]
+    [InlineData("cuda:-1", "0..63")]
+    [InlineData("cuda:0,1", "not supported yet")]
+    [InlineData("gpu", "cpu, cuda or cuda:N")]
+    public void BadDevicesAreOneLine(string device, string expected) =>
+        CliHarness.AssertOneLineError(CliHarness.Run("generate", "--steps", "2", "--device", device), 2, expected);
+
+    [Fact]
+    public void CudaNNamesTheDeviceItOpens()
+    {
+        // here without a GPU (or with fewer than 9) the one line names device 9; on a GPU machine the driver's count
+        var r = CliHarness.Run("generate", "--steps", "2", "--device", "cuda:9");
+        CliHarness.AssertOneLineError(r, 2, "--device cuda:9:");
+    }
+}
