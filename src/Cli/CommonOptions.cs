@@ -10,8 +10,6 @@ using NeuronTrace.Tracing.Scoring;
 namespace NeuronTrace.Cli;
 
 /// <summary>Where a command runs.</summary>
-public enum DeviceKind { Cpu, Cuda }
-
 /// <summary>An output path with its --force, as every writing command declares them.</summary>
 public sealed record OutputOption(Option<string?> Path, Option<bool> Force);
 
@@ -27,8 +25,26 @@ public static class CommonOptions
         Description = "Model file or folder: a llama2.c .bin (tokenizer beside it), a .gguf, a Hugging Face folder, or a Hugging Face id ORG/NAME[@REVISION] from the local hub cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; nothing is downloaded). Default: the bundled stories260K.",
     };
 
-    public static Option<DeviceKind> Device() => Choice("--device", "Backend: cpu (managed, default) or cuda.",
-        [("cpu", DeviceKind.Cpu), ("cuda", DeviceKind.Cuda)], () => DeviceKind.Cpu);
+    /// <summary>cpu, cuda (GPU 0) or cuda:N; checked at parse time.</summary>
+    public static Option<string> Device()
+    {
+        var o = new Option<string>("--device")
+        {
+            Description = "Backend: cpu (managed, default), cuda (GPU 0) or cuda:N (GPU N as numbered under CUDA_VISIBLE_DEVICES, 0..63; Slurm's --gpus-per-task sets it per shard).",
+            DefaultValueFactory = _ => "cpu",
+        };
+        o.Validators.Add(r =>
+        {
+            string v = r.GetValueOrDefault<string>() ?? "";
+            if (v is "cpu" or "cuda") return;
+            try { if (CudaBackends.Ordinal(v) is not null) return; }
+            catch (UsageException e) { r.AddError(e.Message); return; }
+            r.AddError($"unknown --device {ErrorText.Quote(v)} (cpu, cuda or cuda:N)");
+        });
+        return o;
+    }
+
+    public static bool IsCpu(string device) => device == "cpu";
 
     /// <summary>Integrated-gradients steps of <c>attribute</c> and <c>trace</c> (IG memory does not grow with them).</summary>
     public static Option<int> IgSteps() => Int("--steps", "IG steps (alpha = k/N, k = 0..N-1).", 10, 1, 1000);
@@ -48,7 +64,13 @@ public static class CommonOptions
 
     public static LoadedModel LoadModel(string? path) => ModelLoader.Load(path);
 
-    public static IBackend OpenBackend(DeviceKind device) => device == DeviceKind.Cuda ? CudaBackends.Open() : CpuBackend.Instance;
+    public static IBackend OpenBackend(string device) => device switch
+    {
+        "cpu" => CpuBackend.Instance,
+        "cuda" => CudaBackends.Open(),
+        _ when CudaBackends.Ordinal(device) is int n => CudaBackends.Open(n),
+        _ => throw new UsageException($"unknown --device {ErrorText.Quote(device)} (cpu, cuda or cuda:N)"),
+    };
 
     /// <summary>
     /// An integer option checked against [<paramref name="min"/>, <paramref name="max"/>] at parse time; the range is

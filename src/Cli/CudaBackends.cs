@@ -10,12 +10,25 @@ namespace NeuronTrace.Cli;
 /// </summary>
 static class CudaBackends
 {
-    public static IBackend Open()
+    /// <summary>The most device ordinals <c>--device cuda:N</c> accepts (N in 0..MaxOrdinal).</summary>
+    public const int MaxOrdinal = 63;
+
+    /// <summary>N of "cuda:N"; null for any other text. "cuda:0,1" (layers split over devices) is refused in one line.</summary>
+    public static int? Ordinal(string device)
+    {
+        if (!device.StartsWith("cuda:", StringComparison.Ordinal)) return null;
+        string n = device["cuda:".Length..];
+        if (n.Contains(',')) throw new UsageException($"--device {device}: splitting a model's layers over several GPUs is not supported yet; give one device (cuda:N)");
+        return int.TryParse(n, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i) && i <= MaxOrdinal
+            ? i : throw new UsageException($"--device {device}: N of cuda:N must be a device number in 0..{MaxOrdinal}");
+    }
+
+    public static IBackend Open(int ordinal = 0)
     {
         GemmPrecision precision;
         try { precision = GemmPrecisions.FromEnvironment(); }
         catch (ArgumentException e) { throw new UsageException(e.Message); }
-        return CudaBackend.TryCreate(out string whyNot, precision)
-            ?? throw new UsageException($"--device cuda: {whyNot}; the CPU backend (--device cpu) is the default");
+        return CudaBackend.TryCreate(ordinal, out string whyNot, precision)
+            ?? throw new UsageException($"--device cuda:{ordinal}: {whyNot}; the CPU backend (--device cpu) is the default");
     }
 }

@@ -14,6 +14,8 @@ public static class NeuronTraceCli
         Quiet,
         TraceCommand.Create(),
         AttributeCommand.Create(),
+        MergeCommand.Create(),
+        SlurmCommand.Create(),
         GenerateCommand.Create(),
         InfoCommand.Create(),
         ConvertCommand.Create(),

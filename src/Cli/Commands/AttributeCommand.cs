@@ -31,9 +31,11 @@ public static class AttributeCommand
         var topLogitsK = CommonOptions.Int("--top-logits-k", "k of --metric top-logits.", 5, 1, 1000);
         var sae = SaeOptions.Sae();
         var specialTokens = PromptOptions.SpecialTokens();
+        var shard = ShardRun.Shard();
+        var checkpointEvery = ShardRun.CheckpointEvery();
         var cmd = new Command("attribute", "Score every node (site, layer, position from the end, unit) by attribution of a metric of the last-position logits (default: the task's logit difference).")
         {
-            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK, sae, specialTokens,
+            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK, sae, specialTokens, shard, checkpointEvery,
         };
         cmd.SetAction(r =>
         {
@@ -56,14 +58,17 @@ public static class AttributeCommand
                     throw new UsageException($"{dir} is part of the trace run folder {run}; write the output elsewhere");
                 return full;
             }
-            string fullDir = CheckOut();
+            string? shardText = r.GetValue(shard);
+            var slice = shardText is null ? (Tracing.Sharding.ShardSlice?)null : ShardRun.ParseSlice(shardText);
+            int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
+            string fullDir = slice is null ? CheckOut() : ShardRun.CheckShardFolder(dir);
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen).Take(r.GetValue(limit));
             if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(r.GetValue(batch), Math.Max(t.Count, 1)),
                     t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, m,
                     (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
-                    r.GetValue(device) == DeviceKind.Cpu) is { } refusal)
+                    CommonOptions.IsCpu(r.GetValue(device)!)) is { } refusal)
                 throw new UsageException(refusal);
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch
             {
@@ -74,19 +79,22 @@ public static class AttributeCommand
                 MetricKind.TopLogits => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
                 _ => Metric.AttributionDefault(t),
             };
-            using var bar = new ProgressBar();
-            var scores = Attributor.Score(llama, t, new AttributionOptions
+            var attribution = new AttributionOptions
             {
                 Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
                 RelPRules = r.GetValue(relpAttention)!, BatchSize = r.GetValue(batch),
-            }, bar);
+            };
+            if (slice is { } sl)
+            {
+                if (saes.Count > 0) throw new UsageException("--sae cannot be sharded yet (run the SAE attribution unsharded)");
+                return ShardRun.Attribute(llama, loaded, t, taskPath, attribution, TaskOptions.RelPAttentionName(attribution.RelPRules), r.GetValue(limit), r.GetValue(topLogitsK), sl, fullDir, dir, every);
+            }
+            using var bar = new ProgressBar();
+            var scores = Attributor.Score(llama, t, attribution, bar);
             var saeScores = saes.Select(x =>
             {
                 var (site, layer) = x.HookSite;
-                return (Name: SaeTrace.Name(x), Scores: SaeAttributor.Score(llama, t, x, site, layer, new AttributionOptions
-                {
-                    Method = m, Sites = [site], Metric = chosen, RelPRules = r.GetValue(relpAttention)!, BatchSize = r.GetValue(batch),
-                }));
+                return (Name: SaeTrace.Name(x), Scores: SaeAttributor.Score(llama, t, x, site, layer, attribution with { Sites = [site] }));
             }).ToList();
             OutputPaths.WriteFolder(dir, fullDir, temp =>
             {

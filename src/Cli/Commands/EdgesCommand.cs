@@ -61,7 +61,7 @@ public static class EdgesCommand
                 [r.GetValue(task), taskPath, r.GetValue(model), loaded.Path], dir, ["edges.csv", "edge_sweep.csv"]);
             var (outFull, sweepFull) = CheckOut();
             Console.Error.WriteLine($"{circuit.Method} mlp_act circuit: {neurons.Count} nodes in layers {neurons.Min(n => n.Layer)}..{neurons.Max(n => n.Layer)}; {examples.Count} examples of {taskPath}");
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             using var bar = new ProgressBar();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var graph = EdgeTracer.Trace(llama, examples, neurons, new EdgeOptions

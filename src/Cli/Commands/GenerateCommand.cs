@@ -19,7 +19,7 @@ public static class GenerateCommand
             int n = r.GetValue(steps);
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             var tok = loaded.RequireTokenizer();
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             string text = r.GetValue(prompt) ?? "";
             Tracing.Tasks.PromptTask.RequireLengthFits(tok, text, llama.Config.MaxSeqLen, "--prompt");
             var ids = PromptOptions.EncodePrompt(PromptOptions.Encoder(loaded, r.GetValue(specialTokens)), text);

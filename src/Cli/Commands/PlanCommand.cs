@@ -29,7 +29,7 @@ public static class PlanCommand
             var m = r.GetValue(method);
             var siteList = r.GetValue(sites)!;
             bool patch = r.GetValue(baseline) == Baseline.Patch;
-            bool cpu = r.GetValue(device) == DeviceKind.Cpu;
+            bool cpu = CommonOptions.IsCpu(r.GetValue(device)!);
             var config = ModelShape.Read(r.GetValue(model));
             if (t > config.MaxSeqLen) throw new UsageException($"--tokens must be 1 .. {config.MaxSeqLen} (the model's context)");
             MemoryPlan Plan(int n) => MemoryPlan.ForAttribution(config, n, t, siteList, m, patch, weightCopies: cpu ? 2 : 1);

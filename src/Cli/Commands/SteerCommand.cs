@@ -66,7 +66,7 @@ public static class SteerCommand
 
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             var tok = loaded.RequireTokenizer();
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             var ids = tok.Encode(text, addBos: true);
             var srcIds = src is null ? null : tok.Encode(src, addBos: true);
             SteeringResult res;
@@ -101,7 +101,7 @@ public static class SteerCommand
         return sb.ToString().Replace("\n", "\\n");
     }
 
-    static int FlipMode(ParseResult r, string runDir, Option<string?> model, Option<DeviceKind> device, Option<string?> task, Option<AttributionMethod?> method,
+    static int FlipMode(ParseResult r, string runDir, Option<string?> model, Option<string> device, Option<string?> task, Option<AttributionMethod?> method,
         Option<int?> k, Option<int> seed, Option<string?> prompt, Option<string[]> edit)
     {
         if (r.GetValue(prompt) is not null || (r.GetValue(edit)?.Length ?? 0) > 0)
@@ -118,7 +118,7 @@ public static class SteerCommand
         circuit.CheckFits(loaded.Config, loaded.Path, pt.Pairs.Max(p => p.CleanIds.Length), taskPath);
         if (top is null && nodes.Count * 2 >= circuit.TotalNodes)
             Console.Error.WriteLine($"note: the circuit holds {nodes.Count} of {circuit.TotalNodes} nodes, so the random control is nearly the same set; pass --k for a smaller circuit");
-        using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+        using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
         var rates = Steering.FlipRate(llama, pt, nodes, r.GetValue(seed));
         Console.WriteLine($"{pt.Name}: {rates.Lines} lines ({lines}); patching mlp_act neurons from the patch prompt into the clean run (interchange)");
         Console.WriteLine("flip = logit(patch answer) > logit(clean answer) after patching");

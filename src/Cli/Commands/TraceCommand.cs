@@ -36,6 +36,9 @@ public static class TraceCommand
         var sae = SaeOptions.Sae();
         var specialTokens = PromptOptions.SpecialTokens();
         var fromSummary = new Option<string?>("--from-summary") { Description = "Reproduce a run: take the model, task and every option that changes a number from its summary.json (the model and task must have the recorded sha256); only --out, --force and --device may be given beside it." };
+        var shard = ShardRun.Shard();
+        var shardScores = new Option<string?>("--scores") { Description = "With --shard: the merged attribution (`neurontrace merge` of the attribution shards); the shard then evaluates its slice of the sweep's circuits." };
+        var checkpointEvery = ShardRun.CheckpointEvery();
         var seed = new Option<int>("--seed") { Description = "Seed of the random-circuit control (the same seed draws the same random nodes in every run).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("trace", """
             Trace circuits on a task: score every node with the attribution method (default RelP), take the top-k nodes
@@ -47,6 +50,7 @@ public static class TraceCommand
             """)
         {
             model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed, sae, specialTokens, fromSummary,
+            shard, shardScores, checkpointEvery,
         };
         cmd.SetAction(r =>
         {
@@ -66,24 +70,33 @@ public static class TraceCommand
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen);
             if (!useAllLengths) t = t.OfMostCommonLength();
             if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
-            string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
-            string CheckOut() => OutputPaths.CheckFolder(outDir, r.GetValue(force), "a NeuronTrace run folder", OutputPaths.IsRunFolder,
-                [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath, summaryPath]);
-            string full = CheckOut();
-
-            Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
-            foreach (var m in saved?.Options.Methods ?? methods)
-                if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(new AttributionOptions().BatchSize, Math.Max(t.Count, 1)),
-                        t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), saved?.Options.Sites ?? siteList, m, true, r.GetValue(device) == DeviceKind.Cpu) is { } refusal)
-                    // trace has no --batch (it attributes in the library's default batches): name what a trace user can change
-                    throw new UsageException(System.Text.RegularExpressions.Regex.Replace(refusal, @"use --batch \d+ or less", "use fewer --sites or shorter prompts"));
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
             var traceOptions = saved?.Options ?? new TraceOptions
             {
                 Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
                 IgSteps = r.GetValue(steps), RelPRules = relpRules,
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
             };
+            if (r.GetValue(shard) is { } shardText)
+            {
+                string shardDir = r.GetValue(output) ?? throw new UsageException("--shard needs --out (the shard folder)");
+                int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
+                using var shardModel = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                return ShardRun.Trace(shardModel, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
+                    shardText, r.GetValue(shardScores), shardDir, every);
+            }
+            if (r.GetValue(shardScores) is not null) throw new UsageException("--scores needs --shard (it runs one shard of a sharded sweep)");
+            string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
+            string CheckOut() => OutputPaths.CheckFolder(outDir, r.GetValue(force), "a NeuronTrace run folder", OutputPaths.IsRunFolder,
+                [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath, summaryPath]);
+            string full = CheckOut();
+
+            Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", traceOptions.Methods.Select(m => m.Name()))}, sites {string.Join(",", traceOptions.Sites.Select(s => s.Name()))}");
+            foreach (var m in traceOptions.Methods)
+                if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(new AttributionOptions().BatchSize, Math.Max(t.Count, 1)),
+                        t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, m, true, CommonOptions.IsCpu(r.GetValue(device)!)) is { } refusal)
+                    // trace has no --batch (it attributes in the library's default batches): name what a trace user can change
+                    throw new UsageException(System.Text.RegularExpressions.Regex.Replace(refusal, @"use --batch \d+ or less", "use fewer --sites or shorter prompts"));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
             if (saes.Count > 0 && !traceOptions.Methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))
                 throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");
             using var bar = new ProgressBar();
@@ -93,7 +106,7 @@ public static class TraceCommand
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
             OutputPaths.WriteFolder(outDir, full, temp =>
             {
-                TraceReport.Write(temp, result, loaded, taskPath, traceOptions, RunInfo.Provenance(r.GetValue(device) == DeviceKind.Cuda ? "cuda" : "cpu", useAllLengths));
+                TraceReport.Write(temp, result, loaded, taskPath, traceOptions, RunInfo.Provenance(r.GetValue(device)!, useAllLengths));
                 if (saeCircuits.Count > 0) SaeTrace.Write(temp, saeCircuits, traceOptions.TargetFaithfulness);
                 SweepPlot.SaveAll(temp, result.Sweep, t.Name);
             }, () => CheckOut());

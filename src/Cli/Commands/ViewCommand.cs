@@ -57,7 +57,7 @@ public static class ViewCommand
                 var pt = inputs.LoadTask(taskPath, loaded, heldOut: false, requireEqualLengths: false);
                 // Positions are checked against the run's own task (another --task only supplies dataset examples).
                 circuit.CheckFits(loaded.Config, loaded.Path, r.GetValue(task) is null ? pt.Pairs.Max(p => p.CleanIds.Length) : null, taskPath);
-                using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+                using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
                 var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
                 ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
             }

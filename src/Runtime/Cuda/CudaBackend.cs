@@ -46,9 +46,12 @@ public sealed partial class CudaBackend : IBackend
     }
 
     /// <summary>A backend on GPU 0, or null with the one-line reason from <see cref="CudaDevice.TryOpen(out string)"/>.</summary>
-    public static CudaBackend? TryCreate(out string whyNot, GemmPrecision precision = GemmPrecision.Fp32)
+    public static CudaBackend? TryCreate(out string whyNot, GemmPrecision precision = GemmPrecision.Fp32) => TryCreate(0, out whyNot, precision);
+
+    /// <summary>The backend on device <paramref name="ordinal"/> (as numbered under CUDA_VISIBLE_DEVICES), or null and why not.</summary>
+    public static CudaBackend? TryCreate(int ordinal, out string whyNot, GemmPrecision precision = GemmPrecision.Fp32)
     {
-        var d = CudaDevice.TryOpen(out whyNot);
+        var d = CudaDevice.TryOpen(ordinal, null, out whyNot);
         return d is null ? null : new CudaBackend(d, ownsDevice: true, precision);
     }
 

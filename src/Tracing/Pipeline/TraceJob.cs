@@ -36,11 +36,7 @@ public static class TraceJob
     public static TraceResult Run(Llama model, PromptTask task, TraceOptions o, IProgress<WorkProgress>? progress = null)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        if (task.Count < 2) throw new ArgumentException($"{task.Name}: a trace needs at least 2 examples (one to attribute, one to evaluate)");
-        if (o.TrainExamples is { } asked && (asked < 1 || asked >= task.Count))
-            throw new ArgumentException($"{task.Name}: {asked} training examples asked, but the task has {task.Count}: between 1 and {task.Count - 1} can be attributed (the rest evaluate the circuits)");
-        if (!(double.IsFinite(o.TargetFaithfulness) && o.TargetFaithfulness > 0 && o.TargetFaithfulness <= 1))
-            throw new ArgumentException($"target faithfulness {o.TargetFaithfulness} is not in (0, 1]");
+        Validate(task, o);
         var (trainTask, evalTask) = Split(task, o.TrainExamples);
         var means = AblationMeans(model, evalTask, o.Sites);
 
@@ -60,15 +56,22 @@ public static class TraceJob
                 var points = CircuitSweep.Run(model, s, site, method.Name(), evalTask, means, CircuitSweep.LogSpacedK(ranking.Count, o.KPoints),
                     o.MasksPerForward, o.Seed, Stage(progress, $"sweep {method.Name()} {site.Name()}"), o.SweepPath);
                 sweep.AddRange(points);
-                var hit = points.Where(p => p.Faithfulness >= o.TargetFaithfulness && p.K > 0).OrderBy(p => p.K).FirstOrDefault();
-                int k = hit?.K ?? 0;
-                var nodes = ranking.Order.Take(k).Select(f => { var n = ranking.Node(f); return (n, s[n]); }).ToList();
-                circuits.Add(new CircuitSummary(site, method, ranking.Count, hit, nodes));
+                circuits.Add(Summarize(s, ranking, site, method, points, o.TargetFaithfulness));
             }
         }
         var metric = Metric.EvaluationDefault(evalTask);
         double clean = MeanMetric(model, evalTask, metric);
         return new TraceResult(trainTask, evalTask, scores, sweep, circuits, clean, clock.Elapsed);
+    }
+
+    /// <summary>The task and options a trace can run on; one line naming the problem otherwise.</summary>
+    public static void Validate(PromptTask task, TraceOptions o)
+    {
+        if (task.Count < 2) throw new ArgumentException($"{task.Name}: a trace needs at least 2 examples (one to attribute, one to evaluate)");
+        if (o.TrainExamples is { } asked && (asked < 1 || asked >= task.Count))
+            throw new ArgumentException($"{task.Name}: {asked} training examples asked, but the task has {task.Count}: between 1 and {task.Count - 1} can be attributed (the rest evaluate the circuits)");
+        if (!(double.IsFinite(o.TargetFaithfulness) && o.TargetFaithfulness > 0 && o.TargetFaithfulness <= 1))
+            throw new ArgumentException($"target faithfulness {o.TargetFaithfulness} is not in (0, 1]");
     }
 
     /// <summary>
@@ -85,6 +88,15 @@ public static class TraceJob
     /// <summary>The means a trace ablates to: each site's mean over the evaluation examples' patch prompts (clean where unpaired).</summary>
     public static SiteMeans AblationMeans(Llama model, PromptTask evalTask, IReadOnlyList<NodeSite> sites) =>
         SiteMeans.Compute(model, evalTask.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList(), sites);
+
+    /// <summary>The circuit of one site and method: the smallest swept k &gt; 0 reaching the target, and its top-k nodes.</summary>
+    public static CircuitSummary Summarize(NodeScores s, NodeRanking ranking, NodeSite site, AttributionMethod method, IEnumerable<SweepPoint> points, double target)
+    {
+        var hit = points.Where(p => p.Faithfulness >= target && p.K > 0).OrderBy(p => p.K).FirstOrDefault();
+        int k = hit?.K ?? 0;
+        var nodes = ranking.Order.Take(k).Select(f => { var n = ranking.Node(f); return (n, s[n]); }).ToList();
+        return new CircuitSummary(site, method, ranking.Count, hit, nodes);
+    }
 
     /// <summary>The example mean of a metric on the unmodified model.</summary>
     public static double MeanMetric(Llama model, PromptTask task, Metric metric)

@@ -1,0 +1,172 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using NeuronTrace.Formats;
+using NeuronTrace.Model;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Sharding;
+using NeuronTrace.Tracing.Tasks;
+
+namespace NeuronTrace.Cli;
+
+/// <summary>
+/// The <c>--shard I/N</c> side of <c>attribute</c> and <c>trace</c>: the options, the shard folder, the manifest's
+/// identity, SIGTERM as "checkpoint and stop", and the line each outcome prints.
+/// </summary>
+public static class ShardRun
+{
+    public const int StoppedExitCode = 143; // 128 + SIGTERM: the scheduler sees the shard as not finished
+
+    public static Option<string?> Shard() => new("--shard")
+    {
+        Description = "Run shard I of N (0-based, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT): a contiguous slice of the examples (of the circuits, with trace --scores). --out is then a shard folder of fp64 partial sums and shard.json; re-running the same command resumes it; `neurontrace merge` joins the shards.",
+    };
+
+    public static Option<int> CheckpointEvery() => new("--checkpoint-every")
+    {
+        Description = "With --shard: examples per checkpoint of the partial sums (1..1000000).",
+        DefaultValueFactory = _ => 128,
+    };
+
+    public static int CheckedCheckpointEvery(int n) =>
+        n is >= 1 and <= 1_000_000 ? n : throw new UsageException($"--checkpoint-every {n}: must be in 1..1000000");
+
+    public static ShardSlice ParseSlice(string text)
+    {
+        try { return ShardSlice.Parse(text); }
+        catch (ArgumentException e) { throw new UsageException("--shard: " + e.Message); }
+    }
+
+    /// <summary>A shard folder may be new, empty, or a shard folder (resumed); anything else is refused.</summary>
+    public static string CheckShardFolder(string dir)
+    {
+        string full = Path.GetFullPath(OutputPaths.NotEmpty(dir));
+        if (File.Exists(full)) throw new UsageException($"--out {dir} is a file; a shard writes a folder");
+        if (Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any() && !File.Exists(Path.Combine(full, ShardManifest.FileName)))
+            throw new UsageException($"--out {dir} exists and is not a shard folder (no {ShardManifest.FileName}); give a new folder");
+        return full;
+    }
+
+    public static ShardManifest Identity(string command, LoadedModel model, string taskPath, SortedDictionary<string, string> options) => new()
+    {
+        Command = command, ModelPath = Path.GetFullPath(model.Path), ModelSha256 = ShardManifest.Sha256Of(model.Path),
+        TaskPath = Path.GetFullPath(taskPath), TaskSha256 = ShardManifest.Sha256Of(taskPath), Options = options,
+    };
+
+    /// <summary>Cancels the token on SIGTERM (Slurm's pre-emption signal, <c>--signal</c>) instead of dying mid-write.</summary>
+    public sealed class StopSignal : IDisposable
+    {
+        readonly CancellationTokenSource _cts = new();
+        readonly PosixSignalRegistration _term;
+        public StopSignal() => _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; _cts.Cancel(); });
+        public CancellationToken Token => _cts.Token;
+        public void Dispose() { _term.Dispose(); _cts.Dispose(); }
+    }
+
+    /// <summary>The line a finished or stopped shard prints, and its exit code.</summary>
+    public static int Report(ShardManifest m, string dir, string items)
+    {
+        if (m.Complete)
+        {
+            Console.WriteLine($"shard {m.ShardIndex}/{m.ShardCount}: {items} {m.First}..{m.End - 1} of {m.Total} done; wrote {dir}");
+            return 0;
+        }
+        Console.Error.WriteLine($"neurontrace: shard {m.ShardIndex}/{m.ShardCount} stopped by SIGTERM after {m.Done} of {m.End - m.First} {items}; checkpoint in {dir}; run the same command again to continue");
+        return StoppedExitCode;
+    }
+
+    /// <summary>The options of a trace that change its results, as a shard manifest records them.</summary>
+    public static SortedDictionary<string, string> TraceIdentity(TraceOptions o, string relpAttention, bool allLengths) => new(StringComparer.Ordinal)
+    {
+        ["methods"] = string.Join(",", o.Methods.Select(m => m.Name())),
+        ["sites"] = string.Join(",", o.Sites.Select(s => s.Name())),
+        ["train"] = o.TrainExamples?.ToString(CultureInfo.InvariantCulture) ?? "half",
+        ["k_points"] = o.KPoints.ToString(CultureInfo.InvariantCulture),
+        ["steps"] = o.IgSteps.ToString(CultureInfo.InvariantCulture),
+        ["relp_attention"] = relpAttention,
+        ["target"] = o.TargetFaithfulness.ToString("R", CultureInfo.InvariantCulture),
+        ["seed"] = o.Seed.ToString(CultureInfo.InvariantCulture),
+        ["all_lengths"] = allLengths ? "true" : "false",
+    };
+
+    /// <summary>The trace options a manifest records (the inverse of <see cref="TraceIdentity"/>), for the merge.</summary>
+    public static (TraceOptions Options, bool AllLengths) TraceOptionsOf(ShardManifest m, int masksPerForward = 8)
+    {
+        string Get(string key) => m.Options.TryGetValue(key, out var v) ? v : throw new FormatException($"{m.ModelPath}: shard manifest has no trace option {key}");
+        var o = new TraceOptions
+        {
+            Methods = MethodNames.ParseList(Get("methods")), Sites = NodeSites.ParseList(Get("sites")),
+            TrainExamples = Get("train") == "half" ? null : int.Parse(Get("train"), CultureInfo.InvariantCulture),
+            KPoints = int.Parse(Get("k_points"), CultureInfo.InvariantCulture), IgSteps = int.Parse(Get("steps"), CultureInfo.InvariantCulture),
+            RelPRules = TaskOptions.RelPRules(Get("relp_attention")), TargetFaithfulness = double.Parse(Get("target"), CultureInfo.InvariantCulture),
+            Seed = int.Parse(Get("seed"), CultureInfo.InvariantCulture), MasksPerForward = masksPerForward,
+        };
+        return (o, Get("all_lengths") == "true");
+    }
+
+    /// <summary>
+    /// <c>trace --shard</c>: without <paramref name="scoresDir"/> an attribution shard of the training examples (every
+    /// method); with it a sweep shard of the circuits ranked by that merged attribution.
+    /// </summary>
+    public static int Trace(Llama llama, LoadedModel loaded, PromptTask task, string taskPath, TraceOptions o, string relpAttention, bool allLengths,
+        string shardText, string? scoresDir, string dir, int checkpointEvery)
+    {
+        var slice = ParseSlice(shardText);
+        string full = CheckShardFolder(dir);
+        TraceJob.Validate(task, o);
+        var identity = Identity("trace", loaded, taskPath, TraceIdentity(o, relpAttention, allLengths));
+        if (scoresDir is null)
+        {
+            var (train, _) = TraceJob.Split(task, o.TrainExamples);
+            var metric = Metric.AttributionDefault(train);
+            var methods = o.Methods.Select(m => (m.Name(), new AttributionOptions
+            {
+                Method = m, Sites = o.Sites, IgSteps = o.IgSteps, RelPRules = o.RelPRules, Baseline = Baseline.Patch, Metric = metric,
+            })).ToList();
+            using var stop = new StopSignal();
+            var m = AttributionShard.Run(llama, train, methods, identity, slice, full, checkpointEvery, stop.Token, new ProgressBar());
+            return Report(m, dir, "examples");
+        }
+        var scores = ReadMergedScores(scoresDir, identity);
+        identity.ScoresDir = Path.GetFullPath(scoresDir);
+        identity.ScoresSha256 = scores.Sha256;
+        var done = SweepShard.Run(llama, task, o, scores.ByMethod, identity, slice, full, new ProgressBar());
+        return Report(done, dir, "circuits");
+    }
+
+    /// <summary>The merged attribution of a sharded trace (what <c>merge</c> wrote), checked to be this run's.</summary>
+    public static (IReadOnlyDictionary<AttributionMethod, NodeScores> ByMethod, string Sha256) ReadMergedScores(string dir, ShardManifest identity)
+    {
+        var m = ShardManifest.Read(dir);
+        if (m.Kind != ShardManifest.AttributionKind || m.Command != "trace" || !m.Complete || m.ShardCount != 1)
+            throw new UsageException($"--scores {dir}: not a merged trace attribution (run `neurontrace merge` on the attribution shards first)");
+        var probe = new ShardManifest
+        {
+            Kind = m.Kind, Command = m.Command, ModelSha256 = identity.ModelSha256, TaskSha256 = identity.TaskSha256, Options = identity.Options,
+            ShardCount = m.ShardCount, Total = m.Total, Methods = m.Methods, Sites = m.Sites, Positions = m.Positions,
+        };
+        if (probe.Disagreement(m) is { } why) throw new UsageException($"--scores {dir} was attributed by another run: {why}");
+        var sums = PartialScores.Load(dir, m);
+        var byMethod = m.Methods.ToDictionary(MethodNames.Parse, sums.Means);
+        return (byMethod, ShardManifest.Sha256Of(Path.Combine(dir, m.SumsFile!)));
+    }
+
+    /// <summary><c>attribute --shard</c>: the baseline is fixed on the whole task first (a slice could decide otherwise).</summary>
+    public static int Attribute(Llama llama, LoadedModel loaded, PromptTask task, string taskPath, AttributionOptions o, string relpAttention,
+        int limit, int topLogitsK, ShardSlice slice, string full, string shown, int checkpointEvery)
+    {
+        var baseline = o.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
+        var identity = Identity("attribute", loaded, taskPath, new SortedDictionary<string, string>(StringComparer.Ordinal)
+        {
+            ["method"] = o.Method.Name(), ["sites"] = string.Join(",", o.Sites.Select(s => s.Name())),
+            ["steps"] = o.IgSteps.ToString(CultureInfo.InvariantCulture), ["baseline"] = baseline.ToString().ToLowerInvariant(),
+            ["metric"] = o.Metric!.Name, ["relp_attention"] = relpAttention, ["limit"] = limit.ToString(CultureInfo.InvariantCulture),
+            ["top_logits_k"] = topLogitsK.ToString(CultureInfo.InvariantCulture),
+        });
+        using var stop = new StopSignal();
+        var m = AttributionShard.Run(llama, task, [(o.Method.Name(), o with { Baseline = baseline })], identity, slice, full, checkpointEvery,
+            stop.Token, new ProgressBar());
+        return Report(m, shown, "examples");
+    }
+}

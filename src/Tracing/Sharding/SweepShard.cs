@@ -1,0 +1,104 @@
+using NeuronTrace.Formats;
+using System.Text.Json;
+using NeuronTrace.Model;
+using NeuronTrace.Tracing.Circuits;
+using NeuronTrace.Tracing.Evaluation;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
+
+namespace NeuronTrace.Tracing.Sharding;
+
+/// <summary>One circuit of a trace's k sweep: the top-k nodes of a site by a method (with its k-node random control).</summary>
+public sealed record SweepCircuit(AttributionMethod Method, NodeSite Site, int K);
+
+/// <summary>
+/// The evaluation side of a sharded trace: the sweep's circuits, in the unsharded order (method, site, k), are cut
+/// into contiguous slices; a shard evaluates its slice with <see cref="CircuitSweep.Run"/> (each call also evaluates
+/// the full and the empty circuit, the sweep's normalisers) and writes its points; the merge concatenates them.
+/// A random control's nodes depend only on the seed and k, so it is the same in any shard.
+/// </summary>
+public static class SweepShard
+{
+    public const string PointsFile = "sweep-points.json";
+    // k = 0 has an infinite threshold; named literals keep every double exact.
+    static readonly JsonSerializerOptions Json = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
+    /// <summary>Every circuit of the sweep <see cref="TraceJob.Run"/> would evaluate, in its order.</summary>
+    public static IReadOnlyList<SweepCircuit> Circuits(IReadOnlyDictionary<AttributionMethod, NodeScores> scores, TraceOptions o)
+    {
+        var all = new List<SweepCircuit>();
+        foreach (var method in o.Methods)
+            foreach (var site in o.Sites)
+                foreach (int k in CircuitSweep.LogSpacedK(new NodeRanking(scores[method], site).Count, o.KPoints))
+                    all.Add(new SweepCircuit(method, site, k));
+        return all;
+    }
+
+    public static ShardManifest Run(Llama model, PromptTask task, TraceOptions o, IReadOnlyDictionary<AttributionMethod, NodeScores> scores,
+        ShardManifest identity, ShardSlice slice, string dir, IProgress<WorkProgress>? progress = null)
+    {
+        var circuits = Circuits(scores, o);
+        var (first, end) = slice.Range(circuits.Count);
+        var m = new ShardManifest
+        {
+            Kind = ShardManifest.SweepKind, Command = identity.Command, ModelPath = identity.ModelPath, ModelSha256 = identity.ModelSha256,
+            TaskPath = identity.TaskPath, TaskSha256 = identity.TaskSha256, Options = identity.Options, ScoresDir = identity.ScoresDir,
+            ScoresSha256 = identity.ScoresSha256, ShardIndex = slice.Index, ShardCount = slice.Count, Total = circuits.Count, First = first, End = end,
+            Methods = o.Methods.Select(x => x.Name()).ToArray(), Sites = o.Sites.Select(x => x.Name()).ToArray(),
+        };
+        Directory.CreateDirectory(dir);
+        if (ShardManifest.TryRead(dir) is { } saved)
+        {
+            string? why = m.Disagreement(saved) ?? (saved.ShardIndex != slice.Index ? $"shard {saved.ShardIndex}/{saved.ShardCount}" : null);
+            if (why is not null) throw new ArgumentException($"{dir} holds {saved.Describe(dir)} of another run ({why}); give a new folder");
+            if (saved.Complete) return saved;
+        }
+        var (_, evalTask) = TraceJob.Split(task, o.TrainExamples);
+        var means = TraceJob.AblationMeans(model, evalTask, o.Sites);
+        var points = new List<SweepPoint>();
+        foreach (var group in circuits.Skip(first).Take(end - first).GroupBy(c => (c.Method, c.Site)))
+        {
+            var (method, site) = group.Key;
+            points.AddRange(CircuitSweep.Run(model, scores[method], site, method.Name(), evalTask, means, group.Select(c => c.K).ToArray(),
+                o.MasksPerForward, o.Seed, progress));
+        }
+        m.CleanMetric = TraceJob.MeanMetric(model, evalTask, Metric.EvaluationDefault(evalTask));
+        OutputFiles.WriteText(Path.Combine(dir, PointsFile), JsonSerializer.Serialize(points.Select(SavedPoint.Of).ToList(), Json));
+        m.Done = end - first;
+        m.Complete = true;
+        m.Write(dir);
+        return m;
+    }
+
+    /// <summary>The points of complete sweep shards in the unsharded order, and the clean metric (the same in each shard).</summary>
+    public static (ShardManifest First, IReadOnlyList<SweepPoint> Points, double CleanMetric) Merge(IReadOnlyList<string> dirs)
+    {
+        var shards = ShardMerge.CheckComplete(dirs, ShardManifest.SweepKind);
+        var points = new List<SweepPoint>();
+        foreach (var (d, m) in shards)
+        {
+            string path = Path.Combine(d, PointsFile);
+            List<SavedPoint>? saved;
+            try { saved = JsonSerializer.Deserialize<List<SavedPoint>>(File.ReadAllText(path), Json); }
+            catch (JsonException e) { throw new FormatException($"{path}: not a sweep points file ({e.Message.Split('\n')[0]})"); }
+            if (saved is null || saved.Count != m.End - m.First)
+                throw new FormatException($"{path}: {saved?.Count ?? 0} points, but {m.Describe(d)} covers {m.End - m.First} circuits");
+            points.AddRange(saved.Select(p => p.ToPoint(path)));
+        }
+        return (shards[0].Manifest, points, shards[0].Manifest.CleanMetric ?? double.NaN);
+    }
+
+    /// <summary>A sweep point as JSON (doubles round-trip exactly).</summary>
+    public sealed record SavedPoint(string Site, string Method, int K, float Threshold, double Faithfulness, double Completeness,
+        double RandomFaithfulness, double RandomCompleteness, int TotalNodes)
+    {
+        public static SavedPoint Of(SweepPoint p) => new(p.Site.Name(), p.Method, p.K, p.Threshold, p.Faithfulness, p.Completeness,
+            p.RandomFaithfulness, p.RandomCompleteness, p.TotalNodes);
+
+        public SweepPoint ToPoint(string source) => new(
+            NodeSites.TryParse(Site, out var s) ? s : throw new FormatException($"{source}: unknown site \"{ShardSlice.Short(Site)}\""),
+            Method, K, Threshold, Faithfulness, Completeness, RandomFaithfulness, RandomCompleteness, TotalNodes);
+    }
+}
