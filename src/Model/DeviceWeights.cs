@@ -19,10 +19,10 @@ internal sealed class DeviceWeights : IDisposable
     public static DeviceWeights Upload(LlamaWeights w, IBackend be)
     {
         var c = w.Config;
-        Tensor Put(float[] data, params int[] shape)
+        Tensor Put(WeightData data, params int[] shape)
         {
-            if (be is CpuBackend) return CpuBackend.Wrap(data, shape);
-            var t = be.Upload(data, shape);
+            if (be is CpuBackend) return data.Half is { } half ? CpuBackend.Wrap(half, shape) : CpuBackend.Wrap(data.Fp32!, shape);
+            var t = be.Upload(data.ToFloats(), shape);   // other backends get fp32 (16-bit matrices widened here)
             if (t is NeuronTrace.Runtime.Cuda.CudaTensor device) device.IsConstant = true;  // lets bf16 products cache a copy
             return t;
         }

@@ -24,6 +24,9 @@ public sealed class CpuBackend : IBackend
     /// <summary>Wraps an existing host array without copying (weights).</summary>
     public static CpuTensor Wrap(float[] data, params int[] shape) => new(data, shape);
 
+    /// <summary>Wraps 16-bit weights without copying or widening; products widen them as they read.</summary>
+    public static CpuHalfTensor Wrap(HalfWeights data, params int[] shape) => new(data, shape);
+
     public void Download(Tensor source, Span<float> destination) => Host(source).AsSpan().CopyTo(destination);
     public void Fill(Tensor tensor, float value) => Host(tensor).AsSpan().Fill(value);
     public void Copy(Tensor source, Tensor destination) => Host(source).AsSpan().CopyTo(Host(destination));
@@ -33,7 +36,8 @@ public sealed class CpuBackend : IBackend
         int n = w.Shape[0], k = w.Columns;
         CheckColumns(x, k, "MatMul x");
         CheckColumns(y, n, "MatMul y");
-        Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
+        if (w is CpuHalfTensor h) Gemm.MultiplyTransposedB(Host(x), h.Data, Host(y), x.Rows, n, k, accumulate);
+        else Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
@@ -41,13 +45,25 @@ public sealed class CpuBackend : IBackend
         int n = w.Shape[0], k = w.Columns;
         CheckColumns(dy, n, "MatMulInputGrad dy");
         CheckColumns(dx, k, "MatMulInputGrad dx");
-        Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
+        if (w is CpuHalfTensor h) Gemm.Multiply(Host(dy), h.Data, Host(dx), dy.Rows, k, n, accumulate);
+        else Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
     }
 
     public void Embedding(ReadOnlySpan<int> tokens, Tensor table, Tensor output)
     {
         int dim = table.Columns, vocab = table.Rows;
-        var t = Host(table); var o = Host(output);
+        var o = Host(output);
+        if (table is CpuHalfTensor half)
+        {
+            for (int r = 0; r < tokens.Length; r++)
+            {
+                int id = tokens[r];
+                if ((uint)id >= (uint)vocab) throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {id} outside vocabulary of {vocab}");
+                half.Data.Widen((long)id * dim, o.AsSpan(r * dim, dim));
+            }
+            return;
+        }
+        var t = Host(table);
         for (int r = 0; r < tokens.Length; r++)
         {
             int id = tokens[r];
