@@ -25,6 +25,9 @@ import numpy as np
 import torch
 
 PRESETS = {
+    # Llama-3.2-1B's shape with untied random weights (1.5B parameters, 3.0 GB in bf16): the CPU benchmark at real size.
+    "llama3.2-1b-shape": dict(dim=2048, layers=16, heads=32, kv_heads=8, hidden=8192, vocab=128256, dtype="bf16",
+                              rope_theta=500000.0, max_pos=2048),
     "llama3.1-8b": dict(dim=4096, layers=32, heads=32, kv_heads=8, hidden=14336, vocab=128256, dtype="bf16",
                         rope_theta=500000.0, max_pos=131072,
                         rope_scaling={"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,

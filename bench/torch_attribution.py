@@ -18,6 +18,7 @@ Only the last position's logits are computed (the metric needs nothing else).
 Prints one JSON line: {"pairs_per_s", "seconds_per_iter", ...}.
 """
 import argparse
+import resource
 import json
 import os
 import statistics
@@ -101,8 +102,8 @@ def main():
         "cpu_seconds_per_iter": cpu_seconds(),
         "load_average_1min": load_average(),
         "scores_per_iter": n_scores,
-        # this process's peak resident set (Linux ru_maxrss is in KiB), for the long-prompt memory comparison
-        "peak_rss_mb": __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss / 1024.0,
+        # ru_maxrss is in KiB on Linux: the process's peak resident memory (model, activations, autograd).
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "config": describe(dev, a.threads, f"method {a.method}, path F.linear + autograd, {a.dtype}, sites "
                                           f"{'/'.join(SITES)} x {cfg.layers} layers, model "
                                           f"{os.path.basename(a.model.rstrip('/'))} dim {cfg.dim}, batch {a.batch} pairs, "

@@ -37,8 +37,17 @@ static class BenchRunner
             throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, ksweep, gemm, gpu-check, gpu-bench or gpu-plan");
         int only = Array.IndexOf(rest, "--model");
         string? onlyModel = only >= 0 && only + 1 < rest.Length ? rest[only + 1] : null;
-        if (onlyModel is not null and not "stories260K" and not "synthetic")
-            throw new ArgumentException($"--model {onlyModel}: expected stories260K or synthetic");
+        if (onlyModel is not null and not "stories260K" and not "synthetic" and not OneBShape)
+            throw new ArgumentException($"--model {onlyModel}: expected stories260K, synthetic or {OneBShape}");
+        if (onlyModel == OneBShape)
+        {
+            if (which != "attribution") throw new ArgumentException($"--model {OneBShape} runs the attribution benchmark only");
+            int li = Array.IndexOf(rest, "--layers");
+            int? layers = li >= 0 && li + 1 < rest.Length && int.TryParse(rest[li + 1], out int l) && l is >= 1 and <= 16 ? l
+                : li >= 0 ? throw new ArgumentException("--layers: expected an integer 1..16") : null;
+            AttributionAtScale(EnsureOneBShape(layers), batch: 8, seq: 16);
+            return 0;
+        }
         if (which is "gemm" or "all") GemmBench.Run(Console.Out);
         var models = new List<(string Path, int Batch, int Seq)>();
         if (onlyModel is null or "stories260K") models.Add((Path.Combine(Root, "models", "stories260K", "stories260K.bin"), 8, 64));
@@ -110,6 +119,60 @@ static class BenchRunner
             var torch = Torch("torch_attribution.py", model, batch, seq, Iters(model), "--method", "relp");
             return Report("pairs/s", batch, seconds, torch, "pairs_per_s", "");
         });
+    }
+
+    const string OneBShape = "llama3.2-1b-shape";
+
+    /// <summary>
+    /// RelP attribution on the Llama-3.2-1B-shaped bf16 model (weights kept 16-bit on our side) against PyTorch in f32
+    /// and in bf16, compared with the faster of the two; peak resident memory of both processes against the file size.
+    /// Short prompts (seq 16, batch 8) as in the bundled tasks: tens of rows against large weights.
+    /// </summary>
+    static void AttributionAtScale(string model, int batch, int seq)
+    {
+        long fileBytes = new FileInfo(Path.Combine(model, "model.safetensors")).Length;
+        var loaded = ModelLoader.Load(model);
+        using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
+        var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
+        var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch, Sites = [NodeSite.Resid, NodeSite.Attn, NodeSite.MlpOut, NodeSite.MlpAct] };
+        int iters = _quick ? 1 : 2;
+        Console.WriteLine($"attribution (RelP, all sites) {Name(model)} ({loaded.Config.Layers} layers, dim {loaded.Config.Dim}, hidden {loaded.Config.HiddenDim}, vocab {loaded.Config.VocabSize}, file {fileBytes / 1e9:F2} GB) batch {batch} seq {seq}; load {File.ReadAllText("/proc/loadavg").Trim()}");
+        var seconds = Time(() => Attributor.Score(llama, task, options), iters);
+        double oursRss = PeakRssBytes();
+        double ours = batch / seconds.Median;
+        // Ours first: on a loaded machine the two PyTorch runs can take many minutes.
+        Console.WriteLine($"  NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights): {ours,8:F3} pairs/s median ({batch / seconds.Best:F3} best), peak RSS {oursRss / 1e9:F2} GB = {oursRss / fileBytes:F2}x the file");
+        var f32 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "f32", "--warmup", "1");
+        var bf16 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1");
+        double rf32 = f32.GetProperty("pairs_per_s").GetDouble(), rbf16 = bf16.GetProperty("pairs_per_s").GetDouble();
+        var faster = rf32 >= rbf16 ? f32 : bf16;
+        Console.WriteLine($"  PyTorch f32:  {rf32,8:F3} pairs/s median, peak RSS {f32.GetProperty("peak_rss_mb").GetDouble() / 1e3:F2} GB   [{f32.GetProperty("config")}]");
+        Console.WriteLine($"  PyTorch bf16: {rbf16,8:F3} pairs/s median, peak RSS {bf16.GetProperty("peak_rss_mb").GetDouble() / 1e3:F2} GB");
+        Console.WriteLine($"  faster PyTorch: {(rf32 >= rbf16 ? "f32" : "bf16")}");
+        Console.WriteLine($"  ratio ours/faster PyTorch: {ours / faster.GetProperty("pairs_per_s").GetDouble():F2}x of medians; load after: {File.ReadAllText("/proc/loadavg").Trim()}");
+    }
+
+    /// <summary>This process's peak resident set (VmHWM), in bytes.</summary>
+    static double PeakRssBytes()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:")) return double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
+        return double.NaN;
+    }
+
+    /// <summary>The 1B-shaped model (or the same widths with fewer layers), written once into bench/results (git-ignored).</summary>
+    static string EnsureOneBShape(int? layers)
+    {
+        string dir = Path.Combine(Root, "bench", "results", layers is { } l ? $"{OneBShape}-{l}l" : OneBShape);
+        if (File.Exists(Path.Combine(dir, "config.json"))) return dir;
+        Console.Error.WriteLine($"writing the {OneBShape} model to {dir} (once)");
+        var psi = new ProcessStartInfo("/usr/bin/python3") { WorkingDirectory = Root };
+        foreach (var a in new[] { Path.Combine(Root, "bench", "make_synthetic_model.py"), "--out", dir, "--preset", OneBShape }) psi.ArgumentList.Add(a);
+        if (layers is { } n) { psi.ArgumentList.Add("--layers"); psi.ArgumentList.Add(n.ToString()); }
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException("make_synthetic_model.py failed");
+        return dir;
     }
 
     static void Sweep(string model, int batch, int seq, int masks)

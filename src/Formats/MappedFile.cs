@@ -1,5 +1,6 @@
 using System.IO.MemoryMappedFiles;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Formats;
 
@@ -13,6 +14,7 @@ internal sealed unsafe class MappedFile : IDisposable
     readonly MemoryMappedFile? _map;
     readonly MemoryMappedViewAccessor? _view;
     byte* _ptr;
+    bool _shared;   // 16-bit tensors point into the map: it lives until they are unreachable (see the finalizer)
 
     public string Path { get; }
     public long Length { get; }
@@ -61,6 +63,18 @@ internal sealed unsafe class MappedFile : IDisposable
         return count == 0 ? default : new ReadOnlySpan<byte>(_ptr + offset, count);
     }
 
+    /// <summary>
+    /// <paramref name="count"/> 16-bit values at <paramref name="offset"/>, left in the map (nothing is read until a
+    /// product touches them). From then on <see cref="Dispose"/> leaves the map open: the returned weights keep this
+    /// object reachable, and the finalizer unmaps once they are all gone.
+    /// </summary>
+    public HalfWeights MapHalf(long offset, long count, HalfFormat format)
+    {
+        CheckRange(offset, count * 2);
+        _shared = true;
+        return new HalfWeights((ushort*)(_ptr + offset), count, format, this);
+    }
+
     /// <summary>Decodes <paramref name="dst"/>.Length values stored with <paramref name="encoding"/> starting at <paramref name="offset"/>.</summary>
     public void ReadFloats(long offset, FloatEncoding encoding, Span<float> dst)
     {
@@ -77,6 +91,17 @@ internal sealed unsafe class MappedFile : IDisposable
     }
 
     public void Dispose()
+    {
+        if (_shared) return;
+        Release();
+        GC.SuppressFinalize(this);
+    }
+
+    // Runs only for a map shared with 16-bit weights, once none is reachable. The view's SafeHandle is a critical
+    // finalizable object, finalized after this one, so it is still valid here.
+    ~MappedFile() => Release();
+
+    void Release()
     {
         if (_view is not null && _ptr != null)
         {

@@ -17,6 +17,9 @@ public sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokenizer
     });
 }
 
+/// <summary>What a model is without its weights: its configuration, tokenizer, format and path.</summary>
+public sealed record ModelDescription(LlamaConfig Config, ITextTokenizer? Tokenizer, string Format, string Path);
+
 /// <summary>
 /// Loads a model from a file or folder, choosing the format from what is there: a llama2.c <c>.bin</c> (with
 /// <c>tok512.bin</c>/<c>tokenizer.bin</c> beside it), a <c>.gguf</c>, or a Hugging Face folder (<c>config.json</c> +
@@ -44,6 +47,24 @@ public static class ModelLoader
         if (ext == ".gguf" || HasGgufMagic(path)) return LoadGguf(path);
         if (ext == ".bin") return LoadLlama2c(path);
         throw new ModelFormatException(path, "unknown model format (expected a llama2.c .bin, a .gguf, or a Hugging Face folder with config.json)");
+    }
+
+    /// <summary>
+    /// The configuration and tokenizer without the weights, for <c>info</c>. A Hugging Face folder is described from
+    /// config.json and its tokenizer alone (no tensor is read, so a 3 GB model costs megabytes). GGUF and llama2.c
+    /// files are loaded in full as yet: their 16-bit tensors stay mapped and untouched, fp32 ones are read.
+    /// </summary>
+    public static ModelDescription Describe(string? path = null)
+    {
+        path ??= DefaultModelPath;
+        if (Directory.Exists(path) && File.Exists(System.IO.Path.Combine(path, "config.json")))
+        {
+            var config = HfConfig.Load(System.IO.Path.Combine(path, HfConfig.FileName));
+            var tok = LoadHfTokenizer(path, config);
+            return new ModelDescription(config, tok, "hf", path);
+        }
+        var m = Load(path);
+        return new ModelDescription(m.Config, m.Tokenizer, m.Format, m.Path);
     }
 
     static LoadedModel LoadLlama2c(string path)
@@ -104,16 +125,18 @@ public static class ModelLoader
     static LoadedModel LoadHfFolder(string dir)
     {
         var weights = HfFolderFormat.Load(dir);
-        ITextTokenizer? tok = null;
-        if (TokenizerFiles.FindInFolder(dir) is { } tokenizerFile)
-        {
-            tok = TokenizerFiles.Load(tokenizerFile);
-            // A tokenizer smaller than the embedding is normal (vocabularies padded to a round size); a larger one
-            // produces ids the model has no row for, which would only fail mid-generation.
-            if (tok.VocabSize > weights.Config.VocabSize)
-                throw new ModelFormatException(tokenizerFile, $"the tokenizer has {tok.VocabSize} tokens but the model's vocab_size is {weights.Config.VocabSize}");
-        }
-        return new LoadedModel(weights, tok, "hf", dir);
+        return new LoadedModel(weights, LoadHfTokenizer(dir, weights.Config), "hf", dir);
+    }
+
+    static ITextTokenizer? LoadHfTokenizer(string dir, LlamaConfig config)
+    {
+        if (TokenizerFiles.FindInFolder(dir) is not { } tokenizerFile) return null;
+        var tok = TokenizerFiles.Load(tokenizerFile);
+        // A tokenizer smaller than the embedding is normal (vocabularies padded to a round size); a larger one
+        // produces ids the model has no row for, which would only fail mid-generation.
+        if (tok.VocabSize > config.VocabSize)
+            throw new ModelFormatException(tokenizerFile, $"the tokenizer has {tok.VocabSize} tokens but the model's vocab_size is {config.VocabSize}");
+        return tok;
     }
 
     static bool IsTokenizerBin(string f)

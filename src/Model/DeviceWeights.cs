@@ -2,7 +2,7 @@ using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Model;
 
-/// <summary>The model's weights as backend tensors (<see cref="IBackend.UploadConstant"/>: on the CPU backend they wrap the host arrays without copying).</summary>
+/// <summary>The model's weights as backend tensors (<see cref="IBackend.UploadConstant(float[], int[])"/>: on the CPU backend they wrap the host arrays without copying).</summary>
 internal sealed class DeviceWeights : IDisposable
 {
     public required Tensor TokenEmbedding { get; init; }
@@ -18,7 +18,8 @@ internal sealed class DeviceWeights : IDisposable
     public static DeviceWeights Upload(LlamaWeights w, IBackend be)
     {
         var c = w.Config;
-        Tensor Put(float[] data, params int[] shape) => be.UploadConstant(data, shape);
+        // 16-bit matrices go to the backend as they are: the CPU keeps them 16-bit, others widen them on upload.
+        Tensor Put(WeightData data, params int[] shape) => data.Half is { } half ? be.UploadConstant(half, shape) : be.UploadConstant(data.Fp32!, shape);
         var embedding = Put(w.TokenEmbedding, c.VocabSize, c.Dim);
         return new DeviceWeights
         {

@@ -31,8 +31,11 @@ public interface IBackend : IDisposable
     /// may keep derived copies (bf16). Defaults to <see cref="Upload"/>.
     /// </summary>
     Tensor UploadConstant(float[] data, params int[] shape) => Upload(data, shape);
+
+    /// <summary>16-bit weights as a constant: widened to fp32 on upload unless the backend keeps them 16-bit (the CPU does).</summary>
+    Tensor UploadConstant(HalfWeights data, params int[] shape) => UploadConstant(data.ToFloats(), shape);
     /// <summary>
-    /// A constant tensor (as <see cref="UploadConstant"/>) whose values are never set: weights for a run whose values do
+    /// A constant tensor (as <see cref="UploadConstant(float[], int[])"/>) whose values are never set: weights for a run whose values do
     /// not matter, such as the launch ledger of <c>bench gpu-plan</c>. Defaults to <see cref="AllocateUninitialized"/>.
     /// </summary>
     Tensor AllocateConstant(params int[] shape) => AllocateUninitialized(shape);

@@ -105,3 +105,91 @@ static class ArrayPoolByLength
         bag.Add(a);
     }
 }
+
+/// <summary>How a 16-bit weight value is encoded.</summary>
+public enum HalfFormat
+{
+    /// <summary>bfloat16: the top half of an fp32 (widening is a 16-bit shift, exact).</summary>
+    BFloat16,
+    /// <summary>IEEE 754 binary16 (widening is exact).</summary>
+    Float16,
+}
+
+/// <summary>
+/// 16-bit weight values kept in their file precision: a pinned managed array, or a range of a read-only memory map
+/// whose owner this object keeps alive. A 1B model in bf16 is 3 GB this way instead of 6 GB widened to fp32, and a
+/// mapped range costs no memory until a product first reads it. Consumers widen to fp32 as they read (exactly).
+/// </summary>
+public sealed unsafe class HalfWeights
+{
+    readonly ushort[]? _array;
+    readonly object? _owner;   // keeps the memory map alive while these weights are reachable
+
+    /// <summary>Pointer to the first value, valid while this object is alive.</summary>
+    internal ushort* Pointer { get; }
+    public HalfFormat Format { get; }
+    public long Length { get; }
+
+    /// <summary>Copies <paramref name="values"/> into a pinned managed array.</summary>
+    public HalfWeights(ReadOnlySpan<ushort> values, HalfFormat format)
+    {
+        _array = GC.AllocateUninitializedArray<ushort>(values.Length, pinned: true);
+        values.CopyTo(_array);
+        Pointer = (ushort*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref System.Runtime.InteropServices.MemoryMarshal.GetArrayDataReference(_array));
+        Format = format;
+        Length = values.Length;
+    }
+
+    /// <summary>Wraps <paramref name="length"/> values at <paramref name="pointer"/>, which <paramref name="owner"/> keeps valid.</summary>
+    public HalfWeights(ushort* pointer, long length, HalfFormat format, object owner)
+    {
+        ArgumentNullException.ThrowIfNull(owner);
+        if (length < 0) throw new ArgumentOutOfRangeException(nameof(length));
+        Pointer = pointer; Length = length; Format = format; _owner = owner;
+    }
+
+    /// <summary>The raw 16-bit values [offset, offset + count).</summary>
+    public ReadOnlySpan<ushort> Raw(long offset, int count)
+    {
+        if (offset < 0 || count < 0 || offset > Length - count) throw new ArgumentOutOfRangeException(nameof(offset), $"values {offset}..{offset + count} of {Length}");
+        return new ReadOnlySpan<ushort>(Pointer + offset, count);
+    }
+
+    public float this[long index]
+    {
+        get
+        {
+            if ((ulong)index >= (ulong)Length) throw new ArgumentOutOfRangeException(nameof(index));
+            return Widen(Pointer[index], Format);
+        }
+    }
+
+    /// <summary>Widens values [offset, offset + destination.Length) into <paramref name="destination"/>.</summary>
+    public void Widen(long offset, Span<float> destination) => Cpu.Gemm.WidenHalf(Raw(offset, destination.Length), Format, destination);
+
+    /// <summary>All values widened to a new fp32 array.</summary>
+    public float[] ToFloats()
+    {
+        var a = GC.AllocateUninitializedArray<float>(checked((int)Length));
+        Widen(0, a);
+        return a;
+    }
+
+    public static float Widen(ushort bits, HalfFormat format) =>
+        format == HalfFormat.BFloat16 ? BitConverter.Int32BitsToSingle(bits << 16) : (float)BitConverter.UInt16BitsToHalf(bits);
+}
+
+/// <summary>A CPU weight tensor holding 16-bit values; products widen them to fp32 as they pack (see <see cref="Cpu.Gemm"/>).</summary>
+public sealed class CpuHalfTensor(HalfWeights data, int[] shape) : Tensor(shape)
+{
+    public HalfWeights Data { get; } = data.Length == Count(shape) ? data : throw new ArgumentException($"data has {data.Length} values, shape [{string.Join(", ", shape)}] needs {Count(shape)}");
+
+    public override Span<float> Span => throw new NotSupportedException($"{this} holds 16-bit weights; read them through HalfWeights");
+
+    static long Count(int[] shape)
+    {
+        long n = 1;
+        foreach (int d in shape) n *= d;
+        return n;
+    }
+}

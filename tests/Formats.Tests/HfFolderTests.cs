@@ -88,7 +88,7 @@ public sealed class HfFolderTests : IDisposable
         {
             Config = s.Config with { TiedEmbeddings = false },
             TokenEmbedding = s.TokenEmbedding, FinalNorm = s.FinalNorm, Layers = s.Layers,
-            Classifier = s.TokenEmbedding.Select(x => -x).ToArray(),
+            Classifier = s.TokenEmbedding.ToFloats().Select(x => -x).ToArray(),
         };
         HfFolderWriter.Write(untied, P("f16"), null, FloatEncoding.F16, shards: 2);
         var back = HfFolderFormat.Load(P("f16"));

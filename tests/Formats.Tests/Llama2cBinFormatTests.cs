@@ -53,7 +53,7 @@ public sealed class Llama2cBinFormatTests : IDisposable
     public void UntiedModelRoundTripsWithANegativeVocabSize()
     {
         var s = Stories;
-        var untiedClassifier = s.TokenEmbedding.Select(x => x * 0.5f + 1f).ToArray();
+        var untiedClassifier = s.TokenEmbedding.ToFloats().Select(x => x * 0.5f + 1f).ToArray();
         var untied = new LlamaWeights
         {
             Config = s.Config with { TiedEmbeddings = false },

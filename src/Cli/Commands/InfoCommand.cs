@@ -1,4 +1,5 @@
 using System.CommandLine;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Cli.Commands;
 
@@ -11,7 +12,8 @@ public static class InfoCommand
         var cmd = new Command("info", "Print a model's configuration.") { model };
         cmd.SetAction(r =>
         {
-            var m = CommonOptions.LoadModel(r.GetValue(model));
+            // Headers only: info must not read (or, for fp32 files, widen) gigabytes of weights to print a config.
+            var m = ModelLoader.Describe(r.GetValue(model));
             var c = m.Config;
             Console.WriteLine($"model          {Path.GetFullPath(m.Path)}");
             Console.WriteLine($"format         {m.Format}");

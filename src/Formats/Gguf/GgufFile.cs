@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -269,6 +270,17 @@ public sealed class GgufFile : IDisposable
         _file.ReadFloats(t.FileOffset, e, dst);
         return dst;
     }
+
+    /// <summary>
+    /// A weight matrix: F16 and BF16 tensors stay 16-bit, mapped from the file (read when a product first uses them);
+    /// F32 tensors are read into an array as by <see cref="ReadTensor(GgufTensorInfo)"/>.
+    /// </summary>
+    public WeightData ReadWeight(GgufTensorInfo t) => t.Encoding switch
+    {
+        FloatEncoding.BF16 => new WeightData(_file.MapHalf(t.FileOffset, t.ElementCount, HalfFormat.BFloat16)),
+        FloatEncoding.F16 => new WeightData(_file.MapHalf(t.FileOffset, t.ElementCount, HalfFormat.Float16)),
+        _ => ReadTensor(t),
+    };
 
     public void Dispose() => _file.Dispose();
 

@@ -61,24 +61,24 @@ public static class GgufFormat
             config = config with { RopeScaling = InferLlama3Scaling(factors, config.HeadDim, theta, path) };
         }
 
-        var emb = Read(g, "token_embd.weight", d, (ulong)vocab);
+        var emb = Matrix(g, "token_embd.weight", d, (ulong)vocab);
         var weights = new LlamaWeights
         {
             Config = config,
             TokenEmbedding = emb,
             FinalNorm = Read(g, "output_norm.weight", d),
-            Classifier = config.TiedEmbeddings ? emb : Read(g, "output.weight", d, (ulong)vocab),
+            Classifier = config.TiedEmbeddings ? emb : Matrix(g, "output.weight", d, (ulong)vocab),
             Layers = Enumerable.Range(0, layers).Select(l => new LayerWeights
             {
                 AttnNorm = Read(g, $"blk.{l}.attn_norm.weight", d),
-                Wq = Read(g, $"blk.{l}.attn_q.weight", d, d),
-                Wk = Read(g, $"blk.{l}.attn_k.weight", d, kv),
-                Wv = Read(g, $"blk.{l}.attn_v.weight", d, kv),
-                Wo = Read(g, $"blk.{l}.attn_output.weight", d, d),
+                Wq = Matrix(g, $"blk.{l}.attn_q.weight", d, d),
+                Wk = Matrix(g, $"blk.{l}.attn_k.weight", d, kv),
+                Wv = Matrix(g, $"blk.{l}.attn_v.weight", d, kv),
+                Wo = Matrix(g, $"blk.{l}.attn_output.weight", d, d),
                 FfnNorm = Read(g, $"blk.{l}.ffn_norm.weight", d),
-                W1 = Read(g, $"blk.{l}.ffn_gate.weight", d, h),
-                W2 = Read(g, $"blk.{l}.ffn_down.weight", h, d),
-                W3 = Read(g, $"blk.{l}.ffn_up.weight", d, h),
+                W1 = Matrix(g, $"blk.{l}.ffn_gate.weight", d, h),
+                W2 = Matrix(g, $"blk.{l}.ffn_down.weight", h, d),
+                W3 = Matrix(g, $"blk.{l}.ffn_up.weight", d, h),
             }).ToArray(),
         };
         weights.Validate(path);
@@ -102,12 +102,17 @@ public static class GgufFormat
     }
 
     /// <summary>Reads a tensor after checking its ggml dims (innermost first: {in, out} for a [out, in] matrix).</summary>
-    static float[] Read(GgufFile g, string name, params ulong[] dims)
+    static float[] Read(GgufFile g, string name, params ulong[] dims) => g.ReadTensor(Find(g, name, dims));
+
+    /// <summary>A weight matrix in the file's precision (16-bit ones mapped, not copied); dims checked as by <see cref="Read"/>.</summary>
+    static WeightData Matrix(GgufFile g, string name, params ulong[] dims) => g.ReadWeight(Find(g, name, dims));
+
+    static GgufTensorInfo Find(GgufFile g, string name, ulong[] dims)
     {
         var t = g.FindTensor(name) ?? throw new ModelFormatException(g.Path, $"tensor {name} is missing");
         if (!t.Dims.SequenceEqual(dims))
             throw new ModelFormatException(g.Path, $"tensor {name} has dims {t.ShapeText}, expected [{string.Join(", ", dims)}]");
-        return g.ReadTensor(t);
+        return t;
     }
 
     static GgufVocabulary? ReadVocabulary(GgufFile g)

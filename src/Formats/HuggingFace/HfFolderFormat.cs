@@ -20,10 +20,12 @@ public static class HfFolderFormat
         using var src = TensorSource.Open(dir);
 
         long d = config.Dim, h = config.HiddenDim, kv = config.KvDim, v = config.VocabSize;
-        float[] Read(string name, params long[] shape) => src.Read(name, shape);
+        float[] Read(string name, params long[] shape) => src.Read(name, shape).ToFloats();
+        // Matrices stay in the file's precision (16-bit ones mapped, not copied); norms are widened to fp32.
+        WeightData Matrix(string name, params long[] shape) => src.Read(name, shape);
 
         RequireOnlyModelTensors(dir, src.Names, config.Layers);
-        var emb = Read("model.embed_tokens.weight", v, d);
+        var emb = Matrix("model.embed_tokens.weight", v, d);
         // HF ties whenever tie_word_embeddings is set, whatever lm_head holds. Otherwise (transformers' LlamaConfig
         // defaults it to false) lm_head is required: tying anyway would run a different model than transformers does.
         bool tied = config.TiedEmbeddings;
@@ -34,21 +36,21 @@ public static class HfFolderFormat
             Config = config,
             TokenEmbedding = emb,
             FinalNorm = Read("model.norm.weight", d),
-            Classifier = tied ? emb : Read("lm_head.weight", v, d),
+            Classifier = tied ? emb : Matrix("lm_head.weight", v, d),
             Layers = Enumerable.Range(0, config.Layers).Select(l =>
             {
                 string p = $"model.layers.{l}.";
                 return new LayerWeights
                 {
                     AttnNorm = Read(p + "input_layernorm.weight", d),
-                    Wq = Read(p + "self_attn.q_proj.weight", d, d),
-                    Wk = Read(p + "self_attn.k_proj.weight", kv, d),
-                    Wv = Read(p + "self_attn.v_proj.weight", kv, d),
-                    Wo = Read(p + "self_attn.o_proj.weight", d, d),
+                    Wq = Matrix(p + "self_attn.q_proj.weight", d, d),
+                    Wk = Matrix(p + "self_attn.k_proj.weight", kv, d),
+                    Wv = Matrix(p + "self_attn.v_proj.weight", kv, d),
+                    Wo = Matrix(p + "self_attn.o_proj.weight", d, d),
                     FfnNorm = Read(p + "post_attention_layernorm.weight", d),
-                    W1 = Read(p + "mlp.gate_proj.weight", h, d),
-                    W2 = Read(p + "mlp.down_proj.weight", d, h),
-                    W3 = Read(p + "mlp.up_proj.weight", h, d),
+                    W1 = Matrix(p + "mlp.gate_proj.weight", h, d),
+                    W2 = Matrix(p + "mlp.down_proj.weight", d, h),
+                    W3 = Matrix(p + "mlp.up_proj.weight", h, d),
                 };
             }).ToArray(),
         };
@@ -136,7 +138,7 @@ public static class HfFolderFormat
 
         public bool Contains(string name) => _single?.Find(name) is not null || _shardOf.ContainsKey(name);
 
-        public float[] Read(string name, long[] shape)
+        public WeightData Read(string name, long[] shape)
         {
             SafetensorsFile file;
             if (_single is not null) file = _single;
@@ -155,7 +157,7 @@ public static class HfFolderFormat
             var t = file.Find(name) ?? throw new ModelFormatException(file.Path, $"tensor {name} is missing");
             if (!t.Shape.SequenceEqual(shape))
                 throw new ModelFormatException(file.Path, $"tensor {name} has shape {t.ShapeText}, expected [{string.Join(", ", shape)}]");
-            return file.ReadTensor(t);
+            return file.ReadWeight(t);
         }
 
         public void Dispose()

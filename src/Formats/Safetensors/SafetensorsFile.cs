@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Formats;
 
@@ -195,6 +196,17 @@ public sealed class SafetensorsFile : IDisposable
         _file.ReadFloats(DataOffset + t.Begin, e, dst);
         return dst;
     }
+
+    /// <summary>
+    /// A weight matrix: F16 and BF16 tensors stay 16-bit, mapped from the file (read when a product first uses them);
+    /// F32 tensors are read into an array as by <see cref="ReadTensor(SafetensorsTensorInfo)"/>.
+    /// </summary>
+    public WeightData ReadWeight(SafetensorsTensorInfo t) => DTypeEncoding(t.DType) switch
+    {
+        FloatEncoding.BF16 => new WeightData(_file.MapHalf(DataOffset + t.Begin, t.ElementCount, HalfFormat.BFloat16)),
+        FloatEncoding.F16 => new WeightData(_file.MapHalf(DataOffset + t.Begin, t.ElementCount, HalfFormat.Float16)),
+        _ => ReadTensor(t),
+    };
 
     public void Dispose() => _file.Dispose();
 }

@@ -29,6 +29,11 @@ public sealed class CpuBackend : IBackend
     /// <summary>Wraps an existing host array without copying (weights).</summary>
     public static CpuTensor Wrap(float[] data, params int[] shape) => new(data, shape);
 
+    /// <summary>Wraps 16-bit weights without copying or widening; products widen them as they read.</summary>
+    public static CpuHalfTensor Wrap(HalfWeights data, params int[] shape) => new(data, shape);
+
+    public Tensor UploadConstant(HalfWeights data, params int[] shape) => Wrap(data, shape);
+
     public void Download(Tensor source, Span<float> destination)
     {
         OpContracts.Download(source, destination.Length);
@@ -46,21 +51,29 @@ public sealed class CpuBackend : IBackend
     {
         OpContracts.MatMul(x, w, y);
         int n = w.Shape[0], k = w.Columns;
-        Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
+        if (w is CpuHalfTensor h) Gemm.MultiplyTransposedB(Host(x), h.Data, Host(y), x.Rows, n, k, accumulate);
+        else Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
     {
         OpContracts.MatMulInputGrad(dy, w, dx);
         int n = w.Shape[0], k = w.Columns;
-        Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
+        if (w is CpuHalfTensor h) Gemm.Multiply(Host(dy), h.Data, Host(dx), dy.Rows, k, n, accumulate);
+        else Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
     }
 
     public void Embedding(ReadOnlySpan<int> tokens, Tensor table, Tensor output)
     {
         OpContracts.Embedding(tokens, table, output);
         int dim = table.Columns;
-        var t = Host(table); var o = Host(output);
+        var o = Host(output);
+        if (table is CpuHalfTensor half)
+        {
+            for (int r = 0; r < tokens.Length; r++) half.Data.Widen((long)tokens[r] * dim, o.AsSpan(r * dim, dim));
+            return;
+        }
+        var t = Host(table);
         for (int r = 0; r < tokens.Length; r++) Array.Copy(t, (long)tokens[r] * dim, o, (long)r * dim, dim);
     }
 

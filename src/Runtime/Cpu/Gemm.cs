@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 [assembly: InternalsVisibleTo("NeuronTrace.Runtime.Tests")]
 
@@ -43,14 +44,40 @@ public static unsafe partial class Gemm
     /// <summary>Below this many multiply-adds a product runs on the calling thread only.</summary>
     internal const long ParallelThreshold = 1L << 22;
 
+    /// <summary>c[m, n] (+)= Σ_k a[m, k] b[n, k] with 16-bit B, widened to fp32 as it is read (fp32 accumulation).</summary>
+    public static void MultiplyTransposedB(float[] a, HalfWeights b, float[] c, int m, int n, int k, bool accumulate) =>
+        Run(a, b, c, m, n, k, accumulate, transposedB: true, Path.Auto);
+
+    /// <summary>c[m, n] (+)= Σ_k a[m, k] b[k, n] with 16-bit B, widened to fp32 as it is read (fp32 accumulation).</summary>
+    public static void Multiply(float[] a, HalfWeights b, float[] c, int m, int n, int k, bool accumulate) =>
+        Run(a, b, c, m, n, k, accumulate, transposedB: false, Path.Auto);
+
     internal static void Run(float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate, bool transposedB, Path path)
     {
-        ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(b);
+        Check(a, b.LongLength, c, m, n, k);
+        fixed (float* pb = b) Run(a, pb, null, default, c, m, n, k, accumulate, transposedB, path);
+    }
+
+    internal static void Run(float[] a, HalfWeights b, float[] c, int m, int n, int k, bool accumulate, bool transposedB, Path path)
+    {
+        ArgumentNullException.ThrowIfNull(b);
+        Check(a, b.Length, c, m, n, k);
+        Run(a, null, b.Pointer, b.Format, c, m, n, k, accumulate, transposedB, path);
+        GC.KeepAlive(b);
+    }
+
+    static void Check(float[] a, long bLength, float[] c, int m, int n, int k)
+    {
+        ArgumentNullException.ThrowIfNull(a);
         ArgumentNullException.ThrowIfNull(c);
         if (m < 0 || n < 0 || k < 0) throw new ArgumentOutOfRangeException(nameof(m), $"GEMM sizes m={m} n={n} k={k} must not be negative");
-        if (a.LongLength < (long)m * k || b.LongLength < (long)n * k || c.LongLength < (long)m * n)
-            throw new ArgumentException($"GEMM sizes m={m} n={n} k={k} exceed buffers a={a.Length} b={b.Length} c={c.Length}");
+        if (a.LongLength < (long)m * k || bLength < (long)n * k || c.LongLength < (long)m * n)
+            throw new ArgumentException($"GEMM sizes m={m} n={n} k={k} exceed buffers a={a.Length} b={bLength} c={c.Length}");
+    }
+
+    static void Run(float[] a, float* pb, ushort* pbHalf, HalfFormat bFormat, float[] c, int m, int n, int k, bool accumulate, bool transposedB, Path path)
+    {
         if (m == 0 || n == 0) return;
         if (k == 0)
         {
@@ -64,19 +91,25 @@ public static unsafe partial class Gemm
             else if (m <= (transposedB ? SmallMTransposedB : SmallMPlain)) path = Path.SmallM;
             else path = Path.Packed;
         }
+        // The 16-bit widening kernels are AVX2; elsewhere 16-bit B goes through the packers' scalar widening.
+        if (pbHalf != null && !Avx2.IsSupported) path = Path.PackedScalar;
 
-        fixed (float* pa = a, pb = b, pc = c)
+        fixed (float* pa = a, pc = c)
         {
-            var p = new Problem(pa, pb, pc, m, n, k, accumulate, transposedB, path == Path.PackedScalar);
+            var p = new Problem(pa, pb, pc, m, n, k, accumulate, transposedB, path == Path.PackedScalar, pbHalf, bFormat);
             if (path == Path.SmallM) RunSmallM(in p);
             else RunPacked(in p);
         }
     }
 
     /// <summary>One product, with raw pointers into arrays pinned by the caller for the duration of the call.</summary>
-    internal readonly struct Problem(float* a, float* b, float* c, int m, int n, int k, bool accumulate, bool transposedB, bool scalar)
+    /// <summary>B is fp32 at <see cref="B"/>, or 16-bit at <see cref="BHalf"/> (then B is null) in <see cref="BFormat"/>.</summary>
+    internal readonly struct Problem(float* a, float* b, float* c, int m, int n, int k, bool accumulate, bool transposedB, bool scalar,
+        ushort* bHalf = null, HalfFormat bFormat = default)
     {
         public readonly float* A = a, B = b, C = c;
+        public readonly ushort* BHalf = bHalf;
+        public readonly HalfFormat BFormat = bFormat;
         public readonly int M = m, N = n, K = k;
         public readonly bool Accumulate = accumulate, TransposedB = transposedB, Scalar = scalar;
         public long MultiplyAdds => (long)M * N * K;

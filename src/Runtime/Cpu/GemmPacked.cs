@@ -86,7 +86,12 @@ public static unsafe partial class Gemm
                 for (int jc = t.J0; jc < t.J1; jc += nc0)
                 {
                     int nc = Math.Min(nc0, t.J1 - jc);
-                    if (p.TransposedB) PackBRows(p.B, k, jc, nc, pc, kc, bp);
+                    if (p.BHalf != null)
+                    {
+                        if (p.TransposedB) PackBRowsHalf(p.BHalf, p.BFormat, k, jc, nc, pc, kc, bp);
+                        else PackBColumnsHalf(p.BHalf, p.BFormat, p.N, jc, nc, pc, kc, bp);
+                    }
+                    else if (p.TransposedB) PackBRows(p.B, k, jc, nc, pc, kc, bp);
                     else PackBColumns(p.B, p.N, jc, nc, pc, kc, bp);
 
                     for (int ic = 0; ic < ma; ic += mc0)

@@ -33,7 +33,18 @@ public static unsafe partial class Gemm
             ForEach(CeilDiv(p.N, chunk), new SmallJob(p, chunk, null), static (job, index) =>
             {
                 int j0 = index * job.Chunk;
-                SmallTransposedB(in job.P, j0, Math.Min(job.P.N, j0 + job.Chunk));
+                if (job.P.BHalf == null) SmallTransposedB(in job.P, j0, Math.Min(job.P.N, j0 + job.Chunk), null);
+                else
+                {
+                    // 16-bit B: each group of four rows is widened into L1/L2 scratch just before its dot products.
+                    var ws = RentWorkspace();
+                    try
+                    {
+                        ws.Reserve(0, 4 * job.P.K);
+                        SmallTransposedB(in job.P, j0, Math.Min(job.P.N, j0 + job.Chunk), ws.BPack);
+                    }
+                    finally { ReturnWorkspace(ws); }
+                }
             });
             return;
         }
@@ -75,10 +86,11 @@ public static unsafe partial class Gemm
     /// <summary>
     /// C[:, j0..j1) of A·Bᵀ as dot products of A rows with B rows, 2 rows of A × 4 rows of B at a time. k is cut into
     /// chunks so that the chunk of all rows of A plus the chunk of four B rows stay in L1; partial sums stay as vectors
-    /// until the group of four B rows is done.
+    /// until the group of four B rows is done. With 16-bit B, <paramref name="widened"/> (4·k floats) receives each
+    /// group of four rows widened to fp32, and the same dot products run on it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void SmallTransposedB(in Problem p, int j0, int j1)
+    static void SmallTransposedB(in Problem p, int j0, int j1, float* widened)
     {
         int k = p.K, n = p.N, m = p.M, pairs = (m + 1) / 2;
         int chunk = Math.Max(64, Math.Min(k, 6144 / (m + 4) / 8 * 8));   // (m + 4) · chunk floats ≤ 24 KiB
@@ -87,15 +99,22 @@ public static unsafe partial class Gemm
         for (int j = j0; j < j1; j += 4)
         {
             int nj = Math.Min(4, j1 - j);
+            float* rows = p.B + (long)j * k;
+            if (widened != null)
+            {
+                WidenRow(p.BHalf + (long)j * k, widened, nj * k, p.BFormat);
+                rows = widened;
+            }
             // Short groups repeat their last row; the duplicate results are discarded.
-            float* b0 = p.B + (long)j * k;
-            float* b1 = p.B + (long)(j + Math.Min(1, nj - 1)) * k;
-            float* b2 = p.B + (long)(j + Math.Min(2, nj - 1)) * k;
-            float* b3 = p.B + (long)(j + Math.Min(3, nj - 1)) * k;
+            float* b0 = rows;
+            float* b1 = rows + (long)Math.Min(1, nj - 1) * k;
+            float* b2 = rows + (long)Math.Min(2, nj - 1) * k;
+            float* b3 = rows + (long)Math.Min(3, nj - 1) * k;
             new Span<Vector256<float>>(partial, pairs * 8).Clear();
             // With several passes over these rows, the passes also walk a prefetch cursor through the next four rows
             // of B (contiguous), a line per step, so that DRAM streams while this group is being reused from L1.
-            float* pf = b0 + 4L * k, pfEnd = pairs > 1 && j + 8 <= j1 ? pf + 4L * k : pf;
+            // (16-bit B is read sequentially by the widening, which the hardware prefetchers follow on their own.)
+            float* pf = b0 + 4L * k, pfEnd = widened == null && pairs > 1 && j + 8 <= j1 ? pf + 4L * k : pf;
             int pc = 0;
             for (; pc + 8 <= k; pc += chunk)
             {
@@ -117,7 +136,7 @@ public static unsafe partial class Gemm
                     Sum4(partial + pair * 8 + ii * 4, sums);
                     for (int jj = 0; jj < nj; jj++)
                     {
-                        float* b = p.B + (long)(j + jj) * k;
+                        float* b = rows + (long)jj * k;
                         float sum = sums[jj];
                         for (int q = pc; q < k; q++) sum += a[q] * b[q];
                         dst[jj] = p.Accumulate ? dst[jj] + sum : sum;
@@ -175,6 +194,20 @@ public static unsafe partial class Gemm
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void SmallPlain(in Problem p, float* c, int k0, int k1, bool accumulate)
     {
+        if (p.BHalf == null) { SmallPlain(in p, c, k0, k1, accumulate, null); return; }
+        // 16-bit B: each group of four rows of B is widened into L1/L2 scratch before the axpys read it.
+        var ws = RentWorkspace();
+        try
+        {
+            ws.Reserve(0, 4 * p.N);
+            SmallPlain(in p, c, k0, k1, accumulate, ws.BPack);
+        }
+        finally { ReturnWorkspace(ws); }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void SmallPlain(in Problem p, float* c, int k0, int k1, bool accumulate, float* widened)
+    {
         int m = p.M, n = p.N, k = p.K;
         if (!accumulate)
             for (int i = 0; i < m; i++) new Span<float>(c + (long)i * n, n).Clear();
@@ -183,9 +216,14 @@ public static unsafe partial class Gemm
         for (; q + 4 <= k1; q += 4)
         {
             float* b = p.B + (long)q * n;
+            if (widened != null)
+            {
+                WidenRow(p.BHalf + (long)q * n, widened, 4 * n, p.BFormat);
+                b = widened;
+            }
             // With several passes over these rows, the passes also walk a prefetch cursor through the next four rows
             // of B (contiguous, 4n floats), a line per step; a single pass streams well enough on its own.
-            float* pf = b + 4L * n, pfEnd = m > 2 && q + 8 <= k1 ? pf + 4L * n : pf;
+            float* pf = b + 4L * n, pfEnd = widened == null && m > 2 && q + 8 <= k1 ? pf + 4L * n : pf;
             for (int i = 0; i < m; i += 2)
             {
                 float* a0 = p.A + (long)i * k + q;
@@ -197,6 +235,11 @@ public static unsafe partial class Gemm
         for (; q < k1; q++)
         {
             float* b = p.B + (long)q * n;
+            if (widened != null)
+            {
+                WidenRow(p.BHalf + (long)q * n, widened, n, p.BFormat);
+                b = widened;
+            }
             for (int i = 0; i < m; i++)
             {
                 float s = p.A[(long)i * k + q];
