@@ -22,22 +22,27 @@ public static class ViewCommand
         model.Description = "Model for the dataset examples (default: the model recorded in the run; the bundled stories260K only when the run records none).";
         var device = CommonOptions.Device();
         var maxNodes = new Option<int>("--max-nodes") { Description = "Draw at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 60 };
-        var maxEdges = new Option<int>("--max-edges") { Description = "Draw at most this many co-attribution edges (largest |weight| first).", DefaultValueFactory = _ => 300 };
+        var maxEdges = new Option<int>("--max-edges") { Description = "Draw at most this many edges: causal ones by largest |final_attr|, else co-attribution ones by largest |weight| (0..; default 300).", DefaultValueFactory = _ => 300 };
+        var edges = new Option<string?>("--edges") { Description = "Causal edges to draw (written by `neurontrace edges`; default: RUN/edges.csv when present, else co-attribution edges, labelled as such)." };
+        var promptLine = new Option<int?>("--prompt-line") { Description = "Task line (1-based) whose clean prompt's tokens label the position axis (default: the first of the longest prompts)." };
         var examples = new Option<int>("--examples") { Description = "Top-activating dataset tokens per neuron (mlp_act only; 0 = none, no model run).", DefaultValueFactory = _ => 5 };
         var cmd = new Command("view", """
             Write one self-contained HTML page (no network access needed) showing a run's circuit: nodes laid out by layer
-            and position from the end, sized and coloured by score; co-attribution edges (score product, NOT causal edge
-            weights); hover tooltips with each neuron's top-activating tokens on the task's clean prompts; and the
-            faithfulness/completeness sweep. Also writes graph.json (schema: docs/circuit-graph-schema.md).
+            and by the tokens of a prompt of the run's task (start to end, the answers shown), each labelled with its
+            layer/neuron and top-activating tokens; the causal edges of RUN/edges.csv (or --edges) with their weights, or
+            without one co-attribution edges (score product, NOT causal, labelled so); a searchable, sortable table of the
+            circuit linking to each neuron's dataset examples; and the faithfulness/completeness sweep with its random
+            control. Also writes graph.json (schema: docs/circuit-graph-schema.md).
             """)
         {
-            run, output, force, site, method, task, model, device, maxNodes, maxEdges, examples,
+            run, output, force, site, method, task, model, device, maxNodes, maxEdges, edges, promptLine, examples,
         };
         cmd.SetAction(r =>
         {
             if (r.GetValue(maxNodes) < 1) throw new UsageException("--max-nodes must be at least 1");
             if (r.GetValue(maxEdges) < 0) throw new UsageException("--max-edges must not be negative");
             if (r.GetValue(examples) < 0) throw new UsageException("--examples must not be negative");
+            if (r.GetValue(promptLine) is < 1) throw new UsageException("--prompt-line must be at least 1");
             string dir = r.GetValue(run)!;
             var folder = RunFolder.Open(dir);
             if (r.GetValue(site) is { } s && !NodeSites.TryParse(s, out _)) throw new UsageException($"unknown --site \"{s}\"");
@@ -45,29 +50,48 @@ public static class ViewCommand
             string outPath = r.GetValue(output) ?? Path.Combine(dir, "view.html");
             string jsonPath = Path.Combine(Path.GetDirectoryName(outPath) ?? "", "graph.json");
             (string, string) CheckOut() => OutputPaths.CheckPair(outPath, jsonPath, r.GetValue(force),
-                [r.GetValue(task), folder.TaskPath, r.GetValue(model), folder.ModelPath], dir, ["view.html", "graph.json"]);
+                [r.GetValue(task), folder.TaskPath, r.GetValue(model), folder.ModelPath, r.GetValue(edges)], dir, ["view.html", "graph.json"]);
             var (htmlFull, jsonFull) = CheckOut();
 
             Dictionary<(int, int), List<NeuronExample>>? ex = null;
-            string? taskPath = null;
+            string? taskPath = r.GetValue(task) is { } t ? TaskOptions.TaskPath(t) : folder.TaskPath is { } rec && File.Exists(rec) ? rec : null;
+            bool wantExamples = r.GetValue(examples) > 0 && circuit.Site == NodeSite.MlpAct;
+            if (taskPath is null && (wantExamples || r.GetValue(promptLine) is not null))
+                throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task or --examples 0");
             int? layers = null;
-            if (r.GetValue(examples) > 0 && circuit.Site == NodeSite.MlpAct)
+            ViewPrompt? prompt = null;
+            if (taskPath is not null)
             {
-                taskPath = r.GetValue(task) is { } t ? TaskOptions.TaskPath(t)
-                    : folder.TaskPath is { } rec && File.Exists(rec) ? rec
-                    : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task or --examples 0");
+                // The model's tokenizer splits the drawn prompt into the axis tokens; its forward pass runs only for examples.
                 var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
                 layers = loaded.Config.Layers;
                 var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
                 // Positions are checked against the run's own task (another --task only supplies dataset examples).
                 circuit.CheckFits(loaded.Config, loaded.Path, r.GetValue(task) is null ? pt.Pairs.Max(p => p.CleanIds.Length) : null, taskPath);
-                using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-                var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
-                ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
+                if (r.GetValue(promptLine) is { } line && pt.Pairs.All(p => p.Line != line))
+                    throw new UsageException($"--prompt-line {line}: {taskPath} has no example on that line");
+                prompt = ViewPrompt.Draw(pt, loaded.RequireTokenizer(), r.GetValue(promptLine));
+                if (wantExamples)
+                {
+                    using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                    var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
+                    ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
+                }
             }
             var graph = CircuitGraph.Build(folder, circuit, r.GetValue(maxNodes), r.GetValue(maxEdges), ex, layers, taskPath);
-            OutputPaths.WriteFiles(() => CheckOut(), (jsonFull, jsonPath, graph.ToJson()), (htmlFull, outPath, CircuitView.Render(graph)));
-            Console.WriteLine($"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and {graph.Edges.Count} co-attribution edges");
+            string? edgesPath = r.GetValue(edges) ?? (File.Exists(Path.Combine(dir, "edges.csv")) ? Path.Combine(dir, "edges.csv") : null);
+            List<ViewEdge>? causal = null;
+            if (edgesPath is not null)
+            {
+                if (!File.Exists(edgesPath)) throw new UsageException($"--edges: no file \"{edgesPath}\"");
+                if (circuit.Site != NodeSite.MlpAct) throw new UsageException($"edges.csv holds mlp_act edges; the {circuit.Site.Name()} circuit cannot show them (pass --site mlp_act)");
+                causal = EdgesCsv.Read(edgesPath, graph.Layers);
+            }
+            string html = CircuitView.Render(graph, prompt, causal, edgesPath, r.GetValue(maxEdges));
+            OutputPaths.WriteFiles(() => CheckOut(), (jsonFull, jsonPath, graph.ToJson()), (htmlFull, outPath, html));
+            Console.WriteLine(causal is null
+                ? $"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and {graph.Edges.Count} co-attribution edges (no edges.csv)"
+                : $"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and the causal edges of {edgesPath} among them ({causal.Count} in the file)");
             Console.WriteLine($"wrote {outPath} and {jsonPath}");
             return 0;
         });

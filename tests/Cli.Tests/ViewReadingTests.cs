@@ -1,0 +1,155 @@
+using System.Net;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using NeuronTrace.Formats;
+using NeuronTrace.Model;
+using NeuronTrace.TestSupport;
+using NeuronTrace.Tracing.Tasks;
+using NeuronTrace.Tracing.View;
+using SkiaSharp;
+
+namespace NeuronTrace.Cli.Tests;
+
+/// <summary>The view reads without hovering: the drawn prompt's tokens on the axis, causal edge weights from edges.csv, escaped task text.</summary>
+[Collection("console")]
+public class ViewReadingTests(SmallRunFixture run) : IClassFixture<SmallRunFixture>
+{
+    /// <summary>The token labels' fill (CircuitViewAssets .tok); nothing else on the page uses it.</summary>
+    static readonly SKColor TokenColour = new(0x5a, 0x1e, 0x96);
+
+    static List<string> AxisTokens(string html) =>
+        Regex.Matches(html, "<text class=\"tok\" [^>]*data-col=\"(\\d+)\" data-token=\"([^\"]*)\"")
+            .Select(m => WebUtility.HtmlDecode(m.Groups[2].Value)).ToList();
+
+    [Fact]
+    public void ThePromptTokensAndTheCausalEdgeWeightsOfEdgesCsvAreOnThePage()
+    {
+        string dir = run.Copy("view-edges");
+        var (rc, _, err) = CliHarness.Run("edges", "--run", dir, "--top-nodes", "20");
+        Assert.True(rc == 0, err);
+        (rc, _, err) = CliHarness.Run("view", "--run", dir, "--max-nodes", "30");
+        Assert.True(rc == 0, err);
+        string htmlPath = Path.Combine(dir, "view.html");
+        string html = File.ReadAllText(htmlPath);
+
+        // The drawn prompt: its task line, read raw; the tokens, concatenated after BOS, spell its clean prefix exactly.
+        int line = int.Parse(Regex.Match(html, "prompt \\(task line (\\d+)\\)").Groups[1].Value);
+        string raw = File.ReadAllLines(run.TaskPath)[line - 1];
+        using var rawDoc = JsonDocument.Parse(raw);
+        string prefix = rawDoc.RootElement.GetProperty("clean_prefix").GetString()!;
+        var tokens = AxisTokens(html);
+        Assert.Equal(ViewPrompt.BosLabel, tokens[0]);
+        Assert.Equal(prefix, string.Concat(tokens.Skip(1)));
+        var task = PromptTask.Load(run.TaskPath, ModelLoader.Load(RepoPaths.Stories260KBin).RequireTokenizer(), requireEqualLengths: false);
+        var pair = task.Pairs.Single(p => p.Line == line);
+        Assert.Equal(pair.CleanIds.Length, tokens.Count);
+        Assert.Equal(task.Pairs.Max(p => p.CleanIds.Length), pair.CleanIds.Length); // the longest prompt: every position has its token
+        Assert.Contains(WebUtility.HtmlEncode(rawDoc.RootElement.GetProperty("clean_answer").GetString()!), html);
+        Assert.Contains("Edges are causal edge attributions", html);
+        Assert.DoesNotContain("Edges are co-attribution", html);
+
+        // Every edges.csv row joining drawn nodes (embeddings, drawn neurons, the logits), strongest first, is listed with
+        // its weight exactly as the CSV has it.
+        using var graph = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "graph.json")));
+        var drawn = graph.RootElement.GetProperty("nodes").EnumerateArray()
+            .Select(n => (n.GetProperty("layer").GetInt32(), n.GetProperty("position").GetInt32(), n.GetProperty("index").GetInt32())).ToHashSet();
+        int layers = graph.RootElement.GetProperty("layers").GetInt32();
+        bool Drawn(string l, string p, string u) => int.Parse(l) is var li && (li == -1 || li == layers || drawn.Contains((li, int.Parse(p), int.Parse(u))));
+        var rows = File.ReadAllLines(Path.Combine(dir, "edges.csv")).Skip(1).Select(r => r.Split(','))
+            .Where(f => Drawn(f[0], f[1], f[2]) && Drawn(f[3], f[4], f[5]))
+            .OrderByDescending(f => Math.Abs(double.Parse(f[7], System.Globalization.CultureInfo.InvariantCulture))).Take(300).ToList();
+        Assert.True(rows.Count >= 10, $"only {rows.Count} edges join drawn nodes");
+        foreach (var f in rows) Assert.Contains($"<td data-v=\"{f[6]}\">{f[6]}</td>", html);
+        Assert.Equal(rows.Count, Regex.Matches(html, "<line class=\"edge (pos|neg)\"").Count);
+        Assert.Equal(8, Regex.Matches(html, "<text class=\"ew\"").Count);
+
+        if (!HeadlessChromium.Available(nameof(ThePromptTokensAndTheCausalEdgeWeightsOfEdgesCsvAreOnThePage))) return;
+        // The rendered DOM (after the page's script ran) holds every token label, and the script logged nothing.
+        var (dom, console) = HeadlessChromium.DumpDom(htmlPath);
+        Assert.True(console.Count == 0, "console messages: " + string.Join(" | ", console));
+        Assert.Equal(tokens, AxisTokens(dom));
+
+        // The screenshot shows them: pixels of the token colour form one cluster per token column.
+        int width = int.Parse(Regex.Match(html, "<svg id=\"graph\"[^>]* width=\"(\\d+)\"").Groups[1].Value) + 80;
+        int height = int.Parse(Regex.Match(html, "<svg id=\"graph\"[^>]* height=\"(\\d+)\"").Groups[1].Value) + 500;
+        string png = Path.Combine(RepoPaths.TempDir("view-shot"), "view.png");
+        console = HeadlessChromium.Screenshot(htmlPath, png, width, height);
+        Assert.True(console.Count == 0, "console messages: " + string.Join(" | ", console));
+        using var bitmap = SKBitmap.Decode(png);
+        Assert.NotNull(bitmap);
+        var columns = new List<int>();
+        for (int x = 0; x < bitmap.Width; x++)
+            for (int y = 0; y < bitmap.Height; y++)
+            {
+                var c = bitmap.GetPixel(x, y);
+                if (Math.Abs(c.Red - TokenColour.Red) + Math.Abs(c.Green - TokenColour.Green) + Math.Abs(c.Blue - TokenColour.Blue) < 40) { columns.Add(x); break; }
+            }
+        int clusters = columns.Count == 0 ? 0 : 1 + columns.Zip(columns.Skip(1)).Count(p => p.Second - p.First > 12);
+        Assert.True(clusters == tokens.Count, $"{clusters} clusters of token-coloured pixels for {tokens.Count} tokens (screenshot {png})");
+    }
+
+    [Fact]
+    public void TaskTextCannotBreakThePage()
+    {
+        // A task whose prompts hold script tags and a comment opener; the view draws it (--task: the prompt and examples).
+        string dir = run.Copy("view-inject");
+        string evil = Path.Combine(dir, "evil.jsonl");
+        string[] attacks = ["Mia saw <script>console.log('INJECTED-1')</script> a dog.", "Max saw <!--<script>console.log('INJECTED-2')</script> a cat.",
+            "Leo said </script><script>console.log('INJECTED-3')</script> hi."];
+        File.WriteAllLines(evil, attacks.Select((a, i) => JsonSerializer.Serialize(new Dictionary<string, string>
+        {
+            ["clean_prefix"] = a, ["patch_prefix"] = a.Replace("Mia", "Tom").Replace("Max", "Amy").Replace("Leo", "Sue"),
+            ["clean_answer"] = i == 0 ? " She" : " He", ["patch_answer"] = i == 0 ? " He" : " She", ["case"] = "<b>case</b><!--",
+        })));
+        string htmlPath = Path.Combine(dir, "evil.html");
+        var (rc, _, err) = CliHarness.Run("view", "--run", dir, "--task", evil, "--out", htmlPath, "--max-nodes", "20", "--prompt-line", "2");
+        Assert.True(rc == 0, err);
+        string html = File.ReadAllText(htmlPath);
+
+        Assert.Equal(2, Regex.Matches(html, "<script", RegexOptions.IgnoreCase).Count); // the page's own two
+        Assert.Equal(2, Regex.Matches(html, "</script", RegexOptions.IgnoreCase).Count);
+        Assert.DoesNotContain("<!--", html);
+        Assert.DoesNotContain("INJECTED-1')<", html);
+        // The drawn prompt (line 2) is there, escaped, token by token.
+        Assert.Contains("<!--<script>", string.Concat(AxisTokens(html)));
+        // The embedded JSON parses and still holds the task text (the examples' snippets) unchanged.
+        string json = Regex.Match(html, "<script type=\"application/json\" id=\"graph-data\">(.*?)</script>", RegexOptions.Singleline).Groups[1].Value;
+        Assert.Contains("\\u003c", json);
+        using var doc = JsonDocument.Parse(json);
+        var snippets = doc.RootElement.GetProperty("nodes").EnumerateArray().SelectMany(n => n.GetProperty("examples").EnumerateArray())
+            .Select(e => e.GetProperty("snippet").GetString()!).ToList();
+        Assert.Contains(snippets, s => s.Contains("<script>") || s.Contains("</script>") || s.Contains("<!--"));
+
+        if (!HeadlessChromium.Available(nameof(TaskTextCannotBreakThePage))) return;
+        var (dom, console) = HeadlessChromium.DumpDom(htmlPath);
+        Assert.True(console.Count == 0, "console messages (an injected script ran, or the page's own failed): " + string.Join(" | ", console));
+        Assert.Equal(2, Regex.Matches(dom, "<script", RegexOptions.IgnoreCase).Count);
+        Assert.Contains("id=\"node-search\"", dom); // the page after the data is intact: the tables were not swallowed
+        Assert.Equal(20, Regex.Matches(dom, "<circle class=\"node ").Count);
+    }
+
+    [Fact]
+    public void AMalformedEdgesCsvIsOneLineNamingTheFileLineAndField()
+    {
+        string dir = run.Copy("view-badedges");
+        File.WriteAllText(Path.Combine(dir, "edges.csv"), "src_layer,src_pos,src_unit,tgt_layer,tgt_pos,tgt_unit,weight,final_attr\n0,1,2,1,1,3,0.5,0.25\n0,1,2,1,1,3,abc,0.1\n");
+        var (rc, _, err) = CliHarness.Run("view", "--run", dir, "--examples", "0");
+        Assert.NotEqual(0, rc);
+        Assert.Contains("edges.csv: line 3, field weight: \"abc\" is not a finite number", err);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.False(File.Exists(Path.Combine(dir, "view.html")));
+
+        var edges = EdgesCsv.Read(WriteCsv(dir, "src_layer,src_pos,src_unit,tgt_layer,tgt_pos,tgt_unit,weight,final_attr\n-1,3,-1,0,3,7,1.5,2\n4,0,9,5,0,-1,-0.5,-0.75\n"), layers: 5);
+        Assert.Equal(NeuronTrace.Tracing.Edges.EdgeEnd.Embedding(3), edges[0].Source);
+        Assert.Equal(NeuronTrace.Tracing.Edges.EdgeEnd.Neuron(0, 3, 7), edges[0].Target);
+        Assert.Equal(NeuronTrace.Tracing.Edges.EdgeEnd.Logit(5), edges[1].Target);
+        Assert.Equal((-0.5, -0.75), (edges[1].Weight, edges[1].FinalAttr));
+    }
+
+    static string WriteCsv(string dir, string text)
+    {
+        string p = Path.Combine(dir, "other.csv");
+        File.WriteAllText(p, text);
+        return p;
+    }
+}
