@@ -146,6 +146,17 @@ public class ViewReadingTests(SmallRunFixture run) : IClassFixture<SmallRunFixtu
         Assert.Equal((-0.5, -0.75), (edges[1].Weight, edges[1].FinalAttr));
     }
 
+    [Theory]
+    [InlineData("0", "--prompt-line must be at least 1")]
+    [InlineData("9999", "--prompt-line 9999: ")]
+    public void APromptLineOutsideTheTaskIsRefused(string line, string message)
+    {
+        string dir = run.Copy("view-line");
+        var r = CliHarness.Run("view", "--run", dir, "--examples", "0", "--prompt-line", line);
+        CliHarness.AssertOneLineError(r, 2, message);
+        Assert.False(File.Exists(Path.Combine(dir, "view.html")));
+    }
+
     static string WriteCsv(string dir, string text)
     {
         string p = Path.Combine(dir, "other.csv");

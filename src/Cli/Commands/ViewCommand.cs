@@ -24,7 +24,7 @@ public static class ViewCommand
         var maxNodes = new Option<int>("--max-nodes") { Description = "Draw at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 60 };
         var maxEdges = new Option<int>("--max-edges") { Description = "Draw at most this many edges: causal ones by largest |final_attr|, else co-attribution ones by largest |weight| (0..; default 300).", DefaultValueFactory = _ => 300 };
         var edges = new Option<string?>("--edges") { Description = "Causal edges to draw (written by `neurontrace edges`; default: RUN/edges.csv when present, else co-attribution edges, labelled as such)." };
-        var promptLine = new Option<int?>("--prompt-line") { Description = "Task line (1-based) whose clean prompt's tokens label the position axis (default: the first of the longest prompts)." };
+        var promptLine = new Option<int?>("--prompt-line") { Description = "Task line (1..the task's last line; an example line) whose clean prompt's tokens label the position axis (default: the first of the longest prompts)." };
         var examples = new Option<int>("--examples") { Description = "Top-activating dataset tokens per neuron (mlp_act only; 0 = none, no model run).", DefaultValueFactory = _ => 5 };
         var cmd = new Command("view", """
             Write one self-contained HTML page (no network access needed) showing a run's circuit: nodes laid out by layer

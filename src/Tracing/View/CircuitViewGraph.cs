@@ -25,7 +25,8 @@ public static partial class CircuitView
     internal static string NodeLabel(GraphNode n)
     {
         var sb = new StringBuilder($"L{n.Layer}/N{n.Index}");
-        var tops = n.Examples.Take(2).Select(e => Clip(Shown(e.Token).Trim(), ExampleTokenChars)).ToList();
+        // The two strongest distinct tokens (a neuron's top examples often repeat one token in several prompts).
+        var tops = n.Examples.Select(e => Clip(Shown(e.Token).Trim(), ExampleTokenChars)).Distinct().Take(2).ToList();
         if (tops.Count > 0) sb.Append(' ').Append(string.Join(" · ", tops));
         return sb.ToString();
     }
@@ -155,7 +156,7 @@ public static partial class CircuitView
                 if (EndAt(EdgeEnd.Embedding(p)) is { } q)
                     sb.Append($"<rect class=\"endnode\" x=\"{F(q.X - 5)}\" y=\"{F(q.Y - 5)}\" width=\"10\" height=\"10\"><title>embedding at P{p}</title></rect>");
         if (logitRow && EndAt(EdgeEnd.Logit(layers)) is { } lq)
-            sb.Append($"<rect class=\"endnode\" x=\"{F(lq.X - 5)}\" y=\"{F(lq.Y - 5)}\" width=\"10\" height=\"10\"/><text class=\"nlabel\" x=\"{F(lq.X + 9)}\" y=\"{F(lq.Y + 4)}\">metric (logit difference)</text>");
+            sb.Append($"<rect class=\"endnode\" x=\"{F(lq.X - 5)}\" y=\"{F(lq.Y - 5)}\" width=\"10\" height=\"10\"/><text class=\"nlabel\" x=\"{F(lq.X - 9)}\" y=\"{F(lq.Y + 4)}\" text-anchor=\"end\">metric (logit difference)</text>");
         sb.Append("</g>\n<g class=\"nodes\">");
         for (int i = 0; i < g.Nodes.Count; i++)
         {
