@@ -17,15 +17,15 @@ public static class ViewCommand
         var site = new Option<string?>("--site") { Description = "Circuit site (default: mlp_act)." };
         var method = new Option<string?>("--method") { Description = "Circuit method (default: the run's first)." };
         var task = TaskOptions.Task();
-        task.Description = "Task whose clean prompts give each neuron's top-activating tokens (default: the task recorded in RUN/summary.json).";
+        task.Description = "Task whose prompt labels the position axis and whose clean prompts give each neuron's top-activating tokens (default: the task recorded in RUN/summary.json).";
         var model = CommonOptions.Model();
-        model.Description = "Model for the dataset examples (default: the model recorded in the run; the bundled stories260K only when the run records none).";
+        model.Description = "Model whose tokenizer splits the drawn prompt and which runs the dataset examples (default: the model recorded in the run; the bundled stories260K only when the run records none).";
         var device = CommonOptions.Device();
         var maxNodes = new Option<int>("--max-nodes") { Description = "Draw at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 60 };
         var maxEdges = new Option<int>("--max-edges") { Description = "Draw at most this many edges: causal ones by largest |final_attr|, else co-attribution ones by largest |weight| (0..; default 300).", DefaultValueFactory = _ => 300 };
         var edges = new Option<string?>("--edges") { Description = "Causal edges to draw (written by `neurontrace edges`; default: RUN/edges.csv when present, else co-attribution edges, labelled as such)." };
         var promptLine = new Option<int?>("--prompt-line") { Description = "Task line (1..the task's last line; an example line) whose clean prompt's tokens label the position axis (default: the first of the longest prompts)." };
-        var examples = new Option<int>("--examples") { Description = "Top-activating dataset tokens per neuron (mlp_act only; 0 = none, no model run).", DefaultValueFactory = _ => 5 };
+        var examples = new Option<int>("--examples") { Description = "Top-activating dataset tokens per neuron (mlp_act only; 0..; 0 = none: the model is then only loaded for its tokenizer).", DefaultValueFactory = _ => 5 };
         var cmd = new Command("view", """
             Write one self-contained HTML page (no network access needed) showing a run's circuit: nodes laid out by layer
             and by the tokens of a prompt of the run's task (start to end, the answers shown), each labelled with its
@@ -79,7 +79,9 @@ public static class ViewCommand
                 }
             }
             var graph = CircuitGraph.Build(folder, circuit, r.GetValue(maxNodes), r.GetValue(maxEdges), ex, layers, taskPath);
-            string? edgesPath = r.GetValue(edges) ?? (File.Exists(Path.Combine(dir, "edges.csv")) ? Path.Combine(dir, "edges.csv") : null);
+            // RUN/edges.csv holds mlp_act edges: another site's circuit draws co-attribution edges unless --edges insists.
+            string? edgesPath = r.GetValue(edges)
+                ?? (circuit.Site == NodeSite.MlpAct && File.Exists(Path.Combine(dir, "edges.csv")) ? Path.Combine(dir, "edges.csv") : null);
             List<ViewEdge>? causal = null;
             if (edgesPath is not null)
             {
