@@ -29,8 +29,9 @@ static class BenchRunner
         if (at >= 0 && at + 1 < rest.Length && int.TryParse(rest[at + 1], out int r) && r > 0) _rounds = r;
         if (which == "gpu-check") return GpuCheck.Check(rest.Where(a => !a.StartsWith("--")).ToArray());
         if (which == "gpu-bench") return GpuCheck.Bench(rest[0], int.Parse(rest.ElementAtOrDefault(1) ?? "8"), int.Parse(rest.ElementAtOrDefault(2) ?? "64"));
+        if (which == "ksweep") return KSweep(rest);
         if (which is not ("all" or "forward" or "attribution" or "sweep" or "gemm"))
-            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, gemm, gpu-check or gpu-bench");
+            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, ksweep, gemm, gpu-check or gpu-bench");
         int only = Array.IndexOf(rest, "--model");
         string? onlyModel = only >= 0 && only + 1 < rest.Length ? rest[only + 1] : null;
         if (onlyModel is not null and not "stories260K" and not "synthetic")
@@ -46,6 +47,38 @@ static class BenchRunner
             if (which is "sweep" or "all") Sweep(m.Path, m.Batch, m.Seq, masks: 8);
         }
         return 0;
+    }
+
+    // ksweep [--model stories260K|wide] [--kpoints N] [--sites a,b]: the trace's k-sweep, plain vs shortcuts vs PyTorch.
+    static int KSweep(string[] rest)
+    {
+        string Opt(string name, string fallback) { int i = Array.IndexOf(rest, name); return i >= 0 && i + 1 < rest.Length ? rest[i + 1] : fallback; }
+        string which = Opt("--model", "stories260K");
+        int kPoints = int.Parse(Opt("--kpoints", "24"));
+        var sites = NodeSites.ParseList(Opt("--sites", "mlp_act,mlp_out,attn,resid"));
+        var (path, batch, seq) = which switch
+        {
+            "stories260K" => (Path.Combine(Root, "models", "stories260K", "stories260K.bin"), 8, 32),
+            "wide" => (EnsureWide(), int.Parse(Opt("--batch", "4")), int.Parse(Opt("--seq", "16"))),
+            _ => throw new ArgumentException($"--model {which}: expected stories260K or wide"),
+        };
+        KSweepBench.Run(path, which, batch, seq, kPoints, sites, (script, b, t, masks, per, extra) =>
+            Torch(script, path, b, t, 1, extra).GetProperty("prompt_forwards_per_s").GetDouble() / b);
+        return 0;
+    }
+
+    // dim 1024, hidden 4096 (issue 18's wide shape), 4 layers and a 4096-token vocabulary to keep a sweep short here.
+    static string EnsureWide()
+    {
+        string dir = Path.Combine(Root, "bench", "results", "synthetic-wide");
+        if (File.Exists(Path.Combine(dir, "model.safetensors"))) return dir;
+        var psi = new ProcessStartInfo("/usr/bin/python3") { WorkingDirectory = Root };
+        foreach (var a in new[] { Path.Combine(Root, "bench", "make_synthetic_model.py"), "--out", dir, "--dim", "1024", "--hidden", "4096",
+                     "--layers", "4", "--heads", "16", "--kv-heads", "4", "--vocab", "4096" }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+        if (p.ExitCode != 0) throw new InvalidOperationException("make_synthetic_model.py failed");
+        return dir;
     }
 
     static void Forward(string model, int batch, int seq)
@@ -82,7 +115,7 @@ static class BenchRunner
         using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
         var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
         var means = SiteMeans.Compute(llama, task.Pairs.Select(p => p.PatchIds!).ToList(), [NodeSite.MlpAct]);
-        var eval = new AblationEvaluator(llama, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, seq) { MasksPerForward = masks };
+        var eval = new SiteMeanAblation(llama, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, seq) { MasksPerForward = masks };
         var rng = new Random(1);
         var maskList = Enumerable.Range(0, masks).Select(_ => Enumerable.Range(0, loaded.Config.Layers * seq * loaded.Config.HiddenDim).Select(_ => rng.NextDouble() < 0.5).ToArray()).ToList();
         InRounds(model, $"sweep (mean-ablated forwards, {masks} masks) {Name(model)} batch {batch} seq {seq}", () =>

@@ -129,7 +129,7 @@ static class GpuCheck
             const int iters = 2;
             for (int i = 0; i < iters; i++) Attributor.Score(llama, task, options);
             double pairsPerS = batch * iters / w.Elapsed.TotalSeconds;
-            var eval = new AblationEvaluator(llama, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, seq) { MasksPerForward = 4 };
+            var eval = new SiteMeanAblation(llama, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, seq) { MasksPerForward = 4 };
             eval.Evaluate(masks);
             w.Restart();
             eval.Evaluate(masks);

@@ -14,22 +14,30 @@ public static class CliRunner
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
-            Console.Error.WriteLine($"neurontrace: {parsed.Errors[0].Message} (see --help)");
+            Console.Error.WriteLine($"neurontrace: {ErrorText.Line(parsed.Errors[0].Message)} (see --help)");
             return 2;
         }
+        ProgressBar.Quiet = parsed.GetValue(NeuronTraceCli.Quiet);
+        // With --help the parser reports no error for an unknown command and would print the root help, exit 0.
+        if (parsed.UnmatchedTokens.Count > 0)
+        {
+            Console.Error.WriteLine($"neurontrace: unrecognized command or argument {ErrorText.Quote(parsed.UnmatchedTokens[0])} (see --help)");
+            return 2;
+        }
+        using var signals = Interruption.Install();
         try
         {
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (Unwrap(e) is var inner && IsUserError(inner))
         {
-            Console.Error.WriteLine($"neurontrace: error: {OneLine(inner.Message)}");
+            Console.Error.WriteLine($"neurontrace: error: {ErrorText.Line(inner.Message)}");
             return inner is UsageException ? 2 : 1;
         }
         catch (Exception e)
         {
             var inner = Unwrap(e);
-            Console.Error.WriteLine($"neurontrace: internal error ({inner.GetType().Name}): {OneLine(inner.Message)}");
+            Console.Error.WriteLine($"neurontrace: internal error ({inner.GetType().Name}): {ErrorText.Line(inner.Message)}");
             return 3;
         }
     }
@@ -39,8 +47,6 @@ public static class CliRunner
     static bool IsUserError(Exception e) =>
         e is ModelFormatException or UsageException or FormatException or ArgumentException or IOException or UnauthorizedAccessException
             or System.Text.Json.JsonException;
-
-    static string OneLine(string s) => string.Join(" ", s.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
 }
 
 /// <summary>A flag combination that makes no sense; exit code 2.</summary>

@@ -1,35 +1,134 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.Formats;
+using NeuronTrace.Tracing.Scoring;
 
 namespace NeuronTrace.Cli;
 
-/// <summary>Options several commands share, with the same names and meaning everywhere.</summary>
+/// <summary>Where a command runs.</summary>
+public enum DeviceKind { Cpu, Cuda }
+
+/// <summary>An output path with its --force, as every writing command declares them.</summary>
+public sealed record OutputOption(Option<string?> Path, Option<bool> Force);
+
+/// <summary>
+/// Options several commands share, with the same names and meaning everywhere, and the typed option builders every
+/// command uses: numbers with a documented range and names from a fixed set are checked by the parser (exit 2, one
+/// line) before any command starts work, so no command repeats a range check or a string switch.
+/// </summary>
 public static class CommonOptions
 {
     public static Option<string?> Model() => new("--model", "-m")
     {
-        Description = "Model file or folder: a llama2.c .bin (tokenizer beside it), a .gguf, or a Hugging Face folder. Default: the bundled stories260K.",
+        Description = "Model file or folder: a llama2.c .bin (tokenizer beside it), a .gguf, a Hugging Face folder, or a Hugging Face id ORG/NAME[@REVISION] from the local hub cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; nothing is downloaded). Default: the bundled stories260K.",
     };
 
-    public static Option<string> Device() => new("--device")
-    {
-        Description = "Backend: cpu (managed, default) or cuda.",
-        DefaultValueFactory = _ => "cpu",
-    };
+    public static Option<DeviceKind> Device() => Choice("--device", "Backend: cpu (managed, default) or cuda.",
+        [("cpu", DeviceKind.Cpu), ("cuda", DeviceKind.Cuda)], () => DeviceKind.Cpu);
 
-    public static LoadedModel LoadModel(string? path)
+    /// <summary>Integrated-gradients steps of <c>attribute</c> and <c>trace</c> (IG memory does not grow with them).</summary>
+    public static Option<int> IgSteps() => Int("--steps", "IG steps (alpha = k/N, k = 0..N-1).", 10, 1, 1000);
+
+    public static Option<int> MasksPerForward() => Int("--masks-per-forward", "Circuits evaluated per batched forward.", 8, 1, 256);
+
+    /// <summary>A run's circuit method: one of the attribution method names (default: the run's first method).</summary>
+    public static Option<AttributionMethod?> CircuitMethod(string description) =>
+        Choice<AttributionMethod?>("--method", description, MethodChoices.Select(c => (c.Name, (AttributionMethod?)c.Value)).ToArray());
+
+    public static readonly (string Name, AttributionMethod Value)[] MethodChoices =
+        Enum.GetValues<AttributionMethod>().Select(m => (m.Name(), m)).ToArray();
+
+    public static OutputOption Output(string outDescription, string forceDescription, bool required = false) =>
+        new(new Option<string?>("--out", "-o") { Description = outDescription, Required = required },
+            new Option<bool>("--force") { Description = forceDescription });
+
+    public static LoadedModel LoadModel(string? path) => ModelLoader.Load(path);
+
+    public static IBackend OpenBackend(DeviceKind device) => device == DeviceKind.Cuda ? CudaBackends.Open() : CpuBackend.Instance;
+
+    /// <summary>
+    /// An integer option checked against [<paramref name="min"/>, <paramref name="max"/>] at parse time; the range is
+    /// appended to the help text. <paramref name="belowMin"/> replaces the default "must be at least" wording.
+    /// </summary>
+    public static Option<int> Int(string name, string description, int defaultValue, int min, int max, string? belowMin = null, params string[] aliases)
     {
-        var m = ModelLoader.Load(path);
-        return m;
+        var o = new Option<int>(name, aliases) { Description = $"{description} Range {min}..{max}.", DefaultValueFactory = _ => defaultValue };
+        o.Validators.Add(r => CheckRange(r, name, r.GetValueOrDefault<int>(), min, max, belowMin));
+        return o;
     }
 
-    public static IBackend OpenBackend(string device) => device switch
+    /// <summary>As <see cref="Int"/>, for an option whose absence means "the command's default".</summary>
+    public static Option<int?> OptionalInt(string name, string description, int min, int max)
     {
-        "cpu" => CpuBackend.Instance,
-        "cuda" => CudaBackends.Open(),
-        _ => throw new UsageException($"unknown --device \"{device}\" (cpu or cuda)"),
-    };
+        var o = new Option<int?>(name) { Description = $"{description} Range {min}..{max}." };
+        o.Validators.Add(r => { if (r.GetValueOrDefault<int?>() is { } v) CheckRange(r, name, v, min, max, null); });
+        return o;
+    }
+
+    static void CheckRange(OptionResult r, string name, long v, long min, long max, string? belowMin)
+    {
+        if (v < min) r.AddError(belowMin ?? (min == 0 ? $"{name} must not be negative" : $"{name} must be at least {min}"));
+        else if (v > max) r.AddError($"{name} {v}: must be at most {max}");
+    }
+
+    /// <summary>
+    /// An option whose value is one name of <paramref name="choices"/>, parsed here into its typed value; anything else
+    /// is a usage error listing the names. Without <paramref name="defaultValue"/> an absent option is <c>default(T)</c>.
+    /// </summary>
+    public static Option<T> Choice<T>(string name, string description, (string Name, T Value)[] choices, Func<T>? defaultValue = null)
+    {
+        var o = new Option<T>(name)
+        {
+            Description = description,
+            CustomParser = r =>
+            {
+                string text = r.Tokens.Count > 0 ? r.Tokens[^1].Value : "";
+                foreach (var (n, v) in choices)
+                    if (n == text.Trim().ToLowerInvariant()) return v;
+                r.AddError($"unknown {name} {ErrorText.Quote(text)} ({Names(choices.Select(c => c.Name))})");
+                return default!;
+            },
+        };
+        if (defaultValue is not null) o.DefaultValueFactory = _ => defaultValue();
+        o.CompletionSources.Add(choices.Select(c => c.Name).ToArray());
+        return o;
+    }
+
+    /// <summary>A comma-separated list of names of <paramref name="choices"/>, in order, without repeats.</summary>
+    public static Option<T[]> ChoiceList<T>(string name, string description, (string Name, T Value)[] choices, string defaultList, string what)
+    {
+        return new Option<T[]>(name)
+        {
+            Description = description,
+            DefaultValueFactory = r => Parse(r, defaultList),
+            CustomParser = r => Parse(r, r.Tokens.Count > 0 ? r.Tokens[^1].Value : ""),
+        };
+
+        T[] Parse(ArgumentResult r, string list)
+        {
+            var parts = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (parts.Length == 0) { r.AddError($"{name}: no {what} given"); return []; }
+            var result = new List<T>();
+            foreach (var p in parts)
+            {
+                int i = Array.FindIndex(choices, c => c.Name == p.ToLowerInvariant());
+                if (i < 0) { r.AddError($"{name}: unknown {what} {ErrorText.Quote(p)} (known: {string.Join(", ", choices.Select(c => c.Name))})"); return []; }
+                if (!result.Contains(choices[i].Value)) result.Add(choices[i].Value);
+            }
+            return result.ToArray();
+        }
+    }
+
+    static string Names(IEnumerable<string> names)
+    {
+        var l = names.ToList();
+        return l.Count == 1 ? l[0] : string.Join(", ", l.Take(l.Count - 1)) + " or " + l[^1];
+    }
+
+    /// <summary>A number as the CLI prints it in messages (invariant culture).</summary>
+    public static string Show(double v) => v.ToString(CultureInfo.InvariantCulture);
 }

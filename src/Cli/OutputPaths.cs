@@ -18,8 +18,8 @@ namespace NeuronTrace.Cli;
 /// </summary>
 public static class OutputPaths
 {
-    public const string TraceFormat = "neurontrace-trace/1";
-    public const string ScoresFormat = "neurontrace-scores/1";
+    public const string TraceFormat = NeuronTrace.Tracing.Runs.RunFormat.TraceId;
+    public const string ScoresFormat = NeuronTrace.Tracing.Runs.RunFormat.ScoresId;
 
     /// <summary>The option's value; refused when empty or blank.</summary>
     public static string NotEmpty(string? path, string option = "--out") =>
@@ -35,7 +35,7 @@ public static class OutputPaths
         CheckFile(path, path, $"; {option} takes a file", force, inputs, run, ownNames, option);
 
     /// <summary>
-    /// <see cref="CheckFile(string, bool, string?[], string?, string[]?, string)"/> for a file output and the second file the
+    /// <c>CheckFile</c> for a file output and the second file the
     /// command writes beside it under a fixed name (graph.json, edge_sweep.csv). Returns both full paths.
     /// </summary>
     public static (string Full, string CompanionFull) CheckPair(string path, string companion, bool force, string?[] inputs,
@@ -66,6 +66,7 @@ public static class OutputPaths
         }
         if (File.Exists(full) && !force && !own) throw new UsageException($"{shown} already exists (pass --force to replace it)");
         CheckWritable(path, full);
+        Interruption.Watch(full);
         return full;
     }
 
@@ -88,6 +89,7 @@ public static class OutputPaths
                 throw new UsageException($"{path} is not empty and is not {kind}; --force only replaces an empty folder or {kind}");
         }
         CheckWritable(path, full);
+        Interruption.Watch(full);
         return full;
     }
 
@@ -116,7 +118,7 @@ public static class OutputPaths
     public static void WriteFolder(string shown, string full, Action<string> fill, Action recheck)
     {
         string parent = Path.GetDirectoryName(full)!;
-        string tmp = Path.Combine(parent, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.partial");
+        string tmp = NeuronTrace.Formats.OutputFiles.TempPathBeside(full, "partial");
         try
         {
             Directory.CreateDirectory(tmp);
@@ -125,7 +127,7 @@ public static class OutputPaths
             if (Directory.Exists(full))
             {
                 // Directory.Move cannot replace a folder: park the old one, move the new one in, then drop the old one.
-                string old = Path.Combine(parent, $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.old");
+                string old = NeuronTrace.Formats.OutputFiles.TempPathBeside(full, "old");
                 Directory.Move(full, old);
                 try { Directory.Move(tmp, full); }
                 catch { Directory.Move(old, full); throw; }
@@ -147,29 +149,8 @@ public static class OutputPaths
     /// failure while writing leaves none of them. <paramref name="recheck"/>, the up-front checks run again, must
     /// still allow them just before the renames. Entries: (full path, path as given, content).
     /// </summary>
-    public static void WriteFiles(Action recheck, params (string Full, string Shown, string Text)[] files)
-    {
-        var temps = files.Select(f => Path.Combine(Path.GetDirectoryName(f.Full)!, $".{Path.GetFileName(f.Full)}.{Guid.NewGuid():N}.tmp")).ToArray();
-        int i = 0;
-        try
-        {
-            for (; i < files.Length; i++)
-            {
-                Directory.CreateDirectory(Path.GetDirectoryName(files[i].Full)!);
-                File.WriteAllText(temps[i], files[i].Text, new System.Text.UTF8Encoding(false));
-            }
-            recheck();
-            for (i = 0; i < files.Length; i++) File.Move(temps[i], files[i].Full, overwrite: true);
-        }
-        catch (Exception e)
-        {
-            foreach (var t in temps) TryDelete(t);
-            if (e is not (IOException or UnauthorizedAccessException)) throw;
-            int at = Math.Min(i, files.Length - 1);
-            string why = e is UnauthorizedAccessException ? "permission denied" : e.Message.Replace(temps[at], files[at].Shown, StringComparison.Ordinal);
-            throw new IOException($"{files[at].Shown}: cannot write ({why})", e);
-        }
-    }
+    public static void WriteFiles(Action recheck, params (string Full, string Shown, string Text)[] files) =>
+        NeuronTrace.Formats.OutputFiles.WriteTogether(recheck, files);
 
     /// <summary>The nearest existing folder at or above the target's parent must be a folder in which files can be created.</summary>
     static void CheckWritable(string shown, string full)

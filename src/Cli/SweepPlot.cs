@@ -45,8 +45,7 @@ public static class SweepPlot
         plot.XLabel("log10 k (nodes kept)");
         plot.YLabel("normalised logit difference");
         plot.ShowLegend(ScottPlot.Alignment.LowerRight);
-        string tmp = path + ".tmp.png";
-        plot.SavePng(tmp, 900, 600);
-        File.Move(tmp, path, overwrite: true);
+        byte[] png = plot.GetImageBytes(900, 600, ScottPlot.ImageFormat.Png);
+        NeuronTrace.Formats.OutputFiles.WriteAtomically(path, s => s.Write(png));
     }
 }

@@ -2,6 +2,7 @@ using System.CommandLine;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
 using NeuronTrace.Formats;
+using NeuronTrace.Tracing.Scoring;
 
 namespace NeuronTrace.Cli;
 
@@ -15,24 +16,17 @@ public static class TaskOptions
         Description = $"Task file in the feature-circuits JSON-lines format (clean_prefix, patch_prefix, clean_answer, patch_answer), or the name of a bundled task (pronoun_gender, possessive_gender, gender_name, name_copy). Default: {DefaultTask}.",
     };
 
-    public static Option<string> Sites() => new("--sites")
-    {
-        Description = "Comma-separated node sites: mlp_act (neurons: down_proj input), mlp_out, attn (o_proj output), attn_z (o_proj input), resid.",
-        DefaultValueFactory = _ => "mlp_act,mlp_out,attn,resid",
-    };
+    public static Option<NodeSite[]> Sites() => CommonOptions.ChoiceList("--sites",
+        "Comma-separated node sites: mlp_act (neurons: down_proj input), mlp_out, attn (o_proj output), attn_z (o_proj input), resid.",
+        NodeSites.All.Select(s => (s.Name(), s)).ToArray(), "mlp_act,mlp_out,attn,resid", "node site");
 
-    public static Option<string> RelPAttention() => new("--relp-attention")
-    {
-        Description = "RelP rule at the attention softmax: gradient (as the authors' released code runs; default) or freeze (the RelP paper's AH-rule; conserves relevance).",
-        DefaultValueFactory = _ => "gradient",
-    };
+    /// <summary>Attribution methods, comma-separated (<c>trace</c> runs each; <c>attribute</c> takes one).</summary>
+    public static Option<AttributionMethod[]> Methods(string description) =>
+        CommonOptions.ChoiceList("--method", description, CommonOptions.MethodChoices, "relp", "method");
 
-    public static BackwardRules RelPRules(string attention) => attention switch
-    {
-        "gradient" => BackwardRules.RelP,
-        "freeze" => BackwardRules.RelPFrozenAttention,
-        _ => throw new UsageException($"unknown --relp-attention \"{attention}\" (gradient or freeze)"),
-    };
+    public static Option<BackwardRules> RelPAttention() => CommonOptions.Choice("--relp-attention",
+        "RelP rule at the attention softmax: gradient (as the authors' released code runs; default) or freeze (the RelP paper's AH-rule; conserves relevance).",
+        [("gradient", BackwardRules.RelP), ("freeze", BackwardRules.RelPFrozenAttention)], () => BackwardRules.RelP);
 
     /// <summary>A path, or a bundled task's name.</summary>
     public static string TaskPath(string? task)

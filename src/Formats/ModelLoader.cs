@@ -20,18 +20,26 @@ public sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokenizer
 /// <summary>
 /// Loads a model from a file or folder, choosing the format from what is there: a llama2.c <c>.bin</c> (with
 /// <c>tok512.bin</c>/<c>tokenizer.bin</c> beside it), a <c>.gguf</c>, or a Hugging Face folder (<c>config.json</c> +
-/// safetensors). The RoPE layout follows from the format; the user never passes it.
+/// safetensors), or a Hugging Face id ORG/NAME[@REVISION] found in the local hub cache (<see cref="HubCache"/>). The RoPE layout follows from the format; the user never passes it.
 /// </summary>
 public static class ModelLoader
 {
     /// <summary>The model bundled with NeuronTrace (stories260K), next to the executable or in the repository.</summary>
     public static string DefaultModelPath => BundledFiles.Find("models", "stories260K", "stories260K.bin");
 
-    public static LoadedModel Load(string? path = null)
+    /// <param name="path">A file, a folder or a hub id; null for the bundled model.</param>
+    /// <param name="hubCacheFolder">Where hub ids are looked up (<see cref="HubCache.Folder"/> by default).</param>
+    public static LoadedModel Load(string? path = null, string? hubCacheFolder = null)
     {
         path ??= DefaultModelPath;
         if (Directory.Exists(path)) return LoadFolder(path);
+        // A path that exists wins; otherwise ORG/NAME[@REVISION] is looked up in the local Hugging Face cache.
+        if (!File.Exists(path) && HubCache.IsModelId(path)) return LoadFolder(HubCache.Resolve(path, hubCacheFolder));
         if (!File.Exists(path)) throw new ModelFormatException(path, "no such file or folder");
+        // .NET reports no file type on Unix, but a FIFO, socket or device has length 0 in stat; opening one would
+        // block forever (a FIFO) or read without end (a device). No model is empty, so refuse before opening.
+        if (new FileInfo(path).Length == 0)
+            throw new ModelFormatException(path, "is empty or not a regular file (a FIFO, socket or device cannot be a model)");
         string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
         if (ext == ".gguf" || HasGgufMagic(path)) return LoadGguf(path);
         if (ext == ".bin") return LoadLlama2c(path);

@@ -1,7 +1,12 @@
 namespace NeuronTrace.Formats;
 
-/// <summary>Shared plumbing for the writers: atomic replacement of an output file, and streaming encoded floats.</summary>
-internal static class OutputFiles
+/// <summary>
+/// The one atomic writer of the project (model writers, run folders, CLI outputs): every output is written to a hidden
+/// temporary beside it, named by <see cref="TempPathBeside"/> (<c>.NAME.GUID.SUFFIX</c>, one scheme everywhere), and
+/// renamed over the target at the end, so a crash or exception never leaves a half-written file where a reader would
+/// pick it up. Also streams encoded floats for the model writers.
+/// </summary>
+public static class OutputFiles
 {
     /// <summary>
     /// Writes <paramref name="path"/> through a temporary file in the same folder that is renamed over it at the end,
@@ -21,6 +26,40 @@ internal static class OutputFiles
             TryDelete(tmp);
             if (NamingUserPath(e, tmp, path) is { } named) throw named;
             throw;
+        }
+    }
+
+    /// <summary>Writes UTF-8 text (no byte-order mark) atomically.</summary>
+    public static void WriteText(string path, string text) =>
+        WriteAtomically(path, s => s.Write(new System.Text.UTF8Encoding(false).GetBytes(text)));
+
+    /// <summary>
+    /// Writes several files together: each to a hidden temporary beside it, then, once <paramref name="beforeRename"/>
+    /// (e.g. the caller's up-front checks run again) has passed, all renamed into place, so a failure while writing
+    /// leaves none of them. Entries: (full path, path as shown to the user, content). An I/O failure is re-worded as
+    /// one <see cref="IOException"/> naming the shown path.
+    /// </summary>
+    public static void WriteTogether(Action beforeRename, params (string Full, string Shown, string Text)[] files)
+    {
+        var temps = files.Select(f => TempPathBeside(f.Full, "tmp")).ToArray();
+        int i = 0;
+        try
+        {
+            for (; i < files.Length; i++)
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(files[i].Full)!);
+                File.WriteAllText(temps[i], files[i].Text, new System.Text.UTF8Encoding(false));
+            }
+            beforeRename();
+            for (i = 0; i < files.Length; i++) File.Move(temps[i], files[i].Full, overwrite: true);
+        }
+        catch (Exception e)
+        {
+            foreach (var t in temps) TryDelete(t);
+            if (e is not (IOException or UnauthorizedAccessException)) throw;
+            int at = Math.Min(i, files.Length - 1);
+            string why = e is UnauthorizedAccessException ? "permission denied" : e.Message.Replace(temps[at], files[at].Shown, StringComparison.Ordinal);
+            throw new IOException($"{files[at].Shown}: cannot write ({why})", e);
         }
     }
 

@@ -33,8 +33,6 @@ public sealed class Llama : IDisposable
         var c = Config; var be = Backend;
         int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
         if (T > c.MaxSeqLen) throw new ArgumentException($"prompt of {T} tokens exceeds the model's context of {c.MaxSeqLen}");
-        var (cosTable, sinTable) = EnsureRope(T);
-        var shape = new AttentionShape(batch.Size, T, c.Heads, c.KvHeads, c.HeadDim);
 
         // Every tensor of the forward is overwritten in full by the op that produces it, so none is cleared first.
         var embedded = be.AllocateUninitialized(rows, d);
@@ -42,45 +40,7 @@ public sealed class Llama : IDisposable
         if (plan is not null && plan.TryGetEmbedding(out var embScale, out var embOffset)) be.Intervene(embedded, embScale, embOffset);
         var layers = new LayerState[c.Layers];
         Tensor x = embedded;
-        for (int l = 0; l < c.Layers; l++)
-        {
-            var w = _w.Layers[l];
-            var s = new LayerState
-            {
-                Input = x,
-                AttnNormed = be.AllocateUninitialized(rows, d), AttnRstd = be.AllocateUninitialized(rows),
-                Q = be.AllocateUninitialized(rows, d), K = be.AllocateUninitialized(rows, c.KvDim), V = be.AllocateUninitialized(rows, c.KvDim),
-                Probs = be.AllocateUninitialized(batch.Size, c.Heads, T, T), Z = be.AllocateUninitialized(rows, d), AttnOut = be.AllocateUninitialized(rows, d),
-                Mid = be.AllocateUninitialized(rows, d), FfnNormed = be.AllocateUninitialized(rows, d), FfnRstd = be.AllocateUninitialized(rows),
-                Gate = be.AllocateUninitialized(rows, c.HiddenDim), Up = be.AllocateUninitialized(rows, c.HiddenDim), Act = be.AllocateUninitialized(rows, c.HiddenDim),
-                MlpOut = be.AllocateUninitialized(rows, d), Output = be.AllocateUninitialized(rows, d),
-            };
-            layers[l] = s;
-            be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
-            be.MatMul(s.AttnNormed, w.Wq, s.Q, false);
-            be.MatMul(s.AttnNormed, w.Wk, s.K, false);
-            be.MatMul(s.AttnNormed, w.Wv, s.V, false);
-            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
-            be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
-            be.Attention(s.Q, s.K, s.V, shape, s.Z, s.Probs);
-            Edit(plan, NodeSite.AttnZ, l, s.Z);
-            be.MatMul(s.Z, w.Wo, s.AttnOut, false);
-            Edit(plan, NodeSite.Attn, l, s.AttnOut);
-            be.Copy(x, s.Mid);
-            be.Add(s.Mid, s.AttnOut);
-            be.RmsNorm(s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
-            be.MatMul(s.FfnNormed, w.W1, s.Gate, false);
-            be.MatMul(s.FfnNormed, w.W3, s.Up, false);
-            be.SwiGlu(s.Gate, s.Up, s.Act);
-            Edit(plan, NodeSite.MlpAct, l, s.Act);
-            be.MatMul(s.Act, w.W2, s.MlpOut, false);
-            Edit(plan, NodeSite.MlpOut, l, s.MlpOut);
-            be.Copy(s.Mid, s.Output);
-            be.Add(s.Output, s.MlpOut);
-            Edit(plan, NodeSite.Resid, l, s.Output);
-            x = s.Output;
-        }
+        for (int l = 0; l < c.Layers; l++) x = (layers[l] = ForwardLayer(l, x, batch, plan)).Output;
 
         if (logitRows == LogitRows.None)
             return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []);
@@ -94,6 +54,77 @@ public sealed class Llama : IDisposable
         be.MatMul(normed, _w.Classifier, logits, false);
         normed.Dispose();
         return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index);
+    }
+
+    /// <summary>
+    /// One decoder block over <paramref name="x"/> (r_l, [rows, dim]) with <paramref name="plan"/>'s edits. The sweep
+    /// (<see cref="MeanAblationSweep"/>) starts it above a shared prefix and may compute the MLP output itself:
+    /// <paramref name="mlp"/> returns true when it filled MlpOut from FfnNormed (Gate, Up and Act then stay unwritten).
+    /// </summary>
+    internal LayerState ForwardLayer(int l, Tensor x, TokenBatch batch, InterventionPlan? plan, Func<LayerState, bool>? mlp = null)
+    {
+        var c = Config; var be = Backend;
+        int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
+        var (cosTable, sinTable) = EnsureRope(T);
+        var shape = new AttentionShape(batch.Size, T, c.Heads, c.KvHeads, c.HeadDim);
+        var w = _w.Layers[l];
+        var s = new LayerState
+        {
+            Input = x,
+            AttnNormed = be.AllocateUninitialized(rows, d), AttnRstd = be.AllocateUninitialized(rows),
+            Q = be.AllocateUninitialized(rows, d), K = be.AllocateUninitialized(rows, c.KvDim), V = be.AllocateUninitialized(rows, c.KvDim),
+            Probs = be.AllocateUninitialized(batch.Size, c.Heads, T, T), Z = be.AllocateUninitialized(rows, d), AttnOut = be.AllocateUninitialized(rows, d),
+            Mid = be.AllocateUninitialized(rows, d), FfnNormed = be.AllocateUninitialized(rows, d), FfnRstd = be.AllocateUninitialized(rows),
+            Gate = be.AllocateUninitialized(rows, c.HiddenDim), Up = be.AllocateUninitialized(rows, c.HiddenDim), Act = be.AllocateUninitialized(rows, c.HiddenDim),
+            MlpOut = be.AllocateUninitialized(rows, d), Output = be.AllocateUninitialized(rows, d),
+        };
+        be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
+        be.MatMul(s.AttnNormed, w.Wq, s.Q, false);
+        be.MatMul(s.AttnNormed, w.Wk, s.K, false);
+        be.MatMul(s.AttnNormed, w.Wv, s.V, false);
+        bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
+        be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
+        be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
+        be.Attention(s.Q, s.K, s.V, shape, s.Z, s.Probs);
+        Edit(plan, NodeSite.AttnZ, l, s.Z);
+        be.MatMul(s.Z, w.Wo, s.AttnOut, false);
+        Edit(plan, NodeSite.Attn, l, s.AttnOut);
+        be.Copy(x, s.Mid);
+        be.Add(s.Mid, s.AttnOut);
+        be.RmsNorm(s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
+        if (mlp?.Invoke(s) != true)
+        {
+            be.MatMul(s.FfnNormed, w.W1, s.Gate, false);
+            be.MatMul(s.FfnNormed, w.W3, s.Up, false);
+            be.SwiGlu(s.Gate, s.Up, s.Act);
+            Edit(plan, NodeSite.MlpAct, l, s.Act);
+            be.MatMul(s.Act, w.W2, s.MlpOut, false);
+        }
+        Edit(plan, NodeSite.MlpOut, l, s.MlpOut);
+        be.Copy(s.Mid, s.Output);
+        be.Add(s.Output, s.MlpOut);
+        Edit(plan, NodeSite.Resid, l, s.Output);
+        return s;
+    }
+
+    /// <summary>The weights as the sweep's own MLP path reads them.</summary>
+    internal DeviceWeights Weights => _w;
+
+    /// <summary>Last-position logits of the block output <paramref name="x"/> (the forward's head, for a forward run layer by layer).</summary>
+    internal float[] LastLogits(Tensor x, TokenBatch batch)
+    {
+        var c = Config; var be = Backend;
+        int[] index = batch.LastRows();
+        using var finalInput = be.AllocateUninitialized(index.Length, c.Dim);
+        be.GatherRows(x, index, finalInput);
+        using var normed = be.AllocateUninitialized(index.Length, c.Dim);
+        using var rstd = be.AllocateUninitialized(index.Length);
+        be.RmsNorm(finalInput, _w.FinalNorm, c.NormEps, normed, rstd);
+        using var logits = be.AllocateUninitialized(index.Length, c.VocabSize);
+        be.MatMul(normed, _w.Classifier, logits, false);
+        var h = new float[logits.Length];
+        be.Download(logits, h);
+        return h;
     }
 
     /// <summary>

@@ -60,14 +60,15 @@ public class AttributeCommandTests
         Assert.Equal(2 * model.Config.Layers, arrays);
 
         var rows = File.ReadAllLines(Path.Combine(dir, "scores.csv"));
-        Assert.Equal("site,layer,position,index,score", rows[0]);
+        Assert.Equal("node,site,layer,position,index,score", rows[0]);
         long nodes = expected.NodeCount(NodeSite.MlpAct) + expected.NodeCount(NodeSite.Attn);
         Assert.Equal(nodes, rows.Length - 1);
         foreach (var row in rows.Skip(1).Where((_, i) => i % 97 == 0))
         {
             var f = row.Split(',');
-            var node = new NodeId(NodeSites.ParseList(f[0])[0], int.Parse(f[1], CultureInfo.InvariantCulture), int.Parse(f[2], CultureInfo.InvariantCulture), int.Parse(f[3], CultureInfo.InvariantCulture));
-            Assert.Equal(expected[node], float.Parse(f[4], CultureInfo.InvariantCulture));
+            var node = new NodeId(NodeSites.ParseList(f[1])[0], int.Parse(f[2], CultureInfo.InvariantCulture), int.Parse(f[3], CultureInfo.InvariantCulture), int.Parse(f[4], CultureInfo.InvariantCulture));
+            Assert.Equal(node, NodeId.Parse(f[0]));
+            Assert.Equal(expected[node], float.Parse(f[5], CultureInfo.InvariantCulture));
         }
     }
 

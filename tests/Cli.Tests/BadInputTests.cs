@@ -37,8 +37,8 @@ public class BadInputTests
     [Fact]
     public void UnknownMethodAndSite()
     {
-        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--method", "shap", "--out", RepoPaths.TempDir("m")), 1, "shap");
-        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--sites", "mlp_act,neurons", "--out", RepoPaths.TempDir("s")), 1, "neurons");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--method", "shap", "--out", RepoPaths.TempDir("m")), 2, "shap");
+        CliHarness.AssertOneLineError(CliHarness.Run("attribute", "--sites", "mlp_act,neurons", "--out", RepoPaths.TempDir("s")), 2, "neurons");
     }
 
     [Fact]

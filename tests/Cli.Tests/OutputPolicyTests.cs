@@ -141,7 +141,7 @@ public class OutputPolicyTests(SmallRunFixture fixture) : IClassFixture<SmallRun
         Ok(CliHarness.Run("attribute", "--sites", "mlp_act", "--limit", "2", "--out", scores, "--force"));
         KeepFile(scores, "stale.txt");
         Ok(CliHarness.Run("attribute", "--sites", "mlp_act", "--limit", "2", "--out", scores, "--force"));
-        Assert.Equal(["scores.csv", "scores.f32", "scores.json"], Directory.GetFiles(scores).Select(Path.GetFileName).Order());
+        Assert.Equal(["scores.csv", "scores.f32", "scores.json", "scores.safetensors"], Directory.GetFiles(scores).Select(Path.GetFileName).Order());
 
         // convert: a folder it wrote (hf), any file (gguf), only with --force.
         string hf = Path.Combine(root, "hf");

@@ -49,17 +49,19 @@ public class ViewReadingTests(SmallRunFixture run) : IClassFixture<SmallRunFixtu
         Assert.DoesNotContain("Edges are co-attribution", html);
 
         // Every edges.csv row joining drawn nodes (embeddings, drawn neurons, the logits), strongest first, is listed with
-        // its weight exactly as the CSV has it.
+        // its weight exactly as the CSV has it (columns by header name; node ids as graph.json spells them).
         using var graph = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir, "graph.json")));
-        var drawn = graph.RootElement.GetProperty("nodes").EnumerateArray()
-            .Select(n => (n.GetProperty("layer").GetInt32(), n.GetProperty("position").GetInt32(), n.GetProperty("index").GetInt32())).ToHashSet();
-        int layers = graph.RootElement.GetProperty("layers").GetInt32();
-        bool Drawn(string l, string p, string u) => int.Parse(l) is var li && (li == -1 || li == layers || drawn.Contains((li, int.Parse(p), int.Parse(u))));
-        var rows = File.ReadAllLines(Path.Combine(dir, "edges.csv")).Skip(1).Select(r => r.Split(','))
-            .Where(f => Drawn(f[0], f[1], f[2]) && Drawn(f[3], f[4], f[5]))
-            .OrderByDescending(f => Math.Abs(double.Parse(f[7], System.Globalization.CultureInfo.InvariantCulture))).Take(300).ToList();
+        var drawn = graph.RootElement.GetProperty("nodes").EnumerateArray().Select(n => n.GetProperty("id").GetString()!).ToHashSet();
+        var csv = File.ReadAllLines(Path.Combine(dir, "edges.csv"));
+        var head = csv[0].Split(',');
+        int sn = Array.IndexOf(head, "source_node"), tn = Array.IndexOf(head, "target_node"), wc = Array.IndexOf(head, "weight"), fc = Array.IndexOf(head, "final_attr");
+        Assert.True(sn >= 0 && tn >= 0 && wc >= 0 && fc >= 0, "edges.csv header: " + csv[0]);
+        bool Drawn(string node) => node == "logits" || node.StartsWith("embedding/", StringComparison.Ordinal) || drawn.Contains(node);
+        var rows = csv.Skip(1).Select(r => r.Split(','))
+            .Where(f => Drawn(f[sn]) && Drawn(f[tn]))
+            .OrderByDescending(f => Math.Abs(double.Parse(f[fc], System.Globalization.CultureInfo.InvariantCulture))).Take(300).ToList();
         Assert.True(rows.Count >= 10, $"only {rows.Count} edges join drawn nodes");
-        foreach (var f in rows) Assert.Contains($"<td data-v=\"{f[6]}\">{f[6]}</td>", html);
+        foreach (var f in rows) Assert.Contains($"<td data-v=\"{f[wc]}\">{f[wc]}</td>", html);
         Assert.Equal(rows.Count, Regex.Matches(html, "<line class=\"edge (pos|neg)\"").Count);
         Assert.Equal(8, Regex.Matches(html, "<text class=\"ew\"").Count);
 
@@ -129,21 +131,34 @@ public class ViewReadingTests(SmallRunFixture run) : IClassFixture<SmallRunFixtu
     }
 
     [Fact]
-    public void AMalformedEdgesCsvIsOneLineNamingTheFileLineAndField()
+    public void AMalformedEdgesCsvIsOneLineNamingTheFileAndLine()
     {
         string dir = run.Copy("view-badedges");
-        File.WriteAllText(Path.Combine(dir, "edges.csv"), "src_layer,src_pos,src_unit,tgt_layer,tgt_pos,tgt_unit,weight,final_attr\n0,1,2,1,1,3,0.5,0.25\n0,1,2,1,1,3,abc,0.1\n");
-        var (rc, _, err) = CliHarness.Run("view", "--run", dir, "--examples", "0");
-        Assert.NotEqual(0, rc);
-        Assert.Contains("edges.csv: line 3, field weight: \"abc\" is not a finite number", err);
-        Assert.Single(err.Trim().Split('\n'));
+        var (rc, _, err) = CliHarness.Run("edges", "--run", dir, "--top-nodes", "5");
+        Assert.True(rc == 0, err);
+        string path = Path.Combine(dir, "edges.csv");
+        var lines = File.ReadAllLines(path);
+        int wc = Array.IndexOf(lines[0].Split(','), "weight");
+        var f = lines[2].Split(',');
+        f[wc] = "abc";
+        lines[2] = string.Join(',', f);
+        File.WriteAllLines(path, lines);
+        var r = CliHarness.Run("view", "--run", dir, "--examples", "0");
+        Assert.NotEqual(0, r.Exit);
+        Assert.Contains("edges.csv: line 3, column weight", r.Err);
+        Assert.Contains("\"abc\"", r.Err);
+        Assert.Single(r.Err.Trim().Split('\n'));
         Assert.False(File.Exists(Path.Combine(dir, "view.html")));
 
-        var edges = EdgesCsv.Read(WriteCsv(dir, "src_layer,src_pos,src_unit,tgt_layer,tgt_pos,tgt_unit,weight,final_attr\n-1,3,-1,0,3,7,1.5,2\n4,0,9,5,0,-1,-0.5,-0.75\n"), layers: 5);
-        Assert.Equal(NeuronTrace.Tracing.Edges.EdgeEnd.Embedding(3), edges[0].Source);
-        Assert.Equal(NeuronTrace.Tracing.Edges.EdgeEnd.Neuron(0, 3, 7), edges[0].Target);
-        Assert.Equal(NeuronTrace.Tracing.Edges.EdgeEnd.Logit(5), edges[1].Target);
-        Assert.Equal((-0.5, -0.75), (edges[1].Weight, edges[1].FinalAttr));
+        // The ends come back as drawn: embedding, neuron and logit ends at their layers, weights as the file has them.
+        lines[2] = string.Join(',', lines[2].Split(',').Select((c, i) => i == wc ? "0.5" : c));
+        File.WriteAllLines(path, lines);
+        var edges = ViewEdge.Read(path, layers: 5);
+        Assert.Equal(lines.Length - 1, edges.Count);
+        Assert.Equal(0.5, edges[1].Weight);
+        Assert.All(edges, e => Assert.True(e.Source.Kind != NeuronTrace.Tracing.Edges.EdgeEndKind.Logit && e.Target.Kind != NeuronTrace.Tracing.Edges.EdgeEndKind.Embedding));
+        Assert.Contains(edges, e => e.Target.Kind == NeuronTrace.Tracing.Edges.EdgeEndKind.Logit && e.Target.Layer == 5);
+        Assert.Contains(edges, e => e.Source.Kind == NeuronTrace.Tracing.Edges.EdgeEndKind.Embedding && e.Source.Layer == -1);
     }
 
     [Theory]
@@ -155,12 +170,5 @@ public class ViewReadingTests(SmallRunFixture run) : IClassFixture<SmallRunFixtu
         var r = CliHarness.Run("view", "--run", dir, "--examples", "0", "--prompt-line", line);
         CliHarness.AssertOneLineError(r, 2, message);
         Assert.False(File.Exists(Path.Combine(dir, "view.html")));
-    }
-
-    static string WriteCsv(string dir, string text)
-    {
-        string p = Path.Combine(dir, "other.csv");
-        File.WriteAllText(p, text);
-        return p;
     }
 }

@@ -72,3 +72,31 @@ public class BatchSplitTests
         }
     }
 }
+
+/// <summary>Progress from attribution never passes its total, also when IG's batches are split across two threads.</summary>
+public class AttributionProgressTests
+{
+    sealed class Recorder : IProgress<NeuronTrace.Tracing.Pipeline.WorkProgress>
+    {
+        public readonly List<NeuronTrace.Tracing.Pipeline.WorkProgress> Reports = [];
+        public void Report(NeuronTrace.Tracing.Pipeline.WorkProgress value) { lock (Reports) Reports.Add(value); }
+    }
+
+    [Theory]
+    [InlineData(AttributionMethod.IG, 7)]   // 7 pairs in one batch: split into two halves on a 2-core machine
+    [InlineData(AttributionMethod.IG, 3)]   // batches of 3, 3 and 1: the last is not split
+    [InlineData(AttributionMethod.RelP, 3)]
+    public void Progress_ends_exactly_at_its_total(AttributionMethod method, int batch)
+    {
+        using var model = new Llama(RandomLlama.Create(RandomLlama.SmallConfig(), seed: 3), CpuBackend.Instance);
+        var task = RandomTasks.Pairs(7, model.Config.VocabSize, seed: 9);
+        var sites = new[] { NodeSite.Resid, NodeSite.MlpAct };
+        var rec = new Recorder();
+        Attributor.Score(model, task, new AttributionOptions { Method = method, Sites = sites, BatchSize = batch, IgSteps = 2 }, rec);
+        Assert.NotEmpty(rec.Reports);
+        Assert.All(rec.Reports, p => Assert.True(p.Done <= p.Total, $"{p.Stage} {p.Done}/{p.Total}"));
+        var last = rec.Reports[^1];
+        Assert.Equal(last.Total, last.Done);
+        Assert.Equal(rec.Reports.Count, (int)last.Total);
+    }
+}

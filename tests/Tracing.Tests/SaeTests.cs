@@ -75,7 +75,7 @@ public class SaeTests(ITestOutputHelper output)
             string Fail(Action a) { var e = Assert.Throws<ModelFormatException>(a); Assert.DoesNotContain('\n', e.Message); return e.Message; }
 
             Assert.Contains("not found", Fail(() => SparseAutoencoder.Load(Path.Combine(tmp, "nope"))));
-            Assert.Contains("hyperparams.json not found", Fail(() => SparseAutoencoder.Load(tmp)));
+            Assert.Contains("neither cfg.json (SAELens) nor hyperparams.json (Llama Scope)", Fail(() => SparseAutoencoder.Load(tmp)));
 
             File.WriteAllText(Path.Combine(tmp, "hyperparams.json"), "{ broken");
             Directory.CreateDirectory(Path.Combine(tmp, "checkpoints"));
@@ -164,7 +164,7 @@ public class SaeTests(ITestOutputHelper output)
         var want = plain.HostLogits();
         var means = SaeSiteMeans.Compute(model, sae, NodeSite.Resid, Layer, task.Pairs.Select(p => p.PatchIds!).ToList());
         // One mask per forward, so the ablated run has the same batch shape as the plain one (bit-for-bit comparable).
-        var ev = new SaeAblationEvaluator(model, task, sae, NodeSite.Resid, Layer, means, Metric.CleanMinusPatch, means.Positions) { MasksPerForward = 1 };
+        var ev = new SaeMeanAblation(model, task, sae, NodeSite.Resid, Layer, means, Metric.CleanMinusPatch, means.Positions) { MasksPerForward = 1 };
         var all = Enumerable.Repeat(true, ev.NodeCount).ToArray();
         var featuresOnly = all.Select((_, i) => i % (sae.Features + 1) != sae.Features).ToArray();
         var m = ev.Evaluate([all, featuresOnly, new bool[ev.NodeCount]]);
@@ -174,7 +174,7 @@ public class SaeTests(ITestOutputHelper output)
         Assert.NotEqual(direct, m[1]);
         Assert.NotEqual(direct, m[2]);
         // handle_errors "remove" with every feature kept equals the default with the error nodes dropped from the mask.
-        var remove = new SaeAblationEvaluator(model, task, sae, NodeSite.Resid, Layer, means, Metric.CleanMinusPatch, means.Positions)
+        var remove = new SaeMeanAblation(model, task, sae, NodeSite.Resid, Layer, means, Metric.CleanMinusPatch, means.Positions)
             { MasksPerForward = 1, ErrorHandling = SaeErrorHandling.Remove };
         Assert.Equal(m[1], remove.Evaluate([all])[0]);
     }

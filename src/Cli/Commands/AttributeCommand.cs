@@ -1,5 +1,6 @@
 using System.CommandLine;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Sae;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 
@@ -13,41 +14,37 @@ public static class AttributeCommand
         var model = CommonOptions.Model();
         var device = CommonOptions.Device();
         var task = TaskOptions.Task();
-        var method = new Option<string>("--method") { Description = "atp (attribution patching), ig (integrated gradients per site), ig-inputs (IG over input embeddings) or relp.", DefaultValueFactory = _ => "relp" };
+        var method = CommonOptions.Choice("--method", "atp (attribution patching), ig (integrated gradients per site), ig-inputs (IG over input embeddings) or relp.",
+            CommonOptions.MethodChoices, () => AttributionMethod.RelP);
         var sites = TaskOptions.Sites();
-        var output = new Option<string>("--out", "-o") { Description = "Output folder for scores.f32, scores.json and scores.csv. Must not exist unless --force.", Required = true };
-        var force = new Option<bool>("--force") { Description = "Replace an existing output folder (only an empty folder or a scores folder written by attribute, not a trace run's scores)." };
-        var steps = new Option<int>("--steps") { Description = "IG steps (alpha = k/N, k = 0..N-1).", DefaultValueFactory = _ => 10 };
-        var baseline = new Option<string?>("--baseline") { Description = "patch (default for paired tasks), zero (default for unpaired) or mean (the task's mean clean activation at each layer and position from the end). Scores are (baseline - clean) * gradient." };
+        var (output, force) = CommonOptions.Output("Output folder for scores.f32, scores.json and scores.csv. Must not exist unless --force.",
+            "Replace an existing output folder (only an empty folder or a scores folder written by attribute, not a trace run's scores).", required: true);
+        var steps = CommonOptions.IgSteps();
+        var baseline = CommonOptions.Choice<Baseline?>("--baseline", "patch (default for paired tasks), zero (default for unpaired) or mean (the task's mean clean activation at each layer and position from the end). Scores are (baseline - clean) * gradient.",
+            [("patch", Baseline.Patch), ("zero", Baseline.Zero), ("mean", Baseline.Mean)]);
         var relpAttention = TaskOptions.RelPAttention();
-        var limit = new Option<int>("--limit") { Description = "Use only the first N examples (0 = all).", DefaultValueFactory = _ => 0 };
-        var batch = new Option<int>("--batch") { Description = "Prompt pairs per forward/backward.", DefaultValueFactory = _ => 32 };
-        var metric = new Option<string?>("--metric")
-        {
-            Description = "What is attributed, at the clean prompt's last position: logit-diff (logit(patch_answer) - logit(clean_answer); default for paired tasks), answer-logit (logit(clean_answer); default for unpaired tasks) or top-logits (the sum of the model's own top-k next-token logits, tokens fixed from the clean run; the case studies' metric).",
-        };
-        var topLogitsK = new Option<int>("--top-logits-k") { Description = "k of --metric top-logits.", DefaultValueFactory = _ => 5 };
+        var limit = CommonOptions.Int("--limit", "Use only the first N examples (0 = all).", 0, 0, int.MaxValue, "--limit must be 0 (all examples) or more");
+        var batch = CommonOptions.Int("--batch", "Prompt pairs per forward/backward.", 32, 1, 4096);
+        var metric = CommonOptions.Choice<MetricKind?>("--metric",
+            "What is attributed, at the clean prompt's last position: logit-diff (logit(patch_answer) - logit(clean_answer); default for paired tasks), answer-logit (logit(clean_answer); default for unpaired tasks) or top-logits (the sum of the model's own top-k next-token logits, tokens fixed from the clean run; the case studies' metric).",
+            [("logit-diff", MetricKind.LogitDiff), ("answer-logit", MetricKind.AnswerLogit), ("top-logits", MetricKind.TopLogits)]);
+        var topLogitsK = CommonOptions.Int("--top-logits-k", "k of --metric top-logits.", 5, 1, 1000);
+        var sae = SaeOptions.Sae();
+        var specialTokens = PromptOptions.SpecialTokens();
         var cmd = new Command("attribute", "Score every node (site, layer, position from the end, unit) by attribution of a metric of the last-position logits (default: the task's logit difference).")
         {
-            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK,
+            model, device, task, method, sites, output, force, steps, baseline, relpAttention, limit, batch, metric, topLogitsK, sae, specialTokens,
         };
         cmd.SetAction(r =>
         {
-            var m = MethodNames.Parse(r.GetValue(method)!);
-            var siteList = NodeSites.ParseList(r.GetValue(sites)!);
-            if (r.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1");
-            if (r.GetValue(batch) < 1) throw new UsageException("--batch must be at least 1");
-            if (r.GetValue(limit) < 0) throw new UsageException("--limit must be 0 (all examples) or more");
-            Baseline? b = r.GetValue(baseline) switch
-            {
-                null => null, "patch" => Baseline.Patch, "zero" => Baseline.Zero, "mean" => Baseline.Mean,
-                var x => throw new UsageException($"unknown --baseline \"{x}\" (patch, zero or mean)"),
-            };
-            string? metricName = r.GetValue(metric);
-            if (metricName is not (null or "logit-diff" or "answer-logit" or "top-logits"))
-                throw new UsageException($"unknown --metric \"{metricName}\" (logit-diff, answer-logit or top-logits)");
-            if (r.GetValue(topLogitsK) < 1) throw new UsageException("--top-logits-k must be at least 1");
+            var m = r.GetValue(method);
+            var siteList = r.GetValue(sites)!;
+            Baseline? b = r.GetValue(baseline);
+            var metricName = r.GetValue(metric);
+            if (r.GetValue(sae) is { Length: > 0 } && (m is not (AttributionMethod.AtP or AttributionMethod.RelP) || b is not (null or Baseline.Patch)))
+                throw new UsageException("--sae needs --method atp or relp with the patch baseline (SAE nodes are scored from the site gradient against the patch prompt)");
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
+            var saes = SaeOptions.Load(r.GetValue(sae), loaded.Config);
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
             string dir = r.GetValue(output)!;
             string CheckOut()
@@ -60,28 +57,45 @@ public static class AttributeCommand
                 return full;
             }
             string fullDir = CheckOut();
-            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer()).Take(r.GetValue(limit));
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen).Take(r.GetValue(limit));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch
             {
-                "logit-diff" when t.Pairs.Any(p => p.PatchAnswer is null) =>
+                MetricKind.LogitDiff when t.Pairs.Any(p => p.PatchAnswer is null) =>
                     throw new UsageException("--metric logit-diff needs patch_answer on every line of the task"),
-                "logit-diff" => Metric.TowardsPatch,
-                "answer-logit" => Metric.AnswerLogit,
-                "top-logits" => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
+                MetricKind.LogitDiff => Metric.TowardsPatch,
+                MetricKind.AnswerLogit => Metric.AnswerLogit,
+                MetricKind.TopLogits => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
                 _ => Metric.AttributionDefault(t),
             };
+            using var bar = new ProgressBar();
             var scores = Attributor.Score(llama, t, new AttributionOptions
             {
                 Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
-                RelPRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!), BatchSize = r.GetValue(batch),
-            }, new ProgressBar());
-            OutputPaths.WriteFolder(dir, fullDir, temp => scores.Save(temp, m.Name(), chosen.Name, t.Count), () => CheckOut());
+                RelPRules = r.GetValue(relpAttention)!, BatchSize = r.GetValue(batch),
+            }, bar);
+            var saeScores = saes.Select(x =>
+            {
+                var (site, layer) = x.HookSite;
+                return (Name: SaeTrace.Name(x), Scores: SaeAttributor.Score(llama, t, x, site, layer, new AttributionOptions
+                {
+                    Method = m, Sites = [site], Metric = chosen, RelPRules = r.GetValue(relpAttention)!, BatchSize = r.GetValue(batch),
+                }));
+            }).ToList();
+            OutputPaths.WriteFolder(dir, fullDir, temp =>
+            {
+                scores.Save(temp, m.Name(), chosen.Name, t.Count);
+                foreach (var (name, s) in saeScores) SaeScoresCsv.Write(Path.Combine(temp, $"sae_{name}.csv"), s);
+            }, () => CheckOut());
             Console.WriteLine($"{t.Count} examples, {m.Name()}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
             Tables.PrintTopNodes(scores, siteList, 10);
+            foreach (var (name, s) in saeScores)
+                Console.WriteLine($"sae {name} ({s.Site.Name()} L{s.Layer}): {s.NodeCount} nodes; wrote {Path.Combine(dir, $"sae_{name}.csv")}");
             return 0;
         });
         return cmd;
     }
+
+    enum MetricKind { LogitDiff, AnswerLogit, TopLogits }
 }

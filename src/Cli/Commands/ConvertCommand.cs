@@ -10,19 +10,20 @@ public static class ConvertCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var to = new Option<string>("--to") { Description = "Target format: hf (a Hugging Face LlamaForCausalLM folder, tokenizer file copied) or gguf (weights only).", Required = true };
-        var output = new Option<string>("--out", "-o") { Description = "Output folder (hf) or file (gguf). Must not exist unless --force.", Required = true };
-        var force = new Option<bool>("--force") { Description = "Replace an existing output: a gguf file, or an hf folder that is empty or holds only what convert writes (config.json, *.safetensors, the index and a tokenizer file). Never the input model." };
+        var to = CommonOptions.Choice("--to", "Target format: hf (a Hugging Face LlamaForCausalLM folder, tokenizer file copied) or gguf (weights only).",
+            [("hf", TargetFormat.Hf), ("gguf", TargetFormat.Gguf)]);
+        to.Required = true;
+        var (output, force) = CommonOptions.Output("Output folder (hf) or file (gguf). Must not exist unless --force.",
+            "Replace an existing output: a gguf file, or an hf folder that is empty or holds only what convert writes (config.json, *.safetensors, the index and a tokenizer file). Never the input model.", required: true);
         var cmd = new Command("convert", "Convert a model to another format.") { model, to, output, force };
         cmd.SetAction(r =>
         {
-            string format = r.GetValue(to)!;
-            if (format is not ("hf" or "gguf")) throw new UsageException($"unknown --to \"{format}\" (hf or gguf)");
+            var format = r.GetValue(to);
             string dest = OutputPaths.NotEmpty(r.GetValue(output));
             var m = CommonOptions.LoadModel(r.GetValue(model));
             string? tokenizerFile = FindTokenizerFile(m.Path);
             string?[] inputs = [r.GetValue(model), m.Path, tokenizerFile];
-            if (format == "hf")
+            if (format == TargetFormat.Hf)
             {
                 OutputPaths.CheckFolder(dest, r.GetValue(force), "a model folder written by convert", IsConvertedFolder, inputs);
                 HfFolderWriter.Write(m.Weights, dest, tokenizerFile, overwrite: r.GetValue(force));
@@ -37,6 +38,8 @@ public static class ConvertCommand
         });
         return cmd;
     }
+
+    enum TargetFormat { Hf, Gguf }
 
     /// <summary>A folder of regular files only, with config.json, all of them names that <c>convert --to hf</c> writes.</summary>
     static bool IsConvertedFolder(string dir) =>

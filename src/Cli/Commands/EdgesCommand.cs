@@ -19,14 +19,14 @@ public static class EdgesCommand
         var model = CommonOptions.Model();
         model.Description = "Model (default: the model recorded in the run; the bundled stories260K only when the run records none).";
         var device = CommonOptions.Device();
-        var method = new Option<string?>("--method") { Description = "Whose mlp_act circuit to use (default: the run's first method)." };
-        var topNodes = new Option<int>("--top-nodes") { Description = "Connect at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 200 };
-        var chunk = new Option<int>("--chunk") { Description = "Target neurons per multi-right-hand-side backward.", DefaultValueFactory = _ => 50 };
-        var output = new Option<string?>("--out", "-o") { Description = "Edge CSV to write (default: RUN/edges.csv); edge_sweep.csv is written beside it. RUN/edges.csv and RUN/edge_sweep.csv are replaced freely; any other existing file only with --force." };
-        var force = new Option<bool>("--force") { Description = "Replace an existing --out file (and edge_sweep.csv beside it); never a file of the run folder other than its edges.csv and edge_sweep.csv." };
+        var method = CommonOptions.CircuitMethod("Whose mlp_act circuit to use (default: the run's first method).");
+        var topNodes = CommonOptions.Int("--top-nodes", "Connect at most this many circuit nodes (largest |score| first).", 200, 1, 100_000);
+        var chunk = CommonOptions.Int("--chunk", "Target neurons per multi-right-hand-side backward.", 50, 1, 4096);
+        var (output, force) = CommonOptions.Output("Edge CSV to write (default: RUN/edges.csv); edge_sweep.csv is written beside it. RUN/edges.csv and RUN/edge_sweep.csv are replaced freely; any other existing file only with --force.",
+            "Replace an existing --out file (and edge_sweep.csv beside it); never a file of the run folder other than its edges.csv and edge_sweep.csv.");
         var noEndpoints = new Option<bool>("--no-endpoint-edges") { Description = "Skip embedding -> neuron and neuron -> logit edges (the sweep then treats the lowest circuit layer as fed by the embeddings and the highest as feeding the logits)." };
         var relpAttention = TaskOptions.RelPAttention();
-        var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
+        var masks = CommonOptions.MasksPerForward();
         var cmd = new Command("edges", """
             Compute neuron-to-neuron edges (docs/method.md 6.2, "CLJA") among a trace run's mlp_act circuit nodes: for every
             layer pair src < tgt, the RelP Jacobian of each target neuron w.r.t. the source layer's neurons with the MLPs
@@ -40,26 +40,17 @@ public static class EdgesCommand
         };
         cmd.SetAction(r =>
         {
-            if (r.GetValue(topNodes) < 1) throw new UsageException("--top-nodes must be at least 1");
-            if (r.GetValue(chunk) < 1) throw new UsageException("--chunk must be at least 1");
-            if (r.GetValue(masks) < 1) throw new UsageException("--masks-per-forward must be at least 1");
-            string dir = r.GetValue(run)!;
-            var folder = RunFolder.Open(dir);
-            var circuit = folder.ReadCircuit(r.GetValue(method), "mlp_act");
+            var inputs = RunInputs.Open(r.GetValue(run)!, r.GetValue(task), r.GetValue(model));
+            string dir = inputs.Dir;
+            var folder = inputs.Folder;
+            var circuit = folder.ReadCircuit(r.GetValue(method)?.Name(), "mlp_act");
             var neurons = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(topNodes))
                 .Select(n => EdgeEnd.Neuron(n.Node.Layer, n.Node.Position, n.Node.Index)).ToList();
             if (neurons.Count == 0) throw new UsageException($"the {circuit.Method} mlp_act circuit of {dir} has no nodes");
 
-            string taskPath;
-            bool wholeTask = r.GetValue(task) is not null;
-            if (r.GetValue(task) is { } t) taskPath = TaskOptions.TaskPath(t);
-            else taskPath = folder.TaskPath is { } rec && File.Exists(rec) ? rec
-                : throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task");
-            var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
-            var full = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
-            PromptTask examples;
-            if (wholeTask) examples = full;
-            else examples = folder.HeldOut(full, taskPath);
+            string taskPath = inputs.TaskPath();
+            var loaded = inputs.LoadModel();
+            var examples = inputs.LoadTask(taskPath, loaded, heldOut: true, requireEqualLengths: false);
             circuit.CheckFits(loaded.Config, loaded.Path, examples.Pairs.Max(p => p.CleanIds.Length), taskPath);
 
             // Both outputs are checked before the (long) computation and written together at its end.
@@ -70,12 +61,12 @@ public static class EdgesCommand
                 [r.GetValue(task), taskPath, r.GetValue(model), loaded.Path], dir, ["edges.csv", "edge_sweep.csv"]);
             var (outFull, sweepFull) = CheckOut();
             Console.Error.WriteLine($"{circuit.Method} mlp_act circuit: {neurons.Count} nodes in layers {neurons.Min(n => n.Layer)}..{neurons.Max(n => n.Layer)}; {examples.Count} examples of {taskPath}");
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-            var bar = new ProgressBar();
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+            using var bar = new ProgressBar();
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var graph = EdgeTracer.Trace(llama, examples, neurons, new EdgeOptions
             {
-                Chunk = r.GetValue(chunk), EndpointEdges = !r.GetValue(noEndpoints), Rules = TaskOptions.RelPRules(r.GetValue(relpAttention)!),
+                Chunk = r.GetValue(chunk), EndpointEdges = !r.GetValue(noEndpoints), Rules = r.GetValue(relpAttention)!,
             }, bar);
             double edgeSeconds = clock.Elapsed.TotalSeconds;
             var means = SiteMeans.Compute(llama, examples.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList(), [NodeSite.MlpAct]);

@@ -10,17 +10,19 @@ public static class GenerateCommand
     {
         var model = CommonOptions.Model();
         var device = CommonOptions.Device();
-        var prompt = new Option<string>("--prompt", "-p") { Description = "Prompt text (default: empty, i.e. BOS only).", DefaultValueFactory = _ => "" };
-        var steps = new Option<int>("--steps", "-n") { Description = "Positions to run, prompt included (llama2.c's -n).", DefaultValueFactory = _ => 256 };
-        var cmd = new Command("generate", "Greedy generation from a prompt (a quick check that the model runs).") { model, device, prompt, steps };
+        var prompt = new Option<string>("--prompt", "-p") { Description = "Prompt text (default: empty, i.e. BOS only), or a chat prompt as a JSON messages list, e.g. [{\"role\": \"user\", \"content\": \"Hi\"}], rendered with the model's chat template (Llama 3.1's unless the model folder's tokenizer_config.json has a supported one).", DefaultValueFactory = _ => "" };
+        var steps = CommonOptions.Int("--steps", "Positions to run, prompt included (llama2.c's -n; at most the model's context).", 256, 1, 1_000_000, aliases: "-n");
+        var specialTokens = PromptOptions.SpecialTokens();
+        var cmd = new Command("generate", "Greedy generation from a prompt (a quick check that the model runs).") { model, device, prompt, steps, specialTokens };
         cmd.SetAction(r =>
         {
             int n = r.GetValue(steps);
-            if (n < 1) throw new UsageException("--steps must be at least 1");
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             var tok = loaded.RequireTokenizer();
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-            var ids = tok.Encode(r.GetValue(prompt) ?? "", addBos: true);
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+            string text = r.GetValue(prompt) ?? "";
+            Tracing.Tasks.PromptTask.RequireLengthFits(tok, text, llama.Config.MaxSeqLen, "--prompt");
+            var ids = PromptOptions.EncodePrompt(PromptOptions.Encoder(loaded, r.GetValue(specialTokens)), text);
             if (ids.Length > llama.Config.MaxSeqLen)
                 throw new ArgumentException($"prompt of {ids.Length} tokens exceeds the model's context of {llama.Config.MaxSeqLen}");
             for (int i = 1; i < ids.Length; i++) Console.Write(tok.Decode(ids[i - 1], ids[i]));

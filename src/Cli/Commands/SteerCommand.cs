@@ -2,7 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using NeuronTrace.Model;
 using NeuronTrace.Formats.Tokenizers;
-using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Steering;
 using NeuronTrace.Tracing.Tasks;
 
@@ -25,12 +25,12 @@ public static class SteerCommand
             AllowMultipleArgumentsPerToken = false,
         };
         var source = new Option<string?>("--source") { Description = "Source prompt for =src edits." };
-        var top = new Option<int>("--top") { Description = "Next-token candidates to list.", DefaultValueFactory = _ => 10 };
-        var steps = new Option<int>("--steps", "-n") { Description = "Tokens of greedy continuation, before and after the edits.", DefaultValueFactory = _ => 20 };
+        var top = CommonOptions.Int("--top", "Next-token candidates to list.", 10, 1, 1000);
+        var steps = CommonOptions.Int("--steps", "Tokens of greedy continuation, before and after the edits.", 20, 0, 100_000, aliases: "-n");
         var run = new Option<string?>("--run") { Description = "Flip-rate mode: a trace run folder whose mlp_act circuit is patched from the patch prompts into the clean prompts." };
         var task = TaskOptions.Task();
-        var method = new Option<string?>("--method") { Description = "Flip-rate mode: the run's circuit of this method (default: the first)." };
-        var k = new Option<int?>("--k") { Description = "Flip-rate mode: patch only the top k nodes of the circuit (default: all of them)." };
+        var method = CommonOptions.CircuitMethod("Flip-rate mode: the run's circuit of this method (default: the first).");
+        var k = CommonOptions.OptionalInt("--k", "Flip-rate mode: patch only the top k nodes of the circuit (default: all of them).", 1, int.MaxValue);
         var seed = new Option<int>("--seed") { Description = "Flip-rate mode: seed of the random-neuron control.", DefaultValueFactory = _ => 0 };
         var cmd = new Command("steer", """
             Steer mlp_act neurons (down_proj inputs). With --prompt and --edit: run the prompt with and without the edits and
@@ -45,9 +45,6 @@ public static class SteerCommand
         };
         cmd.SetAction(r =>
         {
-            if (r.GetValue(top) < 1) throw new UsageException("--top must be at least 1");
-            if (r.GetValue(steps) < 0) throw new UsageException("--steps must not be negative");
-            if (r.GetValue(k) is < 1) throw new UsageException("--k must be at least 1");
             bool flip = r.GetValue(run) is not null;
             // Options of the other mode would be silently ignored: refuse them.
             foreach (var (opt, runMode) in new (Option, bool)[] { (top, false), (steps, false), (source, false), (task, true), (method, true), (k, true), (seed, true) })
@@ -69,7 +66,7 @@ public static class SteerCommand
 
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             var tok = loaded.RequireTokenizer();
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
             var ids = tok.Encode(text, addBos: true);
             var srcIds = src is null ? null : tok.Encode(src, addBos: true);
             SteeringResult res;
@@ -104,32 +101,24 @@ public static class SteerCommand
         return sb.ToString().Replace("\n", "\\n");
     }
 
-    static int FlipMode(ParseResult r, string runDir, Option<string?> model, Option<string> device, Option<string?> task, Option<string?> method,
+    static int FlipMode(ParseResult r, string runDir, Option<string?> model, Option<DeviceKind> device, Option<string?> task, Option<AttributionMethod?> method,
         Option<int?> k, Option<int> seed, Option<string?> prompt, Option<string[]> edit)
     {
         if (r.GetValue(prompt) is not null || (r.GetValue(edit)?.Length ?? 0) > 0)
             throw new UsageException("--run (flip rate) does not take --prompt or --edit");
-        var folder = RunFolder.Open(runDir);
-        var circuit = folder.ReadCircuit(r.GetValue(method), "mlp_act");
+        var inputs = RunInputs.Open(runDir, r.GetValue(task), r.GetValue(model));
+        var circuit = inputs.Folder.ReadCircuit(r.GetValue(method)?.Name(), "mlp_act");
         int? top = r.GetValue(k);
         var nodes = circuit.Nodes.Take(top ?? circuit.Nodes.Count).Select(n => n.Node).ToList();
         if (nodes.Count == 0) throw new UsageException($"{runDir}: the {circuit.Method} mlp_act circuit is empty (no k reached the target); pass --k");
-        string taskPath = r.GetValue(task) is { } t ? TaskOptions.TaskPath(t)
-            : folder.TaskPath is { } rec && File.Exists(rec) ? rec
-            : throw new UsageException($"the task recorded in {runDir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task");
-        var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
-        var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer());
-        string lines = "all lines";
-        // On the run's own task, only its held-out lines count: the circuit was chosen on its training lines.
-        if (r.GetValue(task) is null)
-        {
-            pt = folder.HeldOut(pt, taskPath);
-            lines = "the run's held-out examples";
-        }
+        string taskPath = inputs.TaskPath();
+        var loaded = inputs.LoadModel();
+        var pt = inputs.LoadTask(taskPath, loaded, heldOut: true, requireEqualLengths: true);
+        string lines = inputs.TaskOption is null ? "the run's held-out examples" : "all lines";
         circuit.CheckFits(loaded.Config, loaded.Path, pt.Pairs.Max(p => p.CleanIds.Length), taskPath);
         if (top is null && nodes.Count * 2 >= circuit.TotalNodes)
             Console.Error.WriteLine($"note: the circuit holds {nodes.Count} of {circuit.TotalNodes} nodes, so the random control is nearly the same set; pass --k for a smaller circuit");
-        using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+        using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
         var rates = Steering.FlipRate(llama, pt, nodes, r.GetValue(seed));
         Console.WriteLine($"{pt.Name}: {rates.Lines} lines ({lines}); patching mlp_act neurons from the patch prompt into the clean run (interchange)");
         Console.WriteLine("flip = logit(patch answer) > logit(clean answer) after patching");

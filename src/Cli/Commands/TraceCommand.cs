@@ -3,6 +3,7 @@ using System.Globalization;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Pipeline;
 using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Sae;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 
@@ -16,17 +17,25 @@ public static class TraceCommand
         var model = CommonOptions.Model();
         var device = CommonOptions.Device();
         var task = TaskOptions.Task();
-        var method = new Option<string>("--method") { Description = "Attribution method(s), comma-separated: relp, atp, ig, ig-inputs. Each gets its own sweep.", DefaultValueFactory = _ => "relp" };
+        var method = TaskOptions.Methods("Attribution method(s), comma-separated: relp, atp, ig, ig-inputs. Each gets its own sweep.");
         var sites = TaskOptions.Sites();
-        var output = new Option<string?>("--out", "-o") { Description = "Run folder to create (default: runs/trace-TASK-TIME). Must not exist unless --force." };
-        var force = new Option<bool>("--force") { Description = "Replace an existing run folder (only an empty folder or one written by trace)." };
-        var train = new Option<int?>("--train") { Description = "Examples used for attribution; the rest evaluate the circuits (default: the first half)." };
-        var kPoints = new Option<int>("--k-points") { Description = "Number of log-spaced k values from 1 to all nodes.", DefaultValueFactory = _ => 24 };
-        var steps = new Option<int>("--steps") { Description = "IG steps.", DefaultValueFactory = _ => 10 };
+        var (output, force) = CommonOptions.Output("Run folder to create (default: runs/trace-TASK-TIME). Must not exist unless --force.",
+            "Replace an existing run folder (only an empty folder or one written by trace).");
+        var train = CommonOptions.OptionalInt("--train", "Examples used for attribution; the rest evaluate the circuits (default: the first half).", 1, int.MaxValue);
+        var kPoints = CommonOptions.Int("--k-points", "Number of log-spaced k values from 1 to all nodes.", 24, 2, 1000);
+        var steps = CommonOptions.IgSteps();
         var relpAttention = TaskOptions.RelPAttention();
-        var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach.", DefaultValueFactory = _ => 0.8 };
-        var masks = new Option<int>("--masks-per-forward") { Description = "Circuits evaluated per batched forward.", DefaultValueFactory = _ => 8 };
+        var target = new Option<double>("--target") { Description = "Faithfulness a reported circuit must reach, in (0, 1].", DefaultValueFactory = _ => 0.8 };
+        target.Validators.Add(v =>
+        {
+            double x = v.GetValueOrDefault<double>();
+            if (!(double.IsFinite(x) && x > 0 && x <= 1)) v.AddError($"--target {CommonOptions.Show(x)}: a faithfulness target must be in (0, 1]");
+        });
+        var masks = CommonOptions.MasksPerForward();
         var allLengths = new Option<bool>("--all-lengths") { Description = "Use every example. By default only the examples of the most common token length are kept, so each position from the end is the same token slot in every prompt (the reference evaluation's practice); with mixed lengths the per-position ablation means mix different tokens." };
+        var sae = SaeOptions.Sae();
+        var specialTokens = PromptOptions.SpecialTokens();
+        var fromSummary = new Option<string?>("--from-summary") { Description = "Reproduce a run: take the model, task and every option that changes a number from its summary.json (the model and task must have the recorded sha256); only --out, --force and --device may be given beside it." };
         var seed = new Option<int>("--seed") { Description = "Seed of the random-circuit control (the same seed draws the same random nodes in every run).", DefaultValueFactory = _ => 0 };
         var cmd = new Command("trace", """
             Trace circuits on a task: score every node with the attribution method (default RelP), take the top-k nodes
@@ -37,52 +46,60 @@ public static class TraceCommand
             sweep.csv, summary.json, sweep_SITE.png) and prints the k each site needs to reach the target faithfulness.
             """)
         {
-            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed,
+            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed, sae, specialTokens, fromSummary,
         };
         cmd.SetAction(r =>
         {
-            var methods = MethodNames.ParseList(r.GetValue(method)!);
-            var siteList = NodeSites.ParseList(r.GetValue(sites)!);
-            if (r.GetValue(kPoints) < 2) throw new UsageException("--k-points must be at least 2");
-            if (r.GetValue(steps) < 1) throw new UsageException("--steps must be at least 1");
-            if (r.GetValue(masks) < 1) throw new UsageException("--masks-per-forward must be at least 1");
-            if (r.GetValue(train) is < 1) throw new UsageException("--train must be at least 1");
-            double targetValue = r.GetValue(target);
-            if (!(double.IsFinite(targetValue) && targetValue > 0 && targetValue <= 1))
-                throw new UsageException($"--target {targetValue.ToString(CultureInfo.InvariantCulture)}: a faithfulness target must be in (0, 1]");
-            var relpRules = TaskOptions.RelPRules(r.GetValue(relpAttention)!);
-            var loaded = CommonOptions.LoadModel(r.GetValue(model));
-            string taskPath = TaskOptions.TaskPath(r.GetValue(task));
-            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer());
-            if (!r.GetValue(allLengths)) t = t.OfMostCommonLength();
+            string? summaryPath = r.GetValue(fromSummary);
+            var saved = summaryPath is null ? null : SavedTraceSettings.Read(summaryPath);
+            if (saved is not null && new Option[] { model, task, method, sites, train, kPoints, steps, relpAttention, target, masks, allLengths, seed, sae, specialTokens }
+                    .FirstOrDefault(o => r.GetResult(o) is { Implicit: false }) is { } clash)
+                throw new UsageException($"{clash.Name} cannot be given with --from-summary (the summary sets it)");
+            var methods = r.GetValue(method)!;
+            var siteList = r.GetValue(sites)!;
+            var relpRules = r.GetValue(relpAttention)!;
+            var loaded = CommonOptions.LoadModel(saved?.Model ?? r.GetValue(model));
+            var saes = SaeOptions.Load(r.GetValue(sae), loaded.Config);
+            string taskPath = saved?.Task ?? TaskOptions.TaskPath(r.GetValue(task));
+            saved?.CheckUnchanged(summaryPath!, loaded.Path, taskPath);
+            bool useAllLengths = saved?.AllLengths ?? r.GetValue(allLengths);
+            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen);
+            if (!useAllLengths) t = t.OfMostCommonLength();
             if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
             string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
             string CheckOut() => OutputPaths.CheckFolder(outDir, r.GetValue(force), "a NeuronTrace run folder", OutputPaths.IsRunFolder,
-                [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath]);
+                [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath, summaryPath]);
             string full = CheckOut();
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", methods.Select(m => m.Name()))}, sites {string.Join(",", siteList.Select(s => s.Name()))}");
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-            var result = TraceJob.Run(llama, t, new TraceOptions
+            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
+            var traceOptions = saved?.Options ?? new TraceOptions
             {
                 Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
                 IgSteps = r.GetValue(steps), RelPRules = relpRules,
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
-            }, new ProgressBar());
+            };
+            if (saes.Count > 0 && !traceOptions.Methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))
+                throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");
+            using var bar = new ProgressBar();
+            var result = TraceJob.Run(llama, t, traceOptions, bar);
+            var saeCircuits = SaeTrace.Run(llama, result, saes, traceOptions);
 
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
             OutputPaths.WriteFolder(outDir, full, temp =>
             {
-                TraceReport.Write(temp, result, loaded, taskPath);
+                TraceReport.Write(temp, result, loaded, taskPath, traceOptions, RunInfo.Provenance(r.GetValue(device) == DeviceKind.Cuda ? "cuda" : "cpu", useAllLengths));
+                if (saeCircuits.Count > 0) SaeTrace.Write(temp, saeCircuits, traceOptions.TargetFaithfulness);
                 SweepPlot.SaveAll(temp, result.Sweep, t.Name);
             }, () => CheckOut());
 
             Console.WriteLine($"\n{t.Name}: {result.Train.Count} examples attributed, {result.Eval.Count} evaluated; clean logit difference {result.CleanMetric:F3}; {result.Elapsed.TotalSeconds:F1} s");
-            Console.WriteLine($"circuits reaching faithfulness {r.GetValue(target):P0} (top-k by |score|; random = k random nodes):");
+            Console.WriteLine($"circuits reaching faithfulness {traceOptions.TargetFaithfulness:P0} (top-k by |score|; random = k random nodes):");
             Tables.Print(["site", "method", "nodes", "k", "fraction", "faithful", "complete", "random faithful"],
                 result.Circuits.Select(c => (IReadOnlyList<string>)(c.AtTarget is { } p
                     ? [c.Site.Name(), c.Method.Name(), c.TotalNodes.ToString(), p.K.ToString(), $"{(double)p.K / c.TotalNodes:P2}", $"{p.Faithfulness:F3}", $"{p.Completeness:F3}", $"{p.RandomFaithfulness:F3}"]
                     : [c.Site.Name(), c.Method.Name(), c.TotalNodes.ToString(), "-", "not reached", "-", "-", "-"])));
+            if (saeCircuits.Count > 0) SaeOptions.PrintBases(result, saeCircuits, traceOptions.TargetFaithfulness);
             Console.WriteLine($"\nwrote {outDir}/ (sweep.csv, sweep_SITE.png, summary.json, circuits/, scores/)");
             return 0;
         });

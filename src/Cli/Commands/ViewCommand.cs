@@ -1,6 +1,6 @@
 using System.CommandLine;
 using NeuronTrace.Model;
-using NeuronTrace.Tracing.Runs;
+using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 using NeuronTrace.Tracing.View;
 
@@ -12,20 +12,20 @@ public static class ViewCommand
     public static Command Create()
     {
         var run = new Option<string>("--run") { Description = "Trace run folder (written by trace).", Required = true };
-        var output = new Option<string?>("--out", "-o") { Description = "HTML file to write (default: RUN/view.html); graph.json is written beside it. RUN/view.html and RUN/graph.json are replaced freely; any other existing file only with --force." };
-        var force = new Option<bool>("--force") { Description = "Replace an existing --out file (and graph.json beside it); never a file of the run folder other than its view.html and graph.json." };
-        var site = new Option<string?>("--site") { Description = "Circuit site (default: mlp_act)." };
-        var method = new Option<string?>("--method") { Description = "Circuit method (default: the run's first)." };
+        var (output, force) = CommonOptions.Output("HTML file to write (default: RUN/view.html); graph.json is written beside it. RUN/view.html and RUN/graph.json are replaced freely; any other existing file only with --force.",
+            "Replace an existing --out file (and graph.json beside it); never a file of the run folder other than its view.html and graph.json.");
+        var site = CommonOptions.Choice<NodeSite?>("--site", "Circuit site (default: mlp_act).", NodeSites.All.Select(s => (s.Name(), (NodeSite?)s)).ToArray());
+        var method = CommonOptions.CircuitMethod("Circuit method (default: the run's first).");
         var task = TaskOptions.Task();
         task.Description = "Task whose prompt labels the position axis and whose clean prompts give each neuron's top-activating tokens (default: the task recorded in RUN/summary.json).";
         var model = CommonOptions.Model();
         model.Description = "Model whose tokenizer splits the drawn prompt and which runs the dataset examples (default: the model recorded in the run; the bundled stories260K only when the run records none).";
         var device = CommonOptions.Device();
-        var maxNodes = new Option<int>("--max-nodes") { Description = "Draw at most this many circuit nodes (largest |score| first).", DefaultValueFactory = _ => 60 };
-        var maxEdges = new Option<int>("--max-edges") { Description = "Draw at most this many edges: causal ones by largest |final_attr|, else co-attribution ones by largest |weight| (0..; default 300).", DefaultValueFactory = _ => 300 };
+        var maxNodes = CommonOptions.Int("--max-nodes", "Draw at most this many circuit nodes (largest |score| first).", 60, 1, 10_000);
+        var maxEdges = CommonOptions.Int("--max-edges", "Draw at most this many edges: causal ones by largest |final_attr|, else co-attribution ones by largest |weight|.", 300, 0, 1_000_000);
         var edges = new Option<string?>("--edges") { Description = "Causal edges to draw (written by `neurontrace edges`; default: RUN/edges.csv when present, else co-attribution edges, labelled as such)." };
-        var promptLine = new Option<int?>("--prompt-line") { Description = "Task line (1..the task's last line; an example line) whose clean prompt's tokens label the position axis (default: the first of the longest prompts)." };
-        var examples = new Option<int>("--examples") { Description = "Top-activating dataset tokens per neuron (mlp_act only; 0..; 0 = none: the model is then only loaded for its tokenizer).", DefaultValueFactory = _ => 5 };
+        var promptLine = CommonOptions.OptionalInt("--prompt-line", "Task line (an example line of the task) whose clean prompt's tokens label the position axis (default: the first of the longest prompts).", 1, int.MaxValue);
+        var examples = CommonOptions.Int("--examples", "Top-activating dataset tokens per neuron (mlp_act only; 0 = none: the model is then only loaded for its tokenizer).", 5, 0, 1000);
         var cmd = new Command("view", """
             Write one self-contained HTML page (no network access needed) showing a run's circuit: nodes laid out by layer
             and by the tokens of a prompt of the run's task (start to end, the answers shown), each labelled with its
@@ -39,14 +39,10 @@ public static class ViewCommand
         };
         cmd.SetAction(r =>
         {
-            if (r.GetValue(maxNodes) < 1) throw new UsageException("--max-nodes must be at least 1");
-            if (r.GetValue(maxEdges) < 0) throw new UsageException("--max-edges must not be negative");
-            if (r.GetValue(examples) < 0) throw new UsageException("--examples must not be negative");
-            if (r.GetValue(promptLine) is < 1) throw new UsageException("--prompt-line must be at least 1");
-            string dir = r.GetValue(run)!;
-            var folder = RunFolder.Open(dir);
-            if (r.GetValue(site) is { } s && !NodeSites.TryParse(s, out _)) throw new UsageException($"unknown --site \"{s}\"");
-            var circuit = folder.ReadCircuit(r.GetValue(method), r.GetValue(site));
+            var inputs = RunInputs.Open(r.GetValue(run)!, r.GetValue(task), r.GetValue(model));
+            string dir = inputs.Dir;
+            var folder = inputs.Folder;
+            var circuit = folder.ReadCircuit(r.GetValue(method)?.Name(), r.GetValue(site)?.Name());
             string outPath = r.GetValue(output) ?? Path.Combine(dir, "view.html");
             string jsonPath = Path.Combine(Path.GetDirectoryName(outPath) ?? "", "graph.json");
             (string, string) CheckOut() => OutputPaths.CheckPair(outPath, jsonPath, r.GetValue(force),
@@ -54,18 +50,19 @@ public static class ViewCommand
             var (htmlFull, jsonFull) = CheckOut();
 
             Dictionary<(int, int), List<NeuronExample>>? ex = null;
-            string? taskPath = r.GetValue(task) is { } t ? TaskOptions.TaskPath(t) : folder.TaskPath is { } rec && File.Exists(rec) ? rec : null;
             bool wantExamples = r.GetValue(examples) > 0 && circuit.Site == NodeSite.MlpAct;
-            if (taskPath is null && (wantExamples || r.GetValue(promptLine) is not null))
-                throw new UsageException($"the task recorded in {dir}/summary.json ({folder.TaskPath ?? "none"}) is not here; pass --task or --examples 0");
+            // Without a task here the axis falls back to positions from the end, unless examples or --prompt-line need it.
+            string? taskPath = wantExamples || r.GetValue(promptLine) is not null || r.GetValue(task) is not null || folder.TaskPath is { } rec && File.Exists(rec)
+                ? inputs.TaskPath("pass --task or --examples 0") : null;
             int? layers = null;
             ViewPrompt? prompt = null;
             if (taskPath is not null)
             {
                 // The model's tokenizer splits the drawn prompt into the axis tokens; its forward pass runs only for examples.
-                var loaded = CommonOptions.LoadModel(folder.ModelToLoad(r.GetValue(model)));
+                var loaded = inputs.LoadModel();
                 layers = loaded.Config.Layers;
-                var pt = PromptTask.Load(taskPath, loaded.RequireTokenizer(), requireEqualLengths: false);
+                // The dataset examples come from every line, training ones included.
+                var pt = inputs.LoadTask(taskPath, loaded, heldOut: false, requireEqualLengths: false);
                 // Positions are checked against the run's own task (another --task only supplies dataset examples).
                 circuit.CheckFits(loaded.Config, loaded.Path, r.GetValue(task) is null ? pt.Pairs.Max(p => p.CleanIds.Length) : null, taskPath);
                 if (r.GetValue(promptLine) is { } line && pt.Pairs.All(p => p.Line != line))
@@ -73,7 +70,7 @@ public static class ViewCommand
                 prompt = ViewPrompt.Draw(pt, loaded.RequireTokenizer(), r.GetValue(promptLine));
                 if (wantExamples)
                 {
-                    using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                    using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)));
                     var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
                     ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
                 }
@@ -87,7 +84,7 @@ public static class ViewCommand
             {
                 if (!File.Exists(edgesPath)) throw new UsageException($"--edges: no file \"{edgesPath}\"");
                 if (circuit.Site != NodeSite.MlpAct) throw new UsageException($"edges.csv holds mlp_act edges; the {circuit.Site.Name()} circuit cannot show them (pass --site mlp_act)");
-                causal = EdgesCsv.Read(edgesPath, graph.Layers);
+                causal = ViewEdge.Read(edgesPath, graph.Layers);
             }
             string html = CircuitView.Render(graph, prompt, causal, edgesPath, r.GetValue(maxEdges));
             OutputPaths.WriteFiles(() => CheckOut(), (jsonFull, jsonPath, graph.ToJson()), (htmlFull, outPath, html));

@@ -84,10 +84,10 @@ public sealed class GgufFile : IDisposable
         for (ulong i = 0; i < kvCount; i++)
         {
             string key = r.String("metadata key");
-            var type = (GgufValueType)r.U32($"type of metadata {key}");
+            var type = (GgufValueType)r.U32($"type of metadata {ErrorText.Name(key)}");
             var value = r.Value(type, key, 0);
             if (!metadata.TryAdd(key, value))
-                throw new ModelFormatException(path, $"metadata key {key} appears twice");
+                throw new ModelFormatException(path, $"metadata key {ErrorText.Name(key)} appears twice");
             keys.Add(key);
         }
 
@@ -103,22 +103,22 @@ public sealed class GgufFile : IDisposable
         for (ulong i = 0; i < tensorCount; i++)
         {
             string name = r.String("tensor name");
-            if (!names.Add(name)) throw new ModelFormatException(path, $"tensor {name} appears twice");
-            uint nDims = r.U32($"dimension count of tensor {name}");
+            if (!names.Add(name)) throw new ModelFormatException(path, $"tensor {ErrorText.Name(name)} appears twice");
+            uint nDims = r.U32($"dimension count of tensor {ErrorText.Name(name)}");
             if (nDims is 0 or > 4)
-                throw new ModelFormatException(path, $"tensor {name} has {nDims} dimensions (GGUF allows 1 to 4)");
+                throw new ModelFormatException(path, $"tensor {ErrorText.Name(name)} has {nDims} dimensions (GGUF allows 1 to 4)");
             var dims = new ulong[nDims];
             long count = 1;
             for (int d = 0; d < nDims; d++)
             {
-                dims[d] = r.U64($"dimensions of tensor {name}");
+                dims[d] = r.U64($"dimensions of tensor {ErrorText.Name(name)}");
                 // The product must stay a valid long: a wrapped-around count would pass the bounds checks below.
                 if (dims[d] > long.MaxValue || (dims[d] != 0 && count > long.MaxValue / (long)dims[d]))
-                    throw new ModelFormatException(path, $"tensor {name} dims [{string.Join(", ", dims.Take(d + 1))}] overflow the element count");
+                    throw new ModelFormatException(path, $"tensor {ErrorText.Name(name)} dims [{string.Join(", ", dims.Take(d + 1))}] overflow the element count");
                 count *= (long)dims[d];
             }
-            uint type = r.U32($"type of tensor {name}");
-            ulong offset = r.U64($"offset of tensor {name}");
+            uint type = r.U32($"type of tensor {ErrorText.Name(name)}");
+            ulong offset = r.U64($"offset of tensor {ErrorText.Name(name)}");
             infos.Add((name, dims, type, offset, count));
         }
 
@@ -128,7 +128,7 @@ public sealed class GgufFile : IDisposable
         foreach (var (name, dims, type, offset, count) in infos)
         {
             if (offset % (ulong)alignment != 0)
-                throw new ModelFormatException(path, $"tensor {name} offset {offset} is not a multiple of the alignment {alignment}");
+                throw new ModelFormatException(path, $"tensor {ErrorText.Name(name)} offset {offset} is not a multiple of the alignment {alignment}");
             var info = new GgufTensorInfo
             {
                 Name = name, Dims = dims, TypeId = type, Offset = offset, ElementCount = count,
@@ -139,11 +139,40 @@ public sealed class GgufFile : IDisposable
             if (offset > (ulong)dataLength || size > dataLength - (long)offset)
             {
                 string end = size == long.MaxValue ? "beyond 2^63" : ((decimal)dataOffset + offset + size).ToString();
-                throw new ModelFormatException(path, $"tensor {name} data (bytes {(decimal)dataOffset + offset}..{end}) runs past the end of the file ({file.Length} bytes)");
+                throw new ModelFormatException(path, $"tensor {ErrorText.Name(name)} data (bytes {(decimal)dataOffset + offset}..{end}) runs past the end of the file ({file.Length} bytes)");
             }
             tensors.Add(info);
         }
+        CheckLayout(path, tensors, file.Length, dataOffset, alignment);
         return new GgufFile(file, version, alignment, dataOffset, metadata, keys, tensors);
+    }
+
+    /// <summary>
+    /// The data section end to end: sorted by offset, the tensors start at 0, do not overlap, leave only alignment
+    /// padding between them, and the file ends with the last one (or with its padding to the alignment). Bytes inserted, junk
+    /// appended or tensors aliased would otherwise load as garbage weights. Skipped when a tensor's type (and so its
+    /// size) is unknown: such files can only have their metadata read.
+    /// </summary>
+    static void CheckLayout(string path, List<GgufTensorInfo> tensors, long fileLength, long dataOffset, long alignment)
+    {
+        if (tensors.Any(t => t.Encoding is null)) return;
+        long end = 0;
+        string? previous = null;
+        foreach (var t in tensors.OrderBy(t => t.Offset))
+        {
+            long start = (long)t.Offset, size = t.ElementCount * Float16.SizeOf(t.Encoding!.Value);
+            if (start < end)
+                throw new ModelFormatException(path, $"tensor {ErrorText.Name(t.Name)} (data bytes {start}..{start + size}) overlaps tensor {ErrorText.Name(previous)} (ending at {end})");
+            if (start - end >= alignment)
+                throw new ModelFormatException(path, previous is null
+                    ? $"the data section starts with {start} bytes before the first tensor {ErrorText.Name(t.Name)} (more than the alignment {alignment} allows)"
+                    : $"{start - end} unused bytes between tensors {ErrorText.Name(previous)} and {ErrorText.Name(t.Name)} (more than the alignment {alignment} allows)");
+            end = start + size;
+            previous = t.Name;
+        }
+        long dataLength = fileLength - dataOffset;
+        if (tensors.Count > 0 && dataLength != end && dataLength != AlignUp(end, alignment))
+            throw new ModelFormatException(path, $"{dataLength - end} bytes after the last tensor {ErrorText.Name(previous)}: the file is {fileLength} bytes but its tensors end at byte {dataOffset + end}");
     }
 
     static long AlignUp(long x, long alignment) => (x + alignment - 1) / alignment * alignment;
@@ -176,7 +205,7 @@ public sealed class GgufFile : IDisposable
     {
         long? v = GetIntegerOrNull(key);
         if (v is null) return null;
-        if (v < int.MinValue || v > int.MaxValue) throw new ModelFormatException(Path, $"metadata {key} = {v} is out of range");
+        if (v < int.MinValue || v > int.MaxValue) throw new ModelFormatException(Path, $"metadata {ErrorText.Name(key)} = {v} is out of range");
         return (int)v;
     }
 
@@ -206,21 +235,21 @@ public sealed class GgufFile : IDisposable
                 ulong b when b <= int.MaxValue => (long)b,
                 _ => throw WrongType(key, v, "an integer array"),
             };
-            if (x < int.MinValue || x > int.MaxValue) throw new ModelFormatException(Path, $"metadata {key}[{i}] = {x} is out of range");
+            if (x < int.MinValue || x > int.MaxValue) throw new ModelFormatException(Path, $"metadata {ErrorText.Name(key)}[{i}] = {x} is out of range");
             dst[i] = (int)x;
         }
         return dst;
     }
 
-    ModelFormatException Missing(string key) => new(Path, $"missing metadata key {key}");
-    ModelFormatException WrongType(string key, GgufValue v, string expected) => new(Path, $"metadata {key} is {v}, expected {expected}");
+    ModelFormatException Missing(string key) => new(Path, $"missing metadata key {ErrorText.Name(key)}");
+    ModelFormatException WrongType(string key, GgufValue v, string expected) => new(Path, $"metadata {ErrorText.Name(key)} is {v}, expected {expected}");
 
     // ---- tensors ----
 
     public GgufTensorInfo? FindTensor(string name) => _tensorsByName.GetValueOrDefault(name);
 
     public float[] ReadTensor(string name) =>
-        ReadTensor(FindTensor(name) ?? throw new ModelFormatException(Path, $"tensor {name} is missing"));
+        ReadTensor(FindTensor(name) ?? throw new ModelFormatException(Path, $"tensor {ErrorText.Name(name)} is missing"));
 
     /// <summary>The tensor converted to float32, in storage order (innermost dimension contiguous).</summary>
     public float[] ReadTensor(GgufTensorInfo t)
@@ -287,16 +316,16 @@ public sealed class GgufFile : IDisposable
                 case GgufValueType.Int64: return GgufValue.From(BinaryPrimitives.ReadInt64LittleEndian(Take(8, key)));
                 case GgufValueType.Float64: return GgufValue.From(BinaryPrimitives.ReadDoubleLittleEndian(Take(8, key)));
                 case GgufValueType.Array: return Array(key, depth);
-                default: throw new ModelFormatException(file.Path, $"metadata {key} has unknown value type {(uint)type}");
+                default: throw new ModelFormatException(file.Path, $"metadata {ErrorText.Name(key)} has unknown value type {(uint)type}");
             }
         }
 
         GgufValue Array(string key, int depth)
         {
             if (depth >= MaxArrayNesting)
-                throw new ModelFormatException(file.Path, $"metadata {key} nests arrays more than {MaxArrayNesting} deep");
-            var et = (GgufValueType)U32($"element type of {key}");
-            ulong n = U64($"length of {key}");
+                throw new ModelFormatException(file.Path, $"metadata {ErrorText.Name(key)} nests arrays more than {MaxArrayNesting} deep");
+            var et = (GgufValueType)U32($"element type of {ErrorText.Name(key)}");
+            ulong n = U64($"length of {ErrorText.Name(key)}");
             long remaining = file.Length - Position;
             // Every element takes at least one byte (strings and arrays at least 8): refuse counts the file cannot hold
             // before allocating anything.
@@ -308,10 +337,10 @@ public sealed class GgufFile : IDisposable
                 GgufValueType.UInt64 or GgufValueType.Int64 or GgufValueType.Float64 => 8,
                 GgufValueType.String => 8,
                 GgufValueType.Array => 12,
-                _ => throw new ModelFormatException(file.Path, $"metadata {key} is an array of unknown value type {(uint)et}"),
+                _ => throw new ModelFormatException(file.Path, $"metadata {ErrorText.Name(key)} is an array of unknown value type {(uint)et}"),
             };
             if (n > (ulong)(remaining / minSize))
-                throw new ModelFormatException(file.Path, $"truncated header: array {key} claims {n} elements, but only {remaining} bytes remain");
+                throw new ModelFormatException(file.Path, $"truncated header: array {ErrorText.Name(key)} claims {n} elements, but only {remaining} bytes remain");
             int count = (int)n;
             switch (et)
             {

@@ -13,7 +13,7 @@ public static class GgufFormat
         using var g = GgufFile.Open(path);
         string arch = g.GetStringOrNull("general.architecture") ?? throw new ModelFormatException(path, "missing metadata key general.architecture");
         if (arch != "llama")
-            throw new ModelFormatException(path, $"general.architecture is \"{arch}\"; only \"llama\" is supported");
+            throw new ModelFormatException(path, $"general.architecture is {ErrorText.Quote(arch)}; only \"llama\" is supported");
         if (g.GetIntegerOrNull("llama.expert_count") is > 0 and var experts)
             throw new ModelFormatException(path, $"mixture-of-experts models (llama.expert_count = {experts}) are not supported");
 
@@ -29,7 +29,7 @@ public static class GgufFormat
             throw new ModelFormatException(path, $"llama.rope.dimension_count is {ropeDim} but the head size is {dim / heads}; partial rotary embeddings are not supported");
         if (g.GetStringOrNull("llama.rope.scaling.type") is { } scalingType && scalingType != "none"
             && g.GetRealOrNull("llama.rope.scaling.factor") is not (null or 1.0))
-            throw new ModelFormatException(path, $"RoPE scaling type \"{scalingType}\" is not supported");
+            throw new ModelFormatException(path, $"RoPE scaling type {ErrorText.Quote(scalingType)} is not supported");
 
         var embInfo = g.FindTensor("token_embd.weight") ?? throw new ModelFormatException(path, "tensor token_embd.weight is missing");
         if (embInfo.Dims.Length != 2 || embInfo.Dims[0] != (ulong)dim || embInfo.Dims[1] > int.MaxValue)
@@ -52,6 +52,7 @@ public static class GgufFormat
             EosId = vocabulary?.EosId is >= 0 and var eos ? eos : g.GetInt32OrNull("tokenizer.ggml.eos_token_id") ?? 2,
         };
         config.Validate(path);
+        RequireOnlyModelTensors(g, layers);
         ulong d = (ulong)dim, h = (ulong)hidden, kv = (ulong)config.KvDim;
 
         if (g.FindTensor("rope_freqs.weight") is not null)
@@ -82,6 +83,22 @@ public static class GgufFormat
         };
         weights.Validate(path);
         return (weights, vocabulary);
+    }
+
+    static readonly string[] BlockTensors = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"];
+
+    /// <summary>
+    /// Every tensor in the file must be one the model reads: a tensor of a layer past llama.block_count (or any other
+    /// name) means the header and the tensors disagree, and loading the first layers only would be a different model.
+    /// </summary>
+    static void RequireOnlyModelTensors(GgufFile g, int layers)
+    {
+        var known = new HashSet<string>(StringComparer.Ordinal) { "token_embd.weight", "output_norm.weight", "output.weight", "rope_freqs.weight" };
+        for (int l = 0; l < layers; l++)
+            foreach (var t in BlockTensors) known.Add($"blk.{l}.{t}.weight");
+        var unused = g.Tensors.Select(t => t.Name).Where(n => !known.Contains(n)).ToList();
+        if (unused.Count > 0)
+            throw new ModelFormatException(g.Path, $"{unused.Count} tensor(s) not used by a {layers}-layer llama (llama.block_count = {layers}): {string.Join(", ", unused.Take(5).Select(ErrorText.Name))}{(unused.Count > 5 ? ", …" : "")}");
     }
 
     /// <summary>Reads a tensor after checking its ggml dims (innermost first: {in, out} for a [out, in] matrix).</summary>

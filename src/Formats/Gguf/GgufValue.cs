@@ -92,5 +92,5 @@ public sealed class GgufValue
 
     public override string ToString() => Type == GgufValueType.Array
         ? $"array of {((System.Array)Value).Length} {ElementType}"
-        : $"{Type} {Value}";
+        : Value is string s ? $"{Type} {NeuronTrace.Model.ErrorText.Quote(s)}" : $"{Type} {Value}";
 }

@@ -30,6 +30,7 @@ public static class HfConfig
         using (doc)
         {
             var root = doc.RootElement;
+            JsonStrings.RequireValid(root, path);
             if (root.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, "not a JSON object");
             return Parse(path, root);
         }

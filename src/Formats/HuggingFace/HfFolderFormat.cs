@@ -22,6 +22,7 @@ public static class HfFolderFormat
         long d = config.Dim, h = config.HiddenDim, kv = config.KvDim, v = config.VocabSize;
         float[] Read(string name, params long[] shape) => src.Read(name, shape);
 
+        RequireOnlyModelTensors(dir, src.Names, config.Layers);
         var emb = Read("model.embed_tokens.weight", v, d);
         // HF ties whenever tie_word_embeddings is set, whatever lm_head holds. Otherwise (transformers' LlamaConfig
         // defaults it to false) lm_head is required: tying anyway would run a different model than transformers does.
@@ -53,6 +54,26 @@ public static class HfFolderFormat
         };
         weights.Validate(dir);
         return weights;
+    }
+
+    static readonly string[] LayerTensors = ["input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+        "post_attention_layernorm", "mlp.gate_proj", "mlp.down_proj", "mlp.up_proj"];
+
+    /// <summary>
+    /// Every tensor of the checkpoint must be one the model reads: a layer past num_hidden_layers (or any other name)
+    /// means config.json and the weights disagree. Old checkpoints' rotary_emb.inv_freq buffers are recomputed, not read.
+    /// </summary>
+    static void RequireOnlyModelTensors(string dir, IEnumerable<string> names, int layers)
+    {
+        var known = new HashSet<string>(StringComparer.Ordinal) { "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight" };
+        for (int l = 0; l < layers; l++)
+        {
+            foreach (var t in LayerTensors) known.Add($"model.layers.{l}.{t}.weight");
+            known.Add($"model.layers.{l}.self_attn.rotary_emb.inv_freq");
+        }
+        var unused = names.Where(n => !known.Contains(n)).Order(StringComparer.Ordinal).ToList();
+        if (unused.Count > 0)
+            throw new ModelFormatException(dir, $"{unused.Count} tensor(s) not used by a {layers}-layer llama ({HfConfig.FileName} num_hidden_layers = {layers}): {string.Join(", ", unused.Take(5).Select(ErrorText.Name))}{(unused.Count > 5 ? ", …" : "")}");
     }
 
     /// <summary>Tensor name → safetensors file, opening each shard once and closing all at the end.</summary>
@@ -95,6 +116,7 @@ public static class HfFolderFormat
             }
             using (doc)
             {
+                JsonStrings.RequireValid(doc.RootElement, index);
                 if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                     throw new ModelFormatException(index, "missing field \"weight_map\"");
                 var result = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -109,6 +131,8 @@ public static class HfFolderFormat
                 return result;
             }
         }
+
+        public IEnumerable<string> Names => _single is not null ? _single.Tensors.Keys : _shardOf.Keys;
 
         public bool Contains(string name) => _single?.Find(name) is not null || _shardOf.ContainsKey(name);
 

@@ -90,6 +90,7 @@ public sealed class SafetensorsFile : IDisposable
         }
         using (doc)
         {
+            JsonStrings.RequireValid(doc.RootElement, path, "header");
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(path, "header is not a JSON object");
             var metadata = new Dictionary<string, string>(StringComparer.Ordinal);

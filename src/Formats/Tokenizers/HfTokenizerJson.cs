@@ -25,6 +25,7 @@ internal static class HfTokenizerJson
         }
         using (doc)
         {
+            JsonStrings.RequireValid(doc.RootElement, path);
             try { return Build(path, doc.RootElement); }
             catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException or ArgumentException)
             {
@@ -35,17 +36,17 @@ internal static class HfTokenizerJson
 
     static ITextTokenizer Build(string path, JsonElement root)
     {
-        JsonElement model = root.GetProperty("model");
+        JsonElement model = Field(path, root, "model", "the top level");
         string type = model.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "";
         if (type != "BPE") throw new ModelFormatException(path, $"model type '{type}' is not supported; only BPE");
 
         var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var entry in model.GetProperty("vocab").EnumerateObject()) vocab[entry.Name] = entry.Value.GetInt32();
+        foreach (var entry in Field(path, model, "vocab", "model").EnumerateObject()) vocab[entry.Name] = entry.Value.GetInt32();
         var merges = ReadMerges(model);
         var added = new Dictionary<string, (int Id, bool Special)>(StringComparer.Ordinal);
         if (root.TryGetProperty("added_tokens", out var addedTokens))
             foreach (var a in addedTokens.EnumerateArray())
-                added[a.GetProperty("content").GetString()!] = (a.GetProperty("id").GetInt32(), a.TryGetProperty("special", out var s) && s.GetBoolean());
+                added[Field(path, a, "content", "an added_tokens entry").GetString()!] = (Field(path, a, "id", "an added_tokens entry").GetInt32(), a.TryGetProperty("special", out var s) && s.GetBoolean());
 
         bool byteFallback = model.TryGetProperty("byte_fallback", out var bf) && bf.ValueKind == JsonValueKind.True;
         bool sentencePieceStyle = byteFallback || (vocab.Keys.Any(k => k.Contains('\u2581')) && !vocab.ContainsKey("\u0120"));
@@ -160,4 +161,9 @@ internal static class HfTokenizerJson
         if (unk < 0) throw new ModelFormatException(path, "SentencePiece-style tokenizer.json without <unk>");
         return SentencePieceBpeTokenizer.FromVocabulary(pieces, scores, types, Id("<s>"), Id("</s>"), unk);
     }
+
+    /// <summary>A required field; its absence is an error naming the key (GetProperty's message names none).</summary>
+    static JsonElement Field(string path, JsonElement e, string key, string where) =>
+        e.ValueKind == JsonValueKind.Object && e.TryGetProperty(key, out var v) ? v
+        : throw new ModelFormatException(path, $"tokenizer.json: {where} has no field \"{key}\"");
 }

@@ -195,7 +195,7 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
         return Encoding.UTF8.GetBytes(text);
     }
 
-    /// <summary>The text of one token as streamed; bytes of a character split across tokens print nothing (use <see cref="DecodeBytes"/> with a UTF-8 decoder for those).</summary>
+    /// <summary>The text of one token as streamed; bytes of a character split across tokens print nothing (use <see cref="DecodeBytes(int, int)"/> with a UTF-8 decoder for those).</summary>
     public string Decode(int previous, int token) => Utf8Text.DecodeDropping(DecodeBytes(previous, token));
 
     /// <summary>Decodes a sequence as SentencePiece does: control pieces (BOS/EOS included) vanish and the dummy-prefix space is dropped.</summary>

@@ -18,9 +18,9 @@ public readonly record struct EdgeEnd(EdgeEndKind Kind, int Layer, int Position,
     public static EdgeEnd Logit(int layers) => new(EdgeEndKind.Logit, layers, 0, -1);
     public override string ToString() => Kind switch
     {
-        EdgeEndKind.Embedding => $"emb/P-{Position}",
+        EdgeEndKind.Embedding => $"embedding/P-{Position}",
         EdgeEndKind.Logit => "logits",
-        _ => $"mlp_act/L{Layer}/P-{Position}/{Unit}",
+        _ => new NeuronTrace.Model.NodeId(NeuronTrace.Model.NodeSite.MlpAct, Layer, Position, Unit).ToString(),
     };
 }
 
@@ -35,13 +35,6 @@ public sealed record EdgeGraph(IReadOnlyList<EdgeEnd> Neurons, IReadOnlyList<Edg
 {
     public IEnumerable<Edge> NeuronEdges => Edges.Where(e => e.Source.Kind == EdgeEndKind.Neuron && e.Target.Kind == EdgeEndKind.Neuron);
 
-    /// <summary>The CSV of edges.csv: src_layer,src_pos,src_unit,tgt_layer,tgt_pos,tgt_unit,weight,final_attr (largest |F| first).</summary>
-    public string ToCsv()
-    {
-        var sb = new StringBuilder("src_layer,src_pos,src_unit,tgt_layer,tgt_pos,tgt_unit,weight,final_attr\n");
-        foreach (var e in Edges.OrderByDescending(e => Math.Abs(e.FinalAttr)))
-            sb.Append(CultureInfo.InvariantCulture,
-                $"{e.Source.Layer},{e.Source.Position},{e.Source.Unit},{e.Target.Layer},{e.Target.Position},{e.Target.Unit},{e.Weight:G9},{e.FinalAttr:G9}\n");
-        return sb.ToString();
-    }
+    /// <summary>The text of edges.csv (columns and end spellings: <see cref="Runs.EdgeCsv"/>).</summary>
+    public string ToCsv() => Runs.EdgeCsv.Write(this);
 }

@@ -13,7 +13,7 @@ public sealed record EdgeSweepPoint(double Percent, int EdgesKept, int NodesKept
 /// Edge-circuit evaluation (docs/method.md §6.3): keep the top p% of edges by |F|; a neuron stays iff it has at least one
 /// kept incoming and one kept outgoing edge (embedding and logit edges count; when the graph has none, neurons of the
 /// lowest circuit layer count as fed by the embeddings and those of the highest as feeding the logits); the kept
-/// neurons are evaluated by mean ablation of mlp_act (<see cref="AblationEvaluator"/>).
+/// neurons are evaluated by mean ablation of mlp_act (<see cref="SiteMeanAblation"/>, <see cref="Faithfulness"/>).
 /// </summary>
 public static class EdgeSweep
 {
@@ -45,30 +45,25 @@ public static class EdgeSweep
     public static IReadOnlyList<EdgeSweepPoint> Run(Llama model, EdgeGraph graph, PromptTask evalTask, SiteMeans means,
         IReadOnlyList<double>? percents = null, int masksPerForward = 8, IProgress<WorkProgress>? progress = null)
     {
-        var c = model.Config;
         percents ??= DefaultPercents;
         var ranked = graph.Edges.OrderByDescending(e => Math.Abs(e.FinalAttr)).ToList();
         int positions = Math.Max(means.Positions, graph.Neurons.Max(n => n.Position) + 1);
-        int W = c.HiddenDim, size = c.Layers * positions * W;
         var metric = Metric.EvaluationDefault(evalTask);
-        var evaluator = new AblationEvaluator(model, evalTask, NodeSite.MlpAct, means, metric, positions) { MasksPerForward = masksPerForward };
+        var ablation = new SiteMeanAblation(model, evalTask, NodeSite.MlpAct, means, metric, positions) { MasksPerForward = masksPerForward };
 
-        var masks = new List<bool[]> { Filled(size, true), Filled(size, false) };
+        var circuits = new List<bool[]>();
         var kept = new List<(int Edges, int Nodes)>();
         foreach (double p in percents)
         {
             int k = (int)Math.Round(p / 100.0 * ranked.Count);
             var nodes = KeptNeurons(graph, ranked, k);
-            var mask = new bool[size];
-            foreach (var n in nodes) mask[(n.Layer * positions + n.Position) * W + n.Unit] = true;
-            masks.Add(mask);
-            masks.Add(mask.Select(x => !x).ToArray());
+            var mask = new bool[ablation.NodeCount];
+            foreach (var n in nodes) mask[ablation.Grid.Flat(n.Layer, n.Position, n.Unit)] = true;
+            circuits.Add(mask);
             kept.Add((k, nodes.Count));
         }
-        var m = evaluator.Evaluate(masks, done => progress?.Report(new("edge sweep", done, masks.Count)));
-        double full = m[0], empty = m[1], range = full - empty;
-        return percents.Select((p, i) => new EdgeSweepPoint(p, kept[i].Edges, kept[i].Nodes,
-            (m[2 + 2 * i] - empty) / range, (m[3 + 2 * i] - empty) / range)).ToList();
+        var s = new Faithfulness(ablation).Score(circuits, (done, total) => progress?.Report(new("edge sweep", done, total)));
+        return percents.Select((p, i) => new EdgeSweepPoint(p, kept[i].Edges, kept[i].Nodes, s[i].Faithfulness, s[i].Completeness)).ToList();
     }
 
     public static string ToCsv(IEnumerable<EdgeSweepPoint> points)
@@ -78,6 +73,4 @@ public static class EdgeSweep
             sb.Append(System.Globalization.CultureInfo.InvariantCulture, $"{p.Percent:G6},{p.EdgesKept},{p.NodesKept},{p.Faithfulness:G9},{p.Completeness:G9}\n");
         return sb.ToString();
     }
-
-    static bool[] Filled(int n, bool v) { var a = new bool[n]; Array.Fill(a, v); return a; }
 }

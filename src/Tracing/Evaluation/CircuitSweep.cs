@@ -24,31 +24,21 @@ public static class CircuitSweep
 
     /// <param name="evalTask">Evaluation prompts (clean prompts run, patch prompts give the means).</param>
     public static IReadOnlyList<SweepPoint> Run(Llama model, NodeScores scores, NodeSite site, string method, PromptTask evalTask,
-        SiteMeans means, IReadOnlyList<int>? ks = null, int masksPerForward = 8, int seed = 0, IProgress<WorkProgress>? progress = null)
+        SiteMeans means, IReadOnlyList<int>? ks = null, int masksPerForward = 8, int seed = 0, IProgress<WorkProgress>? progress = null,
+        SweepPath path = SweepPath.Plain, Action<string>? planLog = null)
     {
         var ranking = new NodeRanking(scores, site);
         var kList = (ks ?? LogSpacedK(ranking.Count)).Select(k => Math.Clamp(k, 0, ranking.Count)).Distinct().ToArray();
         var metric = Metric.EvaluationDefault(evalTask);
-        var evaluator = new AblationEvaluator(model, evalTask, site, means, metric, ranking.Positions) { MasksPerForward = masksPerForward };
+        var evaluator = new Faithfulness(new SiteMeanAblation(model, evalTask, site, means, metric, ranking.Positions)
+            { MasksPerForward = masksPerForward, Path = path, PlanLog = planLog });
 
-        // Masks: the full model, the empty circuit, then per k: circuit kept, circuit ablated, random kept, random ablated.
-        var masks = new List<bool[]> { Filled(ranking.Count, true), Filled(ranking.Count, false) };
-        foreach (int k in kList)
-        {
-            var top = ranking.TopK(k);
-            var rnd = ranking.Random(k, RandomControlSeed(seed, k));
-            masks.Add(top); masks.Add(Not(top)); masks.Add(rnd); masks.Add(Not(rnd));
-        }
-        var m = evaluator.Evaluate(masks, done => progress?.Report(new($"sweep {site.Name()}", done, masks.Count)));
-        double full = m[0], empty = m[1], range = full - empty;
-        var points = new List<SweepPoint>();
-        for (int j = 0; j < kList.Length; j++)
-        {
-            int o = 2 + 4 * j;
-            points.Add(new SweepPoint(site, method, kList[j], ranking.Threshold(kList[j]),
-                (m[o] - empty) / range, (m[o + 1] - empty) / range, (m[o + 2] - empty) / range, (m[o + 3] - empty) / range, ranking.Count));
-        }
-        return points;
+        // Circuits per k: the top-k nodes, then k random nodes (the control).
+        var circuits = new List<bool[]>();
+        foreach (int k in kList) { circuits.Add(ranking.TopK(k)); circuits.Add(ranking.Random(k, RandomControlSeed(seed, k))); }
+        var s = evaluator.Score(circuits, (done, total) => progress?.Report(new($"sweep {site.Name()}", done, total)));
+        return kList.Select((k, j) => new SweepPoint(site, method, k, ranking.Threshold(k),
+            s[2 * j].Faithfulness, s[2 * j].Completeness, s[2 * j + 1].Faithfulness, s[2 * j + 1].Completeness, ranking.Count)).ToList();
     }
 
     /// <summary>
@@ -56,7 +46,4 @@ public static class CircuitSweep
     /// process, so the same --seed drew different random circuits in every run (and made a test flaky).
     /// </summary>
     public static int RandomControlSeed(int seed, int k) => unchecked(seed * 1_000_003 + k);
-
-    static bool[] Filled(int n, bool v) { var a = new bool[n]; Array.Fill(a, v); return a; }
-    static bool[] Not(bool[] a) => a.Select(x => !x).ToArray();
 }

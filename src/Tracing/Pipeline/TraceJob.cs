@@ -17,6 +17,8 @@ public sealed record TraceOptions
     public int IgSteps { get; init; } = 10;
     public Runtime.BackwardRules RelPRules { get; init; } = Runtime.BackwardRules.RelP;
     public int MasksPerForward { get; init; } = 8;
+    /// <summary>How the k-sweep's mean-ablated forwards run (issue 18: the exact shortcuts).</summary>
+    public SweepPath SweepPath { get; init; } = SweepPath.Plain;
     public int Seed { get; init; }
     /// <summary>The faithfulness a reported circuit must reach.</summary>
     public double TargetFaithfulness { get; init; } = 0.8;
@@ -39,11 +41,8 @@ public static class TraceJob
             throw new ArgumentException($"{task.Name}: {asked} training examples asked, but the task has {task.Count}: between 1 and {task.Count - 1} can be attributed (the rest evaluate the circuits)");
         if (!(double.IsFinite(o.TargetFaithfulness) && o.TargetFaithfulness > 0 && o.TargetFaithfulness <= 1))
             throw new ArgumentException($"target faithfulness {o.TargetFaithfulness} is not in (0, 1]");
-        int train = o.TrainExamples ?? (task.Count + 1) / 2;
-        var trainTask = new PromptTask(task.Name + ":train", task.Pairs.Take(train).ToList());
-        var evalTask = new PromptTask(task.Name + ":eval", task.Pairs.Skip(train).ToList());
-        var ablationPrompts = evalTask.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList();
-        var means = SiteMeans.Compute(model, ablationPrompts, o.Sites);
+        var (trainTask, evalTask) = Split(task, o.TrainExamples);
+        var means = AblationMeans(model, evalTask, o.Sites);
 
         var scores = new Dictionary<AttributionMethod, NodeScores>();
         var sweep = new List<SweepPoint>();
@@ -59,7 +58,7 @@ public static class TraceJob
             {
                 var ranking = new NodeRanking(s, site);
                 var points = CircuitSweep.Run(model, s, site, method.Name(), evalTask, means, CircuitSweep.LogSpacedK(ranking.Count, o.KPoints),
-                    o.MasksPerForward, o.Seed, Stage(progress, $"sweep {method.Name()} {site.Name()}"));
+                    o.MasksPerForward, o.Seed, Stage(progress, $"sweep {method.Name()} {site.Name()}"), o.SweepPath);
                 sweep.AddRange(points);
                 var hit = points.Where(p => p.Faithfulness >= o.TargetFaithfulness && p.K > 0).OrderBy(p => p.K).FirstOrDefault();
                 int k = hit?.K ?? 0;
@@ -71,6 +70,21 @@ public static class TraceJob
         double clean = MeanMetric(model, evalTask, metric);
         return new TraceResult(trainTask, evalTask, scores, sweep, circuits, clean, clock.Elapsed);
     }
+
+    /// <summary>
+    /// The split a trace uses: the first <paramref name="trainExamples"/> examples (default: the first half, rounded up)
+    /// are attributed, the rest evaluate the circuits, so a circuit is never judged on the prompts that chose it.
+    /// </summary>
+    public static (PromptTask Train, PromptTask Eval) Split(PromptTask task, int? trainExamples = null)
+    {
+        int train = trainExamples ?? (task.Count + 1) / 2;
+        return (new PromptTask(task.Name + ":train", task.Pairs.Take(train).ToList()),
+            new PromptTask(task.Name + ":eval", task.Pairs.Skip(train).ToList()));
+    }
+
+    /// <summary>The means a trace ablates to: each site's mean over the evaluation examples' patch prompts (clean where unpaired).</summary>
+    public static SiteMeans AblationMeans(Llama model, PromptTask evalTask, IReadOnlyList<NodeSite> sites) =>
+        SiteMeans.Compute(model, evalTask.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList(), sites);
 
     /// <summary>The example mean of a metric on the unmodified model.</summary>
     public static double MeanMetric(Llama model, PromptTask task, Metric metric)

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using NeuronTrace.Model;
+using NeuronTrace.Formats;
 
 namespace NeuronTrace.Tracing.Runs;
 
@@ -14,12 +15,13 @@ public static class JsonFields
     public static JsonElement ReadObject(string path)
     {
         string text;
-        try { text = File.ReadAllText(path); }
+        try { text = JsonStrings.ReadAllText(path); }
         catch (IOException e) { throw new ModelFormatException(path, "cannot read: " + e.Message); }
         JsonElement root;
         try
         {
             using var doc = JsonDocument.Parse(text);
+            JsonStrings.RequireValid(doc.RootElement, path);
             root = doc.RootElement.Clone();
         }
         catch (JsonException e) { throw new ModelFormatException(path, "malformed JSON: " + e.Message.Split('\n')[0]); }

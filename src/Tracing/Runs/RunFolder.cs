@@ -14,7 +14,7 @@ public sealed record SavedCircuit(string Method, NodeSite Site, int TotalNodes, 
     /// <summary>The circuit file (errors about its nodes name it).</summary>
     public string Path { get; init; } = "";
 
-    static string Describe(int i, NodeId n) => $"nodes[{i}] (L{n.Layer}/P{n.Position}/N{n.Index})";
+    static string Describe(int i, NodeId n) => $"nodes[{i}] ({n})";
 
     /// <summary>
     /// Checks that every node fits <paramref name="config"/> (layer, unit) and, when given, prompts of at most
@@ -56,9 +56,9 @@ public sealed record ScoreGrid(string Path, int Positions, IReadOnlyDictionary<N
 /// </summary>
 public sealed class RunFolder
 {
-    public const string SummaryFormat = "neurontrace-trace/1";
-    public const string CircuitFormat = "neurontrace-circuit/1";
-    public const string ScoresFormat = "neurontrace-scores/1";
+    const string SummaryFormat = RunFormat.TraceId;
+    const string CircuitFormat = RunFormat.CircuitId;
+    const string ScoresFormat = RunFormat.ScoresId;
 
     RunFolder(string dir, string? task, string? model, int? train, int[]? evalLines, IReadOnlyList<SweepRow> sweep, IReadOnlyList<(string Method, string Site)> circuits)
     {
@@ -66,7 +66,7 @@ public sealed class RunFolder
     }
 
     public string Dir { get; }
-    public string SummaryPath => Path.Combine(Dir, "summary.json");
+    public string SummaryPath => RunFormat.SummaryPath(Dir);
     /// <summary>The task file the run recorded in summary.json (may be a path on another machine).</summary>
     public string? TaskPath { get; }
     /// <summary>The model the run recorded in summary.json (may be a path on another machine).</summary>
@@ -116,7 +116,7 @@ public sealed class RunFolder
     public static RunFolder Open(string dir)
     {
         if (!Directory.Exists(dir)) throw new ModelFormatException(dir, "run folder not found");
-        string summaryPath = Path.Combine(dir, "summary.json");
+        string summaryPath = RunFormat.SummaryPath(dir);
         if (!File.Exists(summaryPath)) throw new ModelFormatException(dir, "not a run folder (no summary.json)");
         var root = ReadObject(summaryPath);
         string p = summaryPath;
@@ -153,7 +153,7 @@ public sealed class RunFolder
                 circuits.Add((m, s));
             }
         }
-        string circuitDir = Path.Combine(dir, "circuits");
+        string circuitDir = Path.Combine(dir, RunFormat.CircuitsFolder);
         if (Directory.Exists(circuitDir))
             foreach (var f in Directory.GetFiles(circuitDir, "*.json").Order(StringComparer.Ordinal))
             {
@@ -164,17 +164,17 @@ public sealed class RunFolder
                 if (!circuits.Contains(key)) circuits.Add(key);
             }
         circuits.RemoveAll(c => !File.Exists(CircuitPath(dir, c.Item1, c.Item2)));
-        string sweepPath = Path.Combine(dir, "sweep.csv");
+        string sweepPath = RunFormat.SweepPath(dir);
         var sweep = File.Exists(sweepPath) ? ReadSweep(sweepPath) : [];
         return new RunFolder(dir, task, model, train, evalLines, sweep, circuits);
     }
 
-    static string CircuitPath(string dir, string method, string site) => Path.Combine(dir, "circuits", $"{method}_{site}.json");
+    static string CircuitPath(string dir, string method, string site) => RunFormat.CircuitPath(dir, method, site);
 
     /// <summary>The node grid of a method's saved scores, or null when the run folder has none for it.</summary>
     public ScoreGrid? ReadScoreGrid(string method)
     {
-        string path = Path.Combine(Dir, "scores", method, "scores.json");
+        string path = Path.Combine(RunFormat.ScoresPath(Dir, method), RunFormat.ScoresIndexFile);
         if (!File.Exists(path)) return null;
         var root = ReadObject(path);
         if (OptionalString(path, root, "format") is { } format && format != ScoresFormat)
@@ -244,7 +244,7 @@ public sealed class RunFolder
             int position = RequireInt(path, n, "position", prefix: at + ".");
             int index = RequireInt(path, n, "index", prefix: at + ".");
             var id = new NodeId(fileSite, layer, position, index);
-            string node = $"{at} (L{layer}/P{position}/N{index})";
+            string node = $"{at} ({id})";
             if (layer < 0) throw new ModelFormatException(path, $"{node}: layer {layer} is negative");
             if (index < 0) throw new ModelFormatException(path, $"{node}: index {index} is negative");
             if (position < 0) throw new ModelFormatException(path, $"{node}: position {position} is negative");
@@ -274,18 +274,14 @@ public sealed class RunFolder
     static List<SweepRow> ReadSweep(string path)
     {
         var rows = new List<SweepRow>();
-        var lines = File.ReadAllLines(path);
-        if (lines.Length == 0) return rows;
-        var header = lines[0].Split(',');
-        int Col(string name) => Array.IndexOf(header, name) is var i && i >= 0 ? i : throw new ModelFormatException(path, $"no column \"{name}\"");
-        int site = Col("site"), method = Col("method"), k = Col("k"), f = Col("faithfulness"), c = Col("completeness"),
-            rf = Col("random_faithfulness"), rc = Col("random_completeness"), total = Col("total_nodes");
-        for (int i = 1; i < lines.Length; i++)
+        var table = Csv.Read(path);
+        if (table.Header.Length == 0) return rows;
+        int site = table.Column("site"), method = table.Column("method"), k = table.Column("k"), f = table.Column("faithfulness"),
+            c = table.Column("completeness"), rf = table.Column("random_faithfulness"), rc = table.Column("random_completeness"),
+            total = table.Column("total_nodes");
+        foreach (var (line, p) in table.Rows)
         {
-            if (string.IsNullOrWhiteSpace(lines[i])) continue;
-            var p = lines[i].Split(',');
-            if (p.Length != header.Length) throw new ModelFormatException(path, $"line {i + 1}: {p.Length} columns, expected {header.Length}");
-            string At(int j) => $"line {i + 1}, column {header[j]}";
+            string At(int j) => table.Where(line, j);
             if (!NodeSites.TryParse(p[site], out _)) throw new ModelFormatException(path, $"{At(site)}: unknown site \"{p[site]}\"");
             if (p[method].Length == 0) throw new ModelFormatException(path, $"{At(method)}: empty");
             int totalNodes = JsonFields.CsvInt(path, At(total), p[total], min: 1);

@@ -1,36 +1,41 @@
-using System.Globalization;
+using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
-using NeuronTrace.Model;
 using NeuronTrace.Formats;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 using NeuronTrace.Tracing.Evaluation;
 using NeuronTrace.Tracing.Pipeline;
 using NeuronTrace.Tracing.Scoring;
 
 namespace NeuronTrace.Tracing.Runs;
 
+/// <summary>What a run ran on and how, beside its <see cref="TraceOptions"/>: recorded in summary.json so the run can be reproduced.</summary>
+public sealed record RunProvenance(string Device, string Precision, bool AllLengths, string ToolVersion);
+
 /// <summary>
 /// Writes a trace run folder: <c>sweep.csv</c>, <c>summary.json</c>, <c>circuits/{method}_{site}.json</c> and
-/// <c>scores/{method}/</c> (see README "Run folder").
+/// <c>scores/{method}/</c> (names: <see cref="RunFormat"/>; files: docs/run-folder.md). <see cref="RunFolder"/> reads them.
 /// </summary>
 public static class TraceReport
 {
     static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 
-    public static void Write(string dir, TraceResult r, LoadedModel model, string taskPath)
+    public static void Write(string dir, TraceResult r, LoadedModel model, string taskPath, TraceOptions? options = null, RunProvenance? provenance = null)
     {
         Directory.CreateDirectory(dir);
+        string attributionMetric = Metric.AttributionDefault(r.Train).Name;
         foreach (var (method, scores) in r.Scores)
-            scores.Save(Path.Combine(dir, "scores", method.Name()), method.Name(), "logit(patch) - logit(clean)", r.Train.Count);
+            scores.Save(RunFormat.ScoresPath(dir, method.Name()), method.Name(), attributionMetric, r.Train.Count);
 
-        AtomicFile.WriteText(Path.Combine(dir, "sweep.csv"), SweepCsv(r.Sweep));
+        OutputFiles.WriteText(RunFormat.SweepPath(dir), SweepCsv(r.Sweep));
 
-        Directory.CreateDirectory(Path.Combine(dir, "circuits"));
+        Directory.CreateDirectory(Path.Combine(dir, RunFormat.CircuitsFolder));
         foreach (var c in r.Circuits)
         {
             var doc = new
             {
-                format = "neurontrace-circuit/1",
+                format = RunFormat.CircuitId,
                 site = c.Site.Name(),
                 method = c.Method.Name(),
                 k = c.Nodes.Count,
@@ -39,22 +44,42 @@ public static class TraceReport
                 completeness = c.AtTarget?.Completeness,
                 threshold = c.AtTarget?.Threshold,
                 position_convention = "position 0 is the last prompt token",
-                nodes = c.Nodes.Select(n => new { site = n.Node.Site.Name(), layer = n.Node.Layer, position = n.Node.Position, index = n.Node.Index, score = n.Score }),
+                nodes = c.Nodes.Select(n => new { id = n.Node.ToString(), site = n.Node.Site.Name(), layer = n.Node.Layer, position = n.Node.Position, index = n.Node.Index, score = n.Score }),
             };
-            AtomicFile.WriteText(Path.Combine(dir, "circuits", $"{c.Method.Name()}_{c.Site.Name()}.json"), JsonSerializer.Serialize(doc, Json));
+            OutputFiles.WriteText(RunFormat.CircuitPath(dir, c.Method.Name(), c.Site.Name()), JsonSerializer.Serialize(doc, Json));
         }
 
         var summary = new
         {
-            format = "neurontrace-trace/1",
+            format = RunFormat.TraceId,
             model = model.Path,
             model_format = model.Format,
+            model_sha256 = Sha256(model.Path),
             task = taskPath,
+            task_sha256 = Sha256(taskPath),
+            tool_version = provenance?.ToolVersion,
+            device = provenance?.Device,
+            precision = provenance?.Precision,
+            // Every option that changes a number (trace --from-summary reads these back).
+            options = options is { } o ? new
+            {
+                methods = o.Methods.Select(m => m.Name()),
+                sites = o.Sites.Select(s => s.Name()),
+                train = o.TrainExamples,
+                k_points = o.KPoints,
+                ig_steps = o.IgSteps,
+                relp_attention = RelPAttentionName(o.RelPRules),
+                masks_per_forward = o.MasksPerForward,
+                seed = o.Seed,
+                target = o.TargetFaithfulness,
+                all_lengths = provenance?.AllLengths,
+            } : null,
             train_examples = r.Train.Count,
             eval_examples = r.Eval.Count,
             train_lines = r.Train.Pairs.Select(p => p.Line),
             eval_lines = r.Eval.Pairs.Select(p => p.Line),
-            eval_metric = "logit(clean_answer) - logit(patch_answer), mean over evaluation examples",
+            attribution_metric = attributionMetric,
+            eval_metric = Metric.EvaluationDefault(r.Eval).Name + ", mean over evaluation examples",
             clean_metric = r.CleanMetric,
             ablation = "mean over the evaluation patch prompts, per layer and position from the end",
             seconds = r.Elapsed.TotalSeconds,
@@ -66,15 +91,32 @@ public static class TraceReport
                 random_faithfulness = c.AtTarget?.RandomFaithfulness,
             }),
         };
-        AtomicFile.WriteText(Path.Combine(dir, "summary.json"), JsonSerializer.Serialize(summary, Json));
+        OutputFiles.WriteText(RunFormat.SummaryPath(dir), JsonSerializer.Serialize(summary, Json));
     }
+
+    /// <summary>The --relp-attention value of a rule set: gradient or freeze.</summary>
+    public static string RelPAttentionName(BackwardRules rules) => rules.Attention == AttentionRule.FreezePattern ? "freeze" : "gradient";
 
     public static string SweepCsv(IEnumerable<SweepPoint> points)
     {
-        var sb = new StringBuilder("site,method,k,faithfulness,completeness,random_faithfulness,random_completeness,threshold,total_nodes\n");
+        var sb = new StringBuilder(Csv.Line(RunFormat.SweepColumns));
         foreach (var p in points)
-            sb.Append(CultureInfo.InvariantCulture,
-                $"{p.Site.Name()},{p.Method},{p.K},{p.Faithfulness:G9},{p.Completeness:G9},{p.RandomFaithfulness:G9},{p.RandomCompleteness:G9},{p.Threshold:G9},{p.TotalNodes}\n");
+            sb.Append(Csv.Line([p.Site.Name(), p.Method, Csv.I(p.K), Csv.D(p.Faithfulness), Csv.D(p.Completeness),
+                Csv.D(p.RandomFaithfulness), Csv.D(p.RandomCompleteness), Csv.D(p.Threshold), Csv.I(p.TotalNodes)]));
         return sb.ToString();
+    }
+
+    /// <summary>
+    /// SHA-256 (hex) of a file, or of a folder as the hash over its files' relative names and hashes in ordinal order;
+    /// null when the path is not here (e.g. the bundled model loaded from resources).
+    /// </summary>
+    public static string? Sha256(string path)
+    {
+        if (File.Exists(path)) { using var f = File.OpenRead(path); return Convert.ToHexStringLower(SHA256.HashData(f)); }
+        if (!Directory.Exists(path)) return null;
+        var sb = new StringBuilder();
+        foreach (var f in Directory.GetFiles(path, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal))
+            sb.Append(Path.GetRelativePath(path, f).Replace('\\', '/')).Append(' ').Append(Sha256(f)).Append('\n');
+        return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
     }
 }

@@ -22,7 +22,7 @@ public sealed record CircuitSizeComparison(string Task, AttributionMethod Method
 public static class SaeCircuitComparison
 {
     /// <summary>
-    /// Splits the task like <see cref="TraceJob"/> (first half attributes, second half evaluates; means over the evaluation
+    /// Splits the task like <see cref="Pipeline.TraceJob"/> (first half attributes, second half evaluates; means over the evaluation
     /// patch prompts), scores neurons and SAE nodes with <paramref name="method"/>, and finds for each the smallest k whose
     /// top-k circuit reaches <paramref name="target"/> faithfulness: a 40-point log grid, then bisection below the first hit.
     /// </summary>
@@ -41,22 +41,18 @@ public static class SaeCircuitComparison
         var neuronScores = Attributor.Score(model, trainTask, options);
         var ranking = new NodeRanking(neuronScores, NodeSite.MlpAct);
         var means = SiteMeans.Compute(model, ablationPrompts, [NodeSite.MlpAct]);
-        var nEval = new AblationEvaluator(model, evalTask, NodeSite.MlpAct, means, metric, ranking.Positions);
-        var nEnds = nEval.Evaluate([ranking.TopK(ranking.Count), ranking.TopK(0)]);
-        var (nk, nf) = SmallestK(ranking.Count, target, ks =>
-            nEval.Evaluate(ks.Select(ranking.TopK).ToList()).Select(m => (m - nEnds[1]) / (nEnds[0] - nEnds[1])).ToArray());
+        var nEval = new Faithfulness(new SiteMeanAblation(model, evalTask, NodeSite.MlpAct, means, metric, ranking.Positions));
+        var (nk, nf) = SmallestK(ranking.Count, target, ks => nEval.FaithfulnessOf(ks.Select(ranking.TopK).ToList()));
 
         // SAE nodes.
         var saeScores = SaeAttributor.Score(model, trainTask, sae, site, layer, options);
         var saeMeans = SaeSiteMeans.Compute(model, sae, site, layer, ablationPrompts);
-        var sEval = new SaeAblationEvaluator(model, evalTask, sae, site, layer, saeMeans, metric, saeScores.Positions);
+        var sEval = new Faithfulness(new SaeMeanAblation(model, evalTask, sae, site, layer, saeMeans, metric, saeScores.Positions));
         var order = SaeCircuitSweep.Ranking(saeScores);
-        var sEnds = sEval.Evaluate([SaeCircuitSweep.TopK(order, order.Length), SaeCircuitSweep.TopK(order, 0)]);
-        var (sk, sf) = SmallestK(order.Length, target, ks =>
-            sEval.Evaluate(ks.Select(k => SaeCircuitSweep.TopK(order, k)).ToList()).Select(m => (m - sEnds[1]) / (sEnds[0] - sEnds[1])).ToArray());
-        int errors = sk < 0 ? 0 : order.Take(sk).Count(i => i % saeScores.NodesPerPosition == sae.Features);
+        var (sk, sf) = SmallestK(order.Count, target, ks => sEval.FaithfulnessOf(ks.Select(order.TopK).ToList()));
+        int errors = sk < 0 ? 0 : order.Order.Take(sk).Count(i => i % saeScores.NodesPerPosition == sae.Features);
 
-        return new CircuitSizeComparison(task.Name, method, target, nk, ranking.Count, nf, sk, order.Length, sf, errors);
+        return new CircuitSizeComparison(task.Name, method, target, nk, ranking.Count, nf, sk, order.Count, sf, errors);
     }
 
     /// <summary>Smallest k with faithfulness ≥ target: log grid, then bisection between the last miss and the first hit.</summary>

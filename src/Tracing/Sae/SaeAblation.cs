@@ -1,5 +1,7 @@
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
+using NeuronTrace.Tracing.Circuits;
+using NeuronTrace.Tracing.Evaluation;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 
@@ -71,66 +73,48 @@ public enum SaeErrorHandling
 }
 
 /// <summary>
-/// Runs a task's clean prompts with the SAE nodes of one (site, layer) mean-ablated by keep-masks (docs/method.md §5, error
-/// nodes "default": the error node is a unit, kept if selected). Inside the forward, at every real row the site value x —
-/// which upstream edits may already have changed — is re-encoded and replaced by
+/// SAE circuits of one (site, layer): the task's clean prompts run with SAE nodes mean-ablated by keep-masks
+/// (docs/method.md §5, error nodes "default": the error node is a unit, kept if selected). Inside the forward, at every
+/// real row the site value x — which upstream edits may already have changed — is re-encoded and replaced by
 /// <code>  x ← dec(f') + e',   f'_i = keep_i ? f_i : mean_f[p, i],   e' = keep_err ? e : mean_e[p],   f = enc(x), e = x − dec(f)</code>
 /// in double, rounded once to float (so a full keep-mask reproduces x exactly). A mask has <see cref="SaeScores.NodeCount"/>
 /// entries in the order p·(F+1) + i (i = F: the error node); positions at or beyond the mask's are fully ablated.
 /// </summary>
-public sealed class SaeAblationEvaluator
+public sealed class SaeMeanAblation : CircuitAblation
 {
-    readonly Llama _model;
-    readonly PromptTask _task;
     readonly SparseAutoencoder _sae;
     readonly NodeSite _site;
     readonly int _layer;
     readonly SaeSiteMeans _means;
-    readonly Metric _metric;
     readonly int _positions;
 
-    public SaeAblationEvaluator(Llama model, PromptTask task, SparseAutoencoder sae, NodeSite site, int layer, SaeSiteMeans means,
-        Metric metric, int nodePositions)
+    public SaeMeanAblation(Llama model, PromptTask task, SparseAutoencoder sae, NodeSite site, int layer, SaeSiteMeans means,
+        Metric metric, int nodePositions) : base(model, task, metric)
     {
-        _model = model; _task = task; _sae = sae; _site = site; _layer = layer; _means = means; _metric = metric; _positions = nodePositions;
+        _sae = sae; _site = site; _layer = layer; _means = means; _positions = nodePositions;
         if (site.Width(model.Config) != sae.DModel) throw new ArgumentException($"the SAE reads {sae.DModel}-wide vectors but site {site.Name()} is {site.Width(model.Config)} wide");
         if (means.Positions < task.Pairs.Max(p => p.CleanIds.Length))
             throw new ArgumentException("the SAE means do not cover every position of the evaluation prompts");
     }
 
-    public int MasksPerForward { get; init; } = 8;
     public SaeErrorHandling ErrorHandling { get; init; } = SaeErrorHandling.Default;
     int NodesPerPosition => _sae.Features + 1;
-    public int NodeCount => _positions * NodesPerPosition;
+    /// <summary>The masks' layout: one layer, the mask's positions, F features + the error node.</summary>
+    public NodeGrid Grid => new(1, _positions, NodesPerPosition);
+    public override int NodeCount => Grid.Count;
 
-    /// <summary>The mean metric over the task's examples for each keep-mask.</summary>
-    public double[] Evaluate(IReadOnlyList<bool[]> keepMasks)
+    protected override double[] EvaluateChunk(IReadOnlyList<bool[]> masks)
     {
-        foreach (var m in keepMasks)
-            if (m.Length != NodeCount) throw new ArgumentException($"a keep-mask has {m.Length} entries, expected {NodeCount}");
-        var result = new double[keepMasks.Count];
-        int per = Math.Max(1, MasksPerForward);
-        for (int start = 0; start < keepMasks.Count; start += per)
-            EvaluateChunk(keepMasks.Skip(start).Take(per).ToList()).CopyTo(result, start);
-        return result;
-    }
-
-    double[] EvaluateChunk(List<bool[]> masks)
-    {
-        var c = _model.Config;
-        var pairs = _task.Pairs;
-        int B = pairs.Count, R = masks.Count;
-        var batch = new TokenBatch(Enumerable.Range(0, R).SelectMany(_ => pairs.Select(p => p.CleanIds)).ToList());
+        int B = Task.Pairs.Count, R = masks.Count;
+        var batch = ReplicatedBatch(R);
         using var plan = new InterventionPlan();
         plan.SetTransform(_site, _layer, value => Replace(value, batch, masks, B));
-        using var pass = _model.Forward(batch, LogitRows.Last, plan);
-        var logits = pass.HostLogits();
-        return _metric.MeanPerReplica(logits, c.VocabSize, pairs, R);
+        return MetricPerReplica(batch, plan, R);
     }
 
-    void Replace(Tensor value, TokenBatch batch, List<bool[]> masks, int promptsPerMask)
+    void Replace(Tensor value, TokenBatch batch, IReadOnlyList<bool[]> masks, int promptsPerMask)
     {
-        var be = _model.Backend;
+        var be = Model.Backend;
         int d = _sae.DModel, F = _sae.Features, T = batch.SeqLen;
         var x = new float[value.Length];
         be.Download(value, x);
@@ -145,7 +129,7 @@ public sealed class SaeAblationEvaluator
                 _sae.Encode(xr, buf.f);
                 _sae.Decode(buf.f, buf.xh);
                 bool inMask = p < _positions;
-                int at = p * NodesPerPosition;
+                int at = Grid.Flat(0, p, 0);
                 bool changed = false;
                 for (int i = 0; i < F; i++)
                 {
@@ -180,32 +164,16 @@ public sealed record SaeSweepPoint(int K, double Faithfulness, double Completene
 /// <summary>Top-k SAE circuits (features and error nodes ranked together by |score|) evaluated by mean ablation.</summary>
 public static class SaeCircuitSweep
 {
-    /// <summary>Flat node indices (p·(F+1)+i) by descending |score|, ties by index.</summary>
-    public static int[] Ranking(SaeScores scores)
-    {
-        var flat = scores.Flat();
-        var order = Enumerable.Range(0, flat.Length).ToArray();
-        Array.Sort(order, (a, b) => Math.Abs(flat[b]).CompareTo(Math.Abs(flat[a])) is var c && c != 0 ? c : a.CompareTo(b));
-        return order;
-    }
-
-    public static bool[] TopK(int[] ranking, int k)
-    {
-        var m = new bool[ranking.Length];
-        for (int i = 0; i < Math.Min(k, ranking.Length); i++) m[ranking[i]] = true;
-        return m;
-    }
+    /// <summary>SAE nodes (p·(F+1)+i) by descending |score|, ties by index: the <see cref="NodeRanking"/> of the flat scores.</summary>
+    public static NodeRanking Ranking(SaeScores scores) => new(scores.Flat(), new NodeGrid(1, scores.Positions, scores.NodesPerPosition));
 
     public static IReadOnlyList<SaeSweepPoint> Run(Llama model, SaeScores scores, SparseAutoencoder sae, PromptTask evalTask, SaeSiteMeans means,
         IReadOnlyList<int> ks)
     {
         var metric = Metric.EvaluationDefault(evalTask);
-        var ev = new SaeAblationEvaluator(model, evalTask, sae, scores.Site, scores.Layer, means, metric, scores.Positions);
+        var evaluator = new Faithfulness(new SaeMeanAblation(model, evalTask, sae, scores.Site, scores.Layer, means, metric, scores.Positions));
         var ranking = Ranking(scores);
-        var masks = new List<bool[]> { TopK(ranking, ranking.Length), TopK(ranking, 0) };
-        foreach (int k in ks) { var top = TopK(ranking, k); masks.Add(top); masks.Add(top.Select(x => !x).ToArray()); }
-        var m = ev.Evaluate(masks);
-        double full = m[0], empty = m[1], range = full - empty;
-        return ks.Select((k, j) => new SaeSweepPoint(k, (m[2 + 2 * j] - empty) / range, (m[3 + 2 * j] - empty) / range, ranking.Length)).ToList();
+        var s = evaluator.Score(ks.Select(ranking.TopK).ToList());
+        return ks.Select((k, j) => new SaeSweepPoint(k, s[j].Faithfulness, s[j].Completeness, ranking.Count)).ToList();
     }
 }

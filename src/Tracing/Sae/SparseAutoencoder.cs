@@ -4,32 +4,52 @@ using NeuronTrace.Formats;
 
 namespace NeuronTrace.Tracing.Sae;
 
+/// <summary>How an SAE turns pre-activations into features.</summary>
+public enum SaeActivation
+{
+    /// <summary>f_i = pre_i where gate_i &gt; θ_i and pre_i &gt; 0, else 0 (Llama Scope: one θ; SAELens: θ per feature).</summary>
+    JumpReLU,
+    /// <summary>f_i = max(pre_i, 0): JumpReLU with every θ_i = 0.</summary>
+    ReLU,
+    /// <summary>The K largest pre_i (lower index first on ties) pass through a ReLU; the rest are 0.</summary>
+    TopK,
+}
+
 /// <summary>
-/// A JumpReLU sparse autoencoder in the Llama Scope layout (docs/sae-format.md), held in float32 on
-/// the host. With d = <see cref="DModel"/>, F = <see cref="Features"/>, W_E = encoder.weight [F, d], b_E = encoder.bias [F],
-/// W_D = decoder.weight [d, F] (nn.Linear convention: column i of W_D is feature i's decoder direction d_i),
-/// b_D = decoder.bias [d], θ = jump_relu_threshold (one scalar), norm_in/norm_out = dataset_average_activation_norm:
+/// A sparse autoencoder, held in float32 on the host, loaded from the Llama Scope layout (<c>hyperparams.json</c>,
+/// docs/sae-format.md) or the SAELens layout (<c>cfg.json</c> + <c>sae_weights.safetensors</c>, <see cref="SaeLensFormat"/>).
+/// With d = <see cref="DModel"/>, F = <see cref="Features"/>, W_E [F, d], b_E [F], decoder directions d_i (rows of
+/// <see cref="DecoderRows"/>), b_D [d], thresholds θ_i:
 /// <code>
-///   s_in  = sqrt(d) / norm_in          s_out = norm_out / sqrt(d)      (both 1 when norm_activation is "none")
-///   pre   = W_E (s_in·x − [b_D if apply_decoder_bias_to_pre_encoder]) + b_E
-///   f_i   = pre_i  if pre_i·‖d_i‖ > θ  else 0      (‖d_i‖ factor only with sparsity_include_decoder_norm; else pre_i > θ)
-///   x̂     = s_out · (W_D f + b_D)                   (b_D only with use_decoder_bias)
+///   s_in, s_out                                      (Llama Scope dataset-wise: sqrt(d)/norm_in, norm_out/sqrt(d); else 1)
+///   pre   = W_E (s_in·x − [b_D if the decoder bias is applied to the input]) + b_E
+///   gate  = pre_i·‖d_i‖ (Llama Scope sparsity_include_decoder_norm) or pre_i
+///   f_i   = pre_i if gate_i > θ_i and pre_i > 0 else 0     (ReLU: θ = 0; TopK: the K largest pre_i, ReLU'd)
+///   x̂     = s_out · (W_D f + b_D)
 ///   e     = x − x̂                                    (the SAE error node's vector)
 /// </code>
-/// The decoder is stored transposed, as rows d_i [F, d], so decoding sums only the active features and the chain rule
+/// The decoder is stored as rows d_i [F, d], so decoding sums only the active features and the chain rule
 /// for feature gradients is ∂m/∂f_i = s_out · d_i · ∂m/∂x (<see cref="FeatureGradient"/>). Arithmetic is in double.
 /// </summary>
 public sealed class SparseAutoencoder
 {
-    SparseAutoencoder(int dModel, int features) { DModel = dModel; Features = features; }
+    internal SparseAutoencoder(int dModel, int features) { DModel = dModel; Features = features; }
 
     public int DModel { get; }
     public int Features { get; }
-    public float Threshold { get; private init; }
-    public double InputScale { get; private init; } = 1;
-    public double OutputScale { get; private init; } = 1;
-    public bool GateIncludesDecoderNorm { get; private init; }
-    public bool DecoderBiasBeforeEncoder { get; private init; }
+    public SaeActivation Activation { get; internal init; } = SaeActivation.JumpReLU;
+    /// <summary>θ_i per feature (Llama Scope's one scalar repeated; 0 for ReLU and TopK).</summary>
+    public required float[] Thresholds { get; init; }
+    /// <summary>K of <see cref="SaeActivation.TopK"/>; 0 otherwise.</summary>
+    public int TopK { get; internal init; }
+    public double InputScale { get; internal init; } = 1;
+    public double OutputScale { get; internal init; } = 1;
+    public bool GateIncludesDecoderNorm { get; internal init; }
+    public bool DecoderBiasBeforeEncoder { get; internal init; }
+    /// <summary>The hook point the SAE was trained on, in its own spelling (TransformerLens, e.g. blocks.2.hook_resid_post); null when its config names none.</summary>
+    public string? HookName { get; internal init; }
+    /// <summary>"llama-scope" or "saelens".</summary>
+    public string Layout { get; internal init; } = "llama-scope";
     /// <summary>encoder.weight, [F, d] row-major.</summary>
     public required float[] EncoderWeight { get; init; }
     public required float[] EncoderBias { get; init; }
@@ -38,15 +58,32 @@ public sealed class SparseAutoencoder
     public required float[] DecoderBias { get; init; }
     /// <summary>‖d_i‖ per feature.</summary>
     public required float[] DecoderNorms { get; init; }
-    public string Path { get; private init; } = "";
+    public string Path { get; internal init; } = "";
+
+    /// <summary>The (site, layer) of <see cref="HookName"/> (<see cref="SaeHookPoint"/>); a one-line error when it names none or one NeuronTrace has no site for.</summary>
+    public (NodeSite Site, int Layer) HookSite =>
+        HookName is null ? throw new ModelFormatException(Path, "the SAE's config names no hook point (hook_point_in / hook_name)")
+            : SaeHookPoint.Parse(HookName, Path);
+
+    /// <summary>
+    /// Loads an SAE folder: SAELens (<c>cfg.json</c> + <c>sae_weights.safetensors</c>) or Llama Scope
+    /// (<c>hyperparams.json</c> + <c>checkpoints/final.safetensors</c>), told apart by the config file present.
+    /// </summary>
+    public static SparseAutoencoder Load(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new ModelFormatException(dir, "SAE folder not found");
+        if (File.Exists(System.IO.Path.Combine(dir, SaeLensFormat.ConfigFileName))) return SaeLensFormat.Load(dir);
+        if (!File.Exists(System.IO.Path.Combine(dir, "hyperparams.json")))
+            throw new ModelFormatException(dir, "SAE folder holds neither cfg.json (SAELens) nor hyperparams.json (Llama Scope)");
+        return LoadLlamaScope(dir);
+    }
 
     /// <summary>
     /// Loads a Llama Scope SAE folder: <c>hyperparams.json</c> plus <c>checkpoints/final.safetensors</c> (or
     /// <c>final.safetensors</c> beside it). F32, F16 and BF16 tensors are read (converted to float32).
     /// </summary>
-    public static SparseAutoencoder Load(string dir)
+    static SparseAutoencoder LoadLlamaScope(string dir)
     {
-        if (!Directory.Exists(dir)) throw new ModelFormatException(dir, "SAE folder not found");
         string hp = System.IO.Path.Combine(dir, "hyperparams.json");
         if (!File.Exists(hp)) throw new ModelFormatException(hp, "SAE hyperparams.json not found");
         string st = System.IO.Path.Combine(dir, "checkpoints", "final.safetensors");
@@ -82,16 +119,7 @@ public sealed class SparseAutoencoder
             throw new ModelFormatException(hp, $"norm_activation \"{norm}\" is not supported (dataset-wise or none)");
 
         using var file = SafetensorsFile.Open(st);
-        float[] Read(string name, params long[] shape)
-        {
-            var info = file.Find(name) ?? throw new ModelFormatException(st, $"tensor {name} is missing");
-            if (!info.Shape.SequenceEqual(shape))
-                throw new ModelFormatException(st, $"tensor {name} has shape {info.ShapeText} but hyperparams.json (d_model {d}, d_sae {f}) needs [{string.Join(", ", shape)}]");
-            var a = file.ReadTensor(info);
-            foreach (var v in a)
-                if (!float.IsFinite(v)) throw new ModelFormatException(st, $"tensor {name} holds a non-finite value");
-            return a;
-        }
+        float[] Read(string name, params long[] shape) => ReadTensor(file, st, name, shape, $"hyperparams.json (d_model {d}, d_sae {f})");
         var wE = Read("encoder.weight", f, d);
         var bE = Read("encoder.bias", f);
         var wD = Read("decoder.weight", d, f);
@@ -111,11 +139,38 @@ public sealed class SparseAutoencoder
         }
         return new SparseAutoencoder(d, f)
         {
-            Path = dir, Threshold = theta, InputScale = sIn, OutputScale = sOut,
+            Path = dir, Activation = act == "relu" ? SaeActivation.ReLU : SaeActivation.JumpReLU,
+            Thresholds = Enumerable.Repeat(theta, f).ToArray(), InputScale = sIn, OutputScale = sOut,
+            HookName = Str(h, "hook_point_in", null!),
             GateIncludesDecoderNorm = Bool(h, "sparsity_include_decoder_norm", false),
             DecoderBiasBeforeEncoder = Bool(h, "apply_decoder_bias_to_pre_encoder", false),
             EncoderWeight = wE, EncoderBias = bE, DecoderRows = rows, DecoderBias = bD, DecoderNorms = norms,
         };
+    }
+
+    /// <summary>Reads one tensor of the expected shape as float32; a one-line error naming the tensor otherwise.</summary>
+    internal static float[] ReadTensor(SafetensorsFile file, string path, string name, long[] shape, string shapeSource)
+    {
+        var info = file.Find(name) ?? throw new ModelFormatException(path, $"tensor {name} is missing");
+        if (!info.Shape.SequenceEqual(shape))
+            throw new ModelFormatException(path, $"tensor {name} has shape {info.ShapeText} but {shapeSource} needs [{string.Join(", ", shape)}]");
+        var a = file.ReadTensor(info);
+        foreach (var v in a)
+            if (!float.IsFinite(v)) throw new ModelFormatException(path, $"tensor {name} holds a non-finite value");
+        return a;
+    }
+
+    /// <summary>‖row i‖ of a [rows, width] matrix, in double, rounded once.</summary>
+    internal static float[] RowNorms(float[] m, int rows, int width)
+    {
+        var norms = new float[rows];
+        for (int i = 0; i < rows; i++)
+        {
+            double s = 0;
+            for (int j = 0; j < width; j++) { double v = m[(long)i * width + j]; s += v * v; }
+            norms[i] = (float)Math.Sqrt(s);
+        }
+        return norms;
     }
 
     /// <summary>Features of one input vector x [d] into <paramref name="features"/> [F].</summary>
@@ -125,10 +180,14 @@ public sealed class SparseAutoencoder
         int d = DModel;
         var xs = new double[d];
         for (int j = 0; j < d; j++) xs[j] = InputScale * x[j] - (DecoderBiasBeforeEncoder ? DecoderBias[j] : 0.0);
-        if (!IsLarge) { EncodeRange(xs, 0, Features, features); return; }
-        var result = new float[Features];
-        Parallel.For(0, (Features + Chunk - 1) / Chunk, c => EncodeRange(xs, c * Chunk, Math.Min(Features, (c + 1) * Chunk), result));
-        result.CopyTo(features);
+        if (!IsLarge) EncodeRange(xs, 0, Features, features);
+        else
+        {
+            var result = new float[Features];
+            Parallel.For(0, (Features + Chunk - 1) / Chunk, c => EncodeRange(xs, c * Chunk, Math.Min(Features, (c + 1) * Chunk), result));
+            result.CopyTo(features);
+        }
+        if (Activation == SaeActivation.TopK) KeepTopK(features);
     }
 
     void EncodeRange(double[] xs, int from, int to, Span<float> features)
@@ -140,9 +199,24 @@ public sealed class SparseAutoencoder
             var row = wE.Slice(i * d, d);
             double pre = EncoderBias[i];
             for (int j = 0; j < d; j++) pre += row[j] * xs[j];
+            if (Activation == SaeActivation.TopK) { features[i] = (float)pre; continue; } // selected in KeepTopK
             double gate = GateIncludesDecoderNorm ? pre * DecoderNorms[i] : pre;
-            features[i] = gate > Threshold ? (float)pre : 0f;
+            features[i] = gate > Thresholds[i] && pre > 0 ? (float)pre : 0f;
         }
+    }
+
+    /// <summary>Keeps the K largest pre-activations (lower index first on ties), ReLU'd; zeroes the rest.</summary>
+    void KeepTopK(Span<float> pre)
+    {
+        var heap = new PriorityQueue<int, (float Value, int NegIndex)>(TopK + 1);
+        for (int i = 0; i < pre.Length; i++)
+        {
+            heap.Enqueue(i, (pre[i], -i));
+            if (heap.Count > TopK) heap.Dequeue(); // drops the smallest (the higher index among equals)
+        }
+        var kept = new float[pre.Length];
+        while (heap.TryDequeue(out int i, out _)) kept[i] = Math.Max(pre[i], 0f);
+        kept.CopyTo(pre);
     }
 
     // Real Llama Scope SAEs (32768 × 4096 and up) split the feature loop over threads; the tiny test SAE does not.
@@ -217,16 +291,16 @@ public sealed class SparseAutoencoder
         if (got != want) throw new ArgumentException($"SAE {what} vector has {got} values, expected {want}");
     }
 
-    static int Int(JsonElement h, string key, string file) =>
+    internal static int Int(JsonElement h, string key, string file) =>
         h.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i)
             ? i : throw new ModelFormatException(file, $"missing integer \"{key}\"");
 
-    static double Num(JsonElement h, string key, string file) =>
+    internal static double Num(JsonElement h, string key, string file) =>
         h.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new ModelFormatException(file, $"missing number \"{key}\"");
 
-    static string Str(JsonElement h, string key, string fallback) =>
+    internal static string Str(JsonElement h, string key, string fallback) =>
         h.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()! : fallback;
 
-    static bool Bool(JsonElement h, string key, bool fallback) =>
+    internal static bool Bool(JsonElement h, string key, bool fallback) =>
         h.TryGetProperty(key, out var v) && (v.ValueKind == JsonValueKind.True || v.ValueKind == JsonValueKind.False) ? v.GetBoolean() : fallback;
 }

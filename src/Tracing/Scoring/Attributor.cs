@@ -41,6 +41,11 @@ public static class Attributor
         long done = 0;
         var progressGate = new Lock();
         bool splitBatches = SplitsBatches(model, task, batchSize);
+        // IG reports every (site, layer) step of every batch run; a split batch is two runs, each reporting its steps,
+        // so the total counts runs (it was batches, and the count went past it: 80/40).
+        long igRuns = 0;
+        for (int start = 0; start < task.Count; start += batchSize)
+            igRuns += splitBatches && Math.Min(batchSize, task.Count - start) >= 2 ? 2 : 1;
         using var secondSums = splitBatches ? new ScoreSums(model.Backend, model.Config, sites, positions) : null;
         for (int start = 0; start < task.Count; start += batchSize)
         {
@@ -70,7 +75,7 @@ public static class Attributor
         // IG reports each (site, layer) step; with split batches two threads report, one at a time and in order.
         void ReportIgStep()
         {
-            lock (progressGate) progress?.Report(new("ig", ++done, batches * unitsPerBatch));
+            lock (progressGate) progress?.Report(new("ig", ++done, igRuns * unitsPerBatch));
         }
 
         void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)

@@ -1,6 +1,3 @@
-using System.Globalization;
-using System.Text;
-using System.Text.Json;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Runs;
 
@@ -50,42 +47,6 @@ public sealed class NodeScores
         }
     }
 
-    /// <summary>
-    /// Writes <c>scores.f32</c> (little-endian float32, arrays back to back), <c>scores.json</c> (the index) and
-    /// <c>scores.csv</c> (<c>site,layer,position,index,score</c>) into <paramref name="dir"/>.
-    /// </summary>
-    public void Save(string dir, string method, string metric, int examples)
-    {
-        Directory.CreateDirectory(dir);
-        var entries = new List<object>();
-        long offset = 0;
-        AtomicFile.Write(Path.Combine(dir, "scores.f32"), stream =>
-        {
-            foreach (var s in Sites)
-                for (int l = 0; l < Config.Layers; l++)
-                {
-                    var a = _scores[(s, l)];
-                    stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.AsSpan()));
-                    entries.Add(new { site = s.Name(), layer = l, shape = new[] { Positions, s.Width(Config) }, offset_bytes = offset });
-                    offset += a.Length * 4L;
-                }
-        });
-        var index = new
-        {
-            format = "neurontrace-scores/1",
-            method, metric, examples, positions = Positions,
-            position_convention = "position 0 is the last prompt token; p counts tokens back from the end",
-            dtype = "float32-le",
-            arrays = entries,
-        };
-        AtomicFile.WriteText(Path.Combine(dir, "scores.json"), JsonSerializer.Serialize(index, new JsonSerializerOptions { WriteIndented = true }));
-        AtomicFile.Write(Path.Combine(dir, "scores.csv"), stream =>
-        {
-            using var w = new StreamWriter(stream, new UTF8Encoding(false), 1 << 16, leaveOpen: true);
-            w.Write("site,layer,position,index,score\n");
-            foreach (var s in Sites)
-                foreach (var (n, v) in Enumerate(s))
-                    w.Write($"{s.Name()},{n.Layer},{n.Position},{n.Index},{v.ToString("R", CultureInfo.InvariantCulture)}\n");
-        });
-    }
+    /// <summary>Writes a scores folder into <paramref name="dir"/> (files: <see cref="ScoresFolder"/>).</summary>
+    public void Save(string dir, string method, string metric, int examples) => ScoresFolder.Write(this, dir, method, metric, examples);
 }

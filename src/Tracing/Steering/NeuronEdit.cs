@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using NeuronTrace.Model;
 
 namespace NeuronTrace.Tracing.Steering;
 
@@ -64,13 +65,20 @@ public sealed record NeuronEdit(int Layer, int Neuron, PositionKind PositionKind
 
     /// <summary>
     /// Parses <c>L{layer}/N{neuron}[@P{posFromEnd}|@A{absolute}|@all]=x{mult}|c{value}|src</c>; no position means @P0
-    /// (the last token). Throws a one-line <see cref="FormatException"/> on a bad spec.
+    /// (the last token). The node id spelling <c>mlp_act/L{layer}/P-{posFromEnd}/{neuron}=…</c> is accepted too. Throws a one-line <see cref="FormatException"/> on a bad spec.
     /// </summary>
     public static NeuronEdit Parse(string spec)
     {
+        // The node id spelling (mlp_act/L3/P-0/17=x2, as in circuits, CSVs and graphs) names one position from the end.
+        if (spec.Trim() is var t && t.StartsWith(NodeSites.Name(NodeSite.MlpAct) + "/", StringComparison.Ordinal) && t.IndexOf('=') is var eq and > 0)
+        {
+            if (!NodeId.TryParse(t[..eq], out var id))
+                throw new FormatException($"bad edit \"{spec}\": \"{t[..eq]}\" is not a node id ({NodeId.Syntax})");
+            return Parse($"L{id.Layer}/N{id.Index}@P{id.Position}{t[eq..]}");
+        }
         var m = Spec.Match(spec.Trim());
         if (!m.Success)
-            throw new FormatException($"bad edit \"{spec}\" (expected L<layer>/N<neuron>[@P<pos-from-end>|@A<abs-pos>|@all]=x<mult>|c<value>|src, e.g. L3/N17@P0=x2)");
+            throw new FormatException($"bad edit \"{spec}\" (expected L<layer>/N<neuron>[@P<pos-from-end>|@A<abs-pos>|@all]=x<mult>|c<value>|src, e.g. L3/N17@P0=x2, or a node id: mlp_act/L3/P-0/17=x2)");
         int layer = int.Parse(m.Groups["l"].Value, CultureInfo.InvariantCulture);
         int neuron = int.Parse(m.Groups["n"].Value, CultureInfo.InvariantCulture);
         var (kind, pos) = m.Groups["all"].Success ? (PositionKind.All, 0)

@@ -66,7 +66,8 @@ public sealed record CircuitGraph(
 
     public string ToJson(bool indented = true) => JsonSerializer.Serialize(this, indented ? Json : new JsonSerializerOptions(Json) { WriteIndented = false });
 
-    public static string NodeKey(NodeId n) => $"L{n.Layer}/P{n.Position}/N{n.Index}";
+    /// <summary>A node's id in graph.json: the one <see cref="NodeId"/> spelling.</summary>
+    public static string NodeKey(NodeId n) => n.ToString();
 
     /// <param name="examples">Dataset examples per (layer, unit), or null (nodes then carry none).</param>
     /// <param name="layers">The model's layer count (null: one more than the deepest node).</param>

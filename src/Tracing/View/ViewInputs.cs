@@ -1,7 +1,7 @@
-using System.Globalization;
 using NeuronTrace.Formats.Tokenizers;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Edges;
+using NeuronTrace.Tracing.Runs;
 using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Tracing.View;
@@ -40,61 +40,21 @@ public sealed record ViewPrompt(int Line, IReadOnlyList<string> Tokens, string C
     }
 }
 
-/// <summary>One causal edge of a run's edges.csv (written by <c>neurontrace edges</c>; ends as in <see cref="EdgeEnd"/>).</summary>
-public sealed record ViewEdge(EdgeEnd Source, EdgeEnd Target, double Weight, double FinalAttr, string WeightText, string FinalAttrText);
-
-/// <summary>
-/// Reads edges.csv by its header names (src_layer, src_pos, src_unit, tgt_layer, tgt_pos, tgt_unit, weight, final_attr):
-/// layer −1 is a token embedding, layer = <paramref name="layers"/> the logits. Any malformed line is a
-/// <see cref="ModelFormatException"/> naming the file, the line and the field.
-/// </summary>
-public static class EdgesCsv
+/// <summary>One causal edge of a run's edges.csv (read by <see cref="EdgeCsv"/>; ends as in <see cref="EdgeEnd"/>).</summary>
+public sealed record ViewEdge(EdgeEnd Source, EdgeEnd Target, double Weight, double FinalAttr)
 {
-    static readonly string[] Columns = ["src_layer", "src_pos", "src_unit", "tgt_layer", "tgt_pos", "tgt_unit", "weight", "final_attr"];
+    /// <summary>The weight as edges.csv spells it (<see cref="Csv.D"/>: the same text the file holds).</summary>
+    public string WeightText => Csv.D(Weight);
+    public string FinalAttrText => Csv.D(FinalAttr);
 
-    public static List<ViewEdge> Read(string path, int layers)
+    /// <summary>The edges of <paramref name="path"/> (edges.csv) as drawable ends; <paramref name="layers"/> places the logits.</summary>
+    public static List<ViewEdge> Read(string path, int layers) =>
+        EdgeCsv.Read(path).Select(r => new ViewEdge(End(r.SourceKind, r.Source, r.SourcePosition, layers), End(r.TargetKind, r.Target, null, layers), r.Weight, r.FinalAttr)).ToList();
+
+    static EdgeEnd End(EdgeEndKind kind, NodeId? node, int? position, int layers) => kind switch
     {
-        using var reader = new StreamReader(path);
-        string header = reader.ReadLine() ?? throw new ModelFormatException(path, "empty file (no header line)");
-        var names = header.Trim().Split(',');
-        var at = new int[Columns.Length];
-        for (int c = 0; c < Columns.Length; c++)
-            if ((at[c] = Array.IndexOf(names, Columns[c])) < 0)
-                throw new ModelFormatException(path, $"header has no column {Columns[c]} (header: \"{Short(header)}\")");
-        var edges = new List<ViewEdge>();
-        int lineNo = 1;
-        for (string? text; (text = reader.ReadLine()) is not null;)
-        {
-            lineNo++;
-            if (text.Length == 0) continue;
-            var f = text.Split(',');
-            if (f.Length != names.Length) throw new ModelFormatException(path, $"line {lineNo}: {f.Length} fields, the header has {names.Length}");
-            int Int(int c)
-            {
-                string s = f[at[c]];
-                return int.TryParse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int v) && v >= -1
-                    ? v : throw new ModelFormatException(path, $"line {lineNo}, field {Columns[c]}: \"{Short(s)}\" is not an integer ≥ -1");
-            }
-            double Real(int c)
-            {
-                string s = f[at[c]];
-                return double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double v) && double.IsFinite(v)
-                    ? v : throw new ModelFormatException(path, $"line {lineNo}, field {Columns[c]}: \"{Short(s)}\" is not a finite number");
-            }
-            EdgeEnd End(int layer, int pos, int unit, string side)
-            {
-                if (layer == -1) return EdgeEnd.Embedding(pos);
-                if (layer == layers) return EdgeEnd.Logit(layers);
-                if (layer > layers) throw new ModelFormatException(path, $"line {lineNo}, field {side}_layer: {layer} is past the {layers} layers of the run's model");
-                if (pos < 0 || unit < 0) throw new ModelFormatException(path, $"line {lineNo}: a neuron end ({side}) needs a position and unit ≥ 0");
-                return EdgeEnd.Neuron(layer, pos, unit);
-            }
-            var src = End(Int(0), Int(1), Int(2), "src");
-            var tgt = End(Int(3), Int(4), Int(5), "tgt");
-            edges.Add(new ViewEdge(src, tgt, Real(6), Real(7), f[at[6]], f[at[7]]));
-        }
-        return edges;
-    }
-
-    static string Short(string s) => s.Length <= 60 ? s : s[..60] + "…";
+        EdgeEndKind.Embedding => EdgeEnd.Embedding(position ?? 0),
+        EdgeEndKind.Logit => EdgeEnd.Logit(layers),
+        _ => EdgeEnd.Neuron(node!.Value.Layer, node.Value.Position, node.Value.Index),
+    };
 }

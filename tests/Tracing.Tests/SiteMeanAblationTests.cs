@@ -15,7 +15,7 @@ namespace NeuronTrace.Tracing.Tests;
 /// (the rest is ablated), two sites of different widths. Both compute x·1+0 = x or x·0+mean = mean, so the metrics
 /// must be identical, not merely close.
 /// </summary>
-public class AblationEvaluatorTests
+public class SiteMeanAblationTests
 {
     [Theory]
     [InlineData(NodeSite.MlpAct, 3)]
@@ -32,7 +32,7 @@ public class AblationEvaluatorTests
         var rng = new Random(3);
         var masks = Enumerable.Range(0, 7).Select(m => Enumerable.Range(0, count).Select(_ => rng.NextDouble() < m / 6.0).ToArray()).ToList();
 
-        var evaluator = new AblationEvaluator(model, task, site, means, Metric.CleanMinusPatch, positions) { MasksPerForward = masksPerForward };
+        var evaluator = new SiteMeanAblation(model, task, site, means, Metric.CleanMinusPatch, positions) { MasksPerForward = masksPerForward };
         var actual = evaluator.Evaluate(masks);
 
         var expected = new List<double>();

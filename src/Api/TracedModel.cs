@@ -1,0 +1,196 @@
+using NeuronTrace.Formats;
+using NeuronTrace.Formats.Tokenizers;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Runtime.Cuda;
+using NeuronTrace.Tracing.Circuits;
+using NeuronTrace.Tracing.Evaluation;
+using NeuronTrace.Tracing.Pipeline;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
+
+namespace NeuronTrace;
+
+/// <summary>
+/// A model opened for circuit tracing: the common path of the library in one type, as the CLI runs it.
+/// <code>
+/// using var model = TracedModel.Open();                       // the bundled stories260K on the CPU
+/// var (train, eval) = TracedModel.Split(model.LoadTask("pronoun_gender"));
+/// var top = model.Attribute(train, AttributionMethod.RelP, [NodeSite.MlpAct]).Top(NodeSite.MlpAct, 20);
+/// var circuit = model.Evaluate(eval, top.Select(t => t.Node).ToList());
+/// </code>
+/// Long calls take an <see cref="IProgress{T}"/> and a <see cref="CancellationToken"/>; cancellation is observed at
+/// each progress step (a batch, or an integrated-gradients step of one site and layer) and throws
+/// <see cref="OperationCanceledException"/>.
+/// </summary>
+public sealed class TracedModel : IDisposable
+{
+    readonly LoadedModel _loaded;
+
+    TracedModel(LoadedModel loaded, Llama llama) { _loaded = loaded; Llama = llama; }
+
+    /// <summary>Opens a model file or folder (llama2.c <c>.bin</c>, GGUF, Hugging Face folder) on a device.</summary>
+    /// <param name="model">A path; null opens the bundled stories260K.</param>
+    /// <param name="device"><c>cpu</c> (the managed SIMD backend) or <c>cuda</c>.</param>
+    /// <exception cref="ModelFormatException">The file is missing, truncated or not a model this loader reads.</exception>
+    /// <exception cref="ArgumentException">The device is unknown or cannot be opened (the message says why).</exception>
+    public static TracedModel Open(string? model = null, string device = "cpu")
+    {
+        var backend = OpenDevice(device);
+        var loaded = ModelLoader.Load(model);
+        return new TracedModel(loaded, new Llama(loaded.Weights, backend));
+    }
+
+    /// <summary>The backend for a device name: <c>cpu</c>, or <c>cuda</c> (fp32 products unless $NEURONTRACE_CUDA_MATH says tf32 or bf16).</summary>
+    /// <exception cref="ArgumentException">An unknown device, or a CUDA device that cannot be opened (the message says why).</exception>
+    public static IBackend OpenDevice(string device) => device switch
+    {
+        "cpu" => CpuBackend.Instance,
+        "cuda" => CudaBackend.TryCreate(out string whyNot, GemmPrecisions.FromEnvironment())
+            ?? throw new ArgumentException($"device cuda: {whyNot}; the CPU backend (cpu) is the default"),
+        _ => throw new ArgumentException($"unknown device \"{device}\" (cpu or cuda)"),
+    };
+
+    /// <summary>The model on its backend: forward, backward, sites, for what the facade does not cover.</summary>
+    public Llama Llama { get; }
+
+    /// <summary>The model's configuration.</summary>
+    public LlamaConfig Config => Llama.Config;
+
+    /// <summary>The file the model was read from.</summary>
+    public string Path => _loaded.Path;
+
+    /// <summary>The model's file format (llama2.c, gguf, hf).</summary>
+    public string Format => _loaded.Format;
+
+    /// <summary>The model's tokenizer.</summary>
+    /// <exception cref="InvalidOperationException">The model has no tokenizer beside it.</exception>
+    public ITextTokenizer Tokenizer => _loaded.Tokenizer ?? throw new InvalidOperationException($"{Path}: the model has no tokenizer");
+
+    /// <summary>
+    /// Loads a task in the feature-circuits JSON-lines format, or a bundled task by name (<c>pronoun_gender</c>,
+    /// <c>possessive_gender</c>, <c>gender_name</c>, <c>name_copy</c>), tokenized with this model's tokenizer.
+    /// </summary>
+    /// <param name="fileOrName">A path or a bundled task's name.</param>
+    /// <param name="mostCommonLength">Keep only the examples of the most common prompt length, as <c>trace</c> does, so
+    /// every position from the end is the same token slot in every prompt.</param>
+    public PromptTask LoadTask(string fileOrName, bool mostCommonLength = true)
+    {
+        string path = File.Exists(fileOrName) || fileOrName.Contains('/') || fileOrName.EndsWith(".jsonl", StringComparison.Ordinal)
+            ? fileOrName
+            : BundledFiles.Find("data", "tasks", fileOrName + ".jsonl");
+        var task = PromptTask.Load(path, Tokenizer);
+        return mostCommonLength ? task.OfMostCommonLength() : task;
+    }
+
+    /// <summary>A task from prompt pairs in memory (each answer one token after its prefix; clean and patch prompts of one length).</summary>
+    /// <param name="name">The task's name in reports.</param>
+    /// <param name="pairs">Clean prefix and answer, and the counterfactual (patch) prefix and answer.</param>
+    public PromptTask CreateTask(string name, IEnumerable<(string CleanPrefix, string CleanAnswer, string PatchPrefix, string PatchAnswer)> pairs)
+    {
+        // One tokenization path for files and memory: the pairs go through the task reader as JSON lines.
+        string file = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"neurontrace-task-{Guid.NewGuid():N}.jsonl");
+        try
+        {
+            File.WriteAllLines(file, pairs.Select(p => System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
+            {
+                ["clean_prefix"] = p.CleanPrefix, ["clean_answer"] = p.CleanAnswer, ["patch_prefix"] = p.PatchPrefix, ["patch_answer"] = p.PatchAnswer,
+            })));
+            var loaded = PromptTask.Load(file, Tokenizer);
+            return new PromptTask(name, loaded.Pairs);
+        }
+        finally { File.Delete(file); }
+    }
+
+    /// <summary>The split <c>trace</c> uses: attribute on the first examples (default half), evaluate on the rest.</summary>
+    public static (PromptTask Train, PromptTask Eval) Split(PromptTask task, int? trainExamples = null) => TraceJob.Split(task, trainExamples);
+
+    /// <summary>The example-mean attribution score of every node of <paramref name="sites"/> (default: all four sites).</summary>
+    /// <param name="task">The prompt pairs to attribute.</param>
+    /// <param name="method">AtP, IG, IG over inputs, or RelP.</param>
+    /// <param name="sites">The node sites to score.</param>
+    /// <param name="options">Further options (metric, baseline, IG steps, batch, RelP rules); its method and sites are replaced by the arguments.</param>
+    /// <param name="progress">Progress per batch (or per IG step).</param>
+    /// <param name="cancellation">Observed at every progress step.</param>
+    public NodeScores Attribute(PromptTask task, AttributionMethod method = AttributionMethod.RelP, IReadOnlyList<NodeSite>? sites = null,
+        AttributionOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        var o = (options ?? new AttributionOptions()) with { Method = method, Sites = sites ?? (options?.Sites ?? AllSites) };
+        return Attributor.Score(Llama, task, o, Observed(progress, cancellation));
+    }
+
+    /// <summary>
+    /// Faithfulness and completeness of a set of nodes of one site, by mean ablation to the means <c>trace</c> uses
+    /// (the evaluation prompts' patch prompts), with the metric <c>trace</c> evaluates.
+    /// </summary>
+    /// <param name="evalTask">The evaluation examples (see <see cref="Split"/>).</param>
+    /// <param name="nodes">The circuit: nodes of one site.</param>
+    /// <param name="masksPerForward">How many ablation masks share one batched forward.</param>
+    /// <exception cref="ArgumentException">The nodes are empty of a site, mix sites, or lie outside the model or the prompts.</exception>
+    public CircuitEvaluation Evaluate(PromptTask evalTask, IReadOnlyCollection<NodeId> nodes, int masksPerForward = 8)
+    {
+        if (nodes.Count == 0) throw new ArgumentException("an empty circuit: give at least one node (k = 0 is the empty circuit of every sweep)");
+        var site = nodes.First().Site;
+        if (nodes.Any(n => n.Site != site)) throw new ArgumentException("a circuit's nodes must be of one site (evaluate each site's circuit on its own)");
+        int positions = evalTask.Pairs.Max(p => p.CleanIds.Length), width = site.Width(Config);
+        var grid = new NodeGrid(Config.Layers, positions, width);
+        var keep = new bool[grid.Count];
+        foreach (var n in nodes)
+        {
+            if (n.Layer < 0 || n.Layer >= Config.Layers || n.Position < 0 || n.Position >= positions || n.Index < 0 || n.Index >= width)
+                throw new ArgumentException($"node {n} is outside the model ({Config.Layers} layers, width {width}) or the prompts ({positions} positions)");
+            keep[grid.Flat(n.Layer, n.Position, n.Index)] = true;
+        }
+        var means = TraceJob.AblationMeans(Llama, evalTask, [site]);
+        var ablation = new SiteMeanAblation(Llama, evalTask, site, means, Metric.EvaluationDefault(evalTask), positions) { MasksPerForward = masksPerForward };
+        var faithfulness = new Faithfulness(ablation);
+        var score = faithfulness.Score([keep])[0];
+        var (full, empty) = faithfulness.Ends!.Value;
+        return new CircuitEvaluation(nodes.Count, score.Faithfulness, score.Completeness, full, empty);
+    }
+
+    /// <summary>The whole <c>trace</c> pipeline: attribution, top-k sweeps with the random control, circuits at the target faithfulness.</summary>
+    /// <param name="task">The task (split into attribution and evaluation halves as <paramref name="options"/> says).</param>
+    /// <param name="options">Methods, sites, split, k points, seed, target (defaults: RelP, all four sites).</param>
+    /// <param name="progress">Progress per stage.</param>
+    /// <param name="cancellation">Observed at every progress step.</param>
+    public TraceResult Trace(PromptTask task, TraceOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default) =>
+        TraceJob.Run(Llama, task, options ?? new TraceOptions(), Observed(progress, cancellation));
+
+    /// <summary>Releases the model's device memory.</summary>
+    public void Dispose() => Llama.Dispose();
+
+    static readonly NodeSite[] AllSites = [NodeSite.MlpAct, NodeSite.MlpOut, NodeSite.Attn, NodeSite.Resid];
+
+    static IProgress<WorkProgress>? Observed(IProgress<WorkProgress>? progress, CancellationToken cancellation) =>
+        cancellation.CanBeCanceled ? new CancellingProgress(progress, cancellation) : progress;
+
+    sealed class CancellingProgress(IProgress<WorkProgress>? inner, CancellationToken cancellation) : IProgress<WorkProgress>
+    {
+        public void Report(WorkProgress value)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            inner?.Report(value);
+        }
+    }
+}
+
+/// <summary>A circuit's mean-ablation evaluation.</summary>
+/// <param name="Nodes">How many nodes the circuit keeps.</param>
+/// <param name="Faithfulness">(m(circuit kept, rest ablated) − m(all ablated)) / (m(model) − m(all ablated)).</param>
+/// <param name="Completeness">(m(circuit ablated, rest kept) − m(all ablated)) / (m(model) − m(all ablated)).</param>
+/// <param name="ModelMetric">The metric of the unablated model (example mean).</param>
+/// <param name="EmptyMetric">The metric with the whole site ablated.</param>
+public sealed record CircuitEvaluation(int Nodes, double Faithfulness, double Completeness, double ModelMetric, double EmptyMetric);
+
+/// <summary>Reading scores.</summary>
+public static class NodeScoresExtensions
+{
+    /// <summary>The <paramref name="k"/> nodes of a site with the largest |score|, largest first (the ranking circuits are cut from).</summary>
+    public static IReadOnlyList<(NodeId Node, float Score)> Top(this NodeScores scores, NodeSite site, int k)
+    {
+        var ranking = new NodeRanking(scores, site);
+        return ranking.Order.Take(Math.Max(0, k)).Select(f => { var n = ranking.Node(f); return (n, scores[n]); }).ToList();
+    }
+}

@@ -1,0 +1,125 @@
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+using NeuronTrace.Tracing.Circuits;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
+
+namespace NeuronTrace.Tracing.Evaluation;
+
+/// <summary>How a sweep's mean-ablated forwards run: every mask in full, or with the exact shortcuts of issue 18.</summary>
+public enum SweepPath { Plain, Shortcuts }
+
+/// <summary>
+/// Node circuits of one site (neurons, or the kept neurons of an edge circuit): a node whose mask entry is true keeps the
+/// value the (partly ablated) forward computes for it; every other node of the site, in every layer, is replaced by its
+/// mean (docs/method.md §5). Masks are laid out on <see cref="Grid"/>; positions the grid does not cover are ablated.
+/// </summary>
+public sealed class SiteMeanAblation : CircuitAblation
+{
+    readonly NodeSite _site;
+    readonly SiteMeans _means;
+    Tensor[]? _deviceMeans;
+
+    /// <param name="nodePositions">The positions-from-end the masks cover (the ranking's); later positions count as not in the mask.</param>
+    public SiteMeanAblation(Llama model, PromptTask task, NodeSite site, SiteMeans means, Metric metric, int nodePositions)
+        : base(model, task, metric)
+    {
+        _site = site; _means = means;
+        Grid = new NodeGrid(model.Config.Layers, nodePositions, site.Width(model.Config));
+        task.RequireAnswersWithin(model.Config.VocabSize);
+        if (means.Positions < task.Pairs.Max(p => p.CleanIds.Length))
+            throw new ArgumentException("the means do not cover every position of the evaluation prompts");
+    }
+
+    public NodeGrid Grid { get; }
+    public override int NodeCount => Grid.Count;
+
+    /// <summary>
+    /// Plain: every mask is a full mean-ablated forward (the reference). Shortcuts: <see cref="MeanAblationSweep"/>'s
+    /// shared prefix and keep-k MLP, equal to the plain path up to rounding (issue 18).
+    /// </summary>
+    public SweepPath Path { get; init; } = SweepPath.Plain;
+    /// <summary>Gets the planner's one-line description of each shortcut sweep.</summary>
+    public Action<string>? PlanLog { get; init; }
+    /// <summary>The shortcut path's sparse threshold (<see cref="MeanAblationSweep.SparseFraction"/>); 0 disables the keep-k MLP.</summary>
+    public double SparseFraction { get; init; } = 0.125;
+
+    protected override double[] EvaluateMasks(IReadOnlyList<bool[]> keepMasks, Action<int>? masksDone)
+    {
+        if (Path == SweepPath.Plain) return base.EvaluateMasks(keepMasks, masksDone);
+        var c = Model.Config;
+        var prompts = Task.Pairs.Select(p => p.CleanIds).ToList();
+        var means = Enumerable.Range(0, c.Layers).Select(l => _means.Get(_site, l)).ToList();
+        using var sweep = new MeanAblationSweep(Model, prompts, _site, means, _means.Positions, Grid.Positions) { SparseFraction = SparseFraction };
+        var chunks = sweep.Plan(keepMasks, MasksPerForward);
+        PlanLog?.Invoke(MeanAblationSweep.Describe(chunks, c.Layers));
+        var result = new double[keepMasks.Count];
+        int done = 0;
+        foreach (var chunk in chunks)
+        {
+            var masks = chunk.Masks.Select(i => keepMasks[i]).ToList();
+            var logits = sweep.LastLogits(masks, chunk);
+            PromptForwards += (long)masks.Count * prompts.Count;
+            var m = Metric.MeanPerReplica(logits, c.VocabSize, Task.Pairs, masks.Count);
+            for (int j = 0; j < masks.Count; j++) result[chunk.Masks[j]] = m[j];
+            masksDone?.Invoke(done += masks.Count);
+        }
+        return result;
+    }
+
+    // The means go to the backend once per Evaluate call and are shared by every chunk's plan.
+    protected override IDisposable? BeginSweep()
+    {
+        var c = Model.Config;
+        var means = new Tensor[c.Layers];
+        for (int l = 0; l < c.Layers; l++) means[l] = Model.Backend.Upload(_means.Get(_site, l), _means.Positions, Grid.Width);
+        _deviceMeans = means;
+        return new Release(this);
+    }
+
+    sealed class Release(SiteMeanAblation owner) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var m in owner._deviceMeans ?? []) m.Dispose();
+            owner._deviceMeans = null;
+        }
+    }
+
+    // Every layer of the site is mean-ablated on the device from one bit per node and mask row. Rows: (r·B + b)·T + t,
+    // right-padded; position p from the end of example b is t = len − 1 − p. A padding row keeps its value, a position
+    // the masks do not cover is ablated.
+    protected override double[] EvaluateChunk(IReadOnlyList<bool[]> masks)
+    {
+        var c = Model.Config;
+        var pairs = Task.Pairs;
+        int B = pairs.Count, R = masks.Count;
+        var batch = ReplicatedBatch(R);
+        int T = batch.SeqLen, W = Grid.Width, P = Grid.Positions, words = AblationMask.WordsPerRow(W);
+        var keepRow = new int[batch.Rows];
+        var meanRow = new int[batch.Rows];
+        Array.Fill(keepRow, -1);
+        Array.Fill(meanRow, -1);
+        for (int r = 0; r < R; r++)
+            for (int b = 0; b < B; b++)
+            {
+                int len = pairs[b].CleanIds.Length;
+                for (int p = 0; p < len; p++)
+                {
+                    int row = (r * B + b) * T + len - 1 - p;
+                    meanRow[row] = p;
+                    if (p < P) keepRow[row] = r * P + p;
+                }
+            }
+        using var plan = new InterventionPlan();
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var bits = new uint[R * P * words];
+            for (int r = 0; r < R; r++)
+                for (int p = 0; p < P; p++)
+                    AblationMask.PackRow(masks[r].AsSpan(Grid.Flat(l, p, 0), W), bits.AsSpan((r * P + p) * words, words));
+            plan.SetMeanAblation(_site, l, new MeanAblation(_deviceMeans![l], bits, keepRow, meanRow));
+        }
+        return MetricPerReplica(batch, plan, R);
+    }
+}

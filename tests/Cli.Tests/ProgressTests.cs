@@ -1,0 +1,56 @@
+using NeuronTrace.Tracing.Pipeline;
+
+namespace NeuronTrace.Cli.Tests;
+
+public class ProgressTests
+{
+    sealed class FakeClock { public TimeSpan Now; }
+
+    static (PlainProgressLog Log, StringWriter Out, FakeClock Clock) NewLog()
+    {
+        var clock = new FakeClock();
+        var o = new StringWriter();
+        return (new PlainProgressLog(o, () => clock.Now, TimeSpan.FromSeconds(5)), o, clock);
+    }
+
+    static string[] Lines(StringWriter o) => o.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+
+    [Fact]
+    public void ShortWorkPrintsNothing()
+    {
+        var (log, o, clock) = NewLog();
+        for (int i = 1; i <= 10; i++) { clock.Now = TimeSpan.FromSeconds(0.3 * i); log.Report(new("attribute", i, 10)); }
+        Assert.Empty(o.ToString());
+    }
+
+    [Fact]
+    public void LongWorkPrintsAtTheIntervalWithRateAndEtaAndItsEnd()
+    {
+        var (log, o, clock) = NewLog();
+        // 1 unit per second for 20 s: lines at 5 s, 10 s, 15 s and the end line at 20 s.
+        for (int i = 1; i <= 20; i++) { clock.Now = TimeSpan.FromSeconds(i); log.Report(new("ig", i, 20)); }
+        var lines = Lines(o);
+        Assert.Equal(4, lines.Length);
+        Assert.Equal("progress: ig 5/20 (25%), 1/s, eta 15s, elapsed 5.0s", lines[0].TrimEnd('\r'));
+        Assert.Equal("progress: ig 20/20 (100%), 1/s, eta 0s, elapsed 20.0s", lines[3].TrimEnd('\r'));
+    }
+
+    [Fact]
+    public void CountsNeverPassTheirTotal()
+    {
+        var (log, o, clock) = NewLog();
+        clock.Now = TimeSpan.FromSeconds(6);
+        log.Report(new("ig", 80, 40));
+        Assert.Equal("progress: ig 40/40 (100%), 6.67/s, eta 0s, elapsed 6.0s", Lines(o).Single().TrimEnd('\r'));
+        Assert.Equal(40, ProgressMath.Clamped(new("x", 80, 40)));
+        Assert.Equal(0, ProgressMath.Clamped(new("x", -3, 40)));
+    }
+
+    [Fact]
+    public void QuietIsAcceptedByEveryCommand()
+    {
+        var r = CliHarness.Run("info", "--quiet");
+        Assert.True(r.Exit == 0, r.Err);
+        Assert.Contains("dim", r.Out);
+    }
+}

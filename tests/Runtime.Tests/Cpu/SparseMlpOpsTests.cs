@@ -1,0 +1,47 @@
+using NeuronTrace.Runtime.Cpu;
+
+namespace NeuronTrace.Runtime.Tests.Cpu;
+
+/// <summary><see cref="SparseMlpOps"/> against the dense mean-ablated MLP written out in double here.</summary>
+public class SparseMlpOpsTests
+{
+    [Fact]
+    public void Keep_k_mlp_equals_the_dense_mlp_with_ablated_activations()
+    {
+        const int dim = 13, hidden = 37, rows = 5, meanRows = 2;
+        var rng = new Random(4);
+        float[] R(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var x = R(rows * dim); var gate = R(hidden * dim); var up = R(hidden * dim); var down = R(dim * hidden); var means = R(meanRows * hidden);
+        int[] meanRow = [0, 1, -1, 1, 0];                 // row 2 is padding
+        int[][] keptSets = [[3, 0, 36], [], [5]];          // group 1 keeps nothing: its rows are C
+        int[][] groupRowsOf = [[0, 3], [1], [4]];
+        var groupKept = new[] { 0, 3, 3, 4 };
+        var groupRows = new[] { 0, 2, 3, 4 };
+        var output = new float[rows * dim];
+        var constants = SparseMlpOps.Constants(down, means, dim, hidden);
+        SparseMlpOps.Apply(x, gate, up, SparseMlpOps.Transpose(down, dim, hidden), constants, means, rows, dim, hidden, meanRow,
+            groupKept, keptSets.SelectMany(k => k).ToArray(), groupRows, groupRowsOf.SelectMany(r => r).ToArray(), output);
+
+        for (int g = 0; g < keptSets.Length; g++)
+            foreach (int r in groupRowsOf[g])
+            {
+                var act = new double[hidden];
+                for (int i = 0; i < hidden; i++)
+                {
+                    if (!keptSets[g].Contains(i)) { act[i] = means[meanRow[r] * hidden + i]; continue; }
+                    double a = 0, u = 0;
+                    for (int j = 0; j < dim; j++) { a += x[r * dim + j] * gate[i * dim + j]; u += x[r * dim + j] * up[i * dim + j]; }
+                    act[i] = a / (1 + Math.Exp(-a)) * u;
+                }
+                for (int j = 0; j < dim; j++)
+                {
+                    double want = 0;
+                    for (int i = 0; i < hidden; i++) want += down[j * hidden + i] * act[i];
+                    Assert.Equal(want, output[r * dim + j], 1e-4);
+                }
+            }
+        Assert.All(output.AsSpan(2 * dim, dim).ToArray(), v => Assert.Equal(0f, v));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SparseMlpOps.Apply(x, gate, up, down, constants, means, rows, dim, hidden, meanRow,
+            [0, 1], [hidden], [0, 1], [0], output));
+    }
+}

@@ -1,0 +1,118 @@
+using NeuronTrace.Formats;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.TestSupport;
+using NeuronTrace.Tracing.Circuits;
+using NeuronTrace.Tracing.Evaluation;
+using NeuronTrace.Tracing.Scoring;
+using Xunit.Abstractions;
+
+namespace NeuronTrace.Tracing.Tests;
+
+/// <summary>
+/// The sweep shortcuts (<see cref="MeanAblationSweep"/>: shared prefix, keep-k MLP) against the plain mean-ablated
+/// forward, the reference: every k point (0 and all included), the random control, every site, AtP and RelP, on the
+/// bundled model and a wide random one, prompts of different lengths (padding rows). Scores are fractions of the
+/// metric's range, so an absolute 1e-5 on them is 1e-5 relative to the range.
+/// </summary>
+public class SweepShortcutTests(ITestOutputHelper output)
+{
+    static readonly Lazy<Llama> Bundled = new(() => new Llama(ModelLoader.Load(RepoPaths.Stories260KBin).Weights, CpuBackend.Instance));
+    static readonly Lazy<Llama> Wide = new(() => new Llama(RandomLlama.Create(new LlamaConfig
+    {
+        Dim = 48, HiddenDim = 384, Layers = 3, Heads = 4, KvHeads = 2, VocabSize = 40, MaxSeqLen = 64, RopeLayout = RopeLayout.Interleaved,
+    }, seed: 31), CpuBackend.Instance));
+
+    public static TheoryData<bool, NodeSite, AttributionMethod> Cases()
+    {
+        var d = new TheoryData<bool, NodeSite, AttributionMethod>();
+        foreach (bool bundled in new[] { true, false })
+            foreach (var site in new[] { NodeSite.MlpAct, NodeSite.MlpOut, NodeSite.Attn, NodeSite.AttnZ, NodeSite.Resid })
+                foreach (var method in new[] { AttributionMethod.AtP, AttributionMethod.RelP })
+                    d.Add(bundled, site, method);
+        return d;
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Shortcut_sweep_equals_the_plain_sweep(bool bundled, NodeSite site, AttributionMethod method)
+    {
+        var model = bundled ? Bundled.Value : Wide.Value;
+        var task = RandomTasks.Pairs(5, model.Config.VocabSize, seed: 12, minLen: 4, maxLen: 9);
+        var scores = Attributor.Score(model, task, new AttributionOptions { Method = method, Sites = [site] });
+        var means = SiteMeans.Compute(model, task.Pairs.Select(p => p.PatchIds!).ToList(), [site]);
+        int total = new NodeRanking(scores, site).Count;
+        var ks = CircuitSweep.LogSpacedK(total, 10);
+        Assert.Contains(0, ks);
+        Assert.Contains(total, ks);
+        var plans = new List<string>();
+        var plain = CircuitSweep.Run(model, scores, site, method.Name(), task, means, ks, masksPerForward: 4, seed: 3);
+        var fast = CircuitSweep.Run(model, scores, site, method.Name(), task, means, ks, masksPerForward: 4, seed: 3,
+            path: SweepPath.Shortcuts, planLog: plans.Add);
+        output.WriteLine(plans.Single());
+        double worst = 0;
+        for (int i = 0; i < plain.Count; i++)
+        {
+            var (a, b) = (plain[i], fast[i]);
+            Assert.Equal(a.K, b.K);
+            foreach (var (x, y) in new[] { (a.Faithfulness, b.Faithfulness), (a.Completeness, b.Completeness),
+                         (a.RandomFaithfulness, b.RandomFaithfulness), (a.RandomCompleteness, b.RandomCompleteness) })
+            {
+                worst = Math.Max(worst, Math.Abs(x - y));
+                Assert.True(Math.Abs(x - y) <= 1e-5, $"k {a.K}: plain {x:R}, shortcuts {y:R}");
+            }
+        }
+        output.WriteLine($"max |plain − shortcuts| over {plain.Count} k points × 4 scores: {worst:E2}");
+        // The shortcuts must actually have been taken: some forward starts above layer 0 (the complement of a small
+        // circuit leaves the lower layers clean), and on mlp_act some layer ran the keep-k MLP.
+        Assert.DoesNotContain("start layer (forwards) L0×" + (2 + 4 * ks.Length + 3) / 4 + ";", plans[0]);
+        if (site == NodeSite.MlpAct) Assert.DoesNotContain(", 0 with the keep-k MLP", plans[0]);
+    }
+
+    /// <summary>Every layer forced onto the keep-k MLP (threshold 1), random masks of every density, against the plain path.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void Keep_k_mlp_everywhere_equals_the_plain_forward(bool bundled)
+    {
+        var model = bundled ? Bundled.Value : Wide.Value;
+        var task = RandomTasks.Pairs(4, model.Config.VocabSize, seed: 8, minLen: 3, maxLen: 8);
+        var means = SiteMeans.Compute(model, task.Pairs.Select(p => p.PatchIds!).ToList(), [NodeSite.MlpAct]);
+        const int positions = 6;   // fewer than the longest prompt: positions 6.. are ablated in every mask
+        var plain = new SiteMeanAblation(model, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, positions) { MasksPerForward = 3 };
+        var plans = new List<string>();
+        var fast = new SiteMeanAblation(model, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, positions)
+            { MasksPerForward = 3, Path = SweepPath.Shortcuts, SparseFraction = 1, PlanLog = plans.Add };
+        var rng = new Random(5);
+        var masks = Enumerable.Range(0, 8).Select(m => Enumerable.Range(0, plain.NodeCount).Select(_ => rng.NextDouble() < m / 7.0).ToArray()).ToList();
+        var a = plain.Evaluate(masks);
+        var b = fast.Evaluate(masks);
+        output.WriteLine(plans.Single());
+        Assert.Contains($"{3 * model.Config.Layers} with the keep-k MLP, 0 dense", plans[0]);
+        double range = a.Max() - a.Min();
+        Assert.True(range > 1e-3, "the masks should move the metric");
+        for (int i = 0; i < a.Length; i++)
+            Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * range, $"mask {i}: plain {a[i]:R}, keep-k {b[i]:R}, range {range:G4}");
+    }
+
+    [Fact]
+    public void First_changed_layer_is_the_lowest_layer_with_an_ablated_unit()
+    {
+        var model = Wide.Value;
+        var c = model.Config;
+        var prompts = new List<int[]> { new[] { 1, 2, 3 }, new[] { 4, 5 } };
+        var means = Enumerable.Range(0, c.Layers).Select(_ => new float[3 * c.HiddenDim]).ToList();
+        using var sweep = new MeanAblationSweep(model, prompts, NodeSite.MlpAct, means, meanPositions: 3, maskPositions: 4);
+        int perLayer = 4 * c.HiddenDim;
+        var all = Enumerable.Repeat(true, c.Layers * perLayer).ToArray();
+        Assert.Equal(c.Layers, sweep.FirstChangedLayer(all));
+        var m = (bool[])all.Clone();
+        m[perLayer + 2 * c.HiddenDim + 7] = false;   // layer 1, position 2 (the 3-token prompt has it)
+        Assert.Equal(1, sweep.FirstChangedLayer(m));
+        m = (bool[])all.Clone();
+        m[3 * c.HiddenDim] = false;   // layer 0, position 3: no prompt is that long, so nothing changes
+        Assert.Equal(c.Layers, sweep.FirstChangedLayer(m));
+        using var shortMasks = new MeanAblationSweep(model, prompts, NodeSite.MlpAct, means, meanPositions: 3, maskPositions: 2);
+        Assert.Equal(0, shortMasks.FirstChangedLayer(new bool[c.Layers * 2 * c.HiddenDim].Select(_ => true).ToArray()));  // position 2 is uncovered
+    }
+}
