@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text;
+using NeuronTrace.Model;
 using NeuronTrace.Tracing.Edges;
+using NeuronTrace.Tracing.Runs;
 using static System.Net.WebUtility;
 
 namespace NeuronTrace.Tracing.View;
@@ -170,12 +172,12 @@ public static partial class CircuitView
         sb.Append("</g>\n</svg></div>\n");
     }
 
-    /// <summary>The spelling of an edge end on the page (neurons as in graph.json's node ids when drawn).</summary>
+    /// <summary>The spelling of an edge end on the page: as edges.csv spells it (neurons: the <see cref="NodeId"/> spelling of graph.json).</summary>
     internal static string EndKey(EdgeEnd e) => e.Kind switch
     {
-        EdgeEndKind.Embedding => $"emb/P{e.Position}",
-        EdgeEndKind.Logit => "logits",
-        _ => $"L{e.Layer}/P{e.Position}/N{e.Unit}",
+        EdgeEndKind.Embedding => $"{EdgeCsv.EmbeddingSite}/P-{e.Position}",
+        EdgeEndKind.Logit => EdgeCsv.LogitSite,
+        _ => new NodeId(NodeSite.MlpAct, e.Layer, e.Position, e.Unit).ToString(),
     };
 
     /// <summary>An HTML id for a node's examples (node ids may hold characters an id or URL fragment should not).</summary>
