@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Text.Json;
 using NeuronTrace.Cli;
 using NeuronTrace.Cli.Commands;
@@ -89,7 +88,7 @@ public class ViewTests(SmallRunFixture run) : IClassFixture<SmallRunFixture>
             Assert.Equal(s.GetProperty("score").GetSingle() * t.GetProperty("score").GetSingle(), e.GetProperty("weight").GetSingle(), 5);
         }
 
-        if (File.Exists("/usr/bin/chromium"))
+        if (HeadlessChromium.Available(nameof(WritesSelfContainedHtmlWithTheCircuitNodesAndGraphJson)))
         {
             var (pngBytes, console) = Screenshot(html);
             Assert.True(pngBytes > 1000, "no screenshot");
@@ -125,26 +124,11 @@ public class ViewTests(SmallRunFixture run) : IClassFixture<SmallRunFixture>
         return n;
     }
 
-    /// <summary>Headless chromium screenshot; returns the PNG's size (0 when none) and the page's console lines from the browser log.</summary>
+    /// <summary>Headless chromium screenshot; returns the PNG's size (0 when none) and the page's console lines.</summary>
     static (long PngBytes, List<string> Console) Screenshot(string html)
     {
-        string tmp = RepoPaths.TempDir("chromium");
-        string png = Path.Combine(tmp, "view.png");
-        var psi = new ProcessStartInfo("/usr/bin/chromium")
-        {
-            RedirectStandardError = true, RedirectStandardOutput = true, UseShellExecute = false,
-        };
-        foreach (var a in new[] { "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--no-first-run", $"--user-data-dir={Path.Combine(tmp, "profile")}", "--enable-logging=stderr", "--v=0",
-                     $"--screenshot={png}", "--window-size=1200,900", new Uri(html).AbsoluteUri })
-            psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stderr = p.StandardError.ReadToEndAsync();
-        _ = p.StandardOutput.ReadToEndAsync();
-        if (!p.WaitForExit(180_000)) { p.Kill(entireProcessTree: true); throw new TimeoutException("chromium did not finish in 180 s"); }
-        var lines = stderr.Result.Split('\n').Where(l => l.Contains(":CONSOLE") || l.Contains("Uncaught")).ToList();
-        long bytes = File.Exists(png) ? new FileInfo(png).Length : 0;
-        try { Directory.Delete(tmp, recursive: true); } catch (IOException) { }
-        return (bytes, lines);
+        string png = Path.Combine(RepoPaths.TempDir("shot"), "view.png");
+        var console = HeadlessChromium.Screenshot(html, png, 1200, 900);
+        return (File.Exists(png) ? new FileInfo(png).Length : 0, console);
     }
 }

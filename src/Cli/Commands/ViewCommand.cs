@@ -17,21 +17,25 @@ public static class ViewCommand
         var site = CommonOptions.Choice<NodeSite?>("--site", "Circuit site (default: mlp_act).", NodeSites.All.Select(s => (s.Name(), (NodeSite?)s)).ToArray());
         var method = CommonOptions.CircuitMethod("Circuit method (default: the run's first).");
         var task = TaskOptions.Task();
-        task.Description = "Task whose clean prompts give each neuron's top-activating tokens (default: the task recorded in RUN/summary.json).";
+        task.Description = "Task whose prompt labels the position axis and whose clean prompts give each neuron's top-activating tokens (default: the task recorded in RUN/summary.json).";
         var model = CommonOptions.Model();
-        model.Description = "Model for the dataset examples (default: the model recorded in the run; the bundled stories260K only when the run records none).";
+        model.Description = "Model whose tokenizer splits the drawn prompt and which runs the dataset examples (default: the model recorded in the run; the bundled stories260K only when the run records none).";
         var device = CommonOptions.Device();
         var maxNodes = CommonOptions.Int("--max-nodes", "Draw at most this many circuit nodes (largest |score| first).", 60, 1, 10_000);
-        var maxEdges = CommonOptions.Int("--max-edges", "Draw at most this many co-attribution edges (largest |weight| first).", 300, 0, 1_000_000);
-        var examples = CommonOptions.Int("--examples", "Top-activating dataset tokens per neuron (mlp_act only; 0 = none, no model run).", 5, 0, 1000);
+        var maxEdges = CommonOptions.Int("--max-edges", "Draw at most this many edges: causal ones by largest |final_attr|, else co-attribution ones by largest |weight|.", 300, 0, 1_000_000);
+        var edges = new Option<string?>("--edges") { Description = "Causal edges to draw (written by `neurontrace edges`; default: RUN/edges.csv when present, else co-attribution edges, labelled as such)." };
+        var promptLine = CommonOptions.OptionalInt("--prompt-line", "Task line (an example line of the task) whose clean prompt's tokens label the position axis (default: the first of the longest prompts).", 1, int.MaxValue);
+        var examples = CommonOptions.Int("--examples", "Top-activating dataset tokens per neuron (mlp_act only; 0 = none: the model is then only loaded for its tokenizer).", 5, 0, 1000);
         var cmd = new Command("view", """
             Write one self-contained HTML page (no network access needed) showing a run's circuit: nodes laid out by layer
-            and position from the end, sized and coloured by score; co-attribution edges (score product, NOT causal edge
-            weights); hover tooltips with each neuron's top-activating tokens on the task's clean prompts; and the
-            faithfulness/completeness sweep. Also writes graph.json (schema: docs/circuit-graph-schema.md).
+            and by the tokens of a prompt of the run's task (start to end, the answers shown), each labelled with its
+            layer/neuron and top-activating tokens; the causal edges of RUN/edges.csv (or --edges) with their weights, or
+            without one co-attribution edges (score product, NOT causal, labelled so); a searchable, sortable table of the
+            circuit linking to each neuron's dataset examples; and the faithfulness/completeness sweep with its random
+            control. Also writes graph.json (schema: docs/circuit-graph-schema.md).
             """)
         {
-            run, output, force, site, method, task, model, device, maxNodes, maxEdges, examples,
+            run, output, force, site, method, task, model, device, maxNodes, maxEdges, edges, promptLine, examples,
         };
         cmd.SetAction(r =>
         {
@@ -42,28 +46,51 @@ public static class ViewCommand
             string outPath = r.GetValue(output) ?? Path.Combine(dir, "view.html");
             string jsonPath = Path.Combine(Path.GetDirectoryName(outPath) ?? "", "graph.json");
             (string, string) CheckOut() => OutputPaths.CheckPair(outPath, jsonPath, r.GetValue(force),
-                [r.GetValue(task), folder.TaskPath, r.GetValue(model), folder.ModelPath], dir, ["view.html", "graph.json"]);
+                [r.GetValue(task), folder.TaskPath, r.GetValue(model), folder.ModelPath, r.GetValue(edges)], dir, ["view.html", "graph.json"]);
             var (htmlFull, jsonFull) = CheckOut();
 
             Dictionary<(int, int), List<NeuronExample>>? ex = null;
-            string? taskPath = null;
+            bool wantExamples = r.GetValue(examples) > 0 && circuit.Site == NodeSite.MlpAct;
+            // Without a task here the axis falls back to positions from the end, unless examples or --prompt-line need it.
+            string? taskPath = wantExamples || r.GetValue(promptLine) is not null || r.GetValue(task) is not null || folder.TaskPath is { } rec && File.Exists(rec)
+                ? inputs.TaskPath("pass --task or --examples 0") : null;
             int? layers = null;
-            if (r.GetValue(examples) > 0 && circuit.Site == NodeSite.MlpAct)
+            ViewPrompt? prompt = null;
+            if (taskPath is not null)
             {
-                taskPath = inputs.TaskPath("pass --task or --examples 0");
+                // The model's tokenizer splits the drawn prompt into the axis tokens; its forward pass runs only for examples.
                 var loaded = inputs.LoadModel();
                 layers = loaded.Config.Layers;
                 // The dataset examples come from every line, training ones included.
                 var pt = inputs.LoadTask(taskPath, loaded, heldOut: false, requireEqualLengths: false);
                 // Positions are checked against the run's own task (another --task only supplies dataset examples).
                 circuit.CheckFits(loaded.Config, loaded.Path, r.GetValue(task) is null ? pt.Pairs.Max(p => p.CleanIds.Length) : null, taskPath);
-                using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-                var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
-                ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
+                if (r.GetValue(promptLine) is { } line && pt.Pairs.All(p => p.Line != line))
+                    throw new UsageException($"--prompt-line {line}: {taskPath} has no example on that line");
+                prompt = ViewPrompt.Draw(pt, loaded.RequireTokenizer(), r.GetValue(promptLine));
+                if (wantExamples)
+                {
+                    using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                    var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
+                    ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
+                }
             }
             var graph = CircuitGraph.Build(folder, circuit, r.GetValue(maxNodes), r.GetValue(maxEdges), ex, layers, taskPath);
-            OutputPaths.WriteFiles(() => CheckOut(), (jsonFull, jsonPath, graph.ToJson()), (htmlFull, outPath, CircuitView.Render(graph)));
-            Console.WriteLine($"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and {graph.Edges.Count} co-attribution edges");
+            // RUN/edges.csv holds mlp_act edges: another site's circuit draws co-attribution edges unless --edges insists.
+            string? edgesPath = r.GetValue(edges)
+                ?? (circuit.Site == NodeSite.MlpAct && File.Exists(Path.Combine(dir, "edges.csv")) ? Path.Combine(dir, "edges.csv") : null);
+            List<ViewEdge>? causal = null;
+            if (edgesPath is not null)
+            {
+                if (!File.Exists(edgesPath)) throw new UsageException($"--edges: no file \"{edgesPath}\"");
+                if (circuit.Site != NodeSite.MlpAct) throw new UsageException($"edges.csv holds mlp_act edges; the {circuit.Site.Name()} circuit cannot show them (pass --site mlp_act)");
+                causal = ViewEdge.Read(edgesPath, graph.Layers);
+            }
+            string html = CircuitView.Render(graph, prompt, causal, edgesPath, r.GetValue(maxEdges));
+            OutputPaths.WriteFiles(() => CheckOut(), (jsonFull, jsonPath, graph.ToJson()), (htmlFull, outPath, html));
+            Console.WriteLine(causal is null
+                ? $"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and {graph.Edges.Count} co-attribution edges (no edges.csv)"
+                : $"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and the causal edges of {edgesPath} among them ({causal.Count} in the file)");
             Console.WriteLine($"wrote {outPath} and {jsonPath}");
             return 0;
         });

@@ -1,21 +1,27 @@
 using System.Globalization;
 using System.Text;
+using NeuronTrace.Tracing.Edges;
 using static System.Net.WebUtility;
 
 namespace NeuronTrace.Tracing.View;
 
 /// <summary>
-/// Renders a <see cref="CircuitGraph"/> as ONE self-contained HTML file (inline CSS, SVG and JS; nothing is fetched):
-/// the graph (layer on y, position on x), hover tooltips with dataset examples, and the faithfulness/completeness sweep.
+/// Renders a <see cref="CircuitGraph"/> as ONE self-contained HTML file (inline CSS, SVG and JS; nothing is fetched): the
+/// graph over the drawn prompt's tokens with every node labelled, the causal edges of the run's edges.csv (or, without
+/// one, co-attribution edges, labelled as such), a searchable and sortable table of the circuit, each node's dataset
+/// examples, and the faithfulness/completeness sweep. All task text is HTML-escaped; the embedded JSON escapes
+/// &lt; &gt; &amp; as \u003c \u003e \u0026, so no task text can end the script element or open a comment in it.
 /// </summary>
-public static class CircuitView
+public static partial class CircuitView
 {
-    const int W = 1100, H = 560, Left = 70, Right = 20, Top = 30, Bottom = 50;
-
     static string F(double v) => v.ToString("0.##", CultureInfo.InvariantCulture);
 
     /// <summary>The self-contained HTML page (the CLI writes it atomically beside graph.json).</summary>
-    public static string Render(CircuitGraph g)
+    /// <param name="prompt">The prompt drawn along the position axis; null: positions from the end only.</param>
+    /// <param name="causal">The run's edges.csv rows; null: co-attribution edges of <paramref name="g"/> are drawn, labelled as such.</param>
+    /// <param name="edgesSource">The file <paramref name="causal"/> came from (shown on the page).</param>
+    /// <param name="maxEdges">Draw and list at most this many causal edges among drawn nodes (largest |final_attr| first).</param>
+    public static string Render(CircuitGraph g, ViewPrompt? prompt = null, IReadOnlyList<ViewEdge>? causal = null, string? edgesSource = null, int maxEdges = 300)
     {
         var sb = new StringBuilder();
         string title = $"{g.Method} {g.Site} circuit";
@@ -26,70 +32,93 @@ public static class CircuitView
         sb.Append($"<br>circuit: {g.CircuitNodes} of {g.TotalNodes} nodes");
         if (g.Faithfulness is { } f) sb.Append($", faithfulness {F(f)}");
         if (g.Completeness is { } c) sb.Append($", completeness {F(c)}");
-        sb.Append($"; drawn: the top {g.Nodes.Count} by |score|, {g.Edges.Count} edges.</p>\n");
-        sb.Append("<p class=\"meta\">y: layer (0 at the bottom) · x: token position counted from the end of the prompt (P0 = last token, right) · ");
-        sb.Append("size: |score| · <span class=\"pos\">red</span>: score &gt; 0 (pushes towards the patch answer) · <span class=\"neg\">blue</span>: score &lt; 0.<br>");
-        sb.Append("<b>Edges are co-attribution (not causal edge weights)</b>: score(source)·score(target) for nodes of consecutive layers, the target at the same or a later token. True edge attribution is not computed yet.</p>\n");
-        Graph(sb, g);
+        sb.Append($"; drawn: the top {g.Nodes.Count} by |score|.</p>\n");
+        if (prompt is not null)
+        {
+            sb.Append($"<p class=\"prompt\">prompt (task line {prompt.Line}): ");
+            foreach (var t in prompt.Tokens) sb.Append($"<span class=\"ptok\">{HtmlEncode(t)}</span>");
+            sb.Append($" → <span class=\"ptok answer\">{HtmlEncode(prompt.CleanAnswer)}</span>");
+            if (prompt.PatchAnswer is { } pa) sb.Append($" (patch answer <span class=\"ptok\">{HtmlEncode(pa)}</span>)");
+            sb.Append("</p>\n");
+        }
+        sb.Append("<p class=\"meta\">rows: layers (0 at the bottom) · columns: the prompt's tokens, start to end · each node: <b>L</b>ayer/<b>N</b>euron and its top-activating tokens on the task's clean prompts (click: its examples) · ");
+        sb.Append("circle size: |score| · <span class=\"pos\">red</span>: score &gt; 0 (pushes towards the patch answer) · <span class=\"neg\">blue</span>: score &lt; 0.<br>");
+        List<ViewEdge>? shown = null;
+        if (causal is not null)
+        {
+            var drawnIds = g.Nodes.Select(n => (n.Layer, n.Position, n.Index)).ToHashSet();
+            bool Drawn(EdgeEnd e) => e.Kind != EdgeEndKind.Neuron || drawnIds.Contains((e.Layer, e.Position, e.Unit));
+            var joining = causal.Where(e => Drawn(e.Source) && Drawn(e.Target)).OrderByDescending(e => Math.Abs(e.FinalAttr)).ToList();
+            shown = joining.Take(Math.Max(0, maxEdges)).ToList();
+            sb.Append($"<b>Edges are causal edge attributions</b> from <code>{HtmlEncode(edgesSource ?? "edges.csv")}</code>: {joining.Count} of its {causal.Count} edges join drawn nodes (embeddings, neurons, the metric); the {shown.Count} strongest are drawn. ");
+            sb.Append("Width: |flow to the metric| (final_attr); colour: its sign; the 8 strongest carry their weight w (the edge's share of the target's activation).</p>\n");
+        }
+        else
+            sb.Append("<b>Edges are co-attribution (not causal edge weights)</b>: score(source)·score(target) for nodes of consecutive layers, the target at the same or a later token. The run has no edges.csv; <code>neurontrace edges --run RUN</code> computes causal edges.</p>\n");
+        Graph(sb, g, prompt, shown);
+        if (shown is not null) EdgeTable(sb, prompt, shown);
         sb.Append("<h2>Faithfulness and completeness by circuit size</h2>\n");
         Sweep(sb, g);
+        NodeTable(sb, g, prompt);
+        Examples(sb, g, prompt);
         sb.Append("<div id=\"tip\" class=\"tip\" hidden></div>\n");
-        // In a <script> element "<!--" and "</script" change how the HTML parser reads on; '<' occurs in JSON only
-        // inside strings, where \u003c is the same character.
-        string json = g.ToJson(indented: false).Replace("<", "\\u003c");
-        sb.Append($"<script type=\"application/json\" id=\"graph-data\">{json}</script>\n");
+        sb.Append($"<script type=\"application/json\" id=\"graph-data\">{ScriptSafe(g.ToJson(indented: false))}</script>\n");
         sb.Append($"<script>{Js}</script>\n</body></html>\n");
         return sb.ToString();
     }
 
-    static void Graph(StringBuilder sb, CircuitGraph g)
+    /// <summary>
+    /// JSON made safe inside a script element: &lt; &gt; &amp; become \u003c \u003e \u0026 (they can occur only inside
+    /// JSON strings, where the escape means the same character), so "&lt;/script&gt;" and "&lt;!--" cannot appear.
+    /// </summary>
+    internal static string ScriptSafe(string json) => json.Replace("<", "\\u003c").Replace(">", "\\u003e").Replace("&", "\\u0026");
+
+    /// <summary>The token a position from the end falls on in the drawn prompt ("" when it has none).</summary>
+    static string TokenAt(ViewPrompt? prompt, int positionFromEnd) =>
+        prompt is not null && positionFromEnd < prompt.Tokens.Count ? prompt.Tokens[prompt.Tokens.Count - 1 - positionFromEnd] : "";
+
+    static void NodeTable(StringBuilder sb, CircuitGraph g, ViewPrompt? prompt)
     {
-        int layers = Math.Max(1, g.Layers), positions = Math.Max(1, g.Positions);
-        double plotW = W - Left - Right, plotH = H - Top - Bottom;
-        double colW = plotW / positions, rowH = plotH / layers;
-        double X(int position) => Left + (positions - 1 - position + 0.5) * colW;
-        double Y(int layer) => Top + (layers - 1 - layer + 0.5) * rowH;
-        float maxScore = g.Nodes.Count == 0 ? 1f : Math.Max(1e-12f, g.Nodes.Max(n => Math.Abs(n.Score)));
-        var pos = new Dictionary<string, (double X, double Y, double R)>();
-        foreach (var cell in g.Nodes.GroupBy(n => (n.Layer, n.Position)))
+        sb.Append("<h2>The circuit</h2>\n<p class=\"meta\"><input id=\"node-search\" type=\"search\" placeholder=\"filter rows (any text)\" size=\"32\"> click a column head to sort.</p>\n");
+        sb.Append("<table id=\"nodes\" class=\"data sortable\"><thead><tr><th data-type=\"num\">rank</th><th>node</th><th data-type=\"num\">layer</th><th data-type=\"num\">neuron</th>" +
+            "<th data-type=\"num\">position from end</th><th>token</th><th data-type=\"num\">score</th><th>top-activating tokens</th><th>examples</th></tr></thead><tbody>\n");
+        foreach (var n in g.Nodes)
         {
-            var list = cell.OrderByDescending(n => Math.Abs(n.Score)).ToList();
-            int perRow = Math.Max(1, (int)(colW * 0.9 / 22));
-            for (int i = 0; i < list.Count; i++)
-            {
-                int row = i / perRow, col = i % perRow, inRow = Math.Min(perRow, list.Count - row * perRow);
-                double x = X(cell.Key.Position) + (col - (inRow - 1) / 2.0) * Math.Min(22, colW * 0.9 / inRow);
-                double y = Y(cell.Key.Layer) + (row % 2 == 0 ? 1 : -1) * ((row + 1) / 2) * 16;
-                pos[list[i].Id] = (x, y, 3 + 9 * Math.Sqrt(Math.Abs(list[i].Score) / maxScore));
-            }
+            string tops = string.Join(" · ", n.Examples.Select(e => HtmlEncode(Shown(e.Token))));
+            sb.Append($"<tr><td>{n.Rank}</td><td><code>{HtmlEncode(n.Id)}</code></td><td>{n.Layer}</td><td>{n.Index}</td><td>{n.Position}</td>" +
+                $"<td class=\"tokcell\">{HtmlEncode(TokenAt(prompt, n.Position))}</td><td data-v=\"{n.Score.ToString("R", CultureInfo.InvariantCulture)}\">{G(n.Score)}</td>" +
+                $"<td class=\"tokcell\">{tops}</td><td>{(n.Examples.Count > 0 ? $"<a href=\"#{AnchorOf(n.Id)}\">{n.Examples.Count} examples</a>" : "none")}</td></tr>\n");
         }
-        sb.Append($"<svg id=\"graph\" class=\"graph\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\" aria-label=\"circuit graph\">\n");
-        for (int l = 0; l < layers; l++)
+        sb.Append("</tbody></table>\n");
+    }
+
+    static void EdgeTable(StringBuilder sb, ViewPrompt? prompt, IReadOnlyList<ViewEdge> causal)
+    {
+        string End(EdgeEnd e) => e.Kind switch
         {
-            sb.Append($"<line class=\"grid\" x1=\"{Left}\" x2=\"{W - Right}\" y1=\"{F(Y(l))}\" y2=\"{F(Y(l))}\"/>");
-            sb.Append($"<text class=\"axis\" x=\"{Left - 8}\" y=\"{F(Y(l) + 4)}\" text-anchor=\"end\">L{l}</text>\n");
-        }
-        for (int p = 0; p < positions; p++)
-            sb.Append($"<text class=\"axis\" x=\"{F(X(p))}\" y=\"{H - Bottom + 20}\" text-anchor=\"middle\">P{p}</text>");
-        sb.Append($"<text class=\"axis\" x=\"{Left + plotW / 2}\" y=\"{H - 8}\" text-anchor=\"middle\">position from the end of the prompt (P0 = last token)</text>\n");
-        float maxEdge = g.Edges.Count == 0 ? 1f : Math.Max(1e-12f, g.Edges.Max(e => Math.Abs(e.Weight)));
-        sb.Append("<g class=\"edges\">");
-        foreach (var e in g.Edges)
+            EdgeEndKind.Neuron => $"{EndKey(e)} <span class=\"tokcell\">{HtmlEncode(TokenAt(prompt, e.Position))}</span>",
+            EdgeEndKind.Embedding => $"{EndKey(e)} <span class=\"tokcell\">{HtmlEncode(TokenAt(prompt, e.Position))}</span>",
+            _ => "logits",
+        };
+        sb.Append("<h2>Causal edges</h2>\n<details open><summary>the ").Append(causal.Count).Append(" drawn edges (largest |flow| first)</summary>\n");
+        sb.Append("<table id=\"edges\" class=\"data sortable\"><thead><tr><th>source</th><th>target</th><th data-type=\"num\">weight</th><th data-type=\"num\">flow to the metric</th></tr></thead><tbody>\n");
+        foreach (var e in causal.OrderByDescending(e => Math.Abs(e.FinalAttr)))
+            sb.Append($"<tr><td>{End(e.Source)}</td><td>{End(e.Target)}</td><td data-v=\"{HtmlEncode(e.WeightText)}\">{HtmlEncode(e.WeightText)}</td><td data-v=\"{HtmlEncode(e.FinalAttrText)}\">{HtmlEncode(e.FinalAttrText)}</td></tr>\n");
+        sb.Append("</tbody></table></details>\n");
+    }
+
+    static void Examples(StringBuilder sb, CircuitGraph g, ViewPrompt? prompt)
+    {
+        sb.Append("<h2>Dataset examples</h2>\n");
+        if (g.Nodes.All(n => n.Examples.Count == 0)) { sb.Append("<p class=\"meta\">no dataset examples (mlp_act circuits only; --examples 0 turns them off).</p>\n"); return; }
+        sb.Append("<p class=\"meta\">per node: the clean-prompt tokens where the neuron's |activation| is largest (the sign kept), with the prompt up to that token.</p>\n");
+        foreach (var n in g.Nodes.Where(n => n.Examples.Count > 0))
         {
-            var (a, b) = (pos[e.Source], pos[e.Target]);
-            double frac = Math.Abs(e.Weight) / maxEdge;
-            sb.Append($"<line class=\"edge {(e.Weight >= 0 ? "pos" : "neg")}\" x1=\"{F(a.X)}\" y1=\"{F(a.Y)}\" x2=\"{F(b.X)}\" y2=\"{F(b.Y)}\" " +
-                $"stroke-width=\"{F(0.4 + 3.6 * frac)}\" stroke-opacity=\"{F(0.15 + 0.6 * frac)}\" data-source=\"{e.Source}\" data-target=\"{e.Target}\"/>");
+            sb.Append($"<section class=\"ex\" id=\"{AnchorOf(n.Id)}\"><h3>{HtmlEncode(NodeLabel(n))} <code>{HtmlEncode(n.Id)}</code> · score {G(n.Score)} · rank {n.Rank}</h3><table class=\"data\"><tr><th>token</th><th>activation</th><th>task line</th><th>prompt up to the token</th></tr>");
+            foreach (var e in n.Examples)
+                sb.Append($"<tr><td class=\"tokcell\">{HtmlEncode(e.Token)}</td><td>{e.Activation.ToString("F3", CultureInfo.InvariantCulture)}</td><td>{e.Line}</td><td class=\"tokcell\">{HtmlEncode(e.Snippet)}</td></tr>");
+            sb.Append("</table></section>\n");
         }
-        sb.Append("</g>\n<g class=\"nodes\">");
-        for (int i = 0; i < g.Nodes.Count; i++)
-        {
-            var n = g.Nodes[i];
-            var p = pos[n.Id];
-            sb.Append($"<circle class=\"node {(n.Score >= 0 ? "pos" : "neg")}\" cx=\"{F(p.X)}\" cy=\"{F(p.Y)}\" r=\"{F(p.R)}\" data-i=\"{i}\" data-id=\"{n.Id}\">" +
-                $"<title>{n.Id} score {n.Score.ToString("G4", CultureInfo.InvariantCulture)}</title></circle>");
-        }
-        sb.Append("</g>\n</svg>\n");
     }
 
     static void Sweep(StringBuilder sb, CircuitGraph g)
@@ -126,62 +155,4 @@ public static class CircuitView
         Line(p => p.RandomCompleteness, "compl random", "random completeness", 3);
         sb.Append("</svg>\n<p class=\"meta\">faithfulness: share of the clean metric kept when only the top-k nodes are live (the rest mean-ablated); completeness: share kept when the top-k are ablated. Dashed: k random nodes.</p>\n");
     }
-
-    const string Css = """
-        body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:20px;color:#222;background:#fff}
-        h1{font-size:20px;margin:0 0 6px} h2{font-size:16px;margin:24px 0 6px}
-        .meta{color:#555;max-width:1100px} code{font-size:12px}
-        .pos{color:#c0392b} .neg{color:#2166ac}
-        svg{display:block;background:#fcfcfc;border:1px solid #ddd}
-        .grid{stroke:#e6e6e6;stroke-width:1} .axis,.legend{font-size:11px;fill:#555}
-        .edge.pos{stroke:#c0392b} .edge.neg{stroke:#2166ac} .edge.hl{stroke-opacity:.95}
-        .node{stroke:#333;stroke-width:.6;cursor:pointer} .node.pos{fill:#e74c3c} .node.neg{fill:#3d85c6} .node:hover,.node.hl{stroke:#000;stroke-width:2}
-        .series{fill:none;stroke-width:2} .faith{stroke:#2c7fb8;fill:#2c7fb8} .compl{stroke:#d95f0e;fill:#d95f0e}
-        polyline.series,line.series{fill:none} .random{stroke-dasharray:5 4;opacity:.7}
-        .tip{position:fixed;z-index:10;max-width:420px;background:#fff;border:1px solid #888;border-radius:4px;padding:8px 10px;box-shadow:0 2px 8px rgba(0,0,0,.2);font-size:12px;pointer-events:none}
-        .tip table{border-collapse:collapse;margin-top:4px} .tip td{padding:1px 6px 1px 0;vertical-align:top} .tip .tok{font-weight:bold;white-space:pre}
-        """;
-
-    const string Js = """
-        (function () {
-          "use strict";
-          var data = JSON.parse(document.getElementById("graph-data").textContent);
-          var tip = document.getElementById("tip");
-          function esc(s) { return String(s).replace(/[&<>"]/g, function (c) { return {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;"}[c]; }); }
-          function show(ev, n) {
-            var h = "<b>" + esc(n.site) + " layer " + n.layer + ", neuron " + n.index + "</b> at P" + n.position +
-              " (position " + n.position + " from the end)<br>score " + n.score.toPrecision(4) + " · rank " + n.rank;
-            if (n.examples.length) {
-              h += "<br>fires most on (|activation|, task clean prompts):<table>";
-              n.examples.forEach(function (e) {
-                h += "<tr><td class=\"tok\">" + esc(JSON.stringify(e.token)) + "</td><td>" + e.activation.toFixed(3) + "</td><td>" + esc(e.snippet) + "</td></tr>";
-              });
-              h += "</table>";
-            }
-            tip.innerHTML = h;
-            tip.hidden = false;
-            move(ev);
-          }
-          function move(ev) {
-            var x = ev.clientX + 14, y = ev.clientY + 14;
-            if (x + tip.offsetWidth > window.innerWidth) x = ev.clientX - tip.offsetWidth - 14;
-            if (y + tip.offsetHeight > window.innerHeight) y = ev.clientY - tip.offsetHeight - 14;
-            tip.style.left = Math.max(0, x) + "px"; tip.style.top = Math.max(0, y) + "px";
-          }
-          var edges = document.querySelectorAll("#graph .edge");
-          document.querySelectorAll("#graph .node").forEach(function (c) {
-            var n = data.nodes[+c.getAttribute("data-i")];
-            c.addEventListener("mouseenter", function (ev) {
-              show(ev, n);
-              edges.forEach(function (e) { if (e.getAttribute("data-source") === n.id || e.getAttribute("data-target") === n.id) e.classList.add("hl"); });
-            });
-            c.addEventListener("mousemove", move);
-            c.addEventListener("mouseleave", function () {
-              tip.hidden = true;
-              edges.forEach(function (e) { e.classList.remove("hl"); });
-            });
-          });
-          if (data.nodes.length !== document.querySelectorAll("#graph .node").length) console.error("neurontrace view: node count mismatch");
-        })();
-        """;
 }
