@@ -19,7 +19,8 @@ public static class CliRunner
         }
         ProgressBar.Quiet = parsed.GetValue(NeuronTraceCli.Quiet);
         // With --help the parser reports no error for an unknown command and would print the root help, exit 0.
-        if (parsed.UnmatchedTokens.Count > 0)
+        // (slurm trace passes the tokens it does not know on to trace, so only a command that refuses them counts)
+        if (parsed.UnmatchedTokens.Count > 0 && parsed.CommandResult.Command.TreatUnmatchedTokensAsErrors)
         {
             Console.Error.WriteLine($"neurontrace: unrecognized command or argument {ErrorText.Quote(parsed.UnmatchedTokens[0])} (see --help)");
             return 2;

@@ -17,9 +17,10 @@ public class PlanCommandTests
     }
 
     [Theory]
-    [InlineData("--tokens", "0", "--tokens must be 1 .. 512")]
+    [InlineData("--tokens", "0", "--tokens must be at least 1")]
     [InlineData("--tokens", "513", "--tokens must be 1 .. 512")]
-    [InlineData("--batch", "0", "--batch must be 1 .. 65536")]
+    [InlineData("--batch", "0", "--batch must be at least 1")]
+    [InlineData("--batch", "4097", "--batch 4097: must be at most 4096")]
     public void Refuses_out_of_range_numbers(string option, string value, string message)
     {
         string[] args = option == "--tokens"

@@ -52,8 +52,9 @@ public sealed class SaeAndChatCommandTests : IDisposable
         string outDir = Path.Combine(_dir, "scores");
         var r = CliHarness.Run("attribute", "--method", "atp", "--sites", "resid", "--limit", "8", "--sae", Sae("saelens_topk"), "--out", outDir);
         Assert.True(r.Exit == 0, r.Err);
-        var neuron = Csv(Path.Combine(outDir, "scores.csv")).Where(s => s[1] == "2")
-            .GroupBy(s => int.Parse(s[2])).ToDictionary(g => g.Key, g => g.Sum(s => double.Parse(s[4], CultureInfo.InvariantCulture)));
+        // scores.csv: node, site, layer, position, index, score
+        var neuron = Csv(Path.Combine(outDir, "scores.csv")).Where(s => s[2] == "2")
+            .GroupBy(s => int.Parse(s[3])).ToDictionary(g => g.Key, g => g.Sum(s => double.Parse(s[5], CultureInfo.InvariantCulture)));
         var sae = Csv(Path.Combine(outDir, "sae_saelens_topk.csv"));
         Assert.All(sae, s => Assert.Equal(("resid", "2"), (s[0], s[1])));
         Assert.Contains(sae, s => s[3] == "error");

@@ -162,7 +162,7 @@ public sealed class ShardMergeTests : IDisposable
         Assert.Equal(10, second.Done);
         // SIGKILL path: a write cut short leaves a temporary file and the previous checkpoint; a different batch size on
         // the re-run does not change the checkpoint chunks (the manifest keeps them)
-        File.WriteAllBytes(Path.Combine(resumed, "sums-15.f64.tmp-999"), new byte[7]);
+        File.WriteAllBytes(NeuronTrace.Formats.OutputFiles.TempPathBeside(Path.Combine(resumed, "sums-15.f64"), "tmp"), new byte[7]);  // a kill mid-write leaves the atomic writer's temporary
         var done = AttributionShard.Run(model, task, [(RelP(task)[0].Item1, RelP(task)[0].Item2 with { BatchSize = 32 })], Identity(), slice, resumed, 3);
         Assert.True(done.Complete);
 

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Packs the libraries (Runtime, Model, Formats, Tracing, Api) with a one-off version, builds samples/Consumer against the
+# packed NeuronTrace.Api package (a PackageReference, not a project reference) in a temporary folder, runs it, and checks
+# that it prints what the CLI computes for the same run: the top-k mlp_act RelP scores of `trace`'s attribution half and
+# the faithfulness of that k in `trace`'s sweep. CI runs this after the tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+version="0.2.0-check.$(date +%s)"
+for p in Runtime Model Formats Tracing Api; do
+  dotnet pack "src/$p" -c Release -o "$work/packages" -p:Version="$version" -v q -nologo >/dev/null
+done
+cp -r samples/Consumer "$work/consumer"
+dotnet build "$work/consumer" -c Release -v q -nologo -p:NeuronTraceVersion="$version" \
+  -p:RestoreAdditionalProjectSources="$work/packages" -o "$work/consumer/out" >/dev/null
+
+# The CLI's run: a trace whose sweep has a k the sample then evaluates.
+# The CLI as the tests built it (Release), not a publish: this script runs after ./test.sh in CI.
+dotnet src/Cli/bin/Release/net10.0/neurontrace.dll trace --sites mlp_act --k-points 24 --out "$work/run" --quiet >/dev/null
+k="$(/usr/bin/python3 - "$work/run/sweep.csv" <<'PY'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["site"] == "mlp_act" and r["method"] == "relp"]
+print(min((int(r["k"]) for r in rows if int(r["k"]) >= 20), default=20))
+PY
+)"
+(cd "$work/consumer/out" && dotnet Consumer.dll "$k") > "$work/sample.txt"
+/usr/bin/python3 - "$work/sample.txt" "$work/run" "$k" <<'PY'
+import csv, sys, os
+sample, run, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+lines = open(sample).read().split("\n")
+nodes = [l.split(" ") for l in lines if l and not l.startswith("faithfulness")]
+faith = [l for l in lines if l.startswith("faithfulness")][0].split(" ")
+assert len(nodes) == k, f"sample printed {len(nodes)} nodes, expected {k}"
+scores = {r["node"]: float(r["score"]) for r in csv.DictReader(open(os.path.join(run, "scores", "relp", "scores.csv")))}
+for node, score in nodes:
+    assert node in scores, f"sample node {node} is not in the trace's scores.csv"
+    assert abs(scores[node] - float(score)) <= 1e-6 * max(1.0, abs(float(score))), f"{node}: sample {score}, trace {scores[node]}"
+top = sorted(scores.values(), key=abs, reverse=True)[:k]
+assert abs(abs(top[-1]) - abs(float(nodes[-1][1]))) <= 1e-6, "the sample's k-th node is not the trace's k-th by |score|"
+row = [r for r in csv.DictReader(open(os.path.join(run, "sweep.csv"))) if r["site"] == "mlp_act" and r["method"] == "relp" and int(r["k"]) == k][0]
+for name, value in (("faithfulness", faith[1]), ("completeness", faith[3])):
+    assert abs(float(row[name]) - float(value)) <= 1e-6, f"{name}: sample {value}, trace sweep {row[name]}"
+print(f"library package NeuronTrace.Api: the sample's top-{k} RelP neurons and their faithfulness {float(faith[1]):.4f} equal the CLI's trace")
+PY
