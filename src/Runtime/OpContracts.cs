@@ -104,12 +104,7 @@ public static class OpContracts
         Length(dq, q.Length, "AttentionBackward dq");
         Length(dk, k.Length, "AttentionBackward dk");
         Length(dv, v.Length, "AttentionBackward dv");
-        return rule switch
-        {
-            AttentionRule.Gradient => true,
-            AttentionRule.FreezePattern => false,
-            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
-        };
+        return IsExact(rule);
     }
 
     public static void StreamingAttention(Tensor q, Tensor k, Tensor v, AttentionShape shape, Tensor z, Tensor lse)
@@ -128,12 +123,7 @@ public static class OpContracts
         Length(dq, q.Length, "StreamingAttentionBackward dq");
         Length(dk, k.Length, "StreamingAttentionBackward dk");
         Length(dv, v.Length, "StreamingAttentionBackward dv");
-        return rule switch
-        {
-            AttentionRule.Gradient => true,
-            AttentionRule.FreezePattern => false,
-            _ => throw new ArgumentOutOfRangeException(nameof(rule)),
-        };
+        return IsExact(rule);
     }
 
     /// <summary>A valid GQA shape, and q, k, v and the per-row log-sum-exp [B, H, T] of the lengths it implies.</summary>
@@ -145,6 +135,14 @@ public static class OpContracts
         Length(v, (long)s.Rows * s.KvWidth, "attention v");
         Length(lse, (long)s.Batch * s.Heads * s.SeqLen, "attention lse");
     }
+
+    /// <summary>Whether an attention rule is the exact gradient (true) or the frozen pattern (false).</summary>
+    static bool IsExact(AttentionRule rule) => rule switch
+    {
+        AttentionRule.Gradient => true,
+        AttentionRule.FreezePattern => false,
+        _ => throw new ArgumentOutOfRangeException(nameof(rule)),
+    };
 
     static void ValidShape(AttentionShape s)
     {
