@@ -86,6 +86,8 @@ public static class Float16
         }
     }
 
+    // The widening itself has one owner, the CPU backend's (Runtime/Cpu/GemmWiden.cs: exact for every bf16 and f16
+    // value, vectorised), which also widens 16-bit weights kept in their file precision; files read as fp32 use it too.
     static void DecodeBf16(ReadOnlySpan<byte> src, Span<float> dst)
     {
         if (!BitConverter.IsLittleEndian)
@@ -93,28 +95,8 @@ public static class Float16
             for (int i = 0; i < dst.Length; i++) dst[i] = Bf16ToFloat(BinaryPrimitives.ReadUInt16LittleEndian(src[(i * 2)..]));
             return;
         }
-        var s = MemoryMarshal.Cast<byte, ushort>(src);
-        var d = MemoryMarshal.Cast<float, uint>(dst);
-        int i0 = 0;
-        if (Vector.IsHardwareAccelerated)
-        {
-            int step = Vector<ushort>.Count;
-            for (; i0 + step <= s.Length; i0 += step)
-            {
-                Vector.Widen(new Vector<ushort>(s[i0..]), out Vector<uint> lo, out Vector<uint> hi);
-                Vector.ShiftLeft(lo, 16).CopyTo(d[i0..]);
-                Vector.ShiftLeft(hi, 16).CopyTo(d[(i0 + Vector<uint>.Count)..]);
-            }
-        }
-        for (int i = i0; i < s.Length; i++) d[i] = (uint)s[i] << 16;
+        Runtime.Cpu.Gemm.WidenHalf(MemoryMarshal.Cast<byte, ushort>(src), Runtime.HalfFormat.BFloat16, dst);
     }
-
-    // binary16 -> binary32 by moving the exponent/mantissa into place and rebiasing; subnormals are
-    // renormalised with one float subtraction and Inf/NaN get the maximal exponent. Exact for every input,
-    // and branch-free so it vectorises (System.Half's own conversion is scalar).
-    const uint HalfExpMask = 0x7C00u << 13;
-    const uint Rebias = (127 - 15) << 23;
-    const uint SubnormalMagic = 113u << 23;
 
     static void DecodeHalf(ReadOnlySpan<byte> src, Span<float> dst)
     {
@@ -123,46 +105,6 @@ public static class Float16
             for (int i = 0; i < dst.Length; i++) dst[i] = HalfToFloat(BinaryPrimitives.ReadUInt16LittleEndian(src[(i * 2)..]));
             return;
         }
-        var s = MemoryMarshal.Cast<byte, ushort>(src);
-        var d = MemoryMarshal.Cast<float, uint>(dst);
-        int i0 = 0;
-        if (Vector.IsHardwareAccelerated)
-        {
-            int step = Vector<ushort>.Count;
-            for (; i0 + step <= s.Length; i0 += step)
-            {
-                Vector.Widen(new Vector<ushort>(s[i0..]), out Vector<uint> lo, out Vector<uint> hi);
-                HalfBits(lo).CopyTo(d[i0..]);
-                HalfBits(hi).CopyTo(d[(i0 + Vector<uint>.Count)..]);
-            }
-        }
-        for (int i = i0; i < s.Length; i++) d[i] = HalfBits(s[i]);
-    }
-
-    static Vector<uint> HalfBits(Vector<uint> h)
-    {
-        var sign = Vector.ShiftLeft(h & new Vector<uint>(0x8000), 16);
-        var o = Vector.ShiftLeft(h & new Vector<uint>(0x7FFF), 13);
-        var exp = o & new Vector<uint>(HalfExpMask);
-        o += new Vector<uint>(Rebias);
-        var infNan = o + new Vector<uint>(Rebias);
-        var sub = Vector.AsVectorUInt32(
-            Vector.AsVectorSingle(o + new Vector<uint>(1u << 23)) - Vector.AsVectorSingle(new Vector<uint>(SubnormalMagic)));
-        o = Vector.ConditionalSelect(Vector.Equals(exp, new Vector<uint>(HalfExpMask)), infNan, o);
-        o = Vector.ConditionalSelect(Vector.Equals(exp, Vector<uint>.Zero), sub, o);
-        return o | sign;
-    }
-
-    static uint HalfBits(uint h)
-    {
-        uint sign = (h & 0x8000) << 16;
-        uint o = (h & 0x7FFF) << 13;
-        uint exp = o & HalfExpMask;
-        o += Rebias;
-        if (exp == HalfExpMask) o += Rebias;
-        else if (exp == 0)
-            o = BitConverter.SingleToUInt32Bits(
-                BitConverter.UInt32BitsToSingle(o + (1u << 23)) - BitConverter.UInt32BitsToSingle(SubnormalMagic));
-        return o | sign;
+        Runtime.Cpu.Gemm.WidenHalf(MemoryMarshal.Cast<byte, ushort>(src), Runtime.HalfFormat.Float16, dst);
     }
 }
