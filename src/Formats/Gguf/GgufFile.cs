@@ -1,3 +1,5 @@
+// Over the ~350-line guide on purpose: the header parser, the layout check (tensors tile the data, file size) and the
+// bounded reader of untrusted bytes are one trust boundary, kept in one file so every read goes through the same checks.
 using NeuronTrace.Runtime;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;

@@ -1,3 +1,5 @@
+// Over the ~350-line guide on purpose: the four methods share one batch context (clean and baseline site values, the
+// metric gradient, the replicated IG path), and splitting it per method would spread that shared state over files.
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
 using NeuronTrace.Tracing.Evaluation;
