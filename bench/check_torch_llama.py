@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch  # noqa: E402
-from torch_llama import Rules, load_model  # noqa: E402
+from torch_llama import SITES, Rules, load_model  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 RULES = {"exact": Rules.EXACT, "relp": Rules.RELP, "relp_frozen_attn": Rules.RELP_FROZEN_ATTN}
@@ -53,7 +53,7 @@ def main():
     for p in fx["pairs"]:
         for rname, rules in RULES.items():
             store = {}
-            m.site_hook = lambda n, l, x: store.__setitem__((n, l), x)
+            m.site_hook = lambda n, l, x: store.__setitem__((n, l), x) if n in SITES else None
             with torch.enable_grad():
                 lg = m(torch.tensor([p["clean_ids"]]), rules, embed_requires_grad=True)
                 met = lg[0, -1, p["patch_answer_id"]] - lg[0, -1, p["clean_answer_id"]]

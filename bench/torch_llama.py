@@ -14,6 +14,13 @@ The hook can read the tensor, or return a replacement tensor:
     attn_z  o_proj input (concatenated heads)           [B, T, heads*head_dim]
     mlp_out down_proj output                            [B, T, dim]
     mlp_act down_proj input silu(gate) * up             [B, T, hidden]
+Two more hook points are not node sites: `mlp_gate` and `mlp_up`, the gate_proj and up_proj outputs [B, T, hidden]
+(the fixtures check the RelP gate rule there). A hook that keeps every name it sees also gets these.
+
+This module is the one PyTorch reference Llama of the project: the benchmarks here and the float64 attribution
+fixtures (tests/fixtures/make_fixtures.py) both use it. Its float64 operation order is what the committed fixtures
+were computed with; an edit that changes a rounding changes those bytes (regenerate and compare them, see
+tests/fixtures/README.md).
 
 Backward rule sets (the forward values are the same for all of them):
     Rules.EXACT             ordinary gradients
@@ -127,7 +134,8 @@ def _hf_files(folder):
 # ------------------------------------------------------------------------------------------------------------------
 def rope_inv_freq(cfg: LlamaConfig):
     hd = cfg.head_dim
-    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float64) / hd))
+    # theta^(-2i/hd), written as in the fixtures (tests/fixtures/make_fixtures.py), whose float64 bits depend on it
+    inv = cfg.rope_theta ** (-2.0 * torch.arange(hd // 2, dtype=torch.float64) / hd)
     sc = cfg.rope_scaling
     if sc and sc.get("rope_type", sc.get("type")) == "llama3":
         factor = sc["factor"]
@@ -151,7 +159,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x, frozen=False):
         xf = x if x.dtype == torch.float64 else x.float()
-        scale = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        scale = torch.rsqrt((xf * xf).mean(-1, keepdim=True) + self.eps)
         if frozen:
             scale = scale.detach()
         return (xf * scale).to(x.dtype) * self.weight
@@ -222,13 +230,21 @@ class LlamaModel(nn.Module):
         return self
 
     # -- forward ---------------------------------------------------------------------------------------------
-    def forward(self, ids, rules: Rules = Rules.EXACT, last_only=False, embed_requires_grad=False):
-        """ids: [B, T] int64. Returns logits [B, T, vocab] (or [B, vocab] with last_only)."""
+    def forward(self, ids, rules: Rules = Rules.EXACT, last_only=False, embed_requires_grad=False, inputs_embeds=None):
+        """ids: [B, T] int64. Returns logits [B, T, vocab] (or [B, vocab] with last_only).
+
+        inputs_embeds: optional [B, T, dim] tensor used as r_0 in place of the token embeddings (input-space IG);
+        ids then only give B, T and the device.
+        """
         cfg = self.cfg
         B, T = ids.shape
         H, KV, hd = cfg.heads, cfg.kv_heads, cfg.head_dim
         G = H // KV
-        x = self.embed_tokens(ids)
+        if inputs_embeds is not None:
+            assert inputs_embeds.shape == (B, T, cfg.dim)
+            x = inputs_embeds
+        else:
+            x = self.embed_tokens(ids)
         if embed_requires_grad:
             x = x.detach().requires_grad_()
         cos, sin = self.rope_tables(T, ids.device)
@@ -240,20 +256,22 @@ class LlamaModel(nn.Module):
             v = blk.v_proj(u).view(B, T, KV, hd).transpose(1, 2)
             q = self.apply_rope(q, cos, sin)
             k = self.apply_rope(k, cos, sin)
-            # GQA without copying K/V: query heads of one KV head share the K/V matmul
-            qg = q.reshape(B, KV, G * T, hd)
-            s = torch.matmul(qg, k.transpose(-1, -2)).view(B, KV, G, T, T) * (1.0 / math.sqrt(hd)) + mask
+            # GQA: query head h reads KV head h // G. K/V are copied per query head because the fixtures' float64
+            # bits were computed with one [T, hd] x [hd, T] product per head (grouping the heads of one KV head into
+            # a [G*T, hd] product changes roundings: up to 2.2e-15 in the fixtures' gradients)
+            kv_of = torch.arange(H, device=ids.device) // G
+            k, v = k[:, kv_of], v[:, kv_of]  # [B, H, T, hd]
+            s = torch.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(hd) + mask
             A = torch.softmax(s if s.dtype == torch.float64 else s.float(), dim=-1).to(q.dtype)
             if rules.frozen_attn:
                 A = A.detach()
-            z = torch.matmul(A.view(B, KV, G * T, T), v).view(B, H, T, hd)
-            z = z.transpose(1, 2).reshape(B, T, H * hd)
+            z = torch.einsum("bhts,bhsd->bthd", A, v).reshape(B, T, H * hd)
             z = self.site("attn_z", l, z)
             ao = self.site("attn", l, blk.o_proj(z))
             x = x + ao
             xn = blk.post_attention_layernorm(x, rules.frozen_norm)
-            g = blk.gate_proj(xn)
-            up = blk.up_proj(xn)
+            g = self.site("mlp_gate", l, blk.gate_proj(xn))  # pre-activations: hook points, not node sites
+            up = self.site("mlp_up", l, blk.up_proj(xn))
             if rules.relp_gate:
                 sg = g * torch.sigmoid(g).detach()                           # identity rule
                 h = 0.5 * (sg * up.detach()) + 0.5 * (sg.detach() * up)      # half rule
