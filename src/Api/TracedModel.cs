@@ -90,17 +90,11 @@ public sealed class TracedModel : IDisposable
     public PromptTask CreateTask(string name, IEnumerable<(string CleanPrefix, string CleanAnswer, string PatchPrefix, string PatchAnswer)> pairs)
     {
         // One tokenization path for files and memory: the pairs go through the task reader as JSON lines.
-        string file = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"neurontrace-task-{Guid.NewGuid():N}.jsonl");
-        try
+        var lines = string.Join('\n', pairs.Select(p => System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
         {
-            File.WriteAllLines(file, pairs.Select(p => System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
-            {
-                ["clean_prefix"] = p.CleanPrefix, ["clean_answer"] = p.CleanAnswer, ["patch_prefix"] = p.PatchPrefix, ["patch_answer"] = p.PatchAnswer,
-            })));
-            var loaded = PromptTask.Load(file, Tokenizer);
-            return new PromptTask(name, loaded.Pairs);
-        }
-        finally { File.Delete(file); }
+            ["clean_prefix"] = p.CleanPrefix, ["clean_answer"] = p.CleanAnswer, ["patch_prefix"] = p.PatchPrefix, ["patch_answer"] = p.PatchAnswer,
+        })));
+        return new PromptTask(name, PromptTask.Read(new StringReader(lines), name, Tokenizer).Pairs);
     }
 
     /// <summary>The split <c>trace</c> uses: attribute on the first examples (default half), evaluate on the rest.</summary>

@@ -24,6 +24,21 @@ internal sealed unsafe class MappedFile : IDisposable
         Path = path; Length = length; _map = map; _view = view; _ptr = ptr;
     }
 
+    /// <summary>Maps <paramref name="path"/> and parses it; the mapping is released when the parse throws (the parsed object owns it otherwise).</summary>
+    public static T OpenAndParse<T>(string path, Func<MappedFile, T> parse)
+    {
+        var file = Open(path);
+        try
+        {
+            return parse(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
     public static MappedFile Open(string path)
     {
         if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");

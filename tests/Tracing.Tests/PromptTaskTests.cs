@@ -21,6 +21,27 @@ public class PromptTaskTests
     }
 
     [Fact]
+    public void LinesReadFromMemoryGiveTheSameTaskAsTheFile()
+    {
+        var tok = ModelLoader.Load(RepoPaths.Stories260KBin).RequireTokenizer();
+        string path = BundledFiles.Find("data", "tasks", "pronoun_gender.jsonl");
+        var fromFile = PromptTask.Load(path, tok);
+        var fromMemory = PromptTask.Read(new StringReader(File.ReadAllText(path)), "in memory", tok);
+        Assert.Equal(fromFile.Count, fromMemory.Count);
+        for (int i = 0; i < fromFile.Count; i++)
+        {
+            var (a, b) = (fromFile.Pairs[i], fromMemory.Pairs[i]);
+            Assert.Equal(a.Line, b.Line);
+            Assert.Equal(a.CleanIds, b.CleanIds);
+            Assert.Equal(a.PatchIds, b.PatchIds);
+            Assert.Equal((a.CleanAnswer, a.PatchAnswer), (b.CleanAnswer, b.PatchAnswer));
+        }
+        // Errors name the source the lines came from.
+        var e = Assert.Throws<ModelFormatException>(() => PromptTask.Read(new StringReader("{\"clean_prefix\": 3}"), "in memory", tok));
+        Assert.Contains("in memory", e.Message);
+    }
+
+    [Fact]
     public void APairWhoseAnswersAreTheSameTokenIsRefused()
     {
         var loaded = ModelLoader.Load(RepoPaths.Stories260KBin);

@@ -42,19 +42,7 @@ public sealed class GgufFile : IDisposable
         _tensorsByName = tensors.ToDictionary(t => t.Name);
     }
 
-    public static GgufFile Open(string path)
-    {
-        var file = MappedFile.Open(path);
-        try
-        {
-            return Parse(file);
-        }
-        catch
-        {
-            file.Dispose();
-            throw;
-        }
-    }
+    public static GgufFile Open(string path) => MappedFile.OpenAndParse(path, Parse);
 
     static GgufFile Parse(MappedFile file)
     {

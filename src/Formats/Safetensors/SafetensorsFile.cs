@@ -53,19 +53,7 @@ public sealed class SafetensorsFile : IDisposable
         _ => null,
     };
 
-    public static SafetensorsFile Open(string path)
-    {
-        var file = MappedFile.Open(path);
-        try
-        {
-            return Parse(file);
-        }
-        catch
-        {
-            file.Dispose();
-            throw;
-        }
-    }
+    public static SafetensorsFile Open(string path) => MappedFile.OpenAndParse(path, Parse);
 
     static SafetensorsFile Parse(MappedFile file)
     {

@@ -59,11 +59,22 @@ public sealed class PromptTask
     /// <param name="encoder">How prompts become ids (special tokens, chat template, warnings); plain text with BOS by default.</param>
     public static PromptTask Load(string path, ITextTokenizer tokenizer, bool requireEqualLengths = true, PromptEncoder? encoder = null, int? maxTokens = null)
     {
-        encoder ??= new PromptEncoder(tokenizer);
         if (!File.Exists(path)) throw new ModelFormatException(path, "task file not found");
+        using var reader = new StreamReader(path, Formats.JsonStrings.Strict, detectEncodingFromByteOrderMarks: false);
+        return Read(reader, path, tokenizer, requireEqualLengths, encoder, maxTokens);
+    }
+
+    /// <summary>
+    /// As <see cref="Load"/>, from task lines already in memory (or any reader); <paramref name="source"/> names them in
+    /// errors and gives the task its name.
+    /// </summary>
+    public static PromptTask Read(TextReader reader, string source, ITextTokenizer tokenizer, bool requireEqualLengths = true,
+        PromptEncoder? encoder = null, int? maxTokens = null)
+    {
+        string path = source;
+        encoder ??= new PromptEncoder(tokenizer);
         var pairs = new List<PromptPair>();
         int lineNo = 0;
-        using var reader = new StreamReader(path, Formats.JsonStrings.Strict, detectEncodingFromByteOrderMarks: false);
         while (true)
         {
             string? raw;
