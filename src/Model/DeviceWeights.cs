@@ -2,7 +2,10 @@ using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Model;
 
-/// <summary>The model's weights as backend tensors (<see cref="IBackend.UploadConstant(float[], int[])"/>: on the CPU backend they wrap the host arrays without copying).</summary>
+/// <summary>
+/// The model's weights as backend tensors (<see cref="IBackend.UploadConstant(float[], int[])"/>: on the CPU backend
+/// they wrap the host arrays without copying), each on the device its <see cref="LayerPlacement"/> names.
+/// </summary>
 internal sealed class DeviceWeights : IDisposable
 {
     public required Tensor TokenEmbedding { get; init; }
@@ -15,18 +18,17 @@ internal sealed class DeviceWeights : IDisposable
         public required Tensor AttnNorm, Wq, Wk, Wv, Wo, FfnNorm, W1, W2, W3;
     }
 
-    public static DeviceWeights Upload(LlamaWeights w, IBackend be)
+    public static DeviceWeights Upload(LlamaWeights w, LayerPlacement placement)
     {
         var c = w.Config;
+        var be = placement.First;
         // 16-bit matrices go to the backend as they are: the CPU keeps them 16-bit, others widen them on upload.
         Tensor Put(WeightData data, params int[] shape) => data.Half is { } half ? be.UploadConstant(half, shape) : be.UploadConstant(data.Fp32!, shape);
         var embedding = Put(w.TokenEmbedding, c.VocabSize, c.Dim);
-        return new DeviceWeights
+        var layers = w.Layers.Select((l, i) =>
         {
-            TokenEmbedding = embedding,
-            FinalNorm = Put(w.FinalNorm, c.Dim),
-            Classifier = ReferenceEquals(w.Classifier, w.TokenEmbedding) ? embedding : Put(w.Classifier, c.VocabSize, c.Dim),
-            Layers = w.Layers.Select(l => new DeviceLayer
+            be = placement.Of(i);
+            return new DeviceLayer
             {
                 AttnNorm = Put(l.AttnNorm, c.Dim),
                 Wq = Put(l.Wq, c.Dim, c.Dim),
@@ -37,7 +39,15 @@ internal sealed class DeviceWeights : IDisposable
                 W1 = Put(l.W1, c.HiddenDim, c.Dim),
                 W2 = Put(l.W2, c.Dim, c.HiddenDim),
                 W3 = Put(l.W3, c.HiddenDim, c.Dim),
-            }).ToArray(),
+            };
+        }).ToArray();
+        be = placement.Last;   // the head; a tied classifier is a copy of the embedding when the last device is not the first
+        return new DeviceWeights
+        {
+            TokenEmbedding = embedding,
+            FinalNorm = Put(w.FinalNorm, c.Dim),
+            Classifier = ReferenceEquals(w.Classifier, w.TokenEmbedding) && !placement.IsSplit ? embedding : Put(w.Classifier, c.VocabSize, c.Dim),
+            Layers = layers,
         };
     }
 
@@ -46,20 +56,26 @@ internal sealed class DeviceWeights : IDisposable
     /// do not matter (the launch ledger of a recording device, <c>bench gpu-plan</c>), at shapes whose host arrays would
     /// not fit in memory.
     /// </summary>
-    public static DeviceWeights AllocateUninitialized(LlamaConfig c, IBackend be)
+    public static DeviceWeights AllocateUninitialized(LlamaConfig c, LayerPlacement placement)
     {
-        Tensor Put(params int[] shape) => be.AllocateConstant(shape);
-        var embedding = Put(c.VocabSize, c.Dim);
+        static Tensor Put(IBackend be, params int[] shape) => be.AllocateConstant(shape);
+        var embedding = Put(placement.First, c.VocabSize, c.Dim);
+        var layers = new DeviceLayer[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var be = placement.Of(l);
+            layers[l] = new DeviceLayer
+            {
+                AttnNorm = Put(be, c.Dim), Wq = Put(be, c.Dim, c.Dim), Wk = Put(be, c.KvDim, c.Dim), Wv = Put(be, c.KvDim, c.Dim), Wo = Put(be, c.Dim, c.Dim),
+                FfnNorm = Put(be, c.Dim), W1 = Put(be, c.HiddenDim, c.Dim), W2 = Put(be, c.Dim, c.HiddenDim), W3 = Put(be, c.HiddenDim, c.Dim),
+            };
+        }
         return new DeviceWeights
         {
             TokenEmbedding = embedding,
-            FinalNorm = Put(c.Dim),
-            Classifier = c.TiedEmbeddings ? embedding : Put(c.VocabSize, c.Dim),
-            Layers = Enumerable.Range(0, c.Layers).Select(_ => new DeviceLayer
-            {
-                AttnNorm = Put(c.Dim), Wq = Put(c.Dim, c.Dim), Wk = Put(c.KvDim, c.Dim), Wv = Put(c.KvDim, c.Dim), Wo = Put(c.Dim, c.Dim),
-                FfnNorm = Put(c.Dim), W1 = Put(c.HiddenDim, c.Dim), W2 = Put(c.Dim, c.HiddenDim), W3 = Put(c.HiddenDim, c.Dim),
-            }).ToArray(),
+            FinalNorm = Put(placement.Last, c.Dim),
+            Classifier = c.TiedEmbeddings && !placement.IsSplit ? embedding : Put(placement.Last, c.VocabSize, c.Dim),
+            Layers = layers,
         };
     }
 

@@ -44,7 +44,7 @@ public sealed class ForwardPass : IDisposable
     {
         if (Logits is null) throw new InvalidOperationException("this forward computed no logits");
         var h = new float[Logits.Length];
-        Model.Backend.Download(Logits, h);
+        Model.HeadBackend.Download(Logits, h);
         return h;
     }
 
@@ -53,7 +53,7 @@ public sealed class ForwardPass : IDisposable
     {
         var t = Site(site, layer);
         var h = new float[t.Length];
-        Model.Backend.Download(t, h);
+        Model.LayerBackend(layer).Download(t, h);
         return h;
     }
 

@@ -6,6 +6,8 @@ namespace NeuronTrace.Model;
 public sealed class LayerState : IDisposable
 {
     public required Tensor Input { get; init; }      // r_l
+    /// <summary>Input is this state's own copy (the residual stream moved from the previous layer's device), freed with it.</summary>
+    public bool OwnsInput { get; init; }
     public required Tensor AttnNormed { get; init; } // RMSNorm_in(r_l)
     public required Tensor AttnRstd { get; init; }   // [rows]
     public required Tensor Q { get; init; }          // after RoPE
@@ -37,7 +39,9 @@ public sealed class LayerState : IDisposable
 
     public void Dispose()
     {
-        // Input is the previous layer's Output (or the embedding, owned by the pass), so it is not disposed here.
+        // Input is the previous layer's Output (or the embedding, owned by the pass), so it is not disposed here
+        // unless it is a copy moved across devices.
+        if (OwnsInput) Input.Dispose();
         RawZ?.Dispose();
         foreach (var t in new[] { AttnNormed, AttnRstd, Q, K, V, Lse, Z, AttnOut, Mid, FfnNormed, FfnRstd, Gate, Up, Act, MlpOut, Output })
             t.Dispose();

@@ -5,34 +5,54 @@ namespace NeuronTrace.Model;
 /// <summary>
 /// A Llama decoder on a backend: the forward and the hand-written backward, written once in terms of
 /// <see cref="IBackend"/> ops. Exact gradients and RelP differ only in the <see cref="BackwardRules"/> passed in.
+/// Each layer runs on the backend its <see cref="LayerPlacement"/> gives (one for the whole model unless it is split
+/// over devices); callers put a layer's tensors on <see cref="LayerBackend"/> and read logits from <see cref="HeadBackend"/>.
 /// </summary>
 public sealed class Llama : IDisposable
 {
     readonly DeviceWeights _w;
-    // RoPE tables, grown (never shrunk) to the longest batch seen. Forwards may run on two threads at once (the
-    // attribution runs the patch forward beside the clean one on the CPU), so growth is locked and replaced tables
-    // are kept until Dispose: a forward still rotating with the old ones must not see them freed.
-    Tensor? _cos, _sin;
-    int _ropePositions;
+    readonly LayerPlacement _placement;
+    // RoPE tables per device, grown (never shrunk) to the longest batch seen. Forwards may run on two threads at once
+    // (the attribution runs the patch forward beside the clean one on the CPU), so growth is locked and replaced
+    // tables are kept until Dispose: a forward still rotating with the old ones must not see them freed.
+    readonly Dictionary<IBackend, (Tensor Cos, Tensor Sin, int Positions)> _rope = new(ReferenceEqualityComparer.Instance);
     readonly Lock _ropeLock = new();
     readonly List<Tensor> _oldRopeTables = [];
 
-    public Llama(LlamaWeights weights, IBackend backend)
-        : this(weights.Config, backend, DeviceWeights.Upload(weights, backend)) { }
+    public Llama(LlamaWeights weights, IBackend backend) : this(weights, LayerPlacement.Single(backend, weights.Config.Layers)) { }
 
-    Llama(LlamaConfig config, IBackend backend, DeviceWeights weights)
+    /// <summary>The model with each layer's weights on the device <paramref name="placement"/> gives it.</summary>
+    public Llama(LlamaWeights weights, LayerPlacement placement)
+        : this(weights.Config, placement, DeviceWeights.Upload(weights, Checked(placement, weights.Config))) { }
+
+    Llama(LlamaConfig config, LayerPlacement placement, DeviceWeights weights)
     {
         Config = config;
-        Backend = backend;
+        _placement = placement;
         _w = weights;
     }
 
+    static LayerPlacement Checked(LayerPlacement p, LlamaConfig c) =>
+        p.LayerCount == c.Layers ? p : throw new ArgumentException($"the placement covers {p.LayerCount} layers, the model has {c.Layers}");
+
     /// <summary>A model whose weights are allocated on <paramref name="backend"/> but never set (see <see cref="DeviceWeights.AllocateUninitialized"/>).</summary>
     public static Llama WithUninitializedWeights(LlamaConfig config, IBackend backend) =>
-        new(config, backend, DeviceWeights.AllocateUninitialized(config, backend));
+        WithUninitializedWeights(config, LayerPlacement.Single(backend, config.Layers));
+
+    /// <summary>As <see cref="WithUninitializedWeights(LlamaConfig, IBackend)"/>, each layer on its device.</summary>
+    public static Llama WithUninitializedWeights(LlamaConfig config, LayerPlacement placement) =>
+        new(config, Checked(placement, config), DeviceWeights.AllocateUninitialized(config, placement));
 
     public LlamaConfig Config { get; }
-    public IBackend Backend { get; }
+    /// <summary>The backend of the embedding and layer 0: the only one unless the model is split over devices.</summary>
+    public IBackend Backend => _placement.First;
+    /// <summary>The backend of the final norm, the classifier and the logits (the last layer's).</summary>
+    public IBackend HeadBackend => _placement.Last;
+    /// <summary>The backend layer <paramref name="layer"/>'s weights, states and gradients live on.</summary>
+    public IBackend LayerBackend(int layer) => _placement.Of(layer);
+    public LayerPlacement Placement => _placement;
+    /// <summary>Where <see cref="ForwardLayer"/> expects layer <paramref name="layer"/>'s input: where the layer below left it (the embedding's device for layer 0).</summary>
+    internal IBackend InputBackend(int layer) => layer == 0 ? Backend : LayerBackend(layer - 1);
 
     /// <summary>Runs the batch through the model, applying <paramref name="plan"/>'s edits at their sites.</summary>
     public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null)
@@ -51,6 +71,7 @@ public sealed class Llama : IDisposable
 
         if (logitRows == LogitRows.None)
             return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []);
+        be = HeadBackend;
         int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, rows).ToArray() : batch.LastRows();
         var finalInput = be.AllocateUninitialized(index.Length, d);
         be.GatherRows(x, index, finalInput);
@@ -67,17 +88,21 @@ public sealed class Llama : IDisposable
     /// One decoder block over <paramref name="x"/> (r_l, [rows, dim]) with <paramref name="plan"/>'s edits. The sweep
     /// (<see cref="MeanAblationSweep"/>) starts it above a shared prefix and may compute the MLP output itself:
     /// <paramref name="mlp"/> returns true when it filled MlpOut from FfnNormed (Gate, Up and Act then stay unwritten).
+    /// <paramref name="x"/> is on <see cref="InputBackend"/>(l), where the layer below left it.
     /// </summary>
     internal LayerState ForwardLayer(int l, Tensor x, TokenBatch batch, InterventionPlan? plan, Func<LayerState, bool>? mlp = null)
     {
-        var c = Config; var be = Backend;
+        var c = Config; var be = LayerBackend(l);
         int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
-        var (cosTable, sinTable) = EnsureRope(T);
+        var (cosTable, sinTable) = EnsureRope(T, be);
         var shape = new AttentionShape(batch.Size, T, c.Heads, c.KvHeads, c.HeadDim);
         var w = _w.Layers[l];
+        // The first layer of a device takes the residual stream from the previous device (a copy this state owns).
+        bool crossed = !ReferenceEquals(InputBackend(l), be);
+        if (crossed) x = LayerPlacement.Transfer(x, InputBackend(l), be);
         var s = new LayerState
         {
-            Input = x,
+            Input = x, OwnsInput = crossed,
             AttnNormed = be.AllocateUninitialized(rows, d), AttnRstd = be.AllocateUninitialized(rows),
             Q = be.AllocateUninitialized(rows, d), K = be.AllocateUninitialized(rows, c.KvDim), V = be.AllocateUninitialized(rows, c.KvDim),
             Lse = be.AllocateUninitialized(batch.Size, c.Heads, T), Z = be.AllocateUninitialized(rows, d), AttnOut = be.AllocateUninitialized(rows, d),
@@ -125,7 +150,7 @@ public sealed class Llama : IDisposable
     /// <summary>Last-position logits of the block output <paramref name="x"/> (the forward's head, for a forward run layer by layer).</summary>
     internal float[] LastLogits(Tensor x, TokenBatch batch)
     {
-        var c = Config; var be = Backend;
+        var c = Config; var be = HeadBackend;
         int[] index = batch.LastRows();
         using var finalInput = be.AllocateUninitialized(index.Length, c.Dim);
         be.GatherRows(x, index, finalInput);
@@ -151,7 +176,7 @@ public sealed class Llama : IDisposable
         if (pass.Logits is null || pass.FinalInput is null || pass.FinalRstd is null)
             throw new InvalidOperationException("backward needs a forward that computed logits");
         RefuseForwardOnly(plan);
-        var c = Config; var be = Backend; var batch = pass.Batch;
+        var c = Config; var be = HeadBackend; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim, n = pass.LogitRowIndex.Length;
 
         // Classifier and final norm, then into the residual rows the logits were read at.
@@ -179,8 +204,8 @@ public sealed class Llama : IDisposable
         if (lowestLayer > layer) throw new ArgumentOutOfRangeException(nameof(lowestLayer), "lowest layer above the seed layer");
         if (siteGrad.Length != (long)pass.Batch.Rows * site.Width(c)) throw new ArgumentException("seed gradient is not [rows, site width]");
         RefuseForwardOnly(plan);
-        var dR = Backend.Allocate(pass.Batch.Rows, c.Dim);
-        Backend.Fill(dR, 0f);
+        var dR = LayerBackend(layer).Allocate(pass.Batch.Rows, c.Dim);
+        LayerBackend(layer).Fill(dR, 0f);
         return BackwardLayers(pass, dR, layer, (site, siteGrad), rules, sites, plan, lowestLayer, stopMlp);
     }
 
@@ -191,23 +216,26 @@ public sealed class Llama : IDisposable
     SiteGradients BackwardLayers(ForwardPass pass, Tensor dR, int topLayer, (NodeSite Site, Tensor Grad)? seed, BackwardRules rules,
         IReadOnlyCollection<NodeSite> sites, InterventionPlan? plan, int lowestLayer, Func<int, bool>? stopMlp)
     {
-        var c = Config; var be = Backend; var batch = pass.Batch;
+        var c = Config; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim;
         var shape = new AttentionShape(batch.Size, batch.SeqLen, c.Heads, c.KvHeads, c.HeadDim);
-        var (cosTable, sinTable) = EnsureRope(batch.SeqLen);   // the forward made them; this takes a snapshot
-        var grads = new SiteGradients(be, c.Layers);
+        var grads = new SiteGradients(LayerBackend, c.Layers);
 
-        using var dZ = be.Allocate(rows, d);
-        using var dUpstream = be.Allocate(rows, d);
-        using var dAct = be.Allocate(rows, c.HiddenDim);
-        using var dGate = be.Allocate(rows, c.HiddenDim);
-        using var dUp = be.Allocate(rows, c.HiddenDim);
-        using var dNorm = be.Allocate(rows, d);
-        using var dQ = be.Allocate(rows, d);
-        using var dK = be.Allocate(rows, c.KvDim);
-        using var dV = be.Allocate(rows, c.KvDim);
+        // The scratch lives on the device of the layer being run: made again (and dR moved) where the layers change device.
+        using var scratch = new BackwardScratch(rows, c);
+        IBackend be = null!;
+        Tensor cosTable = null!, sinTable = null!, dZ = null!, dUpstream = null!, dAct = null!, dGate = null!, dUp = null!, dNorm = null!,
+            dQ = null!, dK = null!, dV = null!;
         for (int l = topLayer; l >= lowestLayer; l--)
         {
+            if (!ReferenceEquals(be, LayerBackend(l)))
+            {
+                // dR starts on the top layer's device (the head's is the last layer's); below, it follows the layers.
+                if (be is not null) { var moved = LayerPlacement.Transfer(dR, be, LayerBackend(l)); dR.Dispose(); dR = moved; }
+                be = LayerBackend(l);
+                (cosTable, sinTable) = EnsureRope(batch.SeqLen, be);   // the forward made them; this takes a snapshot
+                (dZ, dUpstream, dAct, dGate, dUp, dNorm, dQ, dK, dV) = scratch.On(be);
+            }
             var s = pass.Layers[l];
             var w = _w.Layers[l];
             var seedHere = l == topLayer ? seed?.Site : null;
@@ -295,31 +323,30 @@ public sealed class Llama : IDisposable
 
     void Edit(InterventionPlan? plan, NodeSite site, int layer, Tensor value)
     {
-        if (plan is not null && plan.TryGet(site, layer, out var scale, out var offset)) Backend.Intervene(value, scale, offset);
-        if (plan is not null && plan.TryGetMeanAblation(site, layer, out var a)) Backend.MeanAblate(value, a.Means, a.KeepBits, a.KeepRow, a.MeanRow);
+        if (plan is not null && plan.TryGet(site, layer, out var scale, out var offset)) LayerBackend(layer).Intervene(value, scale, offset);
+        if (plan is not null && plan.TryGetMeanAblation(site, layer, out var a)) LayerBackend(layer).MeanAblate(value, a.Means, a.KeepBits, a.KeepRow, a.MeanRow);
         if (plan is not null && plan.TryGetTransform(site, layer, out var transform)) transform(value);
     }
 
-    /// <summary>Tables covering at least <paramref name="positions"/> positions (rows beyond a batch's length are unused).</summary>
-    (Tensor Cos, Tensor Sin) EnsureRope(int positions)
+    /// <summary>Tables on <paramref name="be"/> covering at least <paramref name="positions"/> positions (rows beyond a batch's length are unused).</summary>
+    (Tensor Cos, Tensor Sin) EnsureRope(int positions, IBackend be)
     {
         lock (_ropeLock)
         {
-            if (_cos is not null && positions <= _ropePositions) return (_cos, _sin!);
+            if (_rope.TryGetValue(be, out var t) && positions <= t.Positions) return (t.Cos, t.Sin);
             int n = Math.Max(positions, Math.Min(Config.MaxSeqLen, 256));
             var (cos, sin) = RopeTables.Build(Config, n);
-            if (_cos is not null) { _oldRopeTables.Add(_cos); _oldRopeTables.Add(_sin!); }
-            _cos = Backend.Upload(cos, n, Config.HeadDim / 2);
-            _sin = Backend.Upload(sin, n, Config.HeadDim / 2);
-            _ropePositions = n;
-            return (_cos, _sin);
+            if (t.Cos is not null) { _oldRopeTables.Add(t.Cos); _oldRopeTables.Add(t.Sin); }
+            t = (be.Upload(cos, n, Config.HeadDim / 2), be.Upload(sin, n, Config.HeadDim / 2), n);
+            _rope[be] = t;
+            return (t.Cos, t.Sin);
         }
     }
 
     public void Dispose()
     {
         _w.Dispose();
-        _cos?.Dispose(); _sin?.Dispose();
+        foreach (var t in _rope.Values) { t.Cos.Dispose(); t.Sin.Dispose(); }
         foreach (var t in _oldRopeTables) t.Dispose();
     }
 }

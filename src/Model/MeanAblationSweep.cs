@@ -46,9 +46,9 @@ public sealed class MeanAblationSweep : IDisposable
         if (means.Count != c.Layers) throw new ArgumentException($"{means.Count} layers of means for a {c.Layers}-layer model");
         if (meanPositions < _maxLen) throw new ArgumentException("the means do not cover every position of the evaluation prompts");
         _hostMeans = means.ToArray();
-        _deviceMeans = means.Select(m => model.Backend.Upload(m, meanPositions, _width)).ToArray();
+        _deviceMeans = means.Select((m, l) => model.LayerBackend(l).Upload(m, meanPositions, _width)).ToArray();
         using var pass = model.Forward(_clean, LogitRows.Last);
-        _cleanInputs = pass.Layers.Select(s => { var h = new float[s.Input.Length]; model.Backend.Download(s.Input, h); return h; }).ToArray();
+        _cleanInputs = pass.Layers.Select((s, l) => { var h = new float[s.Input.Length]; model.LayerBackend(l).Download(s.Input, h); return h; }).ToArray();
         _cleanLogits = pass.HostLogits();
         _constants = new float[c.Layers][];
         _downT = new float[c.Layers][];
@@ -114,7 +114,7 @@ public sealed class MeanAblationSweep : IDisposable
     /// <summary>Last-position logits [masks · B, vocab] (replica-major) of one planned forward.</summary>
     public float[] LastLogits(IReadOnlyList<bool[]> masks, SweepChunk chunk)
     {
-        var c = _model.Config; var be = _model.Backend;
+        var c = _model.Config;
         int R = masks.Count, B = _prompts.Count, L = c.Layers;
         int start = Math.Min(chunk.StartLayer, masks.Min(FirstChangedLayer));   // a chunk never starts above a mask's change
         if (start == L) return Enumerable.Range(0, R).SelectMany(_ => _cleanLogits).ToArray();
@@ -126,7 +126,7 @@ public sealed class MeanAblationSweep : IDisposable
         var (keepRow, meanRow) = RowTables(batch, R);
 
         using var plan = new InterventionPlan();
-        var x = be.Upload(x0, batch.Rows, d);
+        var x = _model.InputBackend(start).Upload(x0, batch.Rows, d);
         LayerState? previous = null;
         try
         {

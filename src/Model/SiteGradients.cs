@@ -2,9 +2,11 @@ using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Model;
 
-/// <summary>∂metric/∂(site value) for every recorded site and layer, [rows, width] on the backend.</summary>
-public sealed class SiteGradients(IBackend backend, int layers) : IDisposable
+/// <summary>∂metric/∂(site value) for every recorded site and layer, [rows, width] on the layer's backend.</summary>
+public sealed class SiteGradients(Func<int, IBackend> backendOfLayer, int layers) : IDisposable
 {
+    public SiteGradients(IBackend backend, int layers) : this(_ => backend, layers) { }
+
     readonly Dictionary<(NodeSite, int), Tensor> _grads = new();
 
     public int LayerCount { get; } = layers;
@@ -22,7 +24,7 @@ public sealed class SiteGradients(IBackend backend, int layers) : IDisposable
     {
         var t = Get(site, layer);
         var h = new float[t.Length];
-        backend.Download(t, h);
+        backendOfLayer(layer).Download(t, h);
         return h;
     }
 

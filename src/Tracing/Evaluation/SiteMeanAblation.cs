@@ -72,7 +72,7 @@ public sealed class SiteMeanAblation : CircuitAblation
     {
         var c = Model.Config;
         var means = new Tensor[c.Layers];
-        for (int l = 0; l < c.Layers; l++) means[l] = Model.Backend.Upload(_means.Get(_site, l), _means.Positions, Grid.Width);
+        for (int l = 0; l < c.Layers; l++) means[l] = Model.LayerBackend(l).Upload(_means.Get(_site, l), _means.Positions, Grid.Width);
         _deviceMeans = means;
         return new Release(this);
     }

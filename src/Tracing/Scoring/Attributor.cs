@@ -34,7 +34,7 @@ public static class Attributor
         var cleanMeans = baseline == Baseline.Mean
             ? SiteMeans.Compute(model, task.Pairs.Select(p => p.CleanIds).ToList(), sites, Math.Max(1, options.BatchSize))
             : null;
-        using var sums = new ScoreSums(model.Backend, model.Config, sites, positions);
+        using var sums = new ScoreSums(model.LayerBackend, model.Config, sites, positions);
         var counts = new int[positions];
 
         int batchSize = Math.Max(1, options.BatchSize);
@@ -48,7 +48,7 @@ public static class Attributor
         long igRuns = 0;
         for (int start = 0; start < task.Count; start += batchSize)
             igRuns += splitBatches && Math.Min(batchSize, task.Count - start) >= 2 ? 2 : 1;
-        using var secondSums = splitBatches ? new ScoreSums(model.Backend, model.Config, sites, positions) : null;
+        using var secondSums = splitBatches ? new ScoreSums(model.LayerBackend, model.Config, sites, positions) : null;
         for (int start = 0; start < task.Count; start += batchSize)
         {
             var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();
@@ -116,7 +116,6 @@ public static class Attributor
     sealed class BatchContext : IDisposable
     {
         readonly Llama _model;
-        readonly IBackend _be;
         readonly List<PromptPair> _pairs;
         readonly Metric _metric;
         readonly NodeSite[] _sites;
@@ -128,12 +127,12 @@ public static class Attributor
         readonly int _igRowsPerPass;
         /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
         readonly int[] _scoreRowOf;
-        readonly Dictionary<int, (Tensor MinusOne, Tensor Zero)> _constants = new();
+        readonly Dictionary<(IBackend, int), (Tensor MinusOne, Tensor Zero)> _constants = new();
 
         public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, NodeSite[] sites,
             int positions, bool concurrentPatch, int igRowsPerPass)
         {
-            _model = model; _be = model.Backend; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
+            _model = model; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
             _igRowsPerPass = igRowsPerPass;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
             _scoreRowOf = new int[_clean.Rows];
@@ -165,6 +164,8 @@ public static class Attributor
         ForwardPass PatchPass => _patchForward!.GetAwaiter().GetResult();
 
         LlamaConfig Config => _model.Config;
+        /// <summary>Where layer <paramref name="l"/>'s site values, gradients and score sums live (one backend unless the model is split).</summary>
+        IBackend Be(int l) => _model.LayerBackend(l);
 
         /// <summary>AtP and RelP: one backward from the clean run gives the gradient at every site.</summary>
         public void GradientTimesDelta(BackwardRules rules, ScoreSums sums)
@@ -192,7 +193,7 @@ public static class Attributor
                 {
                     var (aC, aP) = HostEndpoints(s, l);
                     int w = s.Width(Config);
-                    using var gradientSum = ZeroRows(w);
+                    using var gradientSum = ZeroRows(w, l);
                     foreach (var (first, count) in PathChunks(steps))
                     {
                         var scale = new float[count * rows * w];
@@ -203,11 +204,11 @@ public static class Attributor
                             for (int i = 0; i < rows * w; i++) offset[j * rows * w + i] = aC[i] + alpha * (aP[i] - aC[i]);
                         }
                         using var plan = new InterventionPlan();
-                        plan.Set(s, l, _be.Upload(scale, count * rows, w), _be.Upload(offset, count * rows, w));
+                        plan.Set(s, l, Be(l).Upload(scale, count * rows, w), Be(l).Upload(offset, count * rows, w));
                         using var pass = _model.Forward(Replicated(count), LogitRows.Last, plan);
                         using var dLogits = MetricGradient(pass, count);
                         using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
-                        AddReplicas(grads.Get(s, l), count, gradientSum);
+                        AddReplicas(Be(l), grads.Get(s, l), count, gradientSum);
                     }
                     using var delta = Delta(s, l);
                     Accumulate(sums, s, l, delta, gradientSum, 1f / steps);
@@ -225,7 +226,7 @@ public static class Attributor
             try
             {
                 foreach (var s in _sites)
-                    for (int l = 0; l < Config.Layers; l++) gradientSums[(s, l)] = ZeroRows(s.Width(Config));
+                    for (int l = 0; l < Config.Layers; l++) gradientSums[(s, l)] = ZeroRows(s.Width(Config), l);
                 foreach (var (first, count) in PathChunks(steps))
                 {
                     var offset = new float[count * rows * d];
@@ -235,12 +236,12 @@ public static class Attributor
                         for (int i = 0; i < rows * d; i++) offset[j * rows * d + i] = xP[i] + alpha * (xC[i] - xP[i]);
                     }
                     using var plan = new InterventionPlan();
-                    plan.SetEmbedding(_be.Upload(new float[count * rows * d], count * rows, d), _be.Upload(offset, count * rows, d));
+                    plan.SetEmbedding(_model.Backend.Upload(new float[count * rows * d], count * rows, d), _model.Backend.Upload(offset, count * rows, d));
                     using var pass = _model.Forward(Replicated(count), LogitRows.Last, plan);
                     using var dLogits = MetricGradient(pass, count);
                     using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, _sites);
                     foreach (var s in _sites)
-                        for (int l = 0; l < Config.Layers; l++) AddReplicas(grads.Get(s, l), count, gradientSums[(s, l)]);
+                        for (int l = 0; l < Config.Layers; l++) AddReplicas(Be(l), grads.Get(s, l), count, gradientSums[(s, l)]);
                 }
                 foreach (var s in _sites)
                     for (int l = 0; l < Config.Layers; l++)
@@ -266,18 +267,18 @@ public static class Attributor
         TokenBatch Replicated(int count) =>
             new(Enumerable.Range(0, count).SelectMany(_ => _pairs.Select(p => p.CleanIds)).ToList());
 
-        Tensor ZeroRows(int w)
+        Tensor ZeroRows(int w, int layer)
         {
-            var t = _be.Allocate(_clean.Rows, w);
-            _be.Fill(t, 0f);
+            var t = Be(layer).Allocate(_clean.Rows, w);
+            Be(layer).Fill(t, 0f);
             return t;
         }
 
         /// <summary>Adds the <paramref name="count"/> back-to-back copies of the batch in <paramref name="g"/> into <paramref name="sum"/>.</summary>
-        void AddReplicas(Tensor g, int count, Tensor sum)
+        void AddReplicas(IBackend be, Tensor g, int count, Tensor sum)
         {
             int rows = _clean.Rows;
-            _be.ScatterAddRows(g, Enumerable.Range(0, rows * count).Select(r => r % rows).ToArray(), sum);
+            be.ScatterAddRows(g, Enumerable.Range(0, rows * count).Select(r => r % rows).ToArray(), sum);
         }
 
         /// <summary>∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch.</summary>
@@ -292,7 +293,7 @@ public static class Attributor
                     int row = r * _pairs.Count + b;
                     _metric.Gradient(logits.AsSpan(row * v, v), _pairs[b], g.AsSpan(row * v, v));
                 }
-            return _be.Upload(g, logits.Length / v, v);
+            return _model.HeadBackend.Upload(g, logits.Length / v, v);
         }
 
         /// <summary>a_baseline − a_clean of one site and layer, [rows, width] on the backend.</summary>
@@ -300,16 +301,17 @@ public static class Attributor
         {
             var aC = _cleanPass.Site(s, l);
             int w = s.Width(Config);
-            var (minusOne, zero) = Constants(w);
-            var delta = _be.Allocate(_clean.Rows, w);
-            _be.Copy(aC, delta);
+            var be = Be(l);
+            var (minusOne, zero) = Constants(w, be);
+            var delta = be.Allocate(_clean.Rows, w);
+            be.Copy(aC, delta);
             switch (_baseline)
             {
-                case Baseline.Patch: _be.Intervene(delta, minusOne, PatchPass.Site(s, l)); break;
-                case Baseline.Zero: _be.Intervene(delta, minusOne, zero); break;
+                case Baseline.Patch: be.Intervene(delta, minusOne, PatchPass.Site(s, l)); break;
+                case Baseline.Zero: be.Intervene(delta, minusOne, zero); break;
                 case Baseline.Mean:
-                    using (var mean = _be.Upload(MeanRows(s, l), _clean.Rows, w))
-                        _be.Intervene(delta, minusOne, mean);
+                    using (var mean = be.Upload(MeanRows(s, l), _clean.Rows, w))
+                        be.Intervene(delta, minusOne, mean);
                     break;
                 default: throw new ArgumentOutOfRangeException();
             }
@@ -317,14 +319,14 @@ public static class Attributor
         }
 
         /// <summary>−1 and 0 of a [rows, width] shape, for the affine op that forms the deltas.</summary>
-        (Tensor MinusOne, Tensor Zero) Constants(int w)
+        (Tensor MinusOne, Tensor Zero) Constants(int w, IBackend be)
         {
-            if (_constants.TryGetValue(w, out var c)) return c;
-            var minusOne = _be.Allocate(_clean.Rows, w);
-            _be.Fill(minusOne, -1f);
-            var zero = _be.Allocate(_clean.Rows, w);
-            _be.Fill(zero, 0f);
-            return _constants[w] = (minusOne, zero);
+            if (_constants.TryGetValue((be, w), out var c)) return c;
+            var minusOne = be.Allocate(_clean.Rows, w);
+            be.Fill(minusOne, -1f);
+            var zero = be.Allocate(_clean.Rows, w);
+            be.Fill(zero, 0f);
+            return _constants[(be, w)] = (minusOne, zero);
         }
 
         (float[] Clean, float[] Baseline) HostEndpoints(NodeSite s, int l)
@@ -359,17 +361,18 @@ public static class Attributor
         /// </summary>
         void Accumulate(ScoreSums sums, NodeSite s, int l, Tensor delta, Tensor g, float gradientScale = 1f)
         {
-            _be.Multiply(delta, g);
+            var be = Be(l);
+            be.Multiply(delta, g);
             if (gradientScale != 1f)
             {
-                using var factor = _be.Allocate(_clean.Rows, s.Width(Config));
-                _be.Fill(factor, gradientScale);
-                _be.Multiply(delta, factor);
+                using var factor = be.Allocate(_clean.Rows, s.Width(Config));
+                be.Fill(factor, gradientScale);
+                be.Multiply(delta, factor);
             }
-            _be.ScatterAddRows(delta, _scoreRowOf, sums.Get(s, l));
+            be.ScatterAddRows(delta, _scoreRowOf, sums.Get(s, l));
         }
 
-        float[] Host(Tensor t) { var h = new float[t.Length]; _be.Download(t, h); return h; }
+        float[] Host(Tensor t) { var h = new float[t.Length]; _model.Backend.Download(t, h); return h; }   // the embeddings (first device)
 
         public void Dispose()
         {

@@ -10,18 +10,20 @@ namespace NeuronTrace.Tracing.Scoring;
 /// </summary>
 internal sealed class ScoreSums : IDisposable
 {
-    readonly IBackend _backend;
+    readonly Func<int, IBackend> _backendOf;
     readonly LlamaConfig _config;
     readonly NodeSite[] _sites;
     readonly int _positions;
     readonly Dictionary<(NodeSite, int), Tensor> _sums = new();
 
-    public ScoreSums(IBackend backend, LlamaConfig config, NodeSite[] sites, int positions)
+    /// <param name="backendOfLayer">Where each layer's sums live (the layer's device of a split model).</param>
+    public ScoreSums(Func<int, IBackend> backendOfLayer, LlamaConfig config, NodeSite[] sites, int positions)
     {
-        _backend = backend; _config = config; _sites = sites; _positions = positions;
+        _backendOf = backendOfLayer; _config = config; _sites = sites; _positions = positions;
         foreach (var s in sites)
             for (int l = 0; l < config.Layers; l++)
             {
+                var backend = backendOfLayer(l);
                 var t = backend.Allocate(positions + 1, s.Width(config));
                 backend.Fill(t, 0f);
                 _sums[(s, l)] = t;
@@ -33,7 +35,7 @@ internal sealed class ScoreSums : IDisposable
     /// <summary>Adds another set of sums over the same sites and positions (e.g. a second thread's) into these.</summary>
     public void Add(ScoreSums other)
     {
-        foreach (var (key, t) in _sums) _backend.Add(t, other._sums[key]);
+        foreach (var (key, t) in _sums) _backendOf(key.Item2).Add(t, other._sums[key]);
     }
 
     /// <summary>
@@ -45,24 +47,25 @@ internal sealed class ScoreSums : IDisposable
     {
         var scores = new NodeScores(_config, _sites, _positions);
         var rows = Enumerable.Range(0, _positions).ToArray();
-        var inverses = new Dictionary<int, Tensor>();
+        var inverses = new Dictionary<(IBackend, int), Tensor>();
         try
         {
             foreach (var s in _sites)
             {
                 int w = s.Width(_config);
-                if (!inverses.TryGetValue(w, out var inverse))
-                {
-                    var host = new float[_positions * w];
-                    for (int p = 0; p < _positions; p++) host.AsSpan(p * w, w).Fill(1f / examplesAtPosition[p]);
-                    inverses[w] = inverse = _backend.Upload(host, _positions, w);
-                }
                 for (int l = 0; l < _config.Layers; l++)
                 {
-                    using var mean = _backend.AllocateUninitialized(_positions, w);
-                    _backend.GatherRows(_sums[(s, l)], rows, mean);
-                    _backend.Multiply(mean, inverse);
-                    _backend.Download(mean, scores.Get(s, l));
+                    var backend = _backendOf(l);
+                    if (!inverses.TryGetValue((backend, w), out var inverse))
+                    {
+                        var host = new float[_positions * w];
+                        for (int p = 0; p < _positions; p++) host.AsSpan(p * w, w).Fill(1f / examplesAtPosition[p]);
+                        inverses[(backend, w)] = inverse = backend.Upload(host, _positions, w);
+                    }
+                    using var mean = backend.AllocateUninitialized(_positions, w);
+                    backend.GatherRows(_sums[(s, l)], rows, mean);
+                    backend.Multiply(mean, inverse);
+                    backend.Download(mean, scores.Get(s, l));
                 }
             }
         }
