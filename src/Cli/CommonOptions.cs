@@ -25,19 +25,20 @@ public static class CommonOptions
         Description = "Model file or folder: a llama2.c .bin (tokenizer beside it), a .gguf, a Hugging Face folder, or a Hugging Face id ORG/NAME[@REVISION] from the local hub cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; nothing is downloaded). Default: the bundled stories260K.",
     };
 
-    /// <summary>cpu, cuda (GPU 0) or cuda:N; checked at parse time.</summary>
-    public static Option<string> Device()
+    /// <summary>cpu, cuda (GPU 0) or cuda:N, and with <paramref name="layerSplit"/> cuda:N,M,…; checked at parse time.</summary>
+    public static Option<string> Device(bool layerSplit = false)
     {
         var o = new Option<string>("--device")
         {
-            Description = "Backend: cpu (managed, default), cuda (GPU 0) or cuda:N (GPU N as numbered under CUDA_VISIBLE_DEVICES, 0..63; Slurm's --gpus-per-task sets it per shard).",
+            Description = "Backend: cpu (managed, default), cuda (GPU 0) or cuda:N (GPU N as numbered under CUDA_VISIBLE_DEVICES, 0..63; Slurm's --gpus-per-task sets it per shard)" +
+                (layerSplit ? ", or cuda:N,M,… for a model larger than one GPU: its layers split over those GPUs in contiguous ranges balanced by weight size." : "."),
             DefaultValueFactory = _ => "cpu",
         };
         o.Validators.Add(r =>
         {
             string v = r.GetValueOrDefault<string>() ?? "";
             if (v is "cpu" or "cuda") return;
-            try { if (CudaBackends.Ordinal(v) is not null) return; }
+            try { if ((layerSplit ? CudaBackends.Ordinals(v)?.Length : CudaBackends.Ordinal(v)) is not null) return; }
             catch (UsageException e) { r.AddError(e.Message); return; }
             r.AddError($"unknown --device {ErrorText.Quote(v)} (cpu, cuda or cuda:N)");
         });
@@ -63,6 +64,25 @@ public static class CommonOptions
             new Option<bool>("--force") { Description = forceDescription });
 
     public static LoadedModel LoadModel(string? path) => ModelLoader.Load(path);
+
+    /// <summary>
+    /// The model on <paramref name="device"/>; for cuda:N,M,… its layers split over those GPUs (<see cref="LayerPlacement.Balanced"/>),
+    /// the split named on stderr.
+    /// </summary>
+    public static Llama OpenModel(LlamaWeights weights, string device)
+    {
+        if (CudaBackends.Ordinals(device) is not { Length: > 1 } ordinals) return new Llama(weights, OpenBackend(device));
+        var c = weights.Config;
+        if (ordinals.Length > c.Layers) throw new UsageException($"--device {device}: {ordinals.Length} GPUs for a model of {c.Layers} layers; each GPU needs a layer");
+        var backends = ordinals.Select(CudaBackends.Open).ToArray();
+        var placement = LayerPlacement.Balanced(c, backends);
+        Console.Error.WriteLine("layers split: " + string.Join(", ", ordinals.Select((n, d) =>
+        {
+            var (first, end) = placement.LayersOf(d);
+            return $"cuda:{n} layers {first}..{end - 1} ({Tracing.Pipeline.MemoryPlan.Gib(placement.ParametersOn(d, c) * 4)} of weights)";
+        })));
+        return new Llama(weights, placement);
+    }
 
     public static IBackend OpenBackend(string device) => device switch
     {

@@ -1,3 +1,4 @@
+using NeuronTrace.Model;
 using NeuronTrace.Runtime;
 using NeuronTrace.Runtime.Cuda;
 
@@ -13,14 +14,26 @@ static class CudaBackends
     /// <summary>The most device ordinals <c>--device cuda:N</c> accepts (N in 0..MaxOrdinal).</summary>
     public const int MaxOrdinal = 63;
 
-    /// <summary>N of "cuda:N"; null for any other text. "cuda:0,1" (layers split over devices) is refused in one line.</summary>
+    /// <summary>The commands that take several devices (cuda:N,M,…: the model's layers split over them).</summary>
+    public const string SplitCommands = "attribute, trace and plan";
+
+    /// <summary>N of "cuda:N"; null for any other text. A list (cuda:0,1) is refused in one line: see <see cref="Ordinals"/>.</summary>
     public static int? Ordinal(string device)
     {
+        if (Ordinals(device) is not { } all) return null;
+        return all.Length == 1 ? all[0]
+            : throw new UsageException($"--device {device}: splitting a model's layers over several GPUs is done by {SplitCommands}; give one device (cuda:N) here");
+    }
+
+    /// <summary>The N of "cuda:N" or each of "cuda:N,M,…" (distinct, in pipeline order); null for text not starting "cuda:".</summary>
+    public static int[]? Ordinals(string device)
+    {
         if (!device.StartsWith("cuda:", StringComparison.Ordinal)) return null;
-        string n = device["cuda:".Length..];
-        if (n.Contains(',')) throw new UsageException($"--device {device}: splitting a model's layers over several GPUs is not supported yet; give one device (cuda:N)");
-        return int.TryParse(n, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i) && i <= MaxOrdinal
-            ? i : throw new UsageException($"--device {device}: N of cuda:N must be a device number in 0..{MaxOrdinal}");
+        var all = device["cuda:".Length..].Split(',').Select(n =>
+            int.TryParse(n, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int i) && i <= MaxOrdinal
+                ? i : throw new UsageException($"--device {ErrorText.Quote(device)}: N of cuda:N (or each of cuda:N,M,…) must be a device number in 0..{MaxOrdinal}")).ToArray();
+        if (all.Distinct().Count() != all.Length) throw new UsageException($"--device {device}: a device is named twice");
+        return all;
     }
 
     public static IBackend Open(int ordinal = 0)

@@ -53,12 +53,19 @@ public sealed class LayerPlacement
         if (devices.Count == 0) throw new ArgumentException("no device to place the layers on");
         if (devices.Count > c.Layers) throw new ArgumentException($"{devices.Count} devices for {c.Layers} layers: each device needs at least one layer");
         if (devices.Distinct(ReferenceEqualityComparer.Instance).Count() != devices.Count) throw new ArgumentException("a device is given twice");
-        int[] starts = BalancedStarts(Enumerable.Repeat(LayerParameters(c), c.Layers).ToArray(),
-            (long)c.VocabSize * c.Dim, (long)c.VocabSize * c.Dim + c.Dim, devices.Count);
+        int[] starts = BalancedStarts(c, devices.Count);
         var of = new int[c.Layers];
         for (int dv = 0; dv < starts.Length; dv++)
             for (int l = starts[dv]; l < (dv + 1 < starts.Length ? starts[dv + 1] : c.Layers); l++) of[l] = dv;
         return new LayerPlacement([.. devices], of);
+    }
+
+    /// <summary>The first layer of each of <paramref name="devices"/> devices under <see cref="Balanced"/> (from the shape alone, for the memory plan).</summary>
+    public static int[] BalancedStarts(LlamaConfig c, int devices)
+    {
+        if (devices > c.Layers) throw new ArgumentException($"{devices} devices for {c.Layers} layers: each device needs at least one layer");
+        return BalancedStarts(Enumerable.Repeat(LayerParameters(c), c.Layers).ToArray(),
+            (long)c.VocabSize * c.Dim, (long)c.VocabSize * c.Dim + c.Dim, devices);
     }
 
     /// <summary>Weight values of one decoder layer (norms, attention, MLP).</summary>
@@ -69,9 +76,15 @@ public sealed class LayerPlacement
     public long ParametersOn(int device, LlamaConfig c)
     {
         var (first, end) = LayersOf(device);
-        long n = (end - first) * LayerParameters(c);
-        if (device == 0) n += (long)c.VocabSize * c.Dim;
-        if (device == Devices.Count - 1) n += c.Dim + (c.TiedEmbeddings && device == 0 ? 0 : (long)c.VocabSize * c.Dim);
+        return ParametersOn(c, end - first, device == 0, device == Devices.Count - 1);
+    }
+
+    /// <summary>Weight values of a device with <paramref name="layers"/> layers and the embedding and/or the head.</summary>
+    public static long ParametersOn(LlamaConfig c, int layers, bool embedding, bool head)
+    {
+        long n = layers * LayerParameters(c);
+        if (embedding) n += (long)c.VocabSize * c.Dim;
+        if (head) n += c.Dim + (c.TiedEmbeddings && embedding ? 0 : (long)c.VocabSize * c.Dim);
         return n;
     }
 

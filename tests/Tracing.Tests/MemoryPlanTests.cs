@@ -71,4 +71,34 @@ public class MemoryPlanTests
         Assert.Equal((full.Dim, full.HiddenDim, full.Layers, full.Heads, full.KvHeads, full.VocabSize),
             (gguf.Dim, gguf.HiddenDim, gguf.Layers, gguf.Heads, gguf.KvHeads, gguf.VocabSize));
     }
+
+    // Llama-3.1-70B's shape (untied, bf16 file widened to fp32 on the device): the per-device plans of a split.
+    static readonly LlamaConfig Shape70B = new()
+    {
+        Dim = 8192, HiddenDim = 28672, Layers = 80, Heads = 64, KvHeads = 8, VocabSize = 128256, MaxSeqLen = 131072, RopeLayout = RopeLayout.RotateHalf,
+    };
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(4)]
+    [InlineData(8)]
+    public void A_split_plan_puts_every_weight_on_exactly_one_device_and_balances_them(int devices)
+    {
+        var c = Shape70B;
+        var parts = MemoryPlan.ForSplitAttribution(c, devices, batch: 4, promptLength: 128, [NodeSite.MlpAct], AttributionMethod.RelP, patchBaseline: true);
+        Assert.Equal(devices, parts.Count);
+        long Item(MemoryPlan p, string name) => p.Items.Single(i => i.Item == name).Bytes;
+        var weights = parts.Select(p => Item(p, "weights")).ToArray();
+        Assert.Equal(c.ParameterCount * 4, weights.Sum());
+        // no device holds more than its even share plus one layer (the ranges are contiguous and whole layers)
+        long layer = LayerPlacement.LayerParameters(c) * 4;
+        Assert.All(weights, w => Assert.True(w <= weights.Sum() / devices + layer, $"{MemoryPlan.Gib(w)} of {MemoryPlan.Gib(weights.Sum())}"));
+        // the per-layer items add up to the one-device plan's; each device adds one [rows, dim] input (the embedding or the moved stream)
+        var whole = MemoryPlan.ForAttribution(c, 4, 128, [NodeSite.MlpAct], AttributionMethod.RelP, patchBaseline: true, weightCopies: 1);
+        Assert.Equal(Item(whole, "site gradients"), parts.Sum(p => Item(p, "site gradients")));
+        long input = 2L * 4 * 128 * c.Dim * 4;   // clean + patch forwards
+        Assert.Equal(Item(whole, "forward passes (clean + patch)") + (devices - 1) * input, parts.Sum(p => Item(p, "forward passes (clean + patch)")));
+        Assert.Contains("+ embedding", parts[0].Describe());
+        Assert.Contains("+ head", parts[^1].Describe());
+    }
 }

@@ -12,7 +12,7 @@ public static class AttributeCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var device = CommonOptions.Device();
+        var device = CommonOptions.Device(layerSplit: true);
         var task = TaskOptions.Task();
         var method = CommonOptions.Choice("--method", "atp (attribution patching), ig (integrated gradients per site), ig-inputs (IG over input embeddings) or relp.",
             CommonOptions.MethodChoices, () => AttributionMethod.RelP);
@@ -68,7 +68,7 @@ public static class AttributeCommand
                     (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
                     CommonOptions.IsCpu(r.GetValue(device)!)) is { } refusal)
                 throw new UsageException(refusal);
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            using var llama = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch
             {

@@ -11,7 +11,7 @@ public static class PlanCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var device = CommonOptions.Device();
+        var device = CommonOptions.Device(layerSplit: true);
         var tokens = CommonOptions.Int("--tokens", "Prompt length in tokens (at most the model's context).", 0, 1, 1 << 24);
         tokens.Required = true;
         var batch = CommonOptions.Int("--batch", "Prompt pairs per forward/backward.", 32, 1, 4096);
@@ -32,6 +32,14 @@ public static class PlanCommand
             bool cpu = CommonOptions.IsCpu(r.GetValue(device)!);
             var config = ModelShape.Read(r.GetValue(model));
             if (t > config.MaxSeqLen) throw new UsageException($"--tokens must be 1 .. {config.MaxSeqLen} (the model's context)");
+            if (CudaBackends.Ordinals(r.GetValue(device)!) is { Length: > 1 } gpus)
+            {
+                if (gpus.Length > config.Layers) throw new UsageException($"--device {r.GetValue(device)}: {gpus.Length} GPUs for a model of {config.Layers} layers; each GPU needs a layer");
+                foreach (var (part, n) in MemoryPlan.ForSplitAttribution(config, gpus.Length, b, t, siteList, m, patch).Zip(gpus))
+                    Console.WriteLine($"cuda:{n}: " + part.Describe());
+                Console.WriteLine("  available: not queried for cuda (the plan is per device; compare each with its card's memory)");
+                return 0;
+            }
             MemoryPlan Plan(int n) => MemoryPlan.ForAttribution(config, n, t, siteList, m, patch, weightCopies: cpu ? 2 : 1);
             var plan = Plan(b);
             Console.WriteLine(plan.Describe());

@@ -15,7 +15,7 @@ public static class TraceCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var device = CommonOptions.Device();
+        var device = CommonOptions.Device(layerSplit: true);
         var task = TaskOptions.Task();
         var method = TaskOptions.Methods("Attribution method(s), comma-separated: relp, atp, ig, ig-inputs. Each gets its own sweep.");
         var sites = TaskOptions.Sites();
@@ -64,6 +64,8 @@ public static class TraceCommand
             var relpRules = r.GetValue(relpAttention)!;
             var loaded = CommonOptions.LoadModel(saved?.Model ?? r.GetValue(model));
             var saes = SaeOptions.Load(r.GetValue(sae), loaded.Config);
+            if (saes.Count > 0 && CudaBackends.Ordinals(r.GetValue(device)!) is { Length: > 1 })
+                throw new UsageException($"--sae runs on one device; a model split over GPUs (--device {r.GetValue(device)}) is traced without SAEs");
             string taskPath = saved?.Task ?? TaskOptions.TaskPath(r.GetValue(task));
             saved?.CheckUnchanged(summaryPath!, loaded.Path, taskPath);
             bool useAllLengths = saved?.AllLengths ?? r.GetValue(allLengths);
@@ -80,7 +82,7 @@ public static class TraceCommand
             {
                 string shardDir = r.GetValue(output) ?? throw new UsageException("--shard needs --out (the shard folder)");
                 int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
-                using var shardModel = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                using var shardModel = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);
                 return ShardRun.Trace(shardModel, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
                     shardText, r.GetValue(shardScores), shardDir, every);
             }
@@ -96,7 +98,7 @@ public static class TraceCommand
                         t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, m, true, CommonOptions.IsCpu(r.GetValue(device)!)) is { } refusal)
                     // trace has no --batch (it attributes in the library's default batches): name what a trace user can change
                     throw new UsageException(System.Text.RegularExpressions.Regex.Replace(refusal, @"use --batch \d+ or less", "use fewer --sites or shorter prompts"));
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            using var llama = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);
             if (saes.Count > 0 && !traceOptions.Methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))
                 throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");
             using var bar = new ProgressBar();

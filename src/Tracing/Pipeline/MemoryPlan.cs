@@ -26,6 +26,8 @@ public sealed record MemoryPlan
     public int ElementBytes { get; init; } = 4;
     /// <summary>(what, bytes), largest first.</summary>
     public required IReadOnlyList<(string Item, long Bytes)> Items { get; init; }
+    /// <summary>For one device of a model split by layers: which device and layers (null: the whole model on one device).</summary>
+    public string? Part { get; init; }
 
     public long TotalBytes => Items.Sum(i => i.Bytes);
     public string Dominant => Items[0].Item;
@@ -37,7 +39,30 @@ public sealed record MemoryPlan
     /// backend's copies are both alive during the run), 1 on a GPU.
     /// </summary>
     public static MemoryPlan ForAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = 8192)
+        AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = 8192) =>
+        ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass,
+            c.Layers, weightCopies * c.ParameterCount * elementBytes, logits: true, part: null);
+
+    /// <summary>
+    /// The plan of each device of a model split by layers over <paramref name="devices"/> GPUs (<see cref="LayerPlacement.Balanced"/>):
+    /// a device holds its layers' weights, forward states, site gradients and score sums, one [rows, dim] input (the
+    /// embedding, or the residual stream moved in), the full backward scratch while it runs, and the logits on the last.
+    /// </summary>
+    public static IReadOnlyList<MemoryPlan> ForSplitAttribution(LlamaConfig c, int devices, int batch, int promptLength,
+        IReadOnlyCollection<NodeSite> sites, AttributionMethod method, bool patchBaseline, int elementBytes = 4, int igRowsPerPass = 8192)
+    {
+        int[] starts = LayerPlacement.BalancedStarts(c, devices);
+        return Enumerable.Range(0, devices).Select(d =>
+        {
+            int first = starts[d], end = d + 1 < devices ? starts[d + 1] : c.Layers;
+            long weights = LayerPlacement.ParametersOn(c, end - first, d == 0, d == devices - 1) * elementBytes;
+            return ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, end - first, weights,
+                logits: d == devices - 1, part: $"device {d} of {devices}: layers {first}..{end - 1}{(d == 0 ? " + embedding" : "")}{(d == devices - 1 ? " + head" : "")}");
+        }).ToList();
+    }
+
+    static MemoryPlan ForLayers(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites, AttributionMethod method,
+        bool patchBaseline, int elementBytes, int igRowsPerPass, int layers, long weightBytes, bool logits, string? part)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(promptLength, 1);
@@ -47,31 +72,31 @@ public sealed record MemoryPlan
         long siteWidths = sites.Distinct().Sum(s => (long)s.Width(c));
         var items = new List<(string, long)>
         {
-            ("weights", weightCopies * c.ParameterCount * e),
+            ("weights", weightBytes),
             ("runtime", RuntimeBytes),
         };
         // LayerState per row: AttnNormed, Q, Z, AttnOut, Mid, FfnNormed, MlpOut, Output (d each), K, V (kv), Gate, Up,
         // Act (hidden), two rstd and L (one per head); plus the embedding and the last rows' logits.
         long perRowPerLayer = 8L * d + 2L * kv + 3L * h + 2 + c.Heads;
-        long forward = (rows * perRowPerLayer * c.Layers + rows * d + (long)batch * c.VocabSize * 2) * e;
+        long forward = (rows * perRowPerLayer * layers + rows * d + (logits ? (long)batch * c.VocabSize * 2 : 0)) * e;
         if (method is AttributionMethod.IG or AttributionMethod.IGInputs)
         {
             // IG replicates the prompt over the steps, up to igRowsPerPass rows per pass: one pass held at a time.
             long igRows = Math.Max(rows, Math.Min((long)igRowsPerPass, rows * 16));
-            forward = (igRows * perRowPerLayer * c.Layers + igRows * d) * e;
+            forward = (igRows * perRowPerLayer * layers + igRows * d) * e;
             rows = igRows;
             patchBaseline = false;
         }
         items.Add((patchBaseline ? "forward passes (clean + patch)" : "forward pass", (patchBaseline ? 2 : 1) * forward));
         // Backward: dZ, dUpstream, dNorm, dQ, dR (d), dK, dV (kv), dAct, dGate, dUp (hidden); the recorded site gradients.
         items.Add(("backward scratch", rows * (5L * d + 2L * kv + 3L * h) * e));
-        items.Add(("site gradients", rows * siteWidths * c.Layers * e));
+        items.Add(("site gradients", rows * siteWidths * layers * e));
         // ScoreSums: [positions + 1, width] per site and layer; one delta tensor at a time.
-        items.Add(("score sums", ((long)(promptLength + 1) * siteWidths * c.Layers + rows * h) * e));
+        items.Add(("score sums", ((long)(promptLength + 1) * siteWidths * layers + rows * h) * e));
         // Streaming attention scratch: per thread Kᵀ, Vᵀ, dKᵀ, dVᵀ of one head plus a few rows, O(T·headDim).
         items.Add(("attention scratch", Environment.ProcessorCount * (4L * c.HeadDim + 16) * promptLength * e));
         items.Sort((a, b) => b.Item2.CompareTo(a.Item2));
-        return new MemoryPlan { Config = c, Batch = batch, PromptLength = promptLength, Method = method, ElementBytes = elementBytes, Items = items };
+        return new MemoryPlan { Config = c, Batch = batch, PromptLength = promptLength, Method = method, ElementBytes = elementBytes, Items = items, Part = part };
     }
 
     /// <summary>Memory this process may use on the CPU: the GC's view, which honours container limits.</summary>
@@ -120,7 +145,8 @@ public sealed record MemoryPlan
     {
         var lines = new List<string>
         {
-            $"memory plan: {Method.Name()}, batch {Batch} × {PromptLength} tokens, {Config.Layers} layers × dim {Config.Dim} ({Config.Heads} heads, {Config.KvHeads} kv), fp{ElementBytes * 8}",
+            $"memory plan: {Method.Name()}, batch {Batch} × {PromptLength} tokens, {Config.Layers} layers × dim {Config.Dim} ({Config.Heads} heads, {Config.KvHeads} kv), fp{ElementBytes * 8}" +
+                (Part is null ? "" : $"; {Part}"),
         };
         foreach (var (item, bytes) in Items) lines.Add($"  {item,-32} {Gib(bytes),12}");
         lines.Add($"  {"total (predicted peak)",-32} {Gib(TotalBytes),12}");

@@ -135,10 +135,23 @@ public sealed class DeviceOptionTests
     [InlineData("cuda:x", "0..63")]
     [InlineData("cuda:64", "0..63")]
     [InlineData("cuda:-1", "0..63")]
-    [InlineData("cuda:0,1", "not supported yet")]
+    [InlineData("cuda:0,1", "done by attribute, trace and plan")]
+    [InlineData("cuda:0,0", "named twice")]
     [InlineData("gpu", "cpu, cuda or cuda:N")]
     public void BadDevicesAreOneLine(string device, string expected) =>
         CliHarness.AssertOneLineError(CliHarness.Run("generate", "--steps", "2", "--device", device), 2, expected);
+
+    [Fact]
+    public void ALayerSplitParsesForAttributeAndOpensEachDevice()
+    {
+        // cuda:0,1 passes attribute's parser and fails (here, without a driver) opening the first GPU, in one line
+        var r = CliHarness.Run("attribute", "--task", "gender_name", "--device", "cuda:0,1", "--out", Path.Combine(Path.GetTempPath(), "nt-split-" + Guid.NewGuid().ToString("N")));
+        CliHarness.AssertOneLineError(r, 2, "--device cuda:0:");
+        var plan = CliHarness.Run("plan", "--device", "cuda:0,1", "--tokens", "16");
+        Assert.True(plan.Exit == 0, plan.Err);
+        Assert.Contains("cuda:1: memory plan", plan.Out);
+        CliHarness.AssertOneLineError(CliHarness.Run("plan", "--device", "cuda:0,1,2,3,4,5", "--tokens", "16"), 2, "6 GPUs", "5 layers");
+    }
 
     [Fact]
     public void CudaNNamesTheDeviceItOpens()

@@ -2,6 +2,7 @@ using NeuronTrace.Model;
 using NeuronTrace.Runtime.Cuda;
 using NeuronTrace.Runtime.Tests.Kernels;
 using NeuronTrace.TestSupport;
+using NeuronTrace.Tracing.Evaluation;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 
@@ -127,6 +128,25 @@ public class LayerSplitTests
             Assert.True(pool.PeakUsedBytes > weightBytes[d] + rope, $"device {d} ran nothing");
             Assert.Equal(weightBytes[d] + rope + staging, pool.UsedBytes);
         }
+    }
+
+    // The evaluation side: mean-ablated forwards that start above a shared clean prefix (at layers on either device).
+    [Fact]
+    public void SplitSweepEqualsOneDeviceExactly()
+    {
+        var weights = Weights(tied: false);
+        var task = Task(weights.Config, 4);
+        using var one = new Devices(1);
+        using var two = new Devices(2);
+        using var whole = new Llama(weights, one.Backends[0]);
+        using var split = new Llama(weights, LayerPlacement.Balanced(weights.Config, two.Backends));
+        var scores = Attributor.Score(whole, task, new AttributionOptions { Method = AttributionMethod.RelP, Sites = [NodeSite.MlpAct] });
+        int[] ks = [1, 5, 40, 96];
+        var prompts = task.Pairs.Select(p => p.PatchIds!).ToList();
+        var expected = CircuitSweep.Run(whole, scores, NodeSite.MlpAct, "relp", task, SiteMeans.Compute(whole, prompts, [NodeSite.MlpAct]), ks, masksPerForward: 3);
+        var got = CircuitSweep.Run(split, scores, NodeSite.MlpAct, "relp", task, SiteMeans.Compute(split, prompts, [NodeSite.MlpAct]), ks, masksPerForward: 3);
+        Assert.Equal(expected, got);
+        Assert.Contains(expected, p => p.Faithfulness != 0 && double.IsFinite(p.Faithfulness));
     }
 
     [Fact]
