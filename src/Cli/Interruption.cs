@@ -15,6 +15,23 @@ public static class Interruption
     public static readonly TimeSpan StaleAfter = TimeSpan.FromMinutes(10);
     static readonly object Gate = new();
     static readonly List<string> Outputs = [];
+    static int _termDeferred;
+
+    /// <summary>
+    /// Until disposed, SIGTERM is left to the caller (a shard checkpoints and stops, <see cref="ShardRun.StopSignal"/>)
+    /// instead of exiting at once with "no output written", which would be false beside a checkpoint.
+    /// </summary>
+    public static IDisposable DeferTerm()
+    {
+        Interlocked.Increment(ref _termDeferred);
+        return new Undo();
+    }
+
+    sealed class Undo : IDisposable
+    {
+        int _done;
+        public void Dispose() { if (Interlocked.Exchange(ref _done, 1) == 0) Interlocked.Decrement(ref _termDeferred); }
+    }
 
     /// <summary>Called by the output checks: <paramref name="full"/> is an output of this command.</summary>
     public static void Watch(string full)
@@ -32,6 +49,7 @@ public static class Interruption
             regs.Add(PosixSignalRegistration.Create(signal, ctx =>
             {
                 ctx.Cancel = true; // we exit ourselves, after cleaning up
+                if (signal == PosixSignal.SIGTERM && Volatile.Read(ref _termDeferred) > 0) return;
                 string[] outputs;
                 lock (Gate) outputs = [.. Outputs];
                 foreach (var o in outputs) RemoveTemporaries(o, DateTime.MaxValue);

@@ -23,14 +23,17 @@ public static class ShardRun
         Description = "Run shard I of N (0-based, e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT): a contiguous slice of the examples (of the circuits, with trace --scores). --out is then a shard folder of fp64 partial sums and shard.json; re-running the same command resumes it; `neurontrace merge` joins the shards.",
     };
 
-    public static Option<int> CheckpointEvery() => new("--checkpoint-every")
+    /// <summary>Checkpoint intervals when --checkpoint-every is not given: examples of an attribution shard, circuits of a sweep shard.</summary>
+    public const int DefaultCheckpointExamples = 128, DefaultCheckpointCircuits = 4;
+
+    public static Option<int?> CheckpointEvery() => new("--checkpoint-every")
     {
-        Description = "With --shard: examples per checkpoint of the partial sums (1..1000000).",
-        DefaultValueFactory = _ => 128,
+        Description = $"With --shard: examples per checkpoint of the partial sums (default {DefaultCheckpointExamples}), or with --scores circuits per checkpoint of a sweep shard (default {DefaultCheckpointCircuits}); 1..1000000.",
     };
 
-    public static int CheckedCheckpointEvery(int n) =>
-        n is >= 1 and <= 1_000_000 ? n : throw new UsageException($"--checkpoint-every {n}: must be in 1..1000000");
+    /// <summary>The checked interval, or <paramref name="byDefault"/> when the option was not given.</summary>
+    public static int CheckedCheckpointEvery(int? n, int byDefault = DefaultCheckpointExamples) =>
+        n is null ? byDefault : n is >= 1 and <= 1_000_000 ? n.Value : throw new UsageException($"--checkpoint-every {n}: must be in 1..1000000");
 
     public static ShardSlice ParseSlice(string text)
     {
@@ -54,14 +57,22 @@ public static class ShardRun
         TaskPath = Path.GetFullPath(taskPath), TaskSha256 = ShardManifest.Sha256Of(taskPath), Options = options,
     };
 
-    /// <summary>Cancels the token on SIGTERM (Slurm's pre-emption signal, <c>--signal</c>) instead of dying mid-write.</summary>
+    /// <summary>
+    /// Cancels the token on SIGTERM (Slurm's pre-emption signal, <c>--signal</c>) instead of dying mid-write: the shard
+    /// writes its checkpoint and exits <see cref="StoppedExitCode"/> (the command-wide handler stands aside meanwhile).
+    /// </summary>
     public sealed class StopSignal : IDisposable
     {
         readonly CancellationTokenSource _cts = new();
         readonly PosixSignalRegistration _term;
-        public StopSignal() => _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; _cts.Cancel(); });
+        readonly IDisposable _deferred;
+        public StopSignal()
+        {
+            _deferred = Interruption.DeferTerm();
+            _term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => { c.Cancel = true; _cts.Cancel(); });
+        }
         public CancellationToken Token => _cts.Token;
-        public void Dispose() { _term.Dispose(); _cts.Dispose(); }
+        public void Dispose() { _term.Dispose(); _deferred.Dispose(); _cts.Dispose(); }
     }
 
     /// <summary>The line a finished or stopped shard prints, and its exit code.</summary>
@@ -110,7 +121,7 @@ public static class ShardRun
     /// method); with it a sweep shard of the circuits ranked by that merged attribution.
     /// </summary>
     public static int Trace(Llama llama, LoadedModel loaded, PromptTask task, string taskPath, TraceOptions o, string relpAttention, bool allLengths,
-        string shardText, string? scoresDir, string dir, int checkpointEvery)
+        string shardText, string? scoresDir, string dir, int? checkpointEvery)
     {
         var slice = ParseSlice(shardText);
         string full = CheckShardFolder(dir);
@@ -125,13 +136,15 @@ public static class ShardRun
                 Method = m, Sites = o.Sites, IgSteps = o.IgSteps, RelPRules = o.RelPRules, Baseline = Baseline.Patch, Metric = metric,
             })).ToList();
             using var stop = new StopSignal();
-            var m = AttributionShard.Run(llama, train, methods, identity, slice, full, checkpointEvery, stop.Token, new ProgressBar());
+            var m = AttributionShard.Run(llama, train, methods, identity, slice, full, CheckedCheckpointEvery(checkpointEvery), stop.Token, new ProgressBar());
             return Report(m, dir, "examples");
         }
         var scores = ReadMergedScores(scoresDir, identity);
         identity.ScoresDir = Path.GetFullPath(scoresDir);
         identity.ScoresSha256 = scores.Sha256;
-        var done = SweepShard.Run(llama, task, o, scores.ByMethod, identity, slice, full, new ProgressBar());
+        using var sweepStop = new StopSignal();
+        var done = SweepShard.Run(llama, task, o, scores.ByMethod, identity, slice, full, new ProgressBar(),
+            CheckedCheckpointEvery(checkpointEvery, DefaultCheckpointCircuits), sweepStop.Token);
         return Report(done, dir, "circuits");
     }
 

@@ -81,7 +81,8 @@ public static class TraceCommand
             if (r.GetValue(shard) is { } shardText)
             {
                 string shardDir = r.GetValue(output) ?? throw new UsageException("--shard needs --out (the shard folder)");
-                int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
+                int? every = r.GetValue(checkpointEvery);
+                ShardRun.CheckedCheckpointEvery(every);
                 using var shardModel = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);
                 return ShardRun.Trace(shardModel, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
                     shardText, r.GetValue(shardScores), shardDir, every);

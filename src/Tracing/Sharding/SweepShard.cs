@@ -18,6 +18,9 @@ public sealed record SweepCircuit(AttributionMethod Method, NodeSite Site, int K
 /// into contiguous slices; a shard evaluates its slice with <see cref="CircuitSweep.Run"/> (each call also evaluates
 /// the full and the empty circuit, the sweep's normalisers) and writes its points; the merge concatenates them.
 /// A random control's nodes depend only on the seed and k, so it is the same in any shard.
+/// Like <see cref="AttributionShard"/>, a shard checkpoints every <see cref="ShardManifest.CheckpointItems"/> circuits
+/// (the points so far, then the manifest, both atomically) and a re-run resumes after the last checkpoint; the chunks
+/// are fixed by the manifest, so a stopped or killed shard ends with the bytes of an uninterrupted one.
 /// </summary>
 public static class SweepShard
 {
@@ -36,9 +39,13 @@ public static class SweepShard
         return all;
     }
 
+    /// <param name="checkpointCircuits">Circuits evaluated between checkpoints (a resumed shard keeps its first run's).</param>
+    /// <param name="stop">Checked after each checkpoint: when set, returns the unfinished manifest (the pre-emption path).</param>
     public static ShardManifest Run(Llama model, PromptTask task, TraceOptions o, IReadOnlyDictionary<AttributionMethod, NodeScores> scores,
-        ShardManifest identity, ShardSlice slice, string dir, IProgress<WorkProgress>? progress = null)
+        ShardManifest identity, ShardSlice slice, string dir, IProgress<WorkProgress>? progress = null, int checkpointCircuits = int.MaxValue,
+        CancellationToken stop = default)
     {
+        if (checkpointCircuits < 1) throw new ArgumentException("a checkpoint needs at least one circuit");
         var circuits = Circuits(scores, o);
         var (first, end) = slice.Range(circuits.Count);
         var m = new ShardManifest
@@ -47,29 +54,53 @@ public static class SweepShard
             TaskPath = identity.TaskPath, TaskSha256 = identity.TaskSha256, Options = identity.Options, ScoresDir = identity.ScoresDir,
             ScoresSha256 = identity.ScoresSha256, ShardIndex = slice.Index, ShardCount = slice.Count, Total = circuits.Count, First = first, End = end,
             Methods = o.Methods.Select(x => x.Name()).ToArray(), Sites = o.Sites.Select(x => x.Name()).ToArray(),
+            CheckpointItems = checkpointCircuits,
         };
         Directory.CreateDirectory(dir);
+        foreach (var f in Directory.GetFiles(dir, ".*.tmp")) File.Delete(f);  // OutputFiles temporaries of an interrupted checkpoint
+        var points = new List<SweepPoint>();
         if (ShardManifest.TryRead(dir) is { } saved)
         {
             string? why = m.Disagreement(saved) ?? (saved.ShardIndex != slice.Index ? $"shard {saved.ShardIndex}/{saved.ShardCount}" : null);
             if (why is not null) throw new ArgumentException($"{dir} holds {saved.Describe(dir)} of another run ({why}); give a new folder");
             if (saved.Complete) return saved;
+            // The points file is written before the manifest: after a kill between the two it holds one chunk more.
+            if (saved.Done > 0) points.AddRange(ReadPoints(dir, saved.Done, exact: false));
+            m.Done = saved.Done;
+            m.CheckpointItems = saved.CheckpointItems >= 1 ? saved.CheckpointItems : checkpointCircuits;
         }
         var (_, evalTask) = TraceJob.Split(task, o.TrainExamples);
         var means = TraceJob.AblationMeans(model, evalTask, o.Sites);
-        var points = new List<SweepPoint>();
-        foreach (var group in circuits.Skip(first).Take(end - first).GroupBy(c => (c.Method, c.Site)))
+        int count = end - first;
+        while (m.Done < count || !m.Complete)
         {
-            var (method, site) = group.Key;
-            points.AddRange(CircuitSweep.Run(model, scores[method], site, method.Name(), evalTask, means, group.Select(c => c.K).ToArray(),
-                o.MasksPerForward, o.Seed, progress));
+            int from = first + m.Done, to = (int)Math.Min(end, (long)from + m.CheckpointItems);
+            foreach (var group in circuits.Skip(from).Take(to - from).GroupBy(c => (c.Method, c.Site)))
+            {
+                var (method, site) = group.Key;
+                points.AddRange(CircuitSweep.Run(model, scores[method], site, method.Name(), evalTask, means, group.Select(c => c.K).ToArray(),
+                    o.MasksPerForward, o.Seed, progress));
+            }
+            m.Done = to - first;
+            m.Complete = m.Done == count;
+            if (m.Complete) m.CleanMetric = TraceJob.MeanMetric(model, evalTask, Metric.EvaluationDefault(evalTask));
+            OutputFiles.WriteText(Path.Combine(dir, PointsFile), JsonSerializer.Serialize(points.Select(SavedPoint.Of).ToList(), Json));
+            m.Write(dir);
+            if (!m.Complete && stop.IsCancellationRequested) return m;
         }
-        m.CleanMetric = TraceJob.MeanMetric(model, evalTask, Metric.EvaluationDefault(evalTask));
-        OutputFiles.WriteText(Path.Combine(dir, PointsFile), JsonSerializer.Serialize(points.Select(SavedPoint.Of).ToList(), Json));
-        m.Done = end - first;
-        m.Complete = true;
-        m.Write(dir);
         return m;
+    }
+
+    /// <summary>The first <paramref name="count"/> saved points of a shard folder (all of them, and exactly that many, when <paramref name="exact"/>).</summary>
+    static IEnumerable<SweepPoint> ReadPoints(string dir, int count, bool exact)
+    {
+        string path = Path.Combine(dir, PointsFile);
+        List<SavedPoint>? saved;
+        try { saved = JsonSerializer.Deserialize<List<SavedPoint>>(File.ReadAllText(path), Json); }
+        catch (Exception e) when (e is JsonException or IOException) { throw new FormatException($"{path}: not a sweep points file ({e.Message.Split('\n')[0]})"); }
+        if (saved is null || (exact ? saved.Count != count : saved.Count < count))
+            throw new FormatException($"{path}: {saved?.Count ?? 0} points, but the manifest in {dir} counts {count} circuits");
+        return saved.Take(count).Select(p => p.ToPoint(path));
     }
 
     /// <summary>The points of complete sweep shards in the unsharded order, and the clean metric (the same in each shard).</summary>
@@ -77,16 +108,7 @@ public static class SweepShard
     {
         var shards = ShardMerge.CheckComplete(dirs, ShardManifest.SweepKind);
         var points = new List<SweepPoint>();
-        foreach (var (d, m) in shards)
-        {
-            string path = Path.Combine(d, PointsFile);
-            List<SavedPoint>? saved;
-            try { saved = JsonSerializer.Deserialize<List<SavedPoint>>(File.ReadAllText(path), Json); }
-            catch (JsonException e) { throw new FormatException($"{path}: not a sweep points file ({e.Message.Split('\n')[0]})"); }
-            if (saved is null || saved.Count != m.End - m.First)
-                throw new FormatException($"{path}: {saved?.Count ?? 0} points, but {m.Describe(d)} covers {m.End - m.First} circuits");
-            points.AddRange(saved.Select(p => p.ToPoint(path)));
-        }
+        foreach (var (d, m) in shards) points.AddRange(ReadPoints(d, m.End - m.First, exact: true));
         return (shards[0].Manifest, points, shards[0].Manifest.CleanMetric ?? double.NaN);
     }
 
