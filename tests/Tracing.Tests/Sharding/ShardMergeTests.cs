@@ -177,6 +177,45 @@ public sealed class ShardMergeTests : IDisposable
     }
 
     [Fact]
+    public void AStoppedOrKilledSweepShardResumesToIdenticalBytes()
+    {
+        using var model = new Llama(Loaded.Weights, CpuBackend.Instance);
+        var task = Task("pronoun_gender").OfMostCommonLength();
+        var o = new TraceOptions { Methods = [AttributionMethod.RelP], Sites = [NodeSite.MlpAct], KPoints = 6 };
+        var (train, _) = TraceJob.Split(task, o.TrainExamples);
+        var scores = new Dictionary<AttributionMethod, NodeScores>
+        {
+            [AttributionMethod.RelP] = Attributor.Score(model, train, new AttributionOptions { Method = AttributionMethod.RelP, Sites = o.Sites, Baseline = Baseline.Patch }),
+        };
+        var identity = new ShardManifest { Command = "trace", ModelSha256 = "m", TaskSha256 = "t", ScoresSha256 = "s" };
+        var slice = new ShardSlice(0, 1);
+        int circuits = SweepShard.Circuits(scores, o).Count;
+        Assert.True(circuits >= 5, $"{circuits} circuits");
+        string whole = Path.Combine(_root, "sweep-whole");
+        Assert.True(SweepShard.Run(model, task, o, scores, identity, slice, whole, checkpointCircuits: 2).Complete);
+
+        // SIGTERM path: the token is set, the shard stops after each checkpoint of two circuits
+        string resumed = Path.Combine(_root, "sweep-resumed");
+        using var stop = new CancellationTokenSource();
+        stop.Cancel();
+        var first = SweepShard.Run(model, task, o, scores, identity, slice, resumed, checkpointCircuits: 2, stop: stop.Token);
+        Assert.Equal((2, false), (first.Done, first.Complete));
+        Assert.Null(first.CleanMetric);
+        // SIGKILL paths: a kill after the points were written but before the manifest (one chunk more in the points
+        // file), and one mid-write (the atomic writer's temporary); a different interval on the re-run is not used
+        var second = SweepShard.Run(model, task, o, scores, identity, slice, resumed, checkpointCircuits: 2, stop: stop.Token);
+        Assert.Equal(4, second.Done);
+        first.Write(resumed);
+        File.WriteAllBytes(OutputFiles.TempPathBeside(Path.Combine(resumed, SweepShard.PointsFile), "tmp"), new byte[5]);
+        var done = SweepShard.Run(model, task, o, scores, identity, slice, resumed, checkpointCircuits: 3);
+        Assert.True(done.Complete);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(whole, SweepShard.PointsFile)), File.ReadAllBytes(Path.Combine(resumed, SweepShard.PointsFile)));
+        Assert.Equal(ShardManifest.Read(whole).CleanMetric, done.CleanMetric);
+        Assert.Equal(new[] { "shard.json", SweepShard.PointsFile }, Directory.GetFiles(resumed).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray());
+        Assert.Equal(circuits, SweepShard.Merge([resumed]).Points.Count);
+    }
+
+    [Fact]
     public void ShardSlicesCoverEveryItemOnceAndBadTextIsRefused()
     {
         foreach (int total in new[] { 0, 1, 5, 96 })
