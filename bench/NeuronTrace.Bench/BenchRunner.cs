@@ -126,7 +126,9 @@ static class BenchRunner
     /// <summary>
     /// RelP attribution on the Llama-3.2-1B-shaped bf16 model (weights kept 16-bit on our side) against PyTorch in f32
     /// and in bf16, compared with the faster of the two; peak resident memory of both processes against the file size.
-    /// Short prompts (seq 16, batch 8) as in the bundled tasks: tens of rows against large weights.
+    /// Short prompts (seq 16, batch 8) as in the bundled tasks: tens of rows against large weights. On a loaded machine
+    /// the three runs alternate back to back, round after round (--rounds, default 3), each round's ratio is against
+    /// that round's faster PyTorch, and the headline is the median of the rounds' ratios.
     /// </summary>
     static void AttributionAtScale(string model, int batch, int seq)
     {
@@ -135,21 +137,46 @@ static class BenchRunner
         using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
         var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch, Sites = [NodeSite.Resid, NodeSite.Attn, NodeSite.MlpOut, NodeSite.MlpAct] };
-        int iters = _quick ? 1 : 2;
-        Console.WriteLine($"attribution (RelP, all sites) {Name(model)} ({loaded.Config.Layers} layers, dim {loaded.Config.Dim}, hidden {loaded.Config.HiddenDim}, vocab {loaded.Config.VocabSize}, file {fileBytes / 1e9:F2} GB) batch {batch} seq {seq}; load {File.ReadAllText("/proc/loadavg").Trim()}");
-        var seconds = Time(() => Attributor.Score(llama, task, options), iters);
+        int iters = _quick ? 1 : 2, rounds = _rounds ?? 3;
+        Console.WriteLine($"attribution (RelP, all sites) {Name(model)} ({loaded.Config.Layers} layers, dim {loaded.Config.Dim}, hidden {loaded.Config.HiddenDim}, vocab {loaded.Config.VocabSize}, file {fileBytes / 1e9:F2} GB) batch {batch} seq {seq}; {rounds} rounds of ours, PyTorch f32, PyTorch bf16 back to back, {iters} timed iterations each after one warm-up");
+        var ratios = new List<double>();
+        double torchF32Rss = 0, torchBf16Rss = 0;
+        string? config = null;
+        var faster = new List<string>();
+        for (int r = 1; r <= rounds; r++)
+        {
+            Console.WriteLine($"  round {r}: uptime {Uptime()}");
+            var seconds = Time(() => Attributor.Score(llama, task, options), iters);
+            double ours = batch / seconds.Median;
+            Console.WriteLine($"    NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights): {ours,8:F3} pairs/s median ({batch / seconds.Best:F3} best)");
+            var f32 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "f32", "--warmup", "1");
+            var bf16 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1");
+            double rf32 = f32.GetProperty("pairs_per_s").GetDouble(), rbf16 = bf16.GetProperty("pairs_per_s").GetDouble();
+            torchF32Rss = Math.Max(torchF32Rss, f32.GetProperty("peak_rss_mb").GetDouble() * 1e6);
+            torchBf16Rss = Math.Max(torchBf16Rss, bf16.GetProperty("peak_rss_mb").GetDouble() * 1e6);
+            config ??= f32.GetProperty("config").ToString();
+            Console.WriteLine($"    PyTorch f32:  {rf32,8:F3} pairs/s median ({f32.GetProperty("best_pairs_per_s").GetDouble():F3} best)");
+            Console.WriteLine($"    PyTorch bf16: {rbf16,8:F3} pairs/s median ({bf16.GetProperty("best_pairs_per_s").GetDouble():F3} best)");
+            faster.Add(rf32 >= rbf16 ? "f32" : "bf16");
+            ratios.Add(ours / Math.Max(rf32, rbf16));
+            Console.WriteLine($"    ratio ours/faster PyTorch ({faster[^1]}): {ratios[^1]:F2}x; uptime after {Uptime()}");
+        }
         double oursRss = PeakRssBytes();
-        double ours = batch / seconds.Median;
-        // Ours first: on a loaded machine the two PyTorch runs can take many minutes.
-        Console.WriteLine($"  NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights): {ours,8:F3} pairs/s median ({batch / seconds.Best:F3} best), peak RSS {oursRss / 1e9:F2} GB = {oursRss / fileBytes:F2}x the file");
-        var f32 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "f32", "--warmup", "1");
-        var bf16 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1");
-        double rf32 = f32.GetProperty("pairs_per_s").GetDouble(), rbf16 = bf16.GetProperty("pairs_per_s").GetDouble();
-        var faster = rf32 >= rbf16 ? f32 : bf16;
-        Console.WriteLine($"  PyTorch f32:  {rf32,8:F3} pairs/s median, peak RSS {f32.GetProperty("peak_rss_mb").GetDouble() / 1e3:F2} GB   [{f32.GetProperty("config")}]");
-        Console.WriteLine($"  PyTorch bf16: {rbf16,8:F3} pairs/s median, peak RSS {bf16.GetProperty("peak_rss_mb").GetDouble() / 1e3:F2} GB");
-        Console.WriteLine($"  faster PyTorch: {(rf32 >= rbf16 ? "f32" : "bf16")}");
-        Console.WriteLine($"  ratio ours/faster PyTorch: {ours / faster.GetProperty("pairs_per_s").GetDouble():F2}x of medians; load after: {File.ReadAllText("/proc/loadavg").Trim()}");
+        var sorted = ratios.Order().ToList();
+        double median = sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
+        Console.WriteLine($"  PyTorch config: [{config}]");
+        Console.WriteLine($"  faster PyTorch per round: {string.Join(", ", faster)}");
+        Console.WriteLine($"  peak RSS: NeuronTrace {oursRss / 1e9:F2} GB = {oursRss / fileBytes:F2}x the file; PyTorch f32 {torchF32Rss / 1e9:F2} GB = {torchF32Rss / fileBytes:F2}x, bf16 {torchBf16Rss / 1e9:F2} GB = {torchBf16Rss / fileBytes:F2}x");
+        Console.WriteLine($"  => ratio ours/faster PyTorch: median {median:F2}x over {rounds} rounds ({string.Join(", ", ratios.Select(x => x.ToString("F2") + "x"))})");
+    }
+
+    static string Uptime()
+    {
+        var psi = new ProcessStartInfo("uptime") { RedirectStandardOutput = true };
+        using var p = Process.Start(psi)!;
+        string line = p.StandardOutput.ReadToEnd().Trim();
+        p.WaitForExit();
+        return line;
     }
 
     /// <summary>This process's peak resident set (VmHWM), in bytes.</summary>

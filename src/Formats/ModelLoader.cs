@@ -34,67 +34,100 @@ public static class ModelLoader
     /// <param name="hubCacheFolder">Where hub ids are looked up (<see cref="HubCache.Folder"/> by default).</param>
     public static LoadedModel Load(string? path = null, string? hubCacheFolder = null)
     {
-        path ??= DefaultModelPath;
-        if (Directory.Exists(path)) return LoadFolder(path);
+        var (where, format) = Locate(path ?? DefaultModelPath, hubCacheFolder);
+        return format switch
+        {
+            "hf" => LoadHfFolder(where),
+            "gguf" => LoadGguf(where),
+            _ => LoadLlama2c(where),
+        };
+    }
+
+    /// <summary>
+    /// The configuration and tokenizer without the weights, for <c>info</c> and <c>plan</c>: from a Hugging Face folder's
+    /// config.json, a GGUF file's metadata and tensor table (memory-mapped; tensor data untouched but for the tiny RoPE
+    /// frequency table of Llama 3 files) or a llama2.c file's 28-byte header, each with its tokenizer. A 3 GB model
+    /// costs megabytes; the file's size is still checked against what the header describes.
+    /// </summary>
+    public static ModelDescription Describe(string? path = null, string? hubCacheFolder = null)
+    {
+        var (where, format) = Locate(path ?? DefaultModelPath, hubCacheFolder);
+        switch (format)
+        {
+            case "hf":
+            {
+                var config = HfConfig.Load(System.IO.Path.Combine(where, HfConfig.FileName));
+                return new ModelDescription(config, LoadHfTokenizer(where, config), "hf", where);
+            }
+            case "gguf":
+            {
+                var (config, vocab) = GgufFormat.Describe(where);
+                return new ModelDescription(config, GgufTokenizer(where, vocab), "gguf", where);
+            }
+            default:
+            {
+                LlamaConfig config;
+                using (var fs = File.OpenRead(where)) config = Llama2cBinFormat.ReadConfig(fs, where);
+                return new ModelDescription(config, FindLlama2cTokenizer(where, config.VocabSize), "llama2.c", where);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Where the model is and in which format ("hf" for a folder, "gguf" or "llama2.c" for a file), with the checks that
+    /// need no parsing: existence, an empty or special file, an unknown extension, an ambiguous folder.
+    /// </summary>
+    static (string Path, string Format) Locate(string path, string? hubCacheFolder)
+    {
+        if (Directory.Exists(path)) return LocateInFolder(path);
         // A path that exists wins; otherwise ORG/NAME[@REVISION] is looked up in the local Hugging Face cache.
-        if (!File.Exists(path) && HubCache.IsModelId(path)) return LoadFolder(HubCache.Resolve(path, hubCacheFolder));
+        if (!File.Exists(path) && HubCache.IsModelId(path)) return LocateInFolder(HubCache.Resolve(path, hubCacheFolder));
         if (!File.Exists(path)) throw new ModelFormatException(path, "no such file or folder");
         // .NET reports no file type on Unix, but a FIFO, socket or device has length 0 in stat; opening one would
         // block forever (a FIFO) or read without end (a device). No model is empty, so refuse before opening.
         if (new FileInfo(path).Length == 0)
             throw new ModelFormatException(path, "is empty or not a regular file (a FIFO, socket or device cannot be a model)");
         string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
-        if (ext == ".gguf" || HasGgufMagic(path)) return LoadGguf(path);
-        if (ext == ".bin") return LoadLlama2c(path);
+        if (ext == ".gguf" || HasGgufMagic(path)) return (path, "gguf");
+        if (ext == ".bin") return (path, "llama2.c");
         throw new ModelFormatException(path, "unknown model format (expected a llama2.c .bin, a .gguf, or a Hugging Face folder with config.json)");
-    }
-
-    /// <summary>
-    /// The configuration and tokenizer without the weights, for <c>info</c>. A Hugging Face folder is described from
-    /// config.json and its tokenizer alone (no tensor is read, so a 3 GB model costs megabytes). GGUF and llama2.c
-    /// files are loaded in full as yet: their 16-bit tensors stay mapped and untouched, fp32 ones are read.
-    /// </summary>
-    public static ModelDescription Describe(string? path = null)
-    {
-        path ??= DefaultModelPath;
-        if (Directory.Exists(path) && File.Exists(System.IO.Path.Combine(path, "config.json")))
-        {
-            var config = HfConfig.Load(System.IO.Path.Combine(path, HfConfig.FileName));
-            var tok = LoadHfTokenizer(path, config);
-            return new ModelDescription(config, tok, "hf", path);
-        }
-        var m = Load(path);
-        return new ModelDescription(m.Config, m.Tokenizer, m.Format, m.Path);
     }
 
     static LoadedModel LoadLlama2c(string path)
     {
         var weights = Llama2cBinFormat.Load(path);
+        return new LoadedModel(weights, FindLlama2cTokenizer(path, weights.Config.VocabSize), "llama2.c", path);
+    }
+
+    /// <summary>tok{vocab}.bin or tokenizer.bin beside a llama2.c model, or null.</summary>
+    static ITextTokenizer? FindLlama2cTokenizer(string path, int vocabSize)
+    {
         string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
-        ITextTokenizer? tok = null;
-        foreach (var name in new[] { "tok" + weights.Config.VocabSize + ".bin", "tokenizer.bin" })
+        foreach (var name in new[] { "tok" + vocabSize + ".bin", "tokenizer.bin" })
         {
             string t = System.IO.Path.Combine(dir, name);
-            if (File.Exists(t)) { tok = Llama2cTokenizer.Load(t, weights.Config.VocabSize); break; }
+            if (File.Exists(t)) return Tokenizers.Llama2cTokenizer.Load(t, vocabSize);
         }
-        return new LoadedModel(weights, tok, "llama2.c", path);
+        return null;
     }
 
     static LoadedModel LoadGguf(string path)
     {
         var (weights, vocab) = GgufFormat.Load(path);
-        ITextTokenizer? tok = null;
-        if (vocab is not null)
+        return new LoadedModel(weights, GgufTokenizer(path, vocab), "gguf", path);
+    }
+
+    /// <summary>The tokenizer a GGUF vocabulary describes, or null without one.</summary>
+    static ITextTokenizer? GgufTokenizer(string path, GgufVocabulary? vocab)
+    {
+        if (vocab is null) return null;
+        return vocab.Model switch
         {
-            tok = vocab.Model switch
-            {
-                "llama" => SentencePieceBpeTokenizer.FromVocabulary(vocab.Pieces, vocab.Scores, vocab.TokenTypes, vocab.BosId, vocab.EosId, vocab.UnkId),
-                // Llama 3 GGUFs: byte-level BPE, the merge rules beside the tokens.
-                "gpt2" => ByteLevel(vocab),
-                _ => throw new ModelFormatException(path, $"tokenizer.ggml.model \"{vocab.Model}\" is not supported (SentencePiece \"llama\" or byte-level \"gpt2\" vocabularies)"),
-            };
-        }
-        return new LoadedModel(weights, tok, "gguf", path);
+            "llama" => SentencePieceBpeTokenizer.FromVocabulary(vocab.Pieces, vocab.Scores, vocab.TokenTypes, vocab.BosId, vocab.EosId, vocab.UnkId),
+            // Llama 3 GGUFs: byte-level BPE, the merge rules beside the tokens.
+            "gpt2" => ByteLevel(vocab),
+            _ => throw new ModelFormatException(path, $"tokenizer.ggml.model \"{vocab.Model}\" is not supported (SentencePiece \"llama\" or byte-level \"gpt2\" vocabularies)"),
+        };
 
         ITextTokenizer ByteLevel(GgufVocabulary v)
         {
@@ -110,13 +143,13 @@ public static class ModelLoader
     /// as in the bundled <c>models/stories260K</c>, where the .bin is the upstream original and the default model.
     /// Two or more files of the winning kind are ambiguous.
     /// </summary>
-    static LoadedModel LoadFolder(string dir)
+    static (string Path, string Format) LocateInFolder(string dir)
     {
-        if (File.Exists(System.IO.Path.Combine(dir, "config.json"))) return LoadHfFolder(dir);
+        if (File.Exists(System.IO.Path.Combine(dir, "config.json"))) return (dir, "hf");
         var bins = Directory.GetFiles(dir, "*.bin").Where(f => !IsTokenizerBin(f)).Order(StringComparer.Ordinal).ToArray();
         var ggufs = Directory.GetFiles(dir, "*.gguf").Order(StringComparer.Ordinal).ToArray();
         var candidates = bins.Length > 0 ? bins : ggufs;
-        if (candidates.Length == 1) return Load(candidates[0]);
+        if (candidates.Length == 1) return Locate(candidates[0], null);
         throw new ModelFormatException(dir, candidates.Length == 0
             ? "folder has no config.json, .gguf or llama2.c .bin model"
             : $"folder holds {candidates.Length} {(bins.Length > 0 ? "llama2.c .bin" : ".gguf")} models ({string.Join(", ", candidates.Select(System.IO.Path.GetFileName))}); pass one of them");

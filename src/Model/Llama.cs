@@ -55,7 +55,12 @@ public sealed class Llama : IDisposable
     internal IBackend InputBackend(int layer) => layer == 0 ? Backend : LayerBackend(layer - 1);
 
     /// <summary>Runs the batch through the model, applying <paramref name="plan"/>'s edits at their sites.</summary>
-    public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null)
+    public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null) =>
+        Forward(batch, logitRows, plan, batch.Size);
+
+    /// <param name="logitPrompts">With <see cref="LogitRows.Last"/>, only the first this many prompts get logits (the
+    /// clean half of a <see cref="PairedForward"/>).</param>
+    internal ForwardPass Forward(TokenBatch batch, LogitRows logitRows, InterventionPlan? plan, int logitPrompts)
     {
         var c = Config; var be = Backend;
         int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
@@ -72,7 +77,7 @@ public sealed class Llama : IDisposable
         if (logitRows == LogitRows.None)
             return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []);
         be = HeadBackend;
-        int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, rows).ToArray() : batch.LastRows();
+        int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, rows).ToArray() : batch.LastRows()[..logitPrompts];
         var finalInput = be.AllocateUninitialized(index.Length, d);
         be.GatherRows(x, index, finalInput);
         var normed = be.AllocateUninitialized(index.Length, d);

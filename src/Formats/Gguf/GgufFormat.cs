@@ -11,6 +11,48 @@ public static class GgufFormat
     public static (LlamaWeights Weights, GgufVocabulary? Vocabulary) Load(string path)
     {
         using var g = GgufFile.Open(path);
+        var (config, vocabulary) = ReadConfig(g);
+        ulong d = (ulong)config.Dim, h = (ulong)config.HiddenDim, kv = (ulong)config.KvDim;
+        int layers = config.Layers;
+
+        var emb = Matrix(g, "token_embd.weight", d, (ulong)config.VocabSize);
+        var weights = new LlamaWeights
+        {
+            Config = config,
+            TokenEmbedding = emb,
+            FinalNorm = Read(g, "output_norm.weight", d),
+            Classifier = config.TiedEmbeddings ? emb : Matrix(g, "output.weight", d, (ulong)config.VocabSize),
+            Layers = Enumerable.Range(0, layers).Select(l => new LayerWeights
+            {
+                AttnNorm = Read(g, $"blk.{l}.attn_norm.weight", d),
+                Wq = Matrix(g, $"blk.{l}.attn_q.weight", d, d),
+                Wk = Matrix(g, $"blk.{l}.attn_k.weight", d, kv),
+                Wv = Matrix(g, $"blk.{l}.attn_v.weight", d, kv),
+                Wo = Matrix(g, $"blk.{l}.attn_output.weight", d, d),
+                FfnNorm = Read(g, $"blk.{l}.ffn_norm.weight", d),
+                W1 = Matrix(g, $"blk.{l}.ffn_gate.weight", d, h),
+                W2 = Matrix(g, $"blk.{l}.ffn_down.weight", h, d),
+                W3 = Matrix(g, $"blk.{l}.ffn_up.weight", d, h),
+            }).ToArray(),
+        };
+        weights.Validate(path);
+        return (weights, vocabulary);
+    }
+
+    /// <summary>
+    /// The configuration and tokenizer vocabulary from the metadata and the tensor table alone, for <c>info</c> and
+    /// <c>plan</c>: no weight is read (the one tensor read is rope_freqs.weight, headDim/2 floats, when the file has
+    /// it: Llama 3 RoPE scaling is stored there rather than in the metadata).
+    /// </summary>
+    public static (LlamaConfig Config, GgufVocabulary? Vocabulary) Describe(string path)
+    {
+        using var g = GgufFile.Open(path);
+        return ReadConfig(g);
+    }
+
+    static (LlamaConfig Config, GgufVocabulary? Vocabulary) ReadConfig(GgufFile g)
+    {
+        string path = g.Path;
         string arch = g.GetStringOrNull("general.architecture") ?? throw new ModelFormatException(path, "missing metadata key general.architecture");
         if (arch != "llama")
             throw new ModelFormatException(path, $"general.architecture is {ErrorText.Quote(arch)}; only \"llama\" is supported");
@@ -53,36 +95,24 @@ public static class GgufFormat
         };
         config.Validate(path);
         RequireOnlyModelTensors(g, layers);
-        ulong d = (ulong)dim, h = (ulong)hidden, kv = (ulong)config.KvDim;
+        // Every matrix's dims, from the table: a file whose tensors do not fit its metadata fails here, not mid-load.
+        ulong d = (ulong)dim, h = (ulong)hidden, kv = (ulong)config.KvDim, v = (ulong)vocab;
+        Find(g, "output_norm.weight", [d]);
+        if (!config.TiedEmbeddings) Find(g, "output.weight", [d, v]);
+        for (int l = 0; l < layers; l++)
+        {
+            Find(g, $"blk.{l}.attn_norm.weight", [d]); Find(g, $"blk.{l}.attn_q.weight", [d, d]);
+            Find(g, $"blk.{l}.attn_k.weight", [d, kv]); Find(g, $"blk.{l}.attn_v.weight", [d, kv]);
+            Find(g, $"blk.{l}.attn_output.weight", [d, d]); Find(g, $"blk.{l}.ffn_norm.weight", [d]);
+            Find(g, $"blk.{l}.ffn_gate.weight", [d, h]); Find(g, $"blk.{l}.ffn_down.weight", [h, d]); Find(g, $"blk.{l}.ffn_up.weight", [d, h]);
+        }
 
         if (g.FindTensor("rope_freqs.weight") is not null)
         {
             var factors = Read(g, "rope_freqs.weight", (ulong)config.HeadDim / 2);
             config = config with { RopeScaling = InferLlama3Scaling(factors, config.HeadDim, theta, path) };
         }
-
-        var emb = Matrix(g, "token_embd.weight", d, (ulong)vocab);
-        var weights = new LlamaWeights
-        {
-            Config = config,
-            TokenEmbedding = emb,
-            FinalNorm = Read(g, "output_norm.weight", d),
-            Classifier = config.TiedEmbeddings ? emb : Matrix(g, "output.weight", d, (ulong)vocab),
-            Layers = Enumerable.Range(0, layers).Select(l => new LayerWeights
-            {
-                AttnNorm = Read(g, $"blk.{l}.attn_norm.weight", d),
-                Wq = Matrix(g, $"blk.{l}.attn_q.weight", d, d),
-                Wk = Matrix(g, $"blk.{l}.attn_k.weight", d, kv),
-                Wv = Matrix(g, $"blk.{l}.attn_v.weight", d, kv),
-                Wo = Matrix(g, $"blk.{l}.attn_output.weight", d, d),
-                FfnNorm = Read(g, $"blk.{l}.ffn_norm.weight", d),
-                W1 = Matrix(g, $"blk.{l}.ffn_gate.weight", d, h),
-                W2 = Matrix(g, $"blk.{l}.ffn_down.weight", h, d),
-                W3 = Matrix(g, $"blk.{l}.ffn_up.weight", d, h),
-            }).ToArray(),
-        };
-        weights.Validate(path);
-        return (weights, vocabulary);
+        return (config, vocabulary);
     }
 
     static readonly string[] BlockTensors = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_down", "ffn_up"];

@@ -10,46 +10,15 @@ namespace NeuronTrace.Formats;
 /// </summary>
 public static class Llama2cBinFormat
 {
-    const int HeaderBytes = 7 * 4;
+    public const int HeaderBytes = 7 * 4;
     // Newer llama2.c exports (version 1/2) start with this magic ("ak42") instead of the dim.
     const uint NewFormatMagic = 0x616b3432;
 
     public static LlamaWeights Load(string path)
     {
         using var file = MappedFile.Open(path);
-        if (file.Length < HeaderBytes)
-            throw new ModelFormatException(path, $"truncated: {file.Length} bytes, expected at least the {HeaderBytes}-byte header");
-        var h = new int[7];
-        for (int k = 0; k < 7; k++) h[k] = BinaryPrimitives.ReadInt32LittleEndian(file.Span(4 * k, 4));
-        if ((uint)h[0] == NewFormatMagic)
-            throw new ModelFormatException(path, $"llama2.c export version {h[1]} (magic \"ak42\") is not supported; export with the legacy format (version 0)");
-        int dim = h[0], hidden = h[1], layers = h[2], heads = h[3], kvHeads = h[4], vocabSigned = h[5], seqLen = h[6];
-
-        if (vocabSigned == int.MinValue)
-            throw new ModelFormatException(path, $"header vocab_size {vocabSigned} is invalid");
-        var config = new LlamaConfig
-        {
-            Dim = dim, HiddenDim = hidden, Layers = layers, Heads = heads, KvHeads = kvHeads,
-            VocabSize = Math.Abs(vocabSigned), MaxSeqLen = seqLen,
-            NormEps = 1e-5f, RopeTheta = 10000f, RopeLayout = RopeLayout.Interleaved,
-            TiedEmbeddings = vocabSigned > 0, BosId = 1, EosId = 2,
-        };
-        config.Validate(path);
-
-        long floats = FloatCount(config);
-        if (floats < 0 || floats > long.MaxValue / 8)
-            throw new ModelFormatException(path, $"header sizes (dim {dim}, hidden {hidden}, layers {layers}, vocab {config.VocabSize}, seq {seqLen}) describe an impossibly large model");
-        long expected = HeaderBytes + floats * 4;
-        if (file.Length < expected)
-            throw new ModelFormatException(path, $"truncated: {file.Length} bytes, expected {expected}");
-        if (file.Length > expected)
-        {
-            long extra = file.Length - expected;
-            string hint = config.TiedEmbeddings && extra == (long)config.VocabSize * config.Dim * 4
-                ? " (exactly one [vocab, dim] classifier too many: an untied classifier needs a negative vocab_size in the header)"
-                : "";
-            throw new ModelFormatException(path, $"{file.Length} bytes, expected {expected}: {extra} unexpected trailing bytes{hint}");
-        }
+        var config = ParseHeader(file.Length < HeaderBytes ? [] : file.Span(0, HeaderBytes), file.Length, path);
+        int dim = config.Dim, hidden = config.HiddenDim, layers = config.Layers;
 
         long pos = HeaderBytes;
         float[] Next(long count)
@@ -97,6 +66,56 @@ public static class Llama2cBinFormat
         };
         weights.Validate(path);
         return weights;
+    }
+
+    /// <summary>
+    /// The configuration from the 28-byte header alone, the file's size checked against it: for <c>info</c> and
+    /// <c>plan</c>, which read nothing else (exactly <see cref="HeaderBytes"/> bytes of <paramref name="file"/>).
+    /// </summary>
+    public static LlamaConfig ReadConfig(Stream file, string path)
+    {
+        Span<byte> header = stackalloc byte[HeaderBytes];
+        int n = file.ReadAtLeast(header, HeaderBytes, throwOnEndOfStream: false);
+        return ParseHeader(header[..n], file.Length, path);
+    }
+
+    /// <summary>The configuration a header describes, after the checks that need only it and the file's length.</summary>
+    static LlamaConfig ParseHeader(ReadOnlySpan<byte> header, long fileLength, string path)
+    {
+        if (header.Length < HeaderBytes)
+            throw new ModelFormatException(path, $"truncated: {fileLength} bytes, expected at least the {HeaderBytes}-byte header");
+        var h = new int[7];
+        for (int k = 0; k < 7; k++) h[k] = BinaryPrimitives.ReadInt32LittleEndian(header.Slice(4 * k, 4));
+        if ((uint)h[0] == NewFormatMagic)
+            throw new ModelFormatException(path, $"llama2.c export version {h[1]} (magic \"ak42\") is not supported; export with the legacy format (version 0)");
+        int dim = h[0], hidden = h[1], layers = h[2], heads = h[3], kvHeads = h[4], vocabSigned = h[5], seqLen = h[6];
+
+        if (vocabSigned == int.MinValue)
+            throw new ModelFormatException(path, $"header vocab_size {vocabSigned} is invalid");
+        var config = new LlamaConfig
+        {
+            Dim = dim, HiddenDim = hidden, Layers = layers, Heads = heads, KvHeads = kvHeads,
+            VocabSize = Math.Abs(vocabSigned), MaxSeqLen = seqLen,
+            NormEps = 1e-5f, RopeTheta = 10000f, RopeLayout = RopeLayout.Interleaved,
+            TiedEmbeddings = vocabSigned > 0, BosId = 1, EosId = 2,
+        };
+        config.Validate(path);
+
+        long floats = FloatCount(config);
+        if (floats < 0 || floats > long.MaxValue / 8)
+            throw new ModelFormatException(path, $"header sizes (dim {dim}, hidden {hidden}, layers {layers}, vocab {config.VocabSize}, seq {seqLen}) describe an impossibly large model");
+        long expected = HeaderBytes + floats * 4;
+        if (fileLength < expected)
+            throw new ModelFormatException(path, $"truncated: {fileLength} bytes, expected {expected}");
+        if (fileLength > expected)
+        {
+            long extra = fileLength - expected;
+            string hint = config.TiedEmbeddings && extra == (long)config.VocabSize * config.Dim * 4
+                ? " (exactly one [vocab, dim] classifier too many: an untied classifier needs a negative vocab_size in the header)"
+                : "";
+            throw new ModelFormatException(path, $"{fileLength} bytes, expected {expected}: {extra} unexpected trailing bytes{hint}");
+        }
+        return config;
     }
 
     /// <summary>

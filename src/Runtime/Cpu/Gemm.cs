@@ -85,12 +85,7 @@ public static unsafe partial class Gemm
             return;
         }
 
-        if (path == Path.Auto)
-        {
-            if (!Vector256.IsHardwareAccelerated) path = Path.PackedScalar;
-            else if (m <= (transposedB ? SmallMTransposedB : SmallMPlain)) path = Path.SmallM;
-            else path = Path.Packed;
-        }
+        if (path == Path.Auto) path = AutoPath(m, transposedB);
         // The 16-bit widening kernels are AVX2; elsewhere 16-bit B goes through the packers' scalar widening.
         if (pbHalf != null && !Avx2.IsSupported) path = Path.PackedScalar;
 
@@ -101,6 +96,19 @@ public static unsafe partial class Gemm
             else RunPacked(in p);
         }
     }
+
+    static Path AutoPath(int m, bool transposedB) =>
+        !Vector256.IsHardwareAccelerated ? Path.PackedScalar
+        : m <= (transposedB ? SmallMTransposedB : SmallMPlain) ? Path.SmallM
+        : Path.Packed;
+
+    /// <summary>
+    /// Whether an A·Bᵀ product (the forward's x·Wᵀ) computes each row of C with the same operations, in the same order,
+    /// when A has <paramref name="rows1"/> rows as when it has <paramref name="rows2"/>: true unless one count takes the
+    /// few-row kernel and the other the packed one (their summation orders differ). Tiling and threading never change
+    /// a row's arithmetic.
+    /// </summary>
+    public static bool SameRowArithmetic(int rows1, int rows2) => AutoPath(rows1, true) == AutoPath(rows2, true);
 
     /// <summary>One product, with raw pointers into arrays pinned by the caller for the duration of the call.</summary>
     /// <summary>B is fp32 at <see cref="B"/>, or 16-bit at <see cref="BHalf"/> (then B is null) in <see cref="BFormat"/>.</summary>

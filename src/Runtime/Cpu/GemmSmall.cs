@@ -6,17 +6,16 @@ namespace NeuronTrace.Runtime.Cpu;
 
 public static unsafe partial class Gemm
 {
-    readonly struct SmallJob(Problem problem, int chunk, float*[]? partials)
+    readonly struct SmallJob(Problem problem, int chunk)
     {
         public readonly Problem P = problem;
         public readonly int Chunk = chunk;
-        public readonly float*[]? Partials = partials;
     }
 
     /// <summary>
-    /// Few rows of A: no packing, B is streamed once, in order. A·Bᵀ: tasks split the rows of B (columns of C).
-    /// A·B: tasks split k, so that each streams whole rows of B; all but the first sum into scratch copies of C,
-    /// which are added at the end.
+    /// Few rows of A: no packing, B is streamed once, in order. Tasks split the columns of C, that is the output
+    /// columns of the weight matrix: the rows of B for A·Bᵀ, a column range of every row of B for A·B. No task sums
+    /// into scratch, so the result does not depend on how many cores share the product.
     /// </summary>
     static void RunSmallM(in Problem p)
     {
@@ -30,7 +29,7 @@ public static unsafe partial class Gemm
                 int pieces = Math.Min(CeilDiv(p.N, 4), Math.Max(2 * workers, CeilDiv(p.N, 4096)));
                 chunk = RoundUp(CeilDiv(p.N, pieces), 4);
             }
-            ForEach(CeilDiv(p.N, chunk), new SmallJob(p, chunk, null), static (job, index) =>
+            ForEach(CeilDiv(p.N, chunk), new SmallJob(p, chunk), static (job, index) =>
             {
                 int j0 = index * job.Chunk;
                 if (job.P.BHalf == null) SmallTransposedB(in job.P, j0, Math.Min(job.P.N, j0 + job.Chunk), null);
@@ -49,38 +48,20 @@ public static unsafe partial class Gemm
             return;
         }
 
-        int tasks = Math.Min(workers, CeilDiv(p.K, 64));
-        if (tasks <= 1)
+        // A·B: tasks split the columns of C (the columns of B), each streaming its part of every row of B, so B is
+        // still read once in all, and every element of C is summed in k order by one task whatever the core count.
+        int columnChunk = p.N;
+        if (workers > 1)
         {
-            SmallPlain(in p, p.C, 0, p.K, p.Accumulate);
-            return;
+            int pieces = Math.Min(CeilDiv(p.N, 64), 2 * workers);
+            // Multiples of 8 columns: each column keeps the vector or tail arithmetic it has in a one-task product.
+            columnChunk = RoundUp(CeilDiv(p.N, Math.Max(1, pieces)), 8);
         }
-        int kChunk = RoundUp(CeilDiv(p.K, tasks), 4);
-        tasks = CeilDiv(p.K, kChunk);
-        var spaces = new Workspace[tasks - 1];
-        var partials = new float*[tasks - 1];
-        for (int t = 0; t < spaces.Length; t++)
+        ForEach(CeilDiv(p.N, columnChunk), new SmallJob(p, columnChunk), static (job, index) =>
         {
-            spaces[t] = RentWorkspace();
-            spaces[t].Reserve(p.M * p.N, 0);
-            partials[t] = spaces[t].APack;
-        }
-        try
-        {
-            ForEach(tasks, new SmallJob(p, kChunk, partials), static (job, index) =>
-            {
-                int k0 = index * job.Chunk, k1 = Math.Min(job.P.K, k0 + job.Chunk);
-                if (index == 0) SmallPlain(in job.P, job.P.C, k0, k1, job.P.Accumulate);
-                else SmallPlain(in job.P, job.Partials![index - 1], k0, k1, false);
-            });
-            var c = new Span<float>(p.C, p.M * p.N);
-            for (int t = 0; t < partials.Length; t++)
-                SimdMath.AddInPlace(c, new ReadOnlySpan<float>(partials[t], p.M * p.N));
-        }
-        finally
-        {
-            foreach (var w in spaces) ReturnWorkspace(w);
-        }
+            int j0 = index * job.Chunk;
+            SmallPlain(in job.P, j0, Math.Min(job.P.N, j0 + job.Chunk));
+        });
     }
 
     /// <summary>
@@ -188,56 +169,60 @@ public static unsafe partial class Gemm
     }
 
     /// <summary>
-    /// c[m, n] (+)= A[:, k0..k1) · B[k0..k1, :] by streaming whole rows of B: c[i, :] += Σ a[i, q]·b[q, :], four rows of
-    /// B and two rows of C at a time (C stays in L1/L2 for the few rows this path serves).
+    /// Columns [j0, j1) of c[m, n] (+)= A · B by streaming rows of B: c[i, j0..j1) += Σ a[i, q]·b[q, j0..j1), four rows
+    /// of B and two rows of C at a time (C stays in L1/L2 for the few rows this path serves).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void SmallPlain(in Problem p, float* c, int k0, int k1, bool accumulate)
+    static void SmallPlain(in Problem p, int j0, int j1)
     {
-        if (p.BHalf == null) { SmallPlain(in p, c, k0, k1, accumulate, null); return; }
-        // 16-bit B: each group of four rows of B is widened into L1/L2 scratch before the axpys read it.
+        if (p.BHalf == null) { SmallPlain(in p, j0, j1, null); return; }
+        // 16-bit B: each group of four row pieces of B is widened into L1/L2 scratch before the axpys read it.
         var ws = RentWorkspace();
         try
         {
-            ws.Reserve(0, 4 * p.N);
-            SmallPlain(in p, c, k0, k1, accumulate, ws.BPack);
+            ws.Reserve(0, 4 * (j1 - j0));
+            SmallPlain(in p, j0, j1, ws.BPack);
         }
         finally { ReturnWorkspace(ws); }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static void SmallPlain(in Problem p, float* c, int k0, int k1, bool accumulate, float* widened)
+    static void SmallPlain(in Problem p, int j0, int j1, float* widened)
     {
-        int m = p.M, n = p.N, k = p.K;
-        if (!accumulate)
-            for (int i = 0; i < m; i++) new Span<float>(c + (long)i * n, n).Clear();
+        int m = p.M, n = p.N, k = p.K, w = j1 - j0;
+        float* c = p.C + j0;
+        if (!p.Accumulate)
+            for (int i = 0; i < m; i++) new Span<float>(c + (long)i * n, w).Clear();
+        // A widened piece is packed: its rows lie w apart; rows of B itself lie n apart.
+        int ldb = widened != null ? w : n;
 
-        int q = k0;
-        for (; q + 4 <= k1; q += 4)
+        int q = 0;
+        for (; q + 4 <= k; q += 4)
         {
-            float* b = p.B + (long)q * n;
+            float* b = p.B + (long)q * n + j0;
             if (widened != null)
             {
-                WidenRow(p.BHalf + (long)q * n, widened, 4 * n, p.BFormat);
+                for (int r = 0; r < 4; r++) WidenRow(p.BHalf + (long)(q + r) * n + j0, widened + r * w, w, p.BFormat);
                 b = widened;
             }
             // With several passes over these rows, the passes also walk a prefetch cursor through the next four rows
-            // of B (contiguous, 4n floats), a line per step; a single pass streams well enough on its own.
-            float* pf = b + 4L * n, pfEnd = widened == null && m > 2 && q + 8 <= k1 ? pf + 4L * n : pf;
+            // of B (contiguous, 4n floats, when this task has all the columns), a line per step; a single pass, or a
+            // piece of each row, streams well enough on its own.
+            float* pf = b + 4L * n, pfEnd = widened == null && w == n && m > 2 && q + 8 <= k ? pf + 4L * n : pf;
             for (int i = 0; i < m; i += 2)
             {
                 float* a0 = p.A + (long)i * k + q;
                 float* c0 = c + (long)i * n;
-                if (i + 1 < m) pf = Axpy4x2(n, n, b, a0, a0 + k, c0, c0 + n, pf, pfEnd);
-                else pf = Axpy4x1(n, n, b, a0, c0, pf, pfEnd);
+                if (i + 1 < m) pf = Axpy4x2(w, ldb, b, a0, a0 + k, c0, c0 + n, pf, pfEnd);
+                else pf = Axpy4x1(w, ldb, b, a0, c0, pf, pfEnd);
             }
         }
-        for (; q < k1; q++)
+        for (; q < k; q++)
         {
-            float* b = p.B + (long)q * n;
+            float* b = p.B + (long)q * n + j0;
             if (widened != null)
             {
-                WidenRow(p.BHalf + (long)q * n, widened, n, p.BFormat);
+                WidenRow(p.BHalf + (long)q * n + j0, widened, w, p.BFormat);
                 b = widened;
             }
             for (int i = 0; i < m; i++)
@@ -246,8 +231,8 @@ public static unsafe partial class Gemm
                 float* c0 = c + (long)i * n;
                 int j = 0;
                 var vs = Vector256.Create(s);
-                for (; j + 8 <= n; j += 8) Vector256.Store(MulAdd(vs, Vector256.Load(b + j), Vector256.Load(c0 + j)), c0 + j);
-                for (; j < n; j++) c0[j] += s * b[j];
+                for (; j + 8 <= w; j += 8) Vector256.Store(MulAdd(vs, Vector256.Load(b + j), Vector256.Load(c0 + j)), c0 + j);
+                for (; j < w; j++) c0[j] += s * b[j];
             }
         }
     }

@@ -14,7 +14,12 @@ namespace NeuronTrace.Tracing.Scoring;
 /// </summary>
 public static class Attributor
 {
-    public static NodeScores Score(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress = null)
+    public static NodeScores Score(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress = null) =>
+        ScoreWithPairing(model, task, options, progress, pairForwards: true);
+
+    /// <param name="pairForwards">Whether a batch's clean and patch forwards run as one (<see cref="PairedForward"/>);
+    /// false runs them apart, the reference the tests compare the paired scores with bit for bit.</param>
+    internal static NodeScores ScoreWithPairing(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress, bool pairForwards)
     {
         var baseline = options.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
         if (baseline == Baseline.Patch && !task.IsPaired)
@@ -82,7 +87,7 @@ public static class Attributor
 
         void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
         {
-            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, sites, positions, concurrentPatch, options.IgRowsPerPass);
+            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, sites, positions, concurrentPatch, options.IgRowsPerPass, pairForwards);
             switch (options.Method)
             {
                 case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
@@ -130,7 +135,7 @@ public static class Attributor
         readonly Dictionary<(IBackend, int), (Tensor MinusOne, Tensor Zero)> _constants = new();
 
         public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, NodeSite[] sites,
-            int positions, bool concurrentPatch, int igRowsPerPass)
+            int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards)
         {
             _model = model; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
             _igRowsPerPass = igRowsPerPass;
@@ -139,6 +144,14 @@ public static class Attributor
             Array.Fill(_scoreRowOf, positions);
             for (int b = 0; b < _clean.Size; b++)
                 for (int p = 0; p < _clean.Lengths[b]; p++) _scoreRowOf[_clean.RowFromEnd(b, p)] = p;
+            if (baseline == Baseline.Patch && pairForwards && PairedForward.Applies(model, _clean.Rows))
+            {
+                // One forward over the clean and patch prompts together: each weight is read once for both.
+                var (cleanPass, patchPass) = PairedForward.Run(model, _clean, new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()));
+                _cleanPass = cleanPass;
+                _patchForward = Task.FromResult(patchPass);
+                return;
+            }
             if (baseline == Baseline.Patch)
             {
                 var patch = new TokenBatch(pairs.Select(p => p.PatchIds!).ToList());

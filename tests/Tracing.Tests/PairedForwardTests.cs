@@ -1,0 +1,125 @@
+using NeuronTrace.Formats;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.TestSupport;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
+using Xunit;
+
+namespace NeuronTrace.Tracing.Tests;
+
+/// <summary>
+/// The clean and patch forwards of an attribution batch run as one forward (<see cref="PairedForward"/>): every tensor
+/// the scores and the backward read, and the scores themselves, must equal bit for bit those of two separate forwards
+/// (the reference: the separate-forward path the attributor keeps for batches the pairing does not apply to).
+/// </summary>
+public class PairedForwardTests
+{
+    static readonly NodeSite[] AllSites = [NodeSite.Resid, NodeSite.Attn, NodeSite.AttnZ, NodeSite.MlpOut, NodeSite.MlpAct];
+
+    /// <summary>Wide enough (hidden 640 × dim 128 × 56+ rows) for the products to be shared across cores.</summary>
+    static LlamaWeights WideRandom() => RandomLlama.Create(RandomLlama.SmallConfig() with
+    {
+        Dim = 128, HiddenDim = 640, Heads = 4, KvHeads = 2, VocabSize = 300, Layers = 2,
+    }, seed: 11, scale: 0.1f);
+
+    public static TheoryData<string> Models() => new() { "stories260K", "wide" };
+
+    static LlamaWeights Weights(string which) =>
+        which == "wide" ? WideRandom() : ModelLoader.Load(RepoPaths.Stories260KBin).Weights;
+
+    [Theory, MemberData(nameof(Models))]
+    public void PassesEqualSeparateForwards(string which)
+    {
+        var weights = Weights(which);
+        using var model = new Llama(weights, CpuBackend.Instance);
+        var task = RandomTasks.Pairs(8, weights.Config.VocabSize, seed: 4);
+        var clean = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
+        var patch = new TokenBatch(task.Pairs.Select(p => p.PatchIds!).ToList());
+        Assert.True(PairedForward.Applies(model, clean.Rows), $"{clean.Rows} rows: the pairing must apply for this test to mean anything");
+
+        var (pc, pp) = PairedForward.Run(model, clean, patch);
+        using var pairedClean = pc;
+        using var pairedPatch = pp;
+        using var aloneClean = model.Forward(clean, LogitRows.Last);
+        using var alonePatch = model.Forward(patch, LogitRows.None);
+
+        Assert.Null(pairedPatch.Logits);
+        Assert.Equal(aloneClean.LogitRowIndex, pairedClean.LogitRowIndex);
+        AssertSame(aloneClean.Logits!, pairedClean.Logits!, "logits");
+        foreach (var (alone, paired, name) in new[] { (aloneClean, pairedClean, "clean"), (alonePatch, pairedPatch, "patch") })
+        {
+            AssertSame(alone.Embedded, paired.Embedded, $"{name} embedding");
+            for (int l = 0; l < weights.Config.Layers; l++)
+            {
+                var a = alone.Layers[l];
+                var b = paired.Layers[l];
+                Assert.Same(l == 0 ? paired.Embedded : paired.Layers[l - 1].Output, b.Input);
+                foreach (var (x, y, t) in new[] { (a.AttnNormed, b.AttnNormed, "attn normed"), (a.AttnRstd, b.AttnRstd, "attn rstd"),
+                             (a.Q, b.Q, "q"), (a.K, b.K, "k"), (a.V, b.V, "v"), (a.Lse, b.Lse, "lse"), (a.Z, b.Z, "z"),
+                             (a.AttnOut, b.AttnOut, "attn out"), (a.Mid, b.Mid, "mid"), (a.FfnNormed, b.FfnNormed, "ffn normed"),
+                             (a.FfnRstd, b.FfnRstd, "ffn rstd"), (a.Gate, b.Gate, "gate"), (a.Up, b.Up, "up"), (a.Act, b.Act, "act"),
+                             (a.MlpOut, b.MlpOut, "mlp out"), (a.Output, b.Output, "output") })
+                {
+                    Assert.Equal(x.Shape, y.Shape);
+                    AssertSame(x, y, $"{name} layer {l} {t}");
+                }
+            }
+        }
+
+        // The backward from the paired clean pass reads only its own tensors: same gradients at every site.
+        using var dLogits = CpuBackend.Instance.Upload(Enumerable.Range(0, (int)aloneClean.Logits!.Length).Select(i => (float)Math.Sin(i)).ToArray(),
+            aloneClean.Logits.Shape);
+        using var gAlone = model.Backward(aloneClean, dLogits, BackwardRules.RelP, AllSites);
+        using var gPaired = model.Backward(pairedClean, dLogits, BackwardRules.RelP, AllSites);
+        foreach (var s in AllSites)
+            for (int l = 0; l < weights.Config.Layers; l++) AssertSame(gAlone.Get(s, l), gPaired.Get(s, l), $"gradient {s} layer {l}");
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public void ScoresEqualSeparateForwardsBitForBit(string which)
+    {
+        var weights = Weights(which);
+        using var model = new Llama(weights, CpuBackend.Instance);
+        var task = RandomTasks.Pairs(13, weights.Config.VocabSize, seed: 9);
+        foreach (var method in new[] { AttributionMethod.AtP, AttributionMethod.RelP, AttributionMethod.IG, AttributionMethod.IGInputs })
+            foreach (int batch in new[] { 8, 5 })   // 5: a last batch of 3, split in halves on the small model
+            {
+                var options = new AttributionOptions { Method = method, BatchSize = batch, Sites = AllSites, IgSteps = 2 };
+                var paired = Attributor.Score(model, task, options);
+                var separate = Attributor.ScoreWithPairing(model, task, options, null, pairForwards: false);
+                foreach (var s in AllSites)
+                    for (int l = 0; l < weights.Config.Layers; l++)
+                    {
+                        var x = separate.Get(s, l);
+                        var y = paired.Get(s, l);
+                        Assert.Equal(x.Length, y.Length);
+                        Assert.Contains(x, v => v != 0f);
+                        for (int i = 0; i < x.Length; i++)
+                            if (BitConverter.SingleToInt32Bits(x[i]) != BitConverter.SingleToInt32Bits(y[i]))
+                                Assert.Fail($"{which} {method} batch {batch} {s} layer {l} [{i}]: paired {y[i]:R}, separate {x[i]:R}");
+                    }
+            }
+    }
+
+    [Fact]
+    public void FewRowsOnTheCpuRunApart()
+    {
+        using var model = new Llama(ModelLoader.Load(RepoPaths.Stories260KBin).Weights, CpuBackend.Instance);
+        // 16 rows take the few-row kernel and 32 the packed one, whose sums run in another order: no pairing there.
+        Assert.False(PairedForward.Applies(model, 16));
+        Assert.True(PairedForward.Applies(model, 17));
+        Assert.Throws<ArgumentException>(() => PairedForward.Run(model, new TokenBatch([[1, 5, 6]]), new TokenBatch([[1, 5]])));
+    }
+
+    static void AssertSame(Tensor expected, Tensor actual, string what)
+    {
+        var x = expected.Span;
+        var y = actual.Span;
+        Assert.True(x.Length == y.Length, $"{what}: {y.Length} values, expected {x.Length}");
+        for (int i = 0; i < x.Length; i++)
+            if (BitConverter.SingleToInt32Bits(x[i]) != BitConverter.SingleToInt32Bits(y[i]))
+                Assert.Fail($"{what} [{i}]: paired {y[i]:R}, separate {x[i]:R}");
+    }
+}
