@@ -36,11 +36,22 @@ constexpr unsigned kMaxDynamicShared = 48 * 1024;  // more needs cuFuncSetAttrib
 
 enum class State : unsigned char { Ready, AtBlockBarrier, AtWarpBarrier, Done };
 
+// A cp.async of this thread, not yet performed: it lands when a cp.async.wait_group covers its group.
+struct AsyncCopy {
+  void* shared;
+  const void* global;
+  unsigned bytes;
+  bool valid;      // false: zero-fill, read nothing
+  unsigned group;  // the commit count when it was issued
+};
+
 struct Fiber {
   ucontext_t context;
   ThreadState thread;
   State state;
   unsigned warp_mask;  // the mask passed to the __syncwarp / shuffle it waits at
+  std::vector<AsyncCopy> copies;
+  unsigned commits;    // cp.async.commit_group calls so far
 };
 
 // One worker's machinery, reused for every block it runs.
@@ -167,6 +178,8 @@ void run_block(BlockRunner& r, uint3 block_idx) {
     f.thread.linear = i;
     f.thread.thread_idx = uint3{i % dim.x, (i / dim.x) % dim.y, i / (dim.x * dim.y)};
     f.state = State::Ready;
+    f.copies.clear();
+    f.commits = 0;
     getcontext(&f.context);
     f.context.uc_stack.ss_sp = r.stack_of(i);
     f.context.uc_stack.ss_size = kStackBytes;
@@ -181,7 +194,14 @@ void run_block(BlockRunner& r, uint3 block_idx) {
       r.current = &f;
       tls_thread = &f.thread;
       swapcontext(&r.scheduler, &f.context);
-      if (f.state == State::Done) --alive;
+      if (f.state == State::Done) {
+        --alive;
+        if (!f.copies.empty()) {
+          r.error = block_name(tls_block) + ": thread " + std::to_string(i) + " exited with " +
+                    std::to_string(f.copies.size()) + " cp.async copies no cp.async.wait_group covered";
+          return;
+        }
+      }
     }
     if (alive == 0) return;
     // Nobody can run: release whatever barrier is complete.
@@ -239,6 +259,44 @@ unsigned warp_ballot(unsigned mask, bool predicate) {
     if ((mask >> l & 1u) && warp * 32 + l < r->threads && slots[l]) ballot |= 1u << l;
   park(State::AtWarpBarrier, mask);
   return ballot;
+}
+
+void warp_gather(unsigned mask, const void* mine, unsigned bytes, void* all) {
+  BlockRunner* r = tls_runner;
+  const unsigned linear = tls_thread->linear, warp = linear / 32, lane = linear % 32;
+  std::uint64_t* slots = &r->slots[std::size_t(warp) * 32];
+  slots[lane] = reinterpret_cast<std::uintptr_t>(mine);
+  park(State::AtWarpBarrier, mask);  // every named lane has published where its bytes are
+  unsigned char* out = static_cast<unsigned char*>(all);
+  for (unsigned l = 0; l < 32; ++l) {
+    const bool valid = (mask >> l & 1u) && warp * 32 + l < r->threads;
+    if (valid) std::memcpy(out + std::size_t(l) * bytes, reinterpret_cast<const void*>(slots[l]), bytes);
+    else std::memset(out + std::size_t(l) * bytes, 0xff, bytes);
+  }
+  park(State::AtWarpBarrier, mask);  // every lane has copied before any changes its bytes again
+}
+
+void cp_async_enqueue(void* shared, const void* global, unsigned bytes, bool valid) {
+  Fiber* f = tls_runner->current;
+  f->copies.push_back(AsyncCopy{shared, global, bytes, valid, f->commits});
+}
+
+void cp_async_commit() { ++tls_runner->current->commits; }
+
+void cp_async_wait(int pending) {
+  Fiber* f = tls_runner->current;
+  // Groups older than the `pending` most recent committed ones complete; uncommitted copies stay queued.
+  const long long done_below = (long long)f->commits - pending;
+  std::size_t kept = 0;
+  for (const AsyncCopy& c : f->copies) {
+    if ((long long)c.group < done_below) {
+      if (c.valid) std::memcpy(c.shared, c.global, c.bytes);
+      else std::memset(c.shared, 0, c.bytes);
+    } else {
+      f->copies[kept++] = c;
+    }
+  }
+  f->copies.resize(kept);
 }
 
 int launch(const char* kernel, Invoker invoker, uint3 grid, uint3 block, unsigned shared_bytes, void** args) {

@@ -36,6 +36,21 @@ static class CudaBackends
         return all;
     }
 
+    /// <summary>
+    /// Free bytes of the GPU that <paramref name="device"/> ("cuda" or "cuda:N") names, queried before any weight is
+    /// read (cuMemGetInfo); null, with the reason in <paramref name="whyNot"/>, where it cannot be had (no driver or
+    /// device: opening the backend then says so in its own line).
+    /// </summary>
+    public static long? FreeBytes(string device, out string whyNot)
+    {
+        int ordinal = device == "cuda" ? 0 : Ordinal(device) ?? throw new UsageException($"unknown --device {device}");
+        return CudaDevice.TryQueryMemory(ordinal, out long free, out _, out whyNot) ? free : null;
+    }
+
+    /// <summary>What the memory plan compares with for --device <paramref name="device"/>: null on the CPU (the plan
+    /// asks the GC there) and where the GPU's free memory cannot be had.</summary>
+    public static long? PlanFreeBytes(string device) => device == "cpu" ? null : FreeBytes(device, out _);
+
     public static IBackend Open(int ordinal = 0)
     {
         GemmPrecision precision;

@@ -16,6 +16,18 @@ public class PlanCommandTests
         Assert.Contains("fits", r.Out);
     }
 
+    [Fact]
+    public void On_a_gpu_compares_with_the_free_memory_or_says_why_it_is_not_known()
+    {
+        var r = CliHarness.Run("plan", "--model", RepoPaths.Stories260KBin, "--tokens", "256", "--device", "cuda:0");
+        Assert.Equal(0, r.Exit);
+        Assert.Contains("total (predicted peak)", r.Out);
+        if (NeuronTrace.Runtime.Cuda.CudaDevice.TryQueryMemory(0, out _, out _, out string why))
+            Assert.Contains("free on cuda:0", r.Out);
+        else  // this machine has no GPU: the line names why, and nothing is refused
+            Assert.Contains($"free memory on cuda:0: not known ({why})", r.Out);
+    }
+
     [Theory]
     [InlineData("--tokens", "0", "--tokens must be at least 1")]
     [InlineData("--tokens", "513", "--tokens must be 1 .. 512")]

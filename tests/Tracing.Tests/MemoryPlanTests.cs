@@ -63,6 +63,28 @@ public class MemoryPlanTests
     }
 
     [Fact]
+    public void A_gpu_run_is_checked_against_the_free_memory_the_device_reports()
+    {
+        var c = RandomLlama.SmallConfig();
+        MemoryPlan Plan(int n) => MemoryPlan.ForAttribution(c, n, 512, NodeSites.All, AttributionMethod.RelP, patchBaseline: true, weightCopies: 1);
+        // The recording runtime stands in for a GPU whose cuMemGetInfo reports a configured free size.
+        var device = new NeuronTrace.Runtime.Cuda.RecordingDeviceRuntime { FreeBytes = Plan(3).TotalBytes + 1 };
+        string? line = MemoryPlan.CheckAttribution(c, 8, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, device.FreeBytes, "cuda:1");
+        Assert.NotNull(line);
+        Assert.DoesNotContain('\n', line);
+        Assert.Contains($"needs about {MemoryPlan.Gib(Plan(8).TotalBytes)}", line);
+        Assert.Contains($"but {MemoryPlan.Gib(device.FreeBytes.Value)} is free on cuda:1", line);
+        Assert.Contains("--batch 3", line);
+        Assert.Null(MemoryPlan.CheckAttribution(c, 3, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, device.FreeBytes, "cuda:1"));
+        // One weight copy on a GPU (two on the CPU): a free size between the two plans fits only the GPU plan.
+        long between = Plan(3).TotalBytes + c.ParameterCount * 4 / 2;
+        Assert.Null(MemoryPlan.CheckAttribution(c, 3, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, between, "cuda:0"));
+        // Unknown free memory (a runtime with no limit, or no driver): no check, the backend's own open reports.
+        Assert.Null(new NeuronTrace.Runtime.Cuda.RecordingDeviceRuntime().FreeBytes);
+        Assert.Null(MemoryPlan.CheckAttribution(c, 1 << 12, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, null, "cuda:0"));
+    }
+
+    [Fact]
     public void Reads_the_shape_without_the_weights_as_the_loader_does()
     {
         var full = ModelLoader.Load(RepoPaths.Stories260KBin).Config;

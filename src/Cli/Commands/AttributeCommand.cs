@@ -66,7 +66,7 @@ public static class AttributeCommand
             if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(r.GetValue(batch), Math.Max(t.Count, 1)),
                     t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, m,
                     (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
-                    CommonOptions.IsCpu(r.GetValue(device)!)) is { } refusal)
+                    CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanFreeBytes(r.GetValue(device)!), r.GetValue(device)!) is { } refusal)
                 throw new UsageException(refusal);
             using var llama = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);
             var watch = System.Diagnostics.Stopwatch.StartNew();

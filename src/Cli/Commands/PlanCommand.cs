@@ -43,15 +43,18 @@ public static class PlanCommand
             MemoryPlan Plan(int n) => MemoryPlan.ForAttribution(config, n, t, siteList, m, patch, weightCopies: cpu ? 2 : 1);
             var plan = Plan(b);
             Console.WriteLine(plan.Describe());
-            if (!cpu)
+            string where = "available on the cpu";
+            long available;
+            if (cpu) available = MemoryPlan.AvailableCpuBytes();
+            else if (CudaBackends.FreeBytes(r.GetValue(device)!, out string whyNot) is long free) (available, where) = (free, $"free on {r.GetValue(device)}");
+            else
             {
-                Console.WriteLine("  available: not queried for cuda (the plan is per device; compare with the card's memory)");
+                Console.WriteLine($"  free memory on {r.GetValue(device)}: not known ({whyNot})");
                 return 0;
             }
-            long available = MemoryPlan.AvailableCpuBytes();
             int fits = MemoryPlan.LargestFittingBatch(Plan, Math.Max(b, 1), available);
-            Console.WriteLine($"  available on the cpu             {MemoryPlan.Gib(available),12}");
-            Console.WriteLine(plan.Refusal(available, fits) is { } refusal ? $"does not fit: {refusal}" : "fits");
+            Console.WriteLine($"  {where,-32} {MemoryPlan.Gib(available),12}");
+            Console.WriteLine(plan.Refusal(available, fits, cpu ? "available" : where) is { } refusal ? $"does not fit: {refusal}" : "fits");
             return 0;
         });
         return cmd;

@@ -96,7 +96,8 @@ public static class TraceCommand
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", traceOptions.Methods.Select(m => m.Name()))}, sites {string.Join(",", traceOptions.Sites.Select(s => s.Name()))}");
             foreach (var m in traceOptions.Methods)
                 if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(new AttributionOptions().BatchSize, Math.Max(t.Count, 1)),
-                        t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, m, true, CommonOptions.IsCpu(r.GetValue(device)!)) is { } refusal)
+                        t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, m, true, CommonOptions.IsCpu(r.GetValue(device)!),
+                        CudaBackends.PlanFreeBytes(r.GetValue(device)!), r.GetValue(device)!) is { } refusal)
                     // trace has no --batch (it attributes in the library's default batches): name what a trace user can change
                     throw new UsageException(System.Text.RegularExpressions.Regex.Replace(refusal, @"use --batch \d+ or less", "use fewer --sites or shorter prompts"));
             using var llama = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);

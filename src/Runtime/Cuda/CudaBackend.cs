@@ -120,6 +120,7 @@ public sealed partial class CudaBackend : IBackend
         indexScratch = maskScratch = scoreScratch = null;
         activationBf16?.Dispose(); weightBf16?.Dispose();
         activationBf16 = weightBf16 = null;
+        DisposeStreamingScratch();
         foreach (var copy in bf16Weights.Values) copy.Dispose();
         bf16Weights.Clear();
         if (ownsDevice) device.Dispose();

@@ -42,6 +42,55 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     /// <summary>The folder the PTX modules were loaded from.</summary>
     public string PtxDirectory { get; private set; } = "";
 
+    /// <summary>The driver's free bytes on this device plus the idle (cached) blocks of <see cref="MemoryPool"/>.</summary>
+    public long? FreeBytes
+    {
+        get
+        {
+            context.MakeCurrent();
+            nuint free, total;
+            CudaException.Check(CudaDriver.cuMemGetInfo_v2(&free, &total), "cuMemGetInfo_v2");
+            return (long)free + pool.CachedBytes;
+        }
+    }
+
+    /// <summary>
+    /// Free and total bytes of device <paramref name="ordinal"/> without opening it (no PTX, no cuBLAS: the primary
+    /// context is retained for the query and released), so a run can be planned before its weights are read; false
+    /// with a one-line <paramref name="whyNot"/> when there is no driver or no such device. Never throws for those.
+    /// </summary>
+    public static bool TryQueryMemory(int ordinal, out long free, out long total, out string whyNot)
+    {
+        free = total = 0;
+        if (!NativeLibrary.TryLoad(CudaDriver.Library, out _))
+        {
+            whyNot = $"no CUDA driver: {CudaDriver.Library} cannot be loaded (no NVIDIA driver on this machine)";
+            return false;
+        }
+        try
+        {
+            int r = CudaDriver.cuInit(0);
+            if (r != CudaDriver.Success) { whyNot = Describe("cuInit", r); return false; }
+            int count, device;
+            CudaException.Check(CudaDriver.cuDeviceGetCount(&count), "cuDeviceGetCount");
+            if (ordinal < 0 || ordinal >= count) { whyNot = $"no CUDA device {ordinal} (the driver reports {count})"; return false; }
+            CudaException.Check(CudaDriver.cuDeviceGet(&device, ordinal), "cuDeviceGet");
+            nint ctx;
+            CudaException.Check(CudaDriver.cuDevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
+            using var context = new CudaContextHandle(ctx, device);
+            context.MakeCurrent();
+            nuint f, t;
+            CudaException.Check(CudaDriver.cuMemGetInfo_v2(&f, &t), "cuMemGetInfo_v2");
+            (free, total, whyNot) = ((long)f, (long)t, "");
+            return true;
+        }
+        catch (Exception e)
+        {
+            whyNot = (e is CudaException ? e.Message : $"{e.GetType().Name}: {e.Message}").ReplaceLineEndings(" ");
+            return false;
+        }
+    }
+
     /// <summary>Opens device 0 with the PTX found by <see cref="PtxLocator"/>.</summary>
     public static CudaDevice? TryOpen(out string whyNot) => TryOpen(0, null, out whyNot);
 

@@ -44,6 +44,12 @@ public interface IDeviceRuntime : IDisposable
     /// <summary>Waits for all launched work.</summary>
     void Synchronize();
 
+    /// <summary>
+    /// Bytes a new allocation could still get: the driver's free memory (cuMemGetInfo) plus the idle blocks of this
+    /// runtime's pool; null for a runtime without a limit. The memory plan compares its prediction with this.
+    /// </summary>
+    long? FreeBytes => null;
+
     void PushRange(string name);
     void PopRange();
 }

@@ -23,6 +23,8 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
     public RecordingDeviceRuntime() => Pool = new DeviceMemoryPool(AllocateAddressSpace);
 
     public string Name => "recording (executes nothing)";
+    /// <summary>What this stand-in reports as the device's free memory (null: no limit), for the memory plan's tests.</summary>
+    public long? FreeBytes { get; set; }
     public DeviceMemoryPool Pool { get; }
 
     /// <summary>Kernel launches and matrix products, all ops together.</summary>

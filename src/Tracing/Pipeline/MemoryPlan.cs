@@ -115,27 +115,32 @@ public sealed record MemoryPlan
     }
 
     /// <summary>One line when the plan does not fit: what it needs, what there is, and what to change; null when it fits.</summary>
-    public string? Refusal(long available, int fittingBatch)
+    /// <param name="where">How the available bytes are described: "available" (the CPU) or "free on cuda:0".</param>
+    public string? Refusal(long available, int fittingBatch, string where = "available")
     {
         if (TotalBytes <= available) return null;
         string change = fittingBatch >= 1
             ? $"use --batch {fittingBatch} or less"
             : "no batch fits this prompt length: use fewer --sites, shorter prompts or a device with more memory";
-        return $"this run needs about {Gib(TotalBytes)} (mostly {Dominant}: {Gib(Items[0].Bytes)}) but {Gib(available)} is available; {change}";
+        return $"this run needs about {Gib(TotalBytes)} (mostly {Dominant}: {Gib(Items[0].Bytes)}) but {Gib(available)} is {where}; {change}";
     }
 
     /// <summary>
-    /// The refusal line of an attribution run on the CPU backend that cannot fit (null when it fits or on another
-    /// device, whose free memory is not queried here): trace and attribute call it before uploading the weights.
+    /// The refusal line of an attribution run that cannot fit, null when it fits: trace and attribute call it before
+    /// reading the weights. On the CPU (<paramref name="cpu"/>) the plan counts two weight copies and is compared with
+    /// <see cref="AvailableCpuBytes"/>; on a GPU one copy, compared with <paramref name="deviceFreeBytes"/> (what
+    /// <see cref="Runtime.Cuda.IDeviceRuntime.FreeBytes"/> or <see cref="Runtime.Cuda.CudaDevice.TryQueryMemory"/>
+    /// reports for <paramref name="device"/>; null when unknown: no check).
     /// </summary>
     public static string? CheckAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        AttributionMethod method, bool patchBaseline, bool cpu)
+        AttributionMethod method, bool patchBaseline, bool cpu, long? deviceFreeBytes = null, string device = "the device")
     {
-        if (!cpu || batch < 1 || promptLength < 1) return null;
-        MemoryPlan Plan(int n) => ForAttribution(c, n, promptLength, sites, method, patchBaseline);
-        long available = AvailableCpuBytes();
+        if (batch < 1 || promptLength < 1) return null;
+        long? available = cpu ? AvailableCpuBytes() : deviceFreeBytes;
+        if (available is not long bytes) return null;
+        MemoryPlan Plan(int n) => ForAttribution(c, n, promptLength, sites, method, patchBaseline, weightCopies: cpu ? 2 : 1);
         var plan = Plan(batch);
-        return plan.TotalBytes <= available ? null : plan.Refusal(available, LargestFittingBatch(Plan, batch, available));
+        return plan.TotalBytes <= bytes ? null : plan.Refusal(bytes, LargestFittingBatch(Plan, batch, bytes), cpu ? "available" : $"free on {device}");
     }
 
     public static string Gib(long bytes) => bytes >= 1L << 30 ? $"{bytes / (double)(1L << 30):F2} GiB" : $"{bytes / (double)(1L << 20):F0} MiB";

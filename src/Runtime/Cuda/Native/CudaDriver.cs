@@ -36,6 +36,8 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Library, SetLastError = false)] public static partial int cuCtxSetCurrent(nint context);
 
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemAlloc_v2(ulong* pointer, nuint bytes);
+    /// <summary>Free and total bytes of the current context's device.</summary>
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuMemGetInfo_v2(nuint* free, nuint* total);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemFree_v2(ulong pointer);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyHtoD_v2(ulong destination, void* source, nuint bytes);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyDtoH_v2(void* destination, ulong source, nuint bytes);
