@@ -8,6 +8,7 @@ using NeuronTrace.Tracing.Circuits;
 using NeuronTrace.Tracing.Evaluation;
 using NeuronTrace.Tracing.Pipeline;
 using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Steering;
 using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace;
@@ -41,6 +42,12 @@ public sealed class TracedModel : IDisposable
         var loaded = ModelLoader.Load(model);
         return new TracedModel(loaded, new Llama(loaded.Weights, backend));
     }
+
+    /// <summary>A model the caller loaded and a backend it opened (the CLI, which names devices and reports errors its own way).</summary>
+    internal static TracedModel Create(LoadedModel loaded, IBackend backend) => new(loaded, new Llama(loaded.Weights, backend));
+
+    /// <summary>A model the caller loaded and placed itself (the CLI's layer split over several GPUs); the facade owns and disposes it.</summary>
+    internal static TracedModel Create(LoadedModel loaded, Llama llama) => new(loaded, llama);
 
     /// <summary>The backend for a device name: <c>cpu</c>, or <c>cuda</c> (fp32 products unless $NEURONTRACE_CUDA_MATH says tf32 or bf16).</summary>
     /// <exception cref="ArgumentException">An unknown device, or a CUDA device that cannot be opened (the message says why).</exception>
@@ -151,6 +158,39 @@ public sealed class TracedModel : IDisposable
     /// <param name="cancellation">Observed at every progress step.</param>
     public TraceResult Trace(PromptTask task, TraceOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default) =>
         TraceJob.Run(Llama, task, options ?? new TraceOptions(), Observed(progress, cancellation));
+
+    /// <summary>
+    /// Runs a prompt with and without neuron edits of <c>mlp_act</c> (down_proj inputs), as the <c>steer</c> command does:
+    /// the top next tokens of each, then a greedy continuation of each (edits re-applied at the same prompt positions every
+    /// step; generated positions are never edited).
+    /// </summary>
+    /// <param name="prompt">The prompt text; it is tokenized with BOS prepended.</param>
+    /// <param name="edits">The edits (scale, set, or copy from <paramref name="source"/>), e.g. from
+    /// <see cref="NeuronEdit.Parse"/> of <c>L3/N17=x2</c>; several edits of one value compose in order.</param>
+    /// <param name="topTokens">Next-token candidates to return before and after, at least 1.</param>
+    /// <param name="continueSteps">Tokens of greedy continuation, 0 or more (0: none).</param>
+    /// <param name="source">The source prompt of <see cref="EditMode.FromSource"/> edits (same position from the end); null when there are none.</param>
+    /// <exception cref="ArgumentException">An edit lies outside the model or the prompt, a <see cref="EditMode.FromSource"/> edit has no
+    /// <paramref name="source"/>, the prompt is empty, or <paramref name="topTokens"/>/<paramref name="continueSteps"/> is out of range.</exception>
+    /// <exception cref="InvalidOperationException">The model has no tokenizer.</exception>
+    public SteeringResult Steer(string prompt, IReadOnlyList<NeuronEdit> edits, int topTokens = 10, int continueSteps = 20, string? source = null)
+    {
+        var ids = Tokenizer.Encode(prompt, addBos: true);
+        var sourceIds = source is null ? null : Tokenizer.Encode(source, addBos: true);
+        return Steering.Run(Llama, ids, edits, topTokens, continueSteps, sourceIds, Tokenizer);
+    }
+
+    /// <summary>
+    /// The interchange flip rate of a circuit, as <c>steer --run</c> measures it: for each paired line of the task, the
+    /// circuit's <c>mlp_act</c> nodes take their values from the patch prompt in a run of the clean prompt, and the line
+    /// flips when logit(patch answer) &gt; logit(clean answer); beside the rate of the unedited run and of as many
+    /// random <c>mlp_act</c> nodes (seeded). Nodes of other sites are ignored.
+    /// </summary>
+    /// <param name="task">Paired prompts (e.g. the evaluation half of <see cref="Split"/>).</param>
+    /// <param name="circuit">The circuit's nodes (positions from the end).</param>
+    /// <param name="randomSeed">Seed of the random-node control (one seed draws the same nodes every time).</param>
+    /// <exception cref="ArgumentException">The task has no paired line, or a node lies outside the model.</exception>
+    public FlipRates FlipRate(PromptTask task, IEnumerable<NodeId> circuit, int randomSeed = 0) => Steering.FlipRate(Llama, task, circuit, randomSeed);
 
     /// <summary>Releases the model's device memory.</summary>
     public void Dispose() => Llama.Dispose();

@@ -68,7 +68,8 @@ public static class AttributeCommand
                     (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
                     CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanFreeBytes(r.GetValue(device)!), r.GetValue(device)!) is { } refusal)
                 throw new UsageException(refusal);
-            using var llama = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);
+            using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
+            var llama = traced.Llama;
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch
             {
@@ -90,7 +91,7 @@ public static class AttributeCommand
                 return ShardRun.Attribute(llama, loaded, t, taskPath, attribution, TaskOptions.RelPAttentionName(attribution.RelPRules), r.GetValue(limit), r.GetValue(topLogitsK), sl, fullDir, dir, every);
             }
             using var bar = new ProgressBar();
-            var scores = Attributor.Score(llama, t, attribution, bar);
+            var scores = traced.Attribute(t, m, siteList, attribution, bar);
             var saeScores = saes.Select(x =>
             {
                 var (site, layer) = x.HookSite;

@@ -66,11 +66,10 @@ public static class SteerCommand
 
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             var tok = loaded.RequireTokenizer();
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-            var ids = tok.Encode(text, addBos: true);
-            var srcIds = src is null ? null : tok.Encode(src, addBos: true);
+            using var traced = TracedModel.Create(loaded, CommonOptions.OpenBackend(r.GetValue(device)!));
+            var ids = tok.Encode(text, addBos: true); // for the printout; Steer tokenizes the same way
             SteeringResult res;
-            try { res = Steering.Run(llama, ids, edits, r.GetValue(top), r.GetValue(steps), srcIds, tok); }
+            try { res = traced.Steer(text, edits, r.GetValue(top), r.GetValue(steps), src); }
             catch (ArgumentException e) { throw new UsageException(e.Message); }
 
             Console.WriteLine($"prompt: {ids.Length} tokens; {edits.Count} edit(s) at mlp_act, {res.EditedValues} value(s) changed: {string.Join(" ", edits)}");
@@ -118,8 +117,8 @@ public static class SteerCommand
         circuit.CheckFits(loaded.Config, loaded.Path, pt.Pairs.Max(p => p.CleanIds.Length), taskPath);
         if (top is null && nodes.Count * 2 >= circuit.TotalNodes)
             Console.Error.WriteLine($"note: the circuit holds {nodes.Count} of {circuit.TotalNodes} nodes, so the random control is nearly the same set; pass --k for a smaller circuit");
-        using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-        var rates = Steering.FlipRate(llama, pt, nodes, r.GetValue(seed));
+        using var traced = TracedModel.Create(loaded, CommonOptions.OpenBackend(r.GetValue(device)!));
+        var rates = traced.FlipRate(pt, nodes, r.GetValue(seed));
         Console.WriteLine($"{pt.Name}: {rates.Lines} lines ({lines}); patching mlp_act neurons from the patch prompt into the clean run (interchange)");
         Console.WriteLine("flip = logit(patch answer) > logit(clean answer) after patching");
         Tables.Print(["neurons", "count", "flip rate"],

@@ -83,8 +83,8 @@ public static class TraceCommand
                 string shardDir = r.GetValue(output) ?? throw new UsageException("--shard needs --out (the shard folder)");
                 int? every = r.GetValue(checkpointEvery);
                 ShardRun.CheckedCheckpointEvery(every);
-                using var shardModel = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);
-                return ShardRun.Trace(shardModel, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
+                using var shardModel = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
+                return ShardRun.Trace(shardModel.Llama, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
                     shardText, r.GetValue(shardScores), shardDir, every);
             }
             if (r.GetValue(shardScores) is not null) throw new UsageException("--scores needs --shard (it runs one shard of a sharded sweep)");
@@ -100,12 +100,12 @@ public static class TraceCommand
                         CudaBackends.PlanFreeBytes(r.GetValue(device)!), r.GetValue(device)!) is { } refusal)
                     // trace has no --batch (it attributes in the library's default batches): name what a trace user can change
                     throw new UsageException(System.Text.RegularExpressions.Regex.Replace(refusal, @"use --batch \d+ or less", "use fewer --sites or shorter prompts"));
-            using var llama = CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!);
+            using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
             if (saes.Count > 0 && !traceOptions.Methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))
                 throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");
             using var bar = new ProgressBar();
-            var result = TraceJob.Run(llama, t, traceOptions, bar);
-            var saeCircuits = SaeTrace.Run(llama, result, saes, traceOptions);
+            var result = traced.Trace(t, traceOptions, bar);
+            var saeCircuits = SaeTrace.Run(traced.Llama, result, saes, traceOptions);
 
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
             OutputPaths.WriteFolder(outDir, full, temp =>
