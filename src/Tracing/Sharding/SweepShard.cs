@@ -62,7 +62,7 @@ public static class SweepShard
         {
             var (method, site) = group.Key;
             points.AddRange(CircuitSweep.Run(model, scores[method], site, method.Name(), evalTask, means, group.Select(c => c.K).ToArray(),
-                o.MasksPerForward, o.Seed, progress));
+                o.MasksPerForward, o.Seed, progress, o.SweepPath));
         }
         m.CleanMetric = TraceJob.MeanMetric(model, evalTask, Metric.EvaluationDefault(evalTask));
         OutputFiles.WriteText(Path.Combine(dir, PointsFile), JsonSerializer.Serialize(points.Select(SavedPoint.Of).ToList(), Json));
