@@ -165,9 +165,10 @@ public sealed partial class MeanAblationSweep : IDisposable
             {
                 var run = chunk.Layers[l];
                 // The keep-k MLP writes mlp_out itself, its ablation folded in; every other layer is ablated as usual.
+                MeanAblation? ablation = null;
                 if (!(run == LayerRun.KeepK && _site == NodeSite.MlpAct))
-                    plan.SetMeanAblation(_site, l, new MeanAblation(_deviceMeans[l], PackBits(masks, l), keepRow, meanRow));
-                var hooks = run == LayerRun.Dense ? null : new LayerHooks(this, l, run, masks, batch, meanRow);
+                    plan.SetMeanAblation(_site, l, ablation = new MeanAblation(_deviceMeans[l], PackBits(masks, l), keepRow, meanRow));
+                var hooks = run == LayerRun.Dense && l < L - 1 ? null : new LayerHooks(this, l, run, masks, batch, meanRow, ablation);
                 var state = _model.ForwardLayer(l, previous?.Output ?? x, batch, plan, hooks);
                 previous?.Dispose();
                 previous = state;
@@ -231,7 +232,7 @@ public sealed partial class MeanAblationSweep : IDisposable
         return $"sweep plan ({_site.Name()}): {masks} masks in {chunks.Count} forwards of ≤{chunks.Max(ch => ch.Masks.Length)} masks; start layer (forwards) {starts}" +
                (fromMeans > 0 ? $" ({fromMeans} from the means of a constant resid layer)" : "") + "; " +
                $"{layerRuns} of {chunks.Count * layers} layer runs done, {Runs(LayerRun.KeepK)} with the keep-k {keepK}, " +
-               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense";
+               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only";
     }
 
     public void Dispose()

@@ -107,7 +107,7 @@ public class SweepShortcutTests(ITestOutputHelper output)
         else Assert.DoesNotContain(" 0 with the keep-k", plans[0]);
         if (site is not (NodeSite.MlpAct or NodeSite.Resid)) Assert.DoesNotContain(" 0 constant", plans[0]);   // resid: below the start
         if (site == NodeSite.Resid) Assert.Contains("from the means of a constant resid layer", plans[0]);
-        if (site != NodeSite.AttnZ) Assert.Contains(" 0 dense", plans[0]);
+        if (site != NodeSite.AttnZ) Assert.Contains(" 0 dense;", plans[0]);
         double range = a.Max() - a.Min();
         Assert.True(range > 1e-3, "the masks should move the metric");
         for (int i = 0; i < a.Length; i++)
