@@ -61,7 +61,8 @@ static class BenchRunner
         return 0;
     }
 
-    // ksweep [--model stories260K|wide] [--kpoints N] [--sites a,b]: the trace's k-sweep, plain vs shortcuts vs PyTorch.
+    // ksweep [--model stories260K|wide] [--kpoints N] [--sites a,b] [--rounds R] [--torch-masks M] [--floor]: the trace's k-sweep,
+    // plain vs shortcuts vs PyTorch (M masks timed: its rate does not depend on the masks), R rounds back to back.
     static int KSweep(string[] rest)
     {
         string Opt(string name, string fallback) { int i = Array.IndexOf(rest, name); return i >= 0 && i + 1 < rest.Length ? rest[i + 1] : fallback; }
@@ -74,7 +75,9 @@ static class BenchRunner
             "wide" => (EnsureWide(), int.Parse(Opt("--batch", "4")), int.Parse(Opt("--seq", "16"))),
             _ => throw new ArgumentException($"--model {which}: expected stories260K or wide"),
         };
-        KSweepBench.Run(path, which, batch, seq, kPoints, sites, (script, b, t, masks, per, extra) =>
+        int rounds = int.Parse(Opt("--rounds", "3")), torchMasks = int.Parse(Opt("--torch-masks", "32"));
+        if (rounds < 1 || rounds > 100 || torchMasks < 8 || torchMasks > 100_000) throw new ArgumentException("--rounds must be in 1..100 and --torch-masks in 8..100000");
+        KSweepBench.Run(path, which, batch, seq, kPoints, sites, rounds, torchMasks, rest.Contains("--floor"), (script, b, t, masks, per, extra) =>
             Torch(script, path, b, t, 1, extra).GetProperty("prompt_forwards_per_s").GetDouble() / b);
         return 0;
     }

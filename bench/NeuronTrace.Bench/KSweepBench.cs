@@ -10,53 +10,89 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Bench;
 
 /// <summary>
-/// The trace's k-sweep (top-k and random-control circuits and their complements over log-spaced k, AtP scores) timed
-/// on the plain mean-ablated path and on the exact shortcuts (issue 18), in circuits (masks) evaluated per second,
-/// beside PyTorch running the same number of masked forwards with <c>--masks-per-forward</c> masks batched
-/// (torch_sweep.py: its work does not depend on which units a mask keeps, so its masks need not be ours).
-/// Both paths' scores are compared and the largest difference printed.
+/// The trace's k-sweep (top-k and random-control circuits and their complements over log-spaced k, AtP scores, every
+/// site asked for) timed on the plain mean-ablated path and on the exact shortcuts (issue 18), in circuits (masks)
+/// evaluated per second, beside PyTorch running masked forwards with 8 masks batched (torch_sweep.py: its work does
+/// not depend on which units a mask keeps, so its masks need not be ours, and a share of the sweep's mask count gives
+/// its rate). The machine is shared, so each round runs the three back to back and the ratios are taken within a
+/// round; the summary is the median over rounds of each ratio. Both paths' scores are compared (largest difference).
 /// </summary>
 static class KSweepBench
 {
-    public static void Run(string model, string name, int batch, int seq, int kPoints, IReadOnlyList<NodeSite> sites, Func<string, int, int, int, int, string[], double> torchMasksPerSecond)
+    public static void Run(string model, string name, int batch, int seq, int kPoints, IReadOnlyList<NodeSite> sites, int rounds, int torchMasks, bool floorCheck,
+        Func<string, int, int, int, int, string[], double> torchMasksPerSecond)
     {
         var loaded = ModelLoader.Load(model);
         using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
         var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
         var scores = Attributor.Score(llama, task, new AttributionOptions { Method = AttributionMethod.AtP, Sites = sites });
         var means = SiteMeans.Compute(llama, task.Pairs.Select(p => p.PatchIds!).ToList(), sites);
-        Console.WriteLine($"k-sweep {name} batch {task.Count} seq {seq}, {kPoints} k points, sites {string.Join(",", sites.Select(s => s.Name()))} (load: {File.ReadAllText("/proc/loadavg").Trim()})");
+        var c = loaded.Config;
+        Console.WriteLine($"k-sweep {name} (dim {c.Dim}, hidden {c.HiddenDim}, {c.Layers} layers, vocab {c.VocabSize}) batch {task.Count} seq {seq}, " +
+                          $"{kPoints} k points, sites {string.Join(",", sites.Select(s => s.Name()))}, {rounds} rounds; uptime: {Uptime()}");
         // Warm-up (JIT, pools) on both paths, so neither pays it inside the timed sweeps.
         var warm = new NodeRanking(scores, sites[0]);
-        CircuitSweep.Run(llama, scores, sites[0], "atp", task, means, [0, 1, warm.Count]);
+        CircuitSweep.Run(llama, scores, sites[0], "atp", task, means, [0, 1, warm.Count], path: SweepPath.Plain);
         CircuitSweep.Run(llama, scores, sites[0], "atp", task, means, [0, 1, warm.Count], path: SweepPath.Shortcuts);
-        double plainSeconds = 0, fastSeconds = 0, worst = 0;
-        int masks = 0;
-        foreach (var site in sites)
+        var ratios = new List<(double FastPlain, double FastTorch, double PlainTorch)>();
+        const int per = 8;
+        torchMasks = Math.Max(per, torchMasks / per * per);
+        for (int round = 1; round <= rounds; round++)
         {
-            var ranking = new NodeRanking(scores, site);
-            var ks = CircuitSweep.LogSpacedK(ranking.Count, kPoints);
-            var w = Stopwatch.StartNew();
-            var plain = CircuitSweep.Run(llama, scores, site, "atp", task, means, ks);
-            double tp = w.Elapsed.TotalSeconds;
-            w.Restart();
-            string plan = "";
-            var fast = CircuitSweep.Run(llama, scores, site, "atp", task, means, ks, path: SweepPath.Shortcuts, planLog: s => plan = s);
-            double tf = w.Elapsed.TotalSeconds;
-            int m = 2 + 4 * ks.Length;
-            for (int i = 0; i < plain.Count; i++)
-                worst = Math.Max(worst, new[] { plain[i].Faithfulness - fast[i].Faithfulness, plain[i].Completeness - fast[i].Completeness,
-                    plain[i].RandomFaithfulness - fast[i].RandomFaithfulness, plain[i].RandomCompleteness - fast[i].RandomCompleteness }.Max(x => Math.Abs(x)));
-            Console.WriteLine($"  {site.Name(),-8} {m,4} masks: plain {m / tp,8:F2} circuits/s, shortcuts {m / tf,8:F2} circuits/s ({tp / tf:F2}x)");
-            Console.WriteLine($"           {plan}");
-            plainSeconds += tp; fastSeconds += tf; masks += m;
+            double plainSeconds = 0, fastSeconds = 0, worst = 0;
+            int masks = 0;
+            foreach (var site in sites)
+            {
+                var ranking = new NodeRanking(scores, site);
+                var ks = CircuitSweep.LogSpacedK(ranking.Count, kPoints);
+                var w = Stopwatch.StartNew();
+                var plain = CircuitSweep.Run(llama, scores, site, "atp", task, means, ks, path: SweepPath.Plain);
+                double tp = w.Elapsed.TotalSeconds;
+                w.Restart();
+                string plan = "";
+                var fast = CircuitSweep.Run(llama, scores, site, "atp", task, means, ks, path: SweepPath.Shortcuts, planLog: s => plan = s);
+                double tf = w.Elapsed.TotalSeconds;
+                int m = 2 + 4 * ks.Length;
+                double siteWorst = Worst(plain, fast);
+                worst = Math.Max(worst, siteWorst);
+                // The rounding floor: the plain path itself, its masks batched differently (5 per forward, not 8).
+                string floor = round == 1 && floorCheck ? $", plain(8) − plain(5) {Worst(plain, CircuitSweep.Run(llama, scores, site, "atp", task, means, ks, masksPerForward: 5, path: SweepPath.Plain)):E2}" : "";
+                Console.WriteLine($"  round {round} {site.Name(),-8} {m,4} masks: plain {m / tp,8:F2} circuits/s, shortcuts {m / tf,8:F2} circuits/s ({tp / tf:F2}x); max |plain − shortcuts| {siteWorst:E2}{floor}");
+                if (round == 1) Console.WriteLine($"           {plan}");
+                plainSeconds += tp; fastSeconds += tf; masks += m;
+            }
+            double torch = torchMasksPerSecond("torch_sweep.py", batch, seq, torchMasks, per, ["--masks", torchMasks.ToString(), "--masks-per-forward", per.ToString()]);
+            double plainRate = masks / plainSeconds, fastRate = masks / fastSeconds;
+            ratios.Add((fastRate / plainRate, fastRate / torch, plainRate / torch));
+            Console.WriteLine($"  round {round} all sites ({masks} masks): plain {plainRate:F2}, shortcuts {fastRate:F2}, PyTorch batched ({per} masks/forward, {torchMasks} masks timed) {torch:F2} circuits/s");
+            Console.WriteLine($"  round {round} => shortcuts / plain {fastRate / plainRate:F2}x, shortcuts / PyTorch {fastRate / torch:F2}x, plain / PyTorch {plainRate / torch:F2}x; " +
+                              $"max |plain − shortcuts| score {worst:E2}; uptime: {Uptime()}");
         }
-        int per = 8, torchMasks = Math.Max(per, masks / per * per);
-        double torch = torchMasksPerSecond("torch_sweep.py", batch, seq, torchMasks, per, ["--masks", torchMasks.ToString(), "--masks-per-forward", per.ToString()]);
-        double plainRate = masks / plainSeconds, fastRate = masks / fastSeconds;
-        Console.WriteLine($"  all sites: plain {plainRate:F2}, shortcuts {fastRate:F2}, PyTorch batched ({per} masks/forward, {torchMasks} masks) {torch:F2} circuits/s");
-        Console.WriteLine($"  => shortcuts / plain {fastRate / plainRate:F2}x, shortcuts / PyTorch {fastRate / torch:F2}x, plain / PyTorch {plainRate / torch:F2}x; " +
-                          $"max |plain − shortcuts| score {worst:E2} (load after: {File.ReadAllText("/proc/loadavg").Trim()})");
+        Console.WriteLine($"  median of {rounds} rounds: shortcuts / plain {Median(ratios.Select(r => r.FastPlain)):F2}x, shortcuts / PyTorch {Median(ratios.Select(r => r.FastTorch)):F2}x, " +
+                          $"plain / PyTorch {Median(ratios.Select(r => r.PlainTorch)):F2}x; uptime: {Uptime()}");
+    }
+
+    static double Worst(IReadOnlyList<SweepPoint> a, IReadOnlyList<SweepPoint> b) =>
+        a.Zip(b).Max(p => new[] { p.First.Faithfulness - p.Second.Faithfulness, p.First.Completeness - p.Second.Completeness,
+            p.First.RandomFaithfulness - p.Second.RandomFaithfulness, p.First.RandomCompleteness - p.Second.RandomCompleteness }.Max(Math.Abs));
+
+    static double Median(IEnumerable<double> xs)
+    {
+        var a = xs.Order().ToArray();
+        return a.Length % 2 == 1 ? a[a.Length / 2] : (a[a.Length / 2 - 1] + a[a.Length / 2]) / 2;
+    }
+
+    static string Uptime()
+    {
+        try
+        {
+            var psi = new ProcessStartInfo("uptime") { RedirectStandardOutput = true };
+            using var p = Process.Start(psi)!;
+            string s = p.StandardOutput.ReadToEnd().Trim();
+            p.WaitForExit();
+            return s;
+        }
+        catch (System.ComponentModel.Win32Exception) { return "load " + File.ReadAllText("/proc/loadavg").Trim(); }
     }
 
     static PromptTask RandomPairs(int batch, int seq, int vocab)

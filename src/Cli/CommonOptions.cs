@@ -5,6 +5,7 @@ using NeuronTrace.Model;
 using NeuronTrace.Runtime;
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.Formats;
+using NeuronTrace.Tracing.Evaluation;
 using NeuronTrace.Tracing.Scoring;
 
 namespace NeuronTrace.Cli;
@@ -51,6 +52,11 @@ public static class CommonOptions
     public static Option<int> IgSteps() => Int("--steps", "IG steps (alpha = k/N, k = 0..N-1).", 10, 1, 1000);
 
     public static Option<int> MasksPerForward() => Int("--masks-per-forward", "Circuits evaluated per batched forward.", 8, 1, 256);
+
+    /// <summary>How a sweep's mean-ablated forwards run (issue 18); the shortcuts equal plain up to rounding.</summary>
+    public static Option<SweepPath> SweepPathOption() => Choice("--sweep-path",
+        "How the sweep's mean-ablated forwards run: shortcuts (default: exact shortcuts - shared clean prefix, keep-k products - equal to plain up to float rounding) or plain (every circuit a full masked forward, the reference).",
+        [("shortcuts", SweepPath.Shortcuts), ("plain", SweepPath.Plain)], () => SweepPath.Shortcuts);
 
     /// <summary>A run's circuit method: one of the attribution method names (default: the run's first method).</summary>
     public static Option<AttributionMethod?> CircuitMethod(string description) =>

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Runtime.InteropServices;
 using NeuronTrace.Formats;
 using NeuronTrace.Model;
+using NeuronTrace.Tracing.Evaluation;
 using NeuronTrace.Tracing.Pipeline;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Sharding;
@@ -99,6 +100,7 @@ public static class ShardRun
         ["target"] = o.TargetFaithfulness.ToString("R", CultureInfo.InvariantCulture),
         ["seed"] = o.Seed.ToString(CultureInfo.InvariantCulture),
         ["all_lengths"] = allLengths ? "true" : "false",
+        ["sweep_path"] = o.SweepPath.Name(),
     };
 
     /// <summary>The trace options a manifest records (the inverse of <see cref="TraceIdentity"/>), for the merge.</summary>
@@ -112,6 +114,8 @@ public static class ShardRun
             KPoints = int.Parse(Get("k_points"), CultureInfo.InvariantCulture), IgSteps = int.Parse(Get("steps"), CultureInfo.InvariantCulture),
             RelPRules = TaskOptions.RelPRules(Get("relp_attention")), TargetFaithfulness = double.Parse(Get("target"), CultureInfo.InvariantCulture),
             Seed = int.Parse(Get("seed"), CultureInfo.InvariantCulture), MasksPerForward = masksPerForward,
+            // Manifests written before sweep_path was recorded swept on the plain path.
+            SweepPath = m.Options.TryGetValue("sweep_path", out var sp) && SweepPaths.TryParse(sp, out var path) ? path : SweepPath.Plain,
         };
         return (o, Get("all_lengths") == "true");
     }

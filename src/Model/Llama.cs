@@ -91,11 +91,11 @@ public sealed class Llama : IDisposable
 
     /// <summary>
     /// One decoder block over <paramref name="x"/> (r_l, [rows, dim]) with <paramref name="plan"/>'s edits. The sweep
-    /// (<see cref="MeanAblationSweep"/>) starts it above a shared prefix and may compute the MLP output itself:
-    /// <paramref name="mlp"/> returns true when it filled MlpOut from FfnNormed (Gate, Up and Act then stay unwritten).
+    /// (<see cref="MeanAblationSweep"/>) starts it above a shared prefix and may compute some products itself through
+    /// <paramref name="shortcuts"/> (each hook returns true when it filled its output; what it skipped stays unwritten).
     /// <paramref name="x"/> is on <see cref="InputBackend"/>(l), where the layer below left it.
     /// </summary>
-    internal LayerState ForwardLayer(int l, Tensor x, TokenBatch batch, InterventionPlan? plan, Func<LayerState, bool>? mlp = null)
+    internal LayerState ForwardLayer(int l, Tensor x, TokenBatch batch, InterventionPlan? plan, ILayerShortcuts? shortcuts = null)
     {
         var c = Config; var be = LayerBackend(l);
         int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
@@ -116,31 +116,34 @@ public sealed class Llama : IDisposable
             MlpOut = be.AllocateUninitialized(rows, d), Output = be.AllocateUninitialized(rows, d),
         };
         be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
-        be.MatMul(s.AttnNormed, w.Wq, s.Q, false);
-        be.MatMul(s.AttnNormed, w.Wk, s.K, false);
-        be.MatMul(s.AttnNormed, w.Wv, s.V, false);
-        bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-        be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
-        be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
-        be.StreamingAttention(s.Q, s.K, s.V, shape, s.Z, s.Lse);
+        if (shortcuts?.Attention(s) != true)
+        {
+            be.MatMul(s.AttnNormed, w.Wq, s.Q, false);
+            be.MatMul(s.AttnNormed, w.Wk, s.K, false);
+            be.MatMul(s.AttnNormed, w.Wv, s.V, false);
+            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
+            be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
+            be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
+            be.StreamingAttention(s.Q, s.K, s.V, shape, s.Z, s.Lse);
+        }
         if (EditsAt(plan, NodeSite.AttnZ, l))
         {
             s.RawZ = be.AllocateUninitialized(rows, d);
             be.Copy(s.Z, s.RawZ);
         }
         Edit(plan, NodeSite.AttnZ, l, s.Z);
-        be.MatMul(s.Z, w.Wo, s.AttnOut, false);
+        if (shortcuts?.OutputProjection(s) != true) be.MatMul(s.Z, w.Wo, s.AttnOut, false);
         Edit(plan, NodeSite.Attn, l, s.AttnOut);
         be.Copy(x, s.Mid);
         be.Add(s.Mid, s.AttnOut);
         be.RmsNorm(s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
-        if (mlp?.Invoke(s) != true)
+        if (shortcuts?.Mlp(s) != true)
         {
             be.MatMul(s.FfnNormed, w.W1, s.Gate, false);
             be.MatMul(s.FfnNormed, w.W3, s.Up, false);
             be.SwiGlu(s.Gate, s.Up, s.Act);
             Edit(plan, NodeSite.MlpAct, l, s.Act);
-            be.MatMul(s.Act, w.W2, s.MlpOut, false);
+            if (shortcuts?.DownProjection(s) != true) be.MatMul(s.Act, w.W2, s.MlpOut, false);
         }
         Edit(plan, NodeSite.MlpOut, l, s.MlpOut);
         be.Copy(s.Mid, s.Output);

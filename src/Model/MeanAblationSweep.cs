@@ -3,26 +3,43 @@ using NeuronTrace.Runtime.Cpu;
 
 namespace NeuronTrace.Model;
 
+/// <summary>How one layer of a planned forward runs (the site's units of that layer under the forward's masks).</summary>
+public enum LayerRun
+{
+    /// <summary>The plain masked layer.</summary>
+    Dense,
+    /// <summary>The site's keep-k product: the sparse MLP (mlp_act), or only the kept output columns of W_down (mlp_out,
+    /// resid) or W_o (attn).</summary>
+    KeepK,
+    /// <summary>No unit of the site is kept at any real position, so the site is its means and what only feeds it is
+    /// skipped: the MLP (mlp_out), the attention and W_o (attn), the attention (attn_z: W_o then reads the means), the layer and all below (resid).</summary>
+    Constant,
+}
+
 /// <summary>What the sweep planner chose for one forward: its masks (indices into the sweep's list), the layer it starts
-/// at (below it every mask keeps everything, so the clean residual is reused), and per layer whether the MLP ran sparse.</summary>
-public sealed record SweepChunk(int[] Masks, int StartLayer, bool[] SparseLayers);
+/// at, and per layer how it runs. Below the start layer every mask keeps everything (the clean residual is reused), or
+/// with <paramref name="StartsFromMeans"/> (site resid) layer StartLayer − 1 is constant, so its output is the means.</summary>
+public sealed record SweepChunk(int[] Masks, int StartLayer, LayerRun[] Layers, bool StartsFromMeans = false);
 
 /// <summary>
 /// Exact shortcuts for a k-sweep that mean-ablates one site in every layer by keep-masks (issue 18,
 /// docs/streaming-attention.md "sweep shortcuts"); the plain path is <see cref="InterventionPlan.SetMeanAblation"/>
-/// over the whole forward. Three shortcuts, each exact up to rounding:
+/// over the whole forward. Each shortcut is exact up to rounding:
 /// <list type="number">
 /// <item>Shared prefix: layers below a mask's lowest ablated unit compute what the clean forward computes, so the clean
-/// residual entering each layer is cached once per sweep and a forward starts at its masks' lowest changed layer (the
-/// planner orders masks by that layer so a forward's masks share it).</item>
-/// <item>Keep-k MLP (site mlp_act, CPU): a layer whose masks keep few neurons runs <see cref="SparseMlpOps"/>,
-/// out = C + Σ_{i∈K} W_down[:, i]·(act_i − mean_i), C = W_down·mean per position computed once per sweep.</item>
-/// <item>Means once per sweep: uploaded (and C, W_downᵀ built) at construction, shared by every forward.</item>
+/// residual entering each layer is kept on the backend once per sweep and a forward starts at its masks' lowest changed
+/// layer (the planner orders masks by that layer so a forward's masks share it).</item>
+/// <item>Keep-k products (CPU, fp32 weights): a layer whose masks keep few units computes only what the kept units need
+/// (<see cref="LayerRun.KeepK"/>; mlp_act: <see cref="SparseMlpOps.Apply"/>, mlp_out/resid/attn: <see cref="SparseMlpOps.KeptOutputs"/>).</item>
+/// <item>Constant layers (any backend): a layer keeping no unit skips what only feeds the site (<see cref="LayerRun.Constant"/>);
+/// for resid the forward starts above the highest such layer, from the means.</item>
+/// <item>Means once per sweep: uploaded (and C, W_downᵀ built) at construction or first use, shared by every forward.</item>
 /// </list>
 /// Masks are laid out as the tracing grid: entry (layer · maskPositions + p) · width + unit, p the position from the end;
 /// positions at or beyond maskPositions are ablated, padding rows keep their value (no real row reads them).
+/// The per-layer hooks are in MeanAblationSweep.Layers.cs.
 /// </summary>
-public sealed class MeanAblationSweep : IDisposable
+public sealed partial class MeanAblationSweep : IDisposable
 {
     readonly Llama _model;
     readonly NodeSite _site;
@@ -30,10 +47,9 @@ public sealed class MeanAblationSweep : IDisposable
     readonly TokenBatch _clean;
     readonly float[][] _hostMeans;
     readonly Tensor[] _deviceMeans;
-    readonly float[][] _cleanInputs;   // r_l of the clean prompts, [B·T, dim] per layer
+    readonly Tensor[] _cleanInputs;   // r_l of the clean prompts, [B·T, dim] per layer, on the backend
     readonly float[] _cleanLogits;
     readonly int _width, _maskPositions, _maxLen;
-    readonly float[]?[] _constants, _downT;   // per layer, built on the first sparse use
 
     /// <param name="means">Per layer the site's means, [meanPositions, width], row p = position p from the end.</param>
     public MeanAblationSweep(Llama model, IReadOnlyList<int[]> prompts, NodeSite site, IReadOnlyList<float[]> means, int meanPositions, int maskPositions)
@@ -48,16 +64,27 @@ public sealed class MeanAblationSweep : IDisposable
         _hostMeans = means.ToArray();
         _deviceMeans = means.Select((m, l) => model.LayerBackend(l).Upload(m, meanPositions, _width)).ToArray();
         using var pass = model.Forward(_clean, LogitRows.Last);
-        _cleanInputs = pass.Layers.Select((s, l) => { var h = new float[s.Input.Length]; model.LayerBackend(l).Download(s.Input, h); return h; }).ToArray();
+        // The clean inputs stay on the backend a forward from that layer starts on (where the layer below left its output):
+        // a forward gathers its replicas from them (no upload per forward).
+        _cleanInputs = pass.Layers.Select((s, l) =>
+        {
+            IBackend from = model.LayerBackend(l), to = model.InputBackend(l);
+            if (!ReferenceEquals(from, to)) return LayerPlacement.Transfer(s.Input, from, to);
+            var h = to.AllocateUninitialized(s.Input.Shape);
+            to.Copy(s.Input, h);
+            return h;
+        }).ToArray();
         _cleanLogits = pass.HostLogits();
         _constants = new float[c.Layers][];
         _downT = new float[c.Layers][];
     }
 
-    /// <summary>A layer runs the sparse MLP when its masks keep at most this fraction of the neurons per row on average.</summary>
+    /// <summary>A layer runs its keep-k product when its masks keep at most this fraction of the units per row on average.</summary>
     public double SparseFraction { get; init; } = 0.125;
-    /// <summary>Whether the keep-k MLP may be used (mlp_act on the CPU backend); false: the prefix shortcut only.</summary>
-    public bool SparseMlp => _site == NodeSite.MlpAct && _model.Backend is CpuBackend && SparseFraction > 0;
+
+    /// <summary>Whether the keep-k products may be used: the CPU backend with fp32 weights, a site that has one (attn_z has none).</summary>
+    public bool KeepK => SparseFraction > 0 && _model.Backend is CpuBackend && _site != NodeSite.AttnZ &&
+                         _model.Weights.Layers[0] is { W1: CpuTensor, W2: CpuTensor, W3: CpuTensor, Wo: CpuTensor };
 
     /// <summary>The lowest layer where <paramref name="mask"/> ablates a unit at a position the prompts have (layers if none).</summary>
     public int FirstChangedLayer(bool[] mask)
@@ -75,7 +102,7 @@ public sealed class MeanAblationSweep : IDisposable
     {
         var first = masks.Select(FirstChangedLayer).ToArray();
         // Then by kept units, so the few-kept masks (top-k and random circuits) share forwards and can run the keep-k
-        // MLP, instead of being averaged with their complements into a dense layer.
+        // products, instead of being averaged with their complements into a dense layer.
         var kept = masks.Select(m => Count(m)).ToArray();
         var order = Enumerable.Range(0, masks.Count).OrderBy(i => first[i]).ThenBy(i => kept[i]).ThenBy(i => i).ToArray();
         var chunks = new List<SweepChunk>();
@@ -83,30 +110,34 @@ public sealed class MeanAblationSweep : IDisposable
         for (int s = 0; s < order.Length; s += per)
         {
             var idx = order.Skip(s).Take(per).ToArray();
-            chunks.Add(new SweepChunk(idx, first[idx[0]], ChooseSparse(idx.Select(i => masks[i]).ToList(), first[idx[0]])));
+            int start = first[idx[0]];
+            var layers = ChooseLayers(idx.Select(i => masks[i]).ToList(), start);
+            // resid: the output of a constant layer is the means, so nothing below the highest one matters.
+            int top = _site == NodeSite.Resid ? Array.LastIndexOf(layers, LayerRun.Constant) : -1;
+            chunks.Add(top >= start ? new SweepChunk(idx, top + 1, layers, StartsFromMeans: true) : new SweepChunk(idx, start, layers));
         }
         return chunks;
     }
 
-    bool[] ChooseSparse(IReadOnlyList<bool[]> masks, int start)
+    LayerRun[] ChooseLayers(IReadOnlyList<bool[]> masks, int start)
     {
         var c = _model.Config;
-        var sparse = new bool[c.Layers];
-        if (!SparseMlp) return sparse;
+        var runs = new LayerRun[c.Layers];
         int covered = Math.Min(_maxLen, _maskPositions);
         long realRows = masks.Count * (long)_clean.Lengths.Sum();
+        var rowsAt = Enumerable.Range(0, covered).Select(p => _clean.Lengths.Count(n => n > p)).ToArray();
+        bool keepK = KeepK;
         for (int l = start; l < c.Layers; l++)
         {
             long kept = 0;
             foreach (var m in masks)
                 for (int p = 0; p < covered; p++)
-                {
-                    int rowsAtP = _clean.Lengths.Count(n => n > p);
-                    kept += (long)rowsAtP * Count(m.AsSpan((l * _maskPositions + p) * _width, _width));
-                }
-            sparse[l] = kept <= SparseFraction * realRows * _width;
+                    kept += (long)rowsAt[p] * Count(m.AsSpan((l * _maskPositions + p) * _width, _width));
+            // mlp_act keeping nothing is the keep-k MLP's C alone (CPU); on other backends it stays dense.
+            runs[l] = kept == 0 && _site != NodeSite.MlpAct ? LayerRun.Constant
+                : keepK && kept <= SparseFraction * realRows * _width ? LayerRun.KeepK : LayerRun.Dense;
         }
-        return sparse;
+        return runs;
     }
 
     static int Count(ReadOnlySpan<bool> a) => a.Length - a.Count(false);
@@ -115,44 +146,62 @@ public sealed class MeanAblationSweep : IDisposable
     public float[] LastLogits(IReadOnlyList<bool[]> masks, SweepChunk chunk)
     {
         var c = _model.Config;
-        int R = masks.Count, B = _prompts.Count, L = c.Layers;
-        int start = Math.Min(chunk.StartLayer, masks.Min(FirstChangedLayer));   // a chunk never starts above a mask's change
-        if (start == L) return Enumerable.Range(0, R).SelectMany(_ => _cleanLogits).ToArray();
+        int R = masks.Count, L = c.Layers;
+        int start = chunk.StartLayer;
+        if (chunk.StartsFromMeans)
+        {
+            if (_site != NodeSite.Resid || start < 1 || masks.Any(m => !KeepsNothing(m, start - 1)))
+                throw new ArgumentException($"the chunk starts from the resid means of layer {start - 1}, but a mask keeps a unit there");
+        }
+        else start = Math.Min(start, masks.Min(FirstChangedLayer));   // a chunk never starts above a mask's change
+        if (start == L && !chunk.StartsFromMeans) return Enumerable.Range(0, R).SelectMany(_ => _cleanLogits).ToArray();
+        var be = _model.InputBackend(start);   // the means of layer start − 1 and the clean inputs of layer start live there
         var batch = new TokenBatch(Enumerable.Range(0, R).SelectMany(_ => _prompts).ToList());
-        int T = batch.SeqLen, d = c.Dim, P = _maskPositions, W = _width, words = AblationMask.WordsPerRow(W);
-        var clean = _cleanInputs[start];
-        var x0 = new float[(long)R * clean.Length];
-        for (int r = 0; r < R; r++) clean.CopyTo(x0, (long)r * clean.Length);
         var (keepRow, meanRow) = RowTables(batch, R);
+        var x = be.AllocateUninitialized(batch.Rows, c.Dim);
+        if (chunk.StartsFromMeans) be.GatherRows(_deviceMeans[start - 1], meanRow.Select(m => Math.Max(m, 0)).ToArray(), x);   // padding rows: any row
+        else
+        {
+            int cleanRows = _clean.Rows;   // the same prompts, so the same T: replica row i is clean row i mod B·T
+            be.GatherRows(_cleanInputs[start], Enumerable.Range(0, batch.Rows).Select(i => i % cleanRows).ToArray(), x);
+        }
 
         using var plan = new InterventionPlan();
-        var x = _model.InputBackend(start).Upload(x0, batch.Rows, d);
         LayerState? previous = null;
         try
         {
             for (int l = start; l < L; l++)
             {
-                Func<LayerState, bool>? mlp = null;
-                if (chunk.SparseLayers[l]) mlp = s => { RunSparseMlp(l, s, masks, batch, meanRow); return true; };
-                else
-                {
-                    var bits = new uint[R * P * words];
-                    for (int r = 0; r < R; r++)
-                        for (int p = 0; p < P; p++)
-                            AblationMask.PackRow(masks[r].AsSpan((l * P + p) * W, W), bits.AsSpan((r * P + p) * words, words));
-                    plan.SetMeanAblation(_site, l, new MeanAblation(_deviceMeans[l], bits, keepRow, meanRow));
-                }
-                var state = _model.ForwardLayer(l, previous?.Output ?? x, batch, plan, mlp);
+                var run = chunk.Layers[l];
+                // The keep-k MLP writes mlp_out itself, its ablation folded in; every other layer is ablated as usual.
+                MeanAblation? ablation = null;
+                if (!(run == LayerRun.KeepK && _site == NodeSite.MlpAct))
+                    plan.SetMeanAblation(_site, l, ablation = new MeanAblation(_deviceMeans[l], PackBits(masks, l), keepRow, meanRow));
+                var hooks = run == LayerRun.Dense && l < L - 1 ? null : new LayerHooks(this, l, run, masks, batch, meanRow, ablation);
+                var state = _model.ForwardLayer(l, previous?.Output ?? x, batch, plan, hooks);
                 previous?.Dispose();
                 previous = state;
             }
-            return _model.LastLogits(previous!.Output, batch);
+            return _model.LastLogits(previous?.Output ?? x, batch);
         }
         finally
         {
             previous?.Dispose();
             x.Dispose();
         }
+    }
+
+    bool KeepsNothing(bool[] mask, int layer) =>
+        !mask.AsSpan(layer * _maskPositions * _width, Math.Min(_maxLen, _maskPositions) * _width).Contains(true);
+
+    uint[] PackBits(IReadOnlyList<bool[]> masks, int l)
+    {
+        int P = _maskPositions, W = _width, words = AblationMask.WordsPerRow(W);
+        var bits = new uint[masks.Count * P * words];
+        for (int r = 0; r < masks.Count; r++)
+            for (int p = 0; p < P; p++)
+                AblationMask.PackRow(masks[r].AsSpan((l * P + p) * W, W), bits.AsSpan((r * P + p) * words, words));
+        return bits;
     }
 
     // Rows (r·B + b)·T + t, right-padded; position p from the end of example b is t = len − 1 − p. A padding row has
@@ -178,47 +227,26 @@ public sealed class MeanAblationSweep : IDisposable
         return (keepRow, meanRow);
     }
 
-    // One group per (mask, covered position): the rows of that position in the mask's replica share its kept set.
-    void RunSparseMlp(int l, LayerState s, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow)
-    {
-        var c = _model.Config; var w = _model.Weights.Layers[l];
-        int H = c.HiddenDim, d = c.Dim, B = _prompts.Count, T = batch.SeqLen, P = _maskPositions;
-        var down = ((CpuTensor)w.W2).Data;
-        var constants = _constants[l] ??= SparseMlpOps.Constants(down, _hostMeans[l], d, H);
-        var downT = _downT[l] ??= SparseMlpOps.Transpose(down, d, H);
-        int covered = Math.Min(_maxLen, P);
-        var groupKept = new List<int> { 0 };
-        var groupRows = new List<int> { 0 };
-        var kept = new List<int>();
-        var rows = new List<int>();
-        for (int r = 0; r < masks.Count; r++)
-            for (int p = 0; p < covered; p++)
-            {
-                var m = masks[r].AsSpan((l * P + p) * _width, _width);
-                for (int i = 0; i < m.Length; i++) if (m[i]) kept.Add(i);
-                for (int b = 0; b < B; b++)
-                    if (_prompts[b].Length > p) rows.Add((r * B + b) * T + _prompts[b].Length - 1 - p);
-                groupKept.Add(kept.Count);
-                groupRows.Add(rows.Count);
-            }
-        SparseMlpOps.Apply(((CpuTensor)s.FfnNormed).Data, ((CpuTensor)w.W1).Data, ((CpuTensor)w.W3).Data, downT, constants, _hostMeans[l],
-            batch.Rows, d, H, meanRow, groupKept.ToArray(), kept.ToArray(), groupRows.ToArray(), rows.ToArray(), ((CpuTensor)s.MlpOut).Data);
-    }
-
     /// <summary>One line per sweep: what the planner chose.</summary>
-    public static string Describe(IReadOnlyList<SweepChunk> chunks, int layers)
+    public string Describe(IReadOnlyList<SweepChunk> chunks)
     {
+        int layers = _model.Config.Layers;
         if (chunks.Count == 0) return "sweep plan: no masks";
         int masks = chunks.Sum(ch => ch.Masks.Length);
         int layerRuns = chunks.Sum(ch => layers - ch.StartLayer);
-        int sparse = chunks.Sum(ch => ch.SparseLayers.Count(x => x));
+        int Runs(LayerRun run) => chunks.Sum(ch => ch.Layers.Skip(ch.StartLayer).Count(x => x == run));
         var starts = string.Join(" ", chunks.GroupBy(ch => ch.StartLayer).OrderBy(g => g.Key).Select(g => $"L{g.Key}×{g.Count()}"));
-        return $"sweep plan: {masks} masks in {chunks.Count} forwards of ≤{chunks.Max(ch => ch.Masks.Length)} masks; start layer (forwards) {starts}; " +
-               $"{layerRuns} of {chunks.Count * layers} layer runs done, {sparse} with the keep-k MLP, {layerRuns - sparse} dense";
+        string keepK = _site switch { NodeSite.MlpAct => "MLP", NodeSite.Attn => "W_o columns", NodeSite.AttnZ => "product (none for attn_z)", _ => "W_down columns" };
+        int fromMeans = chunks.Count(ch => ch.StartsFromMeans);
+        return $"sweep plan ({_site.Name()}): {masks} masks in {chunks.Count} forwards of ≤{chunks.Max(ch => ch.Masks.Length)} masks; start layer (forwards) {starts}" +
+               (fromMeans > 0 ? $" ({fromMeans} from the means of a constant resid layer)" : "") + "; " +
+               $"{layerRuns} of {chunks.Count * layers} layer runs done, {Runs(LayerRun.KeepK)} with the keep-k {keepK}, " +
+               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only";
     }
 
     public void Dispose()
     {
         foreach (var m in _deviceMeans) m.Dispose();
+        foreach (var t in _cleanInputs) t.Dispose();
     }
 }

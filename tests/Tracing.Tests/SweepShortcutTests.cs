@@ -66,33 +66,52 @@ public class SweepShortcutTests(ITestOutputHelper output)
         // The shortcuts must actually have been taken: some forward starts above layer 0 (the complement of a small
         // circuit leaves the lower layers clean), and on mlp_act some layer ran the keep-k MLP.
         Assert.DoesNotContain("start layer (forwards) L0×" + (2 + 4 * ks.Length + 3) / 4 + ";", plans[0]);
-        if (site == NodeSite.MlpAct) Assert.DoesNotContain(", 0 with the keep-k MLP", plans[0]);
+        if (site != NodeSite.AttnZ) Assert.DoesNotContain(" 0 with the keep-k", plans[0]);
     }
 
-    /// <summary>Every layer forced onto the keep-k MLP (threshold 1), random masks of every density, against the plain path.</summary>
+    public static TheoryData<bool, NodeSite> SiteCases()
+    {
+        var d = new TheoryData<bool, NodeSite>();
+        foreach (bool bundled in new[] { true, false })
+            foreach (var site in new[] { NodeSite.MlpAct, NodeSite.MlpOut, NodeSite.Attn, NodeSite.AttnZ, NodeSite.Resid })
+                d.Add(bundled, site);
+        return d;
+    }
+
+    /// <summary>
+    /// Every layer forced onto the site's shortcut (threshold 1: the keep-k product where a unit is kept, the constant
+    /// layer where none is), random masks of every density (the first keeps nothing), against the plain path.
+    /// </summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void Keep_k_mlp_everywhere_equals_the_plain_forward(bool bundled)
+    [MemberData(nameof(SiteCases))]
+    public void Keep_k_everywhere_equals_the_plain_forward(bool bundled, NodeSite site)
     {
         var model = bundled ? Bundled.Value : Wide.Value;
         var task = RandomTasks.Pairs(4, model.Config.VocabSize, seed: 8, minLen: 3, maxLen: 8);
-        var means = SiteMeans.Compute(model, task.Pairs.Select(p => p.PatchIds!).ToList(), [NodeSite.MlpAct]);
+        var means = SiteMeans.Compute(model, task.Pairs.Select(p => p.PatchIds!).ToList(), [site]);
         const int positions = 6;   // fewer than the longest prompt: positions 6.. are ablated in every mask
-        var plain = new SiteMeanAblation(model, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, positions) { MasksPerForward = 3 };
+        var plain = new SiteMeanAblation(model, task, site, means, Metric.CleanMinusPatch, positions) { MasksPerForward = 3 };
         var plans = new List<string>();
-        var fast = new SiteMeanAblation(model, task, NodeSite.MlpAct, means, Metric.CleanMinusPatch, positions)
-            { MasksPerForward = 3, Path = SweepPath.Shortcuts, SparseFraction = 1, PlanLog = plans.Add };
+        var fast = new SiteMeanAblation(model, task, site, means, Metric.CleanMinusPatch, positions)
+            { MasksPerForward = 1, Path = SweepPath.Shortcuts, SparseFraction = 1, PlanLog = plans.Add };   // one mask per forward: its own constant layers
         var rng = new Random(5);
-        var masks = Enumerable.Range(0, 8).Select(m => Enumerable.Range(0, plain.NodeCount).Select(_ => rng.NextDouble() < m / 7.0).ToArray()).ToList();
+        var masks = Enumerable.Range(0, 8).Select(m => Enumerable.Range(0, plain.NodeCount).Select(_ => rng.NextDouble() < m / 7.0 * 0.3).ToArray()).ToList();
+        // Two masks that keep units in the top layer only: a constant lower layer (resid: the forward starts from its means).
+        int perLayer = plain.NodeCount / model.Config.Layers;
+        masks.Add(Enumerable.Range(0, plain.NodeCount).Select(i => i >= (model.Config.Layers - 1) * perLayer && i % 3 == 0).ToArray());
+        masks.Add(Enumerable.Range(0, plain.NodeCount).Select(i => i >= (model.Config.Layers - 1) * perLayer && i % 5 == 1).ToArray());
         var a = plain.Evaluate(masks);
         var b = fast.Evaluate(masks);
         output.WriteLine(plans.Single());
-        Assert.Contains($"{3 * model.Config.Layers} with the keep-k MLP, 0 dense", plans[0]);
+        if (site == NodeSite.AttnZ) Assert.Contains(" 0 with the keep-k", plans[0]);   // attn_z has no keep-k product
+        else Assert.DoesNotContain(" 0 with the keep-k", plans[0]);
+        if (site is not (NodeSite.MlpAct or NodeSite.Resid)) Assert.DoesNotContain(" 0 constant", plans[0]);   // resid: below the start
+        if (site == NodeSite.Resid) Assert.Contains("from the means of a constant resid layer", plans[0]);
+        if (site != NodeSite.AttnZ) Assert.Contains(" 0 dense;", plans[0]);
         double range = a.Max() - a.Min();
         Assert.True(range > 1e-3, "the masks should move the metric");
         for (int i = 0; i < a.Length; i++)
-            Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * range, $"mask {i}: plain {a[i]:R}, keep-k {b[i]:R}, range {range:G4}");
+            Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * range, $"mask {i}: plain {a[i]:R}, shortcuts {b[i]:R}, range {range:G4}");
     }
 
     [Fact]

@@ -27,6 +27,7 @@ public static class EdgesCommand
         var noEndpoints = new Option<bool>("--no-endpoint-edges") { Description = "Skip embedding -> neuron and neuron -> logit edges (the sweep then treats the lowest circuit layer as fed by the embeddings and the highest as feeding the logits)." };
         var relpAttention = TaskOptions.RelPAttention();
         var masks = CommonOptions.MasksPerForward();
+        var sweepPathOption = CommonOptions.SweepPathOption();
         var cmd = new Command("edges", """
             Compute neuron-to-neuron edges (docs/method.md 6.2, "CLJA") among a trace run's mlp_act circuit nodes: for every
             layer pair src < tgt, the RelP Jacobian of each target neuron w.r.t. the source layer's neurons with the MLPs
@@ -36,7 +37,7 @@ public static class EdgesCommand
             edges by |F| kept, a neuron kept iff it has a kept incoming and outgoing edge, evaluated by mean ablation.
             """)
         {
-            run, task, model, device, method, topNodes, chunk, output, force, noEndpoints, relpAttention, masks,
+            run, task, model, device, method, topNodes, chunk, output, force, noEndpoints, relpAttention, masks, sweepPathOption,
         };
         cmd.SetAction(r =>
         {
@@ -70,7 +71,7 @@ public static class EdgesCommand
             }, bar);
             double edgeSeconds = clock.Elapsed.TotalSeconds;
             var means = SiteMeans.Compute(llama, examples.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList(), [NodeSite.MlpAct]);
-            var sweep = EdgeSweep.Run(llama, graph, examples, means, masksPerForward: r.GetValue(masks), progress: bar);
+            var sweep = EdgeSweep.Run(llama, graph, examples, means, masksPerForward: r.GetValue(masks), progress: bar, path: r.GetValue(sweepPathOption));
             OutputPaths.WriteFiles(() => CheckOut(), (outFull, outPath, graph.ToCsv()), (sweepFull, sweepPath, EdgeSweep.ToCsv(sweep)));
 
             int neuronEdges = graph.NeuronEdges.Count();

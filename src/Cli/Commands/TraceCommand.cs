@@ -32,6 +32,7 @@ public static class TraceCommand
             if (!(double.IsFinite(x) && x > 0 && x <= 1)) v.AddError($"--target {CommonOptions.Show(x)}: a faithfulness target must be in (0, 1]");
         });
         var masks = CommonOptions.MasksPerForward();
+        var sweepPath = CommonOptions.SweepPathOption();
         var allLengths = new Option<bool>("--all-lengths") { Description = "Use every example. By default only the examples of the most common token length are kept, so each position from the end is the same token slot in every prompt (the reference evaluation's practice); with mixed lengths the per-position ablation means mix different tokens." };
         var sae = SaeOptions.Sae();
         var specialTokens = PromptOptions.SpecialTokens();
@@ -49,14 +50,14 @@ public static class TraceCommand
             sweep.csv, summary.json, sweep_SITE.png) and prints the k each site needs to reach the target faithfulness.
             """)
         {
-            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, allLengths, seed, sae, specialTokens, fromSummary,
+            model, device, task, method, sites, output, force, train, kPoints, steps, relpAttention, target, masks, sweepPath, allLengths, seed, sae, specialTokens, fromSummary,
             shard, shardScores, checkpointEvery,
         };
         cmd.SetAction(r =>
         {
             string? summaryPath = r.GetValue(fromSummary);
             var saved = summaryPath is null ? null : SavedTraceSettings.Read(summaryPath);
-            if (saved is not null && new Option[] { model, task, method, sites, train, kPoints, steps, relpAttention, target, masks, allLengths, seed, sae, specialTokens }
+            if (saved is not null && new Option[] { model, task, method, sites, train, kPoints, steps, relpAttention, target, masks, sweepPath, allLengths, seed, sae, specialTokens }
                     .FirstOrDefault(o => r.GetResult(o) is { Implicit: false }) is { } clash)
                 throw new UsageException($"{clash.Name} cannot be given with --from-summary (the summary sets it)");
             var methods = r.GetValue(method)!;
@@ -77,6 +78,7 @@ public static class TraceCommand
                 Methods = methods, Sites = siteList, TrainExamples = r.GetValue(train), KPoints = r.GetValue(kPoints),
                 IgSteps = r.GetValue(steps), RelPRules = relpRules,
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
+                SweepPath = r.GetValue(sweepPath),
             };
             if (r.GetValue(shard) is { } shardText)
             {

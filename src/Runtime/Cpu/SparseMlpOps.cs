@@ -7,7 +7,8 @@ namespace NeuronTrace.Runtime.Cpu;
 /// A mean-ablated neuron i adds the constant mean_i · W_down[:, i], so for the kept set K of a row
 /// <code>  out = C[p] + Σ_{i∈K} W_down[:, i] · (silu(x·W_gate[i]) · (x·W_up[i]) − mean[p, i]),   C[p] = W_down · mean[p]</code>
 /// with gate and up computed only for the rows in K: 3·|K|·dim multiply-adds instead of 3·hidden·dim. Exact up to
-/// rounding against the dense forward with the ablation applied to the activations.
+/// rounding against the dense forward with the ablation applied to the activations. <see cref="KeptOutputs"/> is the
+/// same idea for a site that is the product's output (only the kept columns are computed).
 /// </summary>
 public static class SparseMlpOps
 {
@@ -62,6 +63,53 @@ public static class SparseMlpOps
                     float a = Dot(xr, wg), u = Dot(xr, wu);
                     float act = a / (1f + MathF.Exp(-a)) * u;
                     Axpy(act - means[meanRow[r] * hidden + i], wd, output.AsSpan(r * dim, dim));
+                }
+            }
+        });
+    }
+
+    /// <summary>
+    /// The product y = x·Wᵀ at only the output columns each row group keeps: a mean-ablated output column (mlp_out or
+    /// resid after W_down, attn after W_o) is overwritten by its mean, so it need not be computed. |K|·inDim
+    /// multiply-adds per row instead of outDim·inDim. Every other entry of <paramref name="output"/> is set to zero.
+    /// </summary>
+    /// <param name="x">[rows, inDim].</param>
+    /// <param name="weight">W [outDim, inDim] (row j gives output column j).</param>
+    /// <param name="groupKept">[groups + 1] offsets into <paramref name="kept"/> (output columns, each below outDim).</param>
+    /// <param name="groupRows">[groups + 1] offsets into <paramref name="rowsOfGroups"/>; a row is in at most one group.</param>
+    public static void KeptOutputs(float[] x, float[] weight, int rows, int inDim, int outDim,
+        int[] groupKept, int[] kept, int[] groupRows, int[] rowsOfGroups, float[] output)
+    {
+        if (x.Length < (long)rows * inDim || output.Length < (long)rows * outDim) throw new ArgumentException("KeptOutputs: x or output is too short for its rows");
+        if (weight.Length != (long)outDim * inDim) throw new ArgumentException("KeptOutputs: weight is not [outDim, inDim]");
+        int groups = groupKept.Length - 1;
+        if (groups < 0 || groupRows.Length != groupKept.Length) throw new ArgumentException("KeptOutputs: group tables have the wrong length");
+        for (int g = 0; g < groups; g++)
+            if (groupKept[g] > groupKept[g + 1] || groupRows[g] > groupRows[g + 1]) throw new ArgumentException("KeptOutputs: group offsets decrease");
+        if (groupKept[0] != 0 || groupRows[0] != 0 || groupKept[^1] > kept.Length || groupRows[^1] > rowsOfGroups.Length)
+            throw new ArgumentException("KeptOutputs: group offsets run outside their tables");
+        foreach (int j in kept)
+            if ((uint)j >= (uint)outDim) throw new ArgumentOutOfRangeException(nameof(kept), $"KeptOutputs: column {j} outside [0, {outDim})");
+        var seen = new bool[rows];
+        foreach (int r in rowsOfGroups)
+        {
+            if ((uint)r >= (uint)rows) throw new ArgumentOutOfRangeException(nameof(rowsOfGroups), $"KeptOutputs: row {r} outside [0, {rows})");
+            if (seen[r]) throw new ArgumentException($"KeptOutputs: row {r} is in two groups");   // parallel groups must not share a row
+            seen[r] = true;
+        }
+
+        output.AsSpan(0, rows * outDim).Clear();
+        long work = (long)groupKept[^1] * inDim;
+        Parallel.For(0, groups, new ParallelOptions { MaxDegreeOfParallelism = work < 1 << 16 ? 1 : -1 }, g =>
+        {
+            for (int q = groupKept[g]; q < groupKept[g + 1]; q++)
+            {
+                int j = kept[q];
+                var wj = weight.AsSpan(j * inDim, inDim);
+                for (int t = groupRows[g]; t < groupRows[g + 1]; t++)
+                {
+                    int r = rowsOfGroups[t];
+                    output[(long)r * outDim + j] = Dot(x.AsSpan(r * inDim, inDim), wj);
                 }
             }
         });

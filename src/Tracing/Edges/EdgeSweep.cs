@@ -43,13 +43,13 @@ public static class EdgeSweep
     }
 
     public static IReadOnlyList<EdgeSweepPoint> Run(Llama model, EdgeGraph graph, PromptTask evalTask, SiteMeans means,
-        IReadOnlyList<double>? percents = null, int masksPerForward = 8, IProgress<WorkProgress>? progress = null)
+        IReadOnlyList<double>? percents = null, int masksPerForward = 8, IProgress<WorkProgress>? progress = null, SweepPath path = SweepPath.Shortcuts)
     {
         percents ??= DefaultPercents;
         var ranked = graph.Edges.OrderByDescending(e => Math.Abs(e.FinalAttr)).ToList();
         int positions = Math.Max(means.Positions, graph.Neurons.Max(n => n.Position) + 1);
         var metric = Metric.EvaluationDefault(evalTask);
-        var ablation = new SiteMeanAblation(model, evalTask, NodeSite.MlpAct, means, metric, positions) { MasksPerForward = masksPerForward };
+        var ablation = new SiteMeanAblation(model, evalTask, NodeSite.MlpAct, means, metric, positions) { MasksPerForward = masksPerForward, Path = path };
 
         var circuits = new List<bool[]>();
         var kept = new List<(int Edges, int Nodes)>();

@@ -9,6 +9,19 @@ namespace NeuronTrace.Tracing.Evaluation;
 /// <summary>How a sweep's mean-ablated forwards run: every mask in full, or with the exact shortcuts of issue 18.</summary>
 public enum SweepPath { Plain, Shortcuts }
 
+/// <summary>The names of <see cref="SweepPath"/> as the CLI, summary.json and shard manifests spell them.</summary>
+public static class SweepPaths
+{
+    public static string Name(this SweepPath path) => path == SweepPath.Plain ? "plain" : "shortcuts";
+
+    /// <summary>plain or shortcuts (exact, lower case); false for anything else.</summary>
+    public static bool TryParse(string? text, out SweepPath path)
+    {
+        path = text == "shortcuts" ? SweepPath.Shortcuts : SweepPath.Plain;
+        return text is "plain" or "shortcuts";
+    }
+}
+
 /// <summary>
 /// Node circuits of one site (neurons, or the kept neurons of an edge circuit): a node whose mask entry is true keeps the
 /// value the (partly ablated) forward computes for it; every other node of the site, in every layer, is replaced by its
@@ -52,7 +65,7 @@ public sealed class SiteMeanAblation : CircuitAblation
         var means = Enumerable.Range(0, c.Layers).Select(l => _means.Get(_site, l)).ToList();
         using var sweep = new MeanAblationSweep(Model, prompts, _site, means, _means.Positions, Grid.Positions) { SparseFraction = SparseFraction };
         var chunks = sweep.Plan(keepMasks, MasksPerForward);
-        PlanLog?.Invoke(MeanAblationSweep.Describe(chunks, c.Layers));
+        PlanLog?.Invoke(sweep.Describe(chunks));
         var result = new double[keepMasks.Count];
         int done = 0;
         foreach (var chunk in chunks)

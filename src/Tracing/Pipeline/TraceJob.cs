@@ -17,8 +17,11 @@ public sealed record TraceOptions
     public int IgSteps { get; init; } = 10;
     public Runtime.BackwardRules RelPRules { get; init; } = Runtime.BackwardRules.RelP;
     public int MasksPerForward { get; init; } = 8;
-    /// <summary>How the k-sweep's mean-ablated forwards run (issue 18: the exact shortcuts).</summary>
-    public SweepPath SweepPath { get; init; } = SweepPath.Plain;
+    /// <summary>
+    /// How the k-sweep's mean-ablated forwards run: the exact shortcuts (issue 18; equal to the plain path up to
+    /// rounding, tests/Tracing.Tests/SweepShortcutTests) unless a run asks for the plain reference.
+    /// </summary>
+    public SweepPath SweepPath { get; init; } = SweepPath.Shortcuts;
     public int Seed { get; init; }
     /// <summary>The faithfulness a reported circuit must reach.</summary>
     public double TargetFaithfulness { get; init; } = 0.8;

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
+using NeuronTrace.Tracing.Evaluation;
 using NeuronTrace.Tracing.Pipeline;
 using NeuronTrace.Tracing.Scoring;
 using static NeuronTrace.Tracing.Runs.JsonFields;
@@ -32,13 +33,17 @@ public sealed record SavedTraceSettings(string Model, string? ModelSha256, strin
             "freeze" => BackwardRules.RelPFrozenAttention,
             _ => throw new ModelFormatException(path, $"field {P}relp_attention: \"{relp}\" is not gradient or freeze"),
         };
+        // A run written before sweep_path was recorded swept on the plain path, so that is what reproduces it.
+        var sweepPath = SweepPath.Plain;
+        if (OptionalString(path, o, "sweep_path") is { } sp && !SweepPaths.TryParse(sp, out sweepPath))
+            throw new ModelFormatException(path, $"field {P}sweep_path: {ErrorText.Quote(sp)} is not plain or shortcuts");
         double target = Number(path, Get(o, "target") ?? throw new ModelFormatException(path, $"field {P}target is missing"), P + "target");
         var options = new TraceOptions
         {
             Methods = methods, Sites = sites, TrainExamples = OptionalInt(path, o, "train", min: 1, prefix: P),
             KPoints = RequireInt(path, o, "k_points", min: 2, prefix: P), IgSteps = RequireInt(path, o, "ig_steps", min: 1, prefix: P),
             RelPRules = rules, MasksPerForward = RequireInt(path, o, "masks_per_forward", min: 1, prefix: P),
-            Seed = RequireInt(path, o, "seed", prefix: P), TargetFaithfulness = target,
+            Seed = RequireInt(path, o, "seed", prefix: P), TargetFaithfulness = target, SweepPath = sweepPath,
         };
         bool allLengths = Get(o, "all_lengths") is { } a && (a.ValueKind == JsonValueKind.True || (a.ValueKind == JsonValueKind.False ? false
             : throw new ModelFormatException(path, $"field {P}all_lengths: expected true or false, got {Describe(a)}")));

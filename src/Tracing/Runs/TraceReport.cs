@@ -70,6 +70,7 @@ public static class TraceReport
                 ig_steps = o.IgSteps,
                 relp_attention = RelPAttentionName(o.RelPRules),
                 masks_per_forward = o.MasksPerForward,
+                sweep_path = o.SweepPath.Name(),
                 seed = o.Seed,
                 target = o.TargetFaithfulness,
                 all_lengths = provenance?.AllLengths,

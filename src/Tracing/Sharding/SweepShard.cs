@@ -79,7 +79,7 @@ public static class SweepShard
             {
                 var (method, site) = group.Key;
                 points.AddRange(CircuitSweep.Run(model, scores[method], site, method.Name(), evalTask, means, group.Select(c => c.K).ToArray(),
-                    o.MasksPerForward, o.Seed, progress));
+                    o.MasksPerForward, o.Seed, progress, o.SweepPath));
             }
             m.Done = to - first;
             m.Complete = m.Done == count;

@@ -44,4 +44,30 @@ public class SparseMlpOpsTests
         Assert.Throws<ArgumentOutOfRangeException>(() => SparseMlpOps.Apply(x, gate, up, down, constants, means, rows, dim, hidden, meanRow,
             [0, 1], [hidden], [0, 1], [0], output));
     }
+
+    [Fact]
+    public void Kept_outputs_equal_the_dense_product_at_the_kept_columns_and_zero_elsewhere()
+    {
+        const int inDim = 21, outDim = 11, rows = 6;
+        var rng = new Random(9);
+        float[] R(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var x = R(rows * inDim); var w = R(outDim * inDim);
+        int[][] keptSets = [[10, 2], [], [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]];   // a group keeping nothing, one keeping all
+        int[][] groupRowsOf = [[5, 1], [0], [3]];                             // rows 2 and 4 are in no group
+        var output = Enumerable.Repeat(float.NaN, rows * outDim).ToArray();    // every entry must be written
+        SparseMlpOps.KeptOutputs(x, w, rows, inDim, outDim, [0, 2, 2, 13], keptSets.SelectMany(k => k).ToArray(), [0, 2, 3, 4],
+            groupRowsOf.SelectMany(r => r).ToArray(), output);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < outDim; j++)
+            {
+                int g = Array.FindIndex(groupRowsOf, rs => rs.Contains(r));
+                double want = 0;
+                if (g >= 0 && keptSets[g].Contains(j))
+                    for (int i = 0; i < inDim; i++) want += (double)x[r * inDim + i] * w[j * inDim + i];
+                Assert.Equal(want, output[r * outDim + j], 1e-5);
+            }
+        Assert.Throws<ArgumentException>(() => SparseMlpOps.KeptOutputs(x, w, rows, inDim, outDim, [0, 1, 2], [0, 1], [0, 1, 2], [3, 3], output));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SparseMlpOps.KeptOutputs(x, w, rows, inDim, outDim, [0, 1], [outDim], [0, 1], [0], output));
+        Assert.Throws<ArgumentOutOfRangeException>(() => SparseMlpOps.KeptOutputs(x, w, rows, inDim, outDim, [0, 1], [0], [0, 1], [rows], output));
+    }
 }

@@ -1,0 +1,156 @@
+using NeuronTrace.Runtime;
+using NeuronTrace.Runtime.Cpu;
+
+namespace NeuronTrace.Model;
+
+/// <summary>The points where <see cref="Llama.ForwardLayer"/> lets the sweep compute a product itself; each returns true when it filled its output.</summary>
+internal interface ILayerShortcuts
+{
+    /// <summary>Before Q/K/V: true when it skipped them and the attention (Z filled or, if nothing reads it, not).</summary>
+    bool Attention(LayerState s);
+    /// <summary>Before W_o (after the attn_z edit): true when it filled AttnOut itself.</summary>
+    bool OutputProjection(LayerState s);
+    /// <summary>Before gate/up: true when it filled MlpOut (the whole MLP skipped; the mlp_out edit still applies).</summary>
+    bool Mlp(LayerState s);
+    /// <summary>Before W_down: true when it filled MlpOut from Act.</summary>
+    bool DownProjection(LayerState s);
+}
+
+public sealed partial class MeanAblationSweep
+{
+    readonly float[]?[] _constants, _downT;   // mlp_act: per layer C = W_down·mean and W_downᵀ, built on first keep-k use
+
+    /// <summary>
+    /// One layer's shortcut for the sweep's site (see <see cref="LayerRun"/>). Where the site is a product's output only
+    /// that product changes; what can not be saved: attn_z has no keep-k product (a kept z dimension needs its head's
+    /// whole attention), mlp_out/resid keep-k still run gate and up in full (every kept output column reads every neuron),
+    /// and attn keep-k still runs Q/K/V and the attention.
+    /// </summary>
+    sealed class LayerHooks(MeanAblationSweep sweep, int layer, LayerRun run, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow,
+        MeanAblation? ablation) : ILayerShortcuts
+    {
+        IBackend Be => sweep._model.Backend;
+        DeviceWeights.DeviceLayer W => sweep._model.Weights.Layers[layer];
+        // The top layer: the metric reads only the last row of each prompt, and above the attention every op is per row,
+        // so W_o and the MLP run on those rows alone (the other rows of the layer's output are never read).
+        bool Top => layer == sweep._model.Config.Layers - 1;
+
+        public bool Attention(LayerState s)
+        {
+            if (run != LayerRun.Constant) return false;
+            // attn: attn_out is its means, so neither the attention nor W_o runs (z stays unwritten; nothing reads it).
+            if (sweep._site == NodeSite.Attn) return true;
+            if (sweep._site != NodeSite.AttnZ) return false;
+            // attn_z: z is its means; the ablation writes them into every real row, W_o then runs as usual.
+            Be.Fill(s.Z, 0f);
+            return true;
+        }
+
+        public bool OutputProjection(LayerState s)
+        {
+            if (sweep._site == NodeSite.Attn && run == LayerRun.Constant) { Be.Fill(s.AttnOut, 0f); return true; }   // the ablation writes the means
+            if (sweep._site == NodeSite.Attn && run == LayerRun.KeepK)
+            {
+                KeptOutputs(s.Z, W.Wo, sweep._model.Config.Dim, s.AttnOut);
+                return true;
+            }
+            if (!Top) return false;
+            var last = batch.LastRows();
+            using var z = Gathered(s.Z, last);
+            using var o = Be.AllocateUninitialized(last.Length, sweep._model.Config.Dim);
+            Be.MatMul(z, W.Wo, o, false);
+            Scatter(o, last, s.AttnOut);
+            return true;
+        }
+
+        public bool Mlp(LayerState s)
+        {
+            if (run == LayerRun.Constant && sweep._site == NodeSite.MlpOut) { Be.Fill(s.MlpOut, 0f); return true; }
+            if (run == LayerRun.KeepK && sweep._site == NodeSite.MlpAct)
+            {
+                sweep.RunSparseMlp(layer, s, masks, batch, meanRow, lastOnly: Top);
+                return true;
+            }
+            if (!Top) return false;
+            // The last rows' MLP, dense (mlp_out/resid keep-k are moot on so few rows); mlp_act's ablation on them here.
+            var c = sweep._model.Config;
+            var last = batch.LastRows();
+            using var x = Gathered(s.FfnNormed, last);
+            using var gate = Be.AllocateUninitialized(last.Length, c.HiddenDim);
+            using var up = Be.AllocateUninitialized(last.Length, c.HiddenDim);
+            using var act = Be.AllocateUninitialized(last.Length, c.HiddenDim);
+            Be.MatMul(x, W.W1, gate, false);
+            Be.MatMul(x, W.W3, up, false);
+            Be.SwiGlu(gate, up, act);
+            if (sweep._site == NodeSite.MlpAct && ablation is not null)
+                Be.MeanAblate(act, ablation.Means, ablation.KeepBits, last.Select(r => ablation.KeepRow[r]).ToArray(), last.Select(r => ablation.MeanRow[r]).ToArray());
+            using var o = Be.AllocateUninitialized(last.Length, c.Dim);
+            Be.MatMul(act, W.W2, o, false);
+            Scatter(o, last, s.MlpOut);
+            return true;
+        }
+
+        public bool DownProjection(LayerState s)
+        {
+            if (run != LayerRun.KeepK || sweep._site is not (NodeSite.MlpOut or NodeSite.Resid)) return false;
+            KeptOutputs(s.Act, W.W2, sweep._model.Config.HiddenDim, s.MlpOut);
+            return true;
+        }
+
+        Tensor Gathered(Tensor full, int[] rows)
+        {
+            var t = Be.AllocateUninitialized(rows.Length, full.Columns);
+            Be.GatherRows(full, rows, t);
+            return t;
+        }
+
+        // Rows not written are zero (finite; never read).
+        void Scatter(Tensor compact, int[] rows, Tensor full)
+        {
+            Be.Fill(full, 0f);
+            Be.ScatterAddRows(compact, rows, full);
+        }
+
+        // Only the output columns the masks keep; the site's ablation then writes the means into the others.
+        void KeptOutputs(Tensor input, Tensor weight, int inDim, Tensor output)
+        {
+            var (groupKept, kept, groupRows, rows) = sweep.Groups(layer, masks, batch, lastOnly: Top);
+            SparseMlpOps.KeptOutputs(((CpuTensor)input).Data, ((CpuTensor)weight).Data, batch.Rows, inDim, sweep._model.Config.Dim,
+                groupKept, kept, groupRows, rows, ((CpuTensor)output).Data);
+        }
+    }
+
+    // One group per (mask, covered position): the rows of that position in the mask's replica share its kept set.
+    // lastOnly: position 0 alone (the top layer, whose other rows nobody reads).
+    (int[] GroupKept, int[] Kept, int[] GroupRows, int[] Rows) Groups(int l, IReadOnlyList<bool[]> masks, TokenBatch batch, bool lastOnly)
+    {
+        int B = _prompts.Count, T = batch.SeqLen, P = _maskPositions, covered = lastOnly ? Math.Min(1, P) : Math.Min(_maxLen, P);
+        var groupKept = new List<int> { 0 };
+        var groupRows = new List<int> { 0 };
+        var kept = new List<int>();
+        var rows = new List<int>();
+        for (int r = 0; r < masks.Count; r++)
+            for (int p = 0; p < covered; p++)
+            {
+                var m = masks[r].AsSpan((l * P + p) * _width, _width);
+                for (int i = 0; i < m.Length; i++) if (m[i]) kept.Add(i);
+                for (int b = 0; b < B; b++)
+                    if (_prompts[b].Length > p) rows.Add((r * B + b) * T + _prompts[b].Length - 1 - p);
+                groupKept.Add(kept.Count);
+                groupRows.Add(rows.Count);
+            }
+        return (groupKept.ToArray(), kept.ToArray(), groupRows.ToArray(), rows.ToArray());
+    }
+
+    void RunSparseMlp(int l, LayerState s, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow, bool lastOnly)
+    {
+        var c = _model.Config; var w = _model.Weights.Layers[l];
+        int H = c.HiddenDim, d = c.Dim;
+        var down = ((CpuTensor)w.W2).Data;
+        var constants = _constants[l] ??= SparseMlpOps.Constants(down, _hostMeans[l], d, H);
+        var downT = _downT[l] ??= SparseMlpOps.Transpose(down, d, H);
+        var (groupKept, kept, groupRows, rows) = Groups(l, masks, batch, lastOnly);
+        SparseMlpOps.Apply(((CpuTensor)s.FfnNormed).Data, ((CpuTensor)w.W1).Data, ((CpuTensor)w.W3).Data, downT, constants, _hostMeans[l],
+            batch.Rows, d, H, meanRow, groupKept, kept, groupRows, rows, ((CpuTensor)s.MlpOut).Data);
+    }
+}
