@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Bench;
 
 /// <summary>
-/// <c>bench gpu-plan [--shape llama3-8b] [--batch N] [--seq T] [--layers L] [--math bf16|tf32|fp32]</c>: one RelP
+/// <c>bench gpu-plan [--shape llama3-8b] [--batch N] [--seq T] [--layers L] [--math bf16|tf32|fp32] [--graphs on|off]</c>: one RelP
 /// attribution pass (all sites, one batch of N pairs of T tokens) run by <see cref="CudaBackend"/> on a
 /// <see cref="RecordingDeviceRuntime"/>, which executes nothing: prints the per-op launch ledger (calls, declared
 /// GFLOP and GB moved, roofline ms at the H100's 989 TFLOP/s bf16 and 3.35 TB/s), host syncs and copy bytes per
@@ -19,6 +19,8 @@ static class GpuPlan
     /// <summary>Assumed costs the roofline leaves out (not measured here): a kernel launch's fixed time on an idle
     /// stream, one host round trip, and pageable device→host copy bandwidth.</summary>
     const double LaunchSeconds = 4e-6, SyncSeconds = 20e-6, PageableBytesPerSecond = 12e9;
+    /// <summary>Assumed device-side cost of one node inside a CUDA graph (no host launch; not measured here).</summary>
+    const double GraphNodeSeconds = 1e-6;
 
     static readonly Dictionary<string, LlamaConfig> Shapes = new()
     {
@@ -43,16 +45,31 @@ static class GpuPlan
             "bf16" => GemmPrecision.Bf16, "tf32" => GemmPrecision.Tf32, "fp32" => GemmPrecision.Fp32,
             var m => throw new ArgumentException($"--math '{Short(m)}': expected bf16, tf32 or fp32"),
         };
-        var ledger = Measure(config, batch, seq, precision, out long weightBytes);
-        Print(Console.Out, ledger, $"{shapeName} ({layers} layers), RelP attribution pass, batch {batch} x {seq}, all sites, {precision}", weightBytes);
+        bool graphs = (Option(args, "--graphs") ?? "on") switch
+        {
+            "on" => true, "off" => false,
+            var g => throw new ArgumentException($"--graphs '{Short(g)}': expected on or off"),
+        };
+        var ledger = Measure(config, batch, seq, precision, graphs: false, out long weightBytes);
+        Print(Console.Out, ledger, $"{shapeName} ({layers} layers), RelP attribution pass, batch {batch} x {seq}, all sites, {precision}, op by op", weightBytes);
+        if (graphs)
+        {
+            Console.WriteLine();
+            var replayed = Measure(config, batch, seq, precision, graphs: true, out weightBytes);
+            Print(Console.Out, replayed, $"{shapeName} ({layers} layers), same pass replayed as CUDA graphs (GraphReplayRuntime, steady state)", weightBytes);
+        }
         return 0;
     }
 
-    /// <summary>The ledger of the second of two passes (the first also makes the one-time bf16 weight copies).</summary>
-    public static RecordingDeviceRuntime Measure(LlamaConfig config, int batch, int seq, GemmPrecision precision, out long weightBytes)
+    /// <summary>
+    /// The ledger of a steady pass: after one warm-up pass (which also makes the one-time bf16 weight copies), or with
+    /// <paramref name="graphs"/> three (seen, captured, replayed).
+    /// </summary>
+    public static RecordingDeviceRuntime Measure(LlamaConfig config, int batch, int seq, GemmPrecision precision, bool graphs, out long weightBytes)
     {
         var device = new RecordingDeviceRuntime();
-        var backend = new CudaBackend(device, ownsDevice: false, precision);
+        IDeviceRuntime runtime = graphs ? new GraphReplayRuntime(device, device.Pool, ownsInner: false) : device;
+        var backend = new CudaBackend(runtime, ownsDevice: false, precision);
         var llama = Llama.WithUninitializedWeights(config, backend);
         weightBytes = device.Pool.UsedBytes;
         var rng = new Random(0);
@@ -65,7 +82,7 @@ static class GpuPlan
         }).ToList();
         var task = new PromptTask("random", pairs);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch };
-        Attributor.Score(llama, task, options);
+        for (int pass = 0; pass < (graphs ? 3 : 1); pass++) Attributor.Score(llama, task, options);
         device.Reset();
         Attributor.Score(llama, task, options);
         return device;
@@ -81,10 +98,10 @@ static class GpuPlan
             o.WriteLine($"{name,-22} {op.Calls,7} {op.Flops / 1e9,10:F1} {op.Bytes / 1e9,9:F3} {op.RooflineSeconds * 1e3,12:F3} {100 * op.RooflineSeconds / Math.Max(total, 1e-30),6:F1}%");
         double flops = r.Ops.Values.Sum(v => v.Flops), bytes = r.Ops.Values.Sum(v => v.Bytes);
         o.WriteLine($"{"total",-22} {r.Launches,7} {flops / 1e9,10:F1} {bytes / 1e9,9:F3} {total * 1e3,12:F3}");
-        o.WriteLine($"per pass: {r.Launches} launches, {r.HostSyncs} host syncs, {r.Downloads} downloads ({r.BytesToHost / 1e6:F1} MB), {r.Uploads} uploads ({r.BytesToDevice / 1e6:F2} MB)");
+        o.WriteLine($"per pass: {r.Launches} launches ({r.GraphLaunches} of them graph launches running {r.OpsInGraphs} ops), {r.HostSyncs} host syncs, {r.Downloads} downloads ({r.BytesToHost / 1e6:F1} MB), {r.Uploads} uploads ({r.BytesToDevice / 1e6:F2} MB)");
         o.WriteLine($"device memory: weights {weightBytes / 1e9:F2} GB, high-water mark {r.Pool.PeakUsedBytes / 1e9:F2} GB");
-        double launch = r.Launches * LaunchSeconds, sync = r.HostSyncs * SyncSeconds, copy = r.BytesToHost / PageableBytesPerSecond;
-        o.WriteLine($"modelled H100 pass: roofline {total * 1e3:F1} ms + launches {launch * 1e3:F1} ms ({LaunchSeconds * 1e6:F0} us each, assumed)"
+        double launch = r.Launches * LaunchSeconds + r.OpsInGraphs * GraphNodeSeconds, sync = r.HostSyncs * SyncSeconds, copy = r.BytesToHost / PageableBytesPerSecond;
+        o.WriteLine($"modelled H100 pass: roofline {total * 1e3:F1} ms + launches {launch * 1e3:F1} ms ({LaunchSeconds * 1e6:F0} us per host launch, {GraphNodeSeconds * 1e6:F0} us per graph node, assumed)"
             + $" + syncs {sync * 1e3:F1} ms ({SyncSeconds * 1e6:F0} us each, assumed) + downloads {copy * 1e3:F1} ms (pageable, {PageableBytesPerSecond / 1e9:F0} GB/s assumed)"
             + $" = {(total + launch + sync + copy) * 1e3:F1} ms");
     }

@@ -105,6 +105,7 @@ public sealed class Llama : IDisposable
         // The first layer of a device takes the residual stream from the previous device (a copy this state owns).
         bool crossed = !ReferenceEquals(InputBackend(l), be);
         if (crossed) x = LayerPlacement.Transfer(x, InputBackend(l), be);
+        be.PushRange(RangeName(l, backward: false));
         var s = new LayerState
         {
             Input = x, OwnsInput = crossed,
@@ -149,7 +150,17 @@ public sealed class Llama : IDisposable
         be.Copy(s.Mid, s.Output);
         be.Add(s.Output, s.MlpOut);
         Edit(plan, NodeSite.Resid, l, s.Output);
+        be.PopRange();
         return s;
+    }
+
+    // Profiling range names ("layer 12 forward"), made once per layer rather than per call.
+    static readonly string[][] RangeNames = [new string[256], new string[256]];
+    static string RangeName(int layer, bool backward)
+    {
+        var names = RangeNames[backward ? 1 : 0];
+        if (layer >= names.Length) return $"layer {layer} {(backward ? "backward" : "forward")}";
+        return names[layer] ??= $"layer {layer} {(backward ? "backward" : "forward")}";
     }
 
     /// <summary>The weights as the sweep's own MLP path reads them.</summary>
@@ -246,6 +257,7 @@ public sealed class Llama : IDisposable
             }
             var s = pass.Layers[l];
             var w = _w.Layers[l];
+            be.PushRange(RangeName(l, backward: true));
             var seedHere = l == topLayer ? seed?.Site : null;
             bool stopped = stopMlp?.Invoke(l) == true;
             // dR: ∂m/∂r_{l+1}.
@@ -287,6 +299,7 @@ public sealed class Llama : IDisposable
             be.MatMulInputGrad(dK, w.Wk, dNorm, true);
             be.MatMulInputGrad(dV, w.Wv, dNorm, true);
             be.RmsNormBackward(dNorm, s.Input, w.AttnNorm, s.AttnRstd, rules.Norm, dR);
+            be.PopRange();
             // dR: ∂m/∂r_l, the previous block's (edited) output.
         }
         if (lowestLayer == 0) grads.Embedding = dR; else dR.Dispose();

@@ -16,6 +16,13 @@ public interface IBackend : IDisposable
     /// </summary>
     bool SupportsConcurrentCalls => false;
 
+    /// <summary>
+    /// Opens a named profiling range around the ops that follow, until <see cref="PopRange"/> (NVTX on the GPU, so
+    /// Nsight shows "layer 12 backward" over that layer's op ranges). Ranges nest. No-ops by default (the CPU backend).
+    /// </summary>
+    void PushRange(string name) { }
+    void PopRange() { }
+
     /// <summary>A zero-filled tensor.</summary>
     Tensor Allocate(params int[] shape);
     /// <summary>

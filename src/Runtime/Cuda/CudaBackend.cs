@@ -52,8 +52,14 @@ public sealed partial class CudaBackend : IBackend
     public static CudaBackend? TryCreate(int ordinal, out string whyNot, GemmPrecision precision = GemmPrecision.Fp32)
     {
         var d = CudaDevice.TryOpen(ordinal, null, out whyNot);
-        return d is null ? null : new CudaBackend(d, ownsDevice: true, precision);
+        if (d is null) return null;
+        IDeviceRuntime runtime = GraphsRequested ? new GraphReplayRuntime(d, CudaDevice.PoolDisabled ? null : d.MemoryPool) : d;
+        return new CudaBackend(runtime, ownsDevice: true, precision);
     }
+
+    /// <summary>NEURONTRACE_CUDA_GRAPHS=1: repeated work runs as CUDA Graphs (<see cref="GraphReplayRuntime"/>). Off by default until timed on a GPU.</summary>
+    public const string GraphsVariable = "NEURONTRACE_CUDA_GRAPHS";
+    static bool GraphsRequested => Environment.GetEnvironmentVariable(GraphsVariable) == "1";
 
     public string Name => "cuda";
     public IDeviceRuntime Device => device;
@@ -196,6 +202,9 @@ public sealed partial class CudaBackend : IBackend
         }
         return scoreScratch.DangerousGetHandle();
     }
+
+    public void PushRange(string name) => device.PushRange(name);
+    public void PopRange() => device.PopRange();
 
     RangeScope Range(string name)
     {

@@ -217,7 +217,7 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
         return pool.Rent(bytes);
     }
 
-    static readonly bool PoolDisabled =
+    internal static readonly bool PoolDisabled =
         string.Equals(Environment.GetEnvironmentVariable("NEURONTRACE_CUDA_POOL"), "off", StringComparison.OrdinalIgnoreCase);
 
     SafeHandle? AllocateRaw(long bytes)
@@ -316,6 +316,48 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
         return ms;
     }
 
+    // ---- CUDA graphs (driven by GraphReplayRuntime) ------------------------------------------------------------
+
+    SafeHandle? cublasWorkspace;
+    /// <summary>cuBLAS's workspace while capturing: 32 MiB, what NVIDIA suggests for Hopper.</summary>
+    const long CublasWorkspaceBytes = 32L << 20;
+
+    public bool SupportsGraphs => true;
+
+    public void BeginCapture()
+    {
+        context.MakeCurrent();
+        if (cublasWorkspace is null)
+        {
+            cublasWorkspace = Allocate(CublasWorkspaceBytes);
+            CudaException.CheckCublas(Cublas.cublasSetWorkspace_v2(cublas.DangerousGetHandle(), (ulong)cublasWorkspace.DangerousGetHandle(), (nuint)CublasWorkspaceBytes), "cublasSetWorkspace_v2");
+        }
+        CudaException.Check(CudaDriver.cuStreamBeginCapture_v2(stream.DangerousGetHandle(), CudaDriver.StreamCaptureModeRelaxed), "cuStreamBeginCapture");
+    }
+
+    public IDisposable EndCapture()
+    {
+        context.MakeCurrent();
+        nint graph, exec;
+        CudaException.Check(CudaDriver.cuStreamEndCapture(stream.DangerousGetHandle(), &graph), "cuStreamEndCapture");
+        try
+        {
+            CudaException.Check(CudaDriver.cuGraphInstantiateWithFlags(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+        }
+        finally
+        {
+            CudaDriver.cuGraphDestroy(graph);   // the executable graph keeps what it needs
+        }
+        return new CudaGraphExecHandle(context, exec);
+    }
+
+    public void LaunchGraph(IDisposable graph)
+    {
+        context.MakeCurrent();
+        var exec = graph as CudaGraphExecHandle ?? throw new ArgumentException("not a graph of this device", nameof(graph));
+        CudaException.Check(CudaDriver.cuGraphLaunch(exec.DangerousGetHandle(), stream.DangerousGetHandle()), "cuGraphLaunch");
+    }
+
     public void PushRange(string name)
     {
         if (!Nvtx.Available) return;
@@ -332,6 +374,7 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     {
         if (context.IsClosed) return;
         try { Synchronize(); } catch (CudaException) { /* a failed kernel: free what we can anyway */ }
+        cublasWorkspace?.Dispose();
         pool.Dispose();   // cached blocks now; tensors still alive free theirs directly when disposed
         cublas.Dispose();
         foreach (var (_, module) in modules) module.Dispose();

@@ -7,7 +7,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// A caching allocator over a raw device allocator (cuMemAlloc). A forward pass allocates and frees the same few
 /// dozen shapes again and again; cuMemAlloc costs microseconds to milliseconds and cuMemFree synchronises the whole
 /// device, so every tensor going straight to the driver stalls the stream once per op. Freed blocks wait in free
-/// lists by size class and are handed out again.
+/// lists by size class and are handed out again, lowest address first.
 /// Safe because all work runs on one stream: a block freed while a queued kernel still reads it is only ever reused
 /// by work queued after that kernel. Thread-safe (a tensor may be finalised on the finalizer thread).
 /// </summary>
@@ -15,7 +15,9 @@ public sealed class DeviceMemoryPool : IDisposable
 {
     readonly Func<long, SafeHandle?> allocateRaw;
     readonly Lock gate = new();
-    readonly Dictionary<long, Stack<SafeHandle>> free = [];
+    // Per size class, the free blocks by address: a request gets the lowest-addressed one, so the same live set gives
+    // the same addresses whatever order blocks were freed in (GraphReplayRuntime replays only work on the same buffers).
+    readonly Dictionary<long, PriorityQueue<SafeHandle, nint>> free = [];
     bool disposed;
 
     /// <param name="allocateRaw">Allocates a block of exactly this many bytes (its handle value is the address; disposing
@@ -57,7 +59,7 @@ public sealed class DeviceMemoryPool : IDisposable
         lock (gate)
         {
             ObjectDisposedException.ThrowIf(disposed, this);
-            if (free.TryGetValue(size, out var list) && list.TryPop(out block)) CachedBytes -= size;
+            if (free.TryGetValue(size, out var list) && list.TryDequeue(out block, out _)) CachedBytes -= size;
             UsedBytes += size;
             PeakUsedBytes = Math.Max(PeakUsedBytes, UsedBytes);
         }
@@ -86,13 +88,20 @@ public sealed class DeviceMemoryPool : IDisposable
         return block;
     }
 
+    /// <summary>
+    /// Called before <see cref="Trim"/> frees cached blocks: a runtime that holds work not yet issued
+    /// (<see cref="GraphReplayRuntime"/>) issues it, since that work may use blocks freed since.
+    /// </summary>
+    public event Action? BeforeTrim;
+
     /// <summary>Frees every cached block back to the raw allocator.</summary>
     public void Trim()
     {
+        BeforeTrim?.Invoke();
         List<SafeHandle> blocks;
         lock (gate)
         {
-            blocks = free.Values.SelectMany(s => s).ToList();
+            blocks = free.Values.SelectMany(q => q.UnorderedItems.Select(e => e.Element)).ToList();
             free.Clear();
             CachedBytes = 0;
         }
@@ -106,8 +115,8 @@ public sealed class DeviceMemoryPool : IDisposable
             UsedBytes -= size;
             if (!disposed)
             {
-                if (!free.TryGetValue(size, out var list)) free[size] = list = new Stack<SafeHandle>();
-                list.Push(block);
+                if (!free.TryGetValue(size, out var list)) free[size] = list = new PriorityQueue<SafeHandle, nint>();
+                list.Enqueue(block, block.DangerousGetHandle());
                 CachedBytes += size;
                 return;
             }

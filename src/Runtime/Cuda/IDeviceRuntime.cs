@@ -52,6 +52,19 @@ public interface IDeviceRuntime : IDisposable
 
     void PushRange(string name);
     void PopRange();
+
+    /// <summary>
+    /// Whether <see cref="BeginCapture"/> works: the launches, products and device copies issued until
+    /// <see cref="EndCapture"/> are recorded into a graph instead of run (CUDA stream capture), and
+    /// <see cref="LaunchGraph"/> runs them all as one launch. <see cref="GraphReplayRuntime"/> drives it.
+    /// </summary>
+    bool SupportsGraphs => false;
+    /// <summary>Starts recording; until <see cref="EndCapture"/> nothing issued runs, and host copies are not allowed.</summary>
+    void BeginCapture() => throw new NotSupportedException($"{Name} cannot capture graphs");
+    /// <summary>Ends recording and returns the executable graph (disposing it frees it).</summary>
+    IDisposable EndCapture() => throw new NotSupportedException($"{Name} cannot capture graphs");
+    /// <summary>Queues <paramref name="graph"/> (from this runtime's <see cref="EndCapture"/>) after all work launched so far.</summary>
+    void LaunchGraph(IDisposable graph) => throw new NotSupportedException($"{Name} cannot capture graphs");
 }
 
 /// <summary>A grid or block size.</summary>

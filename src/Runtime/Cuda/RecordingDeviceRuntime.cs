@@ -27,8 +27,15 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
     public long? FreeBytes { get; set; }
     public DeviceMemoryPool Pool { get; }
 
-    /// <summary>Kernel launches and matrix products, all ops together.</summary>
+    /// <summary>
+    /// Kernel launches, matrix products and device copies issued from the host, all ops together; a graph launch is one
+    /// (the ops inside it are counted per op in <see cref="Ops"/> and in <see cref="OpsInGraphs"/>).
+    /// </summary>
     public long Launches { get; private set; }
+    /// <summary>Graph launches (<see cref="LaunchGraph"/>), each also one of <see cref="Launches"/>.</summary>
+    public long GraphLaunches { get; private set; }
+    /// <summary>Ops run inside graph launches.</summary>
+    public long OpsInGraphs { get; private set; }
     /// <summary>Points where the host waits for the device: <see cref="Synchronize"/> and every download.</summary>
     public long HostSyncs { get; private set; }
     public long Downloads { get; private set; }
@@ -50,7 +57,7 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
     public void Reset()
     {
         ops.Clear();
-        Launches = HostSyncs = Downloads = Uploads = BytesToHost = BytesToDevice = 0;
+        Launches = GraphLaunches = OpsInGraphs = HostSyncs = Downloads = Uploads = BytesToHost = BytesToDevice = 0;
         Pool.ResetPeak();
     }
 
@@ -69,12 +76,14 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
 
     public void CopyToDevice(nint destination, ReadOnlySpan<byte> source)
     {
+        if (capture is not null) throw new InvalidOperationException("host copy while capturing a graph");
         Uploads++;
         BytesToDevice += source.Length;
     }
 
     public void CopyToHost(nint source, Span<byte> destination)
     {
+        if (capture is not null) throw new InvalidOperationException("host copy while capturing a graph");
         Downloads++;
         HostSyncs++;
         BytesToHost += destination.Length;
@@ -98,15 +107,63 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
 
     void Record(OpWork work)
     {
+        if (capture is not null)
+        {
+            capture.Add((currentOp, work));
+            return;
+        }
         Launches++;
-        if (!ops.TryGetValue(currentOp, out var op)) ops[currentOp] = op = new OpLedger();
+        Count(currentOp, work);
+    }
+
+    void Count(string name, OpWork work)
+    {
+        if (!ops.TryGetValue(name, out var op)) ops[name] = op = new OpLedger();
         op.Calls++;
         op.Flops += work.Flops;
         op.Bytes += work.Bytes;
         op.RooflineSeconds += Math.Max(work.Flops / H100Bf16Flops, work.Bytes / H100Bytes);
     }
 
-    public void Synchronize() => HostSyncs++;
+    List<(string Op, OpWork Work)>? capture;
+
+    public bool SupportsGraphs => true;
+
+    /// <summary>Until <see cref="EndCapture"/>, launches are kept in the graph instead of counted.</summary>
+    public void BeginCapture()
+    {
+        if (capture is not null) throw new InvalidOperationException("already capturing");
+        capture = [];
+    }
+
+    public IDisposable EndCapture()
+    {
+        var graph = new RecordedGraph(capture ?? throw new InvalidOperationException("EndCapture without BeginCapture"));
+        capture = null;
+        return graph;
+    }
+
+    /// <summary>One launch; each op inside is counted under the range it was captured in.</summary>
+    public void LaunchGraph(IDisposable graph)
+    {
+        var g = (RecordedGraph)graph;
+        Launches++;
+        GraphLaunches++;
+        foreach (var (name, work) in g.Ops) Count(name, work);
+        OpsInGraphs += g.Ops.Count;
+    }
+
+    sealed class RecordedGraph(List<(string Op, OpWork Work)> ops) : IDisposable
+    {
+        public List<(string Op, OpWork Work)> Ops { get; } = ops;
+        public void Dispose() { }
+    }
+
+    public void Synchronize()
+    {
+        if (capture is not null) throw new InvalidOperationException("Synchronize while capturing a graph");
+        HostSyncs++;
+    }
 
     public void PushRange(string name)
     {

@@ -67,13 +67,89 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
         return new HostMemory((nint)p);
     }
 
-    public void CopyToDevice(nint destination, ReadOnlySpan<byte> source) => source.CopyTo(new Span<byte>((void*)destination, source.Length));
-    public void CopyToHost(nint source, Span<byte> destination) => new ReadOnlySpan<byte>((void*)source, destination.Length).CopyTo(destination);
+    public void CopyToDevice(nint destination, ReadOnlySpan<byte> source)
+    {
+        NotCapturing("CopyToDevice");
+        source.CopyTo(new Span<byte>((void*)destination, source.Length));
+    }
 
-    public void CopyDeviceToDevice(nint destination, nint source, long bytes) =>
+    public void CopyToHost(nint source, Span<byte> destination)
+    {
+        NotCapturing("CopyToHost");
+        new ReadOnlySpan<byte>((void*)source, destination.Length).CopyTo(destination);
+    }
+
+    public void CopyDeviceToDevice(nint destination, nint source, long bytes)
+    {
+        if (capture is not null) { capture.Add(() => Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes)); return; }
         Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes);
+    }
+
+    // ---- graphs: a captured graph is the list of its ops, run in order by LaunchGraph ----
+    List<Action>? capture;
+
+    /// <summary>Graphs launched, and the ops they ran.</summary>
+    public int GraphLaunches { get; private set; }
+    public int OpsInGraphs { get; private set; }
+
+    public bool SupportsGraphs => true;
+
+    public void BeginCapture()
+    {
+        if (capture is not null) throw new InvalidOperationException("already capturing");
+        capture = [];
+    }
+
+    public IDisposable EndCapture()
+    {
+        var graph = new HostGraph(capture ?? throw new InvalidOperationException("EndCapture without BeginCapture"));
+        capture = null;
+        return graph;
+    }
+
+    public void LaunchGraph(IDisposable graph)
+    {
+        NotCapturing("LaunchGraph");
+        var g = (HostGraph)graph;
+        foreach (var op in g.Ops) op();
+        GraphLaunches++;
+        OpsInGraphs += g.Ops.Count;
+    }
+
+    void NotCapturing(string what)
+    {
+        if (capture is not null) throw new InvalidOperationException($"{what} while capturing a graph (CUDA forbids it)");
+    }
+
+    sealed class HostGraph(List<Action> ops) : IDisposable
+    {
+        public List<Action> Ops { get; } = ops;
+        public void Dispose() { }
+    }
 
     public void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments)
+    {
+        if (capture is not null)
+        {
+            // A graph node keeps copies of the parameter values (cuLaunchKernel's rule): 8-byte slots, sizes from the declaration.
+            var sizes = Kernel.Signatures[kernel];
+            var values = new byte[8 * arguments.Length];
+            for (int i = 0; i < arguments.Length; i++) new ReadOnlySpan<byte>((void*)arguments[i], sizes[i].Size).CopyTo(values.AsSpan(8 * i));
+            capture.Add(() =>
+            {
+                var pointers = new nint[values.Length / 8];
+                fixed (byte* v = values)
+                {
+                    for (int i = 0; i < pointers.Length; i++) pointers[i] = (nint)(v + 8 * i);
+                    Run(kernel, grid, block, sharedBytes, pointers);
+                }
+            });
+            return;
+        }
+        Run(kernel, grid, block, sharedBytes, arguments);
+    }
+
+    void Run(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments)
     {
         if (!launchers.TryGetValue(kernel, out nint f))
         {
@@ -95,7 +171,11 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
         return new string(f());
     }
 
-    public void Sgemm(in GemmCall c) => ReferenceSgemm(c);
+    public void Sgemm(in GemmCall c)
+    {
+        if (capture is not null) { var call = c; capture.Add(() => ReferenceSgemm(call)); return; }
+        ReferenceSgemm(c);
+    }
 
     /// <summary>
     /// Column-major C = α op(A) op(B) + β C as BLAS defines it; β = 0 never reads C. Under
@@ -139,7 +219,7 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
         return BitConverter.UInt32BitsToSingle((bits + 0x1000u) & ~0x1FFFu);
     }
 
-    public void Synchronize() { }
+    public void Synchronize() => NotCapturing("Synchronize");
 
     public void PushRange(string name)
     {

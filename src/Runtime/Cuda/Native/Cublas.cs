@@ -28,6 +28,8 @@ internal static unsafe partial class Cublas
     [LibraryImport(Library, SetLastError = false)] public static partial int cublasCreate_v2(nint* handle);
     [LibraryImport(Library, SetLastError = false)] public static partial int cublasDestroy_v2(nint handle);
     [LibraryImport(Library, SetLastError = false)] public static partial int cublasSetStream_v2(nint handle, nint stream);
+    /// <summary>A workspace we own, so products captured into a CUDA graph never make cuBLAS allocate one mid-capture.</summary>
+    [LibraryImport(Library, SetLastError = false)] public static partial int cublasSetWorkspace_v2(nint handle, ulong workspace, nuint bytes);
 
     /// <summary>C = α op(A) op(B) + β C; α, β in host memory (the default pointer mode).</summary>
     [LibraryImport(Library, SetLastError = false)]

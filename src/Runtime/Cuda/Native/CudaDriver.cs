@@ -50,6 +50,15 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamDestroy_v2(nint stream);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamSynchronize(nint stream);
 
+    /// <summary>CU_STREAM_CAPTURE_MODE_RELAXED: other threads' calls (and cuMemAlloc) stay legal while a stream captures.</summary>
+    public const int StreamCaptureModeRelaxed = 2;
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamBeginCapture_v2(nint stream, int mode);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamEndCapture(nint stream, nint* graph);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuGraphInstantiateWithFlags(nint* graphExec, nint graph, ulong flags);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuGraphLaunch(nint graphExec, nint stream);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuGraphDestroy(nint graph);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuGraphExecDestroy(nint graphExec);
+
     [LibraryImport(Library, SetLastError = false)] public static partial int cuEventCreate(nint* evt, uint flags);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuEventRecord(nint evt, nint stream);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuEventSynchronize(nint evt);

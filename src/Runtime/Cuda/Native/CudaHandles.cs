@@ -76,6 +76,12 @@ internal sealed class CudaEventHandle(CudaContextHandle context, nint evt) : Cud
     protected override bool Release(nint value) => CudaDriver.cuEventDestroy_v2(value) == CudaDriver.Success;
 }
 
+/// <summary>An instantiated CUDA graph (cuGraphInstantiate), launched with cuGraphLaunch.</summary>
+internal sealed class CudaGraphExecHandle(CudaContextHandle context, nint exec) : CudaContextBoundHandle(context, exec)
+{
+    protected override bool Release(nint value) => CudaDriver.cuGraphExecDestroy(value) == CudaDriver.Success;
+}
+
 internal sealed class CublasHandle(CudaContextHandle context, nint cublas) : CudaContextBoundHandle(context, cublas)
 {
     protected override bool Release(nint value) => Cublas.cublasDestroy_v2(value) == 0;
