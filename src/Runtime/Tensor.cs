@@ -78,17 +78,37 @@ public sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
     }
 }
 
-/// <summary>Arrays kept for reuse by exact length, bounded in count per length and in total bytes.</summary>
+/// <summary>
+/// Arrays kept for reuse by exact length, bounded in count per length and in total bytes: at most twice the most bytes
+/// that were ever rented at once (and 1 GiB), room for two alternating shapes (a batch and the short last one). When a
+/// return would pass that, the least recently used lengths go first, so a run whose shapes change from batch to batch
+/// keeps the current shapes instead of every shape seen (issue 15: the pool held up to 1 GiB of stale shapes, so peak
+/// memory grew with the task). Pool plus rented arrays stay within three times the largest set of tensors alive at once.
+/// </summary>
 static class ArrayPoolByLength
 {
     const int PerLength = 512;   // an attribution batch holds two forwards of ~15 same-shape tensors per layer
     const long MaxBytes = 1L << 30;
-    static readonly System.Collections.Concurrent.ConcurrentDictionary<long, System.Collections.Concurrent.ConcurrentBag<float[]>> Pool = new();
-    static long _bytes;
+
+    sealed class Entry
+    {
+        public readonly System.Collections.Concurrent.ConcurrentBag<float[]> Arrays = new();
+        public long LastUse;
+    }
+
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<long, Entry> Pool = new();
+    static readonly Lock EvictionGate = new();
+    static long _bytes, _rented, _peakRented, _clock;
 
     public static float[]? Take(long length)
     {
-        if (length < 1024 || !Pool.TryGetValue(length, out var bag) || !bag.TryTake(out var a)) return null;
+        if (length < 1024) return null;
+        long rented = Interlocked.Add(ref _rented, length * 4);
+        for (long peak = Interlocked.Read(ref _peakRented); rented > peak; peak = Interlocked.Read(ref _peakRented))
+            if (Interlocked.CompareExchange(ref _peakRented, rented, peak) == peak) break;
+        if (!Pool.TryGetValue(length, out var e)) return null;
+        e.LastUse = Interlocked.Increment(ref _clock);
+        if (!e.Arrays.TryTake(out var a)) return null;
         Interlocked.Add(ref _bytes, -length * 4);
         return a;
     }
@@ -96,14 +116,56 @@ static class ArrayPoolByLength
     public static void Return(float[] a)
     {
         if (a.Length < 1024) return;
-        var bag = Pool.GetOrAdd(a.LongLength, _ => new());
-        if (bag.Count >= PerLength || Interlocked.Add(ref _bytes, a.LongLength * 4) > MaxBytes)
+        long bytes = a.LongLength * 4;
+        Interlocked.Add(ref _rented, -bytes);
+        var e = Pool.GetOrAdd(a.LongLength, _ => new());
+        e.LastUse = Interlocked.Increment(ref _clock);
+        if (e.Arrays.Count >= PerLength) return;
+        long cap = Math.Min(MaxBytes, 2 * Interlocked.Read(ref _peakRented));
+        if (Interlocked.Add(ref _bytes, bytes) > cap)
         {
-            if (bag.Count < PerLength) Interlocked.Add(ref _bytes, -a.LongLength * 4);
-            return;
+            Interlocked.Add(ref _bytes, -bytes);
+            if (!EvictFor(bytes, cap, a.LongLength) || Interlocked.Add(ref _bytes, bytes) > cap)
+            {
+                Interlocked.Add(ref _bytes, -bytes);
+                return;
+            }
         }
-        bag.Add(a);
+        e.Arrays.Add(a);
     }
+
+    /// <summary>Drops arrays of the least recently used other lengths until <paramref name="bytes"/> more fit under the cap.</summary>
+    static bool EvictFor(long bytes, long cap, long keepLength)
+    {
+        lock (EvictionGate)
+        {
+            while (Interlocked.Read(ref _bytes) + bytes > cap)
+            {
+                Entry? oldest = null;
+                foreach (var (length, entry) in Pool)
+                    if (length != keepLength && !entry.Arrays.IsEmpty && (oldest is null || entry.LastUse < oldest.LastUse)) oldest = entry;
+                if (oldest is null) return false;
+                while (Interlocked.Read(ref _bytes) + bytes > cap && oldest.Arrays.TryTake(out var dropped))
+                {
+                    Interlocked.Add(ref _bytes, -dropped.LongLength * 4);
+                    _droppedSinceCollect += dropped.LongLength * 4;
+                }
+            }
+            // Dropped arrays are large-object garbage, which the GC collects only once its (growing) budget is spent:
+            // without this, peak memory grew with the number of shape changes (measured: 400 MB of dropped arrays on a
+            // 60 MB working set). A blocking gen-2 collection after each working set's worth of drops keeps them bounded;
+            // float arrays hold no references, so it marks little.
+            if (_droppedSinceCollect > Math.Max(MinDropsPerCollect, Interlocked.Read(ref _peakRented)))
+            {
+                _droppedSinceCollect = 0;
+                GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: false);
+            }
+            return true;
+        }
+    }
+
+    const long MinDropsPerCollect = 32L << 20;
+    static long _droppedSinceCollect;   // under EvictionGate
 }
 
 /// <summary>How a 16-bit weight value is encoded.</summary>

@@ -61,23 +61,33 @@ public sealed class SiteMeanAblation : CircuitAblation
     {
         if (Path == SweepPath.Plain) return base.EvaluateMasks(keepMasks, masksDone);
         var c = Model.Config;
-        var prompts = Task.Pairs.Select(p => p.CleanIds).ToList();
         var means = Enumerable.Range(0, c.Layers).Select(l => _means.Get(_site, l)).ToList();
-        using var sweep = new MeanAblationSweep(Model, prompts, _site, means, _means.Positions, Grid.Positions) { SparseFraction = SparseFraction };
-        var chunks = sweep.Plan(keepMasks, MasksPerForward);
-        PlanLog?.Invoke(sweep.Describe(chunks));
-        var result = new double[keepMasks.Count];
-        int done = 0;
-        foreach (var chunk in chunks)
+        var sums = new double[keepMasks.Count];
+        var batches = ExampleBatches().ToList();
+        // One shortcut sweep per example batch (its cached clean residuals are the batch's, not the task's), each
+        // planning the masks for its own prompts; the sums run on over the batches in order.
+        for (int e = 0; e < batches.Count; e++)
         {
-            var masks = chunk.Masks.Select(i => keepMasks[i]).ToList();
-            var logits = sweep.LastLogits(masks, chunk);
-            PromptForwards += (long)masks.Count * prompts.Count;
-            var m = Metric.MeanPerReplica(logits, c.VocabSize, Task.Pairs, masks.Count);
-            for (int j = 0; j < masks.Count; j++) result[chunk.Masks[j]] = m[j];
-            masksDone?.Invoke(done += masks.Count);
+            var examples = batches[e];
+            var prompts = examples.Select(p => p.CleanIds).ToList();
+            using var sweep = new MeanAblationSweep(Model, prompts, _site, means, _means.Positions, Grid.Positions) { SparseFraction = SparseFraction };
+            var chunks = sweep.Plan(keepMasks, MasksPerForward);
+            PlanLog?.Invoke(sweep.Describe(chunks));
+            int done = 0;
+            foreach (var chunk in chunks)
+            {
+                var masks = chunk.Masks.Select(i => keepMasks[i]).ToList();
+                var logits = sweep.LastLogits(masks, chunk);
+                PromptForwards += (long)masks.Count * prompts.Count;
+                var chunkSums = new double[masks.Count];
+                for (int j = 0; j < masks.Count; j++) chunkSums[j] = sums[chunk.Masks[j]];
+                Metric.AddPerReplica(logits, c.VocabSize, examples, chunkSums);
+                for (int j = 0; j < masks.Count; j++) sums[chunk.Masks[j]] = chunkSums[j];
+                done += masks.Count;
+                masksDone?.Invoke((int)(((long)e * keepMasks.Count + done) / batches.Count));
+            }
         }
-        return result;
+        return sums.Select(x => x / Task.Count).ToArray();
     }
 
     // The means go to the backend once per Evaluate call and are shared by every chunk's plan.
@@ -102,12 +112,12 @@ public sealed class SiteMeanAblation : CircuitAblation
     // Every layer of the site is mean-ablated on the device from one bit per node and mask row. Rows: (r·B + b)·T + t,
     // right-padded; position p from the end of example b is t = len − 1 − p. A padding row keeps its value, a position
     // the masks do not cover is ablated.
-    protected override double[] EvaluateChunk(IReadOnlyList<bool[]> masks)
+    protected override void AddChunk(IReadOnlyList<bool[]> masks, IReadOnlyList<PromptPair> examples, double[] sums)
     {
         var c = Model.Config;
-        var pairs = Task.Pairs;
+        var pairs = examples;
         int B = pairs.Count, R = masks.Count;
-        var batch = ReplicatedBatch(R);
+        var batch = ReplicatedBatch(examples, R);
         int T = batch.SeqLen, W = Grid.Width, P = Grid.Positions, words = AblationMask.WordsPerRow(W);
         var keepRow = new int[batch.Rows];
         var meanRow = new int[batch.Rows];
@@ -133,6 +143,6 @@ public sealed class SiteMeanAblation : CircuitAblation
                     AblationMask.PackRow(masks[r].AsSpan(Grid.Flat(l, p, 0), W), bits.AsSpan((r * P + p) * words, words));
             plan.SetMeanAblation(_site, l, new MeanAblation(_deviceMeans![l], bits, keepRow, meanRow));
         }
-        return MetricPerReplica(batch, plan, R);
+        AddMetricPerReplica(batch, plan, examples, sums);
     }
 }

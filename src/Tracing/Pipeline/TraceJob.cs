@@ -101,12 +101,20 @@ public static class TraceJob
         return new CircuitSummary(site, method, ranking.Count, hit, nodes);
     }
 
-    /// <summary>The example mean of a metric on the unmodified model.</summary>
-    public static double MeanMetric(Llama model, PromptTask task, Metric metric)
+    /// <summary>
+    /// The example mean of a metric on the unmodified model, <paramref name="batchSize"/> examples per forward (the sum
+    /// runs on over the batches in example order, as one forward over the task would add it).
+    /// </summary>
+    public static double MeanMetric(Llama model, PromptTask task, Metric metric, int batchSize = 32)
     {
-        var batch = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
-        using var pass = model.Forward(batch, LogitRows.Last);
-        return metric.MeanPerReplica(pass.HostLogits(), model.Config.VocabSize, task.Pairs, replicas: 1)[0];
+        var sum = new double[1];
+        for (int start = 0; start < task.Count; start += Math.Max(1, batchSize))
+        {
+            var pairs = task.Pairs.Skip(start).Take(Math.Max(1, batchSize)).ToList();
+            using var pass = model.Forward(new TokenBatch(pairs.Select(p => p.CleanIds).ToList()), LogitRows.Last);
+            metric.AddPerReplica(pass.HostLogits(), model.Config.VocabSize, pairs, sum);
+        }
+        return sum[0] / task.Count;
     }
 
     static IProgress<WorkProgress>? Stage(IProgress<WorkProgress>? p, string stage) =>

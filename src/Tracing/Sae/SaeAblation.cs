@@ -103,13 +103,13 @@ public sealed class SaeMeanAblation : CircuitAblation
     public NodeGrid Grid => new(1, _positions, NodesPerPosition);
     public override int NodeCount => Grid.Count;
 
-    protected override double[] EvaluateChunk(IReadOnlyList<bool[]> masks)
+    protected override void AddChunk(IReadOnlyList<bool[]> masks, IReadOnlyList<PromptPair> examples, double[] sums)
     {
-        int B = Task.Pairs.Count, R = masks.Count;
-        var batch = ReplicatedBatch(R);
+        int B = examples.Count, R = masks.Count;
+        var batch = ReplicatedBatch(examples, R);
         using var plan = new InterventionPlan();
         plan.SetTransform(_site, _layer, value => Replace(value, batch, masks, B));
-        return MetricPerReplica(batch, plan, R);
+        AddMetricPerReplica(batch, plan, examples, sums);
     }
 
     void Replace(Tensor value, TokenBatch batch, IReadOnlyList<bool[]> masks, int promptsPerMask)

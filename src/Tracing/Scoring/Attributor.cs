@@ -200,28 +200,30 @@ public static class Attributor
         /// </summary>
         public void IntegratedGradients(int steps, ScoreSums sums, Action tick)
         {
-            int rows = _clean.Rows;
+            int rows = _clean.Rows, perPass = PathPointsPerPass(steps);
+            var replicated = Replicated(perPass);
             foreach (var s in _sites)
                 for (int l = 0; l < Config.Layers; l++)
                 {
                     var (aC, aP) = HostEndpoints(s, l);
                     int w = s.Width(Config);
                     using var gradientSum = ZeroRows(w, l);
+                    var offset = new float[perPass * rows * w];   // one host buffer for every pass of this site and layer
                     foreach (var (first, count) in PathChunks(steps))
                     {
-                        var scale = new float[count * rows * w];
-                        var offset = new float[count * rows * w];
-                        for (int j = 0; j < count; j++)
+                        // Every pass has perPass points (memory and shapes the same whatever the step count); the
+                        // points past the path repeat its last one with a zero metric gradient, so they add exactly 0.
+                        for (int j = 0; j < perPass; j++)
                         {
-                            float alpha = (float)(first + j) / steps;
+                            float alpha = (float)(first + Math.Min(j, count - 1)) / steps;
                             for (int i = 0; i < rows * w; i++) offset[j * rows * w + i] = aC[i] + alpha * (aP[i] - aC[i]);
                         }
                         using var plan = new InterventionPlan();
-                        plan.Set(s, l, Be(l).Upload(scale, count * rows, w), Be(l).Upload(offset, count * rows, w));
-                        using var pass = _model.Forward(Replicated(count), LogitRows.Last, plan);
-                        using var dLogits = MetricGradient(pass, count);
+                        plan.Set(s, l, Be(l).Allocate(perPass * rows, w), Be(l).Upload(offset, perPass * rows, w));
+                        using var pass = _model.Forward(replicated, LogitRows.Last, plan);
+                        using var dLogits = MetricGradient(pass, perPass, count);
                         using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
-                        AddReplicas(Be(l), grads.Get(s, l), count, gradientSum);
+                        AddReplicas(Be(l), grads.Get(s, l), perPass, gradientSum);
                     }
                     using var delta = Delta(s, l);
                     Accumulate(sums, s, l, delta, gradientSum, 1f / steps);
@@ -240,21 +242,24 @@ public static class Attributor
             {
                 foreach (var s in _sites)
                     for (int l = 0; l < Config.Layers; l++) gradientSums[(s, l)] = ZeroRows(s.Width(Config), l);
+                int perPass = PathPointsPerPass(steps);
+                var replicated = Replicated(perPass);
+                var offset = new float[perPass * rows * d];
                 foreach (var (first, count) in PathChunks(steps))
                 {
-                    var offset = new float[count * rows * d];
-                    for (int j = 0; j < count; j++)
+                    // As in IntegratedGradients: full passes, the points past the path with a zero metric gradient.
+                    for (int j = 0; j < perPass; j++)
                     {
-                        float alpha = (float)(first + j) / steps;
+                        float alpha = (float)(first + Math.Min(j, count - 1)) / steps;
                         for (int i = 0; i < rows * d; i++) offset[j * rows * d + i] = xP[i] + alpha * (xC[i] - xP[i]);
                     }
                     using var plan = new InterventionPlan();
-                    plan.SetEmbedding(_model.Backend.Upload(new float[count * rows * d], count * rows, d), _model.Backend.Upload(offset, count * rows, d));
-                    using var pass = _model.Forward(Replicated(count), LogitRows.Last, plan);
-                    using var dLogits = MetricGradient(pass, count);
+                    plan.SetEmbedding(_model.Backend.Allocate(perPass * rows, d), _model.Backend.Upload(offset, perPass * rows, d));
+                    using var pass = _model.Forward(replicated, LogitRows.Last, plan);
+                    using var dLogits = MetricGradient(pass, perPass, count);
                     using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, _sites);
                     foreach (var s in _sites)
-                        for (int l = 0; l < Config.Layers; l++) AddReplicas(Be(l), grads.Get(s, l), count, gradientSums[(s, l)]);
+                        for (int l = 0; l < Config.Layers; l++) AddReplicas(Be(l), grads.Get(s, l), perPass, gradientSums[(s, l)]);
                 }
                 foreach (var s in _sites)
                     for (int l = 0; l < Config.Layers; l++)
@@ -269,10 +274,22 @@ public static class Attributor
             }
         }
 
-        /// <summary>The path points 0..steps−1 cut into runs of at most <see cref="AttributionOptions.IgRowsPerPass"/> rows (at least one point each).</summary>
+        /// <summary>
+        /// Path points per pass: as many as <see cref="AttributionOptions.IgRowsPerPass"/> rows allow (at least one), evened
+        /// out over the passes the path needs, so the last pass is not a second shape (fewer than one point per pass is
+        /// padding).
+        /// </summary>
+        int PathPointsPerPass(int steps)
+        {
+            int most = Math.Clamp(_igRowsPerPass / _clean.Rows, 1, steps);
+            int passes = (steps + most - 1) / most;
+            return (steps + passes - 1) / passes;
+        }
+
+        /// <summary>The path points 0..steps−1 in runs of <see cref="PathPointsPerPass"/> (the last possibly shorter).</summary>
         IEnumerable<(int First, int Count)> PathChunks(int steps)
         {
-            int perPass = Math.Max(1, _igRowsPerPass / _clean.Rows);
+            int perPass = PathPointsPerPass(steps);
             for (int first = 0; first < steps; first += perPass) yield return (first, Math.Min(perPass, steps - first));
         }
 
@@ -294,13 +311,16 @@ public static class Attributor
             be.ScatterAddRows(g, Enumerable.Range(0, rows * count).Select(r => r % rows).ToArray(), sum);
         }
 
-        /// <summary>∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch.</summary>
-        Tensor MetricGradient(ForwardPass pass, int replicas)
+        /// <summary>
+        /// ∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch; copies from
+        /// <paramref name="realReplicas"/> on are IG padding and get a zero gradient.
+        /// </summary>
+        Tensor MetricGradient(ForwardPass pass, int replicas, int realReplicas = int.MaxValue)
         {
             int v = Config.VocabSize;
             var logits = pass.HostLogits();
             var g = new float[logits.Length];
-            for (int r = 0; r < replicas; r++)
+            for (int r = 0; r < Math.Min(replicas, realReplicas); r++)
                 for (int b = 0; b < _pairs.Count; b++)
                 {
                     int row = r * _pairs.Count + b;

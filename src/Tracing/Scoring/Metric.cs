@@ -24,13 +24,19 @@ public abstract class Metric
     public double[] MeanPerReplica(ReadOnlySpan<float> logits, int vocab, IReadOnlyList<PromptPair> examples, int replicas)
     {
         var result = new double[replicas];
-        for (int r = 0; r < replicas; r++)
-        {
-            double sum = 0;
-            for (int b = 0; b < examples.Count; b++) sum += Value(logits.Slice((r * examples.Count + b) * vocab, vocab), examples[b]);
-            result[r] = sum / examples.Count;
-        }
+        AddPerReplica(logits, vocab, examples, result);
+        for (int r = 0; r < replicas; r++) result[r] /= examples.Count;
         return result;
+    }
+
+    /// <summary>
+    /// Adds each replica's metric over <paramref name="examples"/>, one example at a time in order, to
+    /// <paramref name="sums"/> (one per replica): sums run on over batches of a task add as one pass over the task would.
+    /// </summary>
+    public void AddPerReplica(ReadOnlySpan<float> logits, int vocab, IReadOnlyList<PromptPair> examples, Span<double> sums)
+    {
+        for (int r = 0; r < sums.Length; r++)
+            for (int b = 0; b < examples.Count; b++) sums[r] += Value(logits.Slice((r * examples.Count + b) * vocab, vocab), examples[b]);
     }
 
     /// <summary>

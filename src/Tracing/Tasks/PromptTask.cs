@@ -89,9 +89,11 @@ public sealed class PromptTask
             lineNo++;
             if (string.IsNullOrWhiteSpace(raw)) continue;
             string where = $"line {lineNo}";
-            JsonElement o;
-            try { o = JsonDocument.Parse(raw).RootElement; }
+            JsonDocument doc;
+            try { doc = JsonDocument.Parse(raw); }
             catch (JsonException e) { throw new ModelFormatException(path, $"{where}: malformed JSON ({FirstLine(e.Message)})"); }
+            using var lineDocument = doc;   // its pooled buffers go back per line, not when the GC finds them
+            var o = doc.RootElement;
             if (o.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, $"{where}: expected a JSON object");
             Formats.JsonStrings.RequireValid(o, path, where);
             var keys = new HashSet<string>(StringComparer.Ordinal);
