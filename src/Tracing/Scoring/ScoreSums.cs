@@ -4,9 +4,11 @@ using NeuronTrace.Runtime;
 namespace NeuronTrace.Tracing.Scoring;
 
 /// <summary>
-/// Running sums of attribution scores on the backend: per site and layer a [positions + 1, width] tensor, row p for
-/// position p from the end; the spare last row collects the padding rows of a batch and is dropped. Only the final
-/// sums cross to the host (<see cref="MeansOver"/>), once per scoring run.
+/// Running sums of attribution scores on the backend, all sites and layers in one slab [layers · (positions + 1),
+/// Σ site widths]: site s owns the columns from <see cref="FirstColumn"/>, layer l the rows from <see cref="FirstRow"/>,
+/// row p of a layer is position p from the end and the spare last row collects the padding rows of a batch (dropped).
+/// Scores are added where the backward produces each gradient (<see cref="Accumulate"/>); the means cross to the host
+/// once per scoring run, in one download (<see cref="MeansOver"/>).
 /// </summary>
 internal sealed class ScoreSums : IDisposable
 {
@@ -14,68 +16,71 @@ internal sealed class ScoreSums : IDisposable
     readonly LlamaConfig _config;
     readonly NodeSite[] _sites;
     readonly int _positions;
-    readonly Dictionary<(NodeSite, int), Tensor> _sums = new();
+    readonly Dictionary<NodeSite, int> _firstColumn = new();
+    readonly Tensor _slab;
 
     public ScoreSums(IBackend backend, LlamaConfig config, NodeSite[] sites, int positions)
     {
         _backend = backend; _config = config; _sites = sites; _positions = positions;
+        int columns = 0;
         foreach (var s in sites)
-            for (int l = 0; l < config.Layers; l++)
-            {
-                var t = backend.Allocate(positions + 1, s.Width(config));
-                backend.Fill(t, 0f);
-                _sums[(s, l)] = t;
-            }
+        {
+            _firstColumn[s] = columns;
+            columns = checked(columns + s.Width(config));
+        }
+        _slab = backend.Allocate(checked(config.Layers * (positions + 1)), columns);   // zero-filled
     }
 
-    public Tensor Get(NodeSite site, int layer) => _sums[(site, layer)];
+    /// <summary>The first slab row of <paramref name="layer"/> (its position 0).</summary>
+    public int FirstRow(int layer) => layer * (_positions + 1);
 
-    /// <summary>Adds another set of sums over the same sites and positions (e.g. a second thread's) into these.</summary>
-    public void Add(ScoreSums other)
-    {
-        foreach (var (key, t) in _sums) _backend.Add(t, other._sums[key]);
-    }
+    public int FirstColumn(NodeSite site) => _firstColumn[site];
 
     /// <summary>
-    /// The sums divided by the number of examples that have each position. Done on the backend (drop the spare row,
-    /// multiply by 1/count) so that each array crosses to the host once, straight into the result: on a GPU the host
-    /// side of this step was a scalar loop over every node.
+    /// Adds ((base − clean) ⊙ gradient) · scale of one site and layer, row r at score row positionOf[r], on the backend
+    /// (<see cref="IBackend.AccumulateScores"/>: no delta tensor, no scatter).
+    /// </summary>
+    public void Accumulate(NodeSite site, int layer, Tensor clean, ScoreBaseline baseline, Tensor gradient, float scale, ReadOnlySpan<int> positionOf) =>
+        _backend.AccumulateScores(clean, baseline, gradient, scale, positionOf, _slab, FirstRow(layer), FirstColumn(site));
+
+    /// <summary>Adds another set of sums over the same sites and positions (e.g. a second thread's) into these.</summary>
+    public void Add(ScoreSums other) => _backend.Add(_slab, other._slab);
+
+    /// <summary>
+    /// The sums divided by the number of examples that have each position: one op on the backend drops the spare rows
+    /// and multiplies by 1/count (<see cref="IBackend.GatherScaledRows"/>), then the whole [layers · positions, Σ widths]
+    /// result crosses to the host in one download and is split into the per-site, per-layer arrays.
     /// </summary>
     public NodeScores MeansOver(int[] examplesAtPosition)
     {
         var scores = new NodeScores(_config, _sites, _positions);
-        var rows = Enumerable.Range(0, _positions).ToArray();
-        var inverses = new Dictionary<int, Tensor>();
-        try
-        {
-            foreach (var s in _sites)
+        int layers = _config.Layers, columns = _slab.Columns;
+        var rows = new int[layers * _positions];
+        var scales = new float[rows.Length];
+        for (int l = 0; l < layers; l++)
+            for (int p = 0; p < _positions; p++)
             {
-                int w = s.Width(_config);
-                if (!inverses.TryGetValue(w, out var inverse))
-                {
-                    var host = new float[_positions * w];
-                    for (int p = 0; p < _positions; p++) host.AsSpan(p * w, w).Fill(1f / examplesAtPosition[p]);
-                    inverses[w] = inverse = _backend.Upload(host, _positions, w);
-                }
-                for (int l = 0; l < _config.Layers; l++)
-                {
-                    using var mean = _backend.AllocateUninitialized(_positions, w);
-                    _backend.GatherRows(_sums[(s, l)], rows, mean);
-                    _backend.Multiply(mean, inverse);
-                    _backend.Download(mean, scores.Get(s, l));
-                }
+                rows[l * _positions + p] = FirstRow(l) + p;
+                scales[l * _positions + p] = 1f / examplesAtPosition[p];
             }
-        }
-        finally
+        var host = new float[(long)rows.Length * columns];
+        using (var means = _backend.AllocateUninitialized(rows.Length, columns))
         {
-            foreach (var t in inverses.Values) t.Dispose();
+            _backend.GatherScaledRows(_slab, rows, scales, means);
+            _backend.Download(means, host);
+        }
+        foreach (var s in _sites)
+        {
+            int w = s.Width(_config), first = FirstColumn(s);
+            for (int l = 0; l < layers; l++)
+            {
+                var into = scores.Get(s, l);
+                for (int p = 0; p < _positions; p++)
+                    Array.Copy(host, ((long)l * _positions + p) * columns + first, into, (long)p * w, w);
+            }
         }
         return scores;
     }
 
-    public void Dispose()
-    {
-        foreach (var t in _sums.Values) t.Dispose();
-        _sums.Clear();
-    }
+    public void Dispose() => _slab.Dispose();
 }
