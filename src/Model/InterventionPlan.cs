@@ -58,7 +58,7 @@ public sealed class InterventionPlan : IDisposable
     /// <summary>
     /// Mean-ablates a site in the forward on the device (<see cref="IBackend.MeanAblate"/>), after any affine edit and
     /// before any transform at the same site. The sweep's edit: a bit per node and mask row instead of full scale and
-    /// offset arrays per prompt row. Forward only: <see cref="Llama.Backward"/> refuses a plan that has one.
+    /// offset arrays per prompt row. Forward only: <see cref="Llama.Backward(ForwardPass, Tensor, BackwardRules, IReadOnlyCollection{NodeSite}, InterventionPlan?, int, Func{int, bool}?)"/> refuses a plan that has one.
     /// </summary>
     public void SetMeanAblation(NodeSite site, int layer, MeanAblation ablation) => _meanAblations[(site, layer)] = ablation;
 

@@ -190,28 +190,54 @@ public sealed class Llama : IDisposable
     /// <param name="lowestLayer">Stop after this layer (gradients below it are not needed, e.g. per-site IG).</param>
     /// <param name="stopMlp">Layers whose MLP output is detached (forward value kept, no gradient into the MLP).</param>
     public SiteGradients Backward(ForwardPass pass, Tensor logitGrad, BackwardRules rules, IReadOnlyCollection<NodeSite> sites,
+        InterventionPlan? plan = null, int lowestLayer = 0, Func<int, bool>? stopMlp = null) =>
+        Backward(pass, LogitGradient.FromDense(logitGrad), rules, sites, plan, lowestLayer, stopMlp);
+
+    /// <summary>As <see cref="Backward(ForwardPass, Tensor, BackwardRules, IReadOnlyCollection{NodeSite}, InterventionPlan?, int, Func{int, bool}?)"/>, from a dense or sparse logit gradient.</summary>
+    public SiteGradients Backward(ForwardPass pass, LogitGradient logitGrad, BackwardRules rules, IReadOnlyCollection<NodeSite> sites,
         InterventionPlan? plan = null, int lowestLayer = 0, Func<int, bool>? stopMlp = null)
+    {
+        var dR = BackwardHead(pass, logitGrad, rules, plan);
+        return BackwardLayers(pass, dR, Config.Layers - 1, null, rules, sites, plan, lowestLayer, stopMlp, sink: null)!;
+    }
+
+    /// <summary>
+    /// The backward that hands each requested site gradient to <paramref name="sink"/> where it is produced, instead of
+    /// copying it into a <see cref="SiteGradients"/>: the tensor is the backward's own working buffer, valid only during
+    /// the call (read it, do not keep or change it). Sites are visited top layer first, each layer resid, mlp_out,
+    /// mlp_act, attn, attn_z. Used by attribution to add the node scores without a copy of any gradient.
+    /// </summary>
+    public void Backward(ForwardPass pass, LogitGradient logitGrad, BackwardRules rules, IReadOnlyCollection<NodeSite> sites, SiteGradientSink sink,
+        InterventionPlan? plan = null, int lowestLayer = 0)
+    {
+        var dR = BackwardHead(pass, logitGrad, rules, plan);
+        BackwardLayers(pass, dR, Config.Layers - 1, null, rules, sites, plan, lowestLayer, null, sink);
+    }
+
+    /// <summary>Classifier and final norm, then into the residual rows the logits were read at: ∂m/∂r_L (owned by the caller).</summary>
+    Tensor BackwardHead(ForwardPass pass, LogitGradient logitGrad, BackwardRules rules, InterventionPlan? plan)
     {
         if (pass.Logits is null || pass.FinalInput is null || pass.FinalRstd is null)
             throw new InvalidOperationException("backward needs a forward that computed logits");
         RefuseForwardOnly(plan);
         var c = Config; var be = HeadBackend; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim, n = pass.LogitRowIndex.Length;
+        if (logitGrad.Rows != n) throw new ArgumentException($"logit gradient of {logitGrad.Rows} rows for a forward of {n} logit rows");
 
-        // Classifier and final norm, then into the residual rows the logits were read at.
         using var dNormed = be.Allocate(n, d);
-        be.MatMulInputGrad(logitGrad, _w.Classifier, dNormed, false);
+        if (logitGrad.Dense is { } dense) be.MatMulInputGrad(dense, _w.Classifier, dNormed, false);
+        else be.SparseMatMulInputGrad(logitGrad.Tokens, logitGrad.Weights, logitGrad.PerRow, _w.Classifier, dNormed);
         using var dFinal = be.Allocate(n, d);
         be.RmsNormBackward(dNormed, pass.FinalInput, _w.FinalNorm, pass.FinalRstd, rules.Norm, dFinal);
         var dR = be.Allocate(rows, d);
         be.ScatterAddRows(dFinal, pass.LogitRowIndex, dR);
-        return BackwardLayers(pass, dR, c.Layers - 1, null, rules, sites, plan, lowestLayer, stopMlp);
+        return dR;
     }
 
     /// <summary>
     /// Backpropagates an arbitrary gradient <paramref name="siteGrad"/> ([rows, site width]) placed at <paramref name="site"/>
     /// of <paramref name="layer"/> (nothing flows from above that point), down to <paramref name="lowestLayer"/>, under
-    /// <paramref name="rules"/>. Same per-layer code as <see cref="Backward"/>. Rows of the batch are independent, so
+    /// <paramref name="rules"/>. Same per-layer code as <see cref="Backward(ForwardPass, Tensor, BackwardRules, IReadOnlyCollection{NodeSite}, InterventionPlan?, int, Func{int, bool}?)"/>. Rows of the batch are independent, so
     /// replicating a prompt and seeding each replica differently gives many vector-Jacobian products in one pass.
     /// </summary>
     /// <param name="stopMlp">Layers whose MLP output is detached (forward value kept); a seed inside such an MLP still flows down.</param>
@@ -225,20 +251,21 @@ public sealed class Llama : IDisposable
         RefuseForwardOnly(plan);
         var dR = LayerBackend(layer).Allocate(pass.Batch.Rows, c.Dim);
         LayerBackend(layer).Fill(dR, 0f);
-        return BackwardLayers(pass, dR, layer, (site, siteGrad), rules, sites, plan, lowestLayer, stopMlp);
+        return BackwardLayers(pass, dR, layer, (site, siteGrad), rules, sites, plan, lowestLayer, stopMlp, sink: null)!;
     }
 
     /// <summary>
     /// The layer loop of every backward: dR holds ∂m/∂r_{top+1} (owned; becomes the embedding gradient or is disposed).
     /// A seed adds a gradient at one site of the top layer; stages of the top layer above the seed's site are skipped.
+    /// With a <paramref name="sink"/> the site gradients go to it (no copies) and the result is null.
     /// </summary>
-    SiteGradients BackwardLayers(ForwardPass pass, Tensor dR, int topLayer, (NodeSite Site, Tensor Grad)? seed, BackwardRules rules,
-        IReadOnlyCollection<NodeSite> sites, InterventionPlan? plan, int lowestLayer, Func<int, bool>? stopMlp)
+    SiteGradients? BackwardLayers(ForwardPass pass, Tensor dR, int topLayer, (NodeSite Site, Tensor Grad)? seed, BackwardRules rules,
+        IReadOnlyCollection<NodeSite> sites, InterventionPlan? plan, int lowestLayer, Func<int, bool>? stopMlp, SiteGradientSink? sink)
     {
         var c = Config; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim;
         var shape = new AttentionShape(batch.Size, batch.SeqLen, c.Heads, c.KvHeads, c.HeadDim);
-        var grads = new SiteGradients(LayerBackend, c.Layers);
+        var grads = sink is null ? new SiteGradients(LayerBackend, c.Layers) : null;
 
         // The scratch lives on the device of the layer being run: made again (and dR moved) where the layers change device.
         using var scratch = new BackwardScratch(rows, c);
@@ -302,15 +329,16 @@ public sealed class Llama : IDisposable
             be.PopRange();
             // dR: ∂m/∂r_l, the previous block's (edited) output.
         }
-        if (lowestLayer == 0) grads.Embedding = dR; else dR.Dispose();
+        if (lowestLayer == 0 && grads is not null) grads.Embedding = dR; else dR.Dispose();
         return grads;
 
         void Record(NodeSite site, int layer, Tensor g)
         {
             if (!sites.Contains(site)) return;
-            var copy = be.Allocate(g.Shape);
+            if (sink is not null) { sink(site, layer, g); return; }
+            var copy = be.AllocateUninitialized(g.Shape);
             be.Copy(g, copy);
-            grads.Set(site, layer, copy);
+            grads!.Set(site, layer, copy);
         }
 
         // The gradient upstream of an edited site is the gradient at its edited value times Scale; dR itself must stay
@@ -371,3 +399,6 @@ public sealed class Llama : IDisposable
         foreach (var t in _oldRopeTables) t.Dispose();
     }
 }
+
+/// <summary>Receives one site gradient of a backward where it is produced (see <see cref="Llama.Backward(ForwardPass, LogitGradient, BackwardRules, IReadOnlyCollection{NodeSite}, SiteGradientSink, InterventionPlan?, int)"/>).</summary>
+public delegate void SiteGradientSink(NodeSite site, int layer, Tensor gradient);

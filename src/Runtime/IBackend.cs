@@ -108,4 +108,23 @@ public interface IBackend : IDisposable
     void GatherRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination);
     /// <summary>destination[rows[i], :] += source[i, :].</summary>
     void ScatterAddRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination);
+
+    /// <summary>
+    /// Node-score accumulation of attribution: for every row r with <paramref name="positionOf"/>[r] = p,
+    /// sums[firstRow + p, firstColumn + c] += ((base[r, c] − clean[r, c]) · gradient[r, c]) · scale, each product and sum
+    /// rounded on its own, the rows of one p in ascending order (so deterministic, and equal to a per-row scatter-add of
+    /// the products). clean and gradient are [rows, width]; the base is read as <paramref name="baseline"/> says (a
+    /// per-position base at row firstRow + p of its tensor). The score rows p are 0 ≤ p &lt; sums.Rows − firstRow.
+    /// </summary>
+    void AccumulateScores(Tensor clean, ScoreBaseline baseline, Tensor gradient, float scale, ReadOnlySpan<int> positionOf,
+        Tensor sums, int firstRow, int firstColumn);
+    /// <summary>destination[i, :] = source[rows[i], :] · scales[i] (one rounding each).</summary>
+    void GatherScaledRows(Tensor source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, Tensor destination);
+    /// <summary>
+    /// <see cref="MatMulInputGrad"/> for a dy with at most <paramref name="perRow"/> non-zeros per row, given as entries
+    /// (columns[r·perRow + j], values[r·perRow + j]), a column of −1 an empty slot: dx[r, :] = Σ_j value · w[column, :],
+    /// j in order, each term a fused multiply-add (overwrites dx). The output layer's backward under a logit metric
+    /// reads the answers' classifier rows instead of a full-vocabulary product.
+    /// </summary>
+    void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx);
 }

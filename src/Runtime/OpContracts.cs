@@ -207,6 +207,52 @@ public static class OpContracts
         return destinationRows;
     }
 
+    /// <summary>Checks <see cref="IBackend.AccumulateScores"/> and returns the number of score rows (max position + 1; 0: nothing to do).</summary>
+    public static int AccumulateScores(Tensor clean, ScoreBaseline baseline, Tensor gradient, ReadOnlySpan<int> positionOf, Tensor sums,
+        int firstRow, int firstColumn)
+    {
+        int width = clean.Columns, rows = clean.Rows;
+        Length(gradient, clean.Length, "AccumulateScores gradient");
+        if (positionOf.Length != rows) throw new ArgumentException($"AccumulateScores: {positionOf.Length} positions for {rows} rows of {clean}");
+        if (rows == 0 || width == 0) return 0;
+        if (firstRow < 0 || firstRow >= sums.Rows || firstColumn < 0 || firstColumn > sums.Columns - width)
+            throw new ArgumentException($"AccumulateScores: {width} columns at row {firstRow}, column {firstColumn} do not fit in {sums}");
+        int positions = 0;
+        foreach (int p in positionOf) positions = Math.Max(positions, p + 1);
+        Indices(positionOf, sums.Rows - firstRow, "AccumulateScores");
+        switch (baseline.Kind)
+        {
+            case ScoreBaselineKind.Zero: break;
+            case ScoreBaselineKind.PerRow:
+                Length(baseline.Values ?? throw new ArgumentException("AccumulateScores: a per-row baseline needs its tensor"), clean.Length, "AccumulateScores baseline");
+                break;
+            case ScoreBaselineKind.PerPosition:
+                var b = baseline.Values ?? throw new ArgumentException("AccumulateScores: a per-position baseline needs its tensor");
+                Columns(b, width, "AccumulateScores baseline");
+                if (b.Rows < firstRow + positions) throw new ArgumentException($"AccumulateScores: baseline {b} has no row {firstRow + positions - 1}");
+                break;
+            default: throw new ArgumentOutOfRangeException(nameof(baseline), $"AccumulateScores: baseline kind {(int)baseline.Kind}");
+        }
+        return positions;
+    }
+
+    public static void GatherScaledRows(Tensor source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, Tensor destination)
+    {
+        GatherRows(source, rows, destination);
+        if (scales.Length != rows.Length) throw new ArgumentException($"GatherScaledRows: {scales.Length} scales for {rows.Length} rows");
+    }
+
+    /// <summary>Checks <see cref="IBackend.SparseMatMulInputGrad"/>: dx is [entries / perRow, w columns]; columns are −1 or rows of w.</summary>
+    public static void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx)
+    {
+        if (perRow < 1) throw new ArgumentOutOfRangeException(nameof(perRow), $"SparseMatMulInputGrad: {perRow} entries per row");
+        if (values.Length != columns.Length) throw new ArgumentException($"SparseMatMulInputGrad: {values.Length} values for {columns.Length} columns");
+        if (columns.Length != (long)dx.Rows * perRow) throw new ArgumentException($"SparseMatMulInputGrad: {columns.Length} entries for {dx.Rows} rows of {perRow}");
+        Columns(dx, w.Columns, "SparseMatMulInputGrad dx");
+        foreach (int c in columns)
+            if (c < -1 || c >= w.Rows) throw new ArgumentOutOfRangeException(nameof(columns), $"SparseMatMulInputGrad: column {c} outside [-1, {w.Rows})");
+    }
+
     public static void Indices(ReadOnlySpan<int> rows, int count, string what)
     {
         foreach (int r in rows)

@@ -176,6 +176,30 @@ public sealed class CpuBackend : IBackend
         }
     }
 
+    public void AccumulateScores(Tensor clean, ScoreBaseline baseline, Tensor gradient, float scale, ReadOnlySpan<int> positionOf,
+        Tensor sums, int firstRow, int firstColumn)
+    {
+        if (OpContracts.AccumulateScores(clean, baseline, gradient, positionOf, sums, firstRow, firstColumn) == 0) return;
+        ScoreOps.Accumulate(Host(clean), baseline.Kind, baseline.Values is { } b ? Host(b) : default, Host(gradient), scale, positionOf,
+            clean.Columns, Host(sums), sums.Columns, firstRow, firstColumn);
+    }
+
+    public void GatherScaledRows(Tensor source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, Tensor destination)
+    {
+        OpContracts.GatherScaledRows(source, rows, scales, destination);
+        ScoreOps.GatherScaledRows(Host(source), rows, scales, source.Columns, Host(destination));
+    }
+
+    public void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx)
+    {
+        OpContracts.SparseMatMulInputGrad(columns, values, perRow, w, dx);
+        int width = w.Columns;
+        ScoreOps.RowReader row = w is CpuHalfTensor h
+            ? (i, d) => h.Data.Widen((long)i * width, d)
+            : (i, d) => Host(w).AsSpan(i * width, width).CopyTo(d);
+        ScoreOps.SparseMatMulInputGrad(columns, values, perRow, width, row, Host(dx));
+    }
+
     public void Dispose() { }
 
     static float[] Host(Tensor t) => t is CpuTensor c ? c.Data : throw new ArgumentException($"{t} is not a CPU tensor");

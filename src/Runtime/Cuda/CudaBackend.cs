@@ -124,6 +124,9 @@ public sealed partial class CudaBackend : IBackend
         maskScratch?.Dispose();
         scoreScratch?.Dispose();
         indexScratch = maskScratch = scoreScratch = null;
+        scoreGroups?.Dispose();
+        scoreGroups = null;
+        scoreGroupsKey = null;
         activationBf16?.Dispose(); weightBf16?.Dispose();
         activationBf16 = weightBf16 = null;
         DisposeStreamingScratch();

@@ -40,6 +40,7 @@ public static class Attributor
             ? SiteMeans.Compute(model, task.Pairs.Select(p => p.CleanIds).ToList(), sites, Math.Max(1, options.BatchSize))
             : null;
         using var sums = new ScoreSums(model.LayerBackend, model.Config, sites, positions);
+        using var meanBaseline = cleanMeans is null ? null : new PositionMeans(sums, model.Config, cleanMeans, sites, positions);
         var counts = new int[positions];
 
         int batchSize = Math.Max(1, options.BatchSize);
@@ -87,7 +88,7 @@ public static class Attributor
 
         void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
         {
-            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, sites, positions, concurrentPatch, options.IgRowsPerPass, pairForwards);
+            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, meanBaseline, sites, positions, concurrentPatch, options.IgRowsPerPass, pairForwards);
             switch (options.Method)
             {
                 case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
@@ -129,16 +130,16 @@ public static class Attributor
         readonly Task<ForwardPass>? _patchForward;
         readonly Baseline _baseline;
         readonly SiteMeans? _cleanMeans;
+        readonly PositionMeans? _meanBaseline;
         readonly int _igRowsPerPass;
         /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
         readonly int[] _scoreRowOf;
-        readonly Dictionary<(IBackend, int), (Tensor MinusOne, Tensor Zero)> _constants = new();
 
-        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, NodeSite[] sites,
-            int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards)
+        public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, PositionMeans? meanBaseline,
+            NodeSite[] sites, int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards)
         {
             _model = model; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
-            _igRowsPerPass = igRowsPerPass;
+            _meanBaseline = meanBaseline; _igRowsPerPass = igRowsPerPass;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
             _scoreRowOf = new int[_clean.Rows];
             Array.Fill(_scoreRowOf, positions);
@@ -180,17 +181,15 @@ public static class Attributor
         /// <summary>Where layer <paramref name="l"/>'s site values, gradients and score sums live (one backend unless the model is split).</summary>
         IBackend Be(int l) => _model.LayerBackend(l);
 
-        /// <summary>AtP and RelP: one backward from the clean run gives the gradient at every site.</summary>
+        /// <summary>
+        /// AtP and RelP: one backward from the clean run gives the gradient at every site; each is added into the scores
+        /// where the backward produces it (no copy of any gradient, no delta tensor).
+        /// </summary>
         public void GradientTimesDelta(BackwardRules rules, ScoreSums sums)
         {
-            using var dLogits = MetricGradient(_cleanPass, replicas: 1);
-            using var grads = _model.Backward(_cleanPass, dLogits, rules, _sites);
-            foreach (var s in _sites)
-                for (int l = 0; l < Config.Layers; l++)
-                {
-                    using var delta = Delta(s, l);
-                    Accumulate(sums, s, l, delta, grads.Get(s, l));
-                }
+            using var seed = MetricGradient(_cleanPass, replicas: 1);
+            _model.Backward(_cleanPass, seed.Gradient, rules, _sites,
+                (s, l, g) => sums.Accumulate(s, l, _cleanPass.Site(s, l), BaselineOf(s, l), g, 1f, _scoreRowOf));
         }
 
         /// <summary>
@@ -221,12 +220,11 @@ public static class Attributor
                         using var plan = new InterventionPlan();
                         plan.Set(s, l, Be(l).Allocate(perPass * rows, w), Be(l).Upload(offset, perPass * rows, w));
                         using var pass = _model.Forward(replicated, LogitRows.Last, plan);
-                        using var dLogits = MetricGradient(pass, perPass, count);
-                        using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, [s], plan, lowestLayer: l);
+                        using var seed = MetricGradient(pass, perPass, count);
+                        using var grads = _model.Backward(pass, seed.Gradient, BackwardRules.Exact, [s], plan, lowestLayer: l);
                         AddReplicas(Be(l), grads.Get(s, l), perPass, gradientSum);
                     }
-                    using var delta = Delta(s, l);
-                    Accumulate(sums, s, l, delta, gradientSum, 1f / steps);
+                    sums.Accumulate(s, l, _cleanPass.Site(s, l), BaselineOf(s, l), gradientSum, 1f / steps, _scoreRowOf);
                     tick();
                 }
         }
@@ -256,17 +254,14 @@ public static class Attributor
                     using var plan = new InterventionPlan();
                     plan.SetEmbedding(_model.Backend.Allocate(perPass * rows, d), _model.Backend.Upload(offset, perPass * rows, d));
                     using var pass = _model.Forward(replicated, LogitRows.Last, plan);
-                    using var dLogits = MetricGradient(pass, perPass, count);
-                    using var grads = _model.Backward(pass, dLogits, BackwardRules.Exact, _sites);
+                    using var seed = MetricGradient(pass, perPass, count);
+                    using var grads = _model.Backward(pass, seed.Gradient, BackwardRules.Exact, _sites);
                     foreach (var s in _sites)
                         for (int l = 0; l < Config.Layers; l++) AddReplicas(Be(l), grads.Get(s, l), perPass, gradientSums[(s, l)]);
                 }
                 foreach (var s in _sites)
                     for (int l = 0; l < Config.Layers; l++)
-                    {
-                        using var delta = Delta(s, l);
-                        Accumulate(sums, s, l, delta, gradientSums[(s, l)], 1f / steps);
-                    }
+                        sums.Accumulate(s, l, _cleanPass.Site(s, l), BaselineOf(s, l), gradientSums[(s, l)], 1f / steps, _scoreRowOf);
             }
             finally
             {
@@ -313,10 +308,29 @@ public static class Attributor
 
         /// <summary>
         /// ∂(Σ metric)/∂logits for a pass over <paramref name="replicas"/> copies of the batch; copies from
-        /// <paramref name="realReplicas"/> on are IG padding and get a zero gradient.
+        /// <paramref name="realReplicas"/> on are IG padding and get a zero gradient. A metric linear in the
+        /// logits with at most two non-zeros per row (logit difference, answer logit) seeds the backward sparsely: nothing
+        /// is downloaded and the output layer's backward reads the answers' classifier rows. Two terms sum to the same bits
+        /// in any order, so this equals the dense product exactly; more terms (top-k logits, k &gt; 2) and metrics that read
+        /// the logits take the dense path: logits to the host, the gradient back as [rows, vocab].
         /// </summary>
-        Tensor MetricGradient(ForwardPass pass, int replicas, int realReplicas = int.MaxValue)
+        Seed MetricGradient(ForwardPass pass, int replicas, int realReplicas = int.MaxValue)
         {
+            var perExample = _pairs.Select(_metric.ConstantGradient).ToArray();
+            if (perExample.All(e => e is not null && e.Length <= SparseSeedTerms))
+            {
+                int n = replicas * _pairs.Count, perRow = Math.Max(1, perExample.Max(e => e!.Length));
+                var tokens = new int[n * perRow];
+                var weights = new float[n * perRow];
+                Array.Fill(tokens, -1);   // no term: the padding replicas' rows and a row's unused slots
+                for (int r = 0; r < Math.Min(replicas, realReplicas); r++)
+                    for (int b = 0; b < _pairs.Count; b++)
+                    {
+                        int at = (r * _pairs.Count + b) * perRow;
+                        foreach (var (token, weight) in perExample[b]!) { tokens[at] = token; weights[at++] = weight; }
+                    }
+                return new Seed(LogitGradient.Sparse(tokens, weights, perRow), null);
+            }
             int v = Config.VocabSize;
             var logits = pass.HostLogits();
             var g = new float[logits.Length];
@@ -326,41 +340,28 @@ public static class Attributor
                     int row = r * _pairs.Count + b;
                     _metric.Gradient(logits.AsSpan(row * v, v), _pairs[b], g.AsSpan(row * v, v));
                 }
-            return _model.HeadBackend.Upload(g, logits.Length / v, v);
+            var dense = _model.HeadBackend.Upload(g, logits.Length / v, v);
+            return new Seed(LogitGradient.FromDense(dense), dense);
         }
 
-        /// <summary>a_baseline − a_clean of one site and layer, [rows, width] on the backend.</summary>
-        Tensor Delta(NodeSite s, int l)
+        /// <summary>Non-zeros per row up to which the metric gradient goes sparse (see <see cref="MetricGradient"/>).</summary>
+        const int SparseSeedTerms = 2;
+
+        /// <summary>The backward's seed and the dense tensor it owns, if any.</summary>
+        sealed class Seed(LogitGradient gradient, Tensor? dense) : IDisposable
         {
-            var aC = _cleanPass.Site(s, l);
-            int w = s.Width(Config);
-            var be = Be(l);
-            var (minusOne, zero) = Constants(w, be);
-            var delta = be.Allocate(_clean.Rows, w);
-            be.Copy(aC, delta);
-            switch (_baseline)
-            {
-                case Baseline.Patch: be.Intervene(delta, minusOne, PatchPass.Site(s, l)); break;
-                case Baseline.Zero: be.Intervene(delta, minusOne, zero); break;
-                case Baseline.Mean:
-                    using (var mean = be.Upload(MeanRows(s, l), _clean.Rows, w))
-                        be.Intervene(delta, minusOne, mean);
-                    break;
-                default: throw new ArgumentOutOfRangeException();
-            }
-            return delta;
+            public LogitGradient Gradient { get; } = gradient;
+            public void Dispose() => dense?.Dispose();
         }
 
-        /// <summary>−1 and 0 of a [rows, width] shape, for the affine op that forms the deltas.</summary>
-        (Tensor MinusOne, Tensor Zero) Constants(int w, IBackend be)
+        /// <summary>Where the score op reads a_base: the patch run's site, nothing (zero) or the task's per-position mean.</summary>
+        ScoreBaseline BaselineOf(NodeSite s, int l) => _baseline switch
         {
-            if (_constants.TryGetValue((be, w), out var c)) return c;
-            var minusOne = be.Allocate(_clean.Rows, w);
-            be.Fill(minusOne, -1f);
-            var zero = be.Allocate(_clean.Rows, w);
-            be.Fill(zero, 0f);
-            return _constants[(be, w)] = (minusOne, zero);
-        }
+            Baseline.Patch => ScoreBaseline.PerRow(PatchPass.Site(s, l)),
+            Baseline.Zero => ScoreBaseline.Zero,
+            Baseline.Mean => ScoreBaseline.PerPosition(_meanBaseline!.Get(s, l)),
+            _ => throw new ArgumentOutOfRangeException(),
+        };
 
         (float[] Clean, float[] Baseline) HostEndpoints(NodeSite s, int l)
         {
@@ -387,24 +388,6 @@ public static class Attributor
             return rows;
         }
 
-        /// <summary>
-        /// Adds delta ⊙ (<paramref name="gradientScale"/> · g) into the score sums, row by row at each row's position from the
-        /// end (IG passes the sum of its path gradients and 1/N). Everything stays on the backend: on a GPU the site
-        /// values never cross to the host.
-        /// </summary>
-        void Accumulate(ScoreSums sums, NodeSite s, int l, Tensor delta, Tensor g, float gradientScale = 1f)
-        {
-            var be = Be(l);
-            be.Multiply(delta, g);
-            if (gradientScale != 1f)
-            {
-                using var factor = be.Allocate(_clean.Rows, s.Width(Config));
-                be.Fill(factor, gradientScale);
-                be.Multiply(delta, factor);
-            }
-            be.ScatterAddRows(delta, _scoreRowOf, sums.Get(s, l));
-        }
-
         float[] Host(Tensor t) { var h = new float[t.Length]; _model.Backend.Download(t, h); return h; }   // the embeddings (first device)
 
         public void Dispose()
@@ -415,7 +398,6 @@ public static class Attributor
                 try { _patchForward.Wait(); } catch (AggregateException) { }   // a failure surfaced where the pass was needed
                 if (_patchForward.IsCompletedSuccessfully) _patchForward.Result.Dispose();
             }
-            foreach (var (m, z) in _constants.Values) { m.Dispose(); z.Dispose(); }
         }
     }
 }

@@ -18,6 +18,13 @@ public abstract class Metric
     public abstract void Gradient(ReadOnlySpan<float> logits, PromptPair example, Span<float> gradient);
 
     /// <summary>
+    /// For a metric linear in the logits: the non-zeros of <see cref="Gradient"/> for one example as (token, weight),
+    /// which do not depend on the logits, so attribution seeds its backward with them on the device and never reads the
+    /// logits back. Null (the default) for a metric whose gradient depends on the logits: it is formed densely on the host.
+    /// </summary>
+    internal virtual (int Token, float Weight)[]? ConstantGradient(PromptPair example) => null;
+
+    /// <summary>
     /// The example mean of the metric for each of <paramref name="replicas"/> copies of <paramref name="examples"/> laid out
     /// back to back in last-position logits [replicas · examples, vocab] (one copy per mask in batched ablation runs).
     /// </summary>
@@ -112,6 +119,13 @@ sealed class LogitDifference(bool towardsPatch) : Metric
         g[e.CleanAnswer] += sign;
         g[patch] -= sign;
     }
+
+    internal override (int Token, float Weight)[] ConstantGradient(PromptPair e)
+    {
+        int patch = e.PatchAnswer ?? throw new InvalidOperationException($"line {e.Line}: a logit difference needs patch_answer");
+        float sign = towardsPatch ? -1f : 1f;
+        return patch == e.CleanAnswer ? [] : [(e.CleanAnswer, sign), (patch, -sign)];
+    }
 }
 
 sealed class AnswerLogitMetric : Metric
@@ -119,6 +133,7 @@ sealed class AnswerLogitMetric : Metric
     public override string Name => "logit(clean_answer)";
     public override float Value(ReadOnlySpan<float> logits, PromptPair e) => logits[e.CleanAnswer];
     public override void Gradient(ReadOnlySpan<float> logits, PromptPair e, Span<float> g) { g.Clear(); g[e.CleanAnswer] = 1f; }
+    internal override (int Token, float Weight)[] ConstantGradient(PromptPair e) => [(e.CleanAnswer, 1f)];
 }
 
 /// <summary>The sum of fixed logits per example: the clean prompt's own top-k tokens (see <see cref="Metric.SumOfTopKLogits"/>).</summary>
@@ -147,4 +162,6 @@ public sealed class FocusLogitsMetric : Metric
         g.Clear();
         foreach (int i in FocusTokens(e)) g[i] = 1f;
     }
+
+    internal override (int Token, float Weight)[] ConstantGradient(PromptPair e) => FocusTokens(e).Select(i => (i, 1f)).ToArray();
 }

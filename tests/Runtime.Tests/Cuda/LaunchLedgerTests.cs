@@ -10,28 +10,30 @@ namespace NeuronTrace.Runtime.Tests.Cuda;
 /// <summary>
 /// The launch ledger of <see cref="RecordingDeviceRuntime"/> (what <c>bench gpu-plan</c> prints): one RelP
 /// attribution pass of B pairs × T tokens on a small model, its counts pinned to what the code must do — derived by
-/// hand from the pass, not read off a run. When the score readout moves onto the device (issue 13, item 2) the
-/// download counts here are the ones that must fall, and this test says by how much.
+/// hand from the pass, not read off a run. Since issue 13 (items 2, 3, 5) the scores stay on the device until the
+/// task's one download, the node scores are added where the backward produces each gradient, and a logit metric seeds
+/// the backward on the device: a pass waits for the device once.
 /// </summary>
 public class LaunchLedgerTests
 {
     const int Batch = 3, Seq = 5;
 
-    static RecordingDeviceRuntime OnePass(LlamaConfig c, IReadOnlyList<NodeSite> sites, GemmPrecision precision, bool uninitialized)
+    static RecordingDeviceRuntime OnePass(LlamaConfig c, IReadOnlyList<NodeSite> sites, GemmPrecision precision, bool uninitialized,
+        int examples = Batch, Func<Llama, PromptTask, Metric>? metric = null)
     {
         var device = new RecordingDeviceRuntime();
         var backend = new CudaBackend(device, ownsDevice: false, precision);
         var llama = uninitialized ? Llama.WithUninitializedWeights(c, backend) : new Llama(RandomLlama.Create(c, seed: 1), backend);
         var rng = new Random(3);
-        var pairs = Enumerable.Range(0, Batch).Select(i =>
+        var pairs = Enumerable.Range(0, examples).Select(i =>
         {
             var clean = Enumerable.Range(0, Seq).Select(t => t == 0 ? 1 : rng.Next(3, c.VocabSize)).ToArray();
             var patch = (int[])clean.Clone();
             patch[Seq - 1] = (patch[Seq - 1] + 1) % (c.VocabSize - 3) + 3;
             return new PromptPair(i + 1, clean, patch, 4, 6);
         }).ToList();
-        var options = new AttributionOptions { Method = AttributionMethod.RelP, Sites = sites, BatchSize = Batch };
         var task = new PromptTask("random", pairs);
+        var options = new AttributionOptions { Method = AttributionMethod.RelP, Sites = sites, BatchSize = Batch, Metric = metric?.Invoke(llama, task) };
         Attributor.Score(llama, task, options);
         device.Reset();
         Attributor.Score(llama, task, options);
@@ -43,21 +45,54 @@ public class LaunchLedgerTests
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public void A_relp_pass_downloads_each_site_layer_once_plus_the_logits(bool uninitialized)
+    public void A_relp_pass_waits_for_the_device_once_for_the_one_download_of_its_scores(bool uninitialized)
     {
         var c = RandomLlama.SmallConfig();
         var sites = NodeSites.All;
         var r = OnePass(c, sites, GemmPrecision.Fp32, uninitialized);
-        // One [T, width] per-position score sum per site and layer, and the last-row logits of the clean forward.
-        long expectedDownloads = sites.Count * c.Layers + 1;
-        long expectedBytes = 4L * (Seq * sites.Sum(s => (long)Width(c, s)) * c.Layers + (long)Batch * c.VocabSize);
-        Assert.Equal(expectedDownloads, r.Downloads);
-        Assert.Equal(expectedBytes, r.BytesToHost);
-        Assert.Equal(r.Downloads, r.HostSyncs);   // nothing else waits for the device
+        // One download: the [layers · T, Σ widths] means of every site and layer. No logits (the logit-difference seed
+        // is two classifier rows per example, formed on the device).
+        Assert.Equal(1, r.Downloads);
+        Assert.Equal(4L * c.Layers * Seq * sites.Sum(s => (long)Width(c, s)), r.BytesToHost);
+        Assert.Equal(1, r.HostSyncs);   // nothing else waits for the device
+        // Uploads: the token ids of the two forwards, the last-row gather of the clean forward, the seed's entries, the
+        // backward's scatter of the last rows, the means' row list. The row → position map of the score op is the
+        // previous pass's (same batch shape), so it is not sent again.
+        Assert.Equal(6, r.Uploads);
+        // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no gradient copies (the
+        // only copies are the forwards' two residual copies per layer), one scatter (the backward's last rows).
+        Assert.Equal(sites.Count * c.Layers, r.Ops["accumulate_scores"].Calls);
+        Assert.Equal(1, r.Ops["gather_scaled_rows"].Calls);
+        Assert.Equal(1, r.Ops["scatter_add_rows"].Calls);
+        Assert.Equal(2 * 2 * c.Layers, r.Ops["copy"].Calls);
+        Assert.False(r.Ops.ContainsKey("intervene"));
+        Assert.False(r.Ops.ContainsKey("multiply"));
     }
 
     [Fact]
-    public void The_matrix_products_are_two_forwards_one_output_layer_and_one_input_gradient_backward()
+    public void A_task_of_several_batches_still_downloads_its_scores_once()
+    {
+        var c = RandomLlama.SmallConfig();
+        var r = OnePass(c, NodeSites.All, GemmPrecision.Fp32, uninitialized: true, examples: 3 * Batch);
+        Assert.Equal(1, r.Downloads);
+        Assert.Equal(1, r.HostSyncs);
+        Assert.Equal(3 * NodeSites.All.Count * c.Layers, r.Ops["accumulate_scores"].Calls);
+    }
+
+    [Fact]
+    public void A_metric_with_more_than_two_terms_per_row_reads_the_logits_back_each_batch()
+    {
+        // Top-3 logits: three non-zeros per row, so the dense product (and the logits download) is kept; see Attributor.MetricGradient.
+        var c = RandomLlama.SmallConfig();
+        var r = OnePass(c, NodeSites.All, GemmPrecision.Fp32, uninitialized: false, examples: 2 * Batch,
+            metric: (llama, task) => Metric.SumOfTopKLogits(llama, task, k: 3));
+        Assert.Equal(2 + 1, r.Downloads);   // two batches' logits, the scores
+        Assert.Equal(4L * (2 * Batch * c.VocabSize + c.Layers * Seq * NodeSites.All.Sum(s => (long)Width(c, s))), r.BytesToHost);
+        Assert.False(r.Ops.ContainsKey("sparse_matmul_input_grad"));
+    }
+
+    [Fact]
+    public void The_matrix_products_are_two_forwards_one_output_layer_and_one_input_gradient_backward_without_the_output_layer()
     {
         var c = RandomLlama.SmallConfig();
         var r = OnePass(c, NodeSites.All, GemmPrecision.Bf16, uninitialized: true);
@@ -67,7 +102,11 @@ public class LaunchLedgerTests
         // Clean and patch forwards; only the clean one runs the output layer (the patch forward gives activations).
         Assert.Equal(2 * 2 * rows * linear + head, r.Ops["matmul"].Flops);
         Assert.Equal(2 * 7 * c.Layers + 1, r.Ops["matmul"].Calls);
-        Assert.Equal(2 * rows * linear + head, r.Ops["matmul_input_grad"].Flops);
+        // The backward's output layer is the gather of two classifier rows per example, not a product.
+        Assert.Equal(2 * rows * linear, r.Ops["matmul_input_grad"].Flops);
+        Assert.Equal(7 * c.Layers, r.Ops["matmul_input_grad"].Calls);
+        Assert.Equal(1, r.Ops["sparse_matmul_input_grad"].Calls);
+        Assert.Equal(2.0 * Batch * 2 * c.Dim, r.Ops["sparse_matmul_input_grad"].Flops);
         // bf16: the weights were converted in the first pass; a steady pass converts activations only, one per product.
         Assert.Equal(r.Ops["matmul"].Calls + r.Ops["matmul_input_grad"].Calls, r.Ops["f32_to_bf16"].Calls);
         Assert.True(r.Pool.PeakUsedBytes >= r.Pool.UsedBytes && r.Pool.PeakUsedBytes > 0);

@@ -73,6 +73,14 @@ public class StreamingWholePassTests(ITestOutputHelper output)
         public void Multiply(Tensor x, Tensor scale) => inner.Multiply(x, scale);
         public void GatherRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination) => inner.GatherRows(source, rows, destination);
         public void ScatterAddRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination) => inner.ScatterAddRows(source, rows, destination);
+        public void AccumulateScores(Tensor clean, ScoreBaseline baseline, Tensor gradient, float scale, ReadOnlySpan<int> positionOf, Tensor sums,
+            int firstRow, int firstColumn) => inner.AccumulateScores(clean, baseline, gradient, scale, positionOf, sums, firstRow, firstColumn);
+        public void GatherScaledRows(Tensor source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, Tensor destination) =>
+            inner.GatherScaledRows(source, rows, scales, destination);
+        public void SparseMatMulInputGrad(ReadOnlySpan<int> tokens, ReadOnlySpan<float> weights, int perRow, Tensor w, Tensor dx) =>
+            inner.SparseMatMulInputGrad(tokens, weights, perRow, w, dx);
+        public void PushRange(string name) => inner.PushRange(name);
+        public void PopRange() => inner.PopRange();
     }
 
     public static TheoryData<string, AttributionMethod> Cases => new()

@@ -1,0 +1,92 @@
+using System.Runtime.InteropServices;
+
+namespace NeuronTrace.Runtime.Cuda;
+
+/// <summary>
+/// Launchers of native/kernels/score.cu: node-score accumulation, the scaled row gather of the score means, and the
+/// output layer's backward over the answers' classifier rows.
+/// </summary>
+public sealed partial class CudaBackend
+{
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct AccumulateScoresArgs(nint Clean, nint Baseline, nint Gradient, float Scale, nint Groups, int GroupCount,
+        int Width, int BaselineKind, nint Sums, int SumsStride, int FirstRow, int FirstColumn);
+    internal static readonly Kernel<AccumulateScoresArgs> AccumulateScoresKernel = Kernel.Declare<AccumulateScoresArgs>("accumulate_scores");
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct GatherScaledRowsArgs(nint Source, nint Index, nint Destination, int Count, int Width, int SourceRows);
+    internal static readonly Kernel<GatherScaledRowsArgs> GatherScaledRowsKernel = Kernel.Declare<GatherScaledRowsArgs>("gather_scaled_rows");
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct SparseMatMulInputGradArgs(nint Entries, int Rows, int PerRow, nint W, int WRows, int Width, nint Dx);
+    internal static readonly Kernel<SparseMatMulInputGradArgs> SparseMatMulInputGradKernel = Kernel.Declare<SparseMatMulInputGradArgs>("sparse_matmul_input_grad");
+
+    // The row → position map of AccumulateScores as CSR on the device (starts[positions + 1], then the rows of each
+    // position). A batch calls the op once per site and layer with the same map, so it is uploaded when it changes only.
+    SafeHandle? scoreGroups;
+    long scoreGroupsCapacity;
+    int[]? scoreGroupsKey;
+    int scoreGroupCount;
+
+    public void AccumulateScores(Tensor clean, ScoreBaseline baseline, Tensor gradient, float scale, ReadOnlySpan<int> positionOf,
+        Tensor sums, int firstRow, int firstColumn)
+    {
+        int positions = OpContracts.AccumulateScores(clean, baseline, gradient, positionOf, sums, firstRow, firstColumn);
+        if (positions == 0) return;
+        int width = clean.Columns, rows = clean.Rows;
+        nint groups = ScoreGroups(positionOf, positions);
+        using var _ = Range("accumulate_scores");
+        long elements = (long)positions * width;
+        int rowFloats = baseline.Kind == ScoreBaselineKind.PerRow ? 3 : 2;
+        var work = new OpWork(4.0 * rows * width, 4.0 * ((double)rows * width * rowFloats + elements * (baseline.Kind == ScoreBaselineKind.PerPosition ? 3 : 2)));
+        Launch(AccumulateScoresKernel, GridFor(elements), new Dim3(ElementwiseBlock), 0,
+            new AccumulateScoresArgs(Dev(clean), baseline.Values is { } b ? Dev(b) : 0, Dev(gradient), scale, groups, positions, width,
+                (int)baseline.Kind, Dev(sums), sums.Columns, firstRow, firstColumn), work);
+    }
+
+    /// <summary>The device CSR of <paramref name="positionOf"/>, uploaded only when it differs from the last one.</summary>
+    nint ScoreGroups(ReadOnlySpan<int> positionOf, int positions)
+    {
+        if (scoreGroupsKey is not null && scoreGroupCount == positions && positionOf.SequenceEqual(scoreGroupsKey))
+            return scoreGroups!.DangerousGetHandle();
+        var csr = new int[positions + 1 + positionOf.Length];
+        foreach (int p in positionOf) csr[p + 1]++;
+        for (int p = 0; p < positions; p++) csr[p + 1] += csr[p];
+        var next = csr.AsSpan(0, positions).ToArray();
+        for (int r = 0; r < positionOf.Length; r++) csr[positions + 1 + next[positionOf[r]]++] = r;   // ascending rows per position
+        nint at = Stage(ref scoreGroups, ref scoreGroupsCapacity, (long)csr.Length * sizeof(int));
+        device.CopyToDevice(at, MemoryMarshal.AsBytes(csr.AsSpan()));
+        scoreGroupsKey = positionOf.ToArray();
+        scoreGroupCount = positions;
+        return at;
+    }
+
+    public void GatherScaledRows(Tensor source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, Tensor destination)
+    {
+        OpContracts.GatherScaledRows(source, rows, scales, destination);
+        int width = source.Columns;
+        if (rows.Length == 0 || width == 0) return;
+        using var _ = Range("gather_scaled_rows");
+        var index = new int[2 * rows.Length];
+        rows.CopyTo(index);
+        MemoryMarshal.Cast<float, int>(scales).CopyTo(index.AsSpan(rows.Length));
+        long n = (long)rows.Length * width;
+        Launch(GatherScaledRowsKernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
+            new GatherScaledRowsArgs(Dev(source), Indices(index), Dev(destination), rows.Length, width, source.Rows), OpWork.Streaming(n, 2, 1));
+    }
+
+    public void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx)
+    {
+        OpContracts.SparseMatMulInputGrad(columns, values, perRow, w, dx);
+        int rows = dx.Rows, width = w.Columns;
+        if (rows == 0 || width == 0) return;
+        using var _ = Range("sparse_matmul_input_grad");
+        var entries = new int[2 * columns.Length];
+        columns.CopyTo(entries);
+        MemoryMarshal.Cast<float, int>(values).CopyTo(entries.AsSpan(columns.Length));
+        long n = (long)rows * width;
+        Launch(SparseMatMulInputGradKernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
+            new SparseMatMulInputGradArgs(Indices(entries), rows, perRow, Dev(w), w.Rows, width, Dev(dx)),
+            new OpWork(2.0 * n * perRow, 4.0 * n * (perRow + 1)));
+    }
+}
