@@ -48,8 +48,10 @@ static class CudaBackends
     }
 
     /// <summary>What the memory plan compares with for --device <paramref name="device"/>: null on the CPU (the plan
-    /// asks the GC there) and where the GPU's free memory cannot be had.</summary>
-    public static long? PlanFreeBytes(string device) => device == "cpu" ? null : FreeBytes(device, out _);
+    /// asks the GC there), where the GPU's free memory cannot be had, and for a layer split over several GPUs (whose
+    /// per-device plan does not query them yet).</summary>
+    public static long? PlanFreeBytes(string device) =>
+        device == "cpu" || Ordinals(device) is { Length: > 1 } ? null : FreeBytes(device, out _);
 
     public static IBackend Open(int ordinal = 0)
     {

@@ -160,8 +160,9 @@ public class GraphReplayTests
         for (int pass = 0; pass < 3; pass++) NeuronTrace.Tracing.Scoring.Attributor.Score(llama, task, options);
         device.Reset();
         NeuronTrace.Tracing.Scoring.Attributor.Score(llama, task, options);
-        // Host waits: the clean logits, then one per site and layer (the score readout); device work precedes each.
-        Assert.Equal(1 + NodeSites.All.Count * c.Layers, device.Downloads);
+        // One host wait: the score readout (one slab, one download). The logit-difference metric seeds the backward
+        // sparsely, so the logits are never read back; all of the pass's device work precedes that wait.
+        Assert.Equal(1, device.Downloads);
         Assert.Equal(device.Downloads, device.GraphLaunches);
         Assert.Equal(device.GraphLaunches, device.Launches);
     }
