@@ -111,13 +111,19 @@ public sealed class ShardCommandTests : IDisposable
         var want = File.ReadAllLines(Path.Combine(P("unsharded"), "sweep.csv"));
         var got = File.ReadAllLines(Path.Combine(P("sharded"), "sweep.csv"));
         Assert.Equal(want.Length, got.Length);
+        // The sweep's shortcut path (trace's default) plans its forwards from the circuits it is given, so a shard's
+        // subset rounds differently from the whole sweep: text columns must match, numbers within 1e-5 (the shortcut
+        // path's bound against the plain forward, as a fraction of the metric's range, which is ~1 for faithfulness).
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
         for (int i = 0; i < want.Length; i++)
         {
             var (w, g) = (want[i].Split(','), got[i].Split(','));
-            const int threshold = 7;
+            Assert.Equal(w.Length, g.Length);
             for (int c = 0; c < w.Length; c++)
-                if (c != threshold || i == 0) Assert.Equal(w[c], g[c]);
-                else Assert.Equal(double.Parse(w[c], System.Globalization.CultureInfo.InvariantCulture), double.Parse(g[c], System.Globalization.CultureInfo.InvariantCulture), 1e-6);
+                if (i == 0 || w[c] == g[c]) Assert.Equal(w[c], g[c]);
+                else if (double.TryParse(w[c], invariant, out double x) && double.TryParse(g[c], invariant, out double y))
+                    Assert.True(Math.Abs(x - y) <= 1e-5, $"sweep.csv line {i + 1} column {c + 1}: {w[c]} vs {g[c]}");
+                else Assert.Equal(w[c], g[c]);
         }
     }
 
