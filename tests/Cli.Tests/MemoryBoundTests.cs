@@ -1,0 +1,50 @@
+using System.Diagnostics;
+using NeuronTrace.TestSupport;
+using Xunit;
+
+namespace NeuronTrace.Cli.Tests;
+
+/// <summary>
+/// Memory follows the batch, not the task (issue 15): a whole trace of a task ten times the bundled one peaks within
+/// 1.5× of the bundled task's peak. Before circuit evaluation ran in example batches, the 10× task of this test peaked
+/// at about twice the bundled one's (and a 10,000-line task at 11.8 GB). The peak is the child process's maximum
+/// resident set, read by getrusage(RUSAGE_CHILDREN) in a Python wrapper (exact, no polling).
+/// </summary>
+public class MemoryBoundTests
+{
+    [Fact]
+    public void A_trace_of_a_ten_times_larger_task_peaks_within_one_and_a_half_times()
+    {
+        if (!OperatingSystem.IsLinux()) { Assert.Fail("not run: getrusage peak RSS is read on Linux"); return; }
+        string dir = RepoPaths.TempDir("memory-bound");
+        string bundled = Path.Combine(RepoPaths.Tasks, "pronoun_gender.jsonl");
+        string tenTimes = Path.Combine(dir, "pronoun_gender_x10.jsonl");
+        var lines = File.ReadAllLines(bundled).Where(l => l.Trim().Length > 0).ToArray();
+        File.WriteAllLines(tenTimes, Enumerable.Range(0, 10).SelectMany(_ => lines));
+
+        // --all-lengths keeps every example, so both tasks fill their batches and differ only in length.
+        long small = PeakKib(bundled, Path.Combine(dir, "run1"));
+        long large = PeakKib(tenTimes, Path.Combine(dir, "run10"));
+        Assert.True(large <= 1.5 * small, $"10x task peaked at {large / 1024} MiB, the bundled task at {small / 1024} MiB (bound 1.5x)");
+    }
+
+    static long PeakKib(string task, string outDir)
+    {
+        string config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
+        string cli = Path.Combine(RepoPaths.Root, "src", "Cli", "bin", config, "net10.0", "neurontrace.dll");
+        Assert.True(File.Exists(cli), cli);
+        const string wrapper = "import resource, subprocess, sys\n" +
+                               "r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n" +
+                               "sys.stderr.write(r.stderr.decode(errors='replace')[-2000:] if r.returncode else '')\n" +
+                               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n" +
+                               "sys.exit(r.returncode)\n";
+        var psi = new ProcessStartInfo(File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3",
+            ["-c", wrapper, "dotnet", cli, "trace", "--task", task, "--all-lengths", "--quiet", "--out", outDir])
+        { RedirectStandardOutput = true, RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(300_000), "trace did not finish in 5 minutes");
+        Assert.True(p.ExitCode == 0, $"trace of {task} failed: {stderr}");
+        return long.Parse(stdout.Trim(), System.Globalization.CultureInfo.InvariantCulture);
+    }
+}
