@@ -6,8 +6,8 @@ namespace NeuronTrace.Cli.Tests;
 
 /// <summary>
 /// Memory follows the batch, not the task (issue 15): a whole trace of a task ten times the bundled one peaks within
-/// 1.5× of the bundled task's peak. Before circuit evaluation ran in example batches, the 10× task of this test peaked
-/// at about twice the bundled one's (and a 10,000-line task at 11.8 GB). The peak is the child process's maximum
+/// 1.5× of the bundled task's peak. Before circuit evaluation ran in example batches, this test's two runs peaked at
+/// 269 and 1,110 MB (4.1×; a 10,000-line task at 11.8 GB); now 211 and 213 MB. The peak is the child process's maximum
 /// resident set, read by getrusage(RUSAGE_CHILDREN) in a Python wrapper (exact, no polling).
 /// </summary>
 public class MemoryBoundTests
