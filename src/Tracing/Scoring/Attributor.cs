@@ -39,7 +39,7 @@ public static class Attributor
         var cleanMeans = baseline == Baseline.Mean
             ? SiteMeans.Compute(model, task.Pairs.Select(p => p.CleanIds).ToList(), sites, Math.Max(1, options.BatchSize))
             : null;
-        using var sums = new ScoreSums(model.LayerBackend, model.Config, sites, positions);
+        using var sums = new ScoreSums(model.Placement, model.Config, sites, positions);
         using var meanBaseline = cleanMeans is null ? null : new PositionMeans(sums, model.Config, cleanMeans, sites, positions);
         var counts = new int[positions];
 
@@ -54,7 +54,7 @@ public static class Attributor
         long igRuns = 0;
         for (int start = 0; start < task.Count; start += batchSize)
             igRuns += splitBatches && Math.Min(batchSize, task.Count - start) >= 2 ? 2 : 1;
-        using var secondSums = splitBatches ? new ScoreSums(model.LayerBackend, model.Config, sites, positions) : null;
+        using var secondSums = splitBatches ? new ScoreSums(model.Placement, model.Config, sites, positions) : null;
         for (int start = 0; start < task.Count; start += batchSize)
         {
             var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();

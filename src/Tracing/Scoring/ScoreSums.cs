@@ -17,36 +17,26 @@ internal sealed class ScoreSums : IDisposable
     readonly NodeSite[] _sites;
     readonly int _positions;
     readonly Dictionary<NodeSite, int> _firstColumn = new();
-    // Per device, the backend, its slab and its layers in order; per layer, its device and its index on that device.
-    readonly List<(IBackend Backend, Tensor Slab, List<int> Layers)> _devices = [];
-    readonly int[] _deviceOfLayer, _indexOnDevice;
+    readonly LayerPlacement _placement;
+    // Per device of the placement, its slab (null for a device that holds no layer).
+    readonly Tensor?[] _slabs;
 
-    /// <param name="backendOfLayer">Where each layer's sums live (the layer's device of a split model).</param>
-    public ScoreSums(Func<int, IBackend> backendOfLayer, LlamaConfig config, NodeSite[] sites, int positions)
+    /// <param name="placement">Where each layer's sums live (the layer's device of a split model).</param>
+    public ScoreSums(LayerPlacement placement, LlamaConfig config, NodeSite[] sites, int positions)
     {
-        _config = config; _sites = sites; _positions = positions;
+        _placement = placement; _config = config; _sites = sites; _positions = positions;
         int columns = 0;
         foreach (var s in sites)
         {
             _firstColumn[s] = columns;
             columns = checked(columns + s.Width(config));
         }
-        _deviceOfLayer = new int[config.Layers];
-        _indexOnDevice = new int[config.Layers];
-        var layersOf = new List<(IBackend Backend, List<int> Layers)>();
-        for (int l = 0; l < config.Layers; l++)
-        {
-            var backend = backendOfLayer(l);
-            int d = layersOf.FindIndex(x => ReferenceEquals(x.Backend, backend));
-            if (d < 0) { d = layersOf.Count; layersOf.Add((backend, [])); }
-            _deviceOfLayer[l] = d;
-            _indexOnDevice[l] = layersOf[d].Layers.Count;
-            layersOf[d].Layers.Add(l);
-        }
+        _slabs = new Tensor?[placement.Devices.Count];
         try
         {
-            foreach (var (backend, layers) in layersOf)   // zero-filled
-                _devices.Add((backend, backend.Allocate(checked(layers.Count * (positions + 1)), columns), layers));
+            for (int d = 0; d < _slabs.Length; d++)   // zero-filled
+                if (Layers(d) is { Count: > 0 } layers)
+                    _slabs[d] = placement.Devices[d].Allocate(checked(layers.Count * (positions + 1)), columns);
         }
         catch
         {
@@ -55,14 +45,22 @@ internal sealed class ScoreSums : IDisposable
         }
     }
 
+    /// <summary>The layers of device <paramref name="device"/>, in order (empty for a device that holds none).</summary>
+    IReadOnlyList<int> Layers(int device)
+    {
+        var (first, end) = _placement.LayersOf(device);
+        return first < 0 ? [] : Enumerable.Range(first, end - first).ToArray();
+    }
+
     /// <summary>The devices the sums live on, each with its layers in order (the rows of its slab, see <see cref="FirstRow"/>).</summary>
-    public IEnumerable<(IBackend Backend, IReadOnlyList<int> Layers)> Devices => _devices.Select(d => (d.Backend, (IReadOnlyList<int>)d.Layers));
+    public IEnumerable<(IBackend Backend, IReadOnlyList<int> Layers)> Devices =>
+        Enumerable.Range(0, _slabs.Length).Select(d => (_placement.Devices[d], Layers(d)));
 
     /// <summary>The index in <see cref="Devices"/> of the device holding <paramref name="layer"/>'s sums.</summary>
-    public int DeviceOf(int layer) => _deviceOfLayer[layer];
+    public int DeviceOf(int layer) => _placement.DeviceOf(layer);
 
     /// <summary>The first row of <paramref name="layer"/> (its position 0) in its device's slab.</summary>
-    public int FirstRow(int layer) => _indexOnDevice[layer] * (_positions + 1);
+    public int FirstRow(int layer) => (layer - _placement.LayersOf(DeviceOf(layer)).First) * (_positions + 1);
 
     public int FirstColumn(NodeSite site) => _firstColumn[site];
 
@@ -72,14 +70,15 @@ internal sealed class ScoreSums : IDisposable
     /// </summary>
     public void Accumulate(NodeSite site, int layer, Tensor clean, ScoreBaseline baseline, Tensor gradient, float scale, ReadOnlySpan<int> positionOf)
     {
-        var (backend, slab, _) = _devices[_deviceOfLayer[layer]];
-        backend.AccumulateScores(clean, baseline, gradient, scale, positionOf, slab, FirstRow(layer), FirstColumn(site));
+        int d = DeviceOf(layer);
+        _placement.Devices[d].AccumulateScores(clean, baseline, gradient, scale, positionOf, _slabs[d]!, FirstRow(layer), FirstColumn(site));
     }
 
     /// <summary>Adds another set of sums over the same sites, positions and devices (e.g. a second thread's) into these.</summary>
     public void Add(ScoreSums other)
     {
-        for (int d = 0; d < _devices.Count; d++) _devices[d].Backend.Add(_devices[d].Slab, other._devices[d].Slab);
+        for (int d = 0; d < _slabs.Length; d++)
+            if (_slabs[d] is { } slab) _placement.Devices[d].Add(slab, other._slabs[d]!);
     }
 
     /// <summary>
@@ -90,8 +89,11 @@ internal sealed class ScoreSums : IDisposable
     public NodeScores MeansOver(int[] examplesAtPosition)
     {
         var scores = new NodeScores(_config, _sites, _positions);
-        foreach (var (backend, slab, layers) in _devices)
+        for (int d = 0; d < _slabs.Length; d++)
         {
+            if (_slabs[d] is not { } slab) continue;
+            var backend = _placement.Devices[d];
+            var layers = Layers(d);
             int columns = slab.Columns;
             var rows = new int[layers.Count * _positions];
             var scales = new float[rows.Length];
@@ -123,7 +125,6 @@ internal sealed class ScoreSums : IDisposable
 
     public void Dispose()
     {
-        foreach (var d in _devices) d.Slab.Dispose();
-        _devices.Clear();
+        for (int d = 0; d < _slabs.Length; d++) { _slabs[d]?.Dispose(); _slabs[d] = null; }
     }
 }
