@@ -26,20 +26,20 @@ public class Llama3HfJsonTests
 
     public static TheoryData<int> Llama3Indexes => new(Enumerable.Range(0, 71));
 
-    [Theory]
+    [SharedTheory("tokenizers/llama3")]
     [MemberData(nameof(Llama3Indexes))]
     public void ConvertedTokenizerJsonEncodesLlama3Case(int index)
     {
-        if (Converted.Value is not { } c) return; // plain clone without ../shared
+        if (Converted.Value is not { } c) throw SharedFolder.Missing("tokenizers/llama3");
         var test = c.Cases[index];
         TokenizerCases.AssertIds(test, c.Json.Encode(test.Text, addBos: false), "Llama 3 tokenizer.json: ");
         Assert.Equal(test.Text, c.Json.Decode(test.Ids));
     }
 
-    [Fact]
+    [SharedFact("tokenizers/llama3")]
     public void ConvertedTokenizerJsonAgreesOnTheChatPrompt()
     {
-        if (Converted.Value is not { } c) return;
+        if (Converted.Value is not { } c) throw SharedFolder.Missing("tokenizers/llama3");
         string prompt = ChatTemplate.Llama31("What is the capital of the state containing Dallas?", "Answer:");
         Assert.Equal(c.Tiktoken.EncodeWithSpecialTokens(prompt), c.Json.EncodeWithSpecialTokens(prompt));
         Assert.Equal(c.Tiktoken.VocabSize, c.Json.VocabSize);
