@@ -54,7 +54,7 @@ public static class JsonStrings
     /// <summary>The file's text, decoded strictly: invalid UTF-8 is an error naming the file and the line.</summary>
     public static string ReadAllText(string path)
     {
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes = InputFiles.ReadAllBytes(path);
         try { return Strict.GetString(bytes); }
         catch (DecoderFallbackException e)
         {

@@ -42,6 +42,7 @@ internal sealed unsafe class MappedFile : IDisposable
     public static MappedFile Open(string path)
     {
         if (!File.Exists(path)) throw new ModelFormatException(path, "file not found");
+        InputFiles.RequireRegular(path);
         FileStream? fs = null;
         MemoryMappedFile? map = null;
         MemoryMappedViewAccessor? view = null;

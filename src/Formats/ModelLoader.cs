@@ -67,7 +67,7 @@ public static class ModelLoader
             default:
             {
                 LlamaConfig config;
-                using (var fs = File.OpenRead(where)) config = Llama2cBinFormat.ReadConfig(fs, where);
+                using (var fs = InputFiles.OpenRead(where)) config = Llama2cBinFormat.ReadConfig(fs, where);
                 return new ModelDescription(config, FindLlama2cTokenizer(where, config.VocabSize), "llama2.c", where);
             }
         }
@@ -83,10 +83,7 @@ public static class ModelLoader
         // A path that exists wins; otherwise ORG/NAME[@REVISION] is looked up in the local Hugging Face cache.
         if (!File.Exists(path) && HubCache.IsModelId(path)) return LocateInFolder(HubCache.Resolve(path, hubCacheFolder));
         if (!File.Exists(path)) throw new ModelFormatException(path, "no such file or folder");
-        // .NET reports no file type on Unix, but a FIFO, socket or device has length 0 in stat; opening one would
-        // block forever (a FIFO) or read without end (a device). No model is empty, so refuse before opening.
-        if (new FileInfo(path).Length == 0)
-            throw new ModelFormatException(path, "is empty or not a regular file (a FIFO, socket or device cannot be a model)");
+        InputFiles.RequireRegular(path);   // before anything opens it: a FIFO would block, a device read without end
         string ext = System.IO.Path.GetExtension(path).ToLowerInvariant();
         if (ext == ".gguf" || HasGgufMagic(path)) return (path, "gguf");
         if (ext == ".bin") return (path, "llama2.c");
@@ -180,7 +177,7 @@ public static class ModelLoader
 
     static bool HasGgufMagic(string path)
     {
-        using var fs = File.OpenRead(path);
+        using var fs = InputFiles.OpenRead(path);
         Span<byte> m = stackalloc byte[4];
         return fs.Read(m) == 4 && m.SequenceEqual("GGUF"u8);
     }

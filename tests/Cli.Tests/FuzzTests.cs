@@ -1,28 +1,38 @@
 using System.Buffers.Binary;
+using System.Diagnostics;
 using System.Runtime.InteropServices;
+using System.Text.Json;
 using NeuronTrace.Formats;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.TestSupport;
 
 namespace NeuronTrace.Cli.Tests;
 
+/// <summary>The fuzz tests run alone (after the parallel tests): each mutant's peak memory is read from the process's.</summary>
+[CollectionDefinition("fuzz", DisableParallelization = true)]
+public class FuzzCollection;
+
 /// <summary>
-/// Seeded mutation fuzzing of the parsers through the CLI (in process): bit flips, interesting integers, truncation,
-/// insertion and duplication over the bundled GGUF, HF folder (safetensors header and config.json), llama2.c .bin and
-/// task files. Every mutant must end in exit 0, 1 or 2, never an internal error, with one printable stderr line on
-/// failure and nothing left behind. A model mutant that loads (exit 0) must be the same weights: flips and integers go
-/// to the header only (tensor data has no checksum to catch them), so equal weights with equal config are the
-/// harmless changes the format allows (a metadata string, unused padding), and a different config is a valid
-/// different model (counted and printed, e.g. a changed rope theta).
+/// Seeded mutation fuzzing of the parsers through the CLI (in process: a child per mutant would take minutes): bit flips,
+/// interesting integers, truncation, insertion and duplication over the bundled GGUF, HF folder (safetensors header and
+/// config.json), llama2.c .bin and task files, 300 mutants each. Every mutant must end in exit 0, 1 or 2, never an
+/// internal error, with one printable stderr line on failure, nothing left behind, and a peak resident set at most
+/// <see cref="MutantMemoryBoundMiB"/> above the process's before it (Linux peak RSS, reset per mutant).
+/// A model mutant that loads (exit 0) must still give the bundled golden logits exactly (bit for bit the unmutated
+/// file's, which match upstream's within 1e-4): flips and integers go to the header only (tensor data has no checksum
+/// to catch them), so the accepted mutants are changes the format allows to bytes that do not reach the weights (a
+/// metadata string, alignment padding). The one other outcome allowed is a valid different model: a hyperparameter
+/// that is not a shape (rope theta, norm eps, context length, BOS/EOS ids) changed to another legal value, with the
+/// same weights; the test names the field.
 /// </summary>
-[Collection("console")]
+[Collection("fuzz")]
 public class FuzzTests
 {
     const int MutantsPerFormat = 300;
+    /// <summary>A mutant may raise the peak resident set this much (loading the 1 MB model and two steps take a few MB).</summary>
+    const long MutantMemoryBoundMiB = 200;
     static readonly long[] Interesting = [0, 1, -1, 0x7F, 0x80, 0xFF, 0x7FFF, 0xFFFF, int.MaxValue, uint.MaxValue, long.MaxValue, 1L << 40, 31, 32, 33];
-
-    /// <summary>One mutant of <paramref name="file"/>: structural edits anywhere, value edits below <paramref name="headerEnd"/>.</summary>
-    static byte[] Mutate(byte[] file, int headerEnd, Random rng) => Mutate(file, headerEnd, rng, out _);
 
     static byte[] Mutate(byte[] file, int headerEnd, Random rng, out int kind)
     {
@@ -77,6 +87,44 @@ public class FuzzTests
         if (r.Exit != 0) Assert.True(r.Err.Trim().Split('\n').Length == 1 && r.Err.Length < 2000, $"{what}: stderr is not one short line: {r.Err}");
     }
 
+    /// <summary>Runs the CLI once with the process's peak resident set reset first; returns its result and the peak's rise in MiB.</summary>
+    static ((int Exit, string Out, string Err) Result, long RiseMiB) RunMeasured(params string[] args) => Measured(() => CliHarness.Run(args));
+
+    static (T Result, long RiseMiB) Measured<T>(Func<T> run)
+    {
+        long before = ProcStatusKib("VmRSS");
+        File.WriteAllText("/proc/self/clear_refs", "5");   // resets VmHWM to the current resident set
+        var r = run();
+        return (r, (ProcStatusKib("VmHWM") - before) >> 10);
+    }
+
+    [Fact]
+    public void ThePeakMeasureSeesAnAllocationOverTheBound()
+    {
+        if (!MemoryMeasurable(out string why)) { Assert.Fail(why); return; }
+        var (touched, rise) = Measured(() =>
+        {
+            var a = new byte[(MutantMemoryBoundMiB + 50) << 20];
+            for (int i = 0; i < a.Length; i += 4096) a[i] = 1;   // resident only once touched
+            return a.Length + a[^4096];
+        });
+        Assert.True(rise > MutantMemoryBoundMiB, $"a {touched >> 20} MiB array raised the measured peak by {rise} MiB only");
+    }
+
+    static long ProcStatusKib(string field)
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith(field + ":", StringComparison.Ordinal))
+                return long.Parse(line[(field.Length + 1)..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        throw new InvalidOperationException($"/proc/self/status has no {field}");
+    }
+
+    static bool MemoryMeasurable(out string why)
+    {
+        why = "not run: the per-mutant peak memory is read from Linux's /proc/self (VmHWM, clear_refs)";
+        return OperatingSystem.IsLinux() && File.Exists("/proc/self/clear_refs");
+    }
+
     static bool SameWeights(LlamaWeights a, LlamaWeights b)
     {
         static bool Eq(float[] x, float[] y) => MemoryMarshal.AsBytes(x.AsSpan()).SequenceEqual(MemoryMarshal.AsBytes(y.AsSpan()));
@@ -90,30 +138,79 @@ public class FuzzTests
         return true;
     }
 
+    static readonly JsonElement GoldenPrompt = JsonDocument.Parse(File.ReadAllText(Path.Combine(RepoPaths.Golden, "golden.json")))
+        .RootElement.GetProperty("prompts")[0];
+    static readonly int[] GoldenIds = GoldenPrompt.GetProperty("tokens").EnumerateArray().Select(x => x.GetInt32()).ToArray();
+
+    static float[] GoldenPromptLogits(LlamaWeights weights)
+    {
+        using var model = new Llama(weights, CpuBackend.Instance);
+        using var pass = model.Forward(new TokenBatch([GoldenIds]), LogitRows.All);
+        return pass.HostLogits();
+    }
+
+    static bool SamePieces(NeuronTrace.Formats.Tokenizers.ITextTokenizer? a, NeuronTrace.Formats.Tokenizers.ITextTokenizer? b) =>
+        a is null ? b is null : b is not null && a.VocabSize == b.VocabSize && Enumerable.Range(0, a.VocabSize).All(i => a.Piece(i) == b.Piece(i));
+
+    /// <summary>The hyperparameters that are not shapes: another legal value makes another valid model of the same weights.</summary>
+    static IEnumerable<string> ChangedFields(LlamaConfig a, LlamaConfig b) =>
+        typeof(LlamaConfig).GetProperties().Where(p => p.GetIndexParameters().Length == 0 && !Equals(p.GetValue(a), p.GetValue(b))).Select(p => p.Name);
+
+    static readonly HashSet<string> ValueFields = ["NormEps", "RopeTheta", "RopeScaling", "MaxSeqLen", "BosId", "EosId"];
+
     /// <summary>Fuzzes one model file: <paramref name="place"/> writes the mutant where the model is loaded from.</summary>
     static void FuzzModel(string name, byte[] original, int headerEnd, string modelPath, Action<byte[]> place, int seed)
     {
+        if (!MemoryMeasurable(out string why)) { Assert.Fail(why); return; }
+        var watch = Stopwatch.StartNew();
         var reference = ModelLoader.Load(modelPath);
+        var referenceLogits = GoldenPromptLogits(reference.Weights);
+        // the golden file is little-endian float32, as this host
+        var golden = MemoryMarshal.Cast<byte, float>(File.ReadAllBytes(Path.Combine(RepoPaths.Golden, GoldenPrompt.GetProperty("logits_file").GetString()!))).ToArray();
+        Assert.Equal(golden.Length, referenceLogits.Length);
+        for (int i = 0; i < golden.Length; i++)
+            Assert.True(Math.Abs(referenceLogits[i] - golden[i]) <= 1e-4, $"{name}: the unmutated file's logit {i} is {referenceLogits[i]}, upstream's {golden[i]}");
         var rng = new Random(seed);
-        int loaded = 0, differentConfig = 0;
+        int loaded = 0, noOp = 0, unread = 0, otherVocabulary = 0;
+        long worstRise = 0;
+        var differentModels = new List<string>();
         for (int i = 0; i < MutantsPerFormat; i++)
         {
             var mutant = Mutate(original, headerEnd, rng, out int kind);
+            string what = $"{name} mutant {i} (seed {seed}, mutation {kind}, {mutant.Length - original.Length:+0;-0} bytes)";
             place(mutant);
             // generate, not info: info reads only the headers of some formats, and every mutant must meet the loader whole.
-            var r = CliHarness.Run("generate", "--model", modelPath, "--steps", "2");
-            AssertContract(r, $"{name} mutant {i} (seed {seed})");
+            var (r, rise) = RunMeasured("generate", "--model", modelPath, "--steps", "2");
+            AssertContract(r, what);
+            worstRise = Math.Max(worstRise, rise);
+            Assert.True(rise <= MutantMemoryBoundMiB, $"{what}: peak resident set rose {rise} MiB (bound {MutantMemoryBoundMiB})");
             if (r.Exit != 0) continue;
             loaded++;
             var m = ModelLoader.Load(modelPath);
-            if (m.Config != reference.Config) { differentConfig++; continue; }
-            Assert.True(SameWeights(reference.Weights, m.Weights), $"{name} mutant {i} (seed {seed}, mutation {kind}, {mutant.Length - original.Length:+0;-0} bytes) loads with the same config but different weights");
+            var changed = ChangedFields(reference.Config, m.Config).ToList();
+            Assert.True(SameWeights(reference.Weights, m.Weights), $"{what} loads with different weights (config fields changed: {string.Join(", ", changed)})");
+            if (changed.Count == 0)
+            {
+                Assert.True(MemoryMarshal.AsBytes(GoldenPromptLogits(m.Weights).AsSpan()).SequenceEqual(MemoryMarshal.AsBytes(referenceLogits.AsSpan())),
+                    $"{what} loads with the same config and weights but other logits");
+                // The tokenizer is the other thing a model file carries: a changed piece (GGUF vocabulary) is a valid
+                // different vocabulary, an unchanged one means the mutant hit bytes the loader does not read.
+                if (mutant.AsSpan().SequenceEqual(original)) noOp++;   // e.g. an interesting integer written over the same bytes
+                else if (SamePieces(reference.Tokenizer, m.Tokenizer)) unread++;
+                else otherVocabulary++;
+                continue;
+            }
+            Assert.True(changed.All(ValueFields.Contains), $"{what} loads as a model of another shape: {string.Join(", ", changed)}");
+            differentModels.Add(string.Join("+", changed));
         }
         place(original);
-        Console.Error.Flush();
-        // Visible in the test log: how many mutants were accepted, and how many of them as a valid different model.
         Assert.True(loaded < MutantsPerFormat, $"{name}: every mutant loaded");
-        TestContextOutput.Add($"{name}: {MutantsPerFormat} mutants, {loaded} loaded ({differentConfig} as a different valid config)");
+        // Visible in the test log: how many mutants were accepted, which valid hyperparameter changes, the worst memory rise and the time.
+        string others = string.Join(", ", differentModels.GroupBy(f => f).Select(g => $"{g.Key} ×{g.Count()}"));
+        TestContextOutput.Add($"{name}: {MutantsPerFormat} mutants in {watch.Elapsed.TotalSeconds:F1} s, {loaded} loaded: " +
+                              $"{noOp + unread + otherVocabulary} with the golden logits exactly ({noOp} no-op mutations; {unread} changed but with every " +
+                              $"tokenizer piece too: bytes the loader does not read, an unread metadata value or padding; {otherVocabulary} with a changed vocabulary piece), " +
+                              $"{differentModels.Count} as a valid different model ({others}); peak RSS rose at most {worstRise} MiB");
     }
 
     [Fact]
@@ -160,19 +257,28 @@ public class FuzzTests
     [Fact]
     public void TaskFile()
     {
+        if (!MemoryMeasurable(out string why)) { Assert.Fail(why); return; }
+        var watch = Stopwatch.StartNew();
         string dir = RepoPaths.TempDir("fuzz-task"), path = Path.Combine(dir, "t.jsonl");
         var lines = File.ReadLines(Path.Combine(RepoPaths.Tasks, "pronoun_gender.jsonl")).Take(4).ToArray();
         byte[] file = System.Text.Encoding.UTF8.GetBytes(string.Join("\n", lines) + "\n");
         var rng = new Random(19);
-        for (int i = 0; i < 100; i++)
+        int accepted = 0;
+        long worstRise = 0;
+        for (int i = 0; i < MutantsPerFormat; i++)
         {
-            File.WriteAllBytes(path, Mutate(file, file.Length, rng));
-            string outDir = Path.Combine(dir, "out" + i);
-            var r = CliHarness.Run("attribute", "--task", path, "--limit", "2", "--sites", "mlp_act", "--out", outDir);
-            AssertContract(r, $"task mutant {i}");
-            if (r.Exit != 0) Assert.False(Directory.Exists(outDir), $"task mutant {i} left {outDir}");
+            File.WriteAllBytes(path, Mutate(file, file.Length, rng, out int kind));
+            string outDir = Path.Combine(dir, "out" + i), what = $"task mutant {i} (seed 19, mutation {kind})";
+            // AtP on one site: the cheapest attribution that parses, tokenizes and checks the whole task.
+            var (r, rise) = RunMeasured("attribute", "--task", path, "--limit", "2", "--method", "atp", "--sites", "mlp_act", "--out", outDir);
+            AssertContract(r, what);
+            worstRise = Math.Max(worstRise, rise);
+            Assert.True(rise <= MutantMemoryBoundMiB, $"{what}: peak resident set rose {rise} MiB (bound {MutantMemoryBoundMiB})");
+            if (r.Exit != 0) Assert.False(Directory.Exists(outDir), $"{what} left {outDir}");
+            else { accepted++; Assert.True(File.Exists(Path.Combine(outDir, "scores.json")), $"{what}: exit 0 without scores.json"); }
             Assert.Empty(Directory.GetFileSystemEntries(dir, ".*")); // no temporaries left
         }
+        TestContextOutput.Add($"task: {MutantsPerFormat} mutants in {watch.Elapsed.TotalSeconds:F1} s, {accepted} accepted; peak RSS rose at most {worstRise} MiB");
     }
 }
 

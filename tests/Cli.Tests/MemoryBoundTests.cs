@@ -8,7 +8,8 @@ namespace NeuronTrace.Cli.Tests;
 /// Memory follows the batch, not the task (issue 15): a whole trace of a task ten times the bundled one peaks within
 /// 1.5× of the bundled task's peak. Before circuit evaluation ran in example batches, this test's two runs peaked at
 /// 269 and 1,110 MB (4.1×; a 10,000-line task at 11.8 GB); now 211 and 213 MB. The peak is the child process's maximum
-/// resident set, read by getrusage(RUSAGE_CHILDREN) in a Python wrapper (exact, no polling).
+/// resident set, read by getrusage(RUSAGE_CHILDREN) in a Python wrapper (exact, no polling). IG's peak does not grow with
+/// its step count either: 800 steps peak within 1.2× of 100.
 /// </summary>
 public class MemoryBoundTests
 {
@@ -23,12 +24,27 @@ public class MemoryBoundTests
         File.WriteAllLines(tenTimes, Enumerable.Range(0, 10).SelectMany(_ => lines));
 
         // --all-lengths keeps every example, so both tasks fill their batches and differ only in length.
-        long small = PeakKib(bundled, Path.Combine(dir, "run1"));
-        long large = PeakKib(tenTimes, Path.Combine(dir, "run10"));
+        long small = PeakKib("trace", "--task", bundled, "--all-lengths", "--quiet", "--out", Path.Combine(dir, "run1"));
+        long large = PeakKib("trace", "--task", tenTimes, "--all-lengths", "--quiet", "--out", Path.Combine(dir, "run10"));
         Assert.True(large <= 1.5 * small, $"10x task peaked at {large / 1024} MiB, the bundled task at {small / 1024} MiB (bound 1.5x)");
     }
 
-    static long PeakKib(string task, string outDir)
+    [Fact]
+    public void Integrated_gradients_at_800_steps_peak_within_1_2_times_of_100_steps()
+    {
+        // The path runs in passes of at most AttributionOptions.IgRowsPerPass token rows. With 8,192 the cap bound only
+        // past ~200 steps here (8 prompts in two halves of ~40 rows), so 100 steps ran one 4,000-row pass and 800 steps
+        // 8,000-row passes: 445 vs 574 MB (1.29x, load ~60 on 2 cores). With 2,048 both run ~2,000-row passes: 204 vs 217 MB.
+        if (!OperatingSystem.IsLinux()) { Assert.Fail("not run: getrusage peak RSS is read on Linux"); return; }
+        string dir = RepoPaths.TempDir("memory-ig");
+        long Peak(int steps) => PeakKib("attribute", "--method", "ig", "--steps", steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--limit", "8", "--sites", "mlp_act", "--quiet", "--out", Path.Combine(dir, "ig" + steps));
+        long few = Peak(100), many = Peak(800);
+        Assert.True(many <= 1.2 * few, $"IG at 800 steps peaked at {many / 1024} MiB, at 100 steps {few / 1024} MiB (bound 1.2x)");
+    }
+
+    /// <summary>The peak resident set of one CLI run in a child process, in KiB.</summary>
+    static long PeakKib(params string[] args)
     {
         string config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
         string cli = Path.Combine(RepoPaths.Root, "src", "Cli", "bin", config, "net10.0", "neurontrace.dll");
@@ -39,12 +55,12 @@ public class MemoryBoundTests
                                "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n" +
                                "sys.exit(r.returncode)\n";
         var psi = new ProcessStartInfo(File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3",
-            ["-c", wrapper, "dotnet", cli, "trace", "--task", task, "--all-lengths", "--quiet", "--out", outDir])
+            ["-c", wrapper, "dotnet", cli, .. args])
         { RedirectStandardOutput = true, RedirectStandardError = true };
         using var p = Process.Start(psi)!;
         string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
-        Assert.True(p.WaitForExit(300_000), "trace did not finish in 5 minutes");
-        Assert.True(p.ExitCode == 0, $"trace of {task} failed: {stderr}");
+        Assert.True(p.WaitForExit(300_000), $"{args[0]} did not finish in 5 minutes");
+        Assert.True(p.ExitCode == 0, $"{string.Join(' ', args)} failed: {stderr}");
         return long.Parse(stdout.Trim(), System.Globalization.CultureInfo.InvariantCulture);
     }
 }

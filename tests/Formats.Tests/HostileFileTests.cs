@@ -103,6 +103,30 @@ public class HostileFileTests
     }
 
     [Fact]
+    public void InvalidUtf8BytesInConfigJsonAreOneLineNamingTheFileAndKey()
+    {
+        string dir = Path.Combine(Dir, "hf-utf8-bytes");
+        HfFolderWriter.Write(Stories, dir, null);
+        string config = Path.Combine(dir, "config.json");
+        var bytes = File.ReadAllBytes(config).ToList();
+        bytes.Insert(bytes.IndexOf((byte)'l', bytes.IndexOf((byte)':', Encoding.UTF8.GetString(bytes.ToArray()).IndexOf("\"model_type\"", StringComparison.Ordinal))), 0xFF);
+        File.WriteAllBytes(config, bytes.ToArray());
+        AssertFormatError(() => HfFolderFormat.Load(dir), config, "invalid UTF-8", "$.model_type");
+    }
+
+    [Fact]
+    public void InvalidUtf8BytesInASafetensorsHeaderAreOneLineNamingTheFile()
+    {
+        byte[] header = Encoding.UTF8.GetBytes("""{"__metadata__":{"a":"xx"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""");
+        header[Array.IndexOf(header, (byte)'x')] = 0xC3;   // a lead byte followed by 'x': not UTF-8
+        var bytes = new byte[8 + header.Length + 8];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)header.Length);
+        header.CopyTo(bytes, 8);
+        File.WriteAllBytes(P("utf8-bytes.safetensors"), bytes);
+        AssertFormatError(() => SafetensorsFile.Open(P("utf8-bytes.safetensors")), P("utf8-bytes.safetensors"), "header: invalid UTF-8");
+    }
+
+    [Fact]
     public void LoneSurrogateInASafetensorsHeaderIsOneLineNamingTheFile()
     {
         byte[] header = Encoding.UTF8.GetBytes("""{"__metadata__":{"a":"\ud800"},"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}""");

@@ -21,7 +21,7 @@ public static class HfConfig
         JsonDocument doc;
         try
         {
-            doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true });
+            doc = JsonDocument.Parse(InputFiles.ReadAllBytes(path), new JsonDocumentOptions { AllowTrailingCommas = true });
         }
         catch (JsonException e)
         {

@@ -110,7 +110,7 @@ public static class HfFolderFormat
             JsonDocument doc;
             try
             {
-                doc = JsonDocument.Parse(File.ReadAllBytes(index));
+                doc = JsonDocument.Parse(InputFiles.ReadAllBytes(index));
             }
             catch (JsonException e)
             {

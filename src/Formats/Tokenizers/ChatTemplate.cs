@@ -53,6 +53,7 @@ public sealed class ChatTemplate
     {
         string file = Path.Combine(dir, "tokenizer_config.json");
         if (!File.Exists(file)) return null;
+        InputFiles.RequireRegular(file);
         string? jinja;
         try
         {

@@ -18,7 +18,7 @@ internal static class HfTokenizerJson
     public static ITextTokenizer Load(string path)
     {
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
+        try { doc = JsonDocument.Parse(InputFiles.ReadAllBytes(path)); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or JsonException)
         {
             throw new ModelFormatException(path, $"cannot read tokenizer.json: {e.Message.ReplaceLineEndings(" ")}");

@@ -34,7 +34,7 @@ public sealed class Llama2cTokenizer : ITextTokenizer
     public static Llama2cTokenizer Load(string tok512Path, int? vocabSize = null)
     {
         byte[] data;
-        try { data = File.ReadAllBytes(tok512Path); }
+        try { data = InputFiles.ReadAllBytes(tok512Path); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ModelFormatException(tok512Path, $"cannot read llama2.c tokenizer: {e.Message}");

@@ -54,7 +54,7 @@ public sealed class Llama3Tokenizer : ITextTokenizer
     public static Llama3Tokenizer LoadTiktoken(string rankFilePath)
     {
         byte[] data;
-        try { data = File.ReadAllBytes(rankFilePath); }
+        try { data = InputFiles.ReadAllBytes(rankFilePath); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ModelFormatException(rankFilePath, $"cannot read tiktoken rank file: {e.Message}");

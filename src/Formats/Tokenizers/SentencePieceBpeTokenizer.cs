@@ -72,7 +72,7 @@ public sealed class SentencePieceBpeTokenizer : ITextTokenizer
     public static SentencePieceBpeTokenizer LoadModel(string tokenizerModelPath)
     {
         byte[] data;
-        try { data = File.ReadAllBytes(tokenizerModelPath); }
+        try { data = InputFiles.ReadAllBytes(tokenizerModelPath); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ModelFormatException(tokenizerModelPath, $"cannot read SentencePiece model: {e.Message}");

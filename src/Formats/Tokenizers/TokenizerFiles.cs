@@ -37,7 +37,7 @@ public static class TokenizerFiles
         int n;
         try
         {
-            using var f = File.OpenRead(path);
+            using var f = InputFiles.OpenRead(path);
             n = f.ReadAtLeast(head, head.Length, throwOnEndOfStream: false);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)

@@ -39,7 +39,7 @@ public sealed record MemoryPlan
     /// backend's copies are both alive during the run), 1 on a GPU.
     /// </summary>
     public static MemoryPlan ForAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = 8192) =>
+        AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass) =>
         ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass,
             c.Layers, weightCopies * c.ParameterCount * elementBytes, logits: true, part: null);
 
@@ -49,7 +49,7 @@ public sealed record MemoryPlan
     /// embedding, or the residual stream moved in), the full backward scratch while it runs, and the logits on the last.
     /// </summary>
     public static IReadOnlyList<MemoryPlan> ForSplitAttribution(LlamaConfig c, int devices, int batch, int promptLength,
-        IReadOnlyCollection<NodeSite> sites, AttributionMethod method, bool patchBaseline, int elementBytes = 4, int igRowsPerPass = 8192)
+        IReadOnlyCollection<NodeSite> sites, AttributionMethod method, bool patchBaseline, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass)
     {
         int[] starts = LayerPlacement.BalancedStarts(c, devices);
         return Enumerable.Range(0, devices).Select(d =>

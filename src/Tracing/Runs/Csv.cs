@@ -41,6 +41,7 @@ public static class Csv
     public static Table Read(string path)
     {
         string text;
+        Formats.InputFiles.RequireRegular(path);
         try { text = File.ReadAllText(path); }
         catch (IOException e) { throw new ModelFormatException(path, "cannot read: " + e.Message); }
         return Parse(path, text);

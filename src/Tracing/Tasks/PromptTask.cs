@@ -60,6 +60,7 @@ public sealed class PromptTask
     public static PromptTask Load(string path, ITextTokenizer tokenizer, bool requireEqualLengths = true, PromptEncoder? encoder = null, int? maxTokens = null)
     {
         if (!File.Exists(path)) throw new ModelFormatException(path, "task file not found");
+        Formats.InputFiles.RequireRegular(path);   // a FIFO would block the reader; an empty task is refused the same way
         using var reader = new StreamReader(path, Formats.JsonStrings.Strict, detectEncodingFromByteOrderMarks: false);
         return Read(reader, path, tokenizer, requireEqualLengths, encoder, maxTokens);
     }
