@@ -242,6 +242,29 @@ public class TracedModelCommandsTests(SmallRunFixture run) : IClassFixture<Small
         Assert.Equal(File.ReadAllBytes(Path.Combine(b, direct.SumsFile!)), File.ReadAllBytes(Path.Combine(a, facade.SumsFile!)));
     }
 
+    [Fact]
+    public void SweepShardIsSweepShardRun()
+    {
+        using var model = TracedModel.Open(RepoPaths.Stories260KBin);
+        var task = model.LoadTask("pronoun_gender").Take(12);
+        var o = new TraceOptions { Sites = [NodeSite.MlpAct], KPoints = 5, Methods = [AttributionMethod.RelP] };
+        var (train, _) = TracedModel.Split(task);
+        var scores = new Dictionary<AttributionMethod, NodeScores> { [AttributionMethod.RelP] = model.Attribute(train, AttributionMethod.RelP, [NodeSite.MlpAct]) };
+        var (loaded, llama) = Direct();
+        using var _l = llama;
+        string taskPath = Path.Combine(RepoPaths.Tasks, "pronoun_gender.jsonl");
+        ShardManifest Identity() => ShardRun.Identity("trace", loaded, taskPath, ShardRun.TraceIdentity(o, "relp", false));
+        var slice = ShardSlice.Parse("0/2");
+        string a = RepoPaths.TempDir("facade-sweep"), b = RepoPaths.TempDir("direct-sweep");
+        var facade = model.SweepShard(task, o, scores, Identity(), slice, a, checkpointCircuits: 3);
+        var direct = Tracing.Sharding.SweepShard.Run(llama, task, o, scores, Identity(), slice, b, checkpointCircuits: 3);
+        Assert.True(facade.Complete);
+        Assert.True(facade.Done >= 2, $"{facade.Done} circuits");
+        var files = Directory.GetFiles(b).Select(Path.GetFileName).Order().ToList();
+        Assert.Equal(files, Directory.GetFiles(a).Select(Path.GetFileName).Order().ToList());
+        foreach (var f in files) Assert.Equal(File.ReadAllBytes(Path.Combine(b, f!)), File.ReadAllBytes(Path.Combine(a, f!)));
+    }
+
     sealed class Progress(List<WorkProgress> seen) : IProgress<WorkProgress>
     {
         public void Report(WorkProgress value) => seen.Add(value);
