@@ -25,7 +25,7 @@ namespace NeuronTrace;
 /// each progress step (a batch, or an integrated-gradients step of one site and layer) and throws
 /// <see cref="OperationCanceledException"/>.
 /// </summary>
-public sealed class TracedModel : IDisposable
+public sealed partial class TracedModel : IDisposable
 {
     readonly LoadedModel _loaded;
 

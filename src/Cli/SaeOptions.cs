@@ -19,18 +19,7 @@ public static class SaeOptions
     /// <summary>Loads every SAE and checks its hook point and width against the model (one-line errors naming the folder).</summary>
     public static IReadOnlyList<SparseAutoencoder> Load(string[]? paths, LlamaConfig config)
     {
-        var saes = new List<SparseAutoencoder>();
-        foreach (var p in paths ?? [])
-        {
-            var sae = SparseAutoencoder.Load(p);
-            var (site, layer) = sae.HookSite;
-            if (layer >= config.Layers)
-                throw new ModelFormatException(p, $"hook point {sae.HookName} is layer {layer} but the model has {config.Layers} layers");
-            if (site.Width(config) != sae.DModel)
-                throw new ModelFormatException(p, $"the SAE reads {sae.DModel}-wide vectors but the model's {site.Name()} is {site.Width(config)} wide");
-            saes.Add(sae);
-        }
-        return saes;
+        return (paths ?? []).Select(p => TracedModel.LoadSae(p, config)).ToList();
     }
 
     /// <summary>The RQ1 table: k reaching the target faithfulness per basis, neuron circuits (per site) beside SAE circuits.</summary>

@@ -124,7 +124,7 @@ public static class ShardRun
     /// <c>trace --shard</c>: without <paramref name="scoresDir"/> an attribution shard of the training examples (every
     /// method); with it a sweep shard of the circuits ranked by that merged attribution.
     /// </summary>
-    public static int Trace(Llama llama, LoadedModel loaded, PromptTask task, string taskPath, TraceOptions o, string relpAttention, bool allLengths,
+    public static int Trace(TracedModel model, LoadedModel loaded, PromptTask task, string taskPath, TraceOptions o, string relpAttention, bool allLengths,
         string shardText, string? scoresDir, string dir, int? checkpointEvery)
     {
         var slice = ParseSlice(shardText);
@@ -133,22 +133,22 @@ public static class ShardRun
         var identity = Identity("trace", loaded, taskPath, TraceIdentity(o, relpAttention, allLengths));
         if (scoresDir is null)
         {
-            var (train, _) = TraceJob.Split(task, o.TrainExamples);
+            var (train, _) = TracedModel.Split(task, o.TrainExamples);
             var metric = Metric.AttributionDefault(train);
             var methods = o.Methods.Select(m => (m.Name(), new AttributionOptions
             {
                 Method = m, Sites = o.Sites, IgSteps = o.IgSteps, RelPRules = o.RelPRules, Baseline = Baseline.Patch, Metric = metric,
             })).ToList();
             using var stop = new StopSignal();
-            var m = AttributionShard.Run(llama, train, methods, identity, slice, full, CheckedCheckpointEvery(checkpointEvery), stop.Token, new ProgressBar());
+            var m = model.AttributeShard(train, methods, identity, slice, full, CheckedCheckpointEvery(checkpointEvery), new ProgressBar(), stop.Token);
             return Report(m, dir, "examples");
         }
         var scores = ReadMergedScores(scoresDir, identity);
         identity.ScoresDir = Path.GetFullPath(scoresDir);
         identity.ScoresSha256 = scores.Sha256;
         using var sweepStop = new StopSignal();
-        var done = SweepShard.Run(llama, task, o, scores.ByMethod, identity, slice, full, new ProgressBar(),
-            CheckedCheckpointEvery(checkpointEvery, DefaultCheckpointCircuits), sweepStop.Token);
+        var done = model.SweepShard(task, o, scores.ByMethod, identity, slice, full,
+            CheckedCheckpointEvery(checkpointEvery, DefaultCheckpointCircuits), new ProgressBar(), sweepStop.Token);
         return Report(done, dir, "circuits");
     }
 
@@ -170,7 +170,7 @@ public static class ShardRun
     }
 
     /// <summary><c>attribute --shard</c>: the baseline is fixed on the whole task first (a slice could decide otherwise).</summary>
-    public static int Attribute(Llama llama, LoadedModel loaded, PromptTask task, string taskPath, AttributionOptions o, string relpAttention,
+    public static int Attribute(TracedModel model, LoadedModel loaded, PromptTask task, string taskPath, AttributionOptions o, string relpAttention,
         int limit, int topLogitsK, ShardSlice slice, string full, string shown, int checkpointEvery)
     {
         var baseline = o.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
@@ -182,8 +182,8 @@ public static class ShardRun
             ["top_logits_k"] = topLogitsK.ToString(CultureInfo.InvariantCulture),
         });
         using var stop = new StopSignal();
-        var m = AttributionShard.Run(llama, task, [(o.Method.Name(), o with { Baseline = baseline })], identity, slice, full, checkpointEvery,
-            stop.Token, new ProgressBar());
+        var m = model.AttributeShard(task, [(o.Method.Name(), o with { Baseline = baseline })], identity, slice, full, checkpointEvery,
+            new ProgressBar(), stop.Token);
         return Report(m, shown, "examples");
     }
 }

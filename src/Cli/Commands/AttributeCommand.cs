@@ -69,7 +69,6 @@ public static class AttributeCommand
                     CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanFreeBytes(r.GetValue(device)!), r.GetValue(device)!) is { } refusal)
                 throw new UsageException(refusal);
             using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
-            var llama = traced.Llama;
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch
             {
@@ -77,7 +76,7 @@ public static class AttributeCommand
                     throw new UsageException("--metric logit-diff needs patch_answer on every line of the task"),
                 MetricKind.LogitDiff => Metric.TowardsPatch,
                 MetricKind.AnswerLogit => Metric.AnswerLogit,
-                MetricKind.TopLogits => Metric.SumOfTopKLogits(llama, t, r.GetValue(topLogitsK), r.GetValue(batch)),
+                MetricKind.TopLogits => traced.TopLogitsMetric(t, r.GetValue(topLogitsK), r.GetValue(batch)),
                 _ => Metric.AttributionDefault(t),
             };
             var attribution = new AttributionOptions
@@ -88,15 +87,11 @@ public static class AttributeCommand
             if (slice is { } sl)
             {
                 if (saes.Count > 0) throw new UsageException("--sae cannot be sharded yet (run the SAE attribution unsharded)");
-                return ShardRun.Attribute(llama, loaded, t, taskPath, attribution, TaskOptions.RelPAttentionName(attribution.RelPRules), r.GetValue(limit), r.GetValue(topLogitsK), sl, fullDir, dir, every);
+                return ShardRun.Attribute(traced, loaded, t, taskPath, attribution, TaskOptions.RelPAttentionName(attribution.RelPRules), r.GetValue(limit), r.GetValue(topLogitsK), sl, fullDir, dir, every);
             }
             using var bar = new ProgressBar();
             var scores = traced.Attribute(t, m, siteList, attribution, bar);
-            var saeScores = saes.Select(x =>
-            {
-                var (site, layer) = x.HookSite;
-                return (Name: SaeTrace.Name(x), Scores: SaeAttributor.Score(llama, t, x, site, layer, attribution with { Sites = [site] }));
-            }).ToList();
+            var saeScores = saes.Select(x => (Name: SaeTrace.Name(x), Scores: traced.AttributeSae(t, x, attribution))).ToList();
             OutputPaths.WriteFolder(dir, fullDir, temp =>
             {
                 scores.Save(temp, m.Name(), chosen.Name, t.Count);

@@ -62,16 +62,15 @@ public static class EdgesCommand
                 [r.GetValue(task), taskPath, r.GetValue(model), loaded.Path], dir, ["edges.csv", "edge_sweep.csv"]);
             var (outFull, sweepFull) = CheckOut();
             Console.Error.WriteLine($"{circuit.Method} mlp_act circuit: {neurons.Count} nodes in layers {neurons.Min(n => n.Layer)}..{neurons.Max(n => n.Layer)}; {examples.Count} examples of {taskPath}");
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            using var traced = TracedModel.Create(loaded, CommonOptions.OpenBackend(r.GetValue(device)!));
             using var bar = new ProgressBar();
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var graph = EdgeTracer.Trace(llama, examples, neurons, new EdgeOptions
+            var graph = traced.Edges(examples, neurons, new EdgeOptions
             {
                 Chunk = r.GetValue(chunk), EndpointEdges = !r.GetValue(noEndpoints), Rules = r.GetValue(relpAttention)!,
             }, bar);
             double edgeSeconds = clock.Elapsed.TotalSeconds;
-            var means = SiteMeans.Compute(llama, examples.Pairs.Select(p => p.PatchIds ?? p.CleanIds).ToList(), [NodeSite.MlpAct]);
-            var sweep = EdgeSweep.Run(llama, graph, examples, means, masksPerForward: r.GetValue(masks), progress: bar, path: r.GetValue(sweepPathOption));
+            var sweep = traced.EvaluateEdges(graph, examples, r.GetValue(masks), r.GetValue(sweepPathOption), bar);
             OutputPaths.WriteFiles(() => CheckOut(), (outFull, outPath, graph.ToCsv()), (sweepFull, sweepPath, EdgeSweep.ToCsv(sweep)));
 
             int neuronEdges = graph.NeuronEdges.Count();

@@ -73,44 +73,18 @@ public static class ExportCommand
                 ? pt.Pairs.FirstOrDefault(p => p.Line == want) ?? throw new UsageException($"--line {want}: not an example line of {taskPath}")
                 : (r.GetValue(task) is null ? folder.HeldOut(pt, taskPath) : pt).Pairs[0];
             circuit.CheckFits(loaded.Config, loaded.Path);
-            var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(top).ToList();
 
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
-            var ids = pair.CleanIds;
-            var labels = nExamples > 0
-                ? NeuronExamples.Collect(llama, pt, tokenizer, shown.Select(n => (n.Node.Layer, n.Node.Index)), nExamples) : null;
-            var neurons = new List<GraphNeuron>();
-            float prob;
-            using (var pass = llama.Forward(new TokenBatch([ids]), LogitRows.Last))
-            {
-                var logits = pass.HostLogits();
-                float max = logits.Max();
-                double z = logits.Sum(v => Math.Exp(v - max));
-                prob = (float)(Math.Exp(logits[pair.CleanAnswer] - max) / z);
-                int w = loaded.Config.HiddenDim;
-                var acts = new Dictionary<int, float[]>();
-                foreach (var n in shown)
-                {
-                    var id = n.Node;
-                    if (id.Position >= ids.Length) continue;
-                    if (!acts.TryGetValue(id.Layer, out var a)) acts[id.Layer] = a = pass.HostSite(NodeSite.MlpAct, id.Layer);
-                    float act = a[(ids.Length - 1 - id.Position) * w + id.Index];
-                    string clerp = $"mlp_act L{id.Layer} #{id.Index}";
-                    if (labels is not null && labels.TryGetValue((id.Layer, id.Index), out var ex) && ex.Count > 0)
-                        clerp += ": " + string.Join(" ", ex.Select(e => "\"" + Visible(e.Token) + "\""));
-                    neurons.Add(new GraphNeuron(id, n.Score, act, clerp));
-                }
-            }
             string edgesPath = Path.Combine(dir, RunFormat.EdgesFile);
             var edges = File.Exists(edgesPath) ? EdgeCsv.Read(edgesPath) : null;
             if (edges is null) Console.Error.WriteLine($"no {edgesPath}: the graph has no links (run `neurontrace edges --run {dir}` first for causal edges)");
 
-            var prompt = new GraphPrompt(pair.Line, ids, ids.Select((id, i) => i == 0 ? tokenizer.Piece(id).Trim() : tokenizer.Decode(ids[i - 1], id)).ToList(),
-                tokenizer.Decode(ids), pair.CleanAnswer, tokenizer.Decode(ids[^1], pair.CleanAnswer), prob);
-            string version = RunInfo.ToolVersion;
-            double threshold = TargetOf(folder) ?? 0.8;
-            var graph = NeuronpediaGraph.Build(graphSlug, r.GetValue(scan) ?? Path.GetFileNameWithoutExtension(loaded.Path.TrimEnd('/')),
-                prompt, loaded.Config.Layers, neurons, edges, threshold, "neurontrace", version, Path.GetFullPath(dir));
+            using var traced = TracedModel.Create(loaded, CommonOptions.OpenBackend(r.GetValue(device)!));
+            var exported = traced.ExportGraph(circuit, pt, pair, new GraphExportOptions
+            {
+                Slug = graphSlug, Scan = r.GetValue(scan), MaxNodes = top, Examples = nExamples, Edges = edges,
+                NodeThreshold = TargetOf(folder) ?? 0.8, Generator = "neurontrace", GeneratorVersion = RunInfo.ToolVersion, Source = Path.GetFullPath(dir),
+            });
+            var graph = exported.Json;
 
             if (fmt == "circuit-tracer")
             {
@@ -124,14 +98,11 @@ public static class ExportCommand
                 OutputPaths.WriteFiles(() => CheckOut(), (outFull, outPath, NeuronpediaGraph.ToJson(graph)));
                 Console.WriteLine($"wrote {outPath}");
             }
-            Console.WriteLine($"{circuit.Method} mlp_act circuit on line {pair.Line}: {neurons.Count} neurons, {((JsonArray)graph["links"]!).Count} links, {ids.Length} tokens");
+            Console.WriteLine($"{circuit.Method} mlp_act circuit on line {pair.Line}: {exported.Neurons} neurons, {exported.Links} links, {exported.Tokens} tokens");
             return 0;
         });
         return cmd;
     }
-
-    /// <summary>A token as a label shows it: line breaks and tabs spelled out (a bare newline would read as nothing).</summary>
-    static string Visible(string token) => token.Replace("\n", "\\n").Replace("\t", "\\t");
 
     static string Clip(string s) => s.Length <= 40 ? s : s[..40] + "…";
 

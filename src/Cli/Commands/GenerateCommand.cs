@@ -1,5 +1,4 @@
 using System.CommandLine;
-using NeuronTrace.Model;
 
 namespace NeuronTrace.Cli.Commands;
 
@@ -19,16 +18,16 @@ public static class GenerateCommand
             int n = r.GetValue(steps);
             var loaded = CommonOptions.LoadModel(r.GetValue(model));
             var tok = loaded.RequireTokenizer();
-            using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+            using var traced = TracedModel.Create(loaded, CommonOptions.OpenBackend(r.GetValue(device)!));
             string text = r.GetValue(prompt) ?? "";
-            Tracing.Tasks.PromptTask.RequireLengthFits(tok, text, llama.Config.MaxSeqLen, "--prompt");
+            Tracing.Tasks.PromptTask.RequireLengthFits(tok, text, traced.Config.MaxSeqLen, "--prompt");
             var ids = PromptOptions.EncodePrompt(PromptOptions.Encoder(loaded, r.GetValue(specialTokens)), text);
-            if (ids.Length > llama.Config.MaxSeqLen)
-                throw new ArgumentException($"prompt of {ids.Length} tokens exceeds the model's context of {llama.Config.MaxSeqLen}");
+            if (ids.Length > traced.Config.MaxSeqLen)
+                throw new ArgumentException($"prompt of {ids.Length} tokens exceeds the model's context of {traced.Config.MaxSeqLen}");
             for (int i = 1; i < ids.Length; i++) Console.Write(tok.Decode(ids[i - 1], ids[i]));
             int prev = ids[^1];
             var watch = System.Diagnostics.Stopwatch.StartNew();
-            var all = GreedyGenerator.Generate(llama, ids, n, t => { Console.Write(tok.Decode(prev, t)); prev = t; });
+            var all = traced.Generate(ids, n, t => { Console.Write(tok.Decode(prev, t)); prev = t; });
             Console.WriteLine();
             int generated = all.Count - ids.Length;
             Console.Error.WriteLine($"{generated} tokens in {watch.Elapsed.TotalSeconds:F2} s ({generated / Math.Max(1e-9, watch.Elapsed.TotalSeconds):F1} tok/s)");

@@ -86,7 +86,7 @@ public static class TraceCommand
                 int? every = r.GetValue(checkpointEvery);
                 ShardRun.CheckedCheckpointEvery(every);
                 using var shardModel = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
-                return ShardRun.Trace(shardModel.Llama, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
+                return ShardRun.Trace(shardModel, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
                     shardText, r.GetValue(shardScores), shardDir, every);
             }
             if (r.GetValue(shardScores) is not null) throw new UsageException("--scores needs --shard (it runs one shard of a sharded sweep)");
@@ -107,7 +107,7 @@ public static class TraceCommand
                 throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");
             using var bar = new ProgressBar();
             var result = traced.Trace(t, traceOptions, bar);
-            var saeCircuits = SaeTrace.Run(traced.Llama, result, saes, traceOptions);
+            var saeCircuits = traced.TraceSaes(result, saes, traceOptions);
 
             // Everything is written into a hidden sibling folder first, then renamed: no partly written run folder.
             OutputPaths.WriteFolder(outDir, full, temp =>

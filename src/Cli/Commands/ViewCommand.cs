@@ -49,44 +49,39 @@ public static class ViewCommand
                 [r.GetValue(task), folder.TaskPath, r.GetValue(model), folder.ModelPath, r.GetValue(edges)], dir, ["view.html", "graph.json"]);
             var (htmlFull, jsonFull) = CheckOut();
 
-            Dictionary<(int, int), List<NeuronExample>>? ex = null;
             bool wantExamples = r.GetValue(examples) > 0 && circuit.Site == NodeSite.MlpAct;
             // Without a task here the axis falls back to positions from the end, unless examples or --prompt-line need it.
             string? taskPath = wantExamples || r.GetValue(promptLine) is not null || r.GetValue(task) is not null || folder.TaskPath is { } rec && File.Exists(rec)
                 ? inputs.TaskPath("pass --task or --examples 0") : null;
-            int? layers = null;
-            ViewPrompt? prompt = null;
+            var view = new RunViewOptions { MaxNodes = r.GetValue(maxNodes), MaxEdges = r.GetValue(maxEdges), TaskPath = taskPath, PromptLine = r.GetValue(promptLine) };
             if (taskPath is not null)
             {
                 // The model's tokenizer splits the drawn prompt into the axis tokens; its forward pass runs only for examples.
                 var loaded = inputs.LoadModel();
-                layers = loaded.Config.Layers;
                 // The dataset examples come from every line, training ones included.
                 var pt = inputs.LoadTask(taskPath, loaded, heldOut: false, requireEqualLengths: false);
                 // Positions are checked against the run's own task (another --task only supplies dataset examples).
                 circuit.CheckFits(loaded.Config, loaded.Path, r.GetValue(task) is null ? pt.Pairs.Max(p => p.CleanIds.Length) : null, taskPath);
                 if (r.GetValue(promptLine) is { } line && pt.Pairs.All(p => p.Line != line))
                     throw new UsageException($"--prompt-line {line}: {taskPath} has no example on that line");
-                prompt = ViewPrompt.Draw(pt, loaded.RequireTokenizer(), r.GetValue(promptLine));
+                view = view with { Task = pt, Tokenizer = loaded.RequireTokenizer(), Layers = loaded.Config.Layers };
                 if (wantExamples)
                 {
-                    using var llama = new Llama(loaded.Weights, CommonOptions.OpenBackend(r.GetValue(device)!));
+                    using var traced = TracedModel.Create(loaded, CommonOptions.OpenBackend(r.GetValue(device)!));
                     var shown = circuit.Nodes.OrderByDescending(n => Math.Abs(n.Score)).Take(r.GetValue(maxNodes)).Select(n => (n.Node.Layer, n.Node.Index));
-                    ex = NeuronExamples.Collect(llama, pt, loaded.RequireTokenizer(), shown, r.GetValue(examples));
+                    view = view with { Examples = traced.TopActivations(pt, shown, r.GetValue(examples)) };
                 }
             }
-            var graph = CircuitGraph.Build(folder, circuit, r.GetValue(maxNodes), r.GetValue(maxEdges), ex, layers, taskPath);
             // RUN/edges.csv holds mlp_act edges: another site's circuit draws co-attribution edges unless --edges insists.
             string? edgesPath = r.GetValue(edges)
                 ?? (circuit.Site == NodeSite.MlpAct && File.Exists(Path.Combine(dir, "edges.csv")) ? Path.Combine(dir, "edges.csv") : null);
-            List<ViewEdge>? causal = null;
             if (edgesPath is not null)
             {
                 if (!File.Exists(edgesPath)) throw new UsageException($"--edges: no file \"{edgesPath}\"");
                 if (circuit.Site != NodeSite.MlpAct) throw new UsageException($"edges.csv holds mlp_act edges; the {circuit.Site.Name()} circuit cannot show them (pass --site mlp_act)");
-                causal = ViewEdge.Read(edgesPath, graph.Layers);
             }
-            string html = CircuitView.Render(graph, prompt, causal, edgesPath, r.GetValue(maxEdges));
+            var page = RunView.Render(folder, circuit, view with { EdgesPath = edgesPath });
+            var (graph, html, causal) = (page.Graph, page.Html, page.CausalEdges);
             OutputPaths.WriteFiles(() => CheckOut(), (jsonFull, jsonPath, graph.ToJson()), (htmlFull, outPath, html));
             Console.WriteLine(causal is null
                 ? $"{circuit.Method} {circuit.Site.Name()} circuit: {circuit.Nodes.Count} nodes, drew {graph.Nodes.Count} and {graph.Edges.Count} co-attribution edges (no edges.csv)"

@@ -1,5 +1,6 @@
 using NeuronTrace.Model;
 using NeuronTrace.Runtime;
+using NeuronTrace.Tracing.Pipeline;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 
@@ -50,7 +51,8 @@ public sealed class SaeScores(NodeSite site, int layer, int positions, int featu
 /// </summary>
 public static class SaeAttributor
 {
-    public static SaeScores Score(Llama model, PromptTask task, SparseAutoencoder sae, NodeSite site, int layer, AttributionOptions options)
+    public static SaeScores Score(Llama model, PromptTask task, SparseAutoencoder sae, NodeSite site, int layer, AttributionOptions options,
+        IProgress<WorkProgress>? progress = null)
     {
         if (!task.IsPaired) throw new ArgumentException($"{task.Name}: SAE attribution needs paired prompts (patch_prefix on every line)");
         var rules = options.Method switch
@@ -103,6 +105,7 @@ public static class SaeAttributor
                     for (int j = 0; j < d; j++) err += gx[j] * ((x2[j] - hp[j]) - (x1[j] - hc[j]));
                     errSum[p] += err;
                 }
+            progress?.Report(new WorkProgress($"sae {site.Name()} L{layer}", start + pairs.Count, task.Count));
         }
         var result = new SaeScores(site, layer, positions, F);
         for (int p = 0; p < positions; p++)
