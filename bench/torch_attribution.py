@@ -1,8 +1,12 @@
 #!/usr/bin/python3
 """PyTorch attribution-patching throughput (AtP or RelP) over node sites of every layer.
 
-    /usr/bin/python3 bench/torch_attribution.py --model PATH --batch 8 --seq 128 --iters 3
-        [--method atp|relp|relp_frozen_attn] [--threads 2] [--torch-threads 1] [--device cpu|cuda] [--dtype f32|bf16]
+    /usr/bin/python3 bench/torch_attribution.py (--model PATH | --shape llama3-8b [--layers L]) --batch 8 --seq 128
+        --iters 3 [--method atp|relp|relp_frozen_attn] [--threads 2] [--torch-threads 1] [--device cpu|cuda]
+        [--dtype f32|bf16]
+
+--shape builds the model in-process with random weights (normal, std 0.02; norms 1) on the device, in --dtype: the
+GPU benchmark's Llama-3.1-8B-shaped model without a 16 GB file (NeuronTrace's gpu-bench makes its own the same way).
 
 One iteration, for B prompt pairs (random ids, seed 0; the patch prompt is the clean prompt with one token
 changed at a random position; answers are two random distinct ids per pair):
@@ -10,7 +14,9 @@ changed at a random position; answers are two random distinct ids per pair):
   2. patch forward (no autograd), keeping the same sites;
   3. one backward of  metric = sum_b logit[b, T-1, a_b] - logit[b, T-1, c_b]  to the gradient at every site
      (torch.autograd.grad on the site tensors);
-  4. scores = (a_patch - a_clean) * grad at every site.
+  4. scores = (a_patch - a_clean) * grad at every site, averaged over the batch per position and copied to the host
+     (NeuronTrace's pass ends the same way: per-position means of every site, read back once).
+The sites are NeuronTrace's five (resid, attn, attn_z, mlp_out, mlp_act), so both sides score the same nodes.
 --method atp uses ordinary gradients; relp detaches the RMSNorm scales and applies the SwiGLU identity + half rule
 (softmax gets ordinary gradients); relp_frozen_attn also detaches the attention pattern.
 Only the last position's logits are computed (the metric needs nothing else).
@@ -29,9 +35,11 @@ from torch_llama import early_threads, DEFAULT_TORCH_THREADS  # noqa: E402
 
 THREADS = early_threads(sys.argv)
 import torch  # noqa: E402
-from torch_llama import Rules, load_model, parse_dtype, time_iters, describe, cpu_seconds, load_average  # noqa: E402
+from torch_llama import LlamaConfig, LlamaModel, Rules, load_model, parse_dtype, time_iters, describe, cpu_seconds, load_average  # noqa: E402
 
-SITES = ("resid", "attn", "mlp_out", "mlp_act")
+SITES = ("resid", "attn", "attn_z", "mlp_out", "mlp_act")
+SHAPES = {"llama3-8b": dict(dim=4096, layers=32, heads=32, kv_heads=8, hidden=14336, vocab=128256, rope_theta=500000.0,
+                            max_positions=8192)}
 METHODS = {"atp": Rules.EXACT, "relp": Rules.RELP, "relp_frozen_attn": Rules.RELP_FROZEN_ATTN}
 
 
@@ -47,7 +55,21 @@ def make_pairs(vocab, B, T, device):
     return clean.to(device), patch.to(device), a.to(device), c.to(device)
 
 
-def attribution_step(model, rules, clean, patch, ans_patch, ans_clean):
+def random_model(shape, layers, dtype, device):
+    """The named shape with random weights made on the device: normal(0, 0.02) matrices, unit norm scales."""
+    cfg = LlamaConfig(**{**SHAPES[shape], **({"layers": layers} if layers else {})})
+    m = LlamaModel(cfg, device="meta", dtype=dtype).to_empty(device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.dim() == 1:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02, generator=g)
+    return m
+
+
+def attribution_step(model, rules, clean, patch, ans_patch, ans_clean, to_host=False):
     """Returns {(site, layer): scores [B, T, n]}."""
     store = {}
 
@@ -68,12 +90,20 @@ def attribution_step(model, rules, clean, patch, ans_patch, ans_clean):
         grads = torch.autograd.grad(metric, [store[k] for k in keys])
     model.site_hook = None
     with torch.no_grad():
-        return {k: (patch_sites[k] - store[k].detach()).mul_(g) for k, g in zip(keys, grads)}
+        scores = {k: (patch_sites[k] - store[k].detach()).mul_(g) for k, g in zip(keys, grads)}
+        if to_host:
+            # per-position means over the batch, one copy to the host (what NeuronTrace's readout gives)
+            flat = torch.cat([v.float().mean(0).reshape(v.shape[1], -1) for v in scores.values()], dim=1)
+            flat.cpu()
+        return scores
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model")
+    src.add_argument("--shape", choices=sorted(SHAPES), help="random weights of this shape, made in-process")
+    ap.add_argument("--layers", type=int, default=0, help="with --shape: this many layers (default: the shape's)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--iters", type=int, default=3)
@@ -87,16 +117,24 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.torch_threads)
     dev = torch.device(a.device)
-    model = load_model(a.model, dtype=parse_dtype(a.dtype), device=dev).eval()
+    if a.shape:
+        model = random_model(a.shape, a.layers, parse_dtype(a.dtype), dev).eval()
+    else:
+        model = load_model(a.model, dtype=parse_dtype(a.dtype), device=dev).eval()
+    to_host = dev.type == "cuda"
     cfg = model.cfg
     clean, patch, ap_, ac_ = make_pairs(cfg.vocab, a.batch, a.seq, dev)
     rules = METHODS[a.method]
-    ts = time_iters(lambda: attribution_step(model, rules, clean, patch, ap_, ac_), a.iters, a.warmup, dev)
+    ts = time_iters(lambda: attribution_step(model, rules, clean, patch, ap_, ac_, to_host), a.iters, a.warmup, dev)
     sc = attribution_step(model, rules, clean, patch, ap_, ac_)
     n_scores = sum(v.numel() for v in sc.values())
     med = statistics.median(ts)
     print(json.dumps({
         "pairs_per_s": a.batch / med,
+        "median_ms": 1e3 * med,
+        "best_ms": 1e3 * min(ts),
+        "passes": len(ts),
+        "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
         "seconds_per_iter": med,
         "best_pairs_per_s": a.batch / min(ts),
         "cpu_seconds_per_iter": cpu_seconds(),
@@ -106,7 +144,7 @@ def main():
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "config": describe(dev, a.threads, f"method {a.method}, path F.linear + autograd, {a.dtype}, sites "
                                           f"{'/'.join(SITES)} x {cfg.layers} layers, model "
-                                          f"{os.path.basename(a.model.rstrip('/'))} dim {cfg.dim}, batch {a.batch} pairs, "
+                                          f"{a.shape or os.path.basename(a.model.rstrip('/'))} dim {cfg.dim}, batch {a.batch} pairs, "
                                           f"seq {a.seq}, {a.iters} timed iters after {a.warmup} warm-up; median and best reported"),
     }))
 

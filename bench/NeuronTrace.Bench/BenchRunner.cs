@@ -29,9 +29,9 @@ static class BenchRunner
         if (at >= 0 && at + 1 < rest.Length && int.TryParse(rest[at + 1], out int r) && r > 0) _rounds = r;
         if (which == "long-prompt") return LongPromptBench.Run(Root, rest);
         if (which == "long-prompt-one") return LongPromptBench.One(rest[0], int.Parse(rest[1], System.Globalization.CultureInfo.InvariantCulture));
-        if (which == "gpu-check") return GpuCheck.Check(rest.Where(a => !a.StartsWith("--")).ToArray());
+        if (which == "gpu-check") return GpuCheck.Check(rest);
         if (which == "gpu-plan") return GpuPlan.Run(rest);
-        if (which == "gpu-bench") return GpuCheck.Bench(rest[0], int.Parse(rest.ElementAtOrDefault(1) ?? "8"), int.Parse(rest.ElementAtOrDefault(2) ?? "64"));
+        if (which == "gpu-bench") return GpuBench.Run(rest);
         if (which == "ksweep") return KSweep(rest);
         if (which is not ("all" or "forward" or "attribution" or "sweep" or "gemm"))
             throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, ksweep, gemm, gpu-check, gpu-bench or gpu-plan");

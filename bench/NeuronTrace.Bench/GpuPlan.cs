@@ -17,8 +17,8 @@ namespace NeuronTrace.Bench;
 static class GpuPlan
 {
     /// <summary>Assumed costs the roofline leaves out (not measured here): a kernel launch's fixed time on an idle
-    /// stream, one host round trip, and pageable device→host copy bandwidth.</summary>
-    const double LaunchSeconds = 4e-6, SyncSeconds = 20e-6, PageableBytesPerSecond = 12e9;
+    /// stream, one host round trip, and device→host copy bandwidth into pageable and into page-locked memory.</summary>
+    const double LaunchSeconds = 4e-6, SyncSeconds = 20e-6, PageableBytesPerSecond = 12e9, PinnedBytesPerSecond = 25e9;
     /// <summary>Assumed device-side cost of one node inside a CUDA graph (no host launch; not measured here).</summary>
     const double GraphNodeSeconds = 1e-6;
 
@@ -31,11 +31,14 @@ static class GpuPlan
         },
     };
 
+    /// <summary>The named model shape (<c>--shape</c>), or a one-line error naming the known ones.</summary>
+    public static LlamaConfig Shape(string name) => Shapes.TryGetValue(name, out var config) ? config
+        : throw new ArgumentException($"--shape '{Short(name)}': expected {string.Join(" or ", Shapes.Keys)}");
+
     public static int Run(string[] args)
     {
         string shapeName = Option(args, "--shape") ?? "llama3-8b";
-        if (!Shapes.TryGetValue(shapeName, out var config))
-            throw new ArgumentException($"--shape '{Short(shapeName)}': expected {string.Join(" or ", Shapes.Keys)}");
+        var config = Shape(shapeName);
         int batch = IntOption(args, "--batch", 8, 1, 256);
         int seq = IntOption(args, "--seq", 64, 2, config.MaxSeqLen);
         int layers = IntOption(args, "--layers", config.Layers, 1, 256);
@@ -98,11 +101,12 @@ static class GpuPlan
             o.WriteLine($"{name,-22} {op.Calls,7} {op.Flops / 1e9,10:F1} {op.Bytes / 1e9,9:F3} {op.RooflineSeconds * 1e3,12:F3} {100 * op.RooflineSeconds / Math.Max(total, 1e-30),6:F1}%");
         double flops = r.Ops.Values.Sum(v => v.Flops), bytes = r.Ops.Values.Sum(v => v.Bytes);
         o.WriteLine($"{"total",-22} {r.Launches,7} {flops / 1e9,10:F1} {bytes / 1e9,9:F3} {total * 1e3,12:F3}");
-        o.WriteLine($"per pass: {r.Launches} launches ({r.GraphLaunches} of them graph launches running {r.OpsInGraphs} ops), {r.HostSyncs} host syncs, {r.Downloads} downloads ({r.BytesToHost / 1e6:F1} MB), {r.Uploads} uploads ({r.BytesToDevice / 1e6:F2} MB)");
+        o.WriteLine($"per pass: {r.Launches} launches ({r.GraphLaunches} of them graph launches running {r.OpsInGraphs} ops), {r.HostSyncs} host syncs, {r.Downloads} downloads ({r.BytesToHost / 1e6:F1} MB; {r.PinnedDownloads} of them pinned and asynchronous, {r.PinnedBytesToHost / 1e6:F1} MB), {r.Uploads} uploads ({r.BytesToDevice / 1e6:F2} MB)");
         o.WriteLine($"device memory: weights {weightBytes / 1e9:F2} GB, high-water mark {r.Pool.PeakUsedBytes / 1e9:F2} GB");
-        double launch = r.Launches * LaunchSeconds + r.OpsInGraphs * GraphNodeSeconds, sync = r.HostSyncs * SyncSeconds, copy = r.BytesToHost / PageableBytesPerSecond;
+        double launch = r.Launches * LaunchSeconds + r.OpsInGraphs * GraphNodeSeconds, sync = r.HostSyncs * SyncSeconds;
+        double copy = (r.BytesToHost - r.PinnedBytesToHost) / PageableBytesPerSecond + r.PinnedBytesToHost / PinnedBytesPerSecond;
         o.WriteLine($"modelled H100 pass: roofline {total * 1e3:F1} ms + launches {launch * 1e3:F1} ms ({LaunchSeconds * 1e6:F0} us per host launch, {GraphNodeSeconds * 1e6:F0} us per graph node, assumed)"
-            + $" + syncs {sync * 1e3:F1} ms ({SyncSeconds * 1e6:F0} us each, assumed) + downloads {copy * 1e3:F1} ms (pageable, {PageableBytesPerSecond / 1e9:F0} GB/s assumed)"
+            + $" + syncs {sync * 1e3:F1} ms ({SyncSeconds * 1e6:F0} us each, assumed) + downloads {copy * 1e3:F1} ms ({PageableBytesPerSecond / 1e9:F0} GB/s pageable, {PinnedBytesPerSecond / 1e9:F0} GB/s pinned, assumed)"
             + $" = {(total + launch + sync + copy) * 1e3:F1} ms");
     }
 

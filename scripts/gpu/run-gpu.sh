@@ -14,6 +14,8 @@
 #   scripts/gpu/run-gpu.sh racecheck -- CMD... shared-memory races (attention stages key tiles through shared memory)
 #   scripts/gpu/run-gpu.sh synccheck -- CMD... barriers reached by part of a block / warp
 #   scripts/gpu/run-gpu.sh nsys -- CMD...      an Nsight Systems trace with the NVTX op ranges, in $NT_OUT
+#   scripts/gpu/run-gpu.sh ncu -- CMD...       Nsight Compute on the heaviest kernels (NT_NCU_KERNELS regex), in $NT_OUT
+#   scripts/gpu/run-gpu.sh cublas-dirs         print the folders added to LD_LIBRARY_PATH for cuBLAS / NVTX
 #   scripts/gpu/run-gpu.sh all [-- CMD...]     ptx, ptxas, host-lib, then CMD plain and under memcheck
 #
 # Environment: NT_OUT (default gpu-out/) for outputs and logs; NT_PTX_ARCH (default: this GPU's compute_XY);
@@ -65,9 +67,10 @@ PY
 }
 
 setup_env() {
-  export NEURONTRACE_PTX_DIR="$out/ptx"
+  # kept when set (gpu-all.sh points them at the bundle's clang PTX and host library)
+  export NEURONTRACE_PTX_DIR="${NEURONTRACE_PTX_DIR:-$out/ptx}"
   export NEURONTRACE_REQUIRE_GPU=1           # a GPU test that finds no GPU fails instead of returning early
-  export NT_KERNELS_HOST_LIB="$out/libneurontrace_kernels_host.so"
+  export NT_KERNELS_HOST_LIB="${NT_KERNELS_HOST_LIB:-$out/libneurontrace_kernels_host.so}"
   local extra
   extra="$(cublas_dir | paste -sd: -)"
   if [ -n "$extra" ]; then export LD_LIBRARY_PATH="$extra${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
@@ -86,18 +89,23 @@ build_ptx() {
   done
 }
 
-check_ptxas() {
-  local ptxas arch status=0
+check_ptxas() {  # every PTX (nvcc's, clang's in native/build/ptx, the loaded NEURONTRACE_PTX_DIR), in parallel
+  local ptxas arch status=0 f
   ptxas="$(tool ptxas PTXAS)"
   arch="$(gpu_arch)"
-  for f in "$out"/ptx/*.ptx "$root"/native/build/ptx/*.ptx; do
-    [ -f "$f" ] || continue
-    if "$ptxas" -arch="sm_$arch" -v -o /dev/null "$f" >>"$log" 2>&1; then
-      say "ptxas ok: $f"
-    else
-      say "ptxas FAILED: $f (see $log)"
-      status=1
-    fi
+  local files=()
+  for f in "$out"/ptx/*.ptx "$root"/native/build/ptx/*.ptx "${NEURONTRACE_PTX_DIR:-/nonexistent}"/*.ptx; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  if [ ${#files[@]} -eq 0 ]; then say "ptxas: no PTX found"; return 1; fi
+  local pids=() i
+  for i in "${!files[@]}"; do
+    "$ptxas" -arch="sm_$arch" -o /dev/null "${files[$i]}" >"$out/ptxas.$i.txt" 2>&1 &
+    pids+=($!)
+  done
+  for i in "${!files[@]}"; do
+    if wait "${pids[$i]}"; then say "ptxas ok: ${files[$i]}"; else say "ptxas FAILED: ${files[$i]}: $(head -c 400 "$out/ptxas.$i.txt")"; status=1; fi
+    cat "$out/ptxas.$i.txt" >>"$log"; rm -f "$out/ptxas.$i.txt"
   done
   return $status
 }
@@ -150,11 +158,15 @@ main() {
     ptxas) check_ptxas ;;
     host-lib) build_host_lib ;;
     env) env | grep -E '^(NEURONTRACE_|NT_|LD_LIBRARY_PATH)' | sort ;;
-    run|memcheck|initcheck|racecheck|synccheck|nsys)
+    cublas-dirs) cublas_dir ;;
+    run|memcheck|initcheck|racecheck|synccheck|nsys|ncu)
       if [ ${#cmd[@]} -eq 0 ]; then echo "run-gpu.sh $verb: give the command after --" >&2; exit 2; fi
       case "$verb" in
         run) run_logged run "${cmd[@]}" ;;
         nsys) run_logged nsys "$(tool nsys NSYS)" profile --trace=cuda,nvtx,cublas --force-overwrite=true -o "$out/trace" "${cmd[@]}" ;;
+        # the products and the attention/score kernels, a few launches each (ncu replays every profiled launch)
+        ncu) run_logged ncu "$(tool ncu NCU)" --kernel-name "regex:${NT_NCU_KERNELS:-gemm|sm90|attention_flash|accumulate_scores|swiglu}" \
+               --launch-skip 20 --launch-count 12 --set basic --force-overwrite -o "$out/top-kernels" "${cmd[@]}" ;;
         *) sanitizer "$verb" "${cmd[@]}" ;;
       esac ;;
     all)

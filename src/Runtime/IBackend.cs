@@ -47,6 +47,18 @@ public interface IBackend : IDisposable
     /// </summary>
     Tensor AllocateConstant(params int[] shape) => AllocateUninitialized(shape);
     void Download(Tensor source, Span<float> destination);
+    /// <summary>
+    /// Hands <paramref name="source"/>'s values to <paramref name="read"/> on the host, valid only during the call, so a
+    /// large result is read without a host array of its own. A GPU backend downloads into page-locked memory it keeps:
+    /// one asynchronous copy and one wait, at the copy engine's bandwidth (a pageable download gets a fraction of it).
+    /// The default downloads into a new array.
+    /// </summary>
+    void ReadOnHost(Tensor source, HostValuesReader read)
+    {
+        var host = new float[source.Length];
+        Download(source, host);
+        read(host);
+    }
     void Fill(Tensor tensor, float value);
     void Copy(Tensor source, Tensor destination);
 
@@ -128,3 +140,6 @@ public interface IBackend : IDisposable
     /// </summary>
     void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx);
 }
+
+/// <summary>Reads values that live elsewhere (see <see cref="IBackend.ReadOnHost"/>); the span is valid only during the call.</summary>
+public delegate void HostValuesReader(ReadOnlySpan<float> values);

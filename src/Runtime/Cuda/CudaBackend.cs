@@ -109,6 +109,29 @@ public sealed partial class CudaBackend : IBackend
         using (Range("download")) device.CopyToHost(s, MemoryMarshal.AsBytes(destination[..checked((int)source.Length)]));
     }
 
+    /// <summary>Into the page-locked buffer this backend keeps (grown as needed): one queued copy, one wait.</summary>
+    public unsafe void ReadOnHost(Tensor source, HostValuesReader read)
+    {
+        var s = Dev(source);
+        long bytes = source.Length * sizeof(float);
+        if (pinnedHost is null || pinnedHostBytes < bytes)
+        {
+            pinnedHost?.Dispose();
+            pinnedHost = device.AllocatePinnedHost(bytes);
+            pinnedHostBytes = bytes;
+        }
+        nint p = pinnedHost.DangerousGetHandle();
+        using (Range("download"))
+        {
+            device.CopyToHostAsync(p, s, bytes);
+            device.Synchronize();
+        }
+        read(new ReadOnlySpan<float>((void*)p, checked((int)source.Length)));
+    }
+
+    SafeHandle? pinnedHost;   // ReadOnHost's destination, kept between calls (cuMemHostAlloc is slow)
+    long pinnedHostBytes;
+
     public void Copy(Tensor source, Tensor destination)
     {
         var s = Dev(source);
@@ -123,7 +146,9 @@ public sealed partial class CudaBackend : IBackend
         indexScratch?.Dispose();
         maskScratch?.Dispose();
         scoreScratch?.Dispose();
+        pinnedHost?.Dispose();
         indexScratch = maskScratch = scoreScratch = null;
+        pinnedHost = null;
         scoreGroups?.Dispose();
         scoreGroups = null;
         scoreGroupsKey = null;

@@ -10,7 +10,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// returns null and a one-line reason. All work goes to one stream, in order; copies to and from the host wait for
 /// it. Not thread-safe (one thread at a time; the context is made current on whichever thread calls).
 /// </summary>
-public sealed unsafe class CudaDevice : IDeviceRuntime
+public sealed unsafe partial class CudaDevice : IDeviceRuntime
 {
     readonly CudaContextHandle context;
     readonly CudaStreamHandle stream;
@@ -39,6 +39,16 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     public int MultiprocessorCount { get; private set; }
     public long TotalMemory { get; private set; }
     public int DriverVersion { get; private set; }
+    /// <summary>What the host asked of the device so far (the GPU benchmark's per-pass counts; the same as <see cref="RecordingDeviceRuntime"/>'s): kernel launches and products and graph launches, stream waits, downloads (pinned ones among them) and uploads, and their bytes.</summary>
+    public long Launches { get; private set; }
+    public long GraphLaunches { get; private set; }
+    public long HostSyncs { get; private set; }
+    public long Downloads { get; private set; }
+    public long PinnedDownloads { get; private set; }
+    public long Uploads { get; private set; }
+    public long BytesToHost { get; private set; }
+    public long BytesToDevice { get; private set; }
+
     /// <summary>The folder the PTX modules were loaded from.</summary>
     public string PtxDirectory { get; private set; } = "";
 
@@ -237,6 +247,8 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     {
         if (source.IsEmpty) return;
         context.MakeCurrent();
+        Uploads++;
+        BytesToDevice += source.Length;
         fixed (byte* s = source)
             CudaException.Check(CudaDriver.cuMemcpyHtoDAsync_v2((ulong)destination, s, (nuint)source.Length, stream.DangerousGetHandle()), "cuMemcpyHtoDAsync_v2");
     }
@@ -245,20 +257,46 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     {
         if (destination.IsEmpty) return;
         Synchronize();
+        Downloads++;
+        BytesToHost += destination.Length;
         fixed (byte* d = destination)
             CudaException.Check(CudaDriver.cuMemcpyDtoH_v2(d, (ulong)source, (nuint)destination.Length), "cuMemcpyDtoH_v2");
+    }
+
+    public SafeHandle AllocatePinnedHost(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bytes);
+        context.MakeCurrent();
+        void* p;
+        CudaException.Check(CudaDriver.cuMemHostAlloc(&p, (nuint)bytes, 0), $"cuMemHostAlloc({bytes} bytes)");
+        return new CudaPinnedHostHandle(context, (nint)p);
+    }
+
+    // Into page-locked memory the copy engine writes directly and the call returns at once (the stream orders it after
+    // the kernels that produce the bytes); Synchronize is the one wait.
+    public void CopyToHostAsync(nint destination, nint source, long bytes)
+    {
+        if (bytes == 0) return;
+        context.MakeCurrent();
+        Downloads++;
+        PinnedDownloads++;
+        BytesToHost += bytes;
+        CudaException.Check(CudaDriver.cuMemcpyDtoHAsync_v2((void*)destination, (ulong)source, (nuint)bytes, stream.DangerousGetHandle()), "cuMemcpyDtoHAsync_v2");
     }
 
     public void CopyDeviceToDevice(nint destination, nint source, long bytes)
     {
         if (bytes == 0) return;
         context.MakeCurrent();
+        Launches++;
+        if (TimeRanges) DeclareWork(new OpWork(0, 2.0 * bytes));
         CudaException.Check(CudaDriver.cuMemcpyDtoDAsync_v2((ulong)destination, (ulong)source, (nuint)bytes, stream.DangerousGetHandle()), "cuMemcpyDtoDAsync_v2");
     }
 
     public void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments)
     {
         context.MakeCurrent();
+        Launches++;
         nint f = Function(kernel);
         fixed (nint* args = arguments)
         {
@@ -271,6 +309,8 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     public void Sgemm(in GemmCall c)
     {
         context.MakeCurrent();
+        Launches++;
+        if (TimeRanges) DeclareWork(RecordingDeviceRuntime.GemmWork(c));
         float alpha = c.Alpha, beta = c.Beta;
         if (c.Precision != GemmPrecision.Fp32)
         {
@@ -294,6 +334,7 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     public void Synchronize()
     {
         context.MakeCurrent();
+        HostSyncs++;
         CudaException.Check(CudaDriver.cuStreamSynchronize(stream.DangerousGetHandle()), "cuStreamSynchronize");
     }
 
@@ -329,16 +370,19 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
         context.MakeCurrent();
         if (cublasWorkspace is null)
         {
-            cublasWorkspace = Allocate(CublasWorkspaceBytes);
+            // Outside the pool's cache: a cached block could be one the segment being captured still uses.
+            cublasWorkspace = pool.RentOutsideCache(CublasWorkspaceBytes);
             CudaException.CheckCublas(Cublas.cublasSetWorkspace_v2(cublas.DangerousGetHandle(), (ulong)cublasWorkspace.DangerousGetHandle(), (nuint)CublasWorkspaceBytes), "cublasSetWorkspace_v2");
         }
         CudaException.Check(CudaDriver.cuStreamBeginCapture_v2(stream.DangerousGetHandle(), CudaDriver.StreamCaptureModeRelaxed), "cuStreamBeginCapture");
+        capturing = true;
     }
 
     public IDisposable EndCapture()
     {
         context.MakeCurrent();
         nint graph, exec;
+        capturing = false;
         CudaException.Check(CudaDriver.cuStreamEndCapture(stream.DangerousGetHandle(), &graph), "cuStreamEndCapture");
         try
         {
@@ -355,11 +399,25 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
     {
         context.MakeCurrent();
         var exec = graph as CudaGraphExecHandle ?? throw new ArgumentException("not a graph of this device", nameof(graph));
+        Launches++;
+        GraphLaunches++;
         CudaException.Check(CudaDriver.cuGraphLaunch(exec.DangerousGetHandle(), stream.DangerousGetHandle()), "cuGraphLaunch");
     }
 
     public void PushRange(string name)
     {
+        if (TimeRanges)
+        {
+            if (capturing) openTimed.Push(-1);
+            else
+            {
+                context.MakeCurrent();
+                int parent = -1;
+                foreach (int open in openTimed) if (open >= 0) { parent = open; break; }
+                openTimed.Push(timed.Count);
+                timed.Add((name, parent, RecordEvent(), -1, 0, 0));
+            }
+        }
         if (!Nvtx.Available) return;
         if (!rangeNames.TryGetValue(name, out byte[]? bytes)) rangeNames[name] = bytes = Encoding.UTF8.GetBytes(name + "\0");
         fixed (byte* p = bytes) Nvtx.nvtxRangePushA(p);
@@ -367,6 +425,11 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
 
     public void PopRange()
     {
+        if (TimeRanges && openTimed.TryPop(out int i) && i >= 0)
+        {
+            context.MakeCurrent();
+            timed[i] = timed[i] with { End = RecordEvent() };
+        }
         if (Nvtx.Available) Nvtx.nvtxRangePop();
     }
 
@@ -375,6 +438,7 @@ public sealed unsafe class CudaDevice : IDeviceRuntime
         if (context.IsClosed) return;
         try { Synchronize(); } catch (CudaException) { /* a failed kernel: free what we can anyway */ }
         cublasWorkspace?.Dispose();
+        foreach (var e in events) e.Dispose();
         pool.Dispose();   // cached blocks now; tensors still alive free theirs directly when disposed
         cublas.Dispose();
         foreach (var (_, module) in modules) module.Dispose();

@@ -75,6 +75,26 @@ public sealed class DeviceMemoryPool : IDisposable
         return new PooledBlock(this, block, size);
     }
 
+    /// <summary>
+    /// A block straight from the raw allocator that never enters the free lists (disposing it frees it), counted in
+    /// <see cref="UsedBytes"/> and the high-water mark. For memory that work queued <em>before</em> now will use: a graph's
+    /// staging buffers and cuBLAS's capture workspace are allocated when a held segment is issued, and a cached block
+    /// could be one that the segment's own ops still use (freed later in the segment) — and it would change which
+    /// blocks the following passes get, so their addresses, and so their graphs, would never repeat.
+    /// </summary>
+    public SafeHandle RentOutsideCache(long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bytes);
+        var block = allocateRaw(bytes) ?? throw new OutOfMemoryException($"device out of memory allocating {bytes} bytes ({UsedBytes} bytes in use)");
+        lock (gate)
+        {
+            RawAllocations++;
+            UsedBytes += bytes;
+            PeakUsedBytes = Math.Max(PeakUsedBytes, UsedBytes);
+        }
+        return new UncachedBlock(this, block, bytes);
+    }
+
     SafeHandle AllocateRaw(long size)
     {
         var block = allocateRaw(size);
@@ -128,6 +148,31 @@ public sealed class DeviceMemoryPool : IDisposable
     {
         lock (gate) disposed = true;
         Trim();
+    }
+
+    /// <summary>What <see cref="RentOutsideCache"/> hands out: releasing it frees the raw block.</summary>
+    sealed class UncachedBlock : SafeHandle
+    {
+        readonly DeviceMemoryPool pool;
+        readonly SafeHandle block;
+        readonly long size;
+
+        public UncachedBlock(DeviceMemoryPool pool, SafeHandle block, long size) : base(0, ownsHandle: true)
+        {
+            this.pool = pool;
+            this.block = block;
+            this.size = size;
+            SetHandle(block.DangerousGetHandle());
+        }
+
+        public override bool IsInvalid => handle == 0;
+
+        protected override bool ReleaseHandle()
+        {
+            lock (pool.gate) pool.UsedBytes -= size;
+            block.Dispose();
+            return true;
+        }
     }
 
     /// <summary>What <see cref="Rent"/> hands out: the raw block's address; releasing it returns the block to the pool.</summary>

@@ -26,6 +26,7 @@ public sealed class GraphReplayRuntime : IDeviceRuntime
     public const int MaxSegments = 4096;
 
     readonly IDeviceRuntime inner;
+    readonly DeviceMemoryPool? pool;
     readonly bool ownsInner;
     readonly List<Op> pending = [];
     readonly Dictionary<int, List<Segment>> segments = [];
@@ -37,6 +38,7 @@ public sealed class GraphReplayRuntime : IDeviceRuntime
     public GraphReplayRuntime(IDeviceRuntime inner, DeviceMemoryPool? pool, bool ownsInner = true)
     {
         this.inner = inner;
+        this.pool = pool;
         this.ownsInner = ownsInner;
         Enabled = pool is not null && inner.SupportsGraphs;
         if (pool is not null) pool.BeforeTrim += IssuePendingOneByOne;
@@ -75,6 +77,15 @@ public sealed class GraphReplayRuntime : IDeviceRuntime
     {
         Flush();
         inner.CopyToHost(source, destination);
+    }
+
+    public SafeHandle AllocatePinnedHost(long bytes) => inner.AllocatePinnedHost(bytes);
+
+    /// <summary>Ends the segment like any download (the copy is not captured: its destination is host memory the caller reads after the wait).</summary>
+    public void CopyToHostAsync(nint destination, nint source, long bytes)
+    {
+        Flush();
+        inner.CopyToHostAsync(destination, source, bytes);
     }
 
     public void CopyDeviceToDevice(nint destination, nint source, long bytes)
@@ -239,9 +250,10 @@ public sealed class GraphReplayRuntime : IDeviceRuntime
         if (!capturing) OpsIssuedOneByOne++;
     }
 
-    // Staging for the uploads of captured graphs: bump-allocated from chunks taken from the pool now and then, not a
-    // block per upload, since every extra live block changes which blocks the pool hands out next, and so the
-    // addresses of the following segments, which would then never repeat.
+    // Staging for the uploads of captured graphs: bump-allocated from chunks taken outside the pool's cache
+    // (DeviceMemoryPool.RentOutsideCache), never a cached block: a capture runs when its segment is issued, and a cached
+    // block could be one the segment's own ops still use, and taking one changes which blocks the following passes get
+    // (at 8B width the 4 MiB class is attention's score tensor), so their segments would never repeat.
     const long StagingChunkBytes = 4L << 20;
     readonly List<SafeHandle> stagingChunks = [];
     long stagingUsed, stagingCapacity;
@@ -252,7 +264,7 @@ public sealed class GraphReplayRuntime : IDeviceRuntime
         if (stagingChunks.Count == 0 || stagingUsed + size > stagingCapacity)
         {
             stagingCapacity = Math.Max(StagingChunkBytes, size);
-            stagingChunks.Add(inner.Allocate(stagingCapacity));
+            stagingChunks.Add(pool!.RentOutsideCache(stagingCapacity));
             stagingUsed = 0;
         }
         nint p = stagingChunks[^1].DangerousGetHandle() + (nint)stagingUsed;

@@ -36,9 +36,12 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
     public long GraphLaunches { get; private set; }
     /// <summary>Ops run inside graph launches.</summary>
     public long OpsInGraphs { get; private set; }
-    /// <summary>Points where the host waits for the device: <see cref="Synchronize"/> and every download.</summary>
+    /// <summary>Points where the host waits for the device: <see cref="Synchronize"/> and every pageable download (<see cref="CopyToHost"/>).</summary>
     public long HostSyncs { get; private set; }
     public long Downloads { get; private set; }
+    /// <summary>Of <see cref="Downloads"/>, those queued into page-locked memory without a host wait (<see cref="CopyToHostAsync"/>), and their bytes.</summary>
+    public long PinnedDownloads { get; private set; }
+    public long PinnedBytesToHost { get; private set; }
     public long Uploads { get; private set; }
     public long BytesToHost { get; private set; }
     public long BytesToDevice { get; private set; }
@@ -57,7 +60,7 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
     public void Reset()
     {
         ops.Clear();
-        Launches = GraphLaunches = OpsInGraphs = HostSyncs = Downloads = Uploads = BytesToHost = BytesToDevice = 0;
+        Launches = GraphLaunches = OpsInGraphs = HostSyncs = Downloads = PinnedDownloads = PinnedBytesToHost = Uploads = BytesToHost = BytesToDevice = 0;
         Pool.ResetPeak();
     }
 
@@ -90,6 +93,20 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
         destination.Clear();
     }
 
+    /// <summary>Zeroed native memory: a download into it writes zeros, like <see cref="CopyToHost"/>.</summary>
+    public SafeHandle AllocatePinnedHost(long bytes) => new NativeHostMemory(bytes);
+
+    /// <summary>A download without a host wait (the <see cref="Synchronize"/> that follows is the wait).</summary>
+    public unsafe void CopyToHostAsync(nint destination, nint source, long bytes)
+    {
+        if (capture is not null) throw new InvalidOperationException("host copy while capturing a graph");
+        Downloads++;
+        PinnedDownloads++;
+        BytesToHost += bytes;
+        PinnedBytesToHost += bytes;
+        NativeMemory.Clear((void*)destination, (nuint)bytes);
+    }
+
     public void CopyDeviceToDevice(nint destination, nint source, long bytes) => Record(new OpWork(0, 2.0 * bytes));
 
     public void Launch(string kernel, Dim3 grid, Dim3 block, int sharedBytes, ReadOnlySpan<nint> arguments) { }
@@ -98,11 +115,14 @@ public sealed class RecordingDeviceRuntime : IDeviceRuntime
     public void DeclareWork(OpWork work) => Record(work);
 
     /// <summary>2·M·N·K FLOP; bytes: A and B once (2 bytes a value under bf16, else 4) and C written (read too when β ≠ 0).</summary>
-    public void Sgemm(in GemmCall c)
+    public void Sgemm(in GemmCall c) => Record(GemmWork(c));
+
+    /// <summary>A product's declared work (also what <see cref="CudaDevice"/>'s event-timed ranges count).</summary>
+    public static OpWork GemmWork(in GemmCall c)
     {
         double operand = c.Precision == GemmPrecision.Bf16 ? 2 : 4;
         double bytes = operand * ((double)c.M * c.K + (double)c.K * c.N) + 4.0 * c.M * c.N * (c.Beta == 0f ? 1 : 2);
-        Record(new OpWork(2.0 * c.M * c.N * c.K, bytes));
+        return new OpWork(2.0 * c.M * c.N * c.K, bytes);
     }
 
     void Record(OpWork work)

@@ -84,7 +84,8 @@ internal sealed class ScoreSums : IDisposable
     /// <summary>
     /// The sums divided by the number of examples that have each position: per device one op on the backend drops the
     /// spare rows and multiplies by 1/count (<see cref="IBackend.GatherScaledRows"/>), then its [layers · positions,
-    /// Σ widths] result crosses to the host in one download and is split into the per-site, per-layer arrays.
+    /// Σ widths] result crosses to the host in one download (on a GPU into page-locked memory, one asynchronous copy and
+    /// one wait: <see cref="IBackend.ReadOnHost"/>) and is split from there into the per-site, per-layer arrays.
     /// </summary>
     public NodeScores MeansOver(int[] examplesAtPosition)
     {
@@ -103,22 +104,21 @@ internal sealed class ScoreSums : IDisposable
                     rows[i * _positions + p] = i * (_positions + 1) + p;
                     scales[i * _positions + p] = 1f / examplesAtPosition[p];
                 }
-            var host = new float[(long)rows.Length * columns];
-            using (var means = backend.AllocateUninitialized(rows.Length, columns))
+            using var means = backend.AllocateUninitialized(rows.Length, columns);
+            backend.GatherScaledRows(slab, rows, scales, means);
+            backend.ReadOnHost(means, host =>
             {
-                backend.GatherScaledRows(slab, rows, scales, means);
-                backend.Download(means, host);
-            }
-            foreach (var s in _sites)
-            {
-                int w = s.Width(_config), first = FirstColumn(s);
-                for (int i = 0; i < layers.Count; i++)
+                foreach (var s in _sites)
                 {
-                    var into = scores.Get(s, layers[i]);
-                    for (int p = 0; p < _positions; p++)
-                        Array.Copy(host, ((long)i * _positions + p) * columns + first, into, (long)p * w, w);
+                    int w = s.Width(_config), first = FirstColumn(s);
+                    for (int i = 0; i < layers.Count; i++)
+                    {
+                        var into = scores.Get(s, layers[i]);
+                        for (int p = 0; p < _positions; p++)
+                            host.Slice((int)(((long)i * _positions + p) * columns + first), w).CopyTo(into.AsSpan(p * w, w));
+                    }
                 }
-            }
+            });
         }
         return scores;
     }

@@ -80,6 +80,26 @@ public class DeviceMemoryPoolTests
     }
 
     [Fact]
+    public void A_block_outside_the_cache_takes_no_cached_block_counts_in_the_peak_and_is_freed_on_dispose()
+    {
+        var raw = new CountingAllocator();
+        using var pool = new DeviceMemoryPool(raw.Allocate);
+        var a = pool.Rent(4096);
+        nint cachedAddress = a.DangerousGetHandle();
+        a.Dispose();                                  // cached, 4096 bytes
+        var outside = pool.RentOutsideCache(4096);
+        Assert.NotEqual(cachedAddress, outside.DangerousGetHandle());
+        Assert.Equal(4096, pool.CachedBytes);         // the cached block is still there for the next Rent
+        Assert.Equal(4096, pool.UsedBytes);
+        using (var next = pool.Rent(4096)) Assert.Equal(cachedAddress, next.DangerousGetHandle());
+        Assert.Equal(8192, pool.PeakUsedBytes);
+        outside.Dispose();
+        Assert.Equal(1, raw.Frees);                   // straight back to the raw allocator, not into a free list
+        Assert.Equal(0, pool.UsedBytes);
+        Assert.Equal(4096, pool.CachedBytes);
+    }
+
+    [Fact]
     public void Out_of_memory_frees_the_cache_and_retries()
     {
         var raw = new CountingAllocator(budget: 4096);

@@ -140,30 +140,86 @@ public class GraphReplayTests
         Assert.Equal(eager.BytesToDevice, replayed.BytesToDevice);
     }
 
-    [Fact]
-    public void On_the_ledger_a_steady_relp_attribution_pass_is_one_graph_launch_per_host_wait()
+    /// <summary>
+    /// The ledger of the fourth RelP attribution task run on <paramref name="c"/> (the first three: seen, captured,
+    /// replayed), <paramref name="batches"/> batches of <paramref name="batch"/> pairs of <paramref name="seq"/> tokens.
+    /// </summary>
+    static RecordingDeviceRuntime SteadyRelPLedger(LlamaConfig c, int batch, int seq, int batches, bool graphs)
     {
-        var c = RandomLlama.SmallConfig();
         var rng = new Random(3);
-        var pairs = Enumerable.Range(0, 3).Select(i =>
+        var pairs = Enumerable.Range(0, batch * batches).Select(i =>
         {
-            var clean = Enumerable.Range(0, 5).Select(t => t == 0 ? 1 : rng.Next(3, c.VocabSize)).ToArray();
+            var clean = Enumerable.Range(0, seq).Select(t => t == 0 ? 1 : rng.Next(3, c.VocabSize)).ToArray();
             var patch = (int[])clean.Clone();
-            patch[4] = (patch[4] + 1) % (c.VocabSize - 3) + 3;
+            patch[seq - 1] = (patch[seq - 1] + 1) % (c.VocabSize - 3) + 3;
             return new NeuronTrace.Tracing.Tasks.PromptPair(i + 1, clean, patch, 4, 6);
         }).ToList();
         var task = new NeuronTrace.Tracing.Tasks.PromptTask("random", pairs);
-        var options = new NeuronTrace.Tracing.Scoring.AttributionOptions { Method = NeuronTrace.Tracing.Scoring.AttributionMethod.RelP, BatchSize = 3 };
+        var options = new NeuronTrace.Tracing.Scoring.AttributionOptions { Method = NeuronTrace.Tracing.Scoring.AttributionMethod.RelP, BatchSize = batch };
         var device = new RecordingDeviceRuntime();
-        var backend = new CudaBackend(new GraphReplayRuntime(device, device.Pool, ownsInner: false), ownsDevice: false, GemmPrecision.Bf16);
+        IDeviceRuntime runtime = graphs ? new GraphReplayRuntime(device, device.Pool, ownsInner: false) : device;
+        var backend = new CudaBackend(runtime, ownsDevice: false, GemmPrecision.Bf16);
         var llama = Llama.WithUninitializedWeights(c, backend);
         for (int pass = 0; pass < 3; pass++) NeuronTrace.Tracing.Scoring.Attributor.Score(llama, task, options);
         device.Reset();
         NeuronTrace.Tracing.Scoring.Attributor.Score(llama, task, options);
+        return device;
+    }
+
+    [Fact]
+    public void On_the_ledger_a_steady_relp_attribution_pass_is_one_graph_launch_per_host_wait()
+    {
+        var device = SteadyRelPLedger(RandomLlama.SmallConfig(), batch: 3, seq: 5, batches: 1, graphs: true);
         // One host wait: the score readout (one slab, one download). The logit-difference metric seeds the backward
         // sparsely, so the logits are never read back; all of the pass's device work precedes that wait.
         Assert.Equal(1, device.Downloads);
         Assert.Equal(device.Downloads, device.GraphLaunches);
         Assert.Equal(device.GraphLaunches, device.Launches);
+    }
+
+    /// <summary>
+    /// Two layers of Llama-3.1-8B's width, batch 8 x 64 (the benchmark's shape): there the attention scores of the
+    /// paired forward are a 4 MiB block, the size of the graph's upload staging chunk. That chunk used to come from the
+    /// pool's cache when the segment was captured (at its end), so the next pass got other blocks, never repeated, and
+    /// `bench gpu-plan --shape llama3-8b` replayed nothing (0 graph launches, 2,743 launches op by op).
+    /// </summary>
+    [Fact]
+    public void At_llama3_8b_width_a_steady_relp_attribution_task_is_one_graph_launch_and_one_host_sync()
+    {
+        var c = new LlamaConfig
+        {
+            Dim = 4096, HiddenDim = 14336, Layers = 2, Heads = 32, KvHeads = 8, VocabSize = 128256, MaxSeqLen = 128,
+            RopeTheta = 500000f, RopeLayout = RopeLayout.RotateHalf, NormEps = 1e-5f,
+        };
+        var eager = SteadyRelPLedger(c, batch: 8, seq: 64, batches: 2, graphs: false);
+        var replayed = SteadyRelPLedger(c, batch: 8, seq: 64, batches: 2, graphs: true);
+        Assert.True(eager.Launches > 300, $"{eager.Launches} launches op by op");
+        // Two batches, one readout at the end of the task: one wait, and everything before it one graph launch.
+        Assert.Equal(1, replayed.HostSyncs);
+        Assert.Equal(1, replayed.GraphLaunches);
+        Assert.Equal(1, replayed.Launches);
+        // The graph ran every op of the op-by-op task (plus one staging copy per held upload).
+        Assert.InRange(replayed.OpsInGraphs, eager.Launches, eager.Launches + eager.Uploads);
+        Assert.Equal(eager.Ops["matmul"].Flops, replayed.Ops["matmul"].Flops);
+        Assert.Equal(eager.BytesToHost, replayed.BytesToHost);
+    }
+
+    /// <summary>The task's scores cross to the host once, into page-locked memory, queued without a wait of its own.</summary>
+    [Fact]
+    public void A_relp_attribution_task_downloads_its_scores_once_pinned_and_asynchronously()
+    {
+        var c = RandomLlama.SmallConfig();
+        foreach (int batches in new[] { 1, 3 })
+        {
+            var device = SteadyRelPLedger(c, batch: 2, seq: 5, batches, graphs: false);
+            Assert.Equal(1, device.Downloads);
+            Assert.Equal(1, device.PinnedDownloads);
+            Assert.Equal(device.BytesToHost, device.PinnedBytesToHost);
+            // The one host wait is the Synchronize after the queued copy (the copy itself does not wait).
+            Assert.Equal(1, device.HostSyncs);
+            // Positions × the widths of every site, per layer: the means of the score slab, nothing more.
+            int widths = NodeSites.All.Sum(s => s.Width(c));
+            Assert.Equal((long)c.Layers * 5 * widths * sizeof(float), device.BytesToHost);
+        }
     }
 }

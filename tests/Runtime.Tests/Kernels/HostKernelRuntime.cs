@@ -79,6 +79,16 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
         new ReadOnlySpan<byte>((void*)source, destination.Length).CopyTo(destination);
     }
 
+    /// <summary>Downloads into "page-locked" memory (native memory here); the emulator runs every op at once, so the copy is done on return.</summary>
+    public int PinnedDownloads { get; private set; }
+
+    public void CopyToHostAsync(nint destination, nint source, long bytes)
+    {
+        NotCapturing("CopyToHostAsync");
+        PinnedDownloads++;
+        Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes);
+    }
+
     public void CopyDeviceToDevice(nint destination, nint source, long bytes)
     {
         if (capture is not null) { capture.Add(() => Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes)); return; }

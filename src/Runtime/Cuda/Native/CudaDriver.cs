@@ -39,11 +39,15 @@ internal static unsafe partial class CudaDriver
     /// <summary>Free and total bytes of the current context's device.</summary>
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemGetInfo_v2(nuint* free, nuint* total);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemFree_v2(ulong pointer);
+    /// <summary>Page-locked host memory the device's copy engines reach directly (flags 0: portable to this context only).</summary>
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuMemHostAlloc(void** pointer, nuint bytes, uint flags);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuMemFreeHost(void* pointer);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyHtoD_v2(ulong destination, void* source, nuint bytes);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyDtoH_v2(void* destination, ulong source, nuint bytes);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyDtoD_v2(ulong destination, ulong source, nuint bytes);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyHtoDAsync_v2(ulong destination, void* source, nuint bytes, nint stream);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyDtoDAsync_v2(ulong destination, ulong source, nuint bytes, nint stream);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuMemcpyDtoHAsync_v2(void* destination, ulong source, nuint bytes, nint stream);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuMemsetD32_v2(ulong destination, uint value, nuint count);
 
     [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamCreate(nint* stream, uint flags);

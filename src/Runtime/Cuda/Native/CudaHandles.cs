@@ -61,6 +61,12 @@ internal sealed class CudaMemoryHandle(CudaContextHandle context, ulong pointer)
     protected override bool Release(nint value) => CudaDriver.cuMemFree_v2((ulong)value) == CudaDriver.Success;
 }
 
+/// <summary>A cuMemHostAlloc buffer (page-locked host memory); the handle value is its host address.</summary>
+internal sealed unsafe class CudaPinnedHostHandle(CudaContextHandle context, nint pointer) : CudaContextBoundHandle(context, pointer)
+{
+    protected override bool Release(nint value) => CudaDriver.cuMemFreeHost((void*)value) == CudaDriver.Success;
+}
+
 internal sealed class CudaModuleHandle(CudaContextHandle context, nint module) : CudaContextBoundHandle(context, module)
 {
     protected override bool Release(nint value) => CudaDriver.cuModuleUnload(value) == CudaDriver.Success;
