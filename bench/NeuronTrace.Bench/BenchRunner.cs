@@ -16,7 +16,7 @@ namespace NeuronTrace.Bench;
 /// rounds (ours, then PyTorch, again and again; 3 for stories260K, 1 for the slow synthetic model unless --rounds says)
 /// and the median of the rounds' ratios is the headline figure.
 /// </summary>
-static class BenchRunner
+static partial class BenchRunner
 {
     static readonly string Root = FindRoot();
     static bool _quick;
@@ -33,6 +33,7 @@ static class BenchRunner
         if (which == "gpu-plan") return GpuPlan.Run(rest);
         if (which == "gpu-bench") return GpuBench.Run(rest);
         if (which == "ksweep") return KSweep(rest);
+        if (which == "attribution-profile") return AttributionProfile(rest);
         if (which is not ("all" or "forward" or "attribution" or "sweep" or "gemm"))
             throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, ksweep, gemm, gpu-check, gpu-bench or gpu-plan");
         int only = Array.IndexOf(rest, "--model");
@@ -143,23 +144,27 @@ static class BenchRunner
         int iters = _quick ? 1 : 2, rounds = _rounds ?? 3;
         Console.WriteLine($"attribution (RelP, all sites) {Name(model)} ({loaded.Config.Layers} layers, dim {loaded.Config.Dim}, hidden {loaded.Config.HiddenDim}, vocab {loaded.Config.VocabSize}, file {fileBytes / 1e9:F2} GB) batch {batch} seq {seq}; {rounds} rounds of ours, PyTorch f32, PyTorch bf16 back to back, {iters} timed iterations each after one warm-up");
         var ratios = new List<double>();
+        var cpuRatios = new List<double>();   // least PyTorch CPU seconds per batch / ours: what the load changes least
         double torchF32Rss = 0, torchBf16Rss = 0;
         string? config = null;
         var faster = new List<string>();
         for (int r = 1; r <= rounds; r++)
         {
             Console.WriteLine($"  round {r}: uptime {Uptime()}");
-            var seconds = Time(() => Attributor.Score(llama, task, options), iters);
-            double ours = batch / seconds.Median;
-            Console.WriteLine($"    NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights): {ours,8:F3} pairs/s median ({batch / seconds.Best:F3} best)");
+            var cpu = new double[iters];
+            var seconds = Time(() => Attributor.Score(llama, task, options), iters, cpu);
+            double ours = batch / seconds.Median, oursCpu = Median(cpu);
+            Console.WriteLine($"    NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights): {ours,8:F3} pairs/s median ({batch / seconds.Best:F3} best); {oursCpu:F2} CPU s per batch");
             var f32 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "f32", "--warmup", "1");
             var bf16 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1");
             double rf32 = f32.GetProperty("pairs_per_s").GetDouble(), rbf16 = bf16.GetProperty("pairs_per_s").GetDouble();
+            double cf32 = f32.GetProperty("cpu_seconds_per_iter").GetDouble(), cbf16 = bf16.GetProperty("cpu_seconds_per_iter").GetDouble();
+            cpuRatios.Add(Math.Min(cf32, cbf16) / oursCpu);
             torchF32Rss = Math.Max(torchF32Rss, f32.GetProperty("peak_rss_mb").GetDouble() * 1e6);
             torchBf16Rss = Math.Max(torchBf16Rss, bf16.GetProperty("peak_rss_mb").GetDouble() * 1e6);
             config ??= f32.GetProperty("config").ToString();
-            Console.WriteLine($"    PyTorch f32:  {rf32,8:F3} pairs/s median ({f32.GetProperty("best_pairs_per_s").GetDouble():F3} best)");
-            Console.WriteLine($"    PyTorch bf16: {rbf16,8:F3} pairs/s median ({bf16.GetProperty("best_pairs_per_s").GetDouble():F3} best)");
+            Console.WriteLine($"    PyTorch f32:  {rf32,8:F3} pairs/s median ({f32.GetProperty("best_pairs_per_s").GetDouble():F3} best); {cf32:F2} CPU s per batch");
+            Console.WriteLine($"    PyTorch bf16: {rbf16,8:F3} pairs/s median ({bf16.GetProperty("best_pairs_per_s").GetDouble():F3} best); {cbf16:F2} CPU s per batch");
             faster.Add(rf32 >= rbf16 ? "f32" : "bf16");
             ratios.Add(ours / Math.Max(rf32, rbf16));
             Console.WriteLine($"    ratio ours/faster PyTorch ({faster[^1]}): {ratios[^1]:F2}x; uptime after {Uptime()}");
@@ -171,6 +176,13 @@ static class BenchRunner
         Console.WriteLine($"  faster PyTorch per round: {string.Join(", ", faster)}");
         Console.WriteLine($"  peak RSS: NeuronTrace {oursRss / 1e9:F2} GB = {oursRss / fileBytes:F2}x the file; PyTorch f32 {torchF32Rss / 1e9:F2} GB = {torchF32Rss / fileBytes:F2}x, bf16 {torchBf16Rss / 1e9:F2} GB = {torchBf16Rss / fileBytes:F2}x");
         Console.WriteLine($"  => ratio ours/faster PyTorch: median {median:F2}x over {rounds} rounds ({string.Join(", ", ratios.Select(x => x.ToString("F2") + "x"))})");
+        Console.WriteLine($"  => CPU seconds per batch, PyTorch's least / ours: median {Median(cpuRatios.ToArray()):F2}x ({string.Join(", ", cpuRatios.Select(x => x.ToString("F2") + "x"))})");
+    }
+
+    static double Median(double[] xs)
+    {
+        var s = xs.Order().ToArray();
+        return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
 
     static string Uptime()
@@ -254,15 +266,18 @@ static class BenchRunner
     static int Iters(string model) => _quick ? 2 : model.EndsWith(".bin") ? 40 : 3;
 
     /// <summary>Median and best of <paramref name="iters"/> runs after one warm-up, in seconds.</summary>
-    static (double Median, double Best) Time(Action a, int iters)
+    /// <param name="cpuSeconds">When given (length <paramref name="iters"/>), receives each timed run's process CPU seconds.</param>
+    static (double Median, double Best) Time(Action a, int iters, double[]? cpuSeconds = null)
     {
         a();
         var seconds = new double[iters];
         for (int i = 0; i < iters; i++)
         {
+            var cpu0 = Process.GetCurrentProcess().TotalProcessorTime;
             var w = Stopwatch.StartNew();
             a();
             seconds[i] = w.Elapsed.TotalSeconds;
+            if (cpuSeconds is not null) cpuSeconds[i] = (Process.GetCurrentProcess().TotalProcessorTime - cpu0).TotalSeconds;
         }
         Array.Sort(seconds);
         double median = iters % 2 == 1 ? seconds[iters / 2] : (seconds[iters / 2 - 1] + seconds[iters / 2]) / 2;

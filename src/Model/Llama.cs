@@ -62,31 +62,49 @@ public sealed class Llama : IDisposable
     /// clean half of a <see cref="PairedForward"/>).</param>
     internal ForwardPass Forward(TokenBatch batch, LogitRows logitRows, InterventionPlan? plan, int logitPrompts)
     {
-        var c = Config; var be = Backend;
-        int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
-        if (T > c.MaxSeqLen) throw new ArgumentException($"prompt of {T} tokens exceeds the model's context of {c.MaxSeqLen}");
-
-        // Every tensor of the forward is overwritten in full by the op that produces it, so none is cleared first.
-        var embedded = be.AllocateUninitialized(rows, d);
-        be.Embedding(batch.Tokens, _w.TokenEmbedding, embedded);
-        if (plan is not null && plan.TryGetEmbedding(out var embScale, out var embOffset)) be.Intervene(embedded, embScale, embOffset);
+        var c = Config;
+        CheckLength(batch);
+        var embedded = Embed(batch, plan);
         var layers = new LayerState[c.Layers];
         Tensor x = embedded;
         for (int l = 0; l < c.Layers; l++) x = (layers[l] = ForwardLayer(l, x, batch, plan)).Output;
 
         if (logitRows == LogitRows.None)
             return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []);
-        be = HeadBackend;
-        int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, rows).ToArray() : batch.LastRows()[..logitPrompts];
-        var finalInput = be.AllocateUninitialized(index.Length, d);
+        var (finalInput, rstd, logits, index) = Head(x, batch, logitRows, logitPrompts);
+        return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index);
+    }
+
+    internal void CheckLength(TokenBatch batch)
+    {
+        if (batch.SeqLen > Config.MaxSeqLen) throw new ArgumentException($"prompt of {batch.SeqLen} tokens exceeds the model's context of {Config.MaxSeqLen}");
+    }
+
+    /// <summary>The token embeddings of <paramref name="batch"/> ([rows, dim]) with <paramref name="plan"/>'s edit there, if any.</summary>
+    internal Tensor Embed(TokenBatch batch, InterventionPlan? plan)
+    {
+        var be = Backend;
+        // Every tensor of the forward is overwritten in full by the op that produces it, so none is cleared first.
+        var embedded = be.AllocateUninitialized(batch.Rows, Config.Dim);
+        be.Embedding(batch.Tokens, _w.TokenEmbedding, embedded);
+        if (plan is not null && plan.TryGetEmbedding(out var embScale, out var embOffset)) be.Intervene(embedded, embScale, embOffset);
+        return embedded;
+    }
+
+    /// <summary>Final norm and logits of <paramref name="x"/> (the last layer's output) at the rows <paramref name="logitRows"/> names.</summary>
+    internal (Tensor FinalInput, Tensor Rstd, Tensor Logits, int[] Index) Head(Tensor x, TokenBatch batch, LogitRows logitRows, int logitPrompts)
+    {
+        var c = Config; var be = HeadBackend;
+        int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, batch.Rows).ToArray() : batch.LastRows()[..logitPrompts];
+        var finalInput = be.AllocateUninitialized(index.Length, c.Dim);
         be.GatherRows(x, index, finalInput);
-        var normed = be.AllocateUninitialized(index.Length, d);
+        var normed = be.AllocateUninitialized(index.Length, c.Dim);
         var rstd = be.AllocateUninitialized(index.Length);
         be.RmsNorm(finalInput, _w.FinalNorm, c.NormEps, normed, rstd);
         var logits = be.AllocateUninitialized(index.Length, c.VocabSize);
         be.MatMul(normed, _w.Classifier, logits, false);
         normed.Dispose();
-        return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index);
+        return (finalInput, rstd, logits, index);
     }
 
     /// <summary>

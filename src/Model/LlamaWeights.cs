@@ -71,6 +71,8 @@ public sealed class LlamaWeights
         Check(TokenEmbedding, (long)c.VocabSize * c.Dim, "token embedding");
         CheckFp32(FinalNorm, c.Dim, "final norm");
         Check(Classifier, (long)c.VocabSize * c.Dim, "classifier");
+        // The scan just made the whole mapped embedding resident; a run reads only its prompts' rows of it.
+        if (TokenEmbedding.Half is { } embedding && !ReferenceEquals(embedding, Classifier.Half)) embedding.ReleaseResidentPages();
         if (Layers.Length != c.Layers) throw new ModelFormatException(source, $"{Layers.Length} layers, config says {c.Layers}");
         for (int l = 0; l < Layers.Length; l++)
         {

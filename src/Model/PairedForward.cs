@@ -18,6 +18,9 @@ namespace NeuronTrace.Model;
 /// </remarks>
 public static class PairedForward
 {
+    /// <summary>What the patch pass holds in place of a tensor it does not keep: no values, a shape no op accepts.</summary>
+    static readonly Tensor NotKept = new CpuTensor(0);
+
     /// <summary>
     /// Whether pairing <paramref name="rows"/> clean rows with as many patch rows leaves every row's arithmetic as it is
     /// in separate forwards on the CPU backend. Only the CPU pairs: its forward is bound by reading the weights, while
@@ -28,10 +31,17 @@ public static class PairedForward
 
     /// <summary>
     /// One forward over the prompts of <paramref name="clean"/> followed by those of <paramref name="patch"/> (equal
-    /// lengths prompt by prompt), logits at the clean prompts' last tokens, split into the clean pass and the patch pass
-    /// (no logits). The caller disposes both.
+    /// lengths prompt by prompt), split layer by layer into the clean pass (every tensor the backward reads, and the
+    /// logits at the clean prompts' last tokens) and the patch pass, which keeps only its embedding and its values at
+    /// <paramref name="patchSites"/> (the baseline the scores read); its other tensors are an empty placeholder that any
+    /// op rejects by shape. The caller disposes both.
     /// </summary>
-    public static (ForwardPass Clean, ForwardPass Patch) Run(Llama model, TokenBatch clean, TokenBatch patch)
+    /// <remarks>
+    /// Each paired layer is split as soon as it is computed and freed once the next layer has read its output, so the
+    /// paired forward holds one layer of its own at a time (issue 20: the whole paired pass plus two full halves was
+    /// most of the activation memory at the 1B shape).
+    /// </remarks>
+    public static (ForwardPass Clean, ForwardPass Patch) Run(Llama model, TokenBatch clean, TokenBatch patch, IReadOnlyCollection<NodeSite> patchSites)
     {
         if (clean.Size != patch.Size || !clean.Lengths.AsSpan().SequenceEqual(patch.Lengths))
             throw new ArgumentException("paired forward: the clean and patch prompts must have equal lengths, prompt by prompt");
@@ -39,42 +49,50 @@ public static class PairedForward
         foreach (var b in new[] { clean, patch })
             for (int i = 0; i < b.Size; i++) prompts.Add(b.Tokens.AsSpan(i * b.SeqLen, b.Lengths[i]).ToArray());
         var both = new TokenBatch(prompts);
+        model.CheckLength(both);
 
-        var pass = model.Forward(both, LogitRows.Last, null, clean.Size);
-        var cleanLayers = new List<LayerState>(pass.Layers.Length);
-        var patchLayers = new List<LayerState>(pass.Layers.Length);
-        Tensor? cleanEmbedded = null, patchEmbedded = null;
-        int split = 0;   // layers of the paired pass split (and disposed) so far
+        int layers = model.Config.Layers;
+        var cleanLayers = new List<LayerState>(layers);
+        var patchLayers = new List<LayerState>(layers);
+        Tensor? embedded = null, cleanEmbedded = null, patchEmbedded = null;
+        LayerState? paired = null;
+        (Tensor FinalInput, Tensor Rstd, Tensor Logits, int[] Index) head = default;
         try
         {
-            cleanEmbedded = Half(model.Backend, pass.Embedded, 0);
-            patchEmbedded = Half(model.Backend, pass.Embedded, 1);
-            Tensor cleanInput = cleanEmbedded, patchInput = patchEmbedded;
-            // Layer by layer, each paired layer freed once split: at most one layer more than two separate passes hold.
-            for (; split < pass.Layers.Length; split++)
+            embedded = model.Embed(both, null);
+            cleanEmbedded = Half(model.Backend, embedded, 0);
+            patchEmbedded = Half(model.Backend, embedded, 1);
+            Tensor x = embedded, cleanInput = cleanEmbedded, patchInput = patchEmbedded;
+            for (int l = 0; l < layers; l++)
             {
-                var s = pass.Layers[split];
-                cleanLayers.Add(Split(model.LayerBackend(split), s, 0, cleanInput));
-                patchLayers.Add(Split(model.LayerBackend(split), s, 1, patchInput));
-                cleanInput = cleanLayers[split].Output;
-                patchInput = patchLayers[split].Output;
-                s.Dispose();
+                var s = model.ForwardLayer(l, x, both, null);
+                // The layer below (or the embedding) was read by this one: its paired tensors are no longer needed.
+                if (paired is null) embedded.Dispose();
+                else paired.Dispose();
+                paired = s;
+                x = s.Output;
+                var be = model.LayerBackend(l);
+                cleanLayers.Add(Split(be, s, 0, cleanInput, null));
+                patchLayers.Add(Split(be, s, 1, patchInput, patchSites));
+                cleanInput = cleanLayers[l].Output;
+                patchInput = patchLayers[l].Output;
             }
+            if (paired is null) embedded.Dispose();
+            else paired.Dispose();
+            paired = null;
+            // The logits of the clean rows from the clean half: the same rows, the same few-row product as in the paired pass.
+            head = model.Head(cleanInput, clean, LogitRows.Last, clean.Size);
         }
         catch
         {
+            if (paired is null) embedded?.Dispose();
+            else paired.Dispose();
             cleanEmbedded?.Dispose(); patchEmbedded?.Dispose();
             foreach (var s in cleanLayers.Concat(patchLayers)) s.Dispose();
-            for (int l = split; l < pass.Layers.Length; l++) pass.Layers[l].Dispose();
-            pass.Logits?.Dispose(); pass.FinalInput?.Dispose(); pass.FinalRstd?.Dispose();
             throw;
         }
-        finally
-        {
-            pass.Embedded.Dispose();   // the paired pass's logits and final norm move to the clean pass
-        }
-        var cleanPass = new ForwardPass(model, clean, cleanEmbedded, cleanLayers.ToArray(), pass.FinalInput, pass.FinalRstd,
-            pass.Logits, LogitRows.Last, pass.LogitRowIndex);
+        var cleanPass = new ForwardPass(model, clean, cleanEmbedded, cleanLayers.ToArray(), head.FinalInput, head.Rstd,
+            head.Logits, LogitRows.Last, head.Index);
         var patchPass = new ForwardPass(model, patch, patchEmbedded, patchLayers.ToArray(), null, null, null, LogitRows.None, []);
         return (cleanPass, patchPass);
 
@@ -98,19 +116,26 @@ public static class PairedForward
             return h;
         }
 
-        static LayerState Split(IBackend be, LayerState s, int which, Tensor input)
+        // The clean (0) or patch (1) half of a layer: every tensor, or (sites given) only the site values asked for.
+        static LayerState Split(IBackend be, LayerState s, int which, Tensor input, IReadOnlyCollection<NodeSite>? sites)
         {
             var parts = new List<Tensor>();
-            Tensor H(Tensor t) { var h = Half(be, t, which); parts.Add(h); return h; }
+            Tensor H(Tensor t, NodeSite? site = null)
+            {
+                if (sites is not null && (site is not { } n || !sites.Contains(n))) return NotKept;
+                var h = Half(be, t, which);
+                parts.Add(h);
+                return h;
+            }
             try
             {
                 return new LayerState
                 {
                     Input = input,
                     AttnNormed = H(s.AttnNormed), AttnRstd = H(s.AttnRstd), Q = H(s.Q), K = H(s.K), V = H(s.V), Lse = H(s.Lse),
-                    RawZ = s.RawZ is null ? null : H(s.RawZ), Z = H(s.Z), AttnOut = H(s.AttnOut), Mid = H(s.Mid),
-                    FfnNormed = H(s.FfnNormed), FfnRstd = H(s.FfnRstd), Gate = H(s.Gate), Up = H(s.Up), Act = H(s.Act),
-                    MlpOut = H(s.MlpOut), Output = H(s.Output),
+                    RawZ = s.RawZ is null || sites is not null ? null : H(s.RawZ), Z = H(s.Z, NodeSite.AttnZ), AttnOut = H(s.AttnOut, NodeSite.Attn),
+                    Mid = H(s.Mid), FfnNormed = H(s.FfnNormed), FfnRstd = H(s.FfnRstd), Gate = H(s.Gate), Up = H(s.Up),
+                    Act = H(s.Act, NodeSite.MlpAct), MlpOut = H(s.MlpOut, NodeSite.MlpOut), Output = H(s.Output, NodeSite.Resid),
                 };
             }
             catch

@@ -62,6 +62,32 @@ public class GemmTests
         Check(301, 700, 600, transposedB: false, Gemm.Path.Auto, false);
     }
 
+    /// <summary>
+    /// A product shared by cores is cut into several column tiles per core (<see cref="Gemm.TilesPerWorker"/>); each
+    /// element must still come out bit for bit as in a product whose columns run as one tile on one thread (the same
+    /// 32 rows of A times a 48-column slice of B, far below the parallel threshold).
+    /// </summary>
+    [Fact]
+    public void ColumnTilesDoNotChangeAnyElement()
+    {
+        int m = 32, n = 2000, k = 700;   // 44.8M multiply-adds: shared by the cores, cut by columns
+        var rng = new Random(20);
+        float[] a = Random(rng, m * k), b = Random(rng, n * k);
+        var whole = new float[m * n];
+        Gemm.MultiplyTransposedB(a, b, whole, m, n, k, accumulate: false);
+        foreach (int j0 in new[] { 0, 240, 992, 1952 })
+        {
+            const int width = 48;
+            var slice = b.AsSpan(j0 * k, width * k).ToArray();   // rows j0.. of B (A·Bᵀ): columns j0.. of C
+            var part = new float[m * width];
+            Gemm.MultiplyTransposedB(a, slice, part, m, width, k, accumulate: false);
+            for (int i = 0; i < m; i++)
+                for (int j = 0; j < width; j++)
+                    if (BitConverter.SingleToInt32Bits(part[i * width + j]) != BitConverter.SingleToInt32Bits(whole[i * n + j0 + j]))
+                        Assert.Fail($"C[{i}, {j0 + j}]: {whole[i * n + j0 + j]:R} in the tiled product, {part[i * width + j]:R} alone");
+        }
+    }
+
     [Fact]
     public void ConcurrentCallersDoNotShareScratch()
     {

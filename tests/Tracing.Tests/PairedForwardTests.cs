@@ -17,6 +17,8 @@ namespace NeuronTrace.Tracing.Tests;
 public class PairedForwardTests
 {
     static readonly NodeSite[] AllSites = [NodeSite.Resid, NodeSite.Attn, NodeSite.AttnZ, NodeSite.MlpOut, NodeSite.MlpAct];
+    /// <summary>The tensors of <see cref="AllSites"/>: all that the patch pass keeps.</summary>
+    static readonly string[] PatchKeeps = ["output", "attn out", "z", "mlp out", "act"];
 
     /// <summary>Wide enough (hidden 640 × dim 128 × 56+ rows) for the products to be shared across cores.</summary>
     static LlamaWeights WideRandom() => RandomLlama.Create(RandomLlama.SmallConfig() with
@@ -39,7 +41,7 @@ public class PairedForwardTests
         var patch = new TokenBatch(task.Pairs.Select(p => p.PatchIds!).ToList());
         Assert.True(PairedForward.Applies(model, clean.Rows), $"{clean.Rows} rows: the pairing must apply for this test to mean anything");
 
-        var (pc, pp) = PairedForward.Run(model, clean, patch);
+        var (pc, pp) = PairedForward.Run(model, clean, patch, AllSites);
         using var pairedClean = pc;
         using var pairedPatch = pp;
         using var aloneClean = model.Forward(clean, LogitRows.Last);
@@ -62,6 +64,12 @@ public class PairedForwardTests
                              (a.FfnRstd, b.FfnRstd, "ffn rstd"), (a.Gate, b.Gate, "gate"), (a.Up, b.Up, "up"), (a.Act, b.Act, "act"),
                              (a.MlpOut, b.MlpOut, "mlp out"), (a.Output, b.Output, "output") })
                 {
+                    if (name == "patch" && !PatchKeeps.Contains(t))
+                    {
+                        // The patch pass keeps its site values only (what the scores read as the baseline).
+                        Assert.True(y.Length == 0, $"patch layer {l} {t}: {y.Length} values kept, expected none");
+                        continue;
+                    }
                     Assert.Equal(x.Shape, y.Shape);
                     AssertSame(x, y, $"{name} layer {l} {t}");
                 }
@@ -85,22 +93,23 @@ public class PairedForwardTests
         var task = RandomTasks.Pairs(13, weights.Config.VocabSize, seed: 9);
         foreach (var method in new[] { AttributionMethod.AtP, AttributionMethod.RelP, AttributionMethod.IG, AttributionMethod.IGInputs })
             foreach (int batch in new[] { 8, 5 })   // 5: a last batch of 3, split in halves on the small model
-            {
-                var options = new AttributionOptions { Method = method, BatchSize = batch, Sites = AllSites, IgSteps = 2 };
-                var paired = Attributor.Score(model, task, options);
-                var separate = Attributor.ScoreWithPairing(model, task, options, null, pairForwards: false);
-                foreach (var s in AllSites)
-                    for (int l = 0; l < weights.Config.Layers; l++)
-                    {
-                        var x = separate.Get(s, l);
-                        var y = paired.Get(s, l);
-                        Assert.Equal(x.Length, y.Length);
-                        Assert.Contains(x, v => v != 0f);
-                        for (int i = 0; i < x.Length; i++)
-                            if (BitConverter.SingleToInt32Bits(x[i]) != BitConverter.SingleToInt32Bits(y[i]))
-                                Assert.Fail($"{which} {method} batch {batch} {s} layer {l} [{i}]: paired {y[i]:R}, separate {x[i]:R}");
-                    }
-            }
+                foreach (var sites in new[] { AllSites, [NodeSite.MlpAct, NodeSite.Resid] })   // the patch pass keeps only these
+                {
+                    var options = new AttributionOptions { Method = method, BatchSize = batch, Sites = sites, IgSteps = 2 };
+                    var paired = Attributor.Score(model, task, options);
+                    var separate = Attributor.ScoreWithPairing(model, task, options, null, pairForwards: false);
+                    foreach (var s in sites)
+                        for (int l = 0; l < weights.Config.Layers; l++)
+                        {
+                            var x = separate.Get(s, l);
+                            var y = paired.Get(s, l);
+                            Assert.Equal(x.Length, y.Length);
+                            Assert.Contains(x, v => v != 0f);
+                            for (int i = 0; i < x.Length; i++)
+                                if (BitConverter.SingleToInt32Bits(x[i]) != BitConverter.SingleToInt32Bits(y[i]))
+                                    Assert.Fail($"{which} {method} batch {batch} {s} layer {l} [{i}]: paired {y[i]:R}, separate {x[i]:R}");
+                        }
+                }
     }
 
     [Fact]
@@ -110,7 +119,7 @@ public class PairedForwardTests
         // 16 rows take the few-row kernel and 32 the packed one, whose sums run in another order: no pairing there.
         Assert.False(PairedForward.Applies(model, 16));
         Assert.True(PairedForward.Applies(model, 17));
-        Assert.Throws<ArgumentException>(() => PairedForward.Run(model, new TokenBatch([[1, 5, 6]]), new TokenBatch([[1, 5]])));
+        Assert.Throws<ArgumentException>(() => PairedForward.Run(model, new TokenBatch([[1, 5, 6]]), new TokenBatch([[1, 5]]), AllSites));
     }
 
     static void AssertSame(Tensor expected, Tensor actual, string what)

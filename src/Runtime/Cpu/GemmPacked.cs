@@ -16,6 +16,8 @@ public static unsafe partial class Gemm
     internal const int MA = 2048;
     /// <summary>n block: the packed B block (KC·NC floats) stays in L2/L3.</summary>
     internal const int NC = 4096;
+    /// <summary>Tiles per core a shared product is cut into (by columns), so that the cores balance dynamically.</summary>
+    internal const int TilesPerWorker = 4;
 
     /// <summary>A rectangle [I0, I1) × [J0, J1) of C, computed by one task.</summary>
     readonly record struct Tile(int I0, int I1, int J0, int J1);
@@ -45,6 +47,15 @@ public static unsafe partial class Gemm
             if (!canM && !canN) break;
             if (canM && (!canN || tileM >= tileN)) { tilesM *= 2; tileM = RoundUp(CeilDiv(p.M, tilesM), MR); }
             else { tilesN *= 2; tileN = RoundUp(CeilDiv(p.N, tilesN), NR); }
+        }
+        // Then, when cores share the product, up to TilesPerWorker tiles per core by cutting n only (each tile packs just
+        // its own columns of B, so no B element is packed twice; A, a few rows here, is repacked per tile): on a shared
+        // machine a core that has the CPU takes the next tile while the other is descheduled, instead of waiting for a
+        // static half (issue 20: at load 25-50 on 2 cores, wall time was several times the CPU time).
+        while (workers > 1 && tilesM * tilesN < TilesPerWorker * workers && tileN >= 2 * NR * 8)
+        {
+            tilesN *= 2;
+            tileN = RoundUp(CeilDiv(p.N, tilesN), NR);
         }
         tilesM = CeilDiv(p.M, tileM);
         tilesN = CeilDiv(p.N, tileN);

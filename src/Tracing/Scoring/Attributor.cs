@@ -148,7 +148,7 @@ public static class Attributor
             if (baseline == Baseline.Patch && pairForwards && PairedForward.Applies(model, _clean.Rows))
             {
                 // One forward over the clean and patch prompts together: each weight is read once for both.
-                var (cleanPass, patchPass) = PairedForward.Run(model, _clean, new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()));
+                var (cleanPass, patchPass) = PairedForward.Run(model, _clean, new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()), sites);
                 _cleanPass = cleanPass;
                 _patchForward = Task.FromResult(patchPass);
                 return;
