@@ -9,6 +9,10 @@ public sealed partial class CudaBackend
     internal readonly record struct RmsNormForwardArgs(nint X, nint Weight, float Eps, nint Y, nint Rstd, int Rows, int Dim);
     internal static readonly Kernel<RmsNormForwardArgs> RmsNormForwardKernel = Kernel.Declare<RmsNormForwardArgs>("rmsnorm_forward");
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct RmsNormForwardBf16Args(nint X, nint Weight, float Eps, nint Y, nint Rstd, nint Y16, int Rows, int Dim);
+    internal static readonly Kernel<RmsNormForwardBf16Args> RmsNormForwardBf16Kernel = Kernel.Declare<RmsNormForwardBf16Args>("rmsnorm_forward_bf16");
+
     /// <param name="Exact">1 for <see cref="NormRule.Exact"/>, 0 for the frozen scale (rmsnorm.cu's encoding).</param>
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct RmsNormBackwardArgs(nint Dy, nint X, nint Weight, nint Rstd, nint Dx, int Rows, int Dim, int Exact);
@@ -20,6 +24,15 @@ public sealed partial class CudaBackend
         int rows = x.Rows, dim = x.Columns;
         if (rows == 0) return;
         using var _ = Range("rmsnorm_forward");
+        if (Precision == GemmPrecision.Bf16)
+        {
+            // The normed rows feed products: their bf16 operand is written here, beside the fp32 output the backward reads.
+            var slot = ShadowSlot(y);
+            Launch(RmsNormForwardBf16Kernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
+                new RmsNormForwardBf16Args(Dev(x), Dev(weight), eps, Dev(y), Dev(rstd), slot.Address, rows, dim), OpWork.Streaming(x.Length, 2, 4) with { Bytes = x.Length * 10.0 });
+            Publish(slot, y);
+            return;
+        }
         Launch(RmsNormForwardKernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
             new RmsNormForwardArgs(Dev(x), Dev(weight), eps, Dev(y), Dev(rstd), rows, dim), OpWork.Streaming(x.Length, 2, 4));
     }
