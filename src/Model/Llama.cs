@@ -133,9 +133,7 @@ public sealed class Llama : IDisposable
         Edit(plan, NodeSite.AttnZ, l, s.Z);
         if (shortcuts?.OutputProjection(s) != true) be.MatMul(s.Z, w.Wo, s.AttnOut, false);
         Edit(plan, NodeSite.Attn, l, s.AttnOut);
-        be.Copy(x, s.Mid);
-        be.Add(s.Mid, s.AttnOut);
-        be.RmsNorm(s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
+        be.AddRmsNorm(x, s.AttnOut, s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
         if (shortcuts?.Mlp(s) != true)
         {
             be.MatMulShared(s.FfnNormed, [w.W1, w.W3], [s.Gate, s.Up]);

@@ -73,6 +73,17 @@ public interface IBackend : IDisposable
     }
 
     /// <summary>
+    /// The residual add fused with the norm after it: sum = x + delta, then <see cref="RmsNorm"/>(sum) into y and
+    /// rstd. Defaults to Copy, Add and RmsNorm, which it must equal bit for bit.
+    /// </summary>
+    void AddRmsNorm(Tensor x, Tensor delta, Tensor sum, Tensor weight, float eps, Tensor y, Tensor rstd)
+    {
+        Copy(x, sum);
+        Add(sum, delta);
+        RmsNorm(sum, weight, eps, y, rstd);
+    }
+
+    /// <summary>
     /// Constants that are row blocks of one matrix ([Wq; Wk; Wv]): tensors of the same values, which a backend may move
     /// next to each other (disposing the inputs) so <see cref="MatMulShared"/> and <see cref="MatMulInputGradSum"/> run
     /// them as one product. Defaults to the blocks themselves.

@@ -60,11 +60,13 @@ public class LaunchLedgerTests
         // previous pass's (same batch shape), so it is not sent again.
         Assert.Equal(6, r.Uploads);
         // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no gradient copies (the
-        // only copies are the forwards' two residual copies per layer), one scatter (the backward's last rows).
+        // only copies are the forwards' one residual copy per layer: the other residual add is fused into the MLP's
+        // norm, add_rmsnorm_forward), one scatter (the backward's last rows).
         Assert.Equal(sites.Count * c.Layers, r.Ops["accumulate_scores"].Calls);
         Assert.Equal(1, r.Ops["gather_scaled_rows"].Calls);
         Assert.Equal(1, r.Ops["scatter_add_rows"].Calls);
-        Assert.Equal(2 * 2 * c.Layers, r.Ops["copy"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["copy"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["add_rmsnorm_forward"].Calls);
         Assert.False(r.Ops.ContainsKey("intervene"));
         Assert.False(r.Ops.ContainsKey("multiply"));
     }

@@ -2,7 +2,8 @@ using System.Runtime.InteropServices;
 
 namespace NeuronTrace.Runtime.Cuda;
 
-/// <summary>Launchers of native/kernels/rmsnorm.cu: one block per row (<see cref="RowBlock"/> threads).</summary>
+/// <summary>Launchers of native/kernels/rmsnorm.cu: one block per row (<see cref="RowBlock"/> threads). Under Bf16 the
+/// forwards also write the normed rows' bf16 shadow (Ops/Bf16Operands.cs), the operand of the products that follow.</summary>
 public sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
@@ -12,6 +13,10 @@ public sealed partial class CudaBackend
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct RmsNormForwardBf16Args(nint X, nint Weight, float Eps, nint Y, nint Rstd, nint Y16, int Rows, int Dim);
     internal static readonly Kernel<RmsNormForwardBf16Args> RmsNormForwardBf16Kernel = Kernel.Declare<RmsNormForwardBf16Args>("rmsnorm_forward_bf16");
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct AddRmsNormArgs(nint X, nint Delta, nint Weight, float Eps, nint Sum, nint Y, nint Rstd, nint Y16, int Rows, int Dim);
+    internal static readonly Kernel<AddRmsNormArgs> AddRmsNormKernel = Kernel.Declare<AddRmsNormArgs>("add_rmsnorm_forward");
 
     /// <param name="Exact">1 for <see cref="NormRule.Exact"/>, 0 for the frozen scale (rmsnorm.cu's encoding).</param>
     [StructLayout(LayoutKind.Sequential)]
@@ -35,6 +40,24 @@ public sealed partial class CudaBackend
         }
         Launch(RmsNormForwardKernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
             new RmsNormForwardArgs(Dev(x), Dev(weight), eps, Dev(y), Dev(rstd), rows, dim), OpWork.Streaming(x.Length, 2, 4));
+    }
+
+    /// <summary>sum = x + delta and y = RMSNorm(sum) in one launch (add_rmsnorm_forward), bit-identical to Copy, Add, RmsNorm.</summary>
+    public void AddRmsNorm(Tensor x, Tensor delta, Tensor sum, Tensor weight, float eps, Tensor y, Tensor rstd)
+    {
+        OpContracts.Add(sum, delta);
+        OpContracts.Copy(x, sum);
+        OpContracts.RmsNorm(sum, weight, y, rstd);
+        if (ReferenceEquals(sum, x) || ReferenceEquals(sum, delta) || ReferenceEquals(y, sum))
+            throw new ArgumentException("AddRmsNorm: the sum must be a tensor of its own (not x, delta or y)");
+        int rows = x.Rows, dim = x.Columns;
+        if (rows == 0) return;
+        using var _ = Range("add_rmsnorm_forward");
+        Shadow? slot = Precision == GemmPrecision.Bf16 ? ShadowSlot(y) : null;   // y feeds products: its bf16 operand too
+        Launch(AddRmsNormKernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
+            new AddRmsNormArgs(Dev(x), Dev(delta), Dev(weight), eps, Dev(sum), Dev(y), Dev(rstd), slot?.Address ?? 0, rows, dim),
+            new OpWork(x.Length * 4.0, x.Length * (slot is null ? 16.0 : 18.0)));
+        if (slot is not null) Publish(slot, y);
     }
 
     public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, NormRule rule, Tensor dx)
