@@ -69,9 +69,12 @@ NT_HOST_LAUNCHER(add_rmsnorm_forward)
 // dx += ∂y/∂xᵀ dy, accumulating like the CPU op. exact != 0: the true gradient
 //   dx = s·w⊙dy − (s³/d)·(Σ w·dy·x)·x ;
 // exact == 0 (RelP LN-rule, the scale frozen): dx = s·w⊙dy, and the reduction is skipped.
-extern "C" __global__ void rmsnorm_backward(const float* __restrict__ dy, const float* __restrict__ x,
-                                            const float* __restrict__ weight, const float* __restrict__ rstd,
-                                            float* __restrict__ dx, int rows, int dim, int exact) {
+// dx16 (when not null) receives the updated dx rounded to bf16: the operand of the input-gradient product that
+// reads this residual gradient next (GemmPrecision.Bf16).
+static __device__ __forceinline__ void nt_rmsnorm_backward_row(const float* __restrict__ dy, const float* __restrict__ x,
+                                                               const float* __restrict__ weight, const float* __restrict__ rstd,
+                                                               float* __restrict__ dx, unsigned short* __restrict__ dx16,
+                                                               int rows, int dim, int exact) {
   __shared__ float partials[32];
   const int row = blockIdx.x;
   if (row >= rows) return;
@@ -84,6 +87,25 @@ extern "C" __global__ void rmsnorm_backward(const float* __restrict__ dy, const 
     dot = nt_block_sum(dot, partials);
     c = dot * s * s * s / (float)dim;
   }
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) dx[base + i] += s * weight[i] * dy[base + i] - c * x[base + i];
+  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+    const float v = dx[base + i] + (s * weight[i] * dy[base + i] - c * x[base + i]);
+    dx[base + i] = v;
+    if (dx16) dx16[base + i] = nt_bf16_from_float(v);
+  }
+}
+
+extern "C" __global__ void rmsnorm_backward(const float* __restrict__ dy, const float* __restrict__ x,
+                                            const float* __restrict__ weight, const float* __restrict__ rstd,
+                                            float* __restrict__ dx, int rows, int dim, int exact) {
+  nt_rmsnorm_backward_row(dy, x, weight, rstd, dx, nullptr, rows, dim, exact);
 }
 NT_HOST_LAUNCHER(rmsnorm_backward)
+
+// As rmsnorm_backward, and dx16 [rows, dim] = bf16 of the updated dx.
+extern "C" __global__ void rmsnorm_backward_bf16(const float* __restrict__ dy, const float* __restrict__ x,
+                                                 const float* __restrict__ weight, const float* __restrict__ rstd,
+                                                 float* __restrict__ dx, unsigned short* __restrict__ dx16,
+                                                 int rows, int dim, int exact) {
+  nt_rmsnorm_backward_row(dy, x, weight, rstd, dx, dx16, rows, dim, exact);
+}
+NT_HOST_LAUNCHER(rmsnorm_backward_bf16)

@@ -8,7 +8,7 @@ namespace NeuronTrace.Runtime.Tests.Kernels;
 /// <summary>
 /// The kernels of GemmPrecision.Bf16's operands (issue 13 item 4-5): convert.cu's concatenating conversion, widening
 /// and bf16 row gather, elementwise.cu's split_columns, and the bf16-writing forms of rmsnorm_forward and
-/// swiglu_forward. References: the rounding's definition (nearest bf16, ties to even; see
+/// swiglu_forward and rmsnorm_backward. References: the rounding's definition (nearest bf16, ties to even; see
 /// <see cref="ConvertKernelTests"/>), exact widening (bf16 is the top half of an fp32), plain index arithmetic for
 /// the copies, and <see cref="RmsNormOps"/> / <see cref="SwiGluOps"/> for the fp32 outputs, with the same
 /// tolerances as their fp32 kernels' tests. The bf16 outputs must equal the rounding of the kernel's own fp32
@@ -138,6 +138,34 @@ public class Bf16KernelTests
         Approx.Equal(y, got, 1e-5f, 1e-5f, "y");
         var halves = Halves(d16, x.Length);
         for (int i = 0; i < x.Length; i++) Assert.True(Round(got[i]) == halves[i], $"y16[{i}]: expected 0x{Round(got[i]):X4} (y = {got[i]:R}), got 0x{halves[i]:X4}");
+    }
+
+    [Theory]
+    [MemberData(nameof(NormCases))]
+    public void Rmsnorm_backward_bf16_matches_cpu_and_stores_the_updated_gradient_rounded(string target, int rows, int dim, int block)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        foreach (var rule in new[] { NormRule.FrozenScale, NormRule.Exact })
+        {
+            float[] x = Rand.Floats(rows + dim, rows * dim, -2f, 2f), w = Rand.Floats(dim + 1, dim, 0.5f, 1.5f);
+            float[] gy = Rand.Floats(rows + 3, rows * dim), dx0 = Rand.Floats(rows + 4, rows * dim);
+            float[] y = new float[x.Length], rstd = new float[rows];
+            RmsNormOps.Forward(x, w, 1e-5f, y, rstd, rows, dim);
+            float[] expected = (float[])dx0.Clone();
+            RmsNormOps.Backward(gy, x, w, rstd, rule, expected, rows, dim);
+            using var ddy = DeviceArray.Upload(rt, gy);
+            using var dx = DeviceArray.Upload(rt, x);
+            using var dw = DeviceArray.Upload(rt, w);
+            using var ds = DeviceArray.Upload(rt, rstd);
+            using var ddx = DeviceArray.Upload(rt, dx0);
+            using var d16 = DeviceArray.Floats(rt, (x.Length + 1) / 2);
+            rt.Run("rmsnorm_backward_bf16", new Dim3((uint)rows), new Dim3((uint)block), 0, ddy, dx, dw, ds, ddx, d16, rows, dim, rule == NormRule.Exact ? 1 : 0);
+            var got = ddx.Download();
+            Approx.Equal(expected, got, 1e-5f, 1e-4f, $"dx ({rule})");
+            var halves = Halves(d16, x.Length);
+            for (int i = 0; i < x.Length; i++) Assert.True(Round(got[i]) == halves[i], $"dx16[{i}] ({rule}): expected 0x{Round(got[i]):X4}, got 0x{halves[i]:X4}");
+        }
     }
 
     [Theory]

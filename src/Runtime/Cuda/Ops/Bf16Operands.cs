@@ -6,9 +6,10 @@ namespace NeuronTrace.Runtime.Cuda;
 /// The bf16 side of <see cref="GemmPrecision.Bf16"/> (native/kernels/convert.cu): weights stored once as bf16, with
 /// no fp32 copy on the device, row-stacked where products share an input (<see cref="StackConstants"/>), and the
 /// bf16 copies of activations that products read (shadows), made by the op that produces the activation
-/// (RMSNorm, SwiGLU) or by one conversion that every product reading the same tensor then shares.
+/// (RMSNorm forward and backward, SwiGLU) or by one conversion that every product reading the same tensor then shares.
 /// <para>A shadow is valid until the next launch that may write a tensor (every kernel but the conversions into
-/// bf16 scratch), device copy or upload, and a product's output drops its own: a cache that can only miss, never
+/// bf16 scratch and the score accumulation, which drops the shadow of its sums), device copy or upload, and a
+/// product's output drops its own: a cache that can only miss, never
 /// be stale, without the ops having to say what they write.</para>
 /// </summary>
 public sealed partial class CudaBackend

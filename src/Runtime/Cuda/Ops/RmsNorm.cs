@@ -23,6 +23,10 @@ public sealed partial class CudaBackend
     internal readonly record struct RmsNormBackwardArgs(nint Dy, nint X, nint Weight, nint Rstd, nint Dx, int Rows, int Dim, int Exact);
     internal static readonly Kernel<RmsNormBackwardArgs> RmsNormBackwardKernel = Kernel.Declare<RmsNormBackwardArgs>("rmsnorm_backward");
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct RmsNormBackwardBf16Args(nint Dy, nint X, nint Weight, nint Rstd, nint Dx, nint Dx16, int Rows, int Dim, int Exact);
+    internal static readonly Kernel<RmsNormBackwardBf16Args> RmsNormBackwardBf16Kernel = Kernel.Declare<RmsNormBackwardBf16Args>("rmsnorm_backward_bf16");
+
     public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor rstd)
     {
         OpContracts.RmsNorm(x, weight, y, rstd);
@@ -66,6 +70,16 @@ public sealed partial class CudaBackend
         int rows = x.Rows, dim = x.Columns;
         if (rows == 0) return;
         using var _ = Range("rmsnorm_backward");
+        if (Precision == GemmPrecision.Bf16)
+        {
+            // dx is the residual gradient the next input-gradient products (down, o) read: its bf16 operand too.
+            var slot = ShadowSlot(dx);
+            Launch(RmsNormBackwardBf16Kernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
+                new RmsNormBackwardBf16Args(Dev(dy), Dev(x), Dev(weight), Dev(rstd), Dev(dx), slot.Address, rows, dim, exact ? 1 : 0),
+                OpWork.Streaming(x.Length, 4, 8) with { Bytes = x.Length * 18.0 });
+            Publish(slot, dx);
+            return;
+        }
         Launch(RmsNormBackwardKernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
             new RmsNormBackwardArgs(Dev(dy), Dev(x), Dev(weight), Dev(rstd), Dev(dx), rows, dim, exact ? 1 : 0), OpWork.Streaming(x.Length, 4, 8));
     }

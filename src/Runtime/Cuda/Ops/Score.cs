@@ -41,7 +41,8 @@ public sealed partial class CudaBackend
         var work = new OpWork(4.0 * rows * width, 4.0 * ((double)rows * width * rowFloats + elements * (baseline.Kind == ScoreBaselineKind.PerPosition ? 3 : 2)));
         Launch(AccumulateScoresKernel, GridFor(elements), new Dim3(ElementwiseBlock), 0,
             new AccumulateScoresArgs(Dev(clean), baseline.Values is { } b ? Dev(b) : 0, Dev(gradient), scale, groups, positions, width,
-                (int)baseline.Kind, Dev(sums), sums.Columns, firstRow, firstColumn), work);
+                (int)baseline.Kind, Dev(sums), sums.Columns, firstRow, firstColumn), work, writesTensors: false);
+        Forget(sums);   // it writes the score sums only, no product's operand: the gradients' bf16 shadows stay valid
     }
 
     /// <summary>The device CSR of <paramref name="positionOf"/>, uploaded only when it differs from the last one.</summary>
