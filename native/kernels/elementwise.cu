@@ -1,5 +1,5 @@
 // elementwise.cu — the small ops of the residual stream and of interventions: add, intervene (x·scale+offset),
-// multiply, fill, and row gather / scatter-add.
+// multiply, fill, row gather / scatter-add, and the column split of a stacked product's output.
 //
 // Launch: 1-D grid-stride loops, any block size. gather_rows runs over count·width elements; scatter_add_rows
 // over the width only: one thread owns a column and walks the index list in order, so repeated indices add up
@@ -54,3 +54,21 @@ extern "C" __global__ void scatter_add_rows(const float* __restrict__ source, co
   }
 }
 NT_HOST_LAUNCHER(scatter_add_rows)
+
+// split_columns: source [rows, wa + wb + wc] → a [rows, wa], b [rows, wb], c [rows, wc] (a width of 0 leaves that
+// part out; its pointer is not read). The outputs of one product against row-stacked weights ([Wq; Wk; Wv]),
+// handed to the ops that take them one by one. Grid-stride over rows·(wa + wb + wc).
+extern "C" __global__ void split_columns(const float* __restrict__ source, int rows, float* __restrict__ a, int wa,
+                                         float* __restrict__ b, int wb, float* __restrict__ c, int wc) {
+  const int width = wa + wb + wc;
+  const long long n = (long long)rows * width;
+  for (long long e = nt_global_index(); e < n; e += nt_grid_stride()) {
+    const long long r = e / width;
+    const int col = (int)(e - r * width);
+    const float v = source[e];
+    if (col < wa) a[r * wa + col] = v;
+    else if (col < wa + wb) b[r * wb + (col - wa)] = v;
+    else c[r * wc + (col - wa - wb)] = v;
+  }
+}
+NT_HOST_LAUNCHER(split_columns)

@@ -4,7 +4,9 @@ namespace NeuronTrace.Model;
 
 /// <summary>
 /// The model's weights as backend tensors (<see cref="IBackend.UploadConstant(float[], int[])"/>: on the CPU backend
-/// they wrap the host arrays without copying), each on the device its <see cref="LayerPlacement"/> names.
+/// they wrap the host arrays without copying), each on the device its <see cref="LayerPlacement"/> names. Wq, Wk, Wv
+/// and W1, W3 go through <see cref="IBackend.StackConstants"/>: a CUDA backend in bf16 stores each group as one
+/// matrix, so the products sharing an input run as one (the CPU keeps them separate).
 /// </summary>
 internal sealed class DeviceWeights : IDisposable
 {
@@ -28,17 +30,17 @@ internal sealed class DeviceWeights : IDisposable
         var layers = w.Layers.Select((l, i) =>
         {
             be = placement.Of(i);
+            var qkv = be.StackConstants([Put(l.Wq, c.Dim, c.Dim), Put(l.Wk, c.KvDim, c.Dim), Put(l.Wv, c.KvDim, c.Dim)]);
+            var gateUp = be.StackConstants([Put(l.W1, c.HiddenDim, c.Dim), Put(l.W3, c.HiddenDim, c.Dim)]);
             return new DeviceLayer
             {
                 AttnNorm = Put(l.AttnNorm, c.Dim),
-                Wq = Put(l.Wq, c.Dim, c.Dim),
-                Wk = Put(l.Wk, c.KvDim, c.Dim),
-                Wv = Put(l.Wv, c.KvDim, c.Dim),
+                Wq = qkv[0], Wk = qkv[1], Wv = qkv[2],
                 Wo = Put(l.Wo, c.Dim, c.Dim),
                 FfnNorm = Put(l.FfnNorm, c.Dim),
-                W1 = Put(l.W1, c.HiddenDim, c.Dim),
+                W1 = gateUp[0],
                 W2 = Put(l.W2, c.Dim, c.HiddenDim),
-                W3 = Put(l.W3, c.HiddenDim, c.Dim),
+                W3 = gateUp[1],
             };
         }).ToArray();
         be = placement.Last;   // the head; a tied classifier is a copy of the embedding when the last device is not the first
@@ -64,10 +66,12 @@ internal sealed class DeviceWeights : IDisposable
         for (int l = 0; l < c.Layers; l++)
         {
             var be = placement.Of(l);
+            var qkv = be.StackConstants([Put(be, c.Dim, c.Dim), Put(be, c.KvDim, c.Dim), Put(be, c.KvDim, c.Dim)]);
+            var gateUp = be.StackConstants([Put(be, c.HiddenDim, c.Dim), Put(be, c.HiddenDim, c.Dim)]);
             layers[l] = new DeviceLayer
             {
-                AttnNorm = Put(be, c.Dim), Wq = Put(be, c.Dim, c.Dim), Wk = Put(be, c.KvDim, c.Dim), Wv = Put(be, c.KvDim, c.Dim), Wo = Put(be, c.Dim, c.Dim),
-                FfnNorm = Put(be, c.Dim), W1 = Put(be, c.HiddenDim, c.Dim), W2 = Put(be, c.Dim, c.HiddenDim), W3 = Put(be, c.HiddenDim, c.Dim),
+                AttnNorm = Put(be, c.Dim), Wq = qkv[0], Wk = qkv[1], Wv = qkv[2], Wo = Put(be, c.Dim, c.Dim),
+                FfnNorm = Put(be, c.Dim), W1 = gateUp[0], W2 = Put(be, c.Dim, c.HiddenDim), W3 = gateUp[1],
             };
         }
         return new DeviceWeights

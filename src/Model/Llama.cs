@@ -137,9 +137,7 @@ public sealed class Llama : IDisposable
         be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
         if (shortcuts?.Attention(s) != true)
         {
-            be.MatMul(s.AttnNormed, w.Wq, s.Q, false);
-            be.MatMul(s.AttnNormed, w.Wk, s.K, false);
-            be.MatMul(s.AttnNormed, w.Wv, s.V, false);
+            be.MatMulShared(s.AttnNormed, [w.Wq, w.Wk, w.Wv], [s.Q, s.K, s.V]);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
             be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
             be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
@@ -153,13 +151,10 @@ public sealed class Llama : IDisposable
         Edit(plan, NodeSite.AttnZ, l, s.Z);
         if (shortcuts?.OutputProjection(s) != true) be.MatMul(s.Z, w.Wo, s.AttnOut, false);
         Edit(plan, NodeSite.Attn, l, s.AttnOut);
-        be.Copy(x, s.Mid);
-        be.Add(s.Mid, s.AttnOut);
-        be.RmsNorm(s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
+        be.AddRmsNorm(x, s.AttnOut, s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
         if (shortcuts?.Mlp(s) != true)
         {
-            be.MatMul(s.FfnNormed, w.W1, s.Gate, false);
-            be.MatMul(s.FfnNormed, w.W3, s.Up, false);
+            be.MatMulShared(s.FfnNormed, [w.W1, w.W3], [s.Gate, s.Up]);
             be.SwiGlu(s.Gate, s.Up, s.Act);
             Edit(plan, NodeSite.MlpAct, l, s.Act);
             if (shortcuts?.DownProjection(s) != true) be.MatMul(s.Act, w.W2, s.MlpOut, false);
@@ -323,8 +318,7 @@ public sealed class Llama : IDisposable
                 {
                     ScaleByEdit(NodeSite.MlpAct, l, dAct);
                     be.SwiGluBackward(dAct, s.Gate, s.Up, rules.Gate, dGate, dUp);
-                    be.MatMulInputGrad(dGate, w.W1, dNorm, false);
-                    be.MatMulInputGrad(dUp, w.W3, dNorm, true);
+                    be.MatMulInputGradSum([dGate, dUp], [w.W1, w.W3], dNorm);
                     be.RmsNormBackward(dNorm, s.Mid, w.FfnNorm, s.FfnRstd, rules.Norm, dR);
                 }
             }
@@ -340,9 +334,7 @@ public sealed class Llama : IDisposable
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
             be.Rope(dQ, c.Heads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
             be.Rope(dK, c.KvHeads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
-            be.MatMulInputGrad(dQ, w.Wq, dNorm, false);
-            be.MatMulInputGrad(dK, w.Wk, dNorm, true);
-            be.MatMulInputGrad(dV, w.Wv, dNorm, true);
+            be.MatMulInputGradSum([dQ, dK, dV], [w.Wq, w.Wk, w.Wv], dNorm);
             be.RmsNormBackward(dNorm, s.Input, w.AttnNorm, s.AttnRstd, rules.Norm, dR);
             be.PopRange();
             // dR: ∂m/∂r_l, the previous block's (edited) output.

@@ -67,6 +67,41 @@ public interface IBackend : IDisposable
     /// <summary>dx[r, k] (+)= Σ_n dy[r, n] w[n, k]  (the input gradient of <see cref="MatMul"/>).</summary>
     void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate);
 
+    /// <summary>
+    /// outputs[i] = x · weights[i]ᵀ for each i (<see cref="MatMul"/>, overwriting): products sharing an input (Q, K, V;
+    /// gate, up), which a backend may run as one product against weights <see cref="StackConstants"/> made adjacent.
+    /// </summary>
+    void MatMulShared(Tensor x, ReadOnlySpan<Tensor> weights, ReadOnlySpan<Tensor> outputs)
+    {
+        if (weights.Length != outputs.Length) throw new ArgumentException($"MatMulShared: {weights.Length} weights for {outputs.Length} outputs");
+        for (int i = 0; i < weights.Length; i++) MatMul(x, weights[i], outputs[i], false);
+    }
+
+    /// <summary>dx = Σ_i dys[i] · weights[i] (<see cref="MatMulInputGrad"/> per pair, the first overwriting dx): the input gradient of <see cref="MatMulShared"/>.</summary>
+    void MatMulInputGradSum(ReadOnlySpan<Tensor> dys, ReadOnlySpan<Tensor> weights, Tensor dx)
+    {
+        if (weights.Length != dys.Length || dys.Length == 0) throw new ArgumentException($"MatMulInputGradSum: {weights.Length} weights for {dys.Length} gradients");
+        for (int i = 0; i < weights.Length; i++) MatMulInputGrad(dys[i], weights[i], dx, i > 0);
+    }
+
+    /// <summary>
+    /// The residual add fused with the norm after it: sum = x + delta, then <see cref="RmsNorm"/>(sum) into y and
+    /// rstd. Defaults to Copy, Add and RmsNorm, which it must equal bit for bit.
+    /// </summary>
+    void AddRmsNorm(Tensor x, Tensor delta, Tensor sum, Tensor weight, float eps, Tensor y, Tensor rstd)
+    {
+        Copy(x, sum);
+        Add(sum, delta);
+        RmsNorm(sum, weight, eps, y, rstd);
+    }
+
+    /// <summary>
+    /// Constants that are row blocks of one matrix ([Wq; Wk; Wv]): tensors of the same values, which a backend may move
+    /// next to each other (disposing the inputs) so <see cref="MatMulShared"/> and <see cref="MatMulInputGradSum"/> run
+    /// them as one product. Defaults to the blocks themselves.
+    /// </summary>
+    Tensor[] StackConstants(Tensor[] blocks) => blocks;
+
     /// <summary>output[r, :] = table[tokens[r], :].</summary>
     void Embedding(ReadOnlySpan<int> tokens, Tensor table, Tensor output);
 

@@ -31,10 +31,11 @@ public sealed partial class CudaBackend : IBackend
     long maskCapacity;
     SafeHandle? scoreScratch;   // attention backward ds [B, H, T, T]
     long scoreCapacity;
-    // GemmPrecision.Bf16: bf16 copies of the constant weights, and scratch for operands rounded per product.
+    // GemmPrecision.Bf16: bf16 copies of fp32 constant weights (uploaded under another precision), scratch for
+    // operands rounded per product, and fp32 scratch for a bf16-stored weight read by an fp32 / TF32 product.
     readonly Dictionary<CudaTensor, SafeHandle> bf16Weights = new(ReferenceEqualityComparer.Instance);
-    SafeHandle? activationBf16, weightBf16;
-    long activationBf16Capacity, weightBf16Capacity;
+    SafeHandle? activationBf16, weightBf16, weightF32;
+    long activationBf16Capacity, weightBf16Capacity, weightF32Capacity;
 
     /// <param name="precision">How matrix products are computed: exact fp32 (the default, what the CPU checks compare
     /// against), TF32 or bf16 tensor cores.</param>
@@ -79,9 +80,18 @@ public sealed partial class CudaBackend : IBackend
     /// <summary>Contents undefined (whatever the pooled block held): for outputs an op overwrites entirely.</summary>
     public Tensor AllocateUninitialized(params int[] shape) => Create(shape);
 
-    /// <summary>Uploads and marks the tensor <see cref="CudaTensor.IsConstant"/>, so bf16 products keep one converted copy.</summary>
+    /// <summary>
+    /// Uploads and marks the tensor <see cref="CudaTensor.IsConstant"/>. Under <see cref="GemmPrecision.Bf16"/> a
+    /// matrix is stored as bf16 only (no fp32 copy on the device; products and row lookups read it as it is); vectors,
+    /// and everything in the other precisions, stay fp32 (a bf16 product then keeps one converted copy).
+    /// </summary>
     public Tensor UploadConstant(float[] data, params int[] shape)
     {
+        if (StoresBf16(shape))
+        {
+            OpContracts.Upload(data.Length, shape);
+            return UploadBf16(shape, data.Length, (at, part) => data.AsSpan(checked((int)at), part.Length).CopyTo(part));
+        }
         var t = (CudaTensor)Upload(data, shape);
         t.IsConstant = true;
         return t;
@@ -89,7 +99,7 @@ public sealed partial class CudaBackend : IBackend
 
     public Tensor AllocateConstant(params int[] shape)
     {
-        var t = Create(shape);
+        var t = StoresBf16(shape) ? CreateBf16(shape) : Create(shape);
         t.IsConstant = true;
         return t;
     }
@@ -98,6 +108,7 @@ public sealed partial class CudaBackend : IBackend
     {
         OpContracts.Upload(data.Length, shape);
         var t = Create(shape);
+        writeEpoch++;
         using (Range("upload")) device.CopyToDevice(t.Pointer, MemoryMarshal.AsBytes(data));
         return t;
     }
@@ -138,6 +149,7 @@ public sealed partial class CudaBackend : IBackend
         var d = Dev(destination);
         OpContracts.Copy(source, destination);
         using var _ = Range("copy");
+        writeEpoch++;
         device.CopyDeviceToDevice(d, s, source.Length * sizeof(float));
     }
 
@@ -147,13 +159,16 @@ public sealed partial class CudaBackend : IBackend
         maskScratch?.Dispose();
         scoreScratch?.Dispose();
         pinnedHost?.Dispose();
+        sparseRows?.Dispose();
+        sparseRows = null;
         indexScratch = maskScratch = scoreScratch = null;
         pinnedHost = null;
         scoreGroups?.Dispose();
         scoreGroups = null;
         scoreGroupsKey = null;
-        activationBf16?.Dispose(); weightBf16?.Dispose();
-        activationBf16 = weightBf16 = null;
+        activationBf16?.Dispose(); weightBf16?.Dispose(); weightF32?.Dispose(); stackedOutput?.Dispose();
+        activationBf16 = weightBf16 = weightF32 = stackedOutput = null;
+        DisposeShadows();
         DisposeStreamingScratch();
         foreach (var copy in bf16Weights.Values) copy.Dispose();
         bf16Weights.Clear();
@@ -168,9 +183,14 @@ public sealed partial class CudaBackend : IBackend
     /// <summary>Block of the one-block-per-row kernels (RMSNorm): the row width rounded up to a warp, 32..256.</summary>
     public static uint RowBlock(int dim) => (uint)Math.Clamp((dim + 31) / 32 * 32, 32, 256);
 
-    /// <summary>Launches <paramref name="kernel"/> with the parameters in <paramref name="args"/> and declares its work to the runtime.</summary>
-    unsafe void Launch<[System.Diagnostics.CodeAnalysis.DynamicallyAccessedMembers(System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.PublicFields | System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.NonPublicFields)] T>(Kernel<T> kernel, Dim3 grid, Dim3 block, int sharedBytes, T args, OpWork work) where T : unmanaged
+    /// <summary>
+    /// Launches <paramref name="kernel"/> with the parameters in <paramref name="args"/> and declares its work to the
+    /// runtime. <paramref name="writesTensors"/> false only for kernels that write scratch alone (the bf16 conversions),
+    /// which leave the activations' bf16 shadows valid.
+    /// </summary>
+    unsafe void Launch<[System.Diagnostics.CodeAnalysis.DynamicallyAccessedMembers(System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.PublicFields | System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.NonPublicFields)] T>(Kernel<T> kernel, Dim3 grid, Dim3 block, int sharedBytes, T args, OpWork work, bool writesTensors = true) where T : unmanaged
     {
+        if (writesTensors) writeEpoch++;
         Span<nint> pointers = stackalloc nint[KernelParameters<T>.Offsets.Length];
         KernelParameters<T>.Pointers(&args, pointers);
         device.Launch(kernel.Name, grid, block, sharedBytes, pointers);
@@ -198,7 +218,9 @@ public sealed partial class CudaBackend : IBackend
     }
 
     nint Dev(Tensor t) =>
-        t is CudaTensor c && ReferenceEquals(c.Device, device) ? c.Pointer : throw new ArgumentException($"{t} is not a tensor of this CUDA backend");
+        t is CudaTensor c && ReferenceEquals(c.Device, device)
+            ? c.IsBf16 ? throw new ArgumentException($"{t} holds bf16 weights, which only matrix products and row lookups read") : c.Pointer
+            : throw new ArgumentException($"{t} is not a tensor of this CUDA backend");
 
     /// <summary>Uploads indices into the reusable index buffer (grown as needed) and returns its address.</summary>
     nint Indices(ReadOnlySpan<int> values)
@@ -225,6 +247,8 @@ public sealed partial class CudaBackend : IBackend
         if (scoreScratch is null || scoreCapacity < floats)
         {
             scoreScratch?.Dispose();
+        sparseRows?.Dispose();
+        sparseRows = null;
             scoreCapacity = floats;
             scoreScratch = device.Allocate(floats * sizeof(float));
         }

@@ -3,18 +3,23 @@ using System.Runtime.InteropServices;
 namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>
-/// A dense fp32 tensor in device memory, owned by a <see cref="CudaBackend"/>. <see cref="Span"/> throws: device
-/// memory is reached only through the backend (Upload, Download, the ops).
+/// A dense fp32 tensor in device memory, owned by a <see cref="CudaBackend"/>, or — a weight matrix uploaded under
+/// <see cref="GemmPrecision.Bf16"/> — a bf16 one (<see cref="IsBf16"/>), which only the products and row lookups read.
+/// <see cref="Span"/> throws: device memory is reached only through the backend (Upload, Download, the ops).
 /// </summary>
 public sealed class CudaTensor : Tensor
 {
     readonly SafeHandle memory;
 
-    internal CudaTensor(SafeHandle memory, IDeviceRuntime device, int[] shape) : base(shape)
+    internal CudaTensor(SafeHandle memory, IDeviceRuntime device, int[] shape, bool bf16 = false) : base(shape)
     {
         this.memory = memory;
         Device = device;
+        IsBf16 = bf16;
     }
+
+    /// <summary>Elements are bf16 (2 bytes), not fp32: a constant weight stored once in the precision its products read.</summary>
+    public bool IsBf16 { get; }
 
     /// <summary>The runtime whose memory this is.</summary>
     public IDeviceRuntime Device { get; }
@@ -29,7 +34,7 @@ public sealed class CudaTensor : Tensor
         }
     }
 
-    public long Bytes => Length * sizeof(float);
+    public long Bytes => Length * (IsBf16 ? 2 : sizeof(float));
 
     /// <summary>
     /// Set on tensors whose values never change after upload (the model's weights), so a backend may keep derived

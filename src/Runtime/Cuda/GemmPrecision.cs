@@ -11,10 +11,11 @@ public enum GemmPrecision
     /// </summary>
     Tf32,
     /// <summary>
-    /// bf16 tensor cores (cublasGemmEx with CUDA_R_16BF inputs, CUBLAS_COMPUTE_32F, fp32 output): the weights are
-    /// rounded to bf16 once (a copy kept beside the fp32 one; lossless for bf16 checkpoints), the activation operand
-    /// is rounded per product (8-bit mantissa, about 4e-3 relative), sums and everything outside the products stay
-    /// fp32. The precision PyTorch users run 8B models in, at bf16 speed.
+    /// bf16 tensor cores (cublasGemmEx with CUDA_R_16BF inputs, CUBLAS_COMPUTE_32F, fp32 output): weight matrices
+    /// uploaded in this mode are stored as bf16 only (lossless for bf16 checkpoints; no fp32 copy on the device),
+    /// the activation operand is rounded once per tensor (8-bit mantissa, about 4e-3 relative; written by the norm
+    /// or SwiGLU that produces it where it can), sums and everything outside the products stay fp32. The precision
+    /// PyTorch users run 8B models in, at bf16 speed. See CudaBackend's Ops/Bf16Operands.cs.
     /// </summary>
     Bf16,
 }

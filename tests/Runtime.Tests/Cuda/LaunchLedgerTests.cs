@@ -60,11 +60,13 @@ public class LaunchLedgerTests
         // previous pass's (same batch shape), so it is not sent again.
         Assert.Equal(6, r.Uploads);
         // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no gradient copies (the
-        // only copies are the forwards' two residual copies per layer), one scatter (the backward's last rows).
+        // only copies are the forwards' one residual copy per layer: the other residual add is fused into the MLP's
+        // norm, add_rmsnorm_forward), one scatter (the backward's last rows).
         Assert.Equal(sites.Count * c.Layers, r.Ops["accumulate_scores"].Calls);
         Assert.Equal(1, r.Ops["gather_scaled_rows"].Calls);
         Assert.Equal(1, r.Ops["scatter_add_rows"].Calls);
-        Assert.Equal(2 * 2 * c.Layers, r.Ops["copy"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["copy"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["add_rmsnorm_forward"].Calls);
         Assert.False(r.Ops.ContainsKey("intervene"));
         Assert.False(r.Ops.ContainsKey("multiply"));
     }
@@ -100,15 +102,36 @@ public class LaunchLedgerTests
         double linear = c.Layers * ((double)c.Dim * c.Dim * 2 + 2.0 * c.KvDim * c.Dim + 3.0 * c.Dim * c.HiddenDim);
         double head = 2.0 * Batch * c.VocabSize * c.Dim;    // the output layer on the last rows only
         // Clean and patch forwards; only the clean one runs the output layer (the patch forward gives activations).
+        // bf16 stacks [Wq; Wk; Wv] and [W1; W3]. The forward runs q, k, v as one product and one split (K and V are
+        // narrow), gate and up as two (each wide enough alone at 8B width; here every block is narrower than
+        // CudaBackend.NarrowProductColumns, so this small model stacks them too): four products per layer and two splits.
+        Assert.True(c.HiddenDim < CudaBackend.NarrowProductColumns);
         Assert.Equal(2 * 2 * rows * linear + head, r.Ops["matmul"].Flops);
-        Assert.Equal(2 * 7 * c.Layers + 1, r.Ops["matmul"].Calls);
-        // The backward's output layer is the gather of two classifier rows per example, not a product.
+        Assert.Equal(2 * 4 * c.Layers + 1, r.Ops["matmul"].Calls);
+        Assert.Equal(2 * 2 * c.Layers, r.Ops["split_columns"].Calls);
+        // The backward's output layer is the gather of two classifier rows per example, not a product; its input
+        // gradients are four products per layer too (down, gate-up summed, o, qkv summed).
         Assert.Equal(2 * rows * linear, r.Ops["matmul_input_grad"].Flops);
-        Assert.Equal(7 * c.Layers, r.Ops["matmul_input_grad"].Calls);
-        Assert.Equal(1, r.Ops["sparse_matmul_input_grad"].Calls);
+        Assert.Equal(4 * c.Layers, r.Ops["matmul_input_grad"].Calls);
+        Assert.Equal(2, r.Ops["sparse_matmul_input_grad"].Calls);   // the answer rows widened from the bf16 classifier, then the sum
         Assert.Equal(2.0 * Batch * 2 * c.Dim, r.Ops["sparse_matmul_input_grad"].Flops);
-        // bf16: the weights were converted in the first pass; a steady pass converts activations only, one per product.
-        Assert.Equal(r.Ops["matmul"].Calls + r.Ops["matmul_input_grad"].Calls, r.Ops["f32_to_bf16"].Calls);
+        // bf16 end to end: the weights are stored bf16 (no conversion ever), the norms (forward and backward) and SwiGLU
+        // write their outputs' bf16 operands themselves, so a forward layer converts only the attention output z (for
+        // Wo); a backward layer converts, one launch each, the concatenated [dgate | dup] and [dq | dk | dv], and the top
+        // layer also its mlp_out gradient (the head's scatter, not a norm, wrote it).
+        Assert.Equal(2 * c.Layers + 2 * c.Layers + 1, r.Ops["f32_to_bf16"].Calls);
+        Assert.False(r.Ops.ContainsKey("bf16_to_f32"));
         Assert.True(r.Pool.PeakUsedBytes >= r.Pool.UsedBytes && r.Pool.PeakUsedBytes > 0);
+    }
+
+    [Fact]
+    public void The_fp32_pass_keeps_its_separate_products_and_converts_nothing()
+    {
+        var c = RandomLlama.SmallConfig();
+        var r = OnePass(c, NodeSites.All, GemmPrecision.Fp32, uninitialized: true);
+        Assert.Equal(2 * 7 * c.Layers + 1, r.Ops["matmul"].Calls);
+        Assert.Equal(7 * c.Layers, r.Ops["matmul_input_grad"].Calls);
+        Assert.False(r.Ops.ContainsKey("f32_to_bf16"));
+        Assert.False(r.Ops.ContainsKey("split_columns"));
     }
 }

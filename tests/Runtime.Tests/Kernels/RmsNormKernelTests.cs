@@ -37,6 +37,35 @@ public class RmsNormKernelTests
     }
 
     [Theory]
+    [MemberData(nameof(Cases))]
+    public void Fused_residual_add_and_norm_equals_the_add_then_the_norm_bit_for_bit(string target, int rows, int dim, int block)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        float[] x = Rand.Floats(rows + 2 * dim, rows * dim, -2f, 2f), delta = Rand.Floats(rows + 3, rows * dim, -1f, 1f), w = Rand.Floats(dim, dim, 0.5f, 1.5f);
+        const float eps = 1e-5f;
+        float[] mid = x.Zip(delta, (a, b) => a + b).ToArray();
+        float[] y = new float[x.Length], rstd = new float[rows];
+        RmsNormOps.Forward(mid, w, eps, y, rstd, rows, dim);
+
+        using var dx = DeviceArray.Upload(rt, x);
+        using var dd = DeviceArray.Upload(rt, delta);
+        using var dw = DeviceArray.Upload(rt, w);
+        using var dm = DeviceArray.Upload(rt, mid);
+        using var refY = DeviceArray.Floats(rt, x.Length);
+        using var refS = DeviceArray.Floats(rt, rows);
+        rt.Run("rmsnorm_forward", new Dim3((uint)rows), new Dim3((uint)block), 0, dm, dw, eps, refY, refS, rows, dim);
+        using var sum = DeviceArray.Floats(rt, x.Length);
+        using var fy = DeviceArray.Floats(rt, x.Length);
+        using var fs = DeviceArray.Floats(rt, rows);
+        rt.Run("add_rmsnorm_forward", new Dim3((uint)rows), new Dim3((uint)block), 0, dx, dd, dw, eps, sum, fy, fs, (nint)0, rows, dim);
+        Assert.Equal(mid, sum.Download());
+        Assert.Equal(refS.Download(), fs.Download());
+        Assert.Equal(refY.Download(), fy.Download());
+        Approx.Equal(y, fy.Download(), 1e-5f, 1e-5f, "y against the CPU op");
+    }
+
+    [Theory]
     [MemberData(nameof(BackwardCases))]
     public void Backward_matches_cpu(string target, int rows, int dim, int block, NormRule rule)
     {

@@ -2,7 +2,7 @@ using System.Runtime.InteropServices;
 
 namespace NeuronTrace.Runtime.Cuda;
 
-/// <summary>Launcher of native/kernels/embedding.cu: the token-embedding lookup.</summary>
+/// <summary>Launcher of native/kernels/embedding.cu: the token-embedding lookup (a bf16-stored table: convert.cu's gather_bf16_rows).</summary>
 public sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
@@ -16,6 +16,11 @@ public sealed partial class CudaBackend
         if (tokens.Length == 0 || dim == 0) return;
         using var _ = Range("embedding");
         long n = (long)tokens.Length * dim;
+        if (table is CudaTensor { IsBf16: true })
+        {
+            GatherBf16Rows(Indices(tokens), tokens.Length, table, Dev(output));
+            return;
+        }
         Launch(EmbeddingForward, GridFor(n), new Dim3(ElementwiseBlock), 0,
             new EmbeddingArgs(Indices(tokens), Dev(table), Dev(output), tokens.Length, dim, table.Rows), OpWork.Streaming(n, 2));
     }

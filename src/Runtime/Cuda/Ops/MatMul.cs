@@ -4,28 +4,96 @@ namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>
 /// The matrix products (cuBLAS through <see cref="IDeviceRuntime.Sgemm"/>, the row-major mapping in
-/// <see cref="GemmCall"/>) and, for <see cref="GemmPrecision.Bf16"/>, the f32_to_bf16 conversion of
-/// native/kernels/convert.cu that rounds their operands.
+/// <see cref="GemmCall"/>). Under <see cref="GemmPrecision.Bf16"/> both operands are bf16 (Ops/Bf16Operands.cs):
+/// the weight as stored (or a copy made once for an fp32 constant, or per product for a changing tensor), the
+/// activation as its shadow. Products sharing an input against row-stacked bf16 weights run as one product.
 /// </summary>
 public sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
-    internal readonly record struct ConvertArgs(nint Source, nint Destination, long N);
-    internal static readonly Kernel<ConvertArgs> F32ToBf16 = Kernel.Declare<ConvertArgs>("f32_to_bf16");
+    internal readonly record struct SplitColumnsArgs(nint Source, int Rows, nint A, int WidthA, nint B, int WidthB, nint C, int WidthC);
+    internal static readonly Kernel<SplitColumnsArgs> SplitColumnsKernel = Kernel.Declare<SplitColumnsArgs>("split_columns");
+
+    SafeHandle? stackedOutput;   // the [rows, Σ n] output of a stacked product, before its split
+    long stackedOutputCapacity;
 
     public void MatMul(Tensor x, Tensor w, Tensor y, bool accumulate)
     {
         OpContracts.MatMul(x, w, y);
         using var _ = Range("matmul");
-        Gemm(GemmCall.MatMul(Dev(x), Dev(w), Dev(y), x.Rows, w.Shape[0], w.Columns, accumulate), y, accumulate, w, x);
+        Gemm(GemmCall.MatMul(Dev(x), WeightAddress(w), Dev(y), x.Rows, w.Shape[0], w.Columns, accumulate), y, accumulate, w, x);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
     {
         OpContracts.MatMulInputGrad(dy, w, dx);
         using var _ = Range("matmul_input_grad");
-        Gemm(GemmCall.MatMulInputGrad(Dev(dy), Dev(w), Dev(dx), dy.Rows, w.Shape[0], w.Columns, accumulate), dx, accumulate, w, dy);
+        Gemm(GemmCall.MatMulInputGrad(Dev(dy), WeightAddress(w), Dev(dx), dy.Rows, w.Shape[0], w.Columns, accumulate), dx, accumulate, w, dy);
     }
+
+    /// <summary>
+    /// A stacked forward product pays one extra pass over its output (the split), so it is used only when one of the
+    /// blocks is narrower than this many output columns: at 128-column tiles that is under 32 tile columns, which
+    /// for a few hundred rows cannot fill an H100's 132 SMs alone (K and V of Llama-3-8B: 1024). Wide blocks (gate
+    /// and up: 14336) fill the GPU one by one and read the one shared bf16 operand without a conversion each.
+    /// </summary>
+    public const int NarrowProductColumns = 4096;
+
+    /// <summary>
+    /// outputs[i] = x · weights[i]ᵀ. Against bf16 weights that <see cref="StackConstants"/> laid one after the other
+    /// (Wq, Wk, Wv) under Bf16, with a block narrower than <see cref="NarrowProductColumns"/>: one product into
+    /// [rows, Σ n] and one split_columns; otherwise one product each, exactly as <see cref="MatMul"/> (the fp32 and
+    /// TF32 modes are unchanged).
+    /// </summary>
+    public void MatMulShared(Tensor x, ReadOnlySpan<Tensor> weights, ReadOnlySpan<Tensor> outputs)
+    {
+        if (weights.Length != outputs.Length) throw new ArgumentException($"MatMulShared: {weights.Length} weights for {outputs.Length} outputs");
+        bool narrow = false;
+        foreach (var w in weights) narrow |= w.Rows < NarrowProductColumns;
+        if (Precision != GemmPrecision.Bf16 || !narrow || !Adjacent(weights) || x.Rows == 0 || x.Columns == 0)
+        {
+            for (int i = 0; i < weights.Length; i++) MatMul(x, weights[i], outputs[i], false);
+            return;
+        }
+        for (int i = 0; i < weights.Length; i++) OpContracts.MatMul(x, weights[i], outputs[i]);
+        int rows = x.Rows, n = 0;
+        foreach (var w in weights) n += w.Rows;
+        nint stacked = Stage(ref stackedOutput, ref stackedOutputCapacity, (long)rows * n * sizeof(float));
+        using (Range("matmul"))
+            device.Sgemm(GemmCall.MatMul(ActivationBf16(x), DevBf16(weights[0]), stacked, rows, n, x.Columns, false) with { Precision = GemmPrecision.Bf16 });
+        using var _ = Range("split_columns");
+        Span<nint> at = stackalloc nint[3];
+        Span<int> widths = stackalloc int[3];
+        for (int i = 0; i < outputs.Length; i++) { at[i] = Dev(outputs[i]); widths[i] = outputs[i].Columns; }
+        Launch(SplitColumnsKernel, GridFor((long)rows * n), new Dim3(ElementwiseBlock), 0,
+            new SplitColumnsArgs(stacked, rows, at[0], widths[0], at[1], widths[1], at[2], widths[2]), OpWork.Streaming((long)rows * n, 2));
+    }
+
+    /// <summary>
+    /// dx = Σ_i dys[i] · weights[i] (overwriting dx). Against stacked bf16 weights under Bf16: the dys rounded into
+    /// one [rows, Σ n] operand (one launch, the same traffic as one conversion each) and one product of inner size
+    /// Σ n; otherwise
+    /// <see cref="MatMulInputGrad"/> per pair, the first overwriting, the rest accumulating.
+    /// </summary>
+    public void MatMulInputGradSum(ReadOnlySpan<Tensor> dys, ReadOnlySpan<Tensor> weights, Tensor dx)
+    {
+        if (weights.Length != dys.Length || dys.Length == 0) throw new ArgumentException($"MatMulInputGradSum: {weights.Length} weights for {dys.Length} gradients");
+        if (Precision != GemmPrecision.Bf16 || !Adjacent(weights) || dx.Rows == 0 || dx.Columns == 0)
+        {
+            for (int i = 0; i < weights.Length; i++) MatMulInputGrad(dys[i], weights[i], dx, i > 0);
+            return;
+        }
+        for (int i = 0; i < weights.Length; i++) OpContracts.MatMulInputGrad(dys[i], weights[i], dx);
+        int n = 0;
+        foreach (var w in weights) n += w.Rows;
+        nint operand = ConcatBf16(dys);
+        using var _ = Range("matmul_input_grad");
+        Forget(dx);
+        device.Sgemm(GemmCall.MatMulInputGrad(operand, DevBf16(weights[0]), Dev(dx), dx.Rows, n, dx.Columns, false) with { Precision = GemmPrecision.Bf16 });
+    }
+
+    /// <summary>A weight's address as <see cref="Gemm"/> gets it (replaced there for bf16 operands); a bf16-stored one's own.</summary>
+    nint WeightAddress(Tensor w) => w is CudaTensor { IsBf16: true } ? DevBf16(w) : Dev(w);
 
     /// <summary>Both products have the weight as cuBLAS's A and the activation (x or dy) as B.</summary>
     void Gemm(in GemmCall call, Tensor c, bool accumulate, Tensor weight, Tensor activation)
@@ -36,22 +104,31 @@ public sealed partial class CudaBackend
             if (!accumulate) Fill(c, 0f);
             return;
         }
+        Forget(c);
         if (Precision == GemmPrecision.Bf16)
         {
-            device.Sgemm(call with { Precision = Precision, A = WeightBf16(weight), B = ToBf16(activation, ref activationBf16, ref activationBf16Capacity) });
+            device.Sgemm(call with { Precision = Precision, A = WeightBf16(weight), B = ActivationBf16(activation) });
             return;
         }
-        device.Sgemm(call with { Precision = Precision });
+        // fp32 / TF32 with a bf16-stored weight (uploaded under Bf16): its values widened for this product.
+        var a = weight is CudaTensor { IsBf16: true } ? WidenedWeight(weight) : call.A;
+        device.Sgemm(call with { Precision = Precision, A = a });
     }
 
     /// <summary>
-    /// The bf16 copy of a weight: made once and kept for a tensor marked <see cref="CudaTensor.IsConstant"/> (the
-    /// model's weights), else converted into a scratch buffer for this product only, since its values may change.
+    /// The bf16 form of a weight: its own storage when bf16; for an fp32 constant (uploaded under another precision)
+    /// a copy made once and kept; else converted into a scratch buffer for this product only, since its values may change.
     /// </summary>
     nint WeightBf16(Tensor weight)
     {
         var w = (CudaTensor)weight;
-        if (!w.IsConstant) return ToBf16(w, ref weightBf16, ref weightBf16Capacity);
+        if (w.IsBf16) return w.Pointer;
+        if (!w.IsConstant)
+        {
+            nint p = Stage(ref weightBf16, ref weightBf16Capacity, w.Length * 2);
+            ConvertToBf16(w.Pointer, p, w.Length);
+            return p;
+        }
         if (bf16Weights.TryGetValue(w, out var copy)) return copy.DangerousGetHandle();
         foreach (var gone in bf16Weights.Keys.Where(t => t.IsDisposed).ToList())  // a model disposed on a living backend
         {
@@ -64,17 +141,13 @@ public sealed partial class CudaBackend
         return copy.DangerousGetHandle();
     }
 
-    nint ToBf16(Tensor t, ref SafeHandle? scratch, ref long capacity)
+    /// <summary>A bf16-stored weight widened into fp32 scratch, for a product in fp32 or TF32.</summary>
+    nint WidenedWeight(Tensor weight)
     {
-        nint p = Stage(ref scratch, ref capacity, t.Length * 2);
-        ConvertToBf16(Dev(t), p, t.Length);
+        nint p = Stage(ref weightF32, ref weightF32Capacity, weight.Length * sizeof(float));
+        using var _ = Range("bf16_to_f32");
+        Launch(Bf16ToF32, GridFor(weight.Length), new Dim3(ElementwiseBlock), 0, new ConvertArgs(DevBf16(weight), p, weight.Length),
+            new OpWork(0, weight.Length * 6.0), writesTensors: false);
         return p;
-    }
-
-    void ConvertToBf16(nint source, nint destination, long n)
-    {
-        if (n == 0) return;
-        using var _ = Range("f32_to_bf16");
-        Launch(F32ToBf16, GridFor(n), new Dim3(ElementwiseBlock), 0, new ConvertArgs(source, destination, n), new OpWork(0, n * 6.0));
     }
 }

@@ -41,7 +41,8 @@ public sealed partial class CudaBackend
         var work = new OpWork(4.0 * rows * width, 4.0 * ((double)rows * width * rowFloats + elements * (baseline.Kind == ScoreBaselineKind.PerPosition ? 3 : 2)));
         Launch(AccumulateScoresKernel, GridFor(elements), new Dim3(ElementwiseBlock), 0,
             new AccumulateScoresArgs(Dev(clean), baseline.Values is { } b ? Dev(b) : 0, Dev(gradient), scale, groups, positions, width,
-                (int)baseline.Kind, Dev(sums), sums.Columns, firstRow, firstColumn), work);
+                (int)baseline.Kind, Dev(sums), sums.Columns, firstRow, firstColumn), work, writesTensors: false);
+        Forget(sums);   // it writes the score sums only, no product's operand: the gradients' bf16 shadows stay valid
     }
 
     /// <summary>The device CSR of <paramref name="positionOf"/>, uploaded only when it differs from the last one.</summary>
@@ -75,6 +76,9 @@ public sealed partial class CudaBackend
             new GatherScaledRowsArgs(Dev(source), Indices(index), Dev(destination), rows.Length, width, source.Rows), OpWork.Streaming(n, 2, 1));
     }
 
+    SafeHandle? sparseRows;   // the classifier rows of a sparse product, widened from bf16
+    long sparseRowsCapacity;
+
     public void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx)
     {
         OpContracts.SparseMatMulInputGrad(columns, values, perRow, w, dx);
@@ -85,8 +89,20 @@ public sealed partial class CudaBackend
         columns.CopyTo(entries);
         MemoryMarshal.Cast<float, int>(values).CopyTo(entries.AsSpan(columns.Length));
         long n = (long)rows * width;
+        nint table = 0;
+        int tableRows = w.Rows;
+        if (w is CudaTensor { IsBf16: true })
+        {
+            // A bf16-stored classifier: its rows the entries name, widened into scratch, then the same kernel reads
+            // entry j of the list as scratch row j (identical values, so the same sums as from an fp32 table).
+            var ids = new int[columns.Length];
+            for (int j = 0; j < ids.Length; j++) { ids[j] = Math.Max(columns[j], 0); entries[j] = columns[j] < 0 ? -1 : j; }
+            table = Stage(ref sparseRows, ref sparseRowsCapacity, Math.Max(4L, (long)ids.Length * width * sizeof(float)));
+            GatherBf16Rows(Indices(ids), ids.Length, w, table);
+            tableRows = ids.Length;
+        }
         Launch(SparseMatMulInputGradKernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
-            new SparseMatMulInputGradArgs(Indices(entries), rows, perRow, Dev(w), w.Rows, width, Dev(dx)),
+            new SparseMatMulInputGradArgs(Indices(entries), rows, perRow, table != 0 ? table : Dev(w), tableRows, width, Dev(dx)),
             new OpWork(2.0 * n * perRow, 4.0 * n * (perRow + 1)));
     }
 }

@@ -77,8 +77,9 @@ public sealed partial class CudaBackend
         var result = new nint[tensors.Length];
         for (int i = 0; i < tensors.Length; i++)
         {
-            result[i] = basePtr + (nint)offsets[i];
-            ConvertToBf16(Dev(tensors[i]), result[i], tensors[i].Length);
+            nint shadow = ShadowOf(tensors[i]);   // a tensor some product just read in bf16 is not converted again
+            result[i] = shadow != 0 ? shadow : basePtr + (nint)offsets[i];
+            if (shadow == 0) ConvertToBf16(Dev(tensors[i]), result[i], tensors[i].Length);
         }
         return result;
     }

@@ -9,6 +9,10 @@ public sealed partial class CudaBackend
     internal readonly record struct SwiGluForwardArgs(nint Gate, nint Up, nint H, long N);
     internal static readonly Kernel<SwiGluForwardArgs> SwiGluForwardKernel = Kernel.Declare<SwiGluForwardArgs>("swiglu_forward");
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct SwiGluForwardBf16Args(nint Gate, nint Up, nint H, nint H16, long N);
+    internal static readonly Kernel<SwiGluForwardBf16Args> SwiGluForwardBf16Kernel = Kernel.Declare<SwiGluForwardBf16Args>("swiglu_forward_bf16");
+
     /// <param name="Rule">swiglu.cu's encoding: 0 exact, 1 identity-half, 2 identity.</param>
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct SwiGluBackwardArgs(nint Dh, nint Gate, nint Up, nint Dgate, nint Dup, long N, int Rule);
@@ -19,6 +23,15 @@ public sealed partial class CudaBackend
         OpContracts.SwiGlu(gate, up, h);
         if (h.Length == 0) return;
         using var _ = Range("swiglu_forward");
+        if (Precision == GemmPrecision.Bf16)
+        {
+            // h feeds the down product: its bf16 operand is written here (an edit of h in between makes it stale).
+            var slot = ShadowSlot(h);
+            Launch(SwiGluForwardBf16Kernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
+                new SwiGluForwardBf16Args(Dev(gate), Dev(up), Dev(h), slot.Address, h.Length), OpWork.Streaming(h.Length, 3, 6) with { Bytes = h.Length * 14.0 });
+            Publish(slot, h);
+            return;
+        }
         Launch(SwiGluForwardKernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
             new SwiGluForwardArgs(Dev(gate), Dev(up), Dev(h), h.Length), OpWork.Streaming(h.Length, 3, 6));
     }

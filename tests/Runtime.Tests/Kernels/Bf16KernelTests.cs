@@ -1,0 +1,189 @@
+using System.Runtime.InteropServices;
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Runtime.Cuda;
+using Xunit;
+
+namespace NeuronTrace.Runtime.Tests.Kernels;
+
+/// <summary>
+/// The kernels of GemmPrecision.Bf16's operands (issue 13 item 4-5): convert.cu's concatenating conversion, widening
+/// and bf16 row gather, elementwise.cu's split_columns, and the bf16-writing forms of rmsnorm_forward and
+/// swiglu_forward and rmsnorm_backward. References: the rounding's definition (nearest bf16, ties to even; see
+/// <see cref="ConvertKernelTests"/>), exact widening (bf16 is the top half of an fp32), plain index arithmetic for
+/// the copies, and <see cref="RmsNormOps"/> / <see cref="SwiGluOps"/> for the fp32 outputs, with the same
+/// tolerances as their fp32 kernels' tests. The bf16 outputs must equal the rounding of the kernel's own fp32
+/// output exactly: one value computed once, stored twice.
+/// </summary>
+public class Bf16KernelTests
+{
+    /// <summary>The bf16 nearest to x, ties to the even pattern (the definition, not convert.cu's bit trick).</summary>
+    static ushort Round(float x)
+    {
+        if (float.IsNaN(x)) return 0x7FC0;
+        int bits = BitConverter.SingleToInt32Bits(x);
+        ushort down = (ushort)((uint)bits >> 16), up = (ushort)(down + 1);
+        if (float.IsInfinity(x)) return down;
+        double dDown = Math.Abs(x - (double)Widen(down)), dUp = Math.Abs(x - (double)Widen(up));
+        return dDown < dUp ? down : dUp < dDown ? up : (down & 1) == 0 ? down : up;
+    }
+
+    static float Widen(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
+
+    static ushort[] Halves(DeviceArray a, long n) => MemoryMarshal.Cast<float, ushort>(a.Download()).Slice(0, (int)n).ToArray();
+
+    /// <summary>bf16 patterns packed two to a float, uploaded as raw bits.</summary>
+    static DeviceArray UploadHalves(IDeviceRuntime rt, ushort[] h)
+    {
+        var padded = new ushort[(h.Length + 1) / 2 * 2];
+        h.CopyTo(padded, 0);
+        return DeviceArray.Upload(rt, MemoryMarshal.Cast<ushort, float>(padded).ToArray());
+    }
+
+    public static IEnumerable<object[]> ConcatCases => KernelTargets.Cross([[1, 4, 3, 0, 64, 0u], [5, 33, 7, 9, 256, 0u], [17, 64, 16, 16, 128, 3u], [3, 1, 0, 0, 32, 0u]]);
+
+    [Theory]
+    [MemberData(nameof(ConcatCases))]
+    public void Concatenating_conversion_rounds_each_row_of_the_parts_in_order(string target, int rows, int wa, int wb, int wc, int block, uint grid)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        float[] a = Rand.Floats(1, rows * wa, -3f, 3f), b = Rand.Floats(2, rows * wb, -300f, 300f), c = Rand.Floats(3, rows * wc, -1e-3f, 1e-3f);
+        int width = wa + wb + wc;
+        using var da = DeviceArray.Upload(rt, a);
+        using var db = DeviceArray.Upload(rt, b.Length == 0 ? [0f] : b);
+        using var dc = DeviceArray.Upload(rt, c.Length == 0 ? [0f] : c);
+        using var dd = DeviceArray.Floats(rt, (rows * width + 1) / 2);
+        long n = (long)rows * width;
+        rt.Run("f32_to_bf16_concat", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0,
+            da, wa, wb == 0 ? (nint)0 : db.Pointer, wb, wc == 0 ? (nint)0 : dc.Pointer, wc, dd, rows);
+        var got = Halves(dd, n);
+        for (int r = 0; r < rows; r++)
+            for (int col = 0; col < width; col++)
+            {
+                float v = col < wa ? a[r * wa + col] : col < wa + wb ? b[r * wb + col - wa] : c[r * wc + col - wa - wb];
+                Assert.True(Round(v) == got[r * width + col], $"[{r}, {col}] = {v:R}: expected 0x{Round(v):X4}, got 0x{got[r * width + col]:X4}");
+            }
+    }
+
+    [Theory]
+    [MemberData(nameof(KernelTargets.All), MemberType = typeof(KernelTargets))]
+    public void Widening_is_exact_and_the_row_gather_reads_the_named_rows(string target)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        const int vocab = 11, dim = 37;
+        var rng = new Random(5);
+        var table = Enumerable.Range(0, vocab * dim).Select(_ => (ushort)rng.Next(0, 0x7F80)).Select((h, i) => i % 3 == 0 ? (ushort)(h | 0x8000) : h).ToArray();
+        using var dt = UploadHalves(rt, table);
+        using var wide = DeviceArray.Floats(rt, table.Length);
+        rt.Run("bf16_to_f32", new Dim3(3), new Dim3(64), 0, dt, wide, (long)table.Length);
+        var w = wide.Download();
+        for (int i = 0; i < table.Length; i++) Assert.Equal(BitConverter.SingleToInt32Bits(Widen(table[i])), BitConverter.SingleToInt32Bits(w[i]));
+
+        int[] ids = [3, 0, 10, 3, -1, vocab];
+        using var di = DeviceArray.Upload(rt, ids);
+        using var rows = DeviceArray.Floats(rt, ids.Length * dim);
+        rt.Run("gather_bf16_rows", new Dim3(2), new Dim3(128), 0, di, dt, rows, ids.Length, dim, vocab);
+        var g = rows.Download();
+        for (int r = 0; r < ids.Length; r++)
+            for (int c = 0; c < dim; c++)
+                if (ids[r] is >= 0 and < vocab) Assert.Equal(Widen(table[ids[r] * dim + c]), g[r * dim + c]);
+                else Assert.True(float.IsNaN(g[r * dim + c]), $"row {r} (id {ids[r]}) is not NaN");
+    }
+
+    [Theory]
+    [MemberData(nameof(ConcatCases))]
+    public void Split_columns_copies_each_part_of_a_row_to_its_own_tensor(string target, int rows, int wa, int wb, int wc, int block, uint grid)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        int width = wa + wb + wc;
+        var src = Rand.Floats(7, rows * width);
+        using var ds = DeviceArray.Upload(rt, src);
+        using var da = DeviceArray.Floats(rt, Math.Max(1, rows * wa));
+        using var db = DeviceArray.Floats(rt, Math.Max(1, rows * wb));
+        using var dc = DeviceArray.Floats(rt, Math.Max(1, rows * wc));
+        long n = (long)rows * width;
+        rt.Run("split_columns", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0,
+            ds, rows, da, wa, wb == 0 ? (nint)0 : db.Pointer, wb, wc == 0 ? (nint)0 : dc.Pointer, wc);
+        float[] a = da.Download(), b = db.Download(), c = dc.Download();
+        for (int r = 0; r < rows; r++)
+        {
+            for (int j = 0; j < wa; j++) Assert.Equal(src[r * width + j], a[r * wa + j]);
+            for (int j = 0; j < wb; j++) Assert.Equal(src[r * width + wa + j], b[r * wb + j]);
+            for (int j = 0; j < wc; j++) Assert.Equal(src[r * width + wa + wb + j], c[r * wc + j]);
+        }
+    }
+
+    public static IEnumerable<object[]> NormCases => KernelTargets.Cross([[1, 1, 32], [3, 31, 32], [5, 288, 64], [4, 4096, 1024], [9, 100, 256]]);
+
+    [Theory]
+    [MemberData(nameof(NormCases))]
+    public void Rmsnorm_forward_bf16_matches_cpu_and_stores_its_output_rounded(string target, int rows, int dim, int block)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        float[] x = Rand.Floats(rows * 7 + dim, rows * dim, -2f, 2f), w = Rand.Floats(dim, dim, 0.5f, 1.5f);
+        const float eps = 1e-5f;
+        float[] y = new float[x.Length], rstd = new float[rows];
+        RmsNormOps.Forward(x, w, eps, y, rstd, rows, dim);
+        using var dx = DeviceArray.Upload(rt, x);
+        using var dw = DeviceArray.Upload(rt, w);
+        using var dy = DeviceArray.Floats(rt, x.Length);
+        using var ds = DeviceArray.Floats(rt, rows);
+        using var d16 = DeviceArray.Floats(rt, (x.Length + 1) / 2);
+        rt.Run("rmsnorm_forward_bf16", new Dim3((uint)rows), new Dim3((uint)block), 0, dx, dw, eps, dy, ds, d16, rows, dim);
+        Approx.Equal(rstd, ds.Download(), 0, 1e-5f, "rstd");
+        var got = dy.Download();
+        Approx.Equal(y, got, 1e-5f, 1e-5f, "y");
+        var halves = Halves(d16, x.Length);
+        for (int i = 0; i < x.Length; i++) Assert.True(Round(got[i]) == halves[i], $"y16[{i}]: expected 0x{Round(got[i]):X4} (y = {got[i]:R}), got 0x{halves[i]:X4}");
+    }
+
+    [Theory]
+    [MemberData(nameof(NormCases))]
+    public void Rmsnorm_backward_bf16_matches_cpu_and_stores_the_updated_gradient_rounded(string target, int rows, int dim, int block)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        foreach (var rule in new[] { NormRule.FrozenScale, NormRule.Exact })
+        {
+            float[] x = Rand.Floats(rows + dim, rows * dim, -2f, 2f), w = Rand.Floats(dim + 1, dim, 0.5f, 1.5f);
+            float[] gy = Rand.Floats(rows + 3, rows * dim), dx0 = Rand.Floats(rows + 4, rows * dim);
+            float[] y = new float[x.Length], rstd = new float[rows];
+            RmsNormOps.Forward(x, w, 1e-5f, y, rstd, rows, dim);
+            float[] expected = (float[])dx0.Clone();
+            RmsNormOps.Backward(gy, x, w, rstd, rule, expected, rows, dim);
+            using var ddy = DeviceArray.Upload(rt, gy);
+            using var dx = DeviceArray.Upload(rt, x);
+            using var dw = DeviceArray.Upload(rt, w);
+            using var ds = DeviceArray.Upload(rt, rstd);
+            using var ddx = DeviceArray.Upload(rt, dx0);
+            using var d16 = DeviceArray.Floats(rt, (x.Length + 1) / 2);
+            rt.Run("rmsnorm_backward_bf16", new Dim3((uint)rows), new Dim3((uint)block), 0, ddy, dx, dw, ds, ddx, d16, rows, dim, rule == NormRule.Exact ? 1 : 0);
+            var got = ddx.Download();
+            Approx.Equal(expected, got, 1e-5f, 1e-4f, $"dx ({rule})");
+            var halves = Halves(d16, x.Length);
+            for (int i = 0; i < x.Length; i++) Assert.True(Round(got[i]) == halves[i], $"dx16[{i}] ({rule}): expected 0x{Round(got[i]):X4}, got 0x{halves[i]:X4}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(SwiGluKernelTests.Cases), MemberType = typeof(SwiGluKernelTests))]
+    public void Swiglu_forward_bf16_matches_cpu_and_stores_its_output_rounded(string target, int n, int block, uint grid)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        float[] g = Rand.Floats(n, n, -8f, 8f), u = Rand.Floats(n + 1, n, -2f, 2f), expected = new float[n];
+        SwiGluOps.Forward(g, u, expected);
+        using var dg = DeviceArray.Upload(rt, g);
+        using var du = DeviceArray.Upload(rt, u);
+        using var dh = DeviceArray.Floats(rt, n);
+        using var d16 = DeviceArray.Floats(rt, (n + 1) / 2);
+        rt.Run("swiglu_forward_bf16", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0, dg, du, dh, d16, (long)n);
+        var got = dh.Download();
+        Approx.Equal(expected, got, 1e-6f, 1e-5f, "h");
+        var halves = Halves(d16, n);
+        for (int i = 0; i < n; i++) Assert.True(Round(got[i]) == halves[i], $"h16[{i}]: expected 0x{Round(got[i]):X4} (h = {got[i]:R}), got 0x{halves[i]:X4}");
+    }
+}
