@@ -88,6 +88,14 @@ static class LongPromptBench
         var watch = Stopwatch.StartNew();
         var scores = Attributor.Score(llama, task, new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = 1 }, null);
         double seconds = watch.Elapsed.TotalSeconds;
+        if (Environment.GetEnvironmentVariable("NT_DIAG") == "1")
+        {
+            var pool = typeof(NeuronTrace.Runtime.CpuTensor).Assembly.GetType("NeuronTrace.Runtime.ArrayPoolByLength")!;
+            long F(string n) => (long)pool.GetField(n, System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Static)!.GetValue(null)!;
+            var gi = GC.GetGCMemoryInfo();
+            Console.Error.WriteLine($"DIAG T={t} peakRented={F("_peakRented")/1048576.0:F1}MB rented={F("_rented")/1048576.0:F1} pooled={F("_bytes")/1048576.0:F1} heap={gi.HeapSizeBytes/1048576.0:F1} committed={gi.TotalCommittedBytes/1048576.0:F1} frag={gi.FragmentedBytes/1048576.0:F1} promoted={gi.PromotedBytes/1048576.0:F1} gen2count={GC.CollectionCount(2)} threads={System.Diagnostics.Process.GetCurrentProcess().Threads.Count} hwm={PeakRssMb():F1} plan={plan.TotalBytes/1048576.0:F1}");
+            foreach (var (item, bytes) in plan.Items) Console.Error.WriteLine($"DIAG   {item} {bytes/1048576.0:F1}");
+        }
         Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
         {
             ["T"] = t, ["seconds"] = seconds, ["peak_rss_mb"] = PeakRssMb(), ["plan_mb"] = plan.TotalBytes / 1048576.0, ["plan_dominant"] = plan.Dominant,

@@ -55,12 +55,16 @@ public sealed class Llama : IDisposable
     internal IBackend InputBackend(int layer) => layer == 0 ? Backend : LayerBackend(layer - 1);
 
     /// <summary>Runs the batch through the model, applying <paramref name="plan"/>'s edits at their sites.</summary>
-    public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null) =>
-        Forward(batch, logitRows, plan, batch.Size);
+    /// <param name="checkpoint">Activation checkpointing: keep only each layer's input r_l; a layer's state is recomputed
+    /// from it when read (<see cref="ForwardPass.Layer"/>), as the backward does layer by layer.</param>
+    public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null, bool checkpoint = false) =>
+        Forward(batch, logitRows, plan, batch.Size, checkpoint);
 
     /// <param name="logitPrompts">With <see cref="LogitRows.Last"/>, only the first this many prompts get logits (the
     /// clean half of a <see cref="PairedForward"/>).</param>
-    internal ForwardPass Forward(TokenBatch batch, LogitRows logitRows, InterventionPlan? plan, int logitPrompts)
+    /// <param name="layerDone">Called with each layer's state as soon as it is computed, before the next layer runs.</param>
+    internal ForwardPass Forward(TokenBatch batch, LogitRows logitRows, InterventionPlan? plan, int logitPrompts, bool checkpoint = false,
+        Action<int, LayerState>? layerDone = null)
     {
         var c = Config; var be = Backend;
         int rows = batch.Rows, T = batch.SeqLen, d = c.Dim;
@@ -71,11 +75,21 @@ public sealed class Llama : IDisposable
         be.Embedding(batch.Tokens, _w.TokenEmbedding, embedded);
         if (plan is not null && plan.TryGetEmbedding(out var embScale, out var embOffset)) be.Intervene(embedded, embScale, embOffset);
         var layers = new LayerState[c.Layers];
+        // Checkpointed: each layer's input is kept and the rest of its state freed as soon as the next layer has its input.
+        var inputs = checkpoint ? new Tensor[c.Layers] : null;
         Tensor x = embedded;
-        for (int l = 0; l < c.Layers; l++) x = (layers[l] = ForwardLayer(l, x, batch, plan)).Output;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            if (inputs is null) { x = (layers[l] = ForwardLayer(l, x, batch, plan)).Output; layerDone?.Invoke(l, layers[l]); continue; }
+            inputs[l] = x;
+            x = ForwardLayer(l, x, batch, plan).DisposeAllButOutput();
+        }
 
         if (logitRows == LogitRows.None)
-            return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []);
+        {
+            if (inputs is not null) x.Dispose();
+            return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []) { LayerInputs = inputs, Plan = plan };
+        }
         be = HeadBackend;
         int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, rows).ToArray() : batch.LastRows()[..logitPrompts];
         var finalInput = be.AllocateUninitialized(index.Length, d);
@@ -86,7 +100,8 @@ public sealed class Llama : IDisposable
         var logits = be.AllocateUninitialized(index.Length, c.VocabSize);
         be.MatMul(normed, _w.Classifier, logits, false);
         normed.Dispose();
-        return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index);
+        if (inputs is not null) x.Dispose();   // r_L: the top layer's recomputation makes it again
+        return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index) { LayerInputs = inputs, Plan = plan };
     }
 
     /// <summary>
@@ -282,7 +297,7 @@ public sealed class Llama : IDisposable
                 (cosTable, sinTable) = EnsureRope(batch.SeqLen, be);   // the forward made them; this takes a snapshot
                 (dZ, dUpstream, dAct, dGate, dUp, dNorm, dQ, dK, dV) = scratch.On(be);
             }
-            var s = pass.Layers[l];
+            var s = pass.Layer(l);   // recomputed here from its input when the forward was checkpointed
             var w = _w.Layers[l];
             be.PushRange(RangeName(l, backward: true));
             var seedHere = l == topLayer ? seed?.Site : null;

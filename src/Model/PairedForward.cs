@@ -40,42 +40,38 @@ public static class PairedForward
             for (int i = 0; i < b.Size; i++) prompts.Add(b.Tokens.AsSpan(i * b.SeqLen, b.Lengths[i]).ToArray());
         var both = new TokenBatch(prompts);
 
-        var pass = model.Forward(both, LogitRows.Last, null, clean.Size);
-        var cleanLayers = new List<LayerState>(pass.Layers.Length);
-        var patchLayers = new List<LayerState>(pass.Layers.Length);
+        // Each paired layer is split into its clean and patch halves as soon as it is computed and freed once the next
+        // layer has run, so the paired rows never hold more than two layers (the next layer's forward takes their arrays
+        // back from the pool): the halves plus two paired layers, not a third whole forward.
+        var cleanLayers = new List<LayerState>(model.Config.Layers);
+        var patchLayers = new List<LayerState>(model.Config.Layers);
         Tensor? cleanEmbedded = null, patchEmbedded = null;
-        int split = 0;   // layers of the paired pass split (and disposed) so far
+        LayerState? previous = null;   // the paired layer below the one just computed (its Output is that layer's input)
+        ForwardPass pass;
         try
         {
-            cleanEmbedded = Half(model.Backend, pass.Embedded, 0);
-            patchEmbedded = Half(model.Backend, pass.Embedded, 1);
-            Tensor cleanInput = cleanEmbedded, patchInput = patchEmbedded;
-            // Layer by layer, each paired layer freed once split: at most one layer more than two separate passes hold.
-            for (; split < pass.Layers.Length; split++)
+            pass = model.Forward(both, LogitRows.Last, null, clean.Size, layerDone: (l, s) =>
             {
-                var s = pass.Layers[split];
-                cleanLayers.Add(Split(model.LayerBackend(split), s, 0, cleanInput));
-                patchLayers.Add(Split(model.LayerBackend(split), s, 1, patchInput));
-                cleanInput = cleanLayers[split].Output;
-                patchInput = patchLayers[split].Output;
-                s.Dispose();
-            }
+                previous?.Dispose();
+                previous = s;
+                var be = model.LayerBackend(l);
+                if (l == 0) { cleanEmbedded = Half(model.Backend, s.Input, 0); patchEmbedded = Half(model.Backend, s.Input, 1); }
+                cleanLayers.Add(Split(be, s, 0, l == 0 ? cleanEmbedded! : cleanLayers[l - 1].Output));
+                patchLayers.Add(Split(be, s, 1, l == 0 ? patchEmbedded! : patchLayers[l - 1].Output));
+            });
         }
         catch
         {
             cleanEmbedded?.Dispose(); patchEmbedded?.Dispose();
             foreach (var s in cleanLayers.Concat(patchLayers)) s.Dispose();
-            for (int l = split; l < pass.Layers.Length; l++) pass.Layers[l].Dispose();
-            pass.Logits?.Dispose(); pass.FinalInput?.Dispose(); pass.FinalRstd?.Dispose();
+            previous?.Dispose();
             throw;
         }
-        finally
-        {
-            pass.Embedded.Dispose();   // the paired pass's logits and final norm move to the clean pass
-        }
-        var cleanPass = new ForwardPass(model, clean, cleanEmbedded, cleanLayers.ToArray(), pass.FinalInput, pass.FinalRstd,
+        previous?.Dispose();   // the top paired layer; the paired pass's logits and final norm move to the clean pass
+        pass.Embedded.Dispose();
+        var cleanPass = new ForwardPass(model, clean, cleanEmbedded!, cleanLayers.ToArray(), pass.FinalInput, pass.FinalRstd,
             pass.Logits, LogitRows.Last, pass.LogitRowIndex);
-        var patchPass = new ForwardPass(model, patch, patchEmbedded, patchLayers.ToArray(), null, null, null, LogitRows.None, []);
+        var patchPass = new ForwardPass(model, patch, patchEmbedded!, patchLayers.ToArray(), null, null, null, LogitRows.None, []);
         return (cleanPass, patchPass);
 
         // The clean (0) or patch (1) half of a tensor whose rows (all dimensions but the last) run clean then patch.

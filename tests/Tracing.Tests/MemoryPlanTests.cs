@@ -117,7 +117,7 @@ public class MemoryPlanTests
         Assert.All(weights, w => Assert.True(w <= weights.Sum() / devices + layer, $"{MemoryPlan.Gib(w)} of {MemoryPlan.Gib(weights.Sum())}"));
         // the per-layer items add up to the one-device plan's; each device adds one [rows, dim] input (the embedding or the moved stream)
         var whole = MemoryPlan.ForAttribution(c, 4, 128, [NodeSite.MlpAct], AttributionMethod.RelP, patchBaseline: true, weightCopies: 1);
-        Assert.Equal(Item(whole, "site gradients"), parts.Sum(p => Item(p, "site gradients")));
+        Assert.Equal(Item(whole, "score sums"), parts.Sum(p => Item(p, "score sums")));
         long input = 2L * 4 * 128 * c.Dim * 4;   // clean + patch forwards
         Assert.Equal(Item(whole, "forward passes (clean + patch)") + (devices - 1) * input, parts.Sum(p => Item(p, "forward passes (clean + patch)")));
         Assert.Contains("+ embedding", parts[0].Describe());

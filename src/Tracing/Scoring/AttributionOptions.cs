@@ -52,4 +52,14 @@ public sealed record AttributionOptions
     /// that needs (at least one point per pass). Every saved activation has this many rows: memory, not results.
     /// </summary>
     public int IgRowsPerPass { get; init; } = 8192;
+    /// <summary>
+    /// Activation checkpointing: every forward keeps only each layer's input r_l and the backward recomputes the layer's
+    /// forward from it (one more layer forward per layer; one layer's activations held instead of all). Same scores.
+    /// Set by trace and attribute when the memory plan says the stored activations do not fit; forced on by
+    /// <c>NEURONTRACE_CHECKPOINT_LAYERS=1</c>.
+    /// </summary>
+    public bool CheckpointLayers { get; init; }
+
+    /// <summary>Whether <c>NEURONTRACE_CHECKPOINT_LAYERS=1</c> forces <see cref="CheckpointLayers"/> on (tests, memory experiments).</summary>
+    public static bool CheckpointForced => Environment.GetEnvironmentVariable("NEURONTRACE_CHECKPOINT_LAYERS") == "1";
 }
