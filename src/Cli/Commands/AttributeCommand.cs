@@ -67,7 +67,8 @@ public static class AttributeCommand
             var fit = Tracing.Pipeline.MemoryPlan.FitAttribution(loaded.Config, Math.Min(r.GetValue(batch), Math.Max(t.Count, 1)),
                 t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, m,
                 (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
-                CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!));
+                CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!),
+                r.GetValue(steps));
             if (fit.Refusal is { } refusal) throw new UsageException(refusal);
             if (fit.Note is { } note) Console.Error.WriteLine(note);
             int batchSize = fit.Note is null ? r.GetValue(batch) : fit.Batch;

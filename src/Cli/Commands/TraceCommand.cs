@@ -103,7 +103,7 @@ public static class TraceCommand
             {
                 var fit = Tracing.Pipeline.MemoryPlan.FitAttribution(loaded.Config, Math.Min(attributionBatch, Math.Max(t.Count, 1)),
                     t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, m, true, CommonOptions.IsCpu(r.GetValue(device)!),
-                    CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!));
+                    CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!), traceOptions.IgSteps);
                 if (fit.Refusal is { } refusal) throw new UsageException(refusal);
                 if (fit.Note is null) continue;
                 Console.Error.WriteLine($"{m.Name()}: {fit.Note}");

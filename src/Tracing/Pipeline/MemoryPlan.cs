@@ -169,10 +169,11 @@ public sealed record MemoryPlan
     /// </summary>
     /// <param name="where">How the available bytes are described: "available" (the CPU) or "free on cuda:0".</param>
     public static AttributionFit FitAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        AttributionMethod method, bool patchBaseline, bool cpu, long? available, string where = "available")
+        AttributionMethod method, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10)
     {
         if (batch < 1 || promptLength < 1 || available is not long bytes) return new(batch, false, null, null);
-        MemoryPlan Plan(int n, bool checkpoint) => ForAttribution(c, n, promptLength, sites, method, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpoint);
+        MemoryPlan Plan(int n, bool checkpoint) =>
+            ForAttribution(c, n, promptLength, sites, method, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpoint, igSteps: igSteps);
         var asked = Plan(batch, false);
         if (asked.TotalBytes <= bytes) return new(batch, false, null, null);
         int fits = LargestFittingBatch(n => Plan(n, false), batch, bytes);
@@ -205,7 +206,7 @@ public sealed record MemoryPlan
         var lines = new List<string>
         {
             $"memory plan: {Method.Name()}, batch {Batch} × {PromptLength} tokens, {Config.Layers} layers × dim {Config.Dim} ({Config.Heads} heads, {Config.KvHeads} kv), fp{ElementBytes * 8}" +
-                (Part is null ? "" : $"; {Part}"),
+                (Checkpoint ? ", activation checkpointing" : "") + (Part is null ? "" : $"; {Part}"),
         };
         foreach (var (item, bytes) in Items) lines.Add($"  {item,-32} {Gib(bytes),12}");
         lines.Add($"  {"total (predicted peak)",-32} {Gib(TotalBytes),12}");
