@@ -69,11 +69,11 @@ public class CheckpointTests
             .Items.Where(i => i.Item.StartsWith("forward pass", StringComparison.Ordinal) || i.Item.StartsWith("paired", StringComparison.Ordinal)).Sum(i => i.Bytes);
         // An independent count, per row: a layer's state is 8·dim + 2·kv + 3·hidden + 2 + heads floats. Stored: clean and
         // patch hold every layer and the embedding, the paired forward two layers of both; checkpointed: each layer's
-        // input for both, and three recomputed layers (clean, patch, and the patch forward's still running beside).
+        // input for both, and one recomputed layer each.
         long rows = batch * T, layer = 8L * c.Dim + 2L * c.KvDim + 3L * c.HiddenDim + 2 + c.Heads;
         long logits = batch * (c.VocabSize + c.Dim + 1L);
         Assert.Equal((2 * rows * (c.Layers * layer + c.Dim) + logits + 4 * rows * layer + 2 * rows * c.Dim) * 4, Forward(false));
-        Assert.Equal((2 * rows * c.Layers * c.Dim + 3 * rows * layer + logits) * 4, Forward(true));
+        Assert.Equal((2 * rows * c.Layers * c.Dim + 2 * rows * layer + logits) * 4, Forward(true));
         Assert.True(Forward(true) < Forward(false) / 3);
     }
 }

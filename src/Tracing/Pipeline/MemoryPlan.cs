@@ -95,10 +95,7 @@ public sealed record MemoryPlan
         // IG holds the clean pass (and the patch pass, for the endpoints) beside one path pass of up to igRowsPerPass rows.
         int passes = patchBaseline ? 2 : 1;
         string held = checkpoint ? ", checkpointed: layer inputs + one layer" : "";
-        // Checkpointed on the CPU, the patch forward runs on a second thread and may still hold its layer while the
-        // clean backward recomputes its top one: one layer more.
-        long overlap = checkpoint && cpu && patchBaseline ? rows * perRowPerLayer : 0;
-        items.Add((passes == 2 ? $"forward passes (clean + patch{held})" : $"forward pass{(held.Length > 0 ? $" ({held[2..]})" : "")}", (passes * Pass(rows) + overlap + logitBytes) * e));
+        items.Add((passes == 2 ? $"forward passes (clean + patch{held})" : $"forward pass{(held.Length > 0 ? $" ({held[2..]})" : "")}", (passes * Pass(rows) + logitBytes) * e));
         // The CPU runs the clean and patch forwards as one (PairedForward): two paired layers of 2·rows at a time beside
         // the halves, and the paired embedding; every forward of the run takes those arrays back from the pool.
         if (cpu && patchBaseline && !checkpoint) items.Add(("paired forward (2 layers at 2× rows)", (2 * 2 * rows * perRowPerLayer + 2 * rows * d) * e));
@@ -123,6 +120,11 @@ public sealed record MemoryPlan
         long slab = (long)(promptLength + 1) * siteWidths * layers;
         bool split = cpu && batch >= 2 && Attributor.IsSmallModelWork(c, rows);
         items.Add((split ? "score sums (two threads)" : "score sums", (split ? 2 : 1) * slab * e));
+        // At the end the means are formed on the device ([layers · positions, Σ widths], beside the pooled arrays of the
+        // run) and, on the CPU, downloaded into a host array and split into the per-site score arrays: two more copies.
+        long means = (long)promptLength * siteWidths * layers;
+        items.Add(("score means", means * e));
+        if (cpu) items.Add(("score means (host copies)", 2 * means * 4));
         // Streaming attention scratch, per thread (thread-static, kept): forward Kᵀ [hd, T]; backward Kᵀ, Vᵀ, dKᵀ, dVᵀ
         // [hd, T] and two pattern rows [QB = 4, T] (AttentionOps.Streaming*).
         if (cpu) items.Add(("attention scratch", Environment.ProcessorCount * (5L * c.HeadDim + 8) * promptLength * 4));
