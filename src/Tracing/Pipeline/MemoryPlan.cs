@@ -17,8 +17,9 @@ namespace NeuronTrace.Tracing.Pipeline;
 public sealed record MemoryPlan
 {
     /// <summary>
-    /// Resident size of the .NET runtime, JIT, thread stacks and the GC's spare heap beside the tensors: calibrated on
-    /// the long-prompt benchmark (peak RSS minus the items below, at T = 512 and 1024).
+    /// Resident size of the .NET runtime, JIT, thread stacks and the GC's spare heap beside the tensors. On the
+    /// long-prompt benchmark (bench/results/long-prompt) peak RSS minus the other items came to 34-44 MB at T = 256 ..
+    /// 2048; 64 MB leaves headroom, so the plan is 3-7% above the measured peak from T = 512 on.
     /// </summary>
     public const long RuntimeBytes = 64L << 20;
 
