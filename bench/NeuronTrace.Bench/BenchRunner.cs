@@ -28,7 +28,7 @@ static partial class BenchRunner
         int at = Array.IndexOf(rest, "--rounds");
         if (at >= 0 && at + 1 < rest.Length && int.TryParse(rest[at + 1], out int r) && r > 0) _rounds = r;
         if (which == "long-prompt") return LongPromptBench.Run(Root, rest);
-        if (which == "long-prompt-one") return LongPromptBench.One(rest[0], int.Parse(rest[1], System.Globalization.CultureInfo.InvariantCulture));
+        if (which == "long-prompt-one") return LongPromptBench.One(rest[0], int.Parse(rest[1], System.Globalization.CultureInfo.InvariantCulture), rest.Length > 2 && rest[2] == "checkpoint");
         if (which == "gpu-check") return GpuCheck.Check(rest);
         if (which == "gpu-plan") return GpuPlan.Run(rest);
         if (which == "gpu-bench") return GpuBench.Run(rest);

@@ -13,9 +13,10 @@ namespace NeuronTrace.Bench;
 /// <summary>
 /// <c>bench long-prompt [--lengths 256,512,...] [--torch-max 1024]</c>: RelP attribution (all sites, patch baseline, batch 1) on a random
 /// synthetic model (dim 256, 8 heads, 4 layers, hidden 688, vocab 512) on the CPU, one fresh process per prompt length
-/// so each peak RSS (VmHWM) is that length's own; the memory plan's prediction beside it; PyTorch
-/// (bench/torch_attribution.py, eager attention: it materialises the pattern) on the same work when installed, its peak
-/// RSS from its own getrusage. Writes bench/results/long-prompt/{results.json, memory.png, time.png}.
+/// and mode (stored activations, and activation checkpointing) so each peak RSS (VmHWM) is that run's own; the memory
+/// plan's prediction beside each; PyTorch (bench/torch_attribution.py, eager attention: it materialises the pattern)
+/// on the same work when installed, its peak RSS from its own getrusage; PyTorch SDPA where the installed torch has it
+/// (2.0+; 1.13 here has not: said so). Writes bench/results/long-prompt/{results.json, memory.svg, time.svg}.
 /// </summary>
 static class LongPromptBench
 {
@@ -40,21 +41,26 @@ static class LongPromptBench
         string outDir = Path.Combine(root, "bench", "results", "long-prompt");
         Directory.CreateDirectory(outDir);
         Console.WriteLine($"long prompts: RelP, all sites, batch 1, synthetic dim {Shape.Dim} × {Shape.Layers} layers, {Shape.Heads} heads; load {Load()}");
-        Console.WriteLine($"{"T",6} {"ours s",9} {"ours RSS",10} {"plan",10} {"plan/RSS",9} {"torch s",9} {"torch RSS",10}");
+        Console.WriteLine($"{"T",6} {"ours s",9} {"ours RSS",10} {"plan",10} {"plan/RSS",9} {"ckpt s",9} {"ckpt RSS",10} {"ckpt plan",10} {"torch s",9} {"torch RSS",10}");
         var rows = new List<Dictionary<string, object?>>();
         foreach (int t in lengths)
         {
-            var ours = Child(root, modelDir, t);
+            var ours = Child(root, modelDir, t, checkpoint: false);
+            var ckpt = Child(root, modelDir, t, checkpoint: true);
             var torch = t <= torchMax ? Torch(root, modelDir, t) : null;
             double rss = ours.GetProperty("peak_rss_mb").GetDouble(), plan = ours.GetProperty("plan_mb").GetDouble();
+            double crss = ckpt.GetProperty("peak_rss_mb").GetDouble(), cplan = ckpt.GetProperty("plan_mb").GetDouble(), cs = ckpt.GetProperty("seconds").GetDouble();
             double? ts = torch?.GetProperty("seconds_per_iter").GetDouble(), trss = torch?.GetProperty("peak_rss_mb").GetDouble();
             rows.Add(new()
             {
                 ["T"] = t, ["seconds"] = ours.GetProperty("seconds").GetDouble(), ["peak_rss_mb"] = rss, ["plan_mb"] = plan,
-                ["plan_dominant"] = ours.GetProperty("plan_dominant").GetString(), ["torch_eager_seconds"] = ts, ["torch_eager_peak_rss_mb"] = trss,
+                ["plan_dominant"] = ours.GetProperty("plan_dominant").GetString(),
+                ["checkpoint_seconds"] = cs, ["checkpoint_peak_rss_mb"] = crss, ["checkpoint_plan_mb"] = cplan,
+                ["torch_eager_seconds"] = ts, ["torch_eager_peak_rss_mb"] = trss, ["torch_sdpa_seconds"] = null, ["torch_sdpa_peak_rss_mb"] = null,
                 ["load"] = Load(),
             });
             Console.WriteLine($"{t,6} {ours.GetProperty("seconds").GetDouble(),9:F2} {rss,8:F0}MB {plan,8:F0}MB {plan / rss,9:F2} " +
+                              $"{cs,9:F2} {crss,8:F0}MB {cplan,8:F0}MB " +
                               $"{(ts is null ? "-" : ts.Value.ToString("F2", CultureInfo.InvariantCulture)),9} {(trss is null ? "-" : $"{trss:F0}MB"),10}");
         }
         if (rows.Count >= 2)
@@ -64,6 +70,9 @@ static class LongPromptBench
             // Activations grow with T; weights and runtime do not: the growth above the T-independent part is the test.
             Console.WriteLine($"peak RSS T={a["T"]}: {a["peak_rss_mb"]:F0} MB, T={b["T"]}: {b["peak_rss_mb"]:F0} MB; ratio {ratio:F2} for a {lenRatio:F1}× longer prompt " +
                               $"(quadratic would be ~{lenRatio * lenRatio:F1}× on the activations)");
+            double cratio = (double)b["checkpoint_peak_rss_mb"]! / (double)a["checkpoint_peak_rss_mb"]!;
+            Console.WriteLine($"checkpointed: T={a["T"]}: {a["checkpoint_peak_rss_mb"]:F0} MB, T={b["T"]}: {b["checkpoint_peak_rss_mb"]:F0} MB; ratio {cratio:F2}; " +
+                              $"at T={b["T"]} {(double)b["checkpoint_peak_rss_mb"]! / (double)b["peak_rss_mb"]!:F2}× the stored run's peak, {(double)b["checkpoint_seconds"]! / (double)b["seconds"]!:F2}× its time");
         }
         if (!TorchAvailable()) Console.WriteLine("PyTorch: /usr/bin/python3 has no torch here, its columns are empty. SDPA: not in PyTorch 1.13 (torch 2.0+).");
         else Console.WriteLine("PyTorch SDPA: torch.nn.functional.scaled_dot_product_attention is not in PyTorch 1.13 (2.0+): eager only.");
@@ -73,8 +82,8 @@ static class LongPromptBench
         return 0;
     }
 
-    /// <summary><c>bench long-prompt-one MODEL T</c>: one attribution in this process; one JSON line.</summary>
-    public static int One(string modelDir, int t)
+    /// <summary><c>bench long-prompt-one MODEL T [checkpoint]</c>: one attribution in this process; one JSON line.</summary>
+    public static int One(string modelDir, int t, bool checkpoint = false)
     {
         var loaded = NeuronTrace.Formats.ModelLoader.Load(modelDir);
         var c = loaded.Config;
@@ -83,10 +92,10 @@ static class LongPromptBench
         var patch = (int[])clean.Clone();
         patch[t / 2] = (patch[t / 2] + 1 - 3) % (c.VocabSize - 3) + 3;
         var task = new PromptTask("long", [new PromptPair(1, clean, patch, 5, 9)]);
-        var plan = MemoryPlan.ForAttribution(c, 1, t, NodeSites.All, AttributionMethod.RelP, patchBaseline: true);
+        var plan = MemoryPlan.ForAttribution(c, 1, t, NodeSites.All, AttributionMethod.RelP, patchBaseline: true, checkpoint: checkpoint);
         using var llama = new Llama(loaded.Weights, CpuBackend.Instance);
         var watch = Stopwatch.StartNew();
-        var scores = Attributor.Score(llama, task, new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = 1 }, null);
+        var scores = Attributor.Score(llama, task, new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = 1, CheckpointLayers = checkpoint }, null);
         double seconds = watch.Elapsed.TotalSeconds;
         Console.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
         {
@@ -103,12 +112,13 @@ static class LongPromptBench
         throw new InvalidOperationException("no VmHWM in /proc/self/status");
     }
 
-    static JsonElement Child(string root, string modelDir, int t)
+    static JsonElement Child(string root, string modelDir, int t, bool checkpoint)
     {
         var psi = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, RedirectStandardError = true };
         if (!Path.GetFileNameWithoutExtension(Environment.ProcessPath!).StartsWith("NeuronTrace.Bench", StringComparison.Ordinal))
             psi.ArgumentList.Add(typeof(LongPromptBench).Assembly.Location);   // run as `dotnet NeuronTrace.Bench.dll`
         foreach (var a in new[] { "long-prompt-one", modelDir, t.ToString(CultureInfo.InvariantCulture) }) psi.ArgumentList.Add(a);
+        if (checkpoint) psi.ArgumentList.Add("checkpoint");
         return RunJson(psi, $"long-prompt-one {t}")!.Value;
     }
 
@@ -145,11 +155,13 @@ static class LongPromptBench
     static void PlotAll(string dir, List<Dictionary<string, object?>> rows)
     {
         double[] x = rows.Select(r => (double)(int)r["T"]!).ToArray();
-        Plot(Path.Combine(dir, "memory.png"), "peak memory vs prompt length (RelP, all sites, batch 1, CPU)", "peak RSS (MB)", x,
-            [("NeuronTrace measured", rows.Select(r => (double?)r["peak_rss_mb"]).ToArray()), ("NeuronTrace plan", rows.Select(r => (double?)r["plan_mb"]).ToArray()),
-             ("PyTorch eager", rows.Select(r => (double?)r["torch_eager_peak_rss_mb"]).ToArray())]);
-        Plot(Path.Combine(dir, "time.png"), "attribution time vs prompt length (RelP, all sites, batch 1, CPU)", "seconds", x,
-            [("NeuronTrace", rows.Select(r => (double?)r["seconds"]).ToArray()), ("PyTorch eager", rows.Select(r => (double?)r["torch_eager_seconds"]).ToArray())]);
+        double?[] Col(string key) => rows.Select(r => (double?)r[key]).ToArray();
+        Plot(Path.Combine(dir, "memory.svg"), "peak memory vs prompt length (RelP, all sites, batch 1, CPU)", "peak RSS (MB)", x,
+            [("NeuronTrace measured", Col("peak_rss_mb")), ("NeuronTrace plan", Col("plan_mb")),
+             ("checkpointed measured", Col("checkpoint_peak_rss_mb")), ("checkpointed plan", Col("checkpoint_plan_mb")),
+             ("PyTorch eager", Col("torch_eager_peak_rss_mb"))]);
+        Plot(Path.Combine(dir, "time.svg"), "attribution time vs prompt length (RelP, all sites, batch 1, CPU)", "seconds", x,
+            [("NeuronTrace", Col("seconds")), ("checkpointed", Col("checkpoint_seconds")), ("PyTorch eager", Col("torch_eager_seconds"))]);
     }
 
     static void Plot(string path, string title, string yLabel, double[] x, (string Name, double?[] Y)[] series)
@@ -167,7 +179,7 @@ static class LongPromptBench
         plot.XLabel("prompt length T (tokens)");
         plot.YLabel(yLabel);
         plot.ShowLegend(ScottPlot.Alignment.UpperLeft);
-        plot.SavePng(path, 900, 600);
+        plot.SaveSvg(path, 900, 600);
     }
 
     static string Load() => File.ReadAllText("/proc/loadavg").Split(' ')[0];

@@ -53,6 +53,14 @@ static class CudaBackends
     public static long? PlanFreeBytes(string device) =>
         device == "cpu" || Ordinals(device) is { Length: > 1 } ? null : FreeBytes(device, out _);
 
+    /// <summary>The bytes the memory plan fits a run into on --device <paramref name="device"/>: the GC's available memory
+    /// on the CPU, else <see cref="PlanFreeBytes"/> (null when unknown: no fitting).</summary>
+    public static long? PlanAvailableBytes(string device) =>
+        CommonOptions.IsCpu(device) ? Tracing.Pipeline.MemoryPlan.AvailableCpuBytes() : PlanFreeBytes(device);
+
+    /// <summary>How the plan's lines name <see cref="PlanAvailableBytes"/>.</summary>
+    public static string PlanWhere(string device) => CommonOptions.IsCpu(device) ? "available" : $"free on {device}";
+
     public static IBackend Open(int ordinal = 0)
     {
         GemmPrecision precision;

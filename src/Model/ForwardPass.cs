@@ -37,7 +37,35 @@ public sealed class ForwardPass : IDisposable
     public int[] LogitRowIndex { get; }
 
     /// <summary>The value of a site at a layer, [rows, width] on the backend.</summary>
-    public Tensor Site(NodeSite site, int layer) => Layers[layer].Site(site);
+    public Tensor Site(NodeSite site, int layer) => Layer(layer).Site(site);
+
+    /// <summary>
+    /// Each layer's input r_l ([rows, dim]; the first is <see cref="Embedded"/>) when the forward was checkpointed
+    /// (<see cref="Llama.Forward(TokenBatch, LogitRows, InterventionPlan?, bool)"/>), else null. Then <see cref="Layers"/>
+    /// holds at most the one layer last recomputed (null elsewhere): read layers through <see cref="Layer"/>.
+    /// </summary>
+    public Tensor[]? LayerInputs { get; internal init; }
+    /// <summary>The edits the forward ran with, applied again when a checkpointed layer is recomputed.</summary>
+    internal InterventionPlan? Plan { get; init; }
+    int _recomputed = -1;
+
+    /// <summary>
+    /// Layer <paramref name="layer"/>'s state. On a checkpointed pass it is recomputed from its input by the same
+    /// forward code on the same backend (so the same values) and kept until another layer is asked for or the pass is
+    /// disposed: one layer's state at a time, which is what the backward, top layer first, reads. Not thread-safe.
+    /// </summary>
+    public LayerState Layer(int layer)
+    {
+        if (LayerInputs is null) return Layers[layer];
+        if (_recomputed != layer)
+        {
+            if (_recomputed >= 0) { Layers[_recomputed].Dispose(); Layers[_recomputed] = null!; }
+            _recomputed = -1;
+            Layers[layer] = Model.ForwardLayer(layer, LayerInputs[layer], Batch, Plan);
+            _recomputed = layer;
+        }
+        return Layers[layer];
+    }
 
     /// <summary>Logits copied to the host, [logit rows · vocab].</summary>
     public float[] HostLogits()
@@ -60,7 +88,9 @@ public sealed class ForwardPass : IDisposable
     public void Dispose()
     {
         Embedded.Dispose();
-        foreach (var l in Layers) l.Dispose();
+        foreach (var l in Layers) l?.Dispose();
+        if (LayerInputs is not null)
+            for (int l = 1; l < LayerInputs.Length; l++) LayerInputs[l].Dispose();   // [0] is Embedded
         FinalInput?.Dispose(); FinalRstd?.Dispose(); Logits?.Dispose();
     }
 }

@@ -37,6 +37,16 @@ public sealed class LayerState : IDisposable
         _ => throw new ArgumentOutOfRangeException(nameof(site)),
     };
 
+    /// <summary>Frees every tensor of the state but <see cref="Output"/> and returns it (a checkpointed forward keeps only it).</summary>
+    internal Tensor DisposeAllButOutput()
+    {
+        if (OwnsInput) Input.Dispose();
+        RawZ?.Dispose();
+        foreach (var t in new[] { AttnNormed, AttnRstd, Q, K, V, Lse, Z, AttnOut, Mid, FfnNormed, FfnRstd, Gate, Up, Act, MlpOut })
+            t.Dispose();
+        return Output;
+    }
+
     public void Dispose()
     {
         // Input is the previous layer's Output (or the embedding, owned by the pass), so it is not disposed here

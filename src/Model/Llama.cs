@@ -55,24 +55,37 @@ public sealed class Llama : IDisposable
     internal IBackend InputBackend(int layer) => layer == 0 ? Backend : LayerBackend(layer - 1);
 
     /// <summary>Runs the batch through the model, applying <paramref name="plan"/>'s edits at their sites.</summary>
-    public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null) =>
-        Forward(batch, logitRows, plan, batch.Size);
+    /// <param name="checkpoint">Activation checkpointing: keep only each layer's input r_l; a layer's state is recomputed
+    /// from it when read (<see cref="ForwardPass.Layer"/>), as the backward does layer by layer.</param>
+    public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null, bool checkpoint = false) =>
+        Forward(batch, logitRows, plan, batch.Size, checkpoint);
 
     /// <param name="logitPrompts">With <see cref="LogitRows.Last"/>, only the first this many prompts get logits (the
     /// clean half of a <see cref="PairedForward"/>).</param>
-    internal ForwardPass Forward(TokenBatch batch, LogitRows logitRows, InterventionPlan? plan, int logitPrompts)
+    internal ForwardPass Forward(TokenBatch batch, LogitRows logitRows, InterventionPlan? plan, int logitPrompts, bool checkpoint = false)
     {
         var c = Config;
         CheckLength(batch);
         var embedded = Embed(batch, plan);
         var layers = new LayerState[c.Layers];
+        // Checkpointed: each layer's input is kept and the rest of its state freed as soon as the next layer has its input.
+        var inputs = checkpoint ? new Tensor[c.Layers] : null;
         Tensor x = embedded;
-        for (int l = 0; l < c.Layers; l++) x = (layers[l] = ForwardLayer(l, x, batch, plan)).Output;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            if (inputs is null) { x = (layers[l] = ForwardLayer(l, x, batch, plan)).Output; continue; }
+            inputs[l] = x;
+            x = ForwardLayer(l, x, batch, plan).DisposeAllButOutput();
+        }
 
         if (logitRows == LogitRows.None)
-            return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []);
+        {
+            if (inputs is not null) x.Dispose();
+            return new ForwardPass(this, batch, embedded, layers, null, null, null, logitRows, []) { LayerInputs = inputs, Plan = plan };
+        }
         var (finalInput, rstd, logits, index) = Head(x, batch, logitRows, logitPrompts);
-        return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index);
+        if (inputs is not null) x.Dispose();   // r_L: the top layer's recomputation makes it again
+        return new ForwardPass(this, batch, embedded, layers, finalInput, rstd, logits, logitRows, index) { LayerInputs = inputs, Plan = plan };
     }
 
     internal void CheckLength(TokenBatch batch)
@@ -295,7 +308,7 @@ public sealed class Llama : IDisposable
                 (cosTable, sinTable) = EnsureRope(batch.SeqLen, be);   // the forward made them; this takes a snapshot
                 (dZ, dUpstream, dAct, dGate, dUp, dNorm, dQ, dK, dV) = scratch.On(be);
             }
-            var s = pass.Layers[l];
+            var s = pass.Layer(l);   // recomputed here from its input when the forward was checkpointed
             var w = _w.Layers[l];
             be.PushRange(RangeName(l, backward: true));
             var seedHere = l == topLayer ? seed?.Site : null;

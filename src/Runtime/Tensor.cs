@@ -70,6 +70,19 @@ public sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
         base.Dispose();
     }
 
+    /// <summary>
+    /// The most bytes that pooled-size arrays (rented plus kept in the pool) have held at once since
+    /// <see cref="ResetPeakResidentBytes"/>: what CPU tensors add to the process's peak resident memory (the memory
+    /// plan's tests compare it with the plan).
+    /// </summary>
+    public static long PeakResidentBytes => ArrayPoolByLength.PeakResident;
+
+    /// <summary>Starts <see cref="PeakResidentBytes"/> again from what is resident now.</summary>
+    public static void ResetPeakResidentBytes() => ArrayPoolByLength.ResetPeakResident();
+
+    /// <summary>Drops every array kept for reuse (tensors in use are untouched): the pool then holds only what is freed from here on.</summary>
+    public static void ReleasePooledArrays() => ArrayPoolByLength.Clear();
+
     static long Count(int[] shape)
     {
         long n = 1;
@@ -98,7 +111,7 @@ static class ArrayPoolByLength
 
     static readonly System.Collections.Concurrent.ConcurrentDictionary<long, Entry> Pool = new();
     static readonly Lock EvictionGate = new();
-    static long _bytes, _rented, _peakRented, _clock;
+    static long _bytes, _rented, _peakRented, _clock, _peakResident;
 
     public static float[]? Take(long length)
     {
@@ -106,12 +119,31 @@ static class ArrayPoolByLength
         long rented = Interlocked.Add(ref _rented, length * 4);
         for (long peak = Interlocked.Read(ref _peakRented); rented > peak; peak = Interlocked.Read(ref _peakRented))
             if (Interlocked.CompareExchange(ref _peakRented, rented, peak) == peak) break;
-        if (!Pool.TryGetValue(length, out var e)) return null;
+        if (!Pool.TryGetValue(length, out var e)) return Missed();
         e.LastUse = Interlocked.Increment(ref _clock);
-        if (!e.Arrays.TryTake(out var a)) return null;
+        if (!e.Arrays.TryTake(out var a)) return Missed();
         Interlocked.Add(ref _bytes, -length * 4);
         return a;
     }
+
+    // A miss is the only step that adds resident bytes (the caller allocates a new array): the peak moves only here.
+    static float[]? Missed()
+    {
+        long resident = Interlocked.Read(ref _rented) + Interlocked.Read(ref _bytes);
+        for (long peak = Interlocked.Read(ref _peakResident); resident > peak; peak = Interlocked.Read(ref _peakResident))
+            if (Interlocked.CompareExchange(ref _peakResident, resident, peak) == peak) break;
+        return null;
+    }
+
+    public static void Clear()
+    {
+        lock (EvictionGate)
+            foreach (var entry in Pool.Values)
+                while (entry.Arrays.TryTake(out var dropped)) Interlocked.Add(ref _bytes, -dropped.LongLength * 4);
+    }
+
+    public static long PeakResident => Interlocked.Read(ref _peakResident);
+    public static void ResetPeakResident() => Interlocked.Exchange(ref _peakResident, Interlocked.Read(ref _rented) + Interlocked.Read(ref _bytes));
 
     public static void Return(float[] a)
     {
@@ -267,6 +299,19 @@ public sealed class CpuHalfTensor(HalfWeights data, int[] shape) : Tensor(shape)
     public HalfWeights Data { get; } = data.Length == Count(shape) ? data : throw new ArgumentException($"data has {data.Length} values, shape [{string.Join(", ", shape)}] needs {Count(shape)}");
 
     public override Span<float> Span => throw new NotSupportedException($"{this} holds 16-bit weights; read them through HalfWeights");
+
+    /// <summary>
+    /// The most bytes that pooled-size arrays (rented plus kept in the pool) have held at once since
+    /// <see cref="ResetPeakResidentBytes"/>: what CPU tensors add to the process's peak resident memory (the memory
+    /// plan's tests compare it with the plan).
+    /// </summary>
+    public static long PeakResidentBytes => ArrayPoolByLength.PeakResident;
+
+    /// <summary>Starts <see cref="PeakResidentBytes"/> again from what is resident now.</summary>
+    public static void ResetPeakResidentBytes() => ArrayPoolByLength.ResetPeakResident();
+
+    /// <summary>Drops every array kept for reuse (tensors in use are untouched): the pool then holds only what is freed from here on.</summary>
+    public static void ReleasePooledArrays() => ArrayPoolByLength.Clear();
 
     static long Count(int[] shape)
     {

@@ -69,12 +69,21 @@ public class MemoryPlanTests
         MemoryPlan Plan(int n) => MemoryPlan.ForAttribution(c, n, 512, NodeSites.All, AttributionMethod.RelP, patchBaseline: true, weightCopies: 1);
         // The recording runtime stands in for a GPU whose cuMemGetInfo reports a configured free size.
         var device = new NeuronTrace.Runtime.Cuda.RecordingDeviceRuntime { FreeBytes = Plan(3).TotalBytes + 1 };
-        string? line = MemoryPlan.CheckAttribution(c, 8, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, device.FreeBytes, "cuda:1");
+        // Batch 8 does not fit the free memory: the run is given batch 3 and one line that says so.
+        var fit = MemoryPlan.FitAttribution(c, 8, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, device.FreeBytes, "free on cuda:1");
+        Assert.Equal(3, fit.Batch);
+        Assert.Null(fit.Refusal);
+        Assert.DoesNotContain('\n', fit.Note!);
+        Assert.Contains($"batch 8 needs about {MemoryPlan.Gib(Plan(8).TotalBytes)}", fit.Note);
+        Assert.Contains($"but {MemoryPlan.Gib(device.FreeBytes.Value)} is free on cuda:1", fit.Note);
+        Assert.Null(MemoryPlan.CheckAttribution(c, 8, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, device.FreeBytes, "cuda:1"));
+        // Not even batch 1 with checkpointing: the one refusal line, naming the device.
+        long tiny = MemoryPlan.ForAttribution(c, 1, 512, NodeSites.All, AttributionMethod.RelP, true, weightCopies: 1, checkpoint: true).TotalBytes - 1;
+        string? line = MemoryPlan.CheckAttribution(c, 8, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, tiny, "cuda:1");
         Assert.NotNull(line);
         Assert.DoesNotContain('\n', line);
-        Assert.Contains($"needs about {MemoryPlan.Gib(Plan(8).TotalBytes)}", line);
-        Assert.Contains($"but {MemoryPlan.Gib(device.FreeBytes.Value)} is free on cuda:1", line);
-        Assert.Contains("--batch 3", line);
+        Assert.Contains($"is free on cuda:1", line);
+        Assert.Contains("no batch fits", line);
         Assert.Null(MemoryPlan.CheckAttribution(c, 3, 512, NodeSites.All, AttributionMethod.RelP, true, cpu: false, device.FreeBytes, "cuda:1"));
         // One weight copy on a GPU (two on the CPU): a free size between the two plans fits only the GPU plan.
         long between = Plan(3).TotalBytes + c.ParameterCount * 4 / 2;
@@ -117,7 +126,7 @@ public class MemoryPlanTests
         Assert.All(weights, w => Assert.True(w <= weights.Sum() / devices + layer, $"{MemoryPlan.Gib(w)} of {MemoryPlan.Gib(weights.Sum())}"));
         // the per-layer items add up to the one-device plan's; each device adds one [rows, dim] input (the embedding or the moved stream)
         var whole = MemoryPlan.ForAttribution(c, 4, 128, [NodeSite.MlpAct], AttributionMethod.RelP, patchBaseline: true, weightCopies: 1);
-        Assert.Equal(Item(whole, "site gradients"), parts.Sum(p => Item(p, "site gradients")));
+        Assert.Equal(Item(whole, "score sums"), parts.Sum(p => Item(p, "score sums")));
         long input = 2L * 4 * 128 * c.Dim * 4;   // clean + patch forwards
         Assert.Equal(Item(whole, "forward passes (clean + patch)") + (devices - 1) * input, parts.Sum(p => Item(p, "forward passes (clean + patch)")));
         Assert.Contains("+ embedding", parts[0].Describe());

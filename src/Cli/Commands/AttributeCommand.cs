@@ -63,11 +63,15 @@ public static class AttributeCommand
             int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
             string fullDir = slice is null ? CheckOut() : ShardRun.CheckShardFolder(dir);
             var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen).Take(r.GetValue(limit));
-            if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(r.GetValue(batch), Math.Max(t.Count, 1)),
-                    t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, m,
-                    (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
-                    CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanFreeBytes(r.GetValue(device)!), r.GetValue(device)!) is { } refusal)
-                throw new UsageException(refusal);
+            // The plan lowers the batch (or checkpoints the layers) to what fits, before the weights are read.
+            var fit = Tracing.Pipeline.MemoryPlan.FitAttribution(loaded.Config, Math.Min(r.GetValue(batch), Math.Max(t.Count, 1)),
+                t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, m,
+                (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
+                CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!),
+                r.GetValue(steps));
+            if (fit.Refusal is { } refusal) throw new UsageException(refusal);
+            if (fit.Note is { } note) Console.Error.WriteLine(note);
+            int batchSize = fit.Note is null ? r.GetValue(batch) : fit.Batch;
             using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch
@@ -76,13 +80,13 @@ public static class AttributeCommand
                     throw new UsageException("--metric logit-diff needs patch_answer on every line of the task"),
                 MetricKind.LogitDiff => Metric.TowardsPatch,
                 MetricKind.AnswerLogit => Metric.AnswerLogit,
-                MetricKind.TopLogits => traced.TopLogitsMetric(t, r.GetValue(topLogitsK), r.GetValue(batch)),
+                MetricKind.TopLogits => traced.TopLogitsMetric(t, r.GetValue(topLogitsK), batchSize),
                 _ => Metric.AttributionDefault(t),
             };
             var attribution = new AttributionOptions
             {
                 Method = m, Sites = siteList, IgSteps = r.GetValue(steps), Baseline = b, Metric = chosen,
-                RelPRules = r.GetValue(relpAttention)!, BatchSize = r.GetValue(batch),
+                RelPRules = r.GetValue(relpAttention)!, BatchSize = batchSize, CheckpointLayers = fit.Checkpoint,
             };
             if (slice is { } sl)
             {

@@ -40,8 +40,7 @@ public static class PlanCommand
                 Console.WriteLine("  available: not queried for cuda (the plan is per device; compare each with its card's memory)");
                 return 0;
             }
-            MemoryPlan Plan(int n) => MemoryPlan.ForAttribution(config, n, t, siteList, m, patch, weightCopies: cpu ? 2 : 1);
-            var plan = Plan(b);
+            var plan = MemoryPlan.ForAttribution(config, b, t, siteList, m, patch, weightCopies: cpu ? 2 : 1);
             Console.WriteLine(plan.Describe());
             string where = "available on the cpu";
             long available;
@@ -52,9 +51,16 @@ public static class PlanCommand
                 Console.WriteLine($"  free memory on {r.GetValue(device)}: not known ({whyNot})");
                 return 0;
             }
-            int fits = MemoryPlan.LargestFittingBatch(Plan, Math.Max(b, 1), available);
             Console.WriteLine($"  {where,-32} {MemoryPlan.Gib(available),12}");
-            Console.WriteLine(plan.Refusal(available, fits, cpu ? "available" : where) is { } refusal ? $"does not fit: {refusal}" : "fits");
+            // What trace and attribute would do: run as asked, lower the batch, checkpoint the layers, or refuse.
+            var fit = MemoryPlan.FitAttribution(config, b, t, siteList, m, patch, cpu, available, cpu ? "available" : where);
+            if (fit.Refusal is { } refusal) Console.WriteLine($"does not fit: {refusal}");
+            else if (fit.Note is { } note)
+            {
+                Console.WriteLine($"fits with a change: {note}");
+                if (fit.Checkpoint) Console.WriteLine(MemoryPlan.ForAttribution(config, fit.Batch, t, siteList, m, patch, weightCopies: cpu ? 2 : 1, checkpoint: true).Describe());
+            }
+            else Console.WriteLine("fits");
             return 0;
         });
         return cmd;

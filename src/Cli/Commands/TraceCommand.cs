@@ -96,12 +96,21 @@ public static class TraceCommand
             string full = CheckOut();
 
             Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", traceOptions.Methods.Select(m => m.Name()))}, sites {string.Join(",", traceOptions.Sites.Select(s => s.Name()))}");
+            // The plan lowers the attribution batch (or checkpoints the layers) to what fits every method, before the weights are read.
+            int attributionBatch = traceOptions.AttributionBatchSize;
+            bool checkpoint = traceOptions.CheckpointLayers;
             foreach (var m in traceOptions.Methods)
-                if (Tracing.Pipeline.MemoryPlan.CheckAttribution(loaded.Config, Math.Min(new AttributionOptions().BatchSize, Math.Max(t.Count, 1)),
-                        t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, m, true, CommonOptions.IsCpu(r.GetValue(device)!),
-                        CudaBackends.PlanFreeBytes(r.GetValue(device)!), r.GetValue(device)!) is { } refusal)
-                    // trace has no --batch (it attributes in the library's default batches): name what a trace user can change
-                    throw new UsageException(System.Text.RegularExpressions.Regex.Replace(refusal, @"use --batch \d+ or less", "use fewer --sites or shorter prompts"));
+            {
+                var fit = Tracing.Pipeline.MemoryPlan.FitAttribution(loaded.Config, Math.Min(attributionBatch, Math.Max(t.Count, 1)),
+                    t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, m, true, CommonOptions.IsCpu(r.GetValue(device)!),
+                    CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!), traceOptions.IgSteps);
+                if (fit.Refusal is { } refusal) throw new UsageException(refusal);
+                if (fit.Note is null) continue;
+                Console.Error.WriteLine($"{m.Name()}: {fit.Note}");
+                attributionBatch = Math.Min(attributionBatch, fit.Batch);
+                checkpoint |= fit.Checkpoint;
+            }
+            traceOptions = traceOptions with { AttributionBatchSize = attributionBatch, CheckpointLayers = checkpoint };
             using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
             if (saes.Count > 0 && !traceOptions.Methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))
                 throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");

@@ -5,25 +5,31 @@ namespace NeuronTrace.Tracing.Pipeline;
 
 /// <summary>
 /// The predicted peak memory of an attribution run on one device, from shapes alone (no weights read), so a run that
-/// cannot fit is refused before loading. Counts what <see cref="Llama"/> and <see cref="Attributor"/> allocate:
-/// weights, the forward passes held at once (each layer's <see cref="LayerState"/>: O(rows·width), the streaming
-/// attention keeps L [B, H, T] and no T² pattern), the backward's scratch and recorded site gradients, the score sums,
-/// and a fixed runtime allowance. All tensors are fp32 today (4 bytes; <see cref="ElementBytes"/> is a parameter so
-/// a lean-storage backend can be planned with the same code).
+/// cannot fit is refused (or its batch lowered, or its layers checkpointed) before loading. Counts what
+/// <see cref="Llama"/> and <see cref="Attributor"/> allocate: weights, the forward passes held at once (each layer's
+/// <see cref="LayerState"/>: O(rows·width), the streaming attention keeps L [B, H, T] and no T² pattern; or, with
+/// activation checkpointing, each layer's input and one recomputed layer), the CPU's paired forward, the backward's
+/// scratch, the score sums, and a fixed runtime allowance. On the CPU every freed tensor's array stays in the pool for
+/// the next batch, so the peak resident memory is what is allocated at once over the run's shapes, which these items
+/// add up (tests/Tracing.Tests/MemoryPlanTests checks them against the pool's resident counter). All tensors are fp32
+/// today (4 bytes; <see cref="ElementBytes"/> is a parameter so a lean-storage backend can be planned with the same code).
 /// </summary>
 public sealed record MemoryPlan
 {
     /// <summary>
-    /// Resident size of the .NET runtime, JIT, thread stacks and pooled buffers beside the tensors: calibrated on the
-    /// long-prompt benchmark at T = 256 (118 MB measured, 77 MB of it the items below).
+    /// Resident size of the .NET runtime, JIT, thread stacks and the GC's spare heap beside the tensors. On the
+    /// long-prompt benchmark (bench/results/long-prompt) peak RSS minus the other items came to 34-44 MB at T = 256 ..
+    /// 2048; 64 MB leaves headroom, so the plan is 3-7% above the measured peak from T = 512 on.
     /// </summary>
-    public const long RuntimeBytes = 40L << 20;
+    public const long RuntimeBytes = 64L << 20;
 
     public required LlamaConfig Config { get; init; }
     public required int Batch { get; init; }
     public required int PromptLength { get; init; }
     public required AttributionMethod Method { get; init; }
     public int ElementBytes { get; init; } = 4;
+    /// <summary>Whether the plan is of a run with activation checkpointing (<see cref="AttributionOptions.CheckpointLayers"/>).</summary>
+    public bool Checkpoint { get; init; }
     /// <summary>(what, bytes), largest first.</summary>
     public required IReadOnlyList<(string Item, long Bytes)> Items { get; init; }
     /// <summary>For one device of a model split by layers: which device and layers (null: the whole model on one device).</summary>
@@ -36,16 +42,19 @@ public sealed record MemoryPlan
     /// The plan of <see cref="Attributor.Score"/> for <paramref name="batch"/> prompt pairs of up to
     /// <paramref name="promptLength"/> tokens. <paramref name="patchBaseline"/>: a second (patch) forward is held
     /// beside the clean one. <paramref name="weightCopies"/>: 2 on the CPU backend (the loaded arrays and the
-    /// backend's copies are both alive during the run), 1 on a GPU.
+    /// backend's copies are both alive during the run), 1 on a GPU; it also says which backend runs (the CPU pairs the
+    /// clean and patch forwards and may split a batch over two threads). <paramref name="checkpoint"/>: activation
+    /// checkpointing.
     /// </summary>
     public static MemoryPlan ForAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass) =>
-        ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass,
-            c.Layers, weightCopies * c.ParameterCount * elementBytes, logits: true, part: null);
+        AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass, bool checkpoint = false,
+        int igSteps = 10) =>
+        ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, igSteps,
+            c.Layers, weightCopies * c.ParameterCount * elementBytes, logits: true, part: null, cpu: weightCopies == 2, checkpoint);
 
     /// <summary>
     /// The plan of each device of a model split by layers over <paramref name="devices"/> GPUs (<see cref="LayerPlacement.Balanced"/>):
-    /// a device holds its layers' weights, forward states, site gradients and score sums, one [rows, dim] input (the
+    /// a device holds its layers' weights, forward states and score sums, one [rows, dim] input (the
     /// embedding, or the residual stream moved in), the full backward scratch while it runs, and the logits on the last.
     /// </summary>
     public static IReadOnlyList<MemoryPlan> ForSplitAttribution(LlamaConfig c, int devices, int batch, int promptLength,
@@ -56,47 +65,75 @@ public sealed record MemoryPlan
         {
             int first = starts[d], end = d + 1 < devices ? starts[d + 1] : c.Layers;
             long weights = LayerPlacement.ParametersOn(c, end - first, d == 0, d == devices - 1) * elementBytes;
-            return ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, end - first, weights,
-                logits: d == devices - 1, part: $"device {d} of {devices}: layers {first}..{end - 1}{(d == 0 ? " + embedding" : "")}{(d == devices - 1 ? " + head" : "")}");
+            return ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, 10, end - first, weights,
+                logits: d == devices - 1, part: $"device {d} of {devices}: layers {first}..{end - 1}{(d == 0 ? " + embedding" : "")}{(d == devices - 1 ? " + head" : "")}",
+                cpu: false, checkpoint: false);
         }).ToList();
     }
 
     static MemoryPlan ForLayers(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites, AttributionMethod method,
-        bool patchBaseline, int elementBytes, int igRowsPerPass, int layers, long weightBytes, bool logits, string? part)
+        bool patchBaseline, int elementBytes, int igRowsPerPass, int igSteps, int layers, long weightBytes, bool logits, string? part, bool cpu, bool checkpoint)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(promptLength, 1);
         long e = elementBytes;
         long rows = (long)batch * promptLength;
         int d = c.Dim, kv = c.KvDim, h = c.HiddenDim;
-        long siteWidths = sites.Distinct().Sum(s => (long)s.Width(c));
+        var distinct = sites.Distinct().ToArray();
+        long siteWidths = distinct.Sum(s => (long)s.Width(c));
+        bool ig = method is AttributionMethod.IG or AttributionMethod.IGInputs;
         var items = new List<(string, long)>
         {
             ("weights", weightBytes),
             ("runtime", RuntimeBytes),
         };
         // LayerState per row: AttnNormed, Q, Z, AttnOut, Mid, FfnNormed, MlpOut, Output (d each), K, V (kv), Gate, Up,
-        // Act (hidden), two rstd and L (one per head); plus the embedding and the last rows' logits.
+        // Act (hidden), two rstd and L (one per head). A pass adds its embedding and (the clean one) the last rows' logits
+        // and final norm input; checkpointed, it keeps each layer's input r_l and one recomputed layer at a time.
         long perRowPerLayer = 8L * d + 2L * kv + 3L * h + 2 + c.Heads;
-        long forward = (rows * perRowPerLayer * layers + rows * d + (logits ? (long)batch * c.VocabSize * 2 : 0)) * e;
-        if (method is AttributionMethod.IG or AttributionMethod.IGInputs)
+        long logitBytes = logits ? (long)batch * (c.VocabSize + d + 1) : 0;
+        long Pass(long n) => checkpoint ? n * d * layers + n * perRowPerLayer : n * perRowPerLayer * layers + n * d;
+        // IG holds the clean pass (and the patch pass, for the endpoints) beside one path pass of up to igRowsPerPass rows.
+        int passes = patchBaseline ? 2 : 1;
+        string held = checkpoint ? ", checkpointed: layer inputs + one layer" : "";
+        items.Add((passes == 2 ? $"forward passes (clean + patch{held})" : $"forward pass{(held.Length > 0 ? $" ({held[2..]})" : "")}", (passes * Pass(rows) + logitBytes) * e));
+        // The CPU runs the clean and patch forwards as one (PairedForward): two paired layers of 2·rows at a time beside
+        // the halves, and the paired embedding; every forward of the run takes those arrays back from the pool.
+        if (cpu && patchBaseline && !checkpoint) items.Add(("paired forward (2 layers at 2× rows)", (2 * 2 * rows * perRowPerLayer + 2 * rows * d) * e));
+        long igRows = rows;
+        if (ig)
         {
-            // IG replicates the prompt over the steps, up to igRowsPerPass rows per pass: one pass held at a time.
-            long igRows = Math.Max(rows, Math.Min((long)igRowsPerPass, rows * 16));
-            forward = (igRows * perRowPerLayer * layers + igRows * d) * e;
-            rows = igRows;
-            patchBaseline = false;
+            // The path replicates the prompt over the steps, up to igRowsPerPass rows per pass (at least one point).
+            // As Attributor's PathPointsPerPass: the most points a pass takes, evened out over the passes.
+            long most = Math.Clamp(igRowsPerPass / rows, 1, Math.Max(1, igSteps)), igPasses = (igSteps + most - 1) / most;
+            igRows = rows * Math.Max(1, (igSteps + igPasses - 1) / igPasses);
+            long edits = method == AttributionMethod.IG ? 2 * igRows * distinct.Max(s => (long)s.Width(c)) : 2 * igRows * d;
+            items.Add(("IG path pass", (Pass(igRows) + (long)(igRows / Math.Max(1, promptLength)) * (c.VocabSize + d + 1) + edits) * e));
+            // The path backward records its sites' gradients (IG: one site down to its layer; ig-inputs: all) and sums them per row.
+            long recorded = method == AttributionMethod.IG ? distinct.Max(s => (long)s.Width(c)) : siteWidths;
+            items.Add(("site gradients", (igRows * recorded * layers + rows * (method == AttributionMethod.IG ? recorded : siteWidths * layers)) * e));
         }
-        items.Add((patchBaseline ? "forward passes (clean + patch)" : "forward pass", (patchBaseline ? 2 : 1) * forward));
-        // Backward: dZ, dUpstream, dNorm, dQ, dR (d), dK, dV (kv), dAct, dGate, dUp (hidden); the recorded site gradients.
-        items.Add(("backward scratch", rows * (5L * d + 2L * kv + 3L * h) * e));
-        items.Add(("site gradients", rows * siteWidths * layers * e));
-        // ScoreSums: [positions + 1, width] per site and layer; one delta tensor at a time.
-        items.Add(("score sums", ((long)(promptLength + 1) * siteWidths * layers + rows * h) * e));
-        // Streaming attention scratch: per thread Kᵀ, Vᵀ, dKᵀ, dVᵀ of one head plus a few rows, O(T·headDim).
-        items.Add(("attention scratch", Environment.ProcessorCount * (4L * c.HeadDim + 16) * promptLength * e));
+        // Backward: dZ, dUpstream, dNorm, dQ, dR (d), dK, dV (kv), dAct, dGate, dUp (hidden). AtP and RelP hand each site
+        // gradient to the score op where it is produced: none is recorded.
+        items.Add(("backward scratch", igRows * (5L * d + 2L * kv + 3L * h) * e));
+        // ScoreSums: one [positions + 1, Σ widths] slab per layer, scores added in place (no delta tensor); a CPU batch
+        // split over two threads adds the second thread's slab.
+        long slab = (long)(promptLength + 1) * siteWidths * layers;
+        bool split = cpu && batch >= 2 && Attributor.IsSmallModelWork(c, rows);
+        items.Add((split ? "score sums (two threads)" : "score sums", (split ? 2 : 1) * slab * e));
+        // At the end the means are formed on the device ([layers · positions, Σ widths], beside the pooled arrays of the
+        // run) and, on the CPU, downloaded into a host array and split into the per-site score arrays: two more copies.
+        long means = (long)promptLength * siteWidths * layers;
+        items.Add(("score means", means * e));
+        if (cpu) items.Add(("score means (host copies)", 2 * means * 4));
+        // Streaming attention scratch, per thread (thread-static, kept): forward Kᵀ [hd, T]; backward Kᵀ, Vᵀ, dKᵀ, dVᵀ
+        // [hd, T] and two pattern rows [QB = 4, T] (AttentionOps.Streaming*).
+        if (cpu) items.Add(("attention scratch", Environment.ProcessorCount * (5L * c.HeadDim + 8) * promptLength * 4));
         items.Sort((a, b) => b.Item2.CompareTo(a.Item2));
-        return new MemoryPlan { Config = c, Batch = batch, PromptLength = promptLength, Method = method, ElementBytes = elementBytes, Items = items, Part = part };
+        return new MemoryPlan
+        {
+            Config = c, Batch = batch, PromptLength = promptLength, Method = method, ElementBytes = elementBytes, Items = items, Part = part, Checkpoint = checkpoint,
+        };
     }
 
     /// <summary>Memory this process may use on the CPU: the GC's view, which honours container limits.</summary>
@@ -126,22 +163,43 @@ public sealed record MemoryPlan
     }
 
     /// <summary>
-    /// The refusal line of an attribution run that cannot fit, null when it fits: trace and attribute call it before
-    /// reading the weights. On the CPU (<paramref name="cpu"/>) the plan counts two weight copies and is compared with
-    /// <see cref="AvailableCpuBytes"/>; on a GPU one copy, compared with <paramref name="deviceFreeBytes"/> (what
-    /// <see cref="Runtime.Cuda.IDeviceRuntime.FreeBytes"/> or <see cref="Runtime.Cuda.CudaDevice.TryQueryMemory"/>
+    /// What an attribution run is given to fit in <paramref name="available"/> bytes (null: unknown, the run goes as
+    /// asked): the requested batch when it fits; else the largest batch that fits, with <see cref="AttributionFit.Note"/>
+    /// saying so; else, when even batch 1's stored activations do not fit, activation checkpointing and the largest batch
+    /// that fits with it; else <see cref="AttributionFit.Refusal"/>, one line with what it needs, what there is and what
+    /// to change. Scores do not depend on the batch (nor on checkpointing), so only memory and time change.
+    /// On the CPU (<paramref name="cpu"/>) the plan counts two weight copies, on a GPU one.
+    /// </summary>
+    /// <param name="where">How the available bytes are described: "available" (the CPU) or "free on cuda:0".</param>
+    public static AttributionFit FitAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
+        AttributionMethod method, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10)
+    {
+        if (batch < 1 || promptLength < 1 || available is not long bytes) return new(batch, false, null, null);
+        MemoryPlan Plan(int n, bool checkpoint) =>
+            ForAttribution(c, n, promptLength, sites, method, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpoint, igSteps: igSteps);
+        var asked = Plan(batch, false);
+        if (asked.TotalBytes <= bytes) return new(batch, false, null, null);
+        int fits = LargestFittingBatch(n => Plan(n, false), batch, bytes);
+        if (fits >= 1)
+            return new(fits, false, $"memory plan: batch {batch} needs about {Gib(asked.TotalBytes)} but {Gib(bytes)} is {where}; running in batches of {fits} (about {Gib(Plan(fits, false).TotalBytes)})", null);
+        int checkpointed = LargestFittingBatch(n => Plan(n, true), batch, bytes);
+        if (checkpointed >= 1)
+            return new(checkpointed, true, $"memory plan: batch 1 needs about {Gib(Plan(1, false).TotalBytes)} but {Gib(bytes)} is {where}; recomputing each layer in the backward " +
+                $"(activation checkpointing), batches of {checkpointed} (about {Gib(Plan(checkpointed, true).TotalBytes)})", null);
+        return new(0, true, null, Plan(1, true).Refusal(bytes, 0, where));
+    }
+
+    /// <summary>
+    /// The refusal line of an attribution run that cannot fit even at batch 1 with activation checkpointing, null
+    /// otherwise (see <see cref="FitAttribution"/>, which trace and attribute call before reading the weights). On the
+    /// CPU the plan is compared with <see cref="AvailableCpuBytes"/>; on a GPU with <paramref name="deviceFreeBytes"/>
+    /// (what <see cref="Runtime.Cuda.IDeviceRuntime.FreeBytes"/> or <see cref="Runtime.Cuda.CudaDevice.TryQueryMemory"/>
     /// reports for <paramref name="device"/>; null when unknown: no check).
     /// </summary>
     public static string? CheckAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        AttributionMethod method, bool patchBaseline, bool cpu, long? deviceFreeBytes = null, string device = "the device")
-    {
-        if (batch < 1 || promptLength < 1) return null;
-        long? available = cpu ? AvailableCpuBytes() : deviceFreeBytes;
-        if (available is not long bytes) return null;
-        MemoryPlan Plan(int n) => ForAttribution(c, n, promptLength, sites, method, patchBaseline, weightCopies: cpu ? 2 : 1);
-        var plan = Plan(batch);
-        return plan.TotalBytes <= bytes ? null : plan.Refusal(bytes, LargestFittingBatch(Plan, batch, bytes), cpu ? "available" : $"free on {device}");
-    }
+        AttributionMethod method, bool patchBaseline, bool cpu, long? deviceFreeBytes = null, string device = "the device") =>
+        FitAttribution(c, batch, promptLength, sites, method, patchBaseline, cpu, cpu ? AvailableCpuBytes() : deviceFreeBytes,
+            cpu ? "available" : $"free on {device}").Refusal;
 
     public static string Gib(long bytes) => bytes >= 1L << 30 ? $"{bytes / (double)(1L << 30):F2} GiB" : $"{bytes / (double)(1L << 20):F0} MiB";
 
@@ -151,10 +209,13 @@ public sealed record MemoryPlan
         var lines = new List<string>
         {
             $"memory plan: {Method.Name()}, batch {Batch} × {PromptLength} tokens, {Config.Layers} layers × dim {Config.Dim} ({Config.Heads} heads, {Config.KvHeads} kv), fp{ElementBytes * 8}" +
-                (Part is null ? "" : $"; {Part}"),
+                (Checkpoint ? ", activation checkpointing" : "") + (Part is null ? "" : $"; {Part}"),
         };
         foreach (var (item, bytes) in Items) lines.Add($"  {item,-32} {Gib(bytes),12}");
         lines.Add($"  {"total (predicted peak)",-32} {Gib(TotalBytes),12}");
         return string.Join(Environment.NewLine, lines);
     }
 }
+
+/// <summary>The batch and checkpointing an attribution run is given by <see cref="MemoryPlan.FitAttribution"/>; the line saying what changed (null: as asked); the refusal line (null: it runs).</summary>
+public sealed record AttributionFit(int Batch, bool Checkpoint, string? Note, string? Refusal);

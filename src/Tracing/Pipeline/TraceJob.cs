@@ -17,6 +17,10 @@ public sealed record TraceOptions
     public int IgSteps { get; init; } = 10;
     public Runtime.BackwardRules RelPRules { get; init; } = Runtime.BackwardRules.RelP;
     public int MasksPerForward { get; init; } = 8;
+    /// <summary>Prompt pairs per attribution forward/backward (<see cref="AttributionOptions.BatchSize"/>): lowered by the memory plan when the default does not fit.</summary>
+    public int AttributionBatchSize { get; init; } = new AttributionOptions().BatchSize;
+    /// <summary>Activation checkpointing in the attribution (<see cref="AttributionOptions.CheckpointLayers"/>).</summary>
+    public bool CheckpointLayers { get; init; }
     /// <summary>
     /// How the k-sweep's mean-ablated forwards run: the exact shortcuts (issue 18; equal to the plain path up to
     /// rounding, tests/Tracing.Tests/SweepShortcutTests) unless a run asks for the plain reference.
@@ -50,7 +54,8 @@ public static class TraceJob
         {
             var s = Attributor.Score(model, trainTask, new AttributionOptions
             {
-                Method = method, Sites = o.Sites, IgSteps = o.IgSteps, RelPRules = o.RelPRules,
+                Method = method, Sites = o.Sites, IgSteps = o.IgSteps, RelPRules = o.RelPRules, BatchSize = o.AttributionBatchSize,
+                CheckpointLayers = o.CheckpointLayers,
             }, Stage(progress, $"attribute {method.Name()}"));
             scores[method] = s;
             foreach (var site in o.Sites)

@@ -59,4 +59,14 @@ public sealed record AttributionOptions
 
     /// <summary>The default of <see cref="IgRowsPerPass"/> (also what <see cref="Pipeline.MemoryPlan"/> plans with).</summary>
     public const int DefaultIgRowsPerPass = 2048;
+    /// <summary>
+    /// Activation checkpointing: every forward keeps only each layer's input r_l and the backward recomputes the layer's
+    /// forward from it (one more layer forward per layer; one layer's activations held instead of all). Same scores.
+    /// Set by trace and attribute when the memory plan says the stored activations do not fit; forced on by
+    /// <c>NEURONTRACE_CHECKPOINT_LAYERS=1</c>.
+    /// </summary>
+    public bool CheckpointLayers { get; init; }
+
+    /// <summary>Whether <c>NEURONTRACE_CHECKPOINT_LAYERS=1</c> forces <see cref="CheckpointLayers"/> on (tests, memory experiments).</summary>
+    public static bool CheckpointForced => Environment.GetEnvironmentVariable("NEURONTRACE_CHECKPOINT_LAYERS") == "1";
 }

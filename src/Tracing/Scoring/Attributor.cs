@@ -33,6 +33,7 @@ public static class Attributor
         if (options.IgRowsPerPass < 1) throw new ArgumentException("IG rows per pass must be at least 1");
         var metric = options.Metric ?? Metric.AttributionDefault(task);
         var sites = options.Sites.Distinct().ToArray();
+        bool checkpoint = options.CheckpointLayers || AttributionOptions.CheckpointForced;
         int positions = task.Pairs.Max(p => p.CleanIds.Length);
         // The mean baseline is the mean over the whole task's clean prompts (per position from the end), formed once:
         // a mean per batch would make every score depend on the batch size (and be zero for a batch of one).
@@ -88,7 +89,8 @@ public static class Attributor
 
         void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
         {
-            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, meanBaseline, sites, positions, concurrentPatch, options.IgRowsPerPass, pairForwards);
+            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, meanBaseline, sites, positions, concurrentPatch, options.IgRowsPerPass,
+                pairForwards && !checkpoint, checkpoint);
             switch (options.Method)
             {
                 case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
@@ -110,10 +112,12 @@ public static class Attributor
     static bool SplitsBatches(Llama model, PromptTask task, int batchSize)
     {
         if (!model.Backend.SupportsConcurrentCalls || Environment.ProcessorCount < 2 || Math.Min(batchSize, task.Count) < 2) return false;
-        var c = model.Config;
         long rows = (long)Math.Min(batchSize, task.Count) * task.Pairs.Max(p => p.CleanIds.Length);
-        return rows * c.Dim * c.HiddenDim < SmallModelWork;
+        return IsSmallModelWork(model.Config, rows);
     }
+
+    /// <summary>Whether a batch of <paramref name="rows"/> token rows is small enough work to be split in halves (the memory plan counts the second score slab then).</summary>
+    internal static bool IsSmallModelWork(LlamaConfig c, long rows) => rows * c.Dim * c.HiddenDim < SmallModelWork;
 
     /// <summary>Multiply-adds of a batch's largest product (rows · dim · hidden) below which batches are split.</summary>
     const long SmallModelWork = 1L << 26;
@@ -132,14 +136,16 @@ public static class Attributor
         readonly SiteMeans? _cleanMeans;
         readonly PositionMeans? _meanBaseline;
         readonly int _igRowsPerPass;
+        /// <summary>Every forward keeps only its layers' inputs; the backward recomputes each layer (<see cref="AttributionOptions.CheckpointLayers"/>).</summary>
+        readonly bool _checkpoint;
         /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
         readonly int[] _scoreRowOf;
 
         public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, PositionMeans? meanBaseline,
-            NodeSite[] sites, int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards)
+            NodeSite[] sites, int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards, bool checkpoint)
         {
             _model = model; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
-            _meanBaseline = meanBaseline; _igRowsPerPass = igRowsPerPass;
+            _meanBaseline = meanBaseline; _igRowsPerPass = igRowsPerPass; _checkpoint = checkpoint;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
             _scoreRowOf = new int[_clean.Rows];
             Array.Fill(_scoreRowOf, positions);
@@ -159,10 +165,10 @@ public static class Attributor
                 // The patch forward is independent of the clean forward and of its backward: when asked (the CPU
                 // backend, on a batch not already split in halves across threads) it runs on a second thread meanwhile.
                 _patchForward = concurrentPatch
-                    ? Task.Run(() => model.Forward(patch, LogitRows.None))
-                    : Task.FromResult(model.Forward(patch, LogitRows.None));
+                    ? Task.Run(() => model.Forward(patch, LogitRows.None, checkpoint: checkpoint))
+                    : Task.FromResult(model.Forward(patch, LogitRows.None, checkpoint: checkpoint));
             }
-            try { _cleanPass = model.Forward(_clean, LogitRows.Last); }
+            try { _cleanPass = model.Forward(_clean, LogitRows.Last, checkpoint: checkpoint); }
             catch
             {
                 if (_patchForward is not null)
@@ -219,7 +225,7 @@ public static class Attributor
                         }
                         using var plan = new InterventionPlan();
                         plan.Set(s, l, Be(l).Allocate(perPass * rows, w), Be(l).Upload(offset, perPass * rows, w));
-                        using var pass = _model.Forward(replicated, LogitRows.Last, plan);
+                        using var pass = _model.Forward(replicated, LogitRows.Last, plan, _checkpoint);
                         using var seed = MetricGradient(pass, perPass, count);
                         using var grads = _model.Backward(pass, seed.Gradient, BackwardRules.Exact, [s], plan, lowestLayer: l);
                         AddReplicas(Be(l), grads.Get(s, l), perPass, gradientSum);
@@ -253,7 +259,7 @@ public static class Attributor
                     }
                     using var plan = new InterventionPlan();
                     plan.SetEmbedding(_model.Backend.Allocate(perPass * rows, d), _model.Backend.Upload(offset, perPass * rows, d));
-                    using var pass = _model.Forward(replicated, LogitRows.Last, plan);
+                    using var pass = _model.Forward(replicated, LogitRows.Last, plan, _checkpoint);
                     using var seed = MetricGradient(pass, perPass, count);
                     using var grads = _model.Backward(pass, seed.Gradient, BackwardRules.Exact, _sites);
                     foreach (var s in _sites)
