@@ -22,7 +22,7 @@ static class GpuPlan
     /// <summary>Assumed device-side cost of one node inside a CUDA graph (no host launch; not measured here).</summary>
     const double GraphNodeSeconds = 1e-6;
 
-    static readonly Dictionary<string, LlamaConfig> Shapes = new()
+    internal static readonly Dictionary<string, LlamaConfig> Shapes = new()
     {
         ["llama3-8b"] = new LlamaConfig
         {

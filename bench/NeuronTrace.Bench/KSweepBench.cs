@@ -2,6 +2,7 @@ using System.Diagnostics;
 using NeuronTrace.Formats;
 using NeuronTrace.Model;
 using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Runtime.Cuda;
 using NeuronTrace.Tracing.Circuits;
 using NeuronTrace.Tracing.Evaluation;
 using NeuronTrace.Tracing.Scoring;
@@ -70,6 +71,53 @@ static class KSweepBench
         }
         Console.WriteLine($"  median of {rounds} rounds: shortcuts / plain {Median(ratios.Select(r => r.FastPlain)):F2}x, shortcuts / PyTorch {Median(ratios.Select(r => r.FastTorch)):F2}x, " +
                           $"plain / PyTorch {Median(ratios.Select(r => r.PlainTorch)):F2}x; uptime: {Uptime()}");
+    }
+
+    /// <summary>
+    /// <c>bench ksweep-ledger [--layers L] [--batch B] [--seq T] [--kpoints N] [--site s]</c>: one k-sweep (top-k and
+    /// random circuits and their complements, masks over all T positions) on llama3-8b shapes, run by
+    /// <see cref="CudaBackend"/> on the <see cref="RecordingDeviceRuntime"/> (executes nothing: a ledger, not a GPU
+    /// timing), plain path and shortcuts, each after a warm-up sweep: uploads, bytes up, host syncs, downloads per circuit.
+    /// </summary>
+    public static int Ledger(string[] args)
+    {
+        string Opt(string name, string fallback) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback; }
+        int Int(string name, int fallback, int min, int max) =>
+            int.TryParse(Opt(name, fallback.ToString()), out int v) && v >= min && v <= max ? v : throw new ArgumentException($"{name}: expected an integer {min}..{max}");
+        var config = GpuPlan.Shapes["llama3-8b"] with { Layers = Int("--layers", 32, 1, 32) };
+        int batch = Int("--batch", 8, 1, 64), seq = Int("--seq", 16, 2, 256), kPoints = Int("--kpoints", 8, 2, 24);
+        var site = NodeSites.ParseList(Opt("--site", "mlp_act")).Single();
+        var device = new RecordingDeviceRuntime();
+        using var backend = new CudaBackend(device, ownsDevice: false, GemmPrecision.Bf16);
+        using var llama = Llama.WithUninitializedWeights(config, backend);
+        var task = RandomPairs(batch, seq, config.VocabSize);
+        var means = SiteMeans.Compute(llama, task.Pairs.Select(p => p.PatchIds!).ToList(), [site]);
+        var grid = new NodeGrid(config.Layers, seq, site.Width(config));
+        var rng = new Random(1);
+        var scores = new float[grid.Count];
+        for (int i = 0; i < scores.Length; i++) scores[i] = rng.NextSingle();
+        var ranking = new NodeRanking(scores, grid);
+        var ks = CircuitSweep.LogSpacedK(ranking.Count, kPoints);
+        var circuits = ks.SelectMany(k => new[] { ranking.TopK(k), ranking.Random(k, CircuitSweep.RandomControlSeed(0, k)) }).ToList();
+        int masks = 2 + 2 * circuits.Count;
+        Console.WriteLine($"ksweep-ledger: llama3-8b shapes ({config.Layers} layers), site {site.Name()}, {task.Count} prompts x {seq} tokens, " +
+                          $"{ks.Length} k points -> {masks} masks (circuits and complements), 8 masks per forward, {grid.Count:N0} nodes");
+        Console.WriteLine("Nothing here ran on a GPU: the recording device runtime counts copies and launches, it executes nothing.");
+        foreach (var path in new[] { SweepPath.Plain, SweepPath.Shortcuts })
+        {
+            string plan = "";
+            var eval = new Faithfulness(new SiteMeanAblation(llama, task, site, means, Metric.EvaluationDefault(task), seq)
+                { MasksPerForward = 8, Path = path, RankingOrder = ranking.Order, PlanLog = s => plan = s });
+            eval.Score(circuits);
+            device.Reset();
+            eval.Score(circuits);
+            Console.WriteLine($"  {path.Name(),-9}: per sweep {device.Uploads} uploads ({device.BytesToDevice / 1e6:F2} MB), {device.HostSyncs} host syncs, " +
+                              $"{device.Downloads} downloads ({device.BytesToHost / 1e6:F2} MB), {device.Launches} launches; per circuit " +
+                              $"{(double)device.Uploads / masks:F2} uploads ({device.BytesToDevice / 1e6 / masks:F3} MB), {(double)device.HostSyncs / masks:F3} syncs, " +
+                              $"{device.BytesToHost / 1e6 / masks:F3} MB down");
+            if (plan.Length > 0) Console.WriteLine($"             {plan}");
+        }
+        return 0;
     }
 
     static double Worst(IReadOnlyList<SweepPoint> a, IReadOnlyList<SweepPoint> b) =>

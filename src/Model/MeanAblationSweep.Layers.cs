@@ -26,10 +26,10 @@ public sealed partial class MeanAblationSweep
     /// whole attention), mlp_out/resid keep-k still run gate and up in full (every kept output column reads every neuron),
     /// and attn keep-k still runs Q/K/V and the attention.
     /// </summary>
-    sealed class LayerHooks(MeanAblationSweep sweep, int layer, LayerRun run, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow,
-        MeanAblation? ablation) : ILayerShortcuts
+    sealed class LayerHooks(MeanAblationSweep sweep, int layer, LayerRun run, IReadOnlyList<bool[]> masks, TokenBatch batch, int[]? meanRow,
+        LayerAblation ablation) : ILayerShortcuts
     {
-        IBackend Be => sweep._model.Backend;
+        IBackend Be => sweep._model.LayerBackend(layer);
         DeviceWeights.DeviceLayer W => sweep._model.Weights.Layers[layer];
         // The top layer: the metric reads only the last row of each prompt, and above the attention every op is per row,
         // so W_o and the MLP run on those rows alone (the other rows of the layer's output are never read).
@@ -55,11 +55,10 @@ public sealed partial class MeanAblationSweep
                 return true;
             }
             if (!Top) return false;
-            var last = batch.LastRows();
-            using var z = Gathered(s.Z, last);
-            using var o = Be.AllocateUninitialized(last.Length, sweep._model.Config.Dim);
+            using var z = Gathered(s.Z);
+            using var o = Be.AllocateUninitialized(z.Rows, sweep._model.Config.Dim);
             Be.MatMul(z, W.Wo, o, false);
-            Scatter(o, last, s.AttnOut);
+            Scatter(o, s.AttnOut);
             return true;
         }
 
@@ -68,25 +67,24 @@ public sealed partial class MeanAblationSweep
             if (run == LayerRun.Constant && sweep._site == NodeSite.MlpOut) { Be.Fill(s.MlpOut, 0f); return true; }
             if (run == LayerRun.KeepK && sweep._site == NodeSite.MlpAct)
             {
-                sweep.RunSparseMlp(layer, s, masks, batch, meanRow, lastOnly: Top);
+                sweep.RunSparseMlp(layer, s, masks, batch, meanRow!, lastOnly: Top);
                 return true;
             }
             if (!Top) return false;
             // The last rows' MLP, dense (mlp_out/resid keep-k are moot on so few rows); mlp_act's ablation on them here.
             var c = sweep._model.Config;
-            var last = batch.LastRows();
-            using var x = Gathered(s.FfnNormed, last);
-            using var gate = Be.AllocateUninitialized(last.Length, c.HiddenDim);
-            using var up = Be.AllocateUninitialized(last.Length, c.HiddenDim);
-            using var act = Be.AllocateUninitialized(last.Length, c.HiddenDim);
+            using var x = Gathered(s.FfnNormed);
+            int n = x.Rows;
+            using var gate = Be.AllocateUninitialized(n, c.HiddenDim);
+            using var up = Be.AllocateUninitialized(n, c.HiddenDim);
+            using var act = Be.AllocateUninitialized(n, c.HiddenDim);
             Be.MatMul(x, W.W1, gate, false);
             Be.MatMul(x, W.W3, up, false);
             Be.SwiGlu(gate, up, act);
-            if (sweep._site == NodeSite.MlpAct && ablation is not null)
-                Be.MeanAblate(act, ablation.Means, ablation.KeepBits, last.Select(r => ablation.KeepRow[r]).ToArray(), last.Select(r => ablation.MeanRow[r]).ToArray());
-            using var o = Be.AllocateUninitialized(last.Length, c.Dim);
+            if (sweep._site == NodeSite.MlpAct) ablation.ApplyLast(act);
+            using var o = Be.AllocateUninitialized(n, c.Dim);
             Be.MatMul(act, W.W2, o, false);
-            Scatter(o, last, s.MlpOut);
+            Scatter(o, s.MlpOut);
             return true;
         }
 
@@ -97,18 +95,19 @@ public sealed partial class MeanAblationSweep
             return true;
         }
 
-        Tensor Gathered(Tensor full, int[] rows)
+        // The prompts' last rows of a layer tensor, from the backend's row table (rows are replica-major, B per mask).
+        Tensor Gathered(Tensor full)
         {
-            var t = Be.AllocateUninitialized(rows.Length, full.Columns);
-            Be.GatherRows(full, rows, t);
+            var t = Be.AllocateUninitialized(masks.Count * sweep._prompts.Count, full.Columns);
+            ablation.Ops.GatherRows(full, ablation.Rows.LastRows, t);
             return t;
         }
 
         // Rows not written are zero (finite; never read).
-        void Scatter(Tensor compact, int[] rows, Tensor full)
+        void Scatter(Tensor compact, Tensor full)
         {
             Be.Fill(full, 0f);
-            Be.ScatterAddRows(compact, rows, full);
+            ablation.Ops.ScatterAddRows(compact, ablation.Rows.LastRows, full);
         }
 
         // Only the output columns the masks keep; the site's ablation then writes the means into the others.
@@ -147,10 +146,10 @@ public sealed partial class MeanAblationSweep
         var c = _model.Config; var w = _model.Weights.Layers[l];
         int H = c.HiddenDim, d = c.Dim;
         var down = ((CpuTensor)w.W2).Data;
-        var constants = _constants[l] ??= SparseMlpOps.Constants(down, _hostMeans[l], d, H);
+        var constants = _constants[l] ??= SparseMlpOps.Constants(down, _masks.HostMeans[l], d, H);
         var downT = _downT[l] ??= SparseMlpOps.Transpose(down, d, H);
         var (groupKept, kept, groupRows, rows) = Groups(l, masks, batch, lastOnly);
-        SparseMlpOps.Apply(((CpuTensor)s.FfnNormed).Data, ((CpuTensor)w.W1).Data, ((CpuTensor)w.W3).Data, downT, constants, _hostMeans[l],
+        SparseMlpOps.Apply(((CpuTensor)s.FfnNormed).Data, ((CpuTensor)w.W1).Data, ((CpuTensor)w.W3).Data, downT, constants, _masks.HostMeans[l],
             batch.Rows, d, H, meanRow, groupKept, kept, groupRows, rows, ((CpuTensor)s.MlpOut).Data);
     }
 }

@@ -33,7 +33,10 @@ public sealed record SweepChunk(int[] Masks, int StartLayer, LayerRun[] Layers, 
 /// (<see cref="LayerRun.KeepK"/>; mlp_act: <see cref="SparseMlpOps.Apply"/>, mlp_out/resid/attn: <see cref="SparseMlpOps.KeptOutputs"/>).</item>
 /// <item>Constant layers (any backend): a layer keeping no unit skips what only feeds the site (<see cref="LayerRun.Constant"/>);
 /// for resid the forward starts above the highest such layer, from the means.</item>
-/// <item>Means once per sweep: uploaded (and C, W_downᵀ built) at construction or first use, shared by every forward.</item>
+/// <item>Masks, means and metric on the backend (<see cref="ISweepOps"/>): the means, the ranks and the random controls'
+/// bits are sent once per sweep (<see cref="MeanAblationMasks"/>), the row tables and the metric's classifier directions
+/// once per example batch; a forward builds its masks' bits from them and k and adds its metric per mask on the backend,
+/// and one download per example batch brings the metric of every mask back (<see cref="MetricSums"/>).</item>
 /// </list>
 /// Masks are laid out as the tracing grid: entry (layer · maskPositions + p) · width + unit, p the position from the end;
 /// positions at or beyond maskPositions are ablated, padding rows keep their value (no real row reads them).
@@ -42,41 +45,80 @@ public sealed record SweepChunk(int[] Masks, int StartLayer, LayerRun[] Layers, 
 public sealed partial class MeanAblationSweep : IDisposable
 {
     readonly Llama _model;
+    readonly MeanAblationMasks _masks;
     readonly NodeSite _site;
     readonly IReadOnlyList<int[]> _prompts;
     readonly TokenBatch _clean;
-    readonly float[][] _hostMeans;
-    readonly Tensor[] _deviceMeans;
-    readonly Tensor[] _cleanInputs;   // r_l of the clean prompts, [B·T, dim] per layer, on the backend
-    readonly float[] _cleanLogits;
+    readonly Tensor[] _cleanInputs;   // r_l of the clean prompts, [B·T, dim] per layer l ≤ L (L: the last layer's output), on InputBackend(l)
+    readonly Tensor? _termRows;       // [U, dim] on the head backend: the classifier rows of the U tokens the metric reads
+    readonly Tensor? _terms;          // [B, 2 · perRow]: each prompt's (column into U, weight) terms (ISweepOps.ReplicaMetric)
+    readonly Dictionary<IBackend, RowTables> _rows = new(ReferenceEqualityComparer.Instance);
     readonly int _width, _maskPositions, _maxLen;
 
-    /// <param name="means">Per layer the site's means, [meanPositions, width], row p = position p from the end.</param>
-    public MeanAblationSweep(Llama model, IReadOnlyList<int[]> prompts, NodeSite site, IReadOnlyList<float[]> means, int meanPositions, int maskPositions)
+    /// <param name="masks">The sweep's masks and means (sent once per sweep, shared by the example batches).</param>
+    /// <param name="prompts">This example batch's clean prompts.</param>
+    /// <param name="metricTerms">Per prompt the metric's (token, weight) terms, for a metric linear in the logits: the
+    /// metric is then reduced on the backend (<see cref="MetricSums"/>) from the logits of those tokens alone, each
+    /// computed as the full classifier product computes it; null: only <see cref="LastLogits"/>.</param>
+    public MeanAblationSweep(MeanAblationMasks masks, IReadOnlyList<int[]> prompts, IReadOnlyList<(int Token, float Weight)[]>? metricTerms = null)
     {
+        var model = masks.Model;
         var c = model.Config;
-        _model = model; _site = site; _prompts = prompts; _maskPositions = maskPositions;
-        _width = site.Width(c);
+        _model = model; _masks = masks; _site = masks.Site; _prompts = prompts; _maskPositions = masks.MaskPositions;
+        _width = masks.Width;
+        if (!Supports(model)) throw new NotSupportedException($"the sweep shortcuts need a backend with sweep ops (CPU or CUDA), not {model.Backend.Name}");
         _clean = new TokenBatch(prompts);
         _maxLen = _clean.Lengths.Max();
-        if (means.Count != c.Layers) throw new ArgumentException($"{means.Count} layers of means for a {c.Layers}-layer model");
-        if (meanPositions < _maxLen) throw new ArgumentException("the means do not cover every position of the evaluation prompts");
-        _hostMeans = means.ToArray();
-        _deviceMeans = means.Select((m, l) => model.LayerBackend(l).Upload(m, meanPositions, _width)).ToArray();
-        using var pass = model.Forward(_clean, LogitRows.Last);
+        if (masks.MeanPositions < _maxLen) throw new ArgumentException("the means do not cover every position of the evaluation prompts");
+        if (metricTerms is not null && metricTerms.Count != prompts.Count) throw new ArgumentException($"metric terms for {metricTerms.Count} of {prompts.Count} prompts");
+        using var pass = model.Forward(_clean, LogitRows.None);
         // The clean inputs stay on the backend a forward from that layer starts on (where the layer below left its output):
         // a forward gathers its replicas from them (no upload per forward).
-        _cleanInputs = pass.Layers.Select((s, l) =>
+        _cleanInputs = Enumerable.Range(0, c.Layers + 1).Select(l =>
         {
-            IBackend from = model.LayerBackend(l), to = model.InputBackend(l);
-            if (!ReferenceEquals(from, to)) return LayerPlacement.Transfer(s.Input, from, to);
-            var h = to.AllocateUninitialized(s.Input.Shape);
-            to.Copy(s.Input, h);
+            var s = l < c.Layers ? pass.Layers[l].Input : pass.Layers[c.Layers - 1].Output;
+            IBackend from = l < c.Layers ? model.LayerBackend(l) : model.LayerBackend(c.Layers - 1), to = InputOf(l);
+            if (!ReferenceEquals(from, to)) return LayerPlacement.Transfer(s, from, to);
+            var h = to.AllocateUninitialized(s.Shape);
+            to.Copy(s, h);
             return h;
         }).ToArray();
-        _cleanLogits = pass.HostLogits();
+        if (metricTerms is not null) (_termRows, _terms) = TermTables(metricTerms);
         _constants = new float[c.Layers][];
         _downT = new float[c.Layers][];
+    }
+
+    /// <summary>Whether <paramref name="model"/>'s backends have the sweep ops (<see cref="SweepOps.Of"/>).</summary>
+    public static bool Supports(Llama model) =>
+        Enumerable.Range(0, model.Config.Layers).All(l => SweepOps.Of(model.LayerBackend(l)) is not null) && SweepOps.Of(model.Backend) is not null;
+
+    IBackend InputOf(int layer) => layer < _model.Config.Layers ? _model.InputBackend(layer) : _model.HeadBackend;
+    static ISweepOps Ops(IBackend be) => SweepOps.Of(be)!;
+
+    // The classifier rows of the tokens the metric reads, and each prompt's terms as columns into them: a forward's
+    // metric needs the logits of those U tokens only (a row of a product is computed alike whatever its other columns).
+    (Tensor Rows, Tensor Terms) TermTables(IReadOnlyList<(int Token, float Weight)[]> terms)
+    {
+        var be = _model.HeadBackend;
+        var tokens = terms.SelectMany(t => t.Select(x => x.Token)).Distinct().Order().ToArray();
+        if (tokens.Length == 0) tokens = [0];   // a metric of no terms: one unused row keeps the shapes non-empty
+        var column = tokens.Select((t, i) => (t, i)).ToDictionary(x => x.t, x => x.i);
+        int d = _model.Config.Dim;
+        Tensor rows;
+        if (_model.Weights.Classifier is CpuHalfTensor half)
+        {
+            // 16-bit weights on the CPU: the rows widened as the product widens them (exactly: a widening is exact).
+            var widened = new float[tokens.Length * d];
+            for (int i = 0; i < tokens.Length; i++) half.Data.Widen((long)tokens[i] * d, widened.AsSpan(i * d, d));
+            rows = be.Upload(widened, tokens.Length, d);
+        }
+        else
+        {
+            rows = be.AllocateUninitialized(tokens.Length, d);
+            be.GatherRows(_model.Weights.Classifier, tokens, rows);
+        }
+        var table = SweepOps.TermsTable(terms.Select(t => t.Select(x => (column[x.Token], x.Weight)).ToArray()).ToList(), tokens.Length, out int perRow);
+        return (rows, be.Upload(table, terms.Count, 2 * perRow));
     }
 
     /// <summary>A layer runs its keep-k product when its masks keep at most this fraction of the units per row on average.</summary>
@@ -97,9 +139,10 @@ public sealed partial class MeanAblationSweep : IDisposable
         return c.Layers;
     }
 
-    /// <summary>The planner: masks ordered by first changed layer and kept units, cut into forwards of at most <paramref name="masksPerForward"/>.</summary>
-    public IReadOnlyList<SweepChunk> Plan(IReadOnlyList<bool[]> masks, int masksPerForward)
+    /// <summary>The planner: the sweep's masks ordered by first changed layer and kept units, cut into forwards of at most <paramref name="masksPerForward"/>.</summary>
+    public IReadOnlyList<SweepChunk> Plan(int masksPerForward)
     {
+        var masks = _masks.Host;
         var first = masks.Select(FirstChangedLayer).ToArray();
         // Then by kept units, so the few-kept masks (top-k and random circuits) share forwards and can run the keep-k
         // products, instead of being averaged with their complements into a dense layer.
@@ -142,11 +185,60 @@ public sealed partial class MeanAblationSweep : IDisposable
 
     static int Count(ReadOnlySpan<bool> a) => a.Length - a.Count(false);
 
-    /// <summary>Last-position logits [masks · B, vocab] (replica-major) of one planned forward.</summary>
-    public float[] LastLogits(IReadOnlyList<bool[]> masks, SweepChunk chunk)
+    /// <summary>
+    /// Every chunk of <paramref name="chunks"/> (a plan of this sweep's masks) run, and per mask the metric summed over the
+    /// prompts, reduced on the backend: the masks' bits built there, the sums of all chunks downloaded once.
+    /// </summary>
+    public double[] MetricSums(IReadOnlyList<SweepChunk> chunks)
+    {
+        if (_termRows is null || _terms is null) throw new InvalidOperationException("this sweep was made without metric terms: use LastLogits");
+        var order = chunks.SelectMany(ch => ch.Masks).ToArray();
+        var head = _model.HeadBackend;
+        using var specs = new SpecTables(this, order);
+        using var metric = head.Allocate(Math.Max(1, order.Length), 2);
+        int first = 0;
+        foreach (var chunk in chunks)
+        {
+            int at = first;
+            Run(chunk, specs, first, normed =>
+            {
+                using var logits = head.AllocateUninitialized(normed.Rows, _termRows.Rows);
+                head.MatMul(normed, _termRows, logits, false);
+                Ops(head).ReplicaMetric(logits, _terms, metric, at);
+            });
+            first += chunk.Masks.Length;
+        }
+        var h = new float[metric.Length];
+        head.Download(metric, h);
+        var sums = new double[_masks.Host.Count];
+        for (int j = 0; j < order.Length; j++) sums[order[j]] += (double)h[2 * j] + h[2 * j + 1];
+        return sums;
+    }
+
+    /// <summary>Last-position logits [masks · B, vocab] (replica-major) of one planned forward (the path of a metric that is not linear in the logits).</summary>
+    public float[] LastLogits(SweepChunk chunk)
     {
         var c = _model.Config;
-        int R = masks.Count, L = c.Layers;
+        using var specs = new SpecTables(this, chunk.Masks);
+        float[]? logits = null;
+        Run(chunk, specs, 0, normed =>
+        {
+            var be = _model.HeadBackend;
+            using var l = be.AllocateUninitialized(normed.Rows, c.VocabSize);
+            be.MatMul(normed, _model.Weights.Classifier, l, false);
+            logits = new float[l.Length];
+            be.Download(l, logits);
+        });
+        return logits!;
+    }
+
+    // One planned forward: from the clean residual (or the means) at the chunk's start layer to the final norm of the
+    // prompts' last rows, which head reads ([R·B, dim] on the head backend). The chunk's masks are spec rows firstSpec..
+    void Run(SweepChunk chunk, SpecTables specs, int firstSpec, Action<Tensor> head)
+    {
+        var c = _model.Config;
+        var masks = chunk.Masks.Select(i => _masks.Host[i]).ToList();
+        int R = masks.Count, L = c.Layers, P = _maskPositions;
         int start = chunk.StartLayer;
         if (chunk.StartsFromMeans)
         {
@@ -154,59 +246,120 @@ public sealed partial class MeanAblationSweep : IDisposable
                 throw new ArgumentException($"the chunk starts from the resid means of layer {start - 1}, but a mask keeps a unit there");
         }
         else start = Math.Min(start, masks.Min(FirstChangedLayer));   // a chunk never starts above a mask's change
-        if (start == L && !chunk.StartsFromMeans) return Enumerable.Range(0, R).SelectMany(_ => _cleanLogits).ToArray();
-        var be = _model.InputBackend(start);   // the means of layer start − 1 and the clean inputs of layer start live there
         var batch = new TokenBatch(Enumerable.Range(0, R).SelectMany(_ => _prompts).ToList());
-        var (keepRow, meanRow) = RowTables(batch, R);
-        var x = be.AllocateUninitialized(batch.Rows, c.Dim);
-        if (chunk.StartsFromMeans) be.GatherRows(_deviceMeans[start - 1], meanRow.Select(m => Math.Max(m, 0)).ToArray(), x);   // padding rows: any row
-        else
-        {
-            int cleanRows = _clean.Rows;   // the same prompts, so the same T: replica row i is clean row i mod B·T
-            be.GatherRows(_cleanInputs[start], Enumerable.Range(0, batch.Rows).Select(i => i % cleanRows).ToArray(), x);
-        }
+        var inBe = InputOf(start);   // the means of layer start − 1 and the clean inputs of layer start live there
+        var inRows = Rows(inBe, R);
+        var x = inBe.AllocateUninitialized(batch.Rows, c.Dim);
+        if (chunk.StartsFromMeans) Ops(inBe).GatherRows(_masks.Means(start - 1), inRows.MeanIndex, x);   // padding rows: any row
+        else Ops(inBe).GatherRows(_cleanInputs[start], inRows.CleanIndex, x);   // replica row i is clean row i mod B·T
 
+        // The masks' bits for every layer, built on each backend the layers from start run on.
+        var bits = new Dictionary<IBackend, Tensor>(ReferenceEqualityComparer.Instance);
         using var plan = new InterventionPlan();
         LayerState? previous = null;
+        int[]? hostMeanRow = null;
         try
         {
             for (int l = start; l < L; l++)
             {
+                var be = _model.LayerBackend(l);
+                var ops = Ops(be);
+                if (!bits.TryGetValue(be, out var b))
+                {
+                    var (ranks, stored) = _masks.TablesOn(be);
+                    bits[be] = b = be.AllocateUninitialized(L * R * P, AblationMask.WordsPerRow(_width));
+                    ops.BuildKeepBits(ranks, stored, specs.On(be), firstSpec, R, L, P, _width, b);
+                }
+                var rows = Rows(be, R);
+                var ablation = new LayerAblation(ops, _masks.Means(l), b, (long)l * R * P, rows);
                 var run = chunk.Layers[l];
                 // The keep-k MLP writes mlp_out itself, its ablation folded in; every other layer is ablated as usual.
-                MeanAblation? ablation = null;
-                if (!(run == LayerRun.KeepK && _site == NodeSite.MlpAct))
-                    plan.SetMeanAblation(_site, l, ablation = new MeanAblation(_deviceMeans[l], PackBits(masks, l), keepRow, meanRow));
-                var hooks = run == LayerRun.Dense && l < L - 1 ? null : new LayerHooks(this, l, run, masks, batch, meanRow, ablation);
+                if (!(run == LayerRun.KeepK && _site == NodeSite.MlpAct)) plan.SetTransform(_site, l, ablation.Apply);
+                if (run == LayerRun.KeepK) hostMeanRow ??= HostMeanRow(batch, R);
+                var hooks = run == LayerRun.Dense && l < L - 1 ? null : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation);
                 var state = _model.ForwardLayer(l, previous?.Output ?? x, batch, plan, hooks);
                 previous?.Dispose();
                 previous = state;
             }
-            return _model.LastLogits(previous?.Output ?? x, batch);
+            var output = previous?.Output ?? x;
+            var hb = _model.HeadBackend;
+            var last = Rows(hb, R).LastRows;
+            using var final = hb.AllocateUninitialized(R * _prompts.Count, c.Dim);
+            Ops(hb).GatherRows(output, last, final);
+            using var normed = hb.AllocateUninitialized(final.Rows, c.Dim);
+            using var rstd = hb.AllocateUninitialized(final.Rows);
+            hb.RmsNorm(final, _model.Weights.FinalNorm, c.NormEps, normed, rstd);
+            head(normed);
         }
         finally
         {
             previous?.Dispose();
             x.Dispose();
+            foreach (var t in bits.Values) t.Dispose();
         }
     }
 
     bool KeepsNothing(bool[] mask, int layer) =>
         !mask.AsSpan(layer * _maskPositions * _width, Math.Min(_maxLen, _maskPositions) * _width).Contains(true);
 
-    uint[] PackBits(IReadOnlyList<bool[]> masks, int l)
+    /// <summary>One layer's mean ablation from the backend's tables: x's rows are the first rows of the row maps.</summary>
+    internal sealed record LayerAblation(ISweepOps Ops, Tensor Means, Tensor Bits, long FirstMaskRow, RowTables Rows)
     {
-        int P = _maskPositions, W = _width, words = AblationMask.WordsPerRow(W);
-        var bits = new uint[masks.Count * P * words];
-        for (int r = 0; r < masks.Count; r++)
-            for (int p = 0; p < P; p++)
-                AblationMask.PackRow(masks[r].AsSpan((l * P + p) * W, W), bits.AsSpan((r * P + p) * words, words));
-        return bits;
+        public void Apply(Tensor x) => Ops.MeanAblate(x, Means, Bits, FirstMaskRow, Rows.KeepRow, Rows.MeanRow);
+        /// <summary>The ablation of the prompts' last rows only, gathered into <paramref name="x"/> [R·B, W].</summary>
+        public void ApplyLast(Tensor x) => Ops.MeanAblate(x, Means, Bits, FirstMaskRow, Rows.LastKeepRow, Rows.LastMeanRow);
     }
 
-    // Rows (r·B + b)·T + t, right-padded; position p from the end of example b is t = len − 1 − p. A padding row has
-    // mean row −1 (kept), a position the masks do not cover has keep row −1 (ablated).
-    (int[] KeepRow, int[] MeanRow) RowTables(TokenBatch batch, int replicas)
+    /// <summary>
+    /// The row tables of forwards of up to <see cref="Replicas"/> masks on one backend, sent once per example batch (a
+    /// forward of fewer masks reads their first rows: rows are replica-major). Rows (r·B + b)·T + t, right-padded;
+    /// position p from the end of example b is t = len − 1 − p. A padding row has mean row −1 (kept), a position the
+    /// masks do not cover has keep row −1 (ablated).
+    /// </summary>
+    internal sealed class RowTables(int replicas, Tensor keepRow, Tensor meanRow, Tensor cleanIndex, Tensor meanIndex, Tensor lastRows,
+        Tensor lastKeepRow, Tensor lastMeanRow) : IDisposable
+    {
+        public int Replicas { get; } = replicas;
+        public Tensor KeepRow { get; } = keepRow;
+        public Tensor MeanRow { get; } = meanRow;
+        /// <summary>Row i of a forward is clean row i mod B·T.</summary>
+        public Tensor CleanIndex { get; } = cleanIndex;
+        /// <summary>The mean row of each row (padding: 0), for a forward that starts from the means.</summary>
+        public Tensor MeanIndex { get; } = meanIndex;
+        /// <summary>The prompts' last rows, replica-major; and their keep and mean rows.</summary>
+        public Tensor LastRows { get; } = lastRows;
+        public Tensor LastKeepRow { get; } = lastKeepRow;
+        public Tensor LastMeanRow { get; } = lastMeanRow;
+
+        public void Dispose()
+        {
+            foreach (var t in new[] { KeepRow, MeanRow, CleanIndex, MeanIndex, LastRows, LastKeepRow, LastMeanRow }) t.Dispose();
+        }
+    }
+
+    RowTables Rows(IBackend be, int replicas)
+    {
+        if (_rows.TryGetValue(be, out var t) && t.Replicas >= replicas) return t;
+        t?.Dispose();
+        int R = Math.Max(replicas, t?.Replicas ?? 0);
+        var batch = new TokenBatch(Enumerable.Range(0, R).SelectMany(_ => _prompts).ToList());
+        var (keepRow, meanRow) = HostRowTables(batch, R);
+        int cleanRows = _clean.Rows;
+        var last = batch.LastRows();
+        SweepOps.CheckRows(keepRow, R * _maskPositions, "keep rows");
+        SweepOps.CheckRows(meanRow, _masks.MeanPositions, "mean rows");
+        var made = new RowTables(R, SweepOps.UploadInts(be, keepRow), SweepOps.UploadInts(be, meanRow),
+            SweepOps.UploadInts(be, Enumerable.Range(0, batch.Rows).Select(i => i % cleanRows).ToArray()),
+            SweepOps.UploadInts(be, meanRow.Select(m => Math.Max(m, 0)).ToArray()),
+            SweepOps.UploadInts(be, last), SweepOps.UploadInts(be, last.Select(r => keepRow[r]).ToArray()),
+            SweepOps.UploadInts(be, last.Select(r => meanRow[r]).ToArray()));
+        _rows[be] = made;
+        return made;
+    }
+
+    int[] HostMeanRow(TokenBatch batch, int replicas) => HostRowTables(batch, replicas).MeanRow;
+
+    (int[] KeepRow, int[] MeanRow) HostRowTables(TokenBatch batch, int replicas)
     {
         int B = _prompts.Count, T = batch.SeqLen, P = _maskPositions;
         var keepRow = new int[batch.Rows];
@@ -227,6 +380,27 @@ public sealed partial class MeanAblationSweep : IDisposable
         return (keepRow, meanRow);
     }
 
+    /// <summary>The specs of a list of the sweep's masks, in that order, on each backend that builds bits from them.</summary>
+    sealed class SpecTables(MeanAblationSweep sweep, int[] order) : IDisposable
+    {
+        readonly Dictionary<IBackend, Tensor> _on = new(ReferenceEqualityComparer.Instance);
+
+        public Tensor On(IBackend be)
+        {
+            if (_on.TryGetValue(be, out var t)) return t;
+            var specs = new int[3 * order.Length];
+            for (int j = 0; j < order.Length; j++) sweep._masks.Specs.AsSpan(3 * order[j], 3).CopyTo(specs.AsSpan(3 * j));
+            var u = be.Upload(System.Runtime.InteropServices.MemoryMarshal.Cast<int, float>(specs.AsSpan()), order.Length, 3);
+            _on[be] = u;
+            return u;
+        }
+
+        public void Dispose()
+        {
+            foreach (var t in _on.Values) t.Dispose();
+        }
+    }
+
     /// <summary>One line per sweep: what the planner chose.</summary>
     public string Describe(IReadOnlyList<SweepChunk> chunks)
     {
@@ -241,12 +415,16 @@ public sealed partial class MeanAblationSweep : IDisposable
         return $"sweep plan ({_site.Name()}): {masks} masks in {chunks.Count} forwards of ≤{chunks.Max(ch => ch.Masks.Length)} masks; start layer (forwards) {starts}" +
                (fromMeans > 0 ? $" ({fromMeans} from the means of a constant resid layer)" : "") + "; " +
                $"{layerRuns} of {chunks.Count * layers} layer runs done, {Runs(LayerRun.KeepK)} with the keep-k {keepK}, " +
-               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only";
+               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only; " +
+               _masks.Describe() + (_terms is null ? "; logits downloaded per forward" : "; metric reduced on the backend, one download");
     }
 
     public void Dispose()
     {
-        foreach (var m in _deviceMeans) m.Dispose();
         foreach (var t in _cleanInputs) t.Dispose();
+        _termRows?.Dispose();
+        _terms?.Dispose();
+        foreach (var t in _rows.Values) t.Dispose();
+        _rows.Clear();
     }
 }

@@ -121,7 +121,8 @@ public class SweepShortcutTests(ITestOutputHelper output)
         var c = model.Config;
         var prompts = new List<int[]> { new[] { 1, 2, 3 }, new[] { 4, 5 } };
         var means = Enumerable.Range(0, c.Layers).Select(_ => new float[3 * c.HiddenDim]).ToList();
-        using var sweep = new MeanAblationSweep(model, prompts, NodeSite.MlpAct, means, meanPositions: 3, maskPositions: 4);
+        using var masks = new MeanAblationMasks(model, NodeSite.MlpAct, means, meanPositions: 3, maskPositions: 4, masks: []);
+        using var sweep = new MeanAblationSweep(masks, prompts);
         int perLayer = 4 * c.HiddenDim;
         var all = Enumerable.Repeat(true, c.Layers * perLayer).ToArray();
         Assert.Equal(c.Layers, sweep.FirstChangedLayer(all));
@@ -131,7 +132,8 @@ public class SweepShortcutTests(ITestOutputHelper output)
         m = (bool[])all.Clone();
         m[3 * c.HiddenDim] = false;   // layer 0, position 3: no prompt is that long, so nothing changes
         Assert.Equal(c.Layers, sweep.FirstChangedLayer(m));
-        using var shortMasks = new MeanAblationSweep(model, prompts, NodeSite.MlpAct, means, meanPositions: 3, maskPositions: 2);
+        using var twoPositions = new MeanAblationMasks(model, NodeSite.MlpAct, means, meanPositions: 3, maskPositions: 2, masks: []);
+        using var shortMasks = new MeanAblationSweep(twoPositions, prompts);
         Assert.Equal(0, shortMasks.FirstChangedLayer(new bool[c.Layers * 2 * c.HiddenDim].Select(_ => true).ToArray()));  // position 2 is uncovered
     }
 }

@@ -31,7 +31,7 @@ public static class CircuitSweep
         var kList = (ks ?? LogSpacedK(ranking.Count)).Select(k => Math.Clamp(k, 0, ranking.Count)).Distinct().ToArray();
         var metric = Metric.EvaluationDefault(evalTask);
         var evaluator = new Faithfulness(new SiteMeanAblation(model, evalTask, site, means, metric, ranking.Positions)
-            { MasksPerForward = masksPerForward, Path = path, PlanLog = planLog });
+            { MasksPerForward = masksPerForward, Path = path, PlanLog = planLog, RankingOrder = ranking.Order });
 
         // Circuits per k: the top-k nodes, then k random nodes (the control).
         var circuits = new List<bool[]>();

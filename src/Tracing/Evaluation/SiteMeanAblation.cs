@@ -57,33 +57,49 @@ public sealed class SiteMeanAblation : CircuitAblation
     /// <summary>The shortcut path's sparse threshold (<see cref="MeanAblationSweep.SparseFraction"/>); 0 disables the keep-k MLP.</summary>
     public double SparseFraction { get; init; } = 0.125;
 
+    /// <summary>
+    /// The ranking the sweep's top-k masks come from (<see cref="NodeRanking.Order"/>): the shortcut path then builds
+    /// those masks and their complements on the backend from it and k; null: only keep-all and keep-none are.
+    /// </summary>
+    public IReadOnlyList<int>? RankingOrder { get; init; }
+
     protected override double[] EvaluateMasks(IReadOnlyList<bool[]> keepMasks, Action<int>? masksDone)
     {
-        if (Path == SweepPath.Plain) return base.EvaluateMasks(keepMasks, masksDone);
+        if (Path == SweepPath.Plain || !MeanAblationSweep.Supports(Model)) return base.EvaluateMasks(keepMasks, masksDone);
         var c = Model.Config;
         var means = Enumerable.Range(0, c.Layers).Select(l => _means.Get(_site, l)).ToList();
         var sums = new double[keepMasks.Count];
         var batches = ExampleBatches().ToList();
-        // One shortcut sweep per example batch (its cached clean residuals are the batch's, not the task's), each
-        // planning the masks for its own prompts; the sums run on over the batches in order.
+        // Masks and means go to the backend once per sweep; one shortcut sweep per example batch (its cached clean
+        // residuals are the batch's, not the task's), each planning the masks for its own prompts; the sums run on over
+        // the batches in order. A metric linear in the logits is reduced on the backend (one download per batch).
+        using var masks = new MeanAblationMasks(Model, _site, means, _means.Positions, Grid.Positions, keepMasks, RankingOrder);
         for (int e = 0; e < batches.Count; e++)
         {
             var examples = batches[e];
             var prompts = examples.Select(p => p.CleanIds).ToList();
-            using var sweep = new MeanAblationSweep(Model, prompts, _site, means, _means.Positions, Grid.Positions) { SparseFraction = SparseFraction };
-            var chunks = sweep.Plan(keepMasks, MasksPerForward);
+            var terms = examples.Select(p => Metric.ConstantGradient(p)).ToList();
+            bool linear = terms.All(t => t is not null);
+            using var sweep = new MeanAblationSweep(masks, prompts, linear ? terms.Select(t => t!).ToList() : null) { SparseFraction = SparseFraction };
+            var chunks = sweep.Plan(MasksPerForward);
             PlanLog?.Invoke(sweep.Describe(chunks));
+            PromptForwards += (long)keepMasks.Count * prompts.Count;
+            if (linear)
+            {
+                var batchSums = sweep.MetricSums(chunks);
+                for (int i = 0; i < sums.Length; i++) sums[i] += batchSums[i];
+                masksDone?.Invoke((int)((long)(e + 1) * keepMasks.Count / batches.Count));
+                continue;
+            }
             int done = 0;
             foreach (var chunk in chunks)
             {
-                var masks = chunk.Masks.Select(i => keepMasks[i]).ToList();
-                var logits = sweep.LastLogits(masks, chunk);
-                PromptForwards += (long)masks.Count * prompts.Count;
-                var chunkSums = new double[masks.Count];
-                for (int j = 0; j < masks.Count; j++) chunkSums[j] = sums[chunk.Masks[j]];
+                var logits = sweep.LastLogits(chunk);
+                var chunkSums = new double[chunk.Masks.Length];
+                for (int j = 0; j < chunkSums.Length; j++) chunkSums[j] = sums[chunk.Masks[j]];
                 Metric.AddPerReplica(logits, c.VocabSize, examples, chunkSums);
-                for (int j = 0; j < masks.Count; j++) sums[chunk.Masks[j]] = chunkSums[j];
-                done += masks.Count;
+                for (int j = 0; j < chunkSums.Length; j++) sums[chunk.Masks[j]] = chunkSums[j];
+                done += chunk.Masks.Length;
                 masksDone?.Invoke((int)(((long)e * keepMasks.Count + done) / batches.Count));
             }
         }
