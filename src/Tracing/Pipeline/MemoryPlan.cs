@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Scoring;
 
@@ -96,10 +97,13 @@ public sealed record MemoryPlan
         // IG holds the clean pass (and the patch pass, for the endpoints) beside one path pass of up to igRowsPerPass rows.
         int passes = patchBaseline ? 2 : 1;
         string held = checkpoint ? ", checkpointed: layer inputs + one layer" : "";
-        items.Add((passes == 2 ? $"forward passes (clean + patch{held})" : $"forward pass{(held.Length > 0 ? $" ({held[2..]})" : "")}", (passes * Pass(rows) + logitBytes) * e));
-        // The CPU runs the clean and patch forwards as one (PairedForward): two paired layers of 2·rows at a time beside
-        // the halves, and the paired embedding; every forward of the run takes those arrays back from the pool.
-        if (cpu && patchBaseline && !checkpoint) items.Add(("paired forward (2 layers at 2× rows)", (2 * 2 * rows * perRowPerLayer + 2 * rows * d) * e));
+        // The CPU runs the clean and patch forwards as one (PairedForward, where both row counts take the same GEMM
+        // kernel): two paired layers of 2·rows at a time beside the halves, and the paired embedding; every forward of
+        // the run takes those arrays back from the pool. Its patch half keeps only its embedding and its site values.
+        bool paired = cpu && patchBaseline && !checkpoint && rows <= int.MaxValue / 2 && Gemm.SameRowArithmetic((int)rows, 2 * (int)rows);
+        long patchPass = !patchBaseline ? 0 : paired ? rows * d + rows * siteWidths * layers : Pass(rows);
+        items.Add((passes == 2 ? $"forward passes (clean + patch{(paired ? ": embedding and site values" : held)})" : $"forward pass{(held.Length > 0 ? $" ({held[2..]})" : "")}",
+            (Pass(rows) + patchPass + logitBytes) * e));
         long igRows = rows;
         if (ig)
         {
@@ -107,6 +111,11 @@ public sealed record MemoryPlan
             // As Attributor's PathPointsPerPass: the most points a pass takes, evened out over the passes.
             long most = Math.Clamp(igRowsPerPass / rows, 1, Math.Max(1, igSteps)), igPasses = (igSteps + most - 1) / most;
             igRows = rows * Math.Max(1, (igSteps + igPasses - 1) / igPasses);
+        }
+        // A path pass of two points has the paired layers' shapes: it takes their arrays back from the pool.
+        if (paired && !(ig && igRows == 2 * rows)) items.Add(("paired forward (2 layers at 2× rows)", (2 * 2 * rows * perRowPerLayer + 2 * rows * d) * e));
+        if (ig)
+        {
             long edits = method == AttributionMethod.IG ? 2 * igRows * distinct.Max(s => (long)s.Width(c)) : 2 * igRows * d;
             items.Add(("IG path pass", (Pass(igRows) + (long)(igRows / Math.Max(1, promptLength)) * (c.VocabSize + d + 1) + edits) * e));
             // The path backward records its sites' gradients (IG: one site down to its layer; ig-inputs: all) and sums them per row.
