@@ -193,7 +193,8 @@ public class GraphReplayTests
         };
         var eager = SteadyRelPLedger(c, batch: 8, seq: 64, batches: 2, graphs: false);
         var replayed = SteadyRelPLedger(c, batch: 8, seq: 64, batches: 2, graphs: true);
-        Assert.True(eager.Launches > 300, $"{eager.Launches} launches op by op");
+        // Op by op it is hundreds of launches (282 with the stacked bf16 products and fused add+norm of s3-bf16).
+        Assert.True(eager.Launches > 200, $"{eager.Launches} launches op by op");
         // Two batches, one readout at the end of the task: one wait, and everything before it one graph launch.
         Assert.Equal(1, replayed.HostSyncs);
         Assert.Equal(1, replayed.GraphLaunches);

@@ -31,17 +31,25 @@ public class StreamingWholePassTests(ITestOutputHelper output)
         {
             var probs = inner.Allocate(shape.Batch, shape.Heads, shape.SeqLen, shape.SeqLen);
             inner.Attention(q, k, v, shape, z, probs);
-            patterns[lse] = probs;
+            // The CPU attributor may run the patch forward on a second thread beside the clean one.
+            lock (patterns) patterns[lse] = probs;
         }
 
         public void StreamingAttentionBackward(Tensor dz, Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, AttentionShape shape,
-            AttentionRule rule, Tensor dq, Tensor dk, Tensor dv) =>
-            inner.AttentionBackward(dz, q, k, v, patterns[lse], shape, rule, dq, dk, dv);
+            AttentionRule rule, Tensor dq, Tensor dk, Tensor dv)
+        {
+            Tensor probs;
+            lock (patterns) probs = patterns[lse];
+            inner.AttentionBackward(dz, q, k, v, probs, shape, rule, dq, dk, dv);
+        }
 
         public void Dispose()
         {
-            foreach (var p in patterns.Values) p.Dispose();
-            patterns.Clear();
+            lock (patterns)
+            {
+                foreach (var p in patterns.Values) p.Dispose();
+                patterns.Clear();
+            }
         }
 
         public string Name => inner.Name;
