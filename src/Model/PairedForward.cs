@@ -16,7 +16,7 @@ namespace NeuronTrace.Model;
 /// CPU that holds except where one count takes the few-row kernel and the other the packed one; <see cref="Applies"/>
 /// says when, and the caller then runs the two forwards apart.
 /// </remarks>
-public static class PairedForward
+internal static class PairedForward
 {
     /// <summary>
     /// Whether pairing <paramref name="rows"/> clean rows with as many patch rows leaves every row's arithmetic as it is

@@ -6,7 +6,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// A dense fp32 tensor in device memory, owned by a <see cref="CudaBackend"/>. <see cref="Span"/> throws: device
 /// memory is reached only through the backend (Upload, Download, the ops).
 /// </summary>
-public sealed class CudaTensor : Tensor
+internal sealed class CudaTensor : Tensor
 {
     readonly SafeHandle memory;
 

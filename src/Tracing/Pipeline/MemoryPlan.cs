@@ -11,7 +11,7 @@ namespace NeuronTrace.Tracing.Pipeline;
 /// and a fixed runtime allowance. All tensors are fp32 today (4 bytes; <see cref="ElementBytes"/> is a parameter so
 /// a lean-storage backend can be planned with the same code).
 /// </summary>
-public sealed record MemoryPlan
+internal sealed record MemoryPlan
 {
     /// <summary>
     /// Resident size of the .NET runtime, JIT, thread stacks and pooled buffers beside the tensors: calibrated on the

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>Launcher of native/kernels/ablation.cu: mean ablation with one keep bit per node and mask row.</summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct MeanAblateArgs(nint X, nint Means, nint KeepBits, nint KeepRow, nint MeanRow, int Rows, int Width, int WordsPerRow);

@@ -7,7 +7,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// <see cref="GemmCall"/>) and, for <see cref="GemmPrecision.Bf16"/>, the f32_to_bf16 conversion of
 /// native/kernels/convert.cu that rounds their operands.
 /// </summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct ConvertArgs(nint Source, nint Destination, long N);

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>Launchers of native/kernels/rmsnorm.cu: one block per row (<see cref="RowBlock"/> threads).</summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct RmsNormForwardArgs(nint X, nint Weight, float Eps, nint Y, nint Rstd, int Rows, int Dim);
