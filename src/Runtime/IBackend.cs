@@ -5,7 +5,7 @@ namespace NeuronTrace.Runtime;
 /// (<see cref="Cpu.CpuBackend"/>, the reference) and a CUDA one. Tensors are 2-D <c>[rows, columns]</c> unless stated;
 /// "accumulate" ops add into their output, all others overwrite it.
 /// </summary>
-public interface IBackend : IDisposable
+internal interface IBackend : IDisposable
 {
     string Name { get; }
 

@@ -5,13 +5,13 @@ using NeuronTrace.Tracing.Scoring;
 namespace NeuronTrace.Tracing.Edges;
 
 /// <summary>What an edge end is: an mlp_act neuron, a token embedding (one per position) or the metric's logits.</summary>
-public enum EdgeEndKind { Neuron, Embedding, Logit }
+internal enum EdgeEndKind { Neuron, Embedding, Logit }
 
 /// <summary>
 /// One end of an edge. Position counts from the end of the prompt (0 = last token). Embedding ends have Layer −1 and
 /// Unit −1; the logit end has Layer = number of layers, Position 0, Unit −1.
 /// </summary>
-public readonly record struct EdgeEnd(EdgeEndKind Kind, int Layer, int Position, int Unit)
+internal readonly record struct EdgeEnd(EdgeEndKind Kind, int Layer, int Position, int Unit)
 {
     public static EdgeEnd Neuron(int layer, int position, int unit) => new(EdgeEndKind.Neuron, layer, position, unit);
     public static EdgeEnd Embedding(int position) => new(EdgeEndKind.Embedding, -1, position, -1);
@@ -28,10 +28,10 @@ public readonly record struct EdgeEnd(EdgeEndKind Kind, int Layer, int Position,
 /// One edge, averaged over the examples where both ends exist: Weight is the relative edge weight
 /// w = J·a_src/(a_tgt + eps) and FinalAttr the flow to the metric F = w·C_tgt (docs/method.md §6.2).
 /// </summary>
-public readonly record struct Edge(EdgeEnd Source, EdgeEnd Target, double Weight, double FinalAttr, int Examples);
+internal readonly record struct Edge(EdgeEnd Source, EdgeEnd Target, double Weight, double FinalAttr, int Examples);
 
 /// <summary>The edges among a set of mlp_act neurons (and, when traced, from the embeddings and to the logits).</summary>
-public sealed record EdgeGraph(IReadOnlyList<EdgeEnd> Neurons, IReadOnlyList<Edge> Edges, int Layers, bool HasEndpointEdges, int Examples, string Metric)
+internal sealed record EdgeGraph(IReadOnlyList<EdgeEnd> Neurons, IReadOnlyList<Edge> Edges, int Layers, bool HasEndpointEdges, int Examples, string Metric)
 {
     public IEnumerable<Edge> NeuronEdges => Edges.Where(e => e.Source.Kind == EdgeEndKind.Neuron && e.Target.Kind == EdgeEndKind.Neuron);
 

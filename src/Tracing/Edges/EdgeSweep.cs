@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Edges;
 
 /// <summary>One point of an edge sweep: the top percent of edges by |F| kept, and the neuron circuit they leave.</summary>
-public sealed record EdgeSweepPoint(double Percent, int EdgesKept, int NodesKept, double Faithfulness, double Completeness);
+internal sealed record EdgeSweepPoint(double Percent, int EdgesKept, int NodesKept, double Faithfulness, double Completeness);
 
 /// <summary>
 /// Edge-circuit evaluation (docs/method.md §6.3): keep the top p% of edges by |F|; a neuron stays iff it has at least one
@@ -15,7 +15,7 @@ public sealed record EdgeSweepPoint(double Percent, int EdgesKept, int NodesKept
 /// lowest circuit layer count as fed by the embeddings and those of the highest as feeding the logits); the kept
 /// neurons are evaluated by mean ablation of mlp_act (<see cref="SiteMeanAblation"/>, <see cref="Faithfulness"/>).
 /// </summary>
-public static class EdgeSweep
+internal static class EdgeSweep
 {
     public static readonly double[] DefaultPercents = [0, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 70, 100];
 

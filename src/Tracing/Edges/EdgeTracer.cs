@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Edges;
 
 /// <summary>How <see cref="EdgeTracer"/> runs.</summary>
-public sealed record EdgeOptions
+internal sealed record EdgeOptions
 {
     /// <summary>Backward rules of the Jacobians and of the target attributions C_k (RelP by default).</summary>
     public BackwardRules Rules { get; init; } = BackwardRules.RelP;
@@ -27,7 +27,7 @@ public sealed record EdgeOptions
 /// (mean over the target layer's activations of the prompt), and F = w·C_k with C_k = a_tgt,k·g̃_k, g̃ the full-model
 /// RelP gradient of the metric (zero baseline).
 /// </summary>
-public static class EdgeTracer
+internal static class EdgeTracer
 {
     public static EdgeGraph Trace(Llama model, PromptTask task, IReadOnlyList<EdgeEnd> neurons, EdgeOptions options,
         IProgress<WorkProgress>? progress = null)

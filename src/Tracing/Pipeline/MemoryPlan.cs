@@ -14,7 +14,7 @@ namespace NeuronTrace.Tracing.Pipeline;
 /// add up (tests/Tracing.Tests/MemoryPlanTests checks them against the pool's resident counter). All tensors are fp32
 /// today (4 bytes; <see cref="ElementBytes"/> is a parameter so a lean-storage backend can be planned with the same code).
 /// </summary>
-public sealed record MemoryPlan
+internal sealed record MemoryPlan
 {
     /// <summary>
     /// Resident size of the .NET runtime, JIT, thread stacks and the GC's spare heap beside the tensors. On the

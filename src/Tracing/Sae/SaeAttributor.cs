@@ -10,7 +10,7 @@ namespace NeuronTrace.Tracing.Sae;
 /// Scores of the SAE nodes at one (site, layer): per position from the end (0 = last token), F feature nodes and one
 /// error node. Example means over the examples that have the position, like <see cref="NodeScores"/>.
 /// </summary>
-public sealed class SaeScores(NodeSite site, int layer, int positions, int features)
+internal sealed class SaeScores(NodeSite site, int layer, int positions, int features)
 {
     public NodeSite Site { get; } = site;
     public int Layer { get; } = layer;
@@ -49,7 +49,7 @@ public sealed class SaeScores(NodeSite site, int layer, int positions, int featu
 /// Since dec is affine, Σ_i feature scores + error score = g_x · (x_p − x_c), the site's own AtP/RelP score sum at that
 /// position (the chain-rule identity the tests check).
 /// </summary>
-public static class SaeAttributor
+internal static class SaeAttributor
 {
     public static SaeScores Score(Llama model, PromptTask task, SparseAutoencoder sae, NodeSite site, int layer, AttributionOptions options,
         IProgress<WorkProgress>? progress = null)

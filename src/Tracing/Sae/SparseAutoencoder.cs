@@ -5,7 +5,7 @@ using NeuronTrace.Formats;
 namespace NeuronTrace.Tracing.Sae;
 
 /// <summary>How an SAE turns pre-activations into features.</summary>
-public enum SaeActivation
+internal enum SaeActivation
 {
     /// <summary>f_i = pre_i where gate_i &gt; θ_i and pre_i &gt; 0, else 0 (Llama Scope: one θ; SAELens: θ per feature).</summary>
     JumpReLU,
@@ -31,7 +31,7 @@ public enum SaeActivation
 /// The decoder is stored as rows d_i [F, d], so decoding sums only the active features and the chain rule
 /// for feature gradients is ∂m/∂f_i = s_out · d_i · ∂m/∂x (<see cref="FeatureGradient"/>). Arithmetic is in double.
 /// </summary>
-public sealed class SparseAutoencoder
+internal sealed class SparseAutoencoder
 {
     internal SparseAutoencoder(int dModel, int features) { DModel = dModel; Features = features; }
 

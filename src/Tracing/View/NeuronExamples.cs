@@ -5,13 +5,13 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.View;
 
 /// <summary>One dataset example where a neuron fires strongly: the token, the prompt up to it, and the activation.</summary>
-public sealed record NeuronExample(string Token, string Snippet, float Activation, int Line, int PositionFromEnd);
+internal sealed record NeuronExample(string Token, string Snippet, float Activation, int Line, int PositionFromEnd);
 
 /// <summary>
 /// Dataset examples per <c>mlp_act</c> neuron: runs the task's clean prompts and keeps, for each (layer, unit), the
 /// <c>top</c> token positions with the largest |activation| (any position but BOS of any distinct clean prompt; the sign is kept).
 /// </summary>
-public static class NeuronExamples
+internal static class NeuronExamples
 {
     public static Dictionary<(int Layer, int Unit), List<NeuronExample>> Collect(Llama model, PromptTask task, ITextTokenizer tokenizer,
         IEnumerable<(int Layer, int Unit)> neurons, int top = 5, int batchSize = 32, int snippetChars = 48)
