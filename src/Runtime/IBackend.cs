@@ -177,4 +177,4 @@ internal interface IBackend : IDisposable
 }
 
 /// <summary>Reads values that live elsewhere (see <see cref="IBackend.ReadOnHost"/>); the span is valid only during the call.</summary>
-public delegate void HostValuesReader(ReadOnlySpan<float> values);
+internal delegate void HostValuesReader(ReadOnlySpan<float> values);

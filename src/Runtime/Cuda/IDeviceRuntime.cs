@@ -87,7 +87,7 @@ internal interface IDeviceRuntime : IDisposable
 }
 
 /// <summary>Zeroed native memory standing in for page-locked memory where the "device" is the host.</summary>
-public sealed unsafe class NativeHostMemory : SafeHandle
+internal sealed unsafe class NativeHostMemory : SafeHandle
 {
     public NativeHostMemory(long bytes) : base(0, ownsHandle: true)
     {

@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Edges;
 
 /// <summary>One point of an edge sweep: the top percent of edges by |F| kept, and the neuron circuit they leave.</summary>
-internal sealed record EdgeSweepPoint(double Percent, int EdgesKept, int NodesKept, double Faithfulness, double Completeness);
+public sealed record EdgeSweepPoint(double Percent, int EdgesKept, int NodesKept, double Faithfulness, double Completeness);
 
 /// <summary>
 /// Edge-circuit evaluation (docs/method.md §6.3): keep the top p% of edges by |F|; a neuron stays iff it has at least one

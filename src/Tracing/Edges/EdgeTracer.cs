@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Edges;
 
 /// <summary>How <see cref="EdgeTracer"/> runs.</summary>
-internal sealed record EdgeOptions
+public sealed record EdgeOptions
 {
     /// <summary>Backward rules of the Jacobians and of the target attributions C_k (RelP by default).</summary>
     public BackwardRules Rules { get; init; } = BackwardRules.RelP;

@@ -218,4 +218,4 @@ internal sealed record MemoryPlan
 }
 
 /// <summary>The batch and checkpointing an attribution run is given by <see cref="MemoryPlan.FitAttribution"/>; the line saying what changed (null: as asked); the refusal line (null: it runs).</summary>
-public sealed record AttributionFit(int Batch, bool Checkpoint, string? Note, string? Refusal);
+internal sealed record AttributionFit(int Batch, bool Checkpoint, string? Note, string? Refusal);

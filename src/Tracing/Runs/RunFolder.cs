@@ -6,10 +6,10 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Runs;
 
 /// <summary>One node of a saved circuit (position counted from the end of the prompt, 0 = last token).</summary>
-internal sealed record CircuitNode(NodeId Node, float Score);
+public sealed record CircuitNode(NodeId Node, float Score);
 
 /// <summary>A circuit file of a run folder: <c>circuits/{method}_{site}.json</c>, nodes in ranking order (largest |score| first).</summary>
-internal sealed record SavedCircuit(string Method, NodeSite Site, int TotalNodes, double? Faithfulness, double? Completeness, IReadOnlyList<CircuitNode> Nodes)
+public sealed record SavedCircuit(string Method, NodeSite Site, int TotalNodes, double? Faithfulness, double? Completeness, IReadOnlyList<CircuitNode> Nodes)
 {
     /// <summary>The circuit file (errors about its nodes name it).</summary>
     public string Path { get; init; } = "";

@@ -159,7 +159,7 @@ internal sealed class SaeMeanAblation : CircuitAblation
 }
 
 /// <summary>One k of an SAE sweep.</summary>
-internal sealed record SaeSweepPoint(int K, double Faithfulness, double Completeness, int TotalNodes);
+public sealed record SaeSweepPoint(int K, double Faithfulness, double Completeness, int TotalNodes);
 
 /// <summary>Top-k SAE circuits (features and error nodes ranked together by |score|) evaluated by mean ablation.</summary>
 internal static class SaeCircuitSweep

@@ -10,11 +10,15 @@ namespace NeuronTrace.Tracing.Sae;
 /// Scores of the SAE nodes at one (site, layer): per position from the end (0 = last token), F feature nodes and one
 /// error node. Example means over the examples that have the position, like <see cref="NodeScores"/>.
 /// </summary>
-internal sealed class SaeScores(NodeSite site, int layer, int positions, int features)
+public sealed class SaeScores(NodeSite site, int layer, int positions, int features)
 {
+    /// <summary>The site the SAE reads.</summary>
     public NodeSite Site { get; } = site;
+    /// <summary>The layer the SAE reads.</summary>
     public int Layer { get; } = layer;
+    /// <summary>Positions scored, counted from the end of the prompt.</summary>
     public int Positions { get; } = positions;
+    /// <summary>The SAE's feature count F.</summary>
     public int Features { get; } = features;
     /// <summary>[positions · F], row p is position p from the end.</summary>
     public float[] FeatureScores { get; } = new float[positions * features];
@@ -23,6 +27,7 @@ internal sealed class SaeScores(NodeSite site, int layer, int positions, int fea
 
     /// <summary>Nodes per position: F features then the error node.</summary>
     public int NodesPerPosition => Features + 1;
+    /// <summary>All nodes: positions × (F + 1).</summary>
     public int NodeCount => Positions * NodesPerPosition;
 
     /// <summary>All node scores in the flat node order p·(F+1) + i, where i = F is position p's error node.</summary>

@@ -11,7 +11,7 @@ namespace NeuronTrace.Tracing.Sae;
 /// The SAE circuit of one SAE and method in a trace: its nodes (features and error nodes at the SAE's own hook site and
 /// layer, every position) swept over k like the neuron circuits, and the smallest swept k reaching the target faithfulness.
 /// </summary>
-internal sealed record SaeCircuitSummary(string Name, string Path, NodeSite Site, int Layer, AttributionMethod Method, int TotalNodes,
+public sealed record SaeCircuitSummary(string Name, string Path, NodeSite Site, int Layer, AttributionMethod Method, int TotalNodes,
     SaeSweepPoint? AtTarget, int ErrorNodesInCircuit, IReadOnlyList<SaeSweepPoint> Sweep);
 
 /// <summary>

@@ -5,7 +5,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.View;
 
 /// <summary>One dataset example where a neuron fires strongly: the token, the prompt up to it, and the activation.</summary>
-internal sealed record NeuronExample(string Token, string Snippet, float Activation, int Line, int PositionFromEnd);
+public sealed record NeuronExample(string Token, string Snippet, float Activation, int Line, int PositionFromEnd);
 
 /// <summary>
 /// Dataset examples per <c>mlp_act</c> neuron: runs the task's clean prompts and keeps, for each (layer, unit), the
