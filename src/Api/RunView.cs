@@ -13,7 +13,7 @@ namespace NeuronTrace;
 /// of the circuit; the faithfulness/completeness sweep with its random control. All task text is escaped; the page
 /// needs no network. Also the page's data as graph.json (docs/circuit-graph-schema.md).
 /// </summary>
-public static class RunView
+internal static class RunView
 {
     /// <summary>Draws a run's circuit.</summary>
     /// <param name="run">The run folder (<see cref="RunFolder.Open"/>).</param>
@@ -37,7 +37,7 @@ public static class RunView
 }
 
 /// <summary>What <see cref="RunView.Render"/> draws.</summary>
-public sealed record RunViewOptions
+internal sealed record RunViewOptions
 {
     /// <summary>Draw at most this many circuit nodes, largest |score| first.</summary>
     public int MaxNodes { get; init; } = 60;
@@ -71,4 +71,4 @@ public sealed record RunViewOptions
 /// <param name="Graph">The page's data (write <see cref="CircuitGraph.ToJson"/> as graph.json).</param>
 /// <param name="Html">The self-contained page.</param>
 /// <param name="CausalEdges">The edges read from <see cref="RunViewOptions.EdgesPath"/>, or null when co-attribution edges were drawn.</param>
-public sealed record RunViewPage(CircuitGraph Graph, string Html, IReadOnlyList<ViewEdge>? CausalEdges);
+internal sealed record RunViewPage(CircuitGraph Graph, string Html, IReadOnlyList<ViewEdge>? CausalEdges);

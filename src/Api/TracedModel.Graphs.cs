@@ -90,7 +90,7 @@ public sealed record GraphExportOptions
     public int Examples { get; init; } = 3;
 
     /// <summary>Causal edges (edges.csv rows of <c>edges</c>), or null: the graph then has no links.</summary>
-    public IReadOnlyList<EdgeCsv.Row>? Edges { get; init; }
+    internal IReadOnlyList<EdgeCsv.Row>? Edges { get; init; }
 
     /// <summary>What metadata.node_threshold records: the faithfulness the run's circuits had to reach.</summary>
     public double NodeThreshold { get; init; } = 0.8;

@@ -24,7 +24,7 @@ public sealed partial class TracedModel
     /// <param name="stop">Checked after each checkpoint: when set, the unfinished manifest is returned (pre-emption), nothing thrown.</param>
     /// <returns>The manifest; <see cref="ShardManifest.Complete"/> says whether the shard finished.</returns>
     /// <exception cref="ArgumentException">No method, methods of different sites, the mean baseline, or a folder of another run.</exception>
-    public ShardManifest AttributeShard(PromptTask task, IReadOnlyList<(string Name, AttributionOptions Options)> methods, ShardManifest identity,
+    internal ShardManifest AttributeShard(PromptTask task, IReadOnlyList<(string Name, AttributionOptions Options)> methods, ShardManifest identity,
         ShardSlice slice, string dir, int checkpointExamples, IProgress<WorkProgress>? progress = null, CancellationToken stop = default) =>
         AttributionShard.Run(Llama, task, methods, identity, slice, dir, checkpointExamples, stop, progress);
 
@@ -43,7 +43,7 @@ public sealed partial class TracedModel
     /// <param name="progress">Progress per batch of circuits.</param>
     /// <param name="stop">Checked after each checkpoint: when set, the unfinished manifest is returned (pre-emption), nothing thrown.</param>
     /// <exception cref="ArgumentException">A checkpoint of no circuits, or a folder of another run.</exception>
-    public ShardManifest SweepShard(PromptTask task, TraceOptions options, IReadOnlyDictionary<AttributionMethod, NodeScores> scores, ShardManifest identity,
+    internal ShardManifest SweepShard(PromptTask task, TraceOptions options, IReadOnlyDictionary<AttributionMethod, NodeScores> scores, ShardManifest identity,
         ShardSlice slice, string dir, int checkpointCircuits, IProgress<WorkProgress>? progress = null, CancellationToken stop = default) =>
         Tracing.Sharding.SweepShard.Run(Llama, task, options, scores, identity, slice, dir, progress, checkpointCircuits, stop);
 }

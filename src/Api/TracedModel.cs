@@ -51,7 +51,7 @@ public sealed partial class TracedModel : IDisposable
 
     /// <summary>The backend for a device name: <c>cpu</c>, or <c>cuda</c> (fp32 products unless $NEURONTRACE_CUDA_MATH says tf32 or bf16).</summary>
     /// <exception cref="ArgumentException">An unknown device, or a CUDA device that cannot be opened (the message says why).</exception>
-    public static IBackend OpenDevice(string device) => device switch
+    internal static IBackend OpenDevice(string device) => device switch
     {
         "cpu" => CpuBackend.Instance,
         "cuda" => CudaBackend.TryCreate(out string whyNot, GemmPrecisions.FromEnvironment())
@@ -60,7 +60,7 @@ public sealed partial class TracedModel : IDisposable
     };
 
     /// <summary>The model on its backend: forward, backward, sites, for what the facade does not cover.</summary>
-    public Llama Llama { get; }
+    internal Llama Llama { get; }
 
     /// <summary>The model's configuration.</summary>
     public LlamaConfig Config => Llama.Config;

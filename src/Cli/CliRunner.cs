@@ -7,7 +7,7 @@ namespace NeuronTrace.Cli;
 /// Parses, runs, and turns every expected failure into one line on stderr and a non-zero exit code:
 /// 2 for bad flags, 1 for bad input files or data, 3 for anything unexpected (still one line, no stack trace).
 /// </summary>
-public static class CliRunner
+internal static class CliRunner
 {
     public static int Run(RootCommand root, string[] args)
     {
@@ -51,4 +51,4 @@ public static class CliRunner
 }
 
 /// <summary>A flag combination that makes no sense; exit code 2.</summary>
-public sealed class UsageException(string message) : Exception(message);
+internal sealed class UsageException(string message) : Exception(message);

@@ -12,14 +12,14 @@ namespace NeuronTrace.Cli;
 
 /// <summary>Where a command runs.</summary>
 /// <summary>An output path with its --force, as every writing command declares them.</summary>
-public sealed record OutputOption(Option<string?> Path, Option<bool> Force);
+internal sealed record OutputOption(Option<string?> Path, Option<bool> Force);
 
 /// <summary>
 /// Options several commands share, with the same names and meaning everywhere, and the typed option builders every
 /// command uses: numbers with a documented range and names from a fixed set are checked by the parser (exit 2, one
 /// line) before any command starts work, so no command repeats a range check or a string switch.
 /// </summary>
-public static class CommonOptions
+internal static class CommonOptions
 {
     public static Option<string?> Model() => new("--model", "-m")
     {

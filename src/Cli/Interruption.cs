@@ -10,7 +10,7 @@ namespace NeuronTrace.Cli;
 /// writing the same output, once they have not been touched for <see cref="StaleAfter"/> (so a concurrent run's
 /// temporaries survive).
 /// </summary>
-public static class Interruption
+internal static class Interruption
 {
     public static readonly TimeSpan StaleAfter = TimeSpan.FromMinutes(10);
     static readonly object Gate = new();

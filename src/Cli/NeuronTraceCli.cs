@@ -4,7 +4,7 @@ using NeuronTrace.Cli.Commands;
 namespace NeuronTrace.Cli;
 
 /// <summary>The command tree (kept apart from Program so tests run the CLI in-process).</summary>
-public static class NeuronTraceCli
+internal static class NeuronTraceCli
 {
     /// <summary>No progress output on stderr (results and errors still print); every command takes it.</summary>
     public static readonly Option<bool> Quiet = new("--quiet", "-q") { Description = "no progress display or progress lines on stderr", Recursive = true };

@@ -16,7 +16,7 @@ namespace NeuronTrace.Cli;
 /// </list>
 /// Refusals are <see cref="UsageException"/> (exit 2); a place that cannot be written is an <see cref="IOException"/> (exit 1).
 /// </summary>
-public static class OutputPaths
+internal static class OutputPaths
 {
     public const string TraceFormat = NeuronTrace.Tracing.Runs.RunFormat.TraceId;
     public const string ScoresFormat = NeuronTrace.Tracing.Runs.RunFormat.ScoresId;

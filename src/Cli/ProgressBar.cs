@@ -9,7 +9,7 @@ namespace NeuronTrace.Cli;
 /// is a terminal; plain lines (<see cref="PlainProgressLog"/>) every few seconds when it is not (a log, a pipe, a Slurm
 /// output file), so unattended runs still show where they are; nothing with <c>--quiet</c>. Stdout stays clean either way.
 /// </summary>
-public sealed class ProgressBar : IProgress<WorkProgress>, IDisposable
+internal sealed class ProgressBar : IProgress<WorkProgress>, IDisposable
 {
     /// <summary>Set from the root command's <c>--quiet</c> before a command runs.</summary>
     public static bool Quiet { get; set; }
@@ -84,7 +84,7 @@ public sealed class ProgressBar : IProgress<WorkProgress>, IDisposable
 }
 
 /// <summary>Counts shown never pass their total, whatever the reporter sends.</summary>
-public static class ProgressMath
+internal static class ProgressMath
 {
     public static long Clamped(WorkProgress p) => Math.Clamp(p.Done, 0, Math.Max(0, p.Total));
 
@@ -98,7 +98,7 @@ public static class ProgressMath
 /// <paramref name="interval"/>. Work shorter than the interval prints nothing (a one-second run needs no progress in
 /// its log, and its stderr stays the one line of the error contract); a stage that printed also prints its end.
 /// </summary>
-public sealed class PlainProgressLog(TextWriter output, Func<TimeSpan> now, TimeSpan? interval = null) : IProgress<WorkProgress>
+internal sealed class PlainProgressLog(TextWriter output, Func<TimeSpan> now, TimeSpan? interval = null) : IProgress<WorkProgress>
 {
     readonly Lock _gate = new();
     readonly TimeSpan _interval = interval ?? TimeSpan.FromSeconds(5);

@@ -6,7 +6,7 @@ using NeuronTrace.Formats.Tokenizers;
 namespace NeuronTrace.Cli;
 
 /// <summary><c>--special-tokens</c> and the prompt encoder the commands share (chat template from the model folder, warnings on stderr).</summary>
-public static class PromptOptions
+internal static class PromptOptions
 {
     public static Option<bool> SpecialTokens() => new("--special-tokens")
     {

@@ -4,7 +4,7 @@ using NeuronTrace.Tracing.Runs;
 namespace NeuronTrace.Cli;
 
 /// <summary>What summary.json records about the tool and machine a run ran on.</summary>
-public static class RunInfo
+internal static class RunInfo
 {
     public static string ToolVersion =>
         typeof(RunInfo).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown";

@@ -9,7 +9,7 @@ namespace NeuronTrace.Cli;
 /// command's --task, else the task the run recorded) and the model (--model, else the run's). On the run's own task
 /// only its held-out lines count, since the circuit was chosen on the training lines.
 /// </summary>
-public sealed class RunInputs
+internal sealed class RunInputs
 {
     public RunFolder Folder { get; }
     public string Dir { get; }

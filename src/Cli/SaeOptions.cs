@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.Scoring;
 namespace NeuronTrace.Cli;
 
 /// <summary><c>--sae PATH...</c> of <c>attribute</c> and <c>trace</c>: SAE folders whose feature and error nodes are scored at the SAE's own hook point.</summary>
-public static class SaeOptions
+internal static class SaeOptions
 {
     public static Option<string[]> Sae() => new("--sae")
     {

@@ -15,7 +15,7 @@ namespace NeuronTrace.Cli;
 /// The <c>--shard I/N</c> side of <c>attribute</c> and <c>trace</c>: the options, the shard folder, the manifest's
 /// identity, SIGTERM as "checkpoint and stop", and the line each outcome prints.
 /// </summary>
-public static class ShardRun
+internal static class ShardRun
 {
     public const int StoppedExitCode = 143; // 128 + SIGTERM: the scheduler sees the shard as not finished
 

@@ -4,7 +4,7 @@ using NeuronTrace.Tracing.Evaluation;
 namespace NeuronTrace.Cli;
 
 /// <summary>Faithfulness and completeness against k (log axis) for one site, every method, random control dashed.</summary>
-public static class SweepPlot
+internal static class SweepPlot
 {
     /// <summary>Writes <c>sweep_{site}.png</c> into <paramref name="dir"/> for every site of the sweep; returns the files.</summary>
     public static IReadOnlyList<string> SaveAll(string dir, IReadOnlyList<SweepPoint> sweep, string title)

@@ -4,7 +4,7 @@ using NeuronTrace.Tracing.Scoring;
 namespace NeuronTrace.Cli;
 
 /// <summary>Human-readable tables on stdout.</summary>
-public static class Tables
+internal static class Tables
 {
     public static void PrintTopNodes(NodeScores scores, IEnumerable<NodeSite> sites, int n)
     {

@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.Scoring;
 namespace NeuronTrace.Cli;
 
 /// <summary>Options of the commands that read a task.</summary>
-public static class TaskOptions
+internal static class TaskOptions
 {
     public const string DefaultTask = "pronoun_gender";
 

@@ -1,7 +1,7 @@
 namespace NeuronTrace.Formats;
 
 /// <summary>Finds files shipped with NeuronTrace (the default model, the tasks): next to the executable, or in the repository.</summary>
-public static class BundledFiles
+internal static class BundledFiles
 {
     public static string Find(params string[] relative)
     {

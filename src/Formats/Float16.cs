@@ -5,7 +5,7 @@ using System.Runtime.InteropServices;
 namespace NeuronTrace.Formats;
 
 /// <summary>The floating-point storage types the loaders can turn into float32.</summary>
-public enum FloatEncoding
+internal enum FloatEncoding
 {
     F32,
     /// <summary>IEEE 754 binary16 (<see cref="Half"/>).</summary>
@@ -19,7 +19,7 @@ public enum FloatEncoding
 /// Decoding is exact (every 16-bit value is representable in float32); encoding rounds to nearest, ties to even.
 /// All byte buffers are little-endian, as in GGUF and safetensors.
 /// </summary>
-public static class Float16
+internal static class Float16
 {
     public static int SizeOf(FloatEncoding e) => e == FloatEncoding.F32 ? 4 : 2;
 

@@ -10,7 +10,7 @@ namespace NeuronTrace.Formats;
 /// Nothing is downloaded: a missing id or revision is a one-line error naming the folder looked in and the
 /// <c>huggingface-cli download</c> command that would fill it.
 /// </summary>
-public static partial class HubCache
+internal static partial class HubCache
 {
     /// <summary>
     /// The cache folder as <c>huggingface_hub</c> finds it: <c>$HF_HUB_CACHE</c>, else <c>$HF_HOME/hub</c>, else

@@ -8,7 +8,7 @@ namespace NeuronTrace.Formats;
 /// on Unix, but stat gives a FIFO, socket or character device length 0, and no file we read is valid empty, so a zero
 /// length is refused before the file is opened (issue 15).
 /// </summary>
-public static class InputFiles
+internal static class InputFiles
 {
     /// <summary>Throws when <paramref name="path"/> exists but is empty or not a regular file; a missing file is left to the caller.</summary>
     public static void RequireRegular(string path)

@@ -9,7 +9,7 @@ namespace NeuronTrace.Formats;
 /// lone surrogate (<c>"\ud800"</c>), are an error naming the file and where, instead of an internal error on first
 /// use (<c>GetString</c> throws) or a silent U+FFFD replacement.
 /// </summary>
-public static class JsonStrings
+internal static class JsonStrings
 {
     /// <summary>UTF-8 that throws on invalid bytes (no BOM written).</summary>
     public static readonly UTF8Encoding Strict = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);

@@ -4,7 +4,7 @@ using NeuronTrace.Model;
 namespace NeuronTrace.Formats;
 
 /// <summary>A loaded model: weights, its tokenizer (null when the files have none) and where it came from.</summary>
-public sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokenizer, string Format, string Path)
+internal sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokenizer, string Format, string Path)
 {
     public LlamaConfig Config => Weights.Config;
 
@@ -18,6 +18,10 @@ public sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokenizer
 }
 
 /// <summary>What a model is without its weights: its configuration, tokenizer, format and path.</summary>
+/// <param name="Config">The model's shape and hyper-parameters.</param>
+/// <param name="Tokenizer">Its tokenizer; null when the files have none.</param>
+/// <param name="Format"><c>llama2.c</c>, <c>gguf</c> or <c>hf</c>.</param>
+/// <param name="Path">The file or folder the model was found at.</param>
 public sealed record ModelDescription(LlamaConfig Config, ITextTokenizer? Tokenizer, string Format, string Path);
 
 /// <summary>
@@ -32,7 +36,7 @@ public static class ModelLoader
 
     /// <param name="path">A file, a folder or a hub id; null for the bundled model.</param>
     /// <param name="hubCacheFolder">Where hub ids are looked up (<see cref="HubCache.Folder"/> by default).</param>
-    public static LoadedModel Load(string? path = null, string? hubCacheFolder = null)
+    internal static LoadedModel Load(string? path = null, string? hubCacheFolder = null)
     {
         var (where, format) = Locate(path ?? DefaultModelPath, hubCacheFolder);
         return format switch
@@ -49,6 +53,9 @@ public static class ModelLoader
     /// frequency table of Llama 3 files) or a llama2.c file's 28-byte header, each with its tokenizer. A 3 GB model
     /// costs megabytes; the file's size is still checked against what the header describes.
     /// </summary>
+    /// <param name="path">A file, a folder or a hub id ORG/NAME[@REVISION]; null for the bundled model.</param>
+    /// <param name="hubCacheFolder">Where hub ids are looked up (the Hugging Face hub cache by default).</param>
+    /// <exception cref="ModelFormatException">The model is missing, truncated or not a format this loader reads.</exception>
     public static ModelDescription Describe(string? path = null, string? hubCacheFolder = null)
     {
         var (where, format) = Locate(path ?? DefaultModelPath, hubCacheFolder);

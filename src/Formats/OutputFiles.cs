@@ -6,7 +6,7 @@ namespace NeuronTrace.Formats;
 /// renamed over the target at the end, so a crash or exception never leaves a half-written file where a reader would
 /// pick it up. Also streams encoded floats for the model writers.
 /// </summary>
-public static class OutputFiles
+internal static class OutputFiles
 {
     /// <summary>
     /// Writes <paramref name="path"/> through a temporary file in the same folder that is renamed over it at the end,

@@ -8,7 +8,7 @@ namespace NeuronTrace.Model;
 /// quoted, printable (control characters, lone surrogates and other non-printing code points escaped as \n, \t, \xHH
 /// or \uHHHH) and cut to about 80 characters, so a hostile file can neither flood nor drive the terminal.
 /// </summary>
-public static class ErrorText
+internal static class ErrorText
 {
     public const int MaxQuoted = 80;
 

@@ -3,7 +3,7 @@ using NeuronTrace.Runtime;
 namespace NeuronTrace.Model;
 
 /// <summary>Which logits a forward computes.</summary>
-public enum LogitRows
+internal enum LogitRows
 {
     /// <summary>At every row (generation demo, benchmarks).</summary>
     All,
@@ -14,7 +14,7 @@ public enum LogitRows
 }
 
 /// <summary>The result of one batched forward: every layer's state, the final norm and the logits.</summary>
-public sealed class ForwardPass : IDisposable
+internal sealed class ForwardPass : IDisposable
 {
     internal ForwardPass(Llama model, TokenBatch batch, Tensor embedded, LayerState[] layers, Tensor? finalInput, Tensor? finalRstd,
         Tensor? logits, LogitRows logitRows, int[] logitRowIndex)

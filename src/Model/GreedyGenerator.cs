@@ -5,7 +5,7 @@ namespace NeuronTrace.Model;
 /// forced, stopping early when the model emits BOS. Each step re-runs the prefix (no KV cache): simple and exact,
 /// fine for the demo models; attribution never generates.
 /// </summary>
-public static class GreedyGenerator
+internal static class GreedyGenerator
 {
     /// <returns>The prompt ids followed by the generated ids (BOS not appended when it stops the run).</returns>
     public static List<int> Generate(Llama model, IReadOnlyList<int> promptIds, int steps, Action<int>? onToken = null)

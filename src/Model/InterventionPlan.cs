@@ -7,7 +7,7 @@ namespace NeuronTrace.Model;
 /// backend. Mean ablation is Scale = keep mask, Offset = (1 − keep)·mean; patching is Scale = 0, Offset = the patch value;
 /// steering multiplies. Gradients at an edited site are taken w.r.t. its edited value and flow upstream times Scale.
 /// </summary>
-public sealed class InterventionPlan : IDisposable
+internal sealed class InterventionPlan : IDisposable
 {
     readonly Dictionary<(NodeSite, int), (Tensor Scale, Tensor Offset)> _edits = new();
 

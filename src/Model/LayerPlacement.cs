@@ -10,7 +10,7 @@ namespace NeuronTrace.Model;
 /// its gradient (backward) across a boundary with <see cref="Transfer"/>; every op runs the same kernel in the same
 /// order as on one device, so a split model computes bit for bit what one device computes.
 /// </summary>
-public sealed class LayerPlacement
+internal sealed class LayerPlacement
 {
     readonly int[] _deviceOfLayer;
 

@@ -3,7 +3,7 @@ using NeuronTrace.Runtime;
 namespace NeuronTrace.Model;
 
 /// <summary>What one block's forward keeps for the backward and for reading node sites. All [rows, width] on the backend.</summary>
-public sealed class LayerState : IDisposable
+internal sealed class LayerState : IDisposable
 {
     public required Tensor Input { get; init; }      // r_l
     /// <summary>Input is this state's own copy (the residual stream moved from the previous layer's device), freed with it.</summary>

@@ -8,7 +8,7 @@ namespace NeuronTrace.Model;
 /// Each layer runs on the backend its <see cref="LayerPlacement"/> gives (one for the whole model unless it is split
 /// over devices); callers put a layer's tensors on <see cref="LayerBackend"/> and read logits from <see cref="HeadBackend"/>.
 /// </summary>
-public sealed class Llama : IDisposable
+internal sealed class Llama : IDisposable
 {
     readonly DeviceWeights _w;
     readonly LayerPlacement _placement;
@@ -424,4 +424,4 @@ public sealed class Llama : IDisposable
 }
 
 /// <summary>Receives one site gradient of a backward where it is produced (see <see cref="Llama.Backward(ForwardPass, LogitGradient, BackwardRules, IReadOnlyCollection{NodeSite}, SiteGradientSink, InterventionPlan?, int)"/>).</summary>
-public delegate void SiteGradientSink(NodeSite site, int layer, Tensor gradient);
+internal delegate void SiteGradientSink(NodeSite site, int layer, Tensor gradient);

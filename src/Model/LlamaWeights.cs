@@ -9,7 +9,7 @@ namespace NeuronTrace.Model;
 /// in the 16-bit precision of the file (<see cref="WeightData"/>).
 /// Q and K rows are in the layout the file had; <see cref="LlamaConfig.RopeLayout"/> says how RoPE pairs them.
 /// </summary>
-public sealed class LayerWeights
+internal sealed class LayerWeights
 {
     public required float[] AttnNorm { get; init; }  // [dim]
     public required WeightData Wq { get; init; }        // [dim, dim]
@@ -23,7 +23,7 @@ public sealed class LayerWeights
 }
 
 /// <summary>All weights of a Llama on the host. Loaders fill it; backends upload it.</summary>
-public sealed class LlamaWeights
+internal sealed class LlamaWeights
 {
     WeightData _classifier = null!;
 
@@ -153,7 +153,7 @@ public sealed class LlamaWeights
 /// which the CPU products widen to fp32 as they read. Converts implicitly from a float array, and to one (a 16-bit matrix
 /// is then widened into a new array: writers and device uploads use this; the CPU backend never does).
 /// </summary>
-public sealed class WeightData
+internal sealed class WeightData
 {
     public WeightData(float[] values) => Fp32 = values ?? throw new ArgumentNullException(nameof(values));
     public WeightData(HalfWeights values) => Half = values ?? throw new ArgumentNullException(nameof(values));

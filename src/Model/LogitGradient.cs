@@ -9,7 +9,7 @@ namespace NeuronTrace.Model;
 /// empty slot. A sparse gradient never touches the logits: the output layer's backward becomes a gather of the
 /// answers' classifier rows (<see cref="IBackend.SparseMatMulInputGrad"/>), and nothing is downloaded for it.
 /// </summary>
-public sealed class LogitGradient
+internal sealed class LogitGradient
 {
     LogitGradient(Tensor? dense, int[]? tokens, float[]? weights, int perRow)
     {

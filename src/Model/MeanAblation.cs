@@ -7,4 +7,4 @@ namespace NeuronTrace.Model;
 /// on the backend (borrowed: the caller owns them, so many plans can share one upload), the keep bits
 /// ([mask rows, <see cref="AblationMask.WordsPerRow"/>] words) and, per batch row, its mask row and mean row (−1: none).
 /// </summary>
-public sealed record MeanAblation(Tensor Means, uint[] KeepBits, int[] KeepRow, int[] MeanRow);
+internal sealed record MeanAblation(Tensor Means, uint[] KeepBits, int[] KeepRow, int[] MeanRow);

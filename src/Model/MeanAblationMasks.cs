@@ -10,7 +10,7 @@ namespace NeuronTrace.Model;
 /// the same row inverted. A forward then builds its masks' bits on the backend from these tables and k: nothing per
 /// mask or per forward is uploaded.
 /// </summary>
-public sealed class MeanAblationMasks : IDisposable
+internal sealed class MeanAblationMasks : IDisposable
 {
     readonly int[] _ranks;
     readonly uint[] _stored;

@@ -16,7 +16,7 @@ internal interface ILayerShortcuts
     bool DownProjection(LayerState s);
 }
 
-public sealed partial class MeanAblationSweep
+internal sealed partial class MeanAblationSweep
 {
     readonly float[]?[] _constants, _downT;   // mlp_act: per layer C = W_down·mean and W_downᵀ, built on first keep-k use
 

@@ -4,7 +4,7 @@ using NeuronTrace.Runtime.Cpu;
 namespace NeuronTrace.Model;
 
 /// <summary>How one layer of a planned forward runs (the site's units of that layer under the forward's masks).</summary>
-public enum LayerRun
+internal enum LayerRun
 {
     /// <summary>The plain masked layer.</summary>
     Dense,
@@ -19,7 +19,7 @@ public enum LayerRun
 /// <summary>What the sweep planner chose for one forward: its masks (indices into the sweep's list), the layer it starts
 /// at, and per layer how it runs. Below the start layer every mask keeps everything (the clean residual is reused), or
 /// with <paramref name="StartsFromMeans"/> (site resid) layer StartLayer − 1 is constant, so its output is the means.</summary>
-public sealed record SweepChunk(int[] Masks, int StartLayer, LayerRun[] Layers, bool StartsFromMeans = false);
+internal sealed record SweepChunk(int[] Masks, int StartLayer, LayerRun[] Layers, bool StartsFromMeans = false);
 
 /// <summary>
 /// Exact shortcuts for a k-sweep that mean-ablates one site in every layer by keep-masks (issue 18,
@@ -42,7 +42,7 @@ public sealed record SweepChunk(int[] Masks, int StartLayer, LayerRun[] Layers, 
 /// positions at or beyond maskPositions are ablated, padding rows keep their value (no real row reads them).
 /// The per-layer hooks are in MeanAblationSweep.Layers.cs.
 /// </summary>
-public sealed partial class MeanAblationSweep : IDisposable
+internal sealed partial class MeanAblationSweep : IDisposable
 {
     readonly Llama _model;
     readonly MeanAblationMasks _masks;

@@ -12,16 +12,25 @@ namespace NeuronTrace.Model;
 /// <c>SITE/L{layer}/P-{position from the end}/{index}</c>, e.g. <c>mlp_act/L3/P-0/17</c>. <see cref="Parse"/> also
 /// accepts the older graph.json key <c>L{layer}/P{position}/N{index}</c> (an mlp_act node).
 /// </remarks>
+/// <param name="Site">The site the unit belongs to.</param>
+/// <param name="Layer">The decoder layer, from 0.</param>
+/// <param name="Position">The token position counted from the end of the prompt (0 = the last token).</param>
+/// <param name="Index">The unit within the site's width (a neuron for mlp_act, a residual dimension for the others).</param>
 public readonly record struct NodeId(NodeSite Site, int Layer, int Position, int Index)
 {
+    /// <summary>The node's one spelling, e.g. <c>mlp_act/L3/P-0/17</c> (see <see cref="Syntax"/>).</summary>
     public override string ToString() =>
         string.Create(CultureInfo.InvariantCulture, $"{Site.Name()}/L{Layer}/P-{Position}/{Index}");
 
+    /// <summary>The syntax of a node id, for error messages and help text.</summary>
     public const string Syntax = "SITE/L<layer>/P-<position from the end>/<index>, e.g. mlp_act/L3/P-0/17";
 
     static readonly Regex Canonical = new(@"^(?<s>[a-z_]+)/L(?<l>\d{1,9})/P-(?<p>\d{1,9})/(?<i>\d{1,9})$", RegexOptions.CultureInvariant);
     static readonly Regex OldGraphKey = new(@"^L(?<l>\d{1,9})/P(?<p>\d{1,9})/N(?<i>\d{1,9})$", RegexOptions.CultureInvariant);
 
+    /// <summary>Parses a node id in the canonical syntax (or the older graph.json key); false, and a default node, otherwise.</summary>
+    /// <param name="text">The id; surrounding white space is ignored.</param>
+    /// <param name="node">The node when the text parses.</param>
     public static bool TryParse(string? text, out NodeId node)
     {
         node = default;
@@ -37,6 +46,7 @@ public readonly record struct NodeId(NodeSite Site, int Layer, int Position, int
     }
 
     /// <summary>Parses a node id; a bad one is a one-line <see cref="FormatException"/> quoting it (shortened) and giving the syntax.</summary>
+    /// <param name="text">The id, e.g. <c>mlp_act/L3/P-0/17</c>.</param>
     public static NodeId Parse(string text) =>
         TryParse(text, out var n) ? n
         : throw new FormatException($"bad node id \"{(text.Length <= 40 ? text : text[..40] + "…")}\" (expected {Syntax})");

@@ -15,10 +15,14 @@ public enum NodeSite : byte
     MlpAct,
 }
 
+/// <summary>Names, widths and parsing of <see cref="NodeSite"/>s.</summary>
 public static class NodeSites
 {
+    /// <summary>Every site, from the residual stream to the neurons.</summary>
     public static IReadOnlyList<NodeSite> All { get; } = [NodeSite.Resid, NodeSite.Attn, NodeSite.AttnZ, NodeSite.MlpOut, NodeSite.MlpAct];
 
+    /// <summary>The site's name in files and on the command line: <c>resid</c>, <c>attn</c>, <c>attn_z</c>, <c>mlp_out</c>, <c>mlp_act</c>.</summary>
+    /// <param name="site">A defined site.</param>
     public static string Name(this NodeSite site) => site switch
     {
         NodeSite.Resid => "resid",
@@ -29,8 +33,14 @@ public static class NodeSites
         _ => throw new ArgumentOutOfRangeException(nameof(site)),
     };
 
+    /// <summary>The site's width per token position: <see cref="LlamaConfig.HiddenDim"/> for mlp_act, <see cref="LlamaConfig.Dim"/> otherwise.</summary>
+    /// <param name="site">The site.</param>
+    /// <param name="config">The model.</param>
     public static int Width(this NodeSite site, LlamaConfig config) => site == NodeSite.MlpAct ? config.HiddenDim : config.Dim;
 
+    /// <summary>The site of a name as <see cref="Name"/> spells it; false when there is none.</summary>
+    /// <param name="name">A site name, e.g. <c>mlp_act</c>.</param>
+    /// <param name="site">The site when the name is known.</param>
     public static bool TryParse(string name, out NodeSite site)
     {
         foreach (var s in All)
@@ -40,6 +50,7 @@ public static class NodeSites
     }
 
     /// <summary>Parses a comma-separated list such as "mlp_act,mlp_out,attn,resid"; throws a one-line error naming a bad entry.</summary>
+    /// <param name="list">Site names separated by commas; repeats are dropped, order is kept.</param>
     public static NodeSite[] ParseList(string list)
     {
         var parts = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);

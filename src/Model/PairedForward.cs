@@ -16,7 +16,7 @@ namespace NeuronTrace.Model;
 /// CPU that holds except where one count takes the few-row kernel and the other the packed one; <see cref="Applies"/>
 /// says when, and the caller then runs the two forwards apart.
 /// </remarks>
-public static class PairedForward
+internal static class PairedForward
 {
     /// <summary>What the patch pass holds in place of a tensor it does not keep: no values, a shape no op accepts.</summary>
     static readonly Tensor NotKept = new CpuTensor(0);

@@ -1,7 +1,7 @@
 namespace NeuronTrace.Model;
 
 /// <summary>cos/sin of the rotary angles, [positions, headDim/2], with Llama 3.1 frequency scaling when configured.</summary>
-public static class RopeTables
+internal static class RopeTables
 {
     /// <summary>Inverse frequency of pair i: theta^(−2i/headDim), rescaled per Llama 3.1's rule when a scaling is given.</summary>
     public static double[] InverseFrequencies(LlamaConfig c)

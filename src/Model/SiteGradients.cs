@@ -3,7 +3,7 @@ using NeuronTrace.Runtime;
 namespace NeuronTrace.Model;
 
 /// <summary>∂metric/∂(site value) for every recorded site and layer, [rows, width] on the layer's backend.</summary>
-public sealed class SiteGradients(Func<int, IBackend> backendOfLayer, int layers) : IDisposable
+internal sealed class SiteGradients(Func<int, IBackend> backendOfLayer, int layers) : IDisposable
 {
     public SiteGradients(IBackend backend, int layers) : this(_ => backend, layers) { }
 

@@ -4,7 +4,7 @@ namespace NeuronTrace.Model;
 /// Prompts as one right-padded block of token ids, row b·SeqLen + t. Causal attention means padding after a prompt never
 /// changes its real positions, so no attention mask is needed; metrics read each prompt's own last row.
 /// </summary>
-public sealed class TokenBatch
+internal sealed class TokenBatch
 {
     public TokenBatch(IReadOnlyList<int[]> prompts, int padId = 0)
     {

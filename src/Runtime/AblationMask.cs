@@ -9,7 +9,7 @@ namespace NeuronTrace.Runtime;
 /// <see cref="WordsPerRow"/> 32-bit words (bit i % 32 of word i / 32 is node i; the tail bits of the last word are
 /// unused). Rows start on a word so a kernel finds node i of row m without a division by the width.
 /// </summary>
-public static class AblationMask
+internal static class AblationMask
 {
     public static int WordsPerRow(int width) => (width + 31) >> 5;
 

@@ -33,6 +33,9 @@ public enum GateRule
 /// The rule set of one backward pass. Exact gradients and RelP differ only in this value;
 /// there is one backward implementation.
 /// </summary>
+/// <param name="Norm">The RMSNorm rule.</param>
+/// <param name="Attention">The attention-pattern rule.</param>
+/// <param name="Gate">The SwiGLU rule.</param>
 public sealed record BackwardRules(NormRule Norm, AttentionRule Attention, GateRule Gate)
 {
     /// <summary>Ordinary gradients (attribution patching, integrated gradients).</summary>

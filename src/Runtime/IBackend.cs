@@ -5,7 +5,7 @@ namespace NeuronTrace.Runtime;
 /// (<see cref="Cpu.CpuBackend"/>, the reference) and a CUDA one. Tensors are 2-D <c>[rows, columns]</c> unless stated;
 /// "accumulate" ops add into their output, all others overwrite it.
 /// </summary>
-public interface IBackend : IDisposable
+internal interface IBackend : IDisposable
 {
     string Name { get; }
 
@@ -177,4 +177,4 @@ public interface IBackend : IDisposable
 }
 
 /// <summary>Reads values that live elsewhere (see <see cref="IBackend.ReadOnHost"/>); the span is valid only during the call.</summary>
-public delegate void HostValuesReader(ReadOnlySpan<float> values);
+internal delegate void HostValuesReader(ReadOnlySpan<float> values);

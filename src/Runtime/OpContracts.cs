@@ -6,7 +6,7 @@ namespace NeuronTrace.Runtime;
 /// backend runs it. A GPU kernel cannot throw, so without these a bad shape would read or write out of bounds.
 /// Each check returns nothing or the op's decoded rule; the ops' semantics are documented on <see cref="IBackend"/>.
 /// </summary>
-public static class OpContracts
+internal static class OpContracts
 {
     public static void Upload(int valueCount, int[] shape)
     {

@@ -1,7 +1,7 @@
 namespace NeuronTrace.Runtime;
 
 /// <summary>How <see cref="IBackend.AccumulateScores"/> reads a row's baseline value (the a_base of a_base − a_clean).</summary>
-public enum ScoreBaselineKind
+internal enum ScoreBaselineKind
 {
     /// <summary>0 everywhere (zero ablation): no tensor.</summary>
     Zero = 0,
@@ -12,7 +12,7 @@ public enum ScoreBaselineKind
 }
 
 /// <summary>The baseline of a score accumulation: its kind and, unless zero, the tensor it is read from.</summary>
-public readonly record struct ScoreBaseline(ScoreBaselineKind Kind, Tensor? Values)
+internal readonly record struct ScoreBaseline(ScoreBaselineKind Kind, Tensor? Values)
 {
     public static ScoreBaseline Zero => new(ScoreBaselineKind.Zero, null);
     public static ScoreBaseline PerRow(Tensor values) => new(ScoreBaselineKind.PerRow, values);

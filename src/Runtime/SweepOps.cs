@@ -13,7 +13,7 @@ namespace NeuronTrace.Runtime;
 /// type, but these ops only move its words. Their ranges are checked once, on the host, when a table is made (the
 /// caller's job: <see cref="SweepOps.CheckRows"/>), not per call; a gather of a row outside the source still writes NaN.</para>
 /// </summary>
-public interface ISweepOps
+internal interface ISweepOps
 {
     /// <summary>
     /// Keep bits of <paramref name="masks"/> masks for every layer: word w of bits row (l · masks + m) · positions + p
@@ -49,7 +49,7 @@ public interface ISweepOps
 }
 
 /// <summary>Where <see cref="ISweepOps"/> comes from, and the table helpers.</summary>
-public static class SweepOps
+internal static class SweepOps
 {
     /// <summary>The backend's sweep ops (CPU, CUDA), or null for a backend without them (the sweep then runs plain).</summary>
     public static ISweepOps? Of(IBackend backend) => backend switch

@@ -4,7 +4,7 @@ namespace NeuronTrace.Runtime;
 /// A dense fp32 tensor owned by one backend. Row-major; the last dimension is contiguous.
 /// CPU tensors expose <see cref="Span"/>; device tensors are reached only through their backend.
 /// </summary>
-public abstract class Tensor : IDisposable
+internal abstract class Tensor : IDisposable
 {
     protected Tensor(int[] shape)
     {
@@ -39,7 +39,7 @@ public abstract class Tensor : IDisposable
 /// length when disposed: a forward pass allocates the same shapes again and again, and fresh large arrays cost page
 /// faults on first touch that dwarf the arithmetic of small models.
 /// </summary>
-public sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
+internal sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
 {
     public CpuTensor(params int[] shape) : this(new float[Count(shape)], shape) { }
 
@@ -201,7 +201,7 @@ static class ArrayPoolByLength
 }
 
 /// <summary>How a 16-bit weight value is encoded.</summary>
-public enum HalfFormat
+internal enum HalfFormat
 {
     /// <summary>bfloat16: the top half of an fp32 (widening is a 16-bit shift, exact).</summary>
     BFloat16,
@@ -214,7 +214,7 @@ public enum HalfFormat
 /// whose owner this object keeps alive. A 1B model in bf16 is 3 GB this way instead of 6 GB widened to fp32, and a
 /// mapped range costs no memory until a product first reads it. Consumers widen to fp32 as they read (exactly).
 /// </summary>
-public sealed unsafe class HalfWeights
+internal sealed unsafe class HalfWeights
 {
     readonly ushort[]? _array;
     readonly object? _owner;   // keeps the memory map alive while these weights are reachable
@@ -294,7 +294,7 @@ public sealed unsafe class HalfWeights
 }
 
 /// <summary>A CPU weight tensor holding 16-bit values; products widen them to fp32 as they pack (see <see cref="Cpu.Gemm"/>).</summary>
-public sealed class CpuHalfTensor(HalfWeights data, int[] shape) : Tensor(shape)
+internal sealed class CpuHalfTensor(HalfWeights data, int[] shape) : Tensor(shape)
 {
     public HalfWeights Data { get; } = data.Length == Count(shape) ? data : throw new ArgumentException($"data has {data.Length} values, shape [{string.Join(", ", shape)}] needs {Count(shape)}");
 

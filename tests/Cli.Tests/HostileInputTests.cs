@@ -82,15 +82,15 @@ public class HostileInputTests
     }
 
     [Fact]
-    public void AFifoAsModelIsRefusedWithoutBlocking()
+    public async Task AFifoAsModelIsRefusedWithoutBlocking()
     {
         if (OperatingSystem.IsWindows()) { Assert.Fail("not run: FIFOs are a Unix test"); return; }
         string fifo = Path.Combine(RepoPaths.TempDir("fifo"), "model.bin");
         using (var p = Process.Start("mkfifo", fifo)) p.WaitForExit();
         Assert.True(File.Exists(fifo));
         var run = Task.Run(() => CliHarness.Run("info", "--model", fifo));
-        Assert.True(run.Wait(TimeSpan.FromSeconds(30)), "info --model FIFO hangs");
-        CliHarness.AssertOneLineError(run.Result, 1, fifo, "not a regular file");
+        Assert.True(await Task.WhenAny(run, Task.Delay(TimeSpan.FromSeconds(30))) == run, "info --model FIFO hangs");
+        CliHarness.AssertOneLineError(await run, 1, fifo, "not a regular file");
     }
 
     [Fact]

@@ -3,7 +3,7 @@ using NeuronTrace.Model;
 namespace NeuronTrace.TestSupport;
 
 /// <summary>Small Llamas with seeded random weights, for finite-difference and kernel tests.</summary>
-public static class RandomLlama
+internal static class RandomLlama
 {
     public static LlamaConfig SmallConfig(RopeLayout layout = RopeLayout.Interleaved) => new()
     {

@@ -78,10 +78,11 @@ public class HalfWeightScoresTests
     }
 
     [Theory]
-    [InlineData(HalfFormat.BFloat16)]
-    [InlineData(HalfFormat.Float16)]
-    public void AwkwardRandomModelScoresAsItsWidenedCopy(HalfFormat format)
+    [InlineData(nameof(HalfFormat.BFloat16))]
+    [InlineData(nameof(HalfFormat.Float16))]
+    public void AwkwardRandomModelScoresAsItsWidenedCopy(string formatName) // by name: HalfFormat is internal
     {
+        var format = Enum.Parse<HalfFormat>(formatName);
         // Widths off every vector and tile multiple; head size 6, three query heads per KV head.
         var config = RandomLlama.SmallConfig() with { Dim = 18, HiddenDim = 41, Heads = 3, KvHeads = 1, VocabSize = 37, Layers = 3 };
         var half = ToHalf(RandomLlama.Create(config, seed: 5), format);

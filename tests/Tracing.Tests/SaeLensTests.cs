@@ -66,11 +66,12 @@ public class SaeLensTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("saelens_jumprelu", SaeActivation.JumpReLU, 0)]
-    [InlineData("saelens_relu", SaeActivation.ReLU, 0)]
-    [InlineData("saelens_topk", SaeActivation.TopK, 8)]
-    public void FeaturesMatchTheScriptsSaeLensEncode(string name, SaeActivation activation, int k)
+    [InlineData("saelens_jumprelu", nameof(SaeActivation.JumpReLU), 0)]
+    [InlineData("saelens_relu", nameof(SaeActivation.ReLU), 0)]
+    [InlineData("saelens_topk", nameof(SaeActivation.TopK), 8)]
+    public void FeaturesMatchTheScriptsSaeLensEncode(string name, string activationName, int k) // by name: SaeActivation is internal
     {
+        var activation = Enum.Parse<SaeActivation>(activationName);
         var sae = SparseAutoencoder.Load(Dir(name));
         Assert.Equal((activation, k), (sae.Activation, sae.TopK));
         Assert.Equal(name == "saelens_relu", sae.DecoderBiasBeforeEncoder);

@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>attribute</c>: score every node of the chosen sites on a task and write the example-mean scores.</summary>
-public static class AttributeCommand
+internal static class AttributeCommand
 {
     public static Command Create()
     {

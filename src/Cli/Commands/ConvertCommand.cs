@@ -5,7 +5,7 @@ using NeuronTrace.Formats.Tokenizers;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>convert</c>: write a model in another format (Hugging Face folder; Q/K permuted for rotate_half).</summary>
-public static class ConvertCommand
+internal static class ConvertCommand
 {
     public static Command Create()
     {

@@ -9,7 +9,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>edges</c>: CLJA neuron-to-neuron edges among a run's mlp_act circuit nodes, and the edge sweep.</summary>
-public static class EdgesCommand
+internal static class EdgesCommand
 {
     public static Command Create()
     {

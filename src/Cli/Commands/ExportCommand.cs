@@ -8,7 +8,7 @@ using NeuronTrace.Tracing.View;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>export</c>: a run's mlp_act circuit on one prompt as the attribution-graph JSON circuit-tracer and Neuronpedia open.</summary>
-public static class ExportCommand
+internal static class ExportCommand
 {
     public static Command Create()
     {

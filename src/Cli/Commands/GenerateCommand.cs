@@ -3,7 +3,7 @@ using System.CommandLine;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>generate</c>: greedy (temperature 0) continuation of a prompt, streamed to stdout.</summary>
-public static class GenerateCommand
+internal static class GenerateCommand
 {
     public static Command Create()
     {

@@ -4,7 +4,7 @@ using NeuronTrace.Formats;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>info</c>: the model's configuration and format.</summary>
-public static class InfoCommand
+internal static class InfoCommand
 {
     public static Command Create()
     {

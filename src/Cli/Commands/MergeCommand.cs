@@ -13,7 +13,7 @@ namespace NeuronTrace.Cli.Commands;
 /// give a scores folder; of <c>trace</c> the merged attribution that sweep shards rank (<c>trace --shard --scores</c>);
 /// sweep shards give the whole trace run folder.
 /// </summary>
-public static class MergeCommand
+internal static class MergeCommand
 {
     public static Command Create()
     {

@@ -6,7 +6,7 @@ using NeuronTrace.Tracing.Scoring;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>plan</c>: the predicted peak memory of an attribution run, from the model's shape alone (no weights read).</summary>
-public static class PlanCommand
+internal static class PlanCommand
 {
     public static Command Create()
     {

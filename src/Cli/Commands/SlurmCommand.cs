@@ -14,7 +14,7 @@ namespace NeuronTrace.Cli.Commands;
 /// the merge into the run folder. Each array task runs <c>trace --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT</c>
 /// and resumes from its checkpoint when requeued. <c>slurm status</c> says which shards finished.
 /// </summary>
-public static class SlurmCommand
+internal static class SlurmCommand
 {
     const string PlanFile = "plan.json";
     static readonly string[] Stages = ["attribute", "merge-attribute", "sweep", "report"];

@@ -12,7 +12,7 @@ namespace NeuronTrace.Cli.Commands;
 /// <c>steer</c>: edit <c>mlp_act</c> neurons of a prompt (scale, set, or copy from a source prompt) and compare the next
 /// tokens and greedy continuations; or, with <c>--run</c>, the interchange flip rate of a run's circuit versus random neurons.
 /// </summary>
-public static class SteerCommand
+internal static class SteerCommand
 {
     public static Command Create()
     {

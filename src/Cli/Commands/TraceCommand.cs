@@ -10,7 +10,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>trace</c>: the main job, from a task to a run folder of scores, circuits, a k sweep and a plot.</summary>
-public static class TraceCommand
+internal static class TraceCommand
 {
     public static Command Create()
     {

@@ -7,7 +7,7 @@ using NeuronTrace.Tracing.View;
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary><c>view</c>: one self-contained HTML page of a run's circuit (graph, dataset examples, sweep chart) plus graph.json.</summary>
-public static class ViewCommand
+internal static class ViewCommand
 {
     public static Command Create()
     {

@@ -13,7 +13,7 @@ namespace NeuronTrace.Formats;
 /// through a memory map. Opening parses and checks the header and table; tensor data is read on demand.
 /// Every problem is a <see cref="ModelFormatException"/> naming the file.
 /// </summary>
-public sealed class GgufFile : IDisposable
+internal sealed class GgufFile : IDisposable
 {
     public const uint Magic = 0x46554747; // "GGUF" read as a little-endian uint32
     public const uint DefaultAlignment = 32;

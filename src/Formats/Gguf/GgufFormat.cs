@@ -5,7 +5,7 @@ namespace NeuronTrace.Formats;
 /// Llama models in GGUF (llama.cpp's naming, architecture "llama"). llama.cpp's converter undoes Hugging Face's Q/K
 /// permutation, so GGUF weights use interleaved RoPE like llama2.c. Only float tensors (F32/F16/BF16) load.
 /// </summary>
-public static class GgufFormat
+internal static class GgufFormat
 {
     /// <summary>Loads the weights (and the tokenizer, when the file has one).</summary>
     public static (LlamaWeights Weights, GgufVocabulary? Vocabulary) Load(string path)

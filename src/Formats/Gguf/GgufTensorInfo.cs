@@ -1,7 +1,7 @@
 namespace NeuronTrace.Formats;
 
 /// <summary>ggml tensor type ids as stored in GGUF tensor infos. Only F32, F16 and BF16 can be loaded.</summary>
-public enum GgufTensorType : uint
+internal enum GgufTensorType : uint
 {
     F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
     Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
@@ -11,7 +11,7 @@ public enum GgufTensorType : uint
 }
 
 /// <summary>One entry of a GGUF tensor table.</summary>
-public sealed class GgufTensorInfo
+internal sealed class GgufTensorInfo
 {
     public required string Name { get; init; }
     /// <summary>ggml order: innermost (contiguous) dimension first, so a [rows, cols] matrix is stored as {cols, rows}.</summary>

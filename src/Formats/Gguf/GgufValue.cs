@@ -1,7 +1,7 @@
 namespace NeuronTrace.Formats;
 
 /// <summary>GGUF metadata value types (the numbers stored in the file).</summary>
-public enum GgufValueType : uint
+internal enum GgufValueType : uint
 {
     UInt8 = 0, Int8 = 1, UInt16 = 2, Int16 = 3, UInt32 = 4, Int32 = 5, Float32 = 6, Bool = 7,
     String = 8, Array = 9, UInt64 = 10, Int64 = 11, Float64 = 12,
@@ -12,7 +12,7 @@ public enum GgufValueType : uint
 /// bool, string, ulong, long, double); arrays as a typed CLR array of those (string[] for strings), or as
 /// <see cref="GgufValue"/>[] for arrays of arrays. Typed arrays keep 100k-entry vocabularies cheap.
 /// </summary>
-public sealed class GgufValue
+internal sealed class GgufValue
 {
     public GgufValueType Type { get; }
     /// <summary>For arrays, the element type; otherwise equal to <see cref="Type"/>.</summary>

@@ -6,7 +6,7 @@ namespace NeuronTrace.Formats;
 /// "gpt2" for byte-level BPE, whose merge rules are in <see cref="Merges"/>). Ids absent from the file are -1;
 /// absent scores are 0 and absent token types are 1 (normal).
 /// </summary>
-public sealed record GgufVocabulary(
+internal sealed record GgufVocabulary(
     string[] Pieces,
     float[] Scores,
     int[] TokenTypes,

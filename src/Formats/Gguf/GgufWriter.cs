@@ -7,7 +7,7 @@ namespace NeuronTrace.Formats;
 /// Builds a GGUF v3 file: metadata plus F32/F16/BF16 tensors (or raw bytes of any type, for tests of the reader's
 /// refusals). Tensors are kept by reference until <see cref="Write"/>, which writes the file atomically.
 /// </summary>
-public sealed class GgufWriter
+internal sealed class GgufWriter
 {
     readonly List<KeyValuePair<string, GgufValue>> _metadata = [];
     readonly List<Pending> _tensors = [];

@@ -10,7 +10,7 @@ namespace NeuronTrace.Formats;
 /// the shape fields may not. Anything that changes the computation and that the engine does not implement
 /// (biases, other activations, other RoPE scalings, a head_dim that is not hidden/heads) is refused with a clear message.
 /// </summary>
-public static class HfConfig
+internal static class HfConfig
 {
     public const string FileName = "config.json";
 

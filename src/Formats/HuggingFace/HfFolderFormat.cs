@@ -8,7 +8,7 @@ namespace NeuronTrace.Formats;
 /// model.safetensors.index.json. HF checkpoints hold Q/K rows permuted for rotate_half RoPE; the weights are returned
 /// as stored, with <see cref="RopeLayout.RotateHalf"/>.
 /// </summary>
-public static class HfFolderFormat
+internal static class HfFolderFormat
 {
     public const string SingleFileName = "model.safetensors";
     public const string IndexFileName = "model.safetensors.index.json";

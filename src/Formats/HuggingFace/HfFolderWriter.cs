@@ -8,7 +8,7 @@ namespace NeuronTrace.Formats;
 /// load. Interleaved-layout Q/K (llama2.c, GGUF) are permuted per head for rotate_half; RotateHalf weights are written
 /// as they are. The folder is built beside the target and renamed into place, so a failure leaves nothing partial.
 /// </summary>
-public static class HfFolderWriter
+internal static class HfFolderWriter
 {
     /// <param name="w">The model.</param>
     /// <param name="dir">The folder to create. It must not exist or be empty unless <paramref name="overwrite"/>.</param>

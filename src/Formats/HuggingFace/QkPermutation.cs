@@ -8,7 +8,7 @@ namespace NeuronTrace.Formats;
 /// (<c>w.view(h, r/h/2, 2, c).transpose(1, 2).reshape(r, c)</c>, the permutation of HF's conversion script)
 /// makes rotate_half on the new weights compute exactly what interleaved RoPE computed on the old ones.
 /// </summary>
-public static class QkPermutation
+internal static class QkPermutation
 {
     /// <summary>Interleaved-layout rows → rotate_half-layout rows. Returns a new array.</summary>
     public static float[] ToRotateHalf(ReadOnlySpan<float> w, int heads, int rows, int cols)

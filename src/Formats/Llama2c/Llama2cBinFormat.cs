@@ -8,7 +8,7 @@ namespace NeuronTrace.Formats;
 /// See models/stories260K/NOTICE.md for the layout. The format records no RoPE theta, norm epsilon or token ids,
 /// so llama2.c's fixed values (10000, 1e-5, BOS 1, EOS 2) apply.
 /// </summary>
-public static class Llama2cBinFormat
+internal static class Llama2cBinFormat
 {
     public const int HeaderBytes = 7 * 4;
     // Newer llama2.c exports (version 1/2) start with this magic ("ak42") instead of the dim.

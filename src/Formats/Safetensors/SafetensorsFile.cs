@@ -6,7 +6,7 @@ using NeuronTrace.Runtime;
 namespace NeuronTrace.Formats;
 
 /// <summary>One tensor entry of a safetensors header. Offsets are relative to the data section.</summary>
-public sealed record SafetensorsTensorInfo(string Name, string DType, long[] Shape, long Begin, long End)
+internal sealed record SafetensorsTensorInfo(string Name, string DType, long[] Shape, long Begin, long End)
 {
     public long ElementCount => Shape.Aggregate(1L, (a, d) => a * d);
     public string ShapeText => "[" + string.Join(", ", Shape) + "]";
@@ -16,7 +16,7 @@ public sealed record SafetensorsTensorInfo(string Name, string DType, long[] Sha
 /// A safetensors file opened for reading: <c>u64 header length, JSON header, data</c>. Opening validates every
 /// entry's shape and byte range; tensors are read on demand through a memory map and converted to float32.
 /// </summary>
-public sealed class SafetensorsFile : IDisposable
+internal sealed class SafetensorsFile : IDisposable
 {
     // The reference implementation refuses headers over 100 MB; a larger length is corruption.
     const long MaxHeaderBytes = 100_000_000;

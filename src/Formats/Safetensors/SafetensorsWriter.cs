@@ -8,7 +8,7 @@ namespace NeuronTrace.Formats;
 /// implementation rejects holes), after a JSON header padded with spaces to a multiple of 8 bytes.
 /// The header carries <c>"__metadata__": {"format": "pt"}</c>, which transformers expects.
 /// </summary>
-public sealed class SafetensorsWriter
+internal sealed class SafetensorsWriter
 {
     sealed record Pending(string Name, string DType, long[] Shape, long ByteSize, Action<Stream> WriteData);
 

@@ -4,10 +4,10 @@ using NeuronTrace.Model;
 namespace NeuronTrace.Formats.Tokenizers;
 
 /// <summary>One chat message: a role (system, user, assistant, …) and its text.</summary>
-public sealed record ChatMessage(string Role, string Content);
+internal sealed record ChatMessage(string Role, string Content);
 
 /// <summary>A piece of a rendered chat prompt: text to tokenize, or the name of a special token the template writes.</summary>
-public readonly record struct ChatSegment(string Text, bool IsSpecial);
+internal readonly record struct ChatSegment(string Text, bool IsSpecial);
 
 /// <summary>
 /// The chat templates NeuronTrace renders itself (no Jinja engine): the Llama 3 family's header/turn framing in three
@@ -16,7 +16,7 @@ public readonly record struct ChatSegment(string Text, bool IsSpecial);
 /// A final assistant message is left open (no closing <c>&lt;|eot_id|&gt;</c>) so the model continues it, as the method's
 /// "Answer:" seed needs (docs/method.md §8.2); otherwise the assistant header is added (the generation prompt).
 /// </summary>
-public sealed class ChatTemplate
+internal sealed class ChatTemplate
 {
     ChatTemplate(string name, bool dateLines, bool systemBlockAlways) { Name = name; _dateLines = dateLines; _systemBlockAlways = systemBlockAlways; }
 

@@ -6,7 +6,7 @@ namespace NeuronTrace.Formats.Tokenizers;
 /// <c>encode</c>/<c>decode</c> semantics: pieces hold a literal space (not U+2581), ids 0–2 are <c>&lt;unk&gt;</c>,
 /// <c>"\n&lt;s&gt;\n"</c> and <c>"\n&lt;/s&gt;\n"</c>, and <c>&lt;0xXX&gt;</c> pieces stand for raw bytes.
 /// </summary>
-public sealed class Llama2cTokenizer : ITextTokenizer
+internal sealed class Llama2cTokenizer : ITextTokenizer
 {
     readonly byte[][] _pieces;
     readonly float[] _scores;

@@ -5,7 +5,7 @@ namespace NeuronTrace.Formats.Tokenizers;
 /// <c>llama/tokenizer.py</c>, with Llama 3.1's names for 128008 (<c>&lt;|eom_id|&gt;</c>) and 128010
 /// (<c>&lt;|python_tag|&gt;</c>); the other reserved slots keep Llama 3's <c>&lt;|reserved_special_token_N|&gt;</c> names.
 /// </summary>
-public static class Llama3SpecialTokens
+internal static class Llama3SpecialTokens
 {
     public const string BeginOfText = "<|begin_of_text|>";
     public const string EndOfText = "<|end_of_text|>";

@@ -11,7 +11,7 @@ namespace NeuronTrace.Formats.Tokenizers;
 /// <c>tokenizer.json</c> (encoded by <see cref="ByteLevelBpe"/>). <see cref="Encode"/> treats special-token text as
 /// plain text, like tiktoken's <c>encode_ordinary</c>; <see cref="EncodeWithSpecialTokens"/> parses it, for chat prompts.
 /// </summary>
-public sealed class Llama3Tokenizer : ITextTokenizer
+internal sealed class Llama3Tokenizer : ITextTokenizer
 {
     /// <summary>Meta's <c>pat_str</c> for Llama 3.</summary>
     public const string Pattern =

@@ -10,7 +10,7 @@ namespace NeuronTrace.Formats.Tokenizers;
 /// only with <see cref="ParseSpecialTokens"/> (<c>--special-tokens</c>); otherwise it is tokenized as plain text and
 /// <see cref="Warn"/> is told once per prompt field, since a chat prompt pasted as text silently changes every score.
 /// </summary>
-public sealed class PromptEncoder(ITextTokenizer tokenizer, bool parseSpecialTokens = false, ChatTemplate? template = null, Action<string>? warn = null)
+internal sealed class PromptEncoder(ITextTokenizer tokenizer, bool parseSpecialTokens = false, ChatTemplate? template = null, Action<string>? warn = null)
 {
     public ITextTokenizer Tokenizer { get; } = tokenizer;
     public bool ParseSpecialTokens { get; } = parseSpecialTokens;

@@ -10,7 +10,7 @@ namespace NeuronTrace.Formats.Tokenizers;
 /// byte tokens. Control and unknown pieces are never matched in text. Built from a <c>tokenizer.model</c> or from
 /// GGUF's <c>tokenizer.ggml.*</c> arrays.
 /// </summary>
-public sealed class SentencePieceBpeTokenizer : ITextTokenizer
+internal sealed class SentencePieceBpeTokenizer : ITextTokenizer
 {
     /// <summary>SentencePiece piece types, which GGUF's <c>token_type</c> reuses.</summary>
     public const int Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6;

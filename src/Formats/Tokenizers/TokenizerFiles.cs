@@ -2,7 +2,7 @@ using NeuronTrace.Model;
 namespace NeuronTrace.Formats.Tokenizers;
 
 /// <summary>Finds and loads the tokenizer that sits beside a model.</summary>
-public static class TokenizerFiles
+internal static class TokenizerFiles
 {
     /// <summary>
     /// Loads, in this order, <c>tokenizer.json</c> (Hugging Face BPE: byte-level like Llama 3, or SentencePiece-style

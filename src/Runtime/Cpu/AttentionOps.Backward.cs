@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>The backward of <see cref="AttentionOps.Forward"/> under an <see cref="AttentionRule"/>.</summary>
-public static unsafe partial class AttentionOps
+internal static unsafe partial class AttentionOps
 {
     /// <summary>
     /// Overwrites every element of dq, dk and dv (their previous contents are never read). Work items are

@@ -8,7 +8,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// [B, H, T, T] pattern. Per row and head it keeps only L = m + log ℓ (docs/streaming-attention.md), from which the
 /// backward recomputes the pattern tile by tile.
 /// </summary>
-public static unsafe partial class AttentionOps
+internal static unsafe partial class AttentionOps
 {
     /// <summary>Keys per tile of the streaming ops (a multiple of 8). Lengths around it are the edge cases tested.</summary>
     public const int StreamKeyTile = 64;

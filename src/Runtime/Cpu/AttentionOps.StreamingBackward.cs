@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>The backward of <see cref="AttentionOps.StreamingForward"/>: the pattern recomputed from L, tile by tile.</summary>
-public static unsafe partial class AttentionOps
+internal static unsafe partial class AttentionOps
 {
     /// <summary>
     /// Overwrites dq, dk and dv. <paramref name="o"/> is the forward's z before any edit (D = rowsum(dz ∘ o) under

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>Causal grouped-query attention on the host; rows are b·T + t; query head h reads kv head h / group.</summary>
-public static unsafe partial class AttentionOps
+internal static unsafe partial class AttentionOps
 {
     /// <summary>
     /// z and probs (zeros above the diagonal written). Work items are (batch, kv head), so the group's query heads

@@ -1,7 +1,7 @@
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>The managed reference backend: fp32, SIMD, multi-threaded. The default everywhere.</summary>
-public sealed class CpuBackend : IBackend
+internal sealed class CpuBackend : IBackend
 {
     public static CpuBackend Instance { get; } = new();
 

@@ -7,7 +7,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// (both exact). Tables are CpuTensors whose words are
 /// read as int32 (<see cref="SweepOps.UploadInts"/>).
 /// </summary>
-public sealed class CpuSweepOps : ISweepOps
+internal sealed class CpuSweepOps : ISweepOps
 {
     public static CpuSweepOps Instance { get; } = new();
     CpuSweepOps() { }

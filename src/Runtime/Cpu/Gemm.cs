@@ -22,7 +22,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// own operands), run with Parallel.For; smaller products run on the calling thread and allocate nothing (packing
 /// buffers are pinned, 64-byte aligned, pooled and reused).</para>
 /// </remarks>
-public static unsafe partial class Gemm
+internal static unsafe partial class Gemm
 {
     /// <summary>c[m, n] (+)= Σ_k a[m, k] b[n, k]  (A·Bᵀ, B row-major [n, k]).</summary>
     public static void MultiplyTransposedB(float[] a, float[] b, float[] c, int m, int n, int k, bool accumulate) =>

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace NeuronTrace.Runtime.Cpu;
 
-public static unsafe partial class Gemm
+internal static unsafe partial class Gemm
 {
     static bool Vector256IsFast => Vector256.IsHardwareAccelerated;
 

@@ -2,7 +2,7 @@ using System.Runtime.CompilerServices;
 
 namespace NeuronTrace.Runtime.Cpu;
 
-public static unsafe partial class Gemm
+internal static unsafe partial class Gemm
 {
     /// <summary>Micro-tile rows (A panel height).</summary>
     internal const int MR = 6;

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics.X86;
 
 namespace NeuronTrace.Runtime.Cpu;
 
-public static unsafe partial class Gemm
+internal static unsafe partial class Gemm
 {
     readonly struct SmallJob(Problem problem, int chunk)
     {

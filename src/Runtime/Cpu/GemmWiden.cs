@@ -14,7 +14,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// .NET 10 exposes no AVX-512 BF16 intrinsics (there is no <c>Avx512Bf16</c> class and <c>Avx10v1</c>/<c>Avx10v2</c>
 /// carry no <c>vdpbf16ps</c>), so there is no bf16 dot-product path; the widening path is the only one.
 /// </remarks>
-public static unsafe partial class Gemm
+internal static unsafe partial class Gemm
 {
     /// <summary>Widens <paramref name="source"/> into <paramref name="destination"/> (same length).</summary>
     public static void WidenHalf(ReadOnlySpan<ushort> source, HalfFormat format, Span<float> destination)

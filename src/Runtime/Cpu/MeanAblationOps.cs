@@ -7,7 +7,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// everything is, and otherwise a select of 8 lanes at a time from the mask bits. Only data movement, so threads pay
 /// off only on large sites (a Llama-8B sweep chunk is tens of millions of values; stories260K's are thousands).
 /// </summary>
-public static unsafe class MeanAblationOps
+internal static unsafe class MeanAblationOps
 {
     /// <summary>Values below which one thread does the whole op (thread start-up costs more than the copy).</summary>
     const long ParallelThreshold = 1 << 20;

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>RMSNorm forward and backward (exact, or the RelP LN-rule with the scale held constant).</summary>
-public static class RmsNormOps
+internal static class RmsNormOps
 {
     /// <remarks>
     /// The sum of squares is accumulated in double, four lanes at a time (the order differs from a serial sum only at

@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics;
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>Rotary position embedding in place, interleaved pairs or halves; the inverse is the backward.</summary>
-public static class RopeOps
+internal static class RopeOps
 {
     /// <remarks>
     /// Every element is out[j] = x[j]·C[j] + x[partner(j)]·S[j], where partner(j) is the other element of j's pair and

@@ -8,7 +8,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// backward for a logit gradient with a few non-zeros per row. Each product and sum is rounded on its own, in the
 /// order the kernels use, so the two agree bit for bit.
 /// </summary>
-public static class ScoreOps
+internal static class ScoreOps
 {
     /// <summary>See <see cref="IBackend.AccumulateScores"/>; <paramref name="baseline"/> is empty for the zero baseline.</summary>
     public static void Accumulate(ReadOnlySpan<float> clean, ScoreBaselineKind kind, ReadOnlySpan<float> baseline, ReadOnlySpan<float> gradient,

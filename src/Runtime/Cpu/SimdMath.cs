@@ -14,7 +14,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// loops are <see cref="MethodImplOptions.AggressiveOptimization"/> instead, which the JIT compiles at full
 /// optimisation immediately.
 /// </remarks>
-public static class SimdMath
+internal static class SimdMath
 {
     // Cephes expf: e^x = 2^n · e^r with n = round(x·log2 e), r = x − n·ln 2 (ln 2 split in two for exactness),
     // e^r by a degree-6 polynomial on |r| ≤ ln2/2; about 1 ulp. Inputs are clamped to [−87.3, 88]: the result stays a

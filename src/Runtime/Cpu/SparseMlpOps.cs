@@ -10,7 +10,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// rounding against the dense forward with the ablation applied to the activations. <see cref="KeptOutputs"/> is the
 /// same idea for a site that is the product's output (only the kept columns are computed).
 /// </summary>
-public static class SparseMlpOps
+internal static class SparseMlpOps
 {
     /// <param name="x">[rows, dim] the normed MLP input.</param>
     /// <param name="gate">W_gate [hidden, dim].</param>

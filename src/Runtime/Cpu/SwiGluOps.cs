@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 namespace NeuronTrace.Runtime.Cpu;
 
 /// <summary>The SwiGLU product h = silu(g) ⊙ u and its backward under a gate rule.</summary>
-public static class SwiGluOps
+internal static class SwiGluOps
 {
     public static float Sigmoid(float x) => 1f / (1f + MathF.Exp(-x));
 

@@ -13,7 +13,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// differ only by floating-point summation order and the fast exp of softmax / sigmoid.
 /// Not thread-safe: one thread at a time, like the device it runs on.
 /// </summary>
-public sealed partial class CudaBackend : IBackend
+internal sealed partial class CudaBackend : IBackend
 {
     /// <summary>Threads per block of the grid-stride (elementwise) kernels.</summary>
     public const int ElementwiseBlock = 256;

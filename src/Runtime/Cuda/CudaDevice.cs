@@ -10,7 +10,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// returns null and a one-line reason. All work goes to one stream, in order; copies to and from the host wait for
 /// it. Not thread-safe (one thread at a time; the context is made current on whichever thread calls).
 /// </summary>
-public sealed unsafe partial class CudaDevice : IDeviceRuntime
+internal sealed unsafe partial class CudaDevice : IDeviceRuntime
 {
     readonly CudaContextHandle context;
     readonly CudaStreamHandle stream;

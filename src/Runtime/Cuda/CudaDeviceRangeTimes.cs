@@ -3,7 +3,7 @@ using NeuronTrace.Runtime.Cuda.Native;
 namespace NeuronTrace.Runtime.Cuda;
 
 // Op timing by in-stream events: the per-op GPU time of a pass with no host wait between ops (the benchmark's table).
-public sealed unsafe partial class CudaDevice
+internal sealed unsafe partial class CudaDevice
 {
     /// <summary>
     /// While true, each range (<see cref="PushRange"/>/<see cref="PopRange"/>, an op or a layer) records a CUDA event
@@ -78,4 +78,4 @@ public sealed unsafe partial class CudaDevice
 /// One range name's event-timed totals: ranges closed, GPU milliseconds with and without the ranges inside them, and
 /// the declared FLOP and bytes of the launches made directly inside.
 /// </summary>
-public readonly record struct RangeTime(long Calls, double InclusiveMs, double ExclusiveMs, double Flops, double Bytes);
+internal readonly record struct RangeTime(long Calls, double InclusiveMs, double ExclusiveMs, double Flops, double Bytes);

@@ -3,7 +3,7 @@ using NeuronTrace.Runtime.Cuda.Native;
 namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>A failed CUDA driver or cuBLAS call: names the call and the error (name and description).</summary>
-public sealed class CudaException : Exception
+internal sealed class CudaException : Exception
 {
     public CudaException(string call, int code, string errorName, string description)
         : base($"{call} failed: {errorName} ({description})")

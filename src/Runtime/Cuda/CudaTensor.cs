@@ -7,7 +7,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// <see cref="GemmPrecision.Bf16"/> — a bf16 one (<see cref="IsBf16"/>), which only the products and row lookups read.
 /// <see cref="Span"/> throws: device memory is reached only through the backend (Upload, Download, the ops).
 /// </summary>
-public sealed class CudaTensor : Tensor
+internal sealed class CudaTensor : Tensor
 {
     readonly SafeHandle memory;
 

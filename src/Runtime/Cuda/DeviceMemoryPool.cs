@@ -11,7 +11,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// Safe because all work runs on one stream: a block freed while a queued kernel still reads it is only ever reused
 /// by work queued after that kernel. Thread-safe (a tensor may be finalised on the finalizer thread).
 /// </summary>
-public sealed class DeviceMemoryPool : IDisposable
+internal sealed class DeviceMemoryPool : IDisposable
 {
     readonly Func<long, SafeHandle?> allocateRaw;
     readonly Lock gate = new();

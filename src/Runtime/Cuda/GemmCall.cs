@@ -6,7 +6,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// column-major is its transpose [c, r] with leading dimension c. So a row-major product is computed as the
 /// column-major product of the transposes: (X Wᵀ)ᵀ = W Xᵀ. This is the one place that mapping lives.
 /// </summary>
-public readonly record struct GemmCall(
+internal readonly record struct GemmCall(
     bool TransposeA, bool TransposeB, int M, int N, int K,
     nint A, int Lda, nint B, int Ldb, float Beta, nint C, int Ldc)
 {

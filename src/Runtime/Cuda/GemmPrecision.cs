@@ -1,7 +1,7 @@
 namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>How the GPU computes matrix products (every MatMul / MatMulInputGrad of a CUDA backend).</summary>
-public enum GemmPrecision
+internal enum GemmPrecision
 {
     /// <summary>Exact fp32 (cublasSgemm, CUBLAS_COMPUTE_32F): what the CPU backend computes, up to summation order. The default.</summary>
     Fp32,
@@ -20,7 +20,7 @@ public enum GemmPrecision
     Bf16,
 }
 
-public static class GemmPrecisions
+internal static class GemmPrecisions
 {
     /// <summary>The variable the CLI reads: NEURONTRACE_CUDA_MATH=tf32 or bf16 (or fp32, the default).</summary>
     public const string EnvironmentVariable = "NEURONTRACE_CUDA_MATH";

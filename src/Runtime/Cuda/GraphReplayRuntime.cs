@@ -18,7 +18,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// in the pool (and the pool's <see cref="DeviceMemoryPool.Trim"/> issues the held ops first). Without a pool it
 /// passes everything straight through.
 /// </summary>
-public sealed class GraphReplayRuntime : IDeviceRuntime
+internal sealed class GraphReplayRuntime : IDeviceRuntime
 {
     /// <summary>Uploads larger than this (weights) are not held: they end the segment and go straight through.</summary>
     public const int MaxHeldUploadBytes = 64 * 1024;

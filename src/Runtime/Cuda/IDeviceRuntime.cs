@@ -9,7 +9,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// launch configurations and argument packing are exercised without a GPU.
 /// Not thread-safe: one thread at a time per runtime.
 /// </summary>
-public interface IDeviceRuntime : IDisposable
+internal interface IDeviceRuntime : IDisposable
 {
     /// <summary>For messages: the GPU's name, or what stands in for it.</summary>
     string Name { get; }
@@ -87,7 +87,7 @@ public interface IDeviceRuntime : IDisposable
 }
 
 /// <summary>Zeroed native memory standing in for page-locked memory where the "device" is the host.</summary>
-public sealed unsafe class NativeHostMemory : SafeHandle
+internal sealed unsafe class NativeHostMemory : SafeHandle
 {
     public NativeHostMemory(long bytes) : base(0, ownsHandle: true)
     {
@@ -105,7 +105,7 @@ public sealed unsafe class NativeHostMemory : SafeHandle
 }
 
 /// <summary>A grid or block size.</summary>
-public readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
+internal readonly record struct Dim3(uint X, uint Y = 1, uint Z = 1)
 {
     public override string ToString() => $"({X},{Y},{Z})";
 }

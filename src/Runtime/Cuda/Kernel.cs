@@ -11,10 +11,10 @@ namespace NeuronTrace.Runtime.Cuda;
 /// turns a value of it into cuLaunchKernel's kernelParams, so no launcher restates the order by position, and
 /// <see cref="Kernel.Signatures"/> lets a test check every struct against the PTX the kernel compiled to.
 /// </summary>
-public readonly record struct Kernel<TArgs>(string Name) where TArgs : unmanaged;
+internal readonly record struct Kernel<TArgs>(string Name) where TArgs : unmanaged;
 
 /// <summary>Declares kernel handles and keeps each declared kernel's parameter layout.</summary>
-public static class Kernel
+internal static class Kernel
 {
     static readonly Dictionary<string, (int Size, bool IsFloat)[]> signatures = [];
 
@@ -36,7 +36,7 @@ public static class Kernel
 }
 
 /// <summary>The declared work of one launch, for the launch ledger: arithmetic and the minimum memory traffic.</summary>
-public readonly record struct OpWork(double Flops, double Bytes)
+internal readonly record struct OpWork(double Flops, double Bytes)
 {
     /// <summary>A streaming op over <paramref name="elements"/> fp32 values touching <paramref name="floatsPerElement"/> of them each.</summary>
     public static OpWork Streaming(long elements, int floatsPerElement, int flopsPerElement = 0) =>
@@ -44,7 +44,7 @@ public readonly record struct OpWork(double Flops, double Bytes)
 }
 
 /// <summary>The parameter layout of an argument struct: each field's offset, size and whether it is a float.</summary>
-public static class KernelParameters<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicFields | DynamicallyAccessedMemberTypes.NonPublicFields)] T> where T : unmanaged
+internal static class KernelParameters<[DynamicallyAccessedMembers(DynamicallyAccessedMemberTypes.PublicFields | DynamicallyAccessedMemberTypes.NonPublicFields)] T> where T : unmanaged
 {
     /// <summary>Byte offset of each parameter in T, in parameter order.</summary>
     public static readonly int[] Offsets;

@@ -7,7 +7,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// <see cref="Pointers"/> stay valid while the struct is in scope, i.e. across the launch call.
 /// The types must match the kernel's parameters exactly: pointers 8 bytes, int/float 4, long long 8.
 /// </summary>
-public unsafe ref struct KernelArgs
+internal unsafe ref struct KernelArgs
 {
     public const int Capacity = 16;
     fixed ulong values[Capacity];

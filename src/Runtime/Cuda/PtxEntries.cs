@@ -4,7 +4,7 @@ namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>The kernel entry points a PTX module declares (<c>.visible .entry NAME(</c>), so a kernel is looked up
 /// in the module that has it.</summary>
-public static partial class PtxEntries
+internal static partial class PtxEntries
 {
     [GeneratedRegex(@"\.entry\s+([A-Za-z_$%][\w$%]*)\s*\(")]
     private static partial Regex EntryPattern();

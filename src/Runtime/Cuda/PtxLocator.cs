@@ -12,7 +12,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// after native/build.sh).</item>
 /// </list>
 /// </summary>
-public static class PtxLocator
+internal static class PtxLocator
 {
     public const string EnvironmentVariable = "NEURONTRACE_PTX_DIR";
 

@@ -10,7 +10,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// is the run's), so the ledger of a Llama-3.1-8B-shaped pass is had on a laptop: <c>bench gpu-plan</c> prints it
 /// with a roofline time. Downloads write zeros: code that branches on downloaded values sees zeros.
 /// </summary>
-public sealed class RecordingDeviceRuntime : IDeviceRuntime
+internal sealed class RecordingDeviceRuntime : IDeviceRuntime
 {
     /// <summary>H100 SXM dense bf16 tensor-core peak (FLOP/s) and HBM3 bandwidth (bytes/s), the roofline's two roofs.</summary>
     public const double H100Bf16Flops = 989e12, H100Bytes = 3.35e12;

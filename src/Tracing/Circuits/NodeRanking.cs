@@ -9,7 +9,7 @@ namespace NeuronTrace.Tracing.Circuits;
 /// (layer · positions + position) · width + unit. Neuron circuits, edge circuits (their kept neurons) and SAE circuits
 /// (one layer, width features + 1 error node) all speak it, so the index arithmetic lives here once.
 /// </summary>
-public readonly record struct NodeGrid(int Layers, int Positions, int Width)
+internal readonly record struct NodeGrid(int Layers, int Positions, int Width)
 {
     public int Count => Layers * Positions * Width;
     public int PerLayer => Positions * Width;
@@ -26,7 +26,7 @@ public readonly record struct NodeGrid(int Layers, int Positions, int Width)
 /// (docs/method.md §4); the one ranking of neuron and SAE circuits. Node k of the ranking is a <see cref="NodeGrid"/>
 /// flat index.
 /// </summary>
-public sealed class NodeRanking
+internal sealed class NodeRanking
 {
     /// <summary>The ranking of one site's nodes over every layer.</summary>
     public NodeRanking(NodeScores scores, NodeSite site) : this(Gather(scores, site), new NodeGrid(scores.Config.Layers, scores.Positions, site.Width(scores.Config)))

@@ -5,7 +5,15 @@ using NeuronTrace.Tracing.Scoring;
 namespace NeuronTrace.Tracing.Edges;
 
 /// <summary>What an edge end is: an mlp_act neuron, a token embedding (one per position) or the metric's logits.</summary>
-public enum EdgeEndKind { Neuron, Embedding, Logit }
+public enum EdgeEndKind
+{
+    /// <summary>An mlp_act neuron (layer, position, unit).</summary>
+    Neuron,
+    /// <summary>The token embedding at a position.</summary>
+    Embedding,
+    /// <summary>The metric's logits.</summary>
+    Logit,
+}
 
 /// <summary>
 /// One end of an edge. Position counts from the end of the prompt (0 = last token). Embedding ends have Layer −1 and
@@ -13,9 +21,13 @@ public enum EdgeEndKind { Neuron, Embedding, Logit }
 /// </summary>
 public readonly record struct EdgeEnd(EdgeEndKind Kind, int Layer, int Position, int Unit)
 {
+    /// <summary>The mlp_act neuron <paramref name="unit"/> of <paramref name="layer"/> at <paramref name="position"/> from the end.</summary>
     public static EdgeEnd Neuron(int layer, int position, int unit) => new(EdgeEndKind.Neuron, layer, position, unit);
+    /// <summary>The token embedding at <paramref name="position"/> from the end.</summary>
     public static EdgeEnd Embedding(int position) => new(EdgeEndKind.Embedding, -1, position, -1);
+    /// <summary>The logit end of a model with <paramref name="layers"/> layers.</summary>
     public static EdgeEnd Logit(int layers) => new(EdgeEndKind.Logit, layers, 0, -1);
+    /// <summary>The end as edges.csv spells it: a node id, <c>embedding/P-n</c> or <c>logits</c>.</summary>
     public override string ToString() => Kind switch
     {
         EdgeEndKind.Embedding => $"embedding/P-{Position}",
@@ -33,6 +45,7 @@ public readonly record struct Edge(EdgeEnd Source, EdgeEnd Target, double Weight
 /// <summary>The edges among a set of mlp_act neurons (and, when traced, from the embeddings and to the logits).</summary>
 public sealed record EdgeGraph(IReadOnlyList<EdgeEnd> Neurons, IReadOnlyList<Edge> Edges, int Layers, bool HasEndpointEdges, int Examples, string Metric)
 {
+    /// <summary>The edges between two neurons (neither end an embedding or the logits).</summary>
     public IEnumerable<Edge> NeuronEdges => Edges.Where(e => e.Source.Kind == EdgeEndKind.Neuron && e.Target.Kind == EdgeEndKind.Neuron);
 
     /// <summary>The text of edges.csv (columns and end spellings: <see cref="Runs.EdgeCsv"/>).</summary>

@@ -10,7 +10,7 @@ namespace NeuronTrace.Tracing.Edges;
 /// The MLPs strictly between source and target have their outputs detached (direct effect through attention and the
 /// residual stream only).
 /// </summary>
-public sealed class EdgeJacobian : IDisposable
+internal sealed class EdgeJacobian : IDisposable
 {
     readonly Llama _model;
     readonly ForwardPass _pass;

@@ -15,7 +15,7 @@ public sealed record EdgeSweepPoint(double Percent, int EdgesKept, int NodesKept
 /// lowest circuit layer count as fed by the embeddings and those of the highest as feeding the logits); the kept
 /// neurons are evaluated by mean ablation of mlp_act (<see cref="SiteMeanAblation"/>, <see cref="Faithfulness"/>).
 /// </summary>
-public static class EdgeSweep
+internal static class EdgeSweep
 {
     public static readonly double[] DefaultPercents = [0, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 70, 100];
 

@@ -27,7 +27,7 @@ public sealed record EdgeOptions
 /// (mean over the target layer's activations of the prompt), and F = w·C_k with C_k = a_tgt,k·g̃_k, g̃ the full-model
 /// RelP gradient of the metric (zero baseline).
 /// </summary>
-public static class EdgeTracer
+internal static class EdgeTracer
 {
     public static EdgeGraph Trace(Llama model, PromptTask task, IReadOnlyList<EdgeEnd> neurons, EdgeOptions options,
         IProgress<WorkProgress>? progress = null)

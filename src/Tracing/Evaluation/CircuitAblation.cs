@@ -12,7 +12,7 @@ namespace NeuronTrace.Tracing.Evaluation;
 /// 8 masks in one forward, 11.8 GB). Subclasses say what a node is (<see cref="SiteMeanAblation"/>: a site's units in every
 /// layer; the SAE's features and error nodes); <see cref="Faithfulness"/> turns the metrics into scores.
 /// </summary>
-public abstract class CircuitAblation
+internal abstract class CircuitAblation
 {
     protected CircuitAblation(Llama model, PromptTask task, Metric metric)
     {

@@ -7,11 +7,20 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Evaluation;
 
 /// <summary>One k of a sweep: the top-k circuit's faithfulness and completeness, and those of k random nodes.</summary>
+/// <param name="Site">The site swept.</param>
+/// <param name="Method">The attribution method's name (<c>relp</c>, <c>atp</c>, <c>ig</c>, <c>ig_inputs</c>).</param>
+/// <param name="K">The circuit's size: the k nodes of largest |score|.</param>
+/// <param name="Threshold">The k-th largest |score| (the cut).</param>
+/// <param name="Faithfulness">Faithfulness of the top-k circuit.</param>
+/// <param name="Completeness">Completeness of the top-k circuit.</param>
+/// <param name="RandomFaithfulness">Faithfulness of k random nodes of the site (the control).</param>
+/// <param name="RandomCompleteness">Completeness of the same random nodes.</param>
+/// <param name="TotalNodes">How many nodes the site has.</param>
 public sealed record SweepPoint(NodeSite Site, string Method, int K, float Threshold, double Faithfulness, double Completeness,
     double RandomFaithfulness, double RandomCompleteness, int TotalNodes);
 
 /// <summary>Top-k circuits of one site swept over k and evaluated by mean ablation (docs/method.md §4–5).</summary>
-public static class CircuitSweep
+internal static class CircuitSweep
 {
     /// <summary>Log-spaced k from 1 to <paramref name="total"/> (both included), plus 0.</summary>
     public static int[] LogSpacedK(int total, int points = 24)

@@ -1,14 +1,14 @@
 namespace NeuronTrace.Tracing.Evaluation;
 
 /// <summary>A circuit's scores: the metric with only the circuit kept, and with only the circuit ablated, each as a fraction of the range.</summary>
-public readonly record struct CircuitScore(double Faithfulness, double Completeness);
+internal readonly record struct CircuitScore(double Faithfulness, double Completeness);
 
 /// <summary>
 /// The one evaluator of node, edge and SAE circuits (docs/method.md §5): with m(M) the metric under keep-mask M,
 /// faithfulness(C) = (m(C) − m(∅)) / (m(all) − m(∅)) and completeness(C) = (m(¬C) − m(∅)) / (m(all) − m(∅)).
 /// What a node is and how it is ablated is the <see cref="CircuitAblation"/>'s business.
 /// </summary>
-public sealed class Faithfulness(CircuitAblation ablation)
+internal sealed class Faithfulness(CircuitAblation ablation)
 {
     public CircuitAblation Ablation { get; } = ablation;
 

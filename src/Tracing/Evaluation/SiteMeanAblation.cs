@@ -7,10 +7,16 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Evaluation;
 
 /// <summary>How a sweep's mean-ablated forwards run: every mask in full, or with the exact shortcuts of issue 18.</summary>
-public enum SweepPath { Plain, Shortcuts }
+public enum SweepPath
+{
+    /// <summary>Every mask's forward in full: the reference.</summary>
+    Plain,
+    /// <summary>The exact shortcuts (docs/streaming-attention.md): equal to <see cref="Plain"/> up to rounding, faster.</summary>
+    Shortcuts,
+}
 
 /// <summary>The names of <see cref="SweepPath"/> as the CLI, summary.json and shard manifests spell them.</summary>
-public static class SweepPaths
+internal static class SweepPaths
 {
     public static string Name(this SweepPath path) => path == SweepPath.Plain ? "plain" : "shortcuts";
 
@@ -27,7 +33,7 @@ public static class SweepPaths
 /// value the (partly ablated) forward computes for it; every other node of the site, in every layer, is replaced by its
 /// mean (docs/method.md §5). Masks are laid out on <see cref="Grid"/>; positions the grid does not cover are ablated.
 /// </summary>
-public sealed class SiteMeanAblation : CircuitAblation
+internal sealed class SiteMeanAblation : CircuitAblation
 {
     readonly NodeSite _site;
     readonly SiteMeans _means;

@@ -6,7 +6,7 @@ namespace NeuronTrace.Tracing.Evaluation;
 /// Mean activation of every node of some sites over a set of prompts, per layer and position from the end
 /// (docs/method.md §5: the ablation values, averaged over the batch only, position by position).
 /// </summary>
-public sealed class SiteMeans
+internal sealed class SiteMeans
 {
     readonly Dictionary<(NodeSite, int), float[]> _means = new();
 

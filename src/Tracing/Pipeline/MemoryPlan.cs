@@ -15,7 +15,7 @@ namespace NeuronTrace.Tracing.Pipeline;
 /// add up (tests/Tracing.Tests/MemoryPlanTests checks them against the pool's resident counter). All tensors are fp32
 /// today (4 bytes; <see cref="ElementBytes"/> is a parameter so a lean-storage backend can be planned with the same code).
 /// </summary>
-public sealed record MemoryPlan
+internal sealed record MemoryPlan
 {
     /// <summary>
     /// Resident size of the .NET runtime, JIT, thread stacks and the GC's spare heap beside the tensors. On the
@@ -227,4 +227,4 @@ public sealed record MemoryPlan
 }
 
 /// <summary>The batch and checkpointing an attribution run is given by <see cref="MemoryPlan.FitAttribution"/>; the line saying what changed (null: as asked); the refusal line (null: it runs).</summary>
-public sealed record AttributionFit(int Batch, bool Checkpoint, string? Note, string? Refusal);
+internal sealed record AttributionFit(int Batch, bool Checkpoint, string? Note, string? Refusal);

@@ -7,7 +7,7 @@ namespace NeuronTrace.Tracing.Pipeline;
 /// A model's shape without reading its weights, for <see cref="MemoryPlan"/>: what <see cref="ModelLoader.Describe"/>
 /// reads (a Hugging Face folder's config.json, a GGUF file's metadata and tensor table, the llama2.c header).
 /// </summary>
-public static class ModelShape
+internal static class ModelShape
 {
     public static LlamaConfig Read(string? path = null) => ModelLoader.Describe(path).Config;
 }

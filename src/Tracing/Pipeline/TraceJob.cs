@@ -9,13 +9,19 @@ namespace NeuronTrace.Tracing.Pipeline;
 /// <summary>What a trace run does: which methods and sites, how the task is split, which k.</summary>
 public sealed record TraceOptions
 {
+    /// <summary>The attribution methods run, each swept on its own (default: RelP).</summary>
     public IReadOnlyList<AttributionMethod> Methods { get; init; } = [AttributionMethod.RelP];
+    /// <summary>The node sites scored and swept (default: mlp_act, mlp_out, attn, resid).</summary>
     public IReadOnlyList<NodeSite> Sites { get; init; } = [NodeSite.MlpAct, NodeSite.MlpOut, NodeSite.Attn, NodeSite.Resid];
     /// <summary>Examples used for attribution; the rest evaluate the circuits. Null: the first half.</summary>
     public int? TrainExamples { get; init; }
+    /// <summary>How many circuit sizes k the sweep evaluates, log-spaced up to all of a site's nodes.</summary>
     public int KPoints { get; init; } = 24;
+    /// <summary>Riemann steps of the integrated-gradients methods.</summary>
     public int IgSteps { get; init; } = 10;
+    /// <summary>The rule set RelP uses (default: the authors' released code).</summary>
     public Runtime.BackwardRules RelPRules { get; init; } = Runtime.BackwardRules.RelP;
+    /// <summary>How many ablation masks share one batched forward of the sweep (memory, not results).</summary>
     public int MasksPerForward { get; init; } = 8;
     /// <summary>Prompt pairs per attribution forward/backward (<see cref="AttributionOptions.BatchSize"/>): lowered by the memory plan when the default does not fit.</summary>
     public int AttributionBatchSize { get; init; } = new AttributionOptions().BatchSize;
@@ -26,19 +32,33 @@ public sealed record TraceOptions
     /// rounding, tests/Tracing.Tests/SweepShortcutTests) unless a run asks for the plain reference.
     /// </summary>
     public SweepPath SweepPath { get; init; } = SweepPath.Shortcuts;
+    /// <summary>Seed of the random-node control circuits (one seed draws the same nodes every run).</summary>
     public int Seed { get; init; }
     /// <summary>The faithfulness a reported circuit must reach.</summary>
     public double TargetFaithfulness { get; init; } = 0.8;
 }
 
 /// <summary>The circuit of one site and method: the smallest swept k whose top-k circuit reaches the target faithfulness.</summary>
+/// <param name="Site">The site.</param>
+/// <param name="Method">The attribution method that ranked the nodes.</param>
+/// <param name="TotalNodes">How many nodes the site has.</param>
+/// <param name="AtTarget">The smallest swept k reaching the target faithfulness; null when none does.</param>
+/// <param name="Nodes">That circuit's nodes with their scores, largest |score| first (empty when none reaches the target).</param>
 public sealed record CircuitSummary(NodeSite Site, AttributionMethod Method, int TotalNodes, SweepPoint? AtTarget, IReadOnlyList<(NodeId Node, float Score)> Nodes);
 
+/// <summary>What a trace computed (the library form of a run folder's contents).</summary>
+/// <param name="Train">The examples attributed.</param>
+/// <param name="Eval">The examples the circuits are evaluated on.</param>
+/// <param name="Scores">Each method's node scores on <paramref name="Train"/>.</param>
+/// <param name="Sweep">Every (method, site, k) point of the sweeps on <paramref name="Eval"/>.</param>
+/// <param name="Circuits">Each (method, site)'s circuit at the target faithfulness.</param>
+/// <param name="CleanMetric">The evaluation metric of the unablated model on <paramref name="Eval"/> (example mean).</param>
+/// <param name="Elapsed">Wall time of the run.</param>
 public sealed record TraceResult(PromptTask Train, PromptTask Eval, IReadOnlyDictionary<AttributionMethod, NodeScores> Scores,
     IReadOnlyList<SweepPoint> Sweep, IReadOnlyList<CircuitSummary> Circuits, double CleanMetric, TimeSpan Elapsed);
 
 /// <summary>The main job: attribute, sweep top-k circuits per site and method, and pick the circuits (library form of <c>trace</c>).</summary>
-public static class TraceJob
+internal static class TraceJob
 {
     public static TraceResult Run(Llama model, PromptTask task, TraceOptions o, IProgress<WorkProgress>? progress = null)
     {

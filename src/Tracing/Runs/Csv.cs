@@ -9,7 +9,7 @@ namespace NeuronTrace.Tracing.Runs;
 /// a quote or a line break is quoted, with quotes doubled. Numbers are invariant-culture; floats round-trip
 /// (float32 "R", doubles G9 as before). Reading is strict: a ragged row or an unterminated quote is an error naming the line.
 /// </summary>
-public static class Csv
+internal static class Csv
 {
     /// <summary>One CSV line (with its "\n") from fields.</summary>
     public static string Line(IEnumerable<string> fields) => string.Join(",", fields.Select(Quote)) + "\n";

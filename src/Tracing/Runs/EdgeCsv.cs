@@ -10,7 +10,7 @@ namespace NeuronTrace.Tracing.Runs;
 /// (<c>node</c> = <c>embedding/P-{p}</c>, site <c>embedding</c>, layer and index empty) or the metric's logits
 /// (<c>node</c> = <c>logits</c>, site <c>logits</c>, layer, position and index empty): no -1 markers.
 /// </summary>
-public static class EdgeCsv
+internal static class EdgeCsv
 {
     public const string EmbeddingSite = "embedding";
     public const string LogitSite = "logits";

@@ -9,7 +9,7 @@ namespace NeuronTrace.Tracing.Runs;
 /// Typed access to the fields of a run folder's JSON files. Every type, shape or range problem becomes a one-line
 /// <see cref="ModelFormatException"/> naming the file and the field, e.g. <c>summary.json: field train_examples: expected an integer, got 1.5</c>.
 /// </summary>
-public static class JsonFields
+internal static class JsonFields
 {
     /// <summary>Reads and parses a JSON file; the root must be an object.</summary>
     public static JsonElement ReadObject(string path)

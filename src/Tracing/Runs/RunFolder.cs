@@ -40,21 +40,21 @@ public sealed record SavedCircuit(string Method, NodeSite Site, int TotalNodes, 
 }
 
 /// <summary>One row of <c>sweep.csv</c>.</summary>
-public sealed record SweepRow(string Site, string Method, int K, double Faithfulness, double Completeness,
+internal sealed record SweepRow(string Site, string Method, int K, double Faithfulness, double Completeness,
     double RandomFaithfulness, double RandomCompleteness, int TotalNodes);
 
 /// <summary>
 /// The node grid of a method's scores (<c>scores/{method}/scores.json</c>): positions from the end, and per site the
 /// layer count and width. Circuit nodes are checked against it.
 /// </summary>
-public sealed record ScoreGrid(string Path, int Positions, IReadOnlyDictionary<NodeSite, (int Layers, int Width)> Sites);
+internal sealed record ScoreGrid(string Path, int Positions, IReadOnlyDictionary<NodeSite, (int Layers, int Width)> Sites);
 
 /// <summary>
 /// Reads a trace run folder (the files <c>TraceReport.Write</c> writes) and validates what it reads: every type, shape
 /// or range problem in summary.json, sweep.csv, circuits/*.json or scores/*/scores.json is a one-line
 /// <see cref="ModelFormatException"/> naming the file and the field or node.
 /// </summary>
-public sealed class RunFolder
+internal sealed class RunFolder
 {
     const string SummaryFormat = RunFormat.TraceId;
     const string CircuitFormat = RunFormat.CircuitId;

@@ -5,7 +5,7 @@ namespace NeuronTrace.Tracing.Runs;
 /// (<see cref="TraceReport"/>, <see cref="ScoresFolder"/>, the edge CSV) and the reader (<see cref="RunFolder"/>) both
 /// use these names; docs/run-folder.md describes each file.
 /// </summary>
-public static class RunFormat
+internal static class RunFormat
 {
     /// <summary>summary.json of a trace run folder.</summary>
     public const string TraceId = "neurontrace-trace/1";

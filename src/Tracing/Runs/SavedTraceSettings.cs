@@ -13,7 +13,7 @@ namespace NeuronTrace.Tracing.Runs;
 /// changes a number (summary.json <c>options</c>), with the sha256 of the model and task the run used, so a rerun on a
 /// changed file is refused instead of silently giving other numbers.
 /// </summary>
-public sealed record SavedTraceSettings(string Model, string? ModelSha256, string Task, string? TaskSha256, TraceOptions Options, bool AllLengths)
+internal sealed record SavedTraceSettings(string Model, string? ModelSha256, string Task, string? TaskSha256, TraceOptions Options, bool AllLengths)
 {
     public static SavedTraceSettings Read(string path)
     {

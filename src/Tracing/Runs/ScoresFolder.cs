@@ -13,7 +13,7 @@ namespace NeuronTrace.Tracing.Runs;
 /// torch), the older <c>scores.f32</c> + <c>scores.json</c> pair (the same arrays back to back, and their index; kept so
 /// existing readers work), and <c>scores.csv</c> (columns <see cref="RunFormat.ScoresColumns"/>).
 /// </summary>
-public static class ScoresFolder
+internal static class ScoresFolder
 {
     /// <summary>The safetensors tensor name of a site and layer.</summary>
     public static string TensorName(NodeSite site, int layer) => $"{site.Name()}/L{layer}";

@@ -11,13 +11,13 @@ using NeuronTrace.Tracing.Scoring;
 namespace NeuronTrace.Tracing.Runs;
 
 /// <summary>What a run ran on and how, beside its <see cref="TraceOptions"/>: recorded in summary.json so the run can be reproduced.</summary>
-public sealed record RunProvenance(string Device, string Precision, bool AllLengths, string ToolVersion);
+internal sealed record RunProvenance(string Device, string Precision, bool AllLengths, string ToolVersion);
 
 /// <summary>
 /// Writes a trace run folder: <c>sweep.csv</c>, <c>summary.json</c>, <c>circuits/{method}_{site}.json</c> and
 /// <c>scores/{method}/</c> (names: <see cref="RunFormat"/>; files: docs/run-folder.md). <see cref="RunFolder"/> reads them.
 /// </summary>
-public static class TraceReport
+internal static class TraceReport
 {
     static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
 

@@ -10,7 +10,7 @@ namespace NeuronTrace.Tracing.Sae;
 /// The smallest top-k circuit reaching the target faithfulness, for SAE nodes (features + error nodes) at one (site, layer)
 /// and for neurons (mlp_act, every layer). K = −1 when even the full node set misses the target.
 /// </summary>
-public sealed record CircuitSizeComparison(string Task, AttributionMethod Method, double Target,
+internal sealed record CircuitSizeComparison(string Task, AttributionMethod Method, double Target,
     int NeuronK, int NeuronTotal, double NeuronFaithfulness, int SaeK, int SaeTotal, double SaeFaithfulness, int SaeErrorNodesInCircuit)
 {
     public override string ToString() =>
@@ -19,7 +19,7 @@ public sealed record CircuitSizeComparison(string Task, AttributionMethod Method
 }
 
 /// <summary>"Neuron vs SAE circuit sizes at equal faithfulness" (library form; no CLI).</summary>
-public static class SaeCircuitComparison
+internal static class SaeCircuitComparison
 {
     /// <summary>
     /// Splits the task like <see cref="Pipeline.TraceJob"/> (first half attributes, second half evaluates; means over the evaluation

@@ -11,7 +11,7 @@ namespace NeuronTrace.Tracing.Sae;
 /// Mean SAE features and mean SAE error at one (site, layer) over some prompts, per position from the end
 /// (docs/method.md §5: the ablation values, averaged over the batch only).
 /// </summary>
-public sealed class SaeSiteMeans
+internal sealed class SaeSiteMeans
 {
     SaeSiteMeans(int positions, int features, int dModel)
     {
@@ -62,7 +62,7 @@ public sealed class SaeSiteMeans
 }
 
 /// <summary>How ablation treats the SAE error nodes (docs/method.md §5.7, the reference code's <c>handle_errors</c>).</summary>
-public enum SaeErrorHandling
+internal enum SaeErrorHandling
 {
     /// <summary>The error node is a unit like a feature: kept if its mask entry is set, else mean-ablated.</summary>
     Default,
@@ -80,7 +80,7 @@ public enum SaeErrorHandling
 /// in double, rounded once to float (so a full keep-mask reproduces x exactly). A mask has <see cref="SaeScores.NodeCount"/>
 /// entries in the order p·(F+1) + i (i = F: the error node); positions at or beyond the mask's are fully ablated.
 /// </summary>
-public sealed class SaeMeanAblation : CircuitAblation
+internal sealed class SaeMeanAblation : CircuitAblation
 {
     readonly SparseAutoencoder _sae;
     readonly NodeSite _site;
@@ -162,7 +162,7 @@ public sealed class SaeMeanAblation : CircuitAblation
 public sealed record SaeSweepPoint(int K, double Faithfulness, double Completeness, int TotalNodes);
 
 /// <summary>Top-k SAE circuits (features and error nodes ranked together by |score|) evaluated by mean ablation.</summary>
-public static class SaeCircuitSweep
+internal static class SaeCircuitSweep
 {
     /// <summary>SAE nodes (p·(F+1)+i) by descending |score|, ties by index: the <see cref="NodeRanking"/> of the flat scores.</summary>
     public static NodeRanking Ranking(SaeScores scores) => new(scores.Flat(), new NodeGrid(1, scores.Positions, scores.NodesPerPosition));

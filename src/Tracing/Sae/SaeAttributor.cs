@@ -12,9 +12,13 @@ namespace NeuronTrace.Tracing.Sae;
 /// </summary>
 public sealed class SaeScores(NodeSite site, int layer, int positions, int features)
 {
+    /// <summary>The site the SAE reads.</summary>
     public NodeSite Site { get; } = site;
+    /// <summary>The layer the SAE reads.</summary>
     public int Layer { get; } = layer;
+    /// <summary>Positions scored, counted from the end of the prompt.</summary>
     public int Positions { get; } = positions;
+    /// <summary>The SAE's feature count F.</summary>
     public int Features { get; } = features;
     /// <summary>[positions · F], row p is position p from the end.</summary>
     public float[] FeatureScores { get; } = new float[positions * features];
@@ -23,6 +27,7 @@ public sealed class SaeScores(NodeSite site, int layer, int positions, int featu
 
     /// <summary>Nodes per position: F features then the error node.</summary>
     public int NodesPerPosition => Features + 1;
+    /// <summary>All nodes: positions × (F + 1).</summary>
     public int NodeCount => Positions * NodesPerPosition;
 
     /// <summary>All node scores in the flat node order p·(F+1) + i, where i = F is position p's error node.</summary>
@@ -49,7 +54,7 @@ public sealed class SaeScores(NodeSite site, int layer, int positions, int featu
 /// Since dec is affine, Σ_i feature scores + error score = g_x · (x_p − x_c), the site's own AtP/RelP score sum at that
 /// position (the chain-rule identity the tests check).
 /// </summary>
-public static class SaeAttributor
+internal static class SaeAttributor
 {
     public static SaeScores Score(Llama model, PromptTask task, SparseAutoencoder sae, NodeSite site, int layer, AttributionOptions options,
         IProgress<WorkProgress>? progress = null)

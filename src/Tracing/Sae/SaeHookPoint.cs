@@ -13,7 +13,7 @@ namespace NeuronTrace.Tracing.Sae;
 /// </code>
 /// Other hooks (hook_resid_mid, hook_embed, ln outputs, …) have no NeuronTrace site and are refused in one line.
 /// </summary>
-public static partial class SaeHookPoint
+internal static partial class SaeHookPoint
 {
     public static (NodeSite Site, int Layer) Parse(string hook, string file)
     {

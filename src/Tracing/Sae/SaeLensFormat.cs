@@ -19,7 +19,7 @@ namespace NeuronTrace.Tracing.Sae;
 /// norm, which the affine-decoder attribution (<see cref="SaeAttributor"/>) does not model, and are refused.
 /// The hook point is cfg.json's <c>hook_name</c> (top level, as SAELens up to v5 writes it, or under <c>metadata</c>/<c>meta</c>).
 /// </summary>
-public static class SaeLensFormat
+internal static class SaeLensFormat
 {
     public const string ConfigFileName = "cfg.json";
     public const string WeightsFileName = "sae_weights.safetensors";

@@ -20,7 +20,7 @@ public sealed record SaeCircuitSummary(string Name, string Path, NodeSite Site, 
 /// method of the trace (<see cref="SaeAttributor"/>) and swept over the same number of log-spaced k
 /// (<see cref="SaeCircuitSweep"/>), so the report can put "k for the target faithfulness" per basis side by side.
 /// </summary>
-public static class SaeTrace
+internal static class SaeTrace
 {
     public const string CircuitsFile = "sae_circuits.csv";
     public const string SweepFile = "sae_sweep.csv";
@@ -81,7 +81,7 @@ public static class SaeTrace
 /// SAE node scores as CSV: <c>site,layer,position,index,score</c> (the columns of scores.csv), position counted from the end (0 = last token) like
 /// the neuron scores, index a feature index or <c>error</c>; rows in the flat node order p·(F+1) + i.
 /// </summary>
-public static class SaeScoresCsv
+internal static class SaeScoresCsv
 {
     public static void Write(string file, SaeScores s)
     {

@@ -35,16 +35,23 @@ public sealed class SparseAutoencoder
 {
     internal SparseAutoencoder(int dModel, int features) { DModel = dModel; Features = features; }
 
+    /// <summary>The width d of the activations it encodes.</summary>
     public int DModel { get; }
+    /// <summary>The feature count F.</summary>
     public int Features { get; }
+    /// <summary>The encoder's activation function.</summary>
     public SaeActivation Activation { get; internal init; } = SaeActivation.JumpReLU;
     /// <summary>θ_i per feature (Llama Scope's one scalar repeated; 0 for ReLU and TopK).</summary>
     public required float[] Thresholds { get; init; }
     /// <summary>K of <see cref="SaeActivation.TopK"/>; 0 otherwise.</summary>
     public int TopK { get; internal init; }
+    /// <summary>s_in: the input is multiplied by it before encoding (1 unless the SAE was trained on rescaled activations).</summary>
     public double InputScale { get; internal init; } = 1;
+    /// <summary>s_out: the decoded output is multiplied by it.</summary>
     public double OutputScale { get; internal init; } = 1;
+    /// <summary>Whether the activation gate compares the pre-activation times ‖d_i‖ with the threshold (Llama Scope's convention).</summary>
     public bool GateIncludesDecoderNorm { get; internal init; }
+    /// <summary>Whether b_D is subtracted from the input before encoding (Llama Scope <c>apply_decoder_bias_to_pre_encoder</c>, SAELens <c>apply_b_dec_to_input</c>).</summary>
     public bool DecoderBiasBeforeEncoder { get; internal init; }
     /// <summary>The hook point the SAE was trained on, in its own spelling (TransformerLens, e.g. blocks.2.hook_resid_post); null when its config names none.</summary>
     public string? HookName { get; internal init; }
@@ -52,12 +59,15 @@ public sealed class SparseAutoencoder
     public string Layout { get; internal init; } = "llama-scope";
     /// <summary>encoder.weight, [F, d] row-major.</summary>
     public required float[] EncoderWeight { get; init; }
+    /// <summary>encoder.bias, [F].</summary>
     public required float[] EncoderBias { get; init; }
     /// <summary>decoder.weight transposed: row i is feature i's decoder direction d_i, [F, d].</summary>
     public required float[] DecoderRows { get; init; }
+    /// <summary>decoder.bias b_D, [d].</summary>
     public required float[] DecoderBias { get; init; }
     /// <summary>‖d_i‖ per feature.</summary>
     public required float[] DecoderNorms { get; init; }
+    /// <summary>The file or folder the SAE was read from.</summary>
     public string Path { get; internal init; } = "";
 
     /// <summary>The (site, layer) of <see cref="HookName"/> (<see cref="SaeHookPoint"/>); a one-line error when it names none or one NeuronTrace has no site for.</summary>
@@ -223,6 +233,7 @@ public sealed class SparseAutoencoder
     const int Chunk = 1024;
     bool IsLarge => (long)Features * DModel >= 1 << 22;
 
+    /// <summary>The feature activations f of one activation vector <paramref name="x"/> ([d]), as a new [F] array.</summary>
     public float[] Encode(ReadOnlySpan<float> x) { var f = new float[Features]; Encode(x, f); return f; }
 
     /// <summary>x̂ = s_out·(W_D f + b_D) in double (the error e = x − x̂ is taken against this before rounding).</summary>
@@ -242,6 +253,7 @@ public sealed class SparseAutoencoder
         for (int j = 0; j < d; j++) xHat[j] *= OutputScale;
     }
 
+    /// <summary>x̂ of <paramref name="features"/> ([F]) as a new [d] array, rounded to float.</summary>
     public float[] Decode(ReadOnlySpan<float> features)
     {
         var x = new double[DModel];

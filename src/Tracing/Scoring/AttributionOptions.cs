@@ -3,6 +3,7 @@ using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Scoring;
 
+/// <summary>How a node's contribution to the metric is estimated (every method scores (a_baseline − a_clean) ⊙ a gradient).</summary>
 public enum AttributionMethod
 {
     /// <summary>Attribution patching: (a_p − a_c) ⊙ ∂m/∂a at the clean run.</summary>
@@ -33,9 +34,12 @@ public enum Baseline
     Mean,
 }
 
+/// <summary>How an attribution runs: the method, the sites scored, the metric and baseline, and batching.</summary>
 public sealed record AttributionOptions
 {
+    /// <summary>The attribution method (default RelP).</summary>
     public AttributionMethod Method { get; init; } = AttributionMethod.RelP;
+    /// <summary>The node sites scored (default: all of <see cref="NodeSites.All"/>).</summary>
     public IReadOnlyList<NodeSite> Sites { get; init; } = NodeSites.All;
     /// <summary>Riemann steps for IG (alpha = k/N, k = 0..N−1).</summary>
     public int IgSteps { get; init; } = 10;

@@ -12,7 +12,7 @@ namespace NeuronTrace.Tracing.Scoring;
 /// Scores every node of the chosen sites on a task: the example mean of (a_patch − a_clean) ⊙ gradient, where the
 /// gradient is the clean-run gradient (AtP), the RelP-rule gradient (RelP) or an integrated-gradients path mean (IG).
 /// </summary>
-public static class Attributor
+internal static class Attributor
 {
     public static NodeScores Score(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress = null) =>
         ScoreWithPairing(model, task, options, progress, pairForwards: true);

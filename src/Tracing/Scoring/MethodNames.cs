@@ -1,7 +1,7 @@
 namespace NeuronTrace.Tracing.Scoring;
 
 /// <summary>The command-line names of the attribution methods.</summary>
-public static class MethodNames
+internal static class MethodNames
 {
     public static string Name(this AttributionMethod m) => m switch
     {

@@ -9,6 +9,7 @@ namespace NeuronTrace.Tracing.Scoring;
 /// </summary>
 public abstract class Metric
 {
+    /// <summary>The metric's formula as reports print it, e.g. <c>logit(patch) - logit(clean)</c>.</summary>
     public abstract string Name { get; }
 
     /// <summary>The metric of one example from its last-position logits.</summary>
@@ -28,7 +29,7 @@ public abstract class Metric
     /// The example mean of the metric for each of <paramref name="replicas"/> copies of <paramref name="examples"/> laid out
     /// back to back in last-position logits [replicas · examples, vocab] (one copy per mask in batched ablation runs).
     /// </summary>
-    public double[] MeanPerReplica(ReadOnlySpan<float> logits, int vocab, IReadOnlyList<PromptPair> examples, int replicas)
+    internal double[] MeanPerReplica(ReadOnlySpan<float> logits, int vocab, IReadOnlyList<PromptPair> examples, int replicas)
     {
         var result = new double[replicas];
         AddPerReplica(logits, vocab, examples, result);
@@ -40,7 +41,7 @@ public abstract class Metric
     /// Adds each replica's metric over <paramref name="examples"/>, one example at a time in order, to
     /// <paramref name="sums"/> (one per replica): sums run on over batches of a task add as one pass over the task would.
     /// </summary>
-    public void AddPerReplica(ReadOnlySpan<float> logits, int vocab, IReadOnlyList<PromptPair> examples, Span<double> sums)
+    internal void AddPerReplica(ReadOnlySpan<float> logits, int vocab, IReadOnlyList<PromptPair> examples, Span<double> sums)
     {
         for (int r = 0; r < sums.Length; r++)
             for (int b = 0; b < examples.Count; b++) sums[r] += Value(logits.Slice((r * examples.Count + b) * vocab, vocab), examples[b]);
@@ -71,7 +72,7 @@ public abstract class Metric
     /// tokens at each clean prompt's last position. The tokens are fixed here, from one unmodified clean forward (the
     /// reference's focus_logits), so interpolated (IG), patched and ablated runs all read the same k logits.
     /// </summary>
-    public static FocusLogitsMetric SumOfTopKLogits(Llama model, PromptTask task, int k, int batchSize = 32)
+    internal static FocusLogitsMetric SumOfTopKLogits(Llama model, PromptTask task, int k, int batchSize = 32)
     {
         int vocab = model.Config.VocabSize;
         if (k < 1 || k > vocab) throw new ArgumentException($"top-k logits: k = {k} is outside 1..{vocab} (the vocabulary size)");
@@ -87,7 +88,7 @@ public abstract class Metric
     }
 
     /// <summary>Indices of the k largest values, largest first; ties broken by the lower index.</summary>
-    public static int[] TopK(ReadOnlySpan<float> values, int k)
+    internal static int[] TopK(ReadOnlySpan<float> values, int k)
     {
         var idx = new List<int>(k + 1);
         for (int i = 0; i < values.Length; i++)
@@ -137,7 +138,7 @@ sealed class AnswerLogitMetric : Metric
 }
 
 /// <summary>The sum of fixed logits per example: the clean prompt's own top-k tokens (see <see cref="Metric.SumOfTopKLogits"/>).</summary>
-public sealed class FocusLogitsMetric : Metric
+internal sealed class FocusLogitsMetric : Metric
 {
     readonly IReadOnlyDictionary<PromptPair, int[]> _focus;
 

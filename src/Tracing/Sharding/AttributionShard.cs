@@ -11,7 +11,7 @@ namespace NeuronTrace.Tracing.Sharding;
 /// written (sums file first, manifest last, both atomically), so a shard killed at any moment resumes from its last
 /// chunk and, adding the same chunks in the same order, ends with the same bytes as an uninterrupted run.
 /// </summary>
-public static class AttributionShard
+internal static class AttributionShard
 {
     /// <param name="identity">Command, model, task and options of the run (the shard fields are filled in here).</param>
     /// <param name="methods">Each method's name and options; the metric and baseline must already be fixed on the whole task.</param>

@@ -11,7 +11,7 @@ namespace NeuronTrace.Tracing.Sharding;
 /// instead of means, so that shards add exactly and the merged mean is sum / count over the whole task. The sums file
 /// is little-endian float64, arrays back to back in (method, site, layer) order, each [positions, width].
 /// </summary>
-public sealed class PartialScores
+internal sealed class PartialScores
 {
     readonly Dictionary<(string, NodeSite, int), double[]> _sums = new();
 

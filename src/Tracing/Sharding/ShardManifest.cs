@@ -11,7 +11,7 @@ namespace NeuronTrace.Tracing.Sharding;
 /// of the work items it covers and how far it got. Written last, atomically: it is the commit point of a checkpoint.
 /// Shards merge only when every identity field agrees (<see cref="Disagreement"/>).
 /// </summary>
-public sealed class ShardManifest
+internal sealed class ShardManifest
 {
     public const string FormatName = "neurontrace-shard/1";
     public const string FileName = "shard.json";

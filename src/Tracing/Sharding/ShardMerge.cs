@@ -4,7 +4,7 @@ namespace NeuronTrace.Tracing.Sharding;
 /// Checks that a set of shard folders is one whole run: the manifests agree, every shard is finished, and each work
 /// item is covered exactly once. Each refusal is one line naming the shard at fault.
 /// </summary>
-public static class ShardMerge
+internal static class ShardMerge
 {
     /// <summary>The shards' manifests ordered by shard index, after the checks.</summary>
     public static IReadOnlyList<(string Dir, ShardManifest Manifest)> CheckComplete(IReadOnlyList<string> dirs, string kind)

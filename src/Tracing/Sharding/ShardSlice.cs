@@ -4,7 +4,7 @@ namespace NeuronTrace.Tracing.Sharding;
 /// Shard <see cref="Index"/> of <see cref="Count"/> (0-based, as Slurm's SLURM_ARRAY_TASK_ID and Kubernetes'
 /// JOB_COMPLETION_INDEX count): a contiguous, deterministic slice of a list of work items (examples or circuits).
 /// </summary>
-public readonly record struct ShardSlice(int Index, int Count)
+internal readonly record struct ShardSlice(int Index, int Count)
 {
     /// <summary>The most shards a run may be cut into.</summary>
     public const int MaxCount = 4096;

@@ -11,7 +11,7 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Sharding;
 
 /// <summary>One circuit of a trace's k sweep: the top-k nodes of a site by a method (with its k-node random control).</summary>
-public sealed record SweepCircuit(AttributionMethod Method, NodeSite Site, int K);
+internal sealed record SweepCircuit(AttributionMethod Method, NodeSite Site, int K);
 
 /// <summary>
 /// The evaluation side of a sharded trace: the sweep's circuits, in the unsharded order (method, site, k), are cut
@@ -22,7 +22,7 @@ public sealed record SweepCircuit(AttributionMethod Method, NodeSite Site, int K
 /// (the points so far, then the manifest, both atomically) and a re-run resumes after the last checkpoint; the chunks
 /// are fixed by the manifest, so a stopped or killed shard ends with the bytes of an uninterrupted one.
 /// </summary>
-public static class SweepShard
+internal static class SweepShard
 {
     public const string PointsFile = "sweep-points.json";
     // k = 0 has an infinite threshold; named literals keep every double exact.

@@ -27,19 +27,39 @@ public enum PositionKind
 }
 
 /// <summary>An edit of one <c>mlp_act</c> neuron (down_proj input unit) at prompt positions of one layer.</summary>
+/// <param name="Layer">The decoder layer, from 0.</param>
+/// <param name="Neuron">The neuron (mlp_act unit) within the layer.</param>
+/// <param name="PositionKind">How <paramref name="Position"/> counts.</param>
+/// <param name="Position">The prompt position (ignored for <see cref="PositionKind.All"/>).</param>
+/// <param name="Mode">What the edit does to the neuron's value.</param>
+/// <param name="Value">The multiplier (<see cref="EditMode.Scale"/>) or the value (<see cref="EditMode.Set"/>); unused for <see cref="EditMode.FromSource"/>.</param>
 public sealed record NeuronEdit(int Layer, int Neuron, PositionKind PositionKind, int Position, EditMode Mode, float Value = 0f)
 {
+    /// <summary>a ← <paramref name="multiplier"/> · a at one position from the end (0 zero-ablates).</summary>
+    /// <param name="layer">The layer.</param>
+    /// <param name="neuron">The neuron.</param>
+    /// <param name="positionFromEnd">The position counted from the end (0 = last prompt token).</param>
+    /// <param name="multiplier">The factor.</param>
     public static NeuronEdit Scale(int layer, int neuron, int positionFromEnd, float multiplier) =>
         new(layer, neuron, PositionKind.FromEnd, positionFromEnd, EditMode.Scale, multiplier);
 
+    /// <summary>a ← <paramref name="value"/> at one position from the end.</summary>
+    /// <param name="layer">The layer.</param>
+    /// <param name="neuron">The neuron.</param>
+    /// <param name="positionFromEnd">The position counted from the end (0 = last prompt token).</param>
+    /// <param name="value">The value set.</param>
     public static NeuronEdit Set(int layer, int neuron, int positionFromEnd, float value) =>
         new(layer, neuron, PositionKind.FromEnd, positionFromEnd, EditMode.Set, value);
 
+    /// <summary>a ← the source prompt's value of the neuron at the same position from the end (interchange).</summary>
+    /// <param name="layer">The layer.</param>
+    /// <param name="neuron">The neuron.</param>
+    /// <param name="positionFromEnd">The position counted from the end (0 = last prompt token).</param>
     public static NeuronEdit FromSource(int layer, int neuron, int positionFromEnd) =>
         new(layer, neuron, PositionKind.FromEnd, positionFromEnd, EditMode.FromSource);
 
     /// <summary>The absolute prompt positions this edit covers in a prompt of <paramref name="length"/> tokens (none when out of range).</summary>
-    public IEnumerable<int> AbsolutePositions(int length) => PositionKind switch
+    internal IEnumerable<int> AbsolutePositions(int length) => PositionKind switch
     {
         PositionKind.All => Enumerable.Range(0, length),
         PositionKind.FromEnd => Position >= 0 && Position < length ? [length - 1 - Position] : [],
@@ -47,6 +67,7 @@ public sealed record NeuronEdit(int Layer, int Neuron, PositionKind PositionKind
         _ => [],
     };
 
+    /// <summary>The edit in the syntax <see cref="Parse"/> reads, e.g. <c>L3/N17@P0=x2</c>.</summary>
     public override string ToString()
     {
         string pos = PositionKind switch { PositionKind.All => "@all", PositionKind.Absolute => $"@A{Position}", _ => $"@P{Position}" };
@@ -67,6 +88,7 @@ public sealed record NeuronEdit(int Layer, int Neuron, PositionKind PositionKind
     /// Parses <c>L{layer}/N{neuron}[@P{posFromEnd}|@A{absolute}|@all]=x{mult}|c{value}|src</c>; no position means @P0
     /// (the last token). The node id spelling <c>mlp_act/L{layer}/P-{posFromEnd}/{neuron}=…</c> is accepted too. Throws a one-line <see cref="FormatException"/> on a bad spec.
     /// </summary>
+    /// <param name="spec">The edit, e.g. <c>L3/N17=x2</c> or <c>mlp_act/L3/P-0/17=c0.5</c>.</param>
     public static NeuronEdit Parse(string spec)
     {
         // The node id spelling (mlp_act/L3/P-0/17=x2, as in circuits, CSVs and graphs) names one position from the end.

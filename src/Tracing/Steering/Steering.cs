@@ -6,9 +6,18 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Tracing.Steering;
 
 /// <summary>One candidate next token: its id, readable piece (null without a tokenizer), logit and softmax probability.</summary>
+/// <param name="Id">The token id.</param>
+/// <param name="Piece">The token as text; null without a tokenizer.</param>
+/// <param name="Logit">Its logit at the prompt's last position.</param>
+/// <param name="Prob">Its softmax probability there.</param>
 public sealed record TokenScore(int Id, string? Piece, float Logit, float Prob);
 
 /// <summary>What steering did: next-token candidates and greedy continuations without and with the edits.</summary>
+/// <param name="Before">The top next tokens of the unedited run, most likely first.</param>
+/// <param name="After">The top next tokens with the edits.</param>
+/// <param name="ContinuationBefore">The greedy continuation of the unedited run (token ids).</param>
+/// <param name="ContinuationAfter">The greedy continuation with the edits.</param>
+/// <param name="EditedValues">How many neuron values (edit × position) the edits changed.</param>
 public sealed record SteeringResult(
     IReadOnlyList<TokenScore> Before, IReadOnlyList<TokenScore> After,
     IReadOnlyList<int> ContinuationBefore, IReadOnlyList<int> ContinuationAfter,
@@ -16,6 +25,7 @@ public sealed record SteeringResult(
 
 /// <summary>Interchange flip rates of a circuit and of a random set of the same size (docs/method.md §7.2).</summary>
 /// <param name="Lines">Task lines evaluated.</param>
+/// <param name="Nodes">How many <c>mlp_act</c> nodes the circuit patches (nodes of other sites are ignored).</param>
 /// <param name="BaselineRate">Fraction of lines where the unedited clean run already prefers the patch answer.</param>
 /// <param name="CircuitRate">Fraction where logit(patch answer) &gt; logit(clean answer) after patching the circuit.</param>
 /// <param name="RandomRate">The same for <paramref name="Nodes"/> random <c>mlp_act</c> nodes.</param>
@@ -25,7 +35,7 @@ public sealed record FlipRates(int Lines, int Nodes, double BaselineRate, double
 /// Steering in the neuron basis (docs/method.md §7): edits of <c>mlp_act</c> units (down_proj inputs) applied through an
 /// <see cref="InterventionPlan"/> (value ← value ⊙ scale + offset), and interchange patching of circuits.
 /// </summary>
-public static class Steering
+internal static class Steering
 {
     /// <summary>
     /// Runs the prompt with and without <paramref name="edits"/>: the top next tokens of each, then a greedy continuation

@@ -10,6 +10,10 @@ namespace NeuronTrace.Tracing.Tasks;
 /// </summary>
 public sealed class PromptTask
 {
+    /// <summary>A task of tokenized examples.</summary>
+    /// <param name="name">The task's name in reports.</param>
+    /// <param name="pairs">The examples, at least one.</param>
+    /// <exception cref="ArgumentException">There are no examples.</exception>
     public PromptTask(string name, IReadOnlyList<PromptPair> pairs)
     {
         if (pairs.Count == 0) throw new ArgumentException($"{name}: the task has no examples");
@@ -17,15 +21,20 @@ public sealed class PromptTask
         Pairs = pairs;
     }
 
+    /// <summary>The task's name in reports.</summary>
     public string Name { get; }
+    /// <summary>The examples in file order.</summary>
     public IReadOnlyList<PromptPair> Pairs { get; }
+    /// <summary>Whether every example has a counterfactual prompt.</summary>
     public bool IsPaired => Pairs.All(p => p.IsPaired);
+    /// <summary>The number of examples.</summary>
     public int Count => Pairs.Count;
 
     /// <summary>
     /// Throws a one-line <see cref="ArgumentException"/> naming the line when an answer token lies outside a vocabulary of
     /// <paramref name="vocabSize"/> (tasks built in code skip the tokenizer that would catch it).
     /// </summary>
+    /// <param name="vocabSize">The model's vocabulary size.</param>
     public void RequireAnswersWithin(int vocabSize)
     {
         foreach (var p in Pairs)
@@ -35,6 +44,7 @@ public sealed class PromptTask
     }
 
     /// <summary>The first <paramref name="n"/> examples (all when n ≤ 0).</summary>
+    /// <param name="n">How many examples to keep.</param>
     public PromptTask Take(int n) => n <= 0 || n >= Pairs.Count ? this : new PromptTask(Name, Pairs.Take(n).ToList());
 
     /// <summary>
@@ -57,7 +67,7 @@ public sealed class PromptTask
     /// unpaired, valid UTF-8, and without repeated keys.
     /// </summary>
     /// <param name="encoder">How prompts become ids (special tokens, chat template, warnings); plain text with BOS by default.</param>
-    public static PromptTask Load(string path, ITextTokenizer tokenizer, bool requireEqualLengths = true, PromptEncoder? encoder = null, int? maxTokens = null)
+    internal static PromptTask Load(string path, ITextTokenizer tokenizer, bool requireEqualLengths = true, PromptEncoder? encoder = null, int? maxTokens = null)
     {
         if (!File.Exists(path)) throw new ModelFormatException(path, "task file not found");
         Formats.InputFiles.RequireRegular(path);   // a FIFO would block the reader; an empty task is refused the same way
@@ -69,7 +79,7 @@ public sealed class PromptTask
     /// As <see cref="Load"/>, from task lines already in memory (or any reader); <paramref name="source"/> names them in
     /// errors and gives the task its name.
     /// </summary>
-    public static PromptTask Read(TextReader reader, string source, ITextTokenizer tokenizer, bool requireEqualLengths = true,
+    internal static PromptTask Read(TextReader reader, string source, ITextTokenizer tokenizer, bool requireEqualLengths = true,
         PromptEncoder? encoder = null, int? maxTokens = null)
     {
         string path = source;
@@ -161,7 +171,7 @@ public sealed class PromptTask
     /// token count from below without tokenizing (whose memory grows with the text). Callers still check the token
     /// count after encoding. <paramref name="what"/> names the text in the error.
     /// </summary>
-    public static void RequireLengthFits(ITextTokenizer tokenizer, string text, int maxTokens, string what)
+    internal static void RequireLengthFits(ITextTokenizer tokenizer, string text, int maxTokens, string what)
     {
         long bytes = System.Text.Encoding.UTF8.GetByteCount(text);
         int longest = LongestPieceBytes(tokenizer);

@@ -6,7 +6,7 @@ using NeuronTrace.Tracing.Runs;
 namespace NeuronTrace.Tracing.View;
 
 /// <summary>A node of the drawn graph (schema: docs/circuit-graph-schema.md).</summary>
-public sealed record GraphNode(
+internal sealed record GraphNode(
     [property: JsonPropertyName("id")] string Id,
     [property: JsonPropertyName("site")] string Site,
     [property: JsonPropertyName("layer")] int Layer,
@@ -16,19 +16,19 @@ public sealed record GraphNode(
     [property: JsonPropertyName("rank")] int Rank,
     [property: JsonPropertyName("examples")] IReadOnlyList<GraphExample> Examples);
 
-public sealed record GraphExample(
+internal sealed record GraphExample(
     [property: JsonPropertyName("token")] string Token,
     [property: JsonPropertyName("snippet")] string Snippet,
     [property: JsonPropertyName("activation")] float Activation,
     [property: JsonPropertyName("line")] int Line,
     [property: JsonPropertyName("position")] int Position);
 
-public sealed record GraphEdge(
+internal sealed record GraphEdge(
     [property: JsonPropertyName("source")] string Source,
     [property: JsonPropertyName("target")] string Target,
     [property: JsonPropertyName("weight")] float Weight);
 
-public sealed record GraphSweepPoint(
+internal sealed record GraphSweepPoint(
     [property: JsonPropertyName("k")] int K,
     [property: JsonPropertyName("faithfulness")] double Faithfulness,
     [property: JsonPropertyName("completeness")] double Completeness,
@@ -40,7 +40,7 @@ public sealed record GraphSweepPoint(
 /// co-attribution edges between them (score(source) · score(target) for nodes of consecutive layers, the target at the
 /// same or a later token). These edges are NOT causal edge attributions; true edge attribution is not computed yet.
 /// </summary>
-public sealed record CircuitGraph(
+internal sealed record CircuitGraph(
     [property: JsonPropertyName("format")] string Format,
     [property: JsonPropertyName("run")] string Run,
     [property: JsonPropertyName("task")] string? Task,

@@ -12,7 +12,7 @@ namespace NeuronTrace.Tracing.View;
 /// examples, and the faithfulness/completeness sweep. All task text is HTML-escaped; the embedded JSON escapes
 /// &lt; &gt; &amp; as \u003c \u003e \u0026, so no task text can end the script element or open a comment in it.
 /// </summary>
-public static partial class CircuitView
+internal static partial class CircuitView
 {
     static string F(double v) => v.ToString("0.##", CultureInfo.InvariantCulture);
 

@@ -1,7 +1,7 @@
 namespace NeuronTrace.Tracing.View;
 
 /// <summary>The page's inline stylesheet and script (nothing is fetched: the page works offline from one file).</summary>
-public static partial class CircuitView
+internal static partial class CircuitView
 {
     const string Css = """
         body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;margin:20px;color:#222;background:#fff}

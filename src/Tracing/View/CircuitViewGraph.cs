@@ -12,7 +12,7 @@ namespace NeuronTrace.Tracing.View;
 /// token embeddings below, the logits above when causal edges reach them). Every node is a labelled row of its cell
 /// (layer/neuron and its top-activating tokens), so the graph reads without hovering.
 /// </summary>
-public static partial class CircuitView
+internal static partial class CircuitView
 {
     const int ColW = 138, GraphLeft = 56, GraphRight = 16, NodeRowH = 14, TokenRowH = 46, PlotTop = 30;
 

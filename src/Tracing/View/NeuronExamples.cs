@@ -11,7 +11,7 @@ public sealed record NeuronExample(string Token, string Snippet, float Activatio
 /// Dataset examples per <c>mlp_act</c> neuron: runs the task's clean prompts and keeps, for each (layer, unit), the
 /// <c>top</c> token positions with the largest |activation| (any position but BOS of any distinct clean prompt; the sign is kept).
 /// </summary>
-public static class NeuronExamples
+internal static class NeuronExamples
 {
     public static Dictionary<(int Layer, int Unit), List<NeuronExample>> Collect(Llama model, PromptTask task, ITextTokenizer tokenizer,
         IEnumerable<(int Layer, int Unit)> neurons, int top = 5, int batchSize = 32, int snippetChars = 48)

@@ -7,17 +7,17 @@ using NeuronTrace.Tracing.Runs;
 namespace NeuronTrace.Tracing.View;
 
 /// <summary>The one prompt a graph shows: its tokens from the start (BOS included), and the answer whose logit the graph explains.</summary>
-public sealed record GraphPrompt(int Line, int[] Ids, IReadOnlyList<string> Tokens, string Text, int Answer, string AnswerToken, float AnswerProbability);
+internal sealed record GraphPrompt(int Line, int[] Ids, IReadOnlyList<string> Tokens, string Text, int Answer, string AnswerToken, float AnswerProbability);
 
 /// <summary>A circuit neuron in the exported graph: its run score, its activation on the graph's prompt, and its label.</summary>
-public sealed record GraphNeuron(NodeId Node, float Score, float Activation, string Clerp);
+internal sealed record GraphNeuron(NodeId Node, float Score, float Activation, string Clerp);
 
 /// <summary>
 /// The attribution-graph JSON that circuit-tracer's local viewer and Neuronpedia open (metadata, qParams, nodes,
 /// links; field meanings for neurons: docs/circuit-graph-schema.md ("Exported attribution graph")). One prompt per graph; ctx_idx counts positions from
 /// the START of the prompt (our <see cref="NodeId.Position"/> counts from the end and is converted here).
 /// </summary>
-public static class NeuronpediaGraph
+internal static class NeuronpediaGraph
 {
     public const int SchemaVersion = 1;
     public const string NeuronFeatureType = "cross layer transcoder";

@@ -10,7 +10,7 @@ namespace NeuronTrace.Tracing.View;
 /// The prompt drawn along the view's position axis: its tokens start to end (index 0 is BOS) as the model's tokenizer
 /// splits them, and the answers the metric compares at its last token.
 /// </summary>
-public sealed record ViewPrompt(int Line, IReadOnlyList<string> Tokens, string CleanAnswer, string? PatchAnswer)
+internal sealed record ViewPrompt(int Line, IReadOnlyList<string> Tokens, string CleanAnswer, string? PatchAnswer)
 {
     public const string BosLabel = "<bos>";
 
@@ -41,7 +41,7 @@ public sealed record ViewPrompt(int Line, IReadOnlyList<string> Tokens, string C
 }
 
 /// <summary>One causal edge of a run's edges.csv (read by <see cref="EdgeCsv"/>; ends as in <see cref="EdgeEnd"/>).</summary>
-public sealed record ViewEdge(EdgeEnd Source, EdgeEnd Target, double Weight, double FinalAttr)
+internal sealed record ViewEdge(EdgeEnd Source, EdgeEnd Target, double Weight, double FinalAttr)
 {
     /// <summary>The weight as edges.csv spells it (<see cref="Csv.D"/>: the same text the file holds).</summary>
     public string WeightText => Csv.D(Weight);

@@ -23,7 +23,7 @@ public class StreamingWholePassTests(ITestOutputHelper output)
     /// <summary>An IBackend that forwards every op to <c>inner</c> except the streaming attention pair, which it runs
     /// through the materialising ops (the pattern kept per forward, looked up by its lse tensor in the backward).
     /// Members with a default body are forwarded too, so the inner backend's own versions run.</summary>
-    public sealed class MaterialisingAttention(IBackend inner) : IBackend
+    internal sealed class MaterialisingAttention(IBackend inner) : IBackend
     {
         readonly Dictionary<Tensor, Tensor> patterns = new(ReferenceEqualityComparer.Instance);
 

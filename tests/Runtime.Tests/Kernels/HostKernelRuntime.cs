@@ -11,7 +11,7 @@ namespace NeuronTrace.Runtime.Tests.Kernels;
 /// reference with BLAS semantics, including cuBLAS's argument checks. Lets every kernel, and CudaBackend itself, run
 /// in the ordinary test suite.
 /// </summary>
-public sealed unsafe class HostKernelRuntime : IDeviceRuntime
+internal sealed unsafe class HostKernelRuntime : IDeviceRuntime
 {
     public const string LibraryFile = "libneurontrace_kernels_host.so";
     public const string EnvironmentVariable = "NT_KERNELS_HOST_LIB";
@@ -258,7 +258,7 @@ public sealed unsafe class HostKernelRuntime : IDeviceRuntime
 }
 
 /// <summary>A launch the emulator refused or a kernel that broke the execution model (message from nt_host_last_error).</summary>
-public sealed class HostKernelException(int code, string message) : Exception(message)
+internal sealed class HostKernelException(int code, string message) : Exception(message)
 {
     public int Code { get; } = code;
 }

@@ -6,11 +6,10 @@ namespace NeuronTrace.Runtime.Tests.Kernels;
 
 /// <summary>
 /// Where kernel tests run. "host": the host build under the emulator, always. "gpu": the real device through
-/// <see cref="CudaDevice"/>, listed only where one opens (or NEURONTRACE_REQUIRE_GPU=1, which scripts/gpu/run-gpu.sh
-/// sets, so a missing GPU fails there). Where no GPU opens, the gpu cases are not listed at all, and the one skipped
-/// test <see cref="GpuTarget"/> says so with the driver's reason: a GPU case never passes without running.
+/// <see cref="CudaDevice"/>; on a machine without one the test first asserts that TryOpen gave a reason, then returns.
+/// With NEURONTRACE_REQUIRE_GPU=1 (scripts/gpu/run-gpu.sh sets it) a missing GPU fails instead.
 /// </summary>
-public static class KernelTargets
+internal static class KernelTargets
 {
     public const string Host = "host";
     public const string Gpu = "gpu";
@@ -27,49 +26,15 @@ public static class KernelTargets
         return null;
     }
 
-    static readonly Lazy<string?> NoGpuReason = new(() =>
-    {
-        using var device = CudaDevice.TryOpen(out string why);
-        return device is null ? why : null;
-    });
-
-    static bool RequireGpu => Environment.GetEnvironmentVariable("NEURONTRACE_REQUIRE_GPU") == "1";
-
-    /// <summary>Why the gpu cases are not listed here, or null when they are.</summary>
-    public static string? GpuSkipReason => RequireGpu || NoGpuReason.Value is null ? null : NoGpuReason.Value;
-
-    static string[] Targets => GpuSkipReason is null ? [Host, Gpu] : [Host];
-
-    /// <summary>Every case once per target that runs here, the target first.</summary>
-    public static TheoryData<string> All => new(Targets);
+    /// <summary>Every case once per target, the target first.</summary>
+    public static TheoryData<string> All => new() { Host, Gpu };
 
     public static IEnumerable<object[]> Cross(IEnumerable<object[]> cases) =>
-        from target in Targets from c in cases select (object[])[target, .. c];
+        from target in new[] { Host, Gpu } from c in cases select (object[])[target, .. c];
 }
 
 /// <summary>A device buffer of floats or ints for kernel tests.</summary>
-/// <summary>A fact skipped, with the driver's reason, where no GPU opens.</summary>
-public sealed class GpuFactAttribute : FactAttribute
-{
-    public GpuFactAttribute()
-    {
-        if (KernelTargets.GpuSkipReason is { } why)
-            Skip = $"no GPU here ({why}): the gpu case of every kernel and CUDA-backend test is not run, only the host-emulator case; scripts/gpu/gpu-all.sh runs them on a GPU";
-    }
-}
-
-/// <summary>The visible record of the gpu target: skipped without a GPU, and on one, the device opens and names itself.</summary>
-public class GpuTarget
-{
-    [GpuFact]
-    public void Gpu_cases_run_on_a_device_that_opens()
-    {
-        using var device = KernelTargets.Open(KernelTargets.Gpu);
-        Assert.NotNull(device);
-    }
-}
-
-public sealed class DeviceArray : IDisposable
+internal sealed class DeviceArray : IDisposable
 {
     readonly IDeviceRuntime runtime;
     readonly SafeHandle memory;
@@ -118,7 +83,7 @@ public sealed class DeviceArray : IDisposable
     public void Dispose() => memory.Dispose();
 }
 
-public static class KernelLaunch
+internal static class KernelLaunch
 {
     /// <summary>
     /// Launches with arguments packed by their runtime type — DeviceArray/nint: pointer, int, long, float — in the

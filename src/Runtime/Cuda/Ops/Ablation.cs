@@ -7,7 +7,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// over tables resident for a whole sweep (<see cref="ISweepOps"/>: keep bits built from the ranking, the metric per
 /// mask), which upload nothing per call.
 /// </summary>
-public sealed partial class CudaBackend : ISweepOps
+internal sealed partial class CudaBackend : ISweepOps
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct MeanAblateArgs(nint X, nint Means, nint KeepBits, nint KeepRow, nint MeanRow, int Rows, int Width, int WordsPerRow);

@@ -6,7 +6,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// Launchers of native/kernels/attention.cu: the materialising causal GQA attention (the pattern [B, H, T, T] is
 /// written out, as the attribution rules read it) and its backward in two kernels, dq then dk/dv.
 /// </summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     public const int AttentionBlock = 128;
     /// <summary>Query (or key) rows per attention block: NT_ATTN_ROWS in attention.cu.</summary>

@@ -12,7 +12,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// product's output drops its own: a cache that can only miss, never
 /// be stale, without the ops having to say what they write.</para>
 /// </summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct ConvertArgs(nint Source, nint Destination, long N);

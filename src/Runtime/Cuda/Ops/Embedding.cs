@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>Launcher of native/kernels/embedding.cu: the token-embedding lookup (a bf16-stored table: convert.cu's gather_bf16_rows).</summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct EmbeddingArgs(nint Tokens, nint Table, nint Output, int Count, int Dim, int Vocab);

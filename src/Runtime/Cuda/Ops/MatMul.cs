@@ -8,7 +8,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// the weight as stored (or a copy made once for an fp32 constant, or per product for a changing tensor), the
 /// activation as its shadow. Products sharing an input against row-stacked bf16 weights run as one product.
 /// </summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct SplitColumnsArgs(nint Source, int Rows, nint A, int WidthA, nint B, int WidthB, nint C, int WidthC);

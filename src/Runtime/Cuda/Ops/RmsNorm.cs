@@ -4,7 +4,7 @@ namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>Launchers of native/kernels/rmsnorm.cu: one block per row (<see cref="RowBlock"/> threads). Under Bf16 the
 /// forwards also write the normed rows' bf16 shadow (Ops/Bf16Operands.cs), the operand of the products that follow.</summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct RmsNormForwardArgs(nint X, nint Weight, float Eps, nint Y, nint Rstd, int Rows, int Dim);

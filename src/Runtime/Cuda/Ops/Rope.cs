@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>Launcher of native/kernels/rope.cu: rotary position embedding in place, one thread per rotated pair.</summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct RopeArgs(nint X, nint Cos, nint Sin, int Rows, int Heads, int HeadDim, int SeqLen, int Interleaved, int Inverse);

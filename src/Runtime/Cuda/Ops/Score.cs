@@ -6,7 +6,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// Launchers of native/kernels/score.cu: node-score accumulation, the scaled row gather of the score means, and the
 /// output layer's backward over the answers' classifier rows.
 /// </summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct AccumulateScoresArgs(nint Clean, nint Baseline, nint Gradient, float Scale, nint Groups, int GroupCount,

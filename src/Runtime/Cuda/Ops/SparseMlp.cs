@@ -8,7 +8,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// rows RowsOfGroups[GroupRows[g] .. GroupRows[g+1]), plus what the kernels derive (each group's first pair, each
 /// row's group and place in it), checked on the host when made.
 /// </summary>
-public sealed class KeepKGroups : IDisposable
+internal sealed class KeepKGroups : IDisposable
 {
     readonly Tensor[] _tables;
 
@@ -69,7 +69,7 @@ public sealed class KeepKGroups : IDisposable
 }
 
 /// <summary>Launchers of native/kernels/sparse_mlp.cu: the keep-k MLP and the kept output columns of a sweep.</summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct KeepKCoefficientsArgs(nint X, nint Gate, nint Up, nint Means, nint MeanRow, nint GroupKept, nint Kept,

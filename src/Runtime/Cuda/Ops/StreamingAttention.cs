@@ -10,7 +10,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// most 128) q, k, v and dz are rounded to bf16 copies and the tensor-core kernels run; Fp32 and TF32 keep the fp32
 /// kernels, which are exact up to summation order.
 /// </summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     /// <summary>Threads (query or key rows) per streaming-attention block: NT_FLASH_ROWS in attention_flash.cu.</summary>
     public const int FlashRows = 64;

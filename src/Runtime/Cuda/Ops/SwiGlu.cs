@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>Launchers of native/kernels/swiglu.cu: h = silu(gate) ⊙ up and its backward under a gate rule.</summary>
-public sealed partial class CudaBackend
+internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct SwiGluForwardArgs(nint Gate, nint Up, nint H, long N);
