@@ -92,7 +92,7 @@ internal sealed class DeviceMemoryPool : IDisposable
             UsedBytes += bytes;
             PeakUsedBytes = Math.Max(PeakUsedBytes, UsedBytes);
         }
-        return new UncachedBlock(this, block, bytes);
+        return new PooledBlock(this, block, bytes, cached: false);
     }
 
     SafeHandle AllocateRaw(long size)
@@ -150,43 +150,23 @@ internal sealed class DeviceMemoryPool : IDisposable
         Trim();
     }
 
-    /// <summary>What <see cref="RentOutsideCache"/> hands out: releasing it frees the raw block.</summary>
-    sealed class UncachedBlock : SafeHandle
-    {
-        readonly DeviceMemoryPool pool;
-        readonly SafeHandle block;
-        readonly long size;
-
-        public UncachedBlock(DeviceMemoryPool pool, SafeHandle block, long size) : base(0, ownsHandle: true)
-        {
-            this.pool = pool;
-            this.block = block;
-            this.size = size;
-            SetHandle(block.DangerousGetHandle());
-        }
-
-        public override bool IsInvalid => handle == 0;
-
-        protected override bool ReleaseHandle()
-        {
-            lock (pool.gate) pool.UsedBytes -= size;
-            block.Dispose();
-            return true;
-        }
-    }
-
-    /// <summary>What <see cref="Rent"/> hands out: the raw block's address; releasing it returns the block to the pool.</summary>
+    /// <summary>
+    /// What <see cref="Rent"/> and <see cref="RentOutsideCache"/> hand out: the raw block's address; releasing it returns
+    /// the block to the pool's free lists (<paramref name="cached"/>) or frees it.
+    /// </summary>
     sealed class PooledBlock : SafeHandle
     {
         readonly DeviceMemoryPool pool;
         readonly SafeHandle block;
         readonly long size;
+        readonly bool cached;
 
-        public PooledBlock(DeviceMemoryPool pool, SafeHandle block, long size) : base(0, ownsHandle: true)
+        public PooledBlock(DeviceMemoryPool pool, SafeHandle block, long size, bool cached = true) : base(0, ownsHandle: true)
         {
             this.pool = pool;
             this.block = block;
             this.size = size;
+            this.cached = cached;
             SetHandle(block.DangerousGetHandle());
         }
 
@@ -194,7 +174,12 @@ internal sealed class DeviceMemoryPool : IDisposable
 
         protected override bool ReleaseHandle()
         {
-            pool.Return(block, size);
+            if (cached) pool.Return(block, size);
+            else
+            {
+                lock (pool.gate) pool.UsedBytes -= size;
+                block.Dispose();
+            }
             return true;
         }
     }
