@@ -21,7 +21,7 @@ static class GpuBench
 {
     public static int Run(string[] args)
     {
-        string? shape = Option(args, "--shape");
+        string? shape = GpuPlan.Option(args, "--shape");
         string? model = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -29,9 +29,9 @@ static class GpuBench
             else model ??= args[i];
         }
         if ((shape is null) == (model is null)) throw new ArgumentException("gpu-bench: give a model path or --shape llama3-8b (one of them)");
-        int batch = IntOption(args, "--batch", 8, 1, 256), seq = IntOption(args, "--seq", 64, 2, 8192);
-        int passes = IntOption(args, "--passes", 10, 1, 1000);
-        var precision = (Option(args, "--math") ?? "bf16") switch
+        int batch = GpuPlan.IntOption(args, "--batch", 8, 1, 256), seq = GpuPlan.IntOption(args, "--seq", 64, 2, 8192);
+        int passes = GpuPlan.IntOption(args, "--passes", 10, 1, 1000);
+        var precision = (GpuPlan.Option(args, "--math") ?? "bf16") switch
         {
             "bf16" => GemmPrecision.Bf16, "tf32" => GemmPrecision.Tf32, "fp32" => GemmPrecision.Fp32,
             var m => throw new ArgumentException($"--math '{(m.Length <= 40 ? m : m[..40] + "...")}': expected bf16, tf32 or fp32"),
@@ -45,7 +45,7 @@ static class GpuBench
         if (shape is not null)
         {
             var config = GpuPlan.Shape(shape);
-            config = config with { Layers = IntOption(args, "--layers", config.Layers, 1, 256) };
+            config = config with { Layers = GpuPlan.IntOption(args, "--layers", config.Layers, 1, 256) };
             weights = RandomWeights.Bf16(config, seed: 0);
             name = $"{shape} ({config.Layers} layers, random bf16 weights)";
         }
@@ -128,21 +128,5 @@ static class GpuBench
             return new PromptPair(i + 1, clean, patch, 5, 7);
         }).ToList();
         return new PromptTask("random", pairs);
-    }
-
-    static string? Option(string[] args, string name)
-    {
-        int i = Array.IndexOf(args, name);
-        if (i < 0) return null;
-        if (i + 1 >= args.Length) throw new ArgumentException($"{name} needs a value");
-        return args[i + 1];
-    }
-
-    static int IntOption(string[] args, string name, int fallback, int min, int max)
-    {
-        string? s = Option(args, name);
-        if (s is null) return fallback;
-        if (!int.TryParse(s, out int v) || v < min || v > max) throw new ArgumentException($"{name} '{(s.Length <= 40 ? s : s[..40] + "...")}': expected an integer in [{min}, {max}]");
-        return v;
     }
 }

@@ -110,7 +110,8 @@ static class GpuPlan
             + $" = {(total + launch + sync + copy) * 1e3:F1} ms");
     }
 
-    static string? Option(string[] args, string name)
+    /// <summary>The value after <paramref name="name"/>, or null (the bench's gpu-plan and gpu-bench parse the same way).</summary>
+    internal static string? Option(string[] args, string name)
     {
         int i = Array.IndexOf(args, name);
         if (i < 0) return null;
@@ -118,7 +119,7 @@ static class GpuPlan
         return args[i + 1];
     }
 
-    static int IntOption(string[] args, string name, int fallback, int min, int max)
+    internal static int IntOption(string[] args, string name, int fallback, int min, int max)
     {
         string? s = Option(args, name);
         if (s is null) return fallback;
