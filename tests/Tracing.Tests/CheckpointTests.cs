@@ -67,12 +67,14 @@ public class CheckpointTests
         const int batch = 2, T = 4096;
         long Forward(bool checkpoint) => MemoryPlan.ForAttribution(c, batch, T, NodeSites.All, AttributionMethod.RelP, patchBaseline: true, checkpoint: checkpoint)
             .Items.Where(i => i.Item.StartsWith("forward pass", StringComparison.Ordinal) || i.Item.StartsWith("paired", StringComparison.Ordinal)).Sum(i => i.Bytes);
-        // An independent count, per row: a layer's state is 8·dim + 2·kv + 3·hidden + 2 + heads floats. Stored: clean and
-        // patch hold every layer and the embedding, the paired forward two layers of both; checkpointed: each layer's
-        // input for both, and one recomputed layer each.
+        // An independent count, per row: a layer's state is 8·dim + 2·kv + 3·hidden + 2 + heads floats. Stored: clean
+        // holds every layer and the embedding; the patch half of the paired forward its embedding and its site values
+        // (attn_z, attn, mlp_out, resid: dim each; mlp_act: hidden) per layer; the paired forward two layers of both.
+        // Checkpointed: each layer's input for both, and one recomputed layer each.
         long rows = batch * T, layer = 8L * c.Dim + 2L * c.KvDim + 3L * c.HiddenDim + 2 + c.Heads;
+        long sites = 4L * c.Dim + c.HiddenDim;
         long logits = batch * (c.VocabSize + c.Dim + 1L);
-        Assert.Equal((2 * rows * (c.Layers * layer + c.Dim) + logits + 4 * rows * layer + 2 * rows * c.Dim) * 4, Forward(false));
+        Assert.Equal((rows * (c.Layers * layer + c.Dim) + rows * (c.Dim + c.Layers * sites) + logits + 4 * rows * layer + 2 * rows * c.Dim) * 4, Forward(false));
         Assert.Equal((2 * rows * c.Layers * c.Dim + 2 * rows * layer + logits) * 4, Forward(true));
         Assert.True(Forward(true) < Forward(false) / 3);
     }

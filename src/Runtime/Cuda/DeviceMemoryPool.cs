@@ -152,7 +152,7 @@ internal sealed class DeviceMemoryPool : IDisposable
 
     /// <summary>
     /// What <see cref="Rent"/> and <see cref="RentOutsideCache"/> hand out: the raw block's address; releasing it returns
-    /// the block to the pool's free lists (<paramref name="cached"/>) or frees it.
+    /// the block to the pool's free lists (when it was rented as cached) or frees it.
     /// </summary>
     sealed class PooledBlock : SafeHandle
     {
