@@ -25,6 +25,7 @@ internal sealed class PromptEncoder(ITextTokenizer tokenizer, bool parseSpecialT
     }
 
     /// <summary>Encodes plain text with BOS first (once: with <see cref="ParseSpecialTokens"/>, a leading <c>&lt;|begin_of_text|&gt;</c> is that BOS).</summary>
+    /// <param name="text">The text to encode.</param>
     /// <param name="where">What the text is, for the warning ("line 3: clean_prefix").</param>
     public int[] EncodeText(string text, string where)
     {
