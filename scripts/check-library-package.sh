@@ -11,12 +11,14 @@ code_lines="$(grep -cvE '^[[:space:]]*(//.*)?$' samples/Consumer/Program.cs)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 version="0.2.0-check.$(date +%s)"
+# Quiet on success; on failure the build's own errors, not a bare exit code.
+quiet() { "$@" >"$work/log" 2>&1 || { grep -E ': error |error' "$work/log" | sort -u | head -20 >&2; echo "check-library-package.sh: failed: $*" >&2; exit 1; }; }
 for p in Runtime Model Formats Tracing Api; do
-  dotnet pack "src/$p" -c Release -o "$work/packages" -p:Version="$version" -v q -nologo >/dev/null
+  quiet dotnet pack "src/$p" -c Release -o "$work/packages" -p:Version="$version" -v q -nologo
 done
 cp -r samples/Consumer "$work/consumer"
-dotnet build "$work/consumer" -c Release -v q -nologo -p:NeuronTraceVersion="$version" \
-  -p:RestoreAdditionalProjectSources="$work/packages" -o "$work/consumer/out" >/dev/null
+quiet dotnet build "$work/consumer" -c Release -v q -nologo -p:NeuronTraceVersion="$version" \
+  -p:RestoreAdditionalProjectSources="$work/packages" -o "$work/consumer/out"
 
 # The CLI's run: a trace whose sweep has a k the sample then evaluates.
 # The CLI as the tests built it (Release), not a publish: this script runs after ./test.sh in CI.
