@@ -16,6 +16,34 @@ quiet() { "$@" >"$work/log" 2>&1 || { grep -E ': error |error' "$work/log" | sor
 for p in Runtime Model Formats Tracing Api; do
   quiet dotnet pack "src/$p" -c Release -o "$work/packages" -p:Version="$version" -v q -nologo
 done
+# What a package promises a user: one version, real metadata, XML docs and pdbs beside each dll, and (in the facade's
+# package) every kernel's PTX, the bundled model and the bundled tasks as content files, so the defaults work from NuGet.
+/usr/bin/python3 - "$work/packages" "$version" <<'PY'
+import glob, os, re, sys, zipfile
+folder, version = sys.argv[1], sys.argv[2]
+kernels = {os.path.basename(f)[:-3] for f in glob.glob("native/kernels/*.cu")}
+tasks = {os.path.basename(f) for f in glob.glob("data/tasks/*.jsonl")}
+for name in ["Runtime", "Model", "Formats", "Tracing", "Api"]:
+    pkg = f"NeuronTrace.{name}"
+    with zipfile.ZipFile(os.path.join(folder, f"{pkg}.{version}.nupkg")) as z:
+        files = set(z.namelist())
+        nuspec = z.read(f"{pkg}.nuspec").decode("utf-8")
+        def field(tag):
+            m = re.search(rf"<{tag}[^>]*>(.*?)</{tag}>", nuspec, re.S)
+            return m.group(1).strip() if m else ""
+        assert field("version") == version, f"{pkg}: version {field('version')}, expected {version}"
+        assert field("description") and field("description") != "Package Description", f"{pkg}: no description"
+        assert field("license") == "MIT" and field("tags") and field("readme") == "README.md" and "README.md" in files, f"{pkg}: licence, tags or readme missing"
+        assert '<repository type="git"' in nuspec, f"{pkg}: no repository element"
+        for ext in ("dll", "xml", "pdb"):
+            assert f"lib/net10.0/{pkg}.{ext}" in files, f"{pkg}: lib/net10.0/{pkg}.{ext} is not in the package"
+        if name == "Api":
+            content = {f[len("contentFiles/any/any/"):] for f in files if f.startswith("contentFiles/any/any/")}
+            missing = sorted({f"ptx/{k}.ptx" for k in kernels} | {f"data/tasks/{t}" for t in tasks}
+                             | {"models/stories260K/stories260K.bin", "models/stories260K/tok512.bin"} - content)
+            assert not missing, f"{pkg}: content files missing: {missing}"
+print(f"library packages {version}: metadata, XML docs, pdbs, {len(kernels)} kernels' PTX, the bundled model and {len(tasks)} tasks")
+PY
 cp -r samples/Consumer "$work/consumer"
 quiet dotnet build "$work/consumer" -c Release -v q -nologo -p:NeuronTraceVersion="$version" \
   -p:RestoreAdditionalProjectSources="$work/packages" -o "$work/consumer/out"

@@ -6,7 +6,8 @@ namespace NeuronTrace.Cli.Commands;
 /// <summary>
 /// <c>merge</c>: joins shard folders into what the unsharded command writes. Attribution shards of <c>attribute</c>
 /// give a scores folder; of <c>trace</c> the merged attribution that sweep shards rank (<c>trace --shard --scores</c>);
-/// sweep shards give the whole trace run folder.
+/// sweep shards give the whole trace run folder. The merge is the facade's (<see cref="TracedModel.MergeShards"/>); this
+/// command checks <c>--out</c> and writes the folder atomically, with the sweep plots.
 /// </summary>
 internal static class MergeCommand
 {
