@@ -31,7 +31,7 @@ files = subprocess.run(["git", "ls-files", "-z"], capture_output=True, text=True
 bad = []
 cited = 0
 for f in files:
-    if not f.endswith(TEXT) or not os.path.isfile(f): continue
+    if not f.endswith(TEXT) or not os.path.isfile(f) or f == "scripts/check-doc-paths.sh": continue  # not this list
     try: lines = open(f, encoding="utf-8").read().split("\n")
     except UnicodeDecodeError: continue
     for n, line in enumerate(lines, 1):
