@@ -39,8 +39,9 @@ for name in ["Runtime", "Model", "Formats", "Tracing", "Api"]:
             assert f"lib/net10.0/{pkg}.{ext}" in files, f"{pkg}: lib/net10.0/{pkg}.{ext} is not in the package"
         if name == "Api":
             content = {f[len("contentFiles/any/any/"):] for f in files if f.startswith("contentFiles/any/any/")}
-            missing = sorted({f"ptx/{k}.ptx" for k in kernels} | {f"data/tasks/{t}" for t in tasks}
-                             | {"models/stories260K/stories260K.bin", "models/stories260K/tok512.bin"} - content)
+            wanted = ({f"ptx/{k}.ptx" for k in kernels} | {f"data/tasks/{t}" for t in tasks}
+                      | {"models/stories260K/stories260K.bin", "models/stories260K/tok512.bin"})
+            missing = sorted(wanted - content)
             assert not missing, f"{pkg}: content files missing: {missing}"
 print(f"library packages {version}: metadata, XML docs, pdbs, {len(kernels)} kernels' PTX, the bundled model and {len(tasks)} tasks")
 PY
