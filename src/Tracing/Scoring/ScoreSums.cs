@@ -22,6 +22,9 @@ internal sealed class ScoreSums : IDisposable
     readonly Tensor?[] _slabs;
 
     /// <param name="placement">Where each layer's sums live (the layer's device of a split model).</param>
+    /// <param name="config">The model's configuration (layers, site widths).</param>
+    /// <param name="sites">The scored sites, in column order.</param>
+    /// <param name="positions">Positions per layer: the longest prompt of the task.</param>
     public ScoreSums(LayerPlacement placement, LlamaConfig config, NodeSite[] sites, int positions)
     {
         _placement = placement; _config = config; _sites = sites; _positions = positions;
