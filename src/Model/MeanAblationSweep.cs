@@ -29,8 +29,9 @@ internal sealed record SweepChunk(int[] Masks, int StartLayer, LayerRun[] Layers
 /// <item>Shared prefix: layers below a mask's lowest ablated unit compute what the clean forward computes, so the clean
 /// residual entering each layer is kept on the backend once per sweep and a forward starts at its masks' lowest changed
 /// layer (the planner orders masks by that layer so a forward's masks share it).</item>
-/// <item>Keep-k products (CPU, fp32 weights): a layer whose masks keep few units computes only what the kept units need
-/// (<see cref="LayerRun.KeepK"/>; mlp_act: <see cref="SparseMlpOps.Apply"/>, mlp_out/resid/attn: <see cref="SparseMlpOps.KeptOutputs"/>).</item>
+/// <item>Keep-k products (any backend whose sweep ops read the layer's weights: CPU and CUDA with fp32 weights): a layer
+/// whose masks keep few units computes only what the kept units need (<see cref="LayerRun.KeepK"/>; mlp_act:
+/// <see cref="ISweepOps.SparseMlp"/>, its C = W_down · mean made once per sweep; mlp_out/resid/attn: <see cref="ISweepOps.KeptOutputs"/>).</item>
 /// <item>Constant layers (any backend): a layer keeping no unit skips what only feeds the site (<see cref="LayerRun.Constant"/>);
 /// for resid the forward starts above the highest such layer, from the means.</item>
 /// <item>Masks, means and metric on the backend (<see cref="ISweepOps"/>): the means, the ranks and the random controls'
@@ -84,8 +85,6 @@ internal sealed partial class MeanAblationSweep : IDisposable
             return h;
         }).ToArray();
         if (metricTerms is not null) (_termRows, _terms) = TermTables(metricTerms);
-        _constants = new float[c.Layers][];
-        _downT = new float[c.Layers][];
     }
 
     /// <summary>Whether <paramref name="model"/>'s backends have the sweep ops (<see cref="SweepOps.Of"/>).</summary>
@@ -124,9 +123,21 @@ internal sealed partial class MeanAblationSweep : IDisposable
     /// <summary>A layer runs its keep-k product when its masks keep at most this fraction of the units per row on average.</summary>
     public double SparseFraction { get; init; } = 0.125;
 
-    /// <summary>Whether the keep-k products may be used: the CPU backend with fp32 weights, a site that has one (attn_z has none).</summary>
-    public bool KeepK => SparseFraction > 0 && _model.Backend is CpuBackend && _site != NodeSite.AttnZ &&
-                         _model.Weights.Layers[0] is { W1: CpuTensor, W2: CpuTensor, W3: CpuTensor, Wo: CpuTensor };
+    /// <summary>Whether the keep-k products may be used at all: a threshold above 0, a site that has one (attn_z has none).</summary>
+    public bool KeepK => SparseFraction > 0 && _site != NodeSite.AttnZ;
+
+    /// <summary>Whether <paramref name="layer"/>'s backend reads the weights its keep-k product needs as stored (<see cref="ISweepOps.KeepKReads"/>).</summary>
+    bool KeepKAt(int layer)
+    {
+        var ops = Ops(_model.LayerBackend(layer));
+        var w = _model.Weights.Layers[layer];
+        return KeepK && _site switch
+        {
+            NodeSite.MlpAct => ops.KeepKReads(w.W1) && ops.KeepKReads(w.W3) && ops.KeepKReads(w.W2),
+            NodeSite.Attn => ops.KeepKReads(w.Wo),
+            _ => ops.KeepKReads(w.W2),
+        };
+    }
 
     /// <summary>The lowest layer where <paramref name="mask"/> ablates a unit at a position the prompts have (layers if none).</summary>
     public int FirstChangedLayer(bool[] mask)
@@ -169,16 +180,15 @@ internal sealed partial class MeanAblationSweep : IDisposable
         int covered = Math.Min(_maxLen, _maskPositions);
         long realRows = masks.Count * (long)_clean.Lengths.Sum();
         var rowsAt = Enumerable.Range(0, covered).Select(p => _clean.Lengths.Count(n => n > p)).ToArray();
-        bool keepK = KeepK;
         for (int l = start; l < c.Layers; l++)
         {
             long kept = 0;
             foreach (var m in masks)
                 for (int p = 0; p < covered; p++)
                     kept += (long)rowsAt[p] * Count(m.AsSpan((l * _maskPositions + p) * _width, _width));
-            // mlp_act keeping nothing is the keep-k MLP's C alone (CPU); on other backends it stays dense.
+            // mlp_act keeping nothing is the keep-k MLP's C alone; where the keep-k MLP can not run it stays dense.
             runs[l] = kept == 0 && _site != NodeSite.MlpAct ? LayerRun.Constant
-                : keepK && kept <= SparseFraction * realRows * _width ? LayerRun.KeepK : LayerRun.Dense;
+                : kept <= SparseFraction * realRows * _width && KeepKAt(l) ? LayerRun.KeepK : LayerRun.Dense;
         }
         return runs;
     }
