@@ -114,17 +114,34 @@ internal sealed partial class MeanAblationSweep : IDisposable
         else
         {
             rows = be.AllocateUninitialized(tokens.Length, d);
-            be.GatherRows(_model.Weights.Classifier, tokens, rows);
+            be.Embedding(tokens, _model.Weights.Classifier, rows);   // a row lookup, which reads a bf16 device classifier too
         }
         var table = SweepOps.TermsTable(terms.Select(t => t.Select(x => (column[x.Token], x.Weight)).ToArray()).ToList(), tokens.Length, out int perRow);
         return (rows, be.Upload(table, terms.Count, 2 * perRow));
     }
 
-    /// <summary>A layer runs its keep-k product when its masks keep at most this fraction of the units per row on average.</summary>
-    public double SparseFraction { get; init; } = 0.125;
+    /// <summary>
+    /// A layer runs its keep-k product when its masks keep at most this fraction of the units per row on average; null
+    /// (the default): the fraction the layer's backend expects to pay (<see cref="ISweepOps.KeepKFraction"/>).
+    /// </summary>
+    public double? SparseFraction { get; init; }
 
-    /// <summary>Whether the keep-k products may be used at all: a threshold above 0, a site that has one (attn_z has none).</summary>
-    public bool KeepK => SparseFraction > 0 && _site != NodeSite.AttnZ;
+    /// <summary>Whether the keep-k products may be used at all: a threshold that is not 0, a site that has one (attn_z has none).</summary>
+    public bool KeepK => SparseFraction is not <= 0 && _site != NodeSite.AttnZ;
+
+    // The keep-k threshold of a layer whose forwards have realRows real rows.
+    double KeepKFraction(int layer, long realRows)
+    {
+        if (SparseFraction is { } f) return f;
+        var c = _model.Config;
+        var ops = Ops(_model.LayerBackend(layer));
+        return _site switch
+        {
+            NodeSite.MlpAct => ops.KeepKFraction(true, realRows, c.Dim, c.HiddenDim),
+            NodeSite.Attn => ops.KeepKFraction(false, realRows, c.Heads * c.HeadDim, c.Dim),
+            _ => ops.KeepKFraction(false, realRows, c.HiddenDim, c.Dim),
+        };
+    }
 
     /// <summary>Whether <paramref name="layer"/>'s backend reads the weights its keep-k product needs as stored (<see cref="ISweepOps.KeepKReads"/>).</summary>
     bool KeepKAt(int layer)
@@ -188,7 +205,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
                     kept += (long)rowsAt[p] * Count(m.AsSpan((l * _maskPositions + p) * _width, _width));
             // mlp_act keeping nothing is the keep-k MLP's C alone; where the keep-k MLP can not run it stays dense.
             runs[l] = kept == 0 && _site != NodeSite.MlpAct ? LayerRun.Constant
-                : kept <= SparseFraction * realRows * _width && KeepKAt(l) ? LayerRun.KeepK : LayerRun.Dense;
+                : KeepKAt(l) && kept <= KeepKFraction(l, realRows) * realRows * _width ? LayerRun.KeepK : LayerRun.Dense;
         }
         return runs;
     }

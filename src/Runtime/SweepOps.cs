@@ -50,6 +50,13 @@ internal interface ISweepOps
     /// <summary>Whether the keep-k products read <paramref name="weight"/> as stored (fp32); false: the layer runs dense.</summary>
     bool KeepKReads(Tensor weight);
 
+    /// <summary>
+    /// The largest fraction of a product's (row, unit) pairs at which its keep-k form is expected to beat the dense
+    /// product on this backend (the sweep planner's default threshold): <paramref name="mlp"/> the keep-k MLP (units:
+    /// the hidden neurons, inDim the model width), else kept output columns of W [outDim, inDim].
+    /// </summary>
+    double KeepKFraction(bool mlp, long rows, int inDim, int outDim);
+
     /// <summary>A layer's keep-k MLP tables for one sweep: C = W_down · mean, and W_down as the backend's product reads it.</summary>
     KeepKMlp PrepareKeepKMlp(Tensor down, Tensor means);
 

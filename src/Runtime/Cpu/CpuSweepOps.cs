@@ -83,6 +83,9 @@ internal sealed class CpuSweepOps : ISweepOps
     /// <summary>The keep-k products read fp32 weights (16-bit CPU weights run dense).</summary>
     public bool KeepKReads(Tensor weight) => weight is CpuTensor;
 
+    /// <summary>Measured on the CPU (bench ksweep, wide model): below an eighth of the pairs the keep-k products win.</summary>
+    public double KeepKFraction(bool mlp, long rows, int inDim, int outDim) => 0.125;
+
     /// <summary>C in double (<see cref="SparseMlpOps.Constants"/>) and W_down's columns as rows, so the product streams them.</summary>
     public KeepKMlp PrepareKeepKMlp(Tensor down, Tensor means)
     {

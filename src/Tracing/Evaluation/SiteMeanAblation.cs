@@ -60,8 +60,9 @@ internal sealed class SiteMeanAblation : CircuitAblation
     public SweepPath Path { get; init; } = SweepPath.Plain;
     /// <summary>Gets the planner's one-line description of each shortcut sweep.</summary>
     public Action<string>? PlanLog { get; init; }
-    /// <summary>The shortcut path's sparse threshold (<see cref="MeanAblationSweep.SparseFraction"/>); 0 disables the keep-k MLP.</summary>
-    public double SparseFraction { get; init; } = 0.125;
+    /// <summary>The shortcut path's keep-k threshold (<see cref="MeanAblationSweep.SparseFraction"/>); 0 disables the keep-k
+    /// products, null (the default) lets each layer's backend choose.</summary>
+    public double? SparseFraction { get; init; }
 
     /// <summary>
     /// The ranking the sweep's top-k masks come from (<see cref="NodeRanking.Order"/>): the shortcut path then builds

@@ -26,6 +26,21 @@ internal sealed partial class CudaBackend
     /// <summary>The kernels read fp32 weights only (a bf16 weight of <see cref="GemmPrecision.Bf16"/> runs the layer dense).</summary>
     public bool KeepKReads(Tensor weight) => weight is CudaTensor { IsBf16: false } c && ReferenceEquals(c.Device, device);
 
+    /// <summary>
+    /// The break-even of the roofline model on the work the launchers declare (per pair the keep-k kernels read their
+    /// weight rows, so they win only where few pairs are kept): the dense product's time (its FLOP at this precision's
+    /// tensor-core peak, or its bytes) over the keep-k form's time with every pair kept (its bytes; it runs on CUDA cores).
+    /// </summary>
+    public double KeepKFraction(bool mlp, long rows, int inDim, int outDim)
+    {
+        double peak = Precision switch { GemmPrecision.Bf16 => 989e12, GemmPrecision.Tf32 => 495e12, _ => 67e12 }, bandwidth = 3.35e12;
+        double weights = mlp ? 3.0 * inDim * outDim : (double)inDim * outDim;
+        double dense = Math.Max(2.0 * rows * weights / peak, 4.0 * (weights + rows * (inDim + (mlp ? 2.0 : 1.0) * outDim)) / bandwidth);
+        double pairs = (double)rows * outDim;
+        double keepK = (mlp ? 4.0 * pairs * 3 * inDim + 4.0 * (rows * inDim * 2.0 + pairs * inDim) : 4.0 * pairs * 2 * inDim) / bandwidth;
+        return Math.Min(1, dense / keepK);
+    }
+
     /// <summary>C = W_down · mean by one <see cref="MatMul"/> of the means (once per sweep and layer); W_down is read in place.</summary>
     public KeepKMlp PrepareKeepKMlp(Tensor down, Tensor means)
     {
