@@ -25,7 +25,7 @@ internal sealed partial class MeanAblationSweep
     /// and attn keep-k still runs Q/K/V and the attention.
     /// </summary>
     sealed class LayerHooks(MeanAblationSweep sweep, int layer, LayerRun run, IReadOnlyList<bool[]> masks, TokenBatch batch, int[]? meanRow,
-        LayerAblation ablation) : ILayerShortcuts
+        LayerAblation ablation, PartialRows? partial = null) : ILayerShortcuts
     {
         IBackend Be => sweep._model.LayerBackend(layer);
         DeviceWeights.DeviceLayer W => sweep._model.Weights.Layers[layer];
@@ -66,6 +66,11 @@ internal sealed partial class MeanAblationSweep
             if (run == LayerRun.KeepK && sweep._site == NodeSite.MlpAct)
             {
                 sweep.RunSparseMlp(layer, s, masks, batch, meanRow!, lastOnly: Top);
+                return true;
+            }
+            if (run == LayerRun.Dense && partial is not null)
+            {
+                sweep.RunPartialMlp(layer, s, partial, ablation);
                 return true;
             }
             if (!Top) return false;

@@ -84,6 +84,14 @@ internal sealed partial class MeanAblationSweep : IDisposable
             to.Copy(s, h);
             return h;
         }).ToArray();
+        // The clean MLP outputs, for the clean row prefix of a dense layer (MeanAblationSweep.Rows.cs).
+        _cleanMlpOut = Enumerable.Range(0, c.Layers - 1).Select(l =>
+        {
+            var be = model.LayerBackend(l);
+            var h = be.AllocateUninitialized(pass.Layers[l].MlpOut.Shape);
+            be.Copy(pass.Layers[l].MlpOut, h);
+            return h;
+        }).ToArray();
         if (metricTerms is not null) (_termRows, _terms) = TermTables(metricTerms);
     }
 
@@ -285,6 +293,9 @@ internal sealed partial class MeanAblationSweep : IDisposable
         using var plan = new InterventionPlan();
         LayerState? previous = null;
         int[]? hostMeanRow = null;
+        var (hostKeepRows, hostMeanRows) = HostRowTables(batch, R);
+        var changedFrom = masks.Select(ChangedFrom).ToList();
+        PartialRows? partial = null;
         try
         {
             for (int l = start; l < L; l++)
@@ -302,8 +313,10 @@ internal sealed partial class MeanAblationSweep : IDisposable
                 var run = chunk.Layers[l];
                 // The keep-k MLP writes mlp_out itself, its ablation folded in; every other layer is ablated as usual.
                 if (!(run == LayerRun.KeepK && _site == NodeSite.MlpAct)) plan.SetTransform(_site, l, ablation.Apply);
-                if (run == LayerRun.KeepK) hostMeanRow ??= HostMeanRow(batch, R);
-                var hooks = run == LayerRun.Dense && l < L - 1 ? null : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation);
+                if (run == LayerRun.KeepK) hostMeanRow ??= hostMeanRows;
+                partial?.Dispose();
+                partial = run == LayerRun.Dense ? PartialRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows) : null;
+                var hooks = run == LayerRun.Dense && l < L - 1 && partial is null ? null : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation, partial);
                 var state = _model.ForwardLayer(l, previous?.Output ?? x, batch, plan, hooks);
                 previous?.Dispose();
                 previous = state;
@@ -320,6 +333,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
         }
         finally
         {
+            partial?.Dispose();
             previous?.Dispose();
             x.Dispose();
             foreach (var t in bits.Values) t.Dispose();
@@ -384,8 +398,6 @@ internal sealed partial class MeanAblationSweep : IDisposable
         return made;
     }
 
-    int[] HostMeanRow(TokenBatch batch, int replicas) => HostRowTables(batch, replicas).MeanRow;
-
     (int[] KeepRow, int[] MeanRow) HostRowTables(TokenBatch batch, int replicas)
     {
         int B = _prompts.Count, T = batch.SeqLen, P = _maskPositions;
@@ -443,12 +455,15 @@ internal sealed partial class MeanAblationSweep : IDisposable
                (fromMeans > 0 ? $" ({fromMeans} from the means of a constant resid layer)" : "") + "; " +
                $"{layerRuns} of {chunks.Count * layers} layer runs done, {Runs(LayerRun.KeepK)} with the keep-k {keepK}, " +
                $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only; " +
-               _masks.Describe() + (_terms is null ? "; logits downloaded per forward" : "; metric reduced on the backend, one download");
+               _masks.Describe() + (_terms is null ? "; logits downloaded per forward" : "; metric reduced on the backend, one download") +
+               (PartialRowsDone.LayerRuns > 0 ? $"; {PartialRowsDone.LayerRuns} dense layer runs with the MLP on the changed rows alone " +
+                   $"({PartialRowsDone.PrefixRows} of {PartialRowsDone.RealRows} real rows clean)" : "");
     }
 
     public void Dispose()
     {
         foreach (var t in _cleanInputs) t.Dispose();
+        foreach (var t in _cleanMlpOut ?? []) t.Dispose();
         _termRows?.Dispose();
         _terms?.Dispose();
         foreach (var t in _rows.Values) t.Dispose();

@@ -89,11 +89,11 @@ internal sealed class SiteMeanAblation : CircuitAblation
             bool linear = terms.All(t => t is not null);
             using var sweep = new MeanAblationSweep(masks, prompts, linear ? terms.Select(t => t!).ToList() : null) { SparseFraction = SparseFraction };
             var chunks = sweep.Plan(MasksPerForward);
-            PlanLog?.Invoke(sweep.Describe(chunks));
             PromptForwards += (long)keepMasks.Count * prompts.Count;
             if (linear)
             {
                 var batchSums = sweep.MetricSums(chunks);
+                PlanLog?.Invoke(sweep.Describe(chunks));   // after the run: it says how many rows the dense layers left clean
                 for (int i = 0; i < sums.Length; i++) sums[i] += batchSums[i];
                 masksDone?.Invoke((int)((long)(e + 1) * keepMasks.Count / batches.Count));
                 continue;
@@ -109,6 +109,7 @@ internal sealed class SiteMeanAblation : CircuitAblation
                 done += chunk.Masks.Length;
                 masksDone?.Invoke((int)(((long)e * keepMasks.Count + done) / batches.Count));
             }
+            PlanLog?.Invoke(sweep.Describe(chunks));
         }
         return sums.Select(x => x / Task.Count).ToArray();
     }
