@@ -43,11 +43,7 @@ static class GpuPlan
         int seq = IntOption(args, "--seq", 64, 2, config.MaxSeqLen);
         int layers = IntOption(args, "--layers", config.Layers, 1, 256);
         config = config with { Layers = layers };
-        var precision = (Option(args, "--math") ?? "bf16") switch
-        {
-            "bf16" => GemmPrecision.Bf16, "tf32" => GemmPrecision.Tf32, "fp32" => GemmPrecision.Fp32,
-            var m => throw new ArgumentException($"--math '{Short(m)}': expected bf16, tf32 or fp32"),
-        };
+        var precision = Precision(args);
         bool graphs = (Option(args, "--graphs") ?? "on") switch
         {
             "on" => true, "off" => false,
@@ -109,6 +105,18 @@ static class GpuPlan
             + $" + syncs {sync * 1e3:F1} ms ({SyncSeconds * 1e6:F0} us each, assumed) + downloads {copy * 1e3:F1} ms ({PageableBytesPerSecond / 1e9:F0} GB/s pageable, {PinnedBytesPerSecond / 1e9:F0} GB/s pinned, assumed)"
             + $" = {(total + launch + sync + copy) * 1e3:F1} ms");
     }
+
+    /// <summary>--math bf16|tf32|fp32 (default bf16), as gpu-plan and ksweep-ledger read it.</summary>
+    internal static GemmPrecision Precision(string[] args) => (Option(args, "--math") ?? "bf16") switch
+    {
+        "bf16" => GemmPrecision.Bf16, "tf32" => GemmPrecision.Tf32, "fp32" => GemmPrecision.Fp32,
+        var m => throw new ArgumentException($"--math '{Short(m)}': expected bf16, tf32 or fp32"),
+    };
+
+    /// <summary>The modelled H100 time of what <paramref name="r"/> recorded: roofline per launch plus the assumed launch, sync and download costs.</summary>
+    internal static double ModelledSeconds(RecordingDeviceRuntime r) =>
+        r.Ops.Values.Sum(v => v.RooflineSeconds) + r.Launches * LaunchSeconds + r.OpsInGraphs * GraphNodeSeconds + r.HostSyncs * SyncSeconds
+        + (r.BytesToHost - r.PinnedBytesToHost) / PageableBytesPerSecond + r.PinnedBytesToHost / PinnedBytesPerSecond;
 
     /// <summary>The value after <paramref name="name"/>, or null (the bench's gpu-plan and gpu-bench parse the same way).</summary>
     internal static string? Option(string[] args, string name)

@@ -74,7 +74,7 @@ static class KSweepBench
     }
 
     /// <summary>
-    /// <c>bench ksweep-ledger [--layers L] [--batch B] [--seq T] [--kpoints N] [--site s]</c>: one k-sweep (top-k and
+    /// <c>bench ksweep-ledger [--layers L] [--batch B] [--seq T] [--kpoints N] [--site s] [--math bf16|tf32|fp32]</c>: one k-sweep (top-k and
     /// random circuits and their complements, masks over all T positions) on llama3-8b shapes, run by
     /// <see cref="CudaBackend"/> on the <see cref="RecordingDeviceRuntime"/> (executes nothing: a ledger, not a GPU
     /// timing), plain path and shortcuts, each after a warm-up sweep: uploads, bytes up, host syncs, downloads per circuit.
@@ -87,8 +87,9 @@ static class KSweepBench
         var config = GpuPlan.Shapes["llama3-8b"] with { Layers = Int("--layers", 32, 1, 32) };
         int batch = Int("--batch", 8, 1, 64), seq = Int("--seq", 16, 2, 256), kPoints = Int("--kpoints", 8, 2, 24);
         var site = NodeSites.ParseList(Opt("--site", "mlp_act")).Single();
+        var math = GpuPlan.Precision(args);
         var device = new RecordingDeviceRuntime();
-        using var backend = new CudaBackend(device, ownsDevice: false, GemmPrecision.Bf16);
+        using var backend = new CudaBackend(device, ownsDevice: false, math);
         using var llama = Llama.WithUninitializedWeights(config, backend);
         var task = RandomPairs(batch, seq, config.VocabSize);
         var means = SiteMeans.Compute(llama, task.Pairs.Select(p => p.PatchIds!).ToList(), [site]);
@@ -100,21 +101,25 @@ static class KSweepBench
         var ks = CircuitSweep.LogSpacedK(ranking.Count, kPoints);
         var circuits = ks.SelectMany(k => new[] { ranking.TopK(k), ranking.Random(k, CircuitSweep.RandomControlSeed(0, k)) }).ToList();
         int masks = 2 + 2 * circuits.Count;
-        Console.WriteLine($"ksweep-ledger: llama3-8b shapes ({config.Layers} layers), site {site.Name()}, {task.Count} prompts x {seq} tokens, " +
+        Console.WriteLine($"ksweep-ledger: llama3-8b shapes ({config.Layers} layers, {math} products), site {site.Name()}, {task.Count} prompts x {seq} tokens, " +
                           $"{ks.Length} k points -> {masks} masks (circuits and complements), 8 masks per forward, {grid.Count:N0} nodes");
         Console.WriteLine("Nothing here ran on a GPU: the recording device runtime counts copies and launches, it executes nothing.");
-        foreach (var path in new[] { SweepPath.Plain, SweepPath.Shortcuts })
+        // The shortcuts with the keep-k products off (threshold 0: what the CUDA backend ran before they were wired in) and on.
+        foreach (var (path, sparse, label) in new (SweepPath, double?, string)[] { (SweepPath.Plain, null, "plain"), (SweepPath.Shortcuts, 0.0, "no keep-k"), (SweepPath.Shortcuts, 0.125, "keep-k 1/8"), (SweepPath.Shortcuts, null, "shortcuts") })
         {
             string plan = "";
             var eval = new Faithfulness(new SiteMeanAblation(llama, task, site, means, Metric.EvaluationDefault(task), seq)
-                { MasksPerForward = 8, Path = path, RankingOrder = ranking.Order, PlanLog = s => plan = s });
+                { MasksPerForward = 8, Path = path, RankingOrder = ranking.Order, PlanLog = s => plan = s, SparseFraction = sparse });
             eval.Score(circuits);
             device.Reset();
             eval.Score(circuits);
-            Console.WriteLine($"  {path.Name(),-9}: per sweep {device.Uploads} uploads ({device.BytesToDevice / 1e6:F2} MB), {device.HostSyncs} host syncs, " +
+            double flops = device.Ops.Values.Sum(v => v.Flops), bytes = device.Ops.Values.Sum(v => v.Bytes), roofline = device.Ops.Values.Sum(v => v.RooflineSeconds);
+            Console.WriteLine($"  {label,-9}: per sweep {device.Uploads} uploads ({device.BytesToDevice / 1e6:F2} MB), {device.HostSyncs} host syncs, " +
                               $"{device.Downloads} downloads ({device.BytesToHost / 1e6:F2} MB), {device.Launches} launches; per circuit " +
                               $"{(double)device.Uploads / masks:F2} uploads ({device.BytesToDevice / 1e6 / masks:F3} MB), {(double)device.HostSyncs / masks:F3} syncs, " +
                               $"{device.BytesToHost / 1e6 / masks:F3} MB down");
+            Console.WriteLine($"             per circuit {(double)device.Launches / masks:F1} launches, {flops / 1e9 / masks:F1} GFLOP, {bytes / 1e9 / masks:F3} GB moved; " +
+                              $"modelled H100 time per circuit: roofline {roofline * 1e3 / masks:F3} ms, with launches, syncs and downloads {GpuPlan.ModelledSeconds(device) * 1e3 / masks:F3} ms");
             if (plan.Length > 0) Console.WriteLine($"             {plan}");
         }
         return 0;

@@ -16,6 +16,7 @@ internal sealed class MeanAblationMasks : IDisposable
     readonly uint[] _stored;
     readonly Dictionary<IBackend, (Tensor Ranks, Tensor Stored)> _tables = new(ReferenceEqualityComparer.Instance);
     readonly Tensor[] _deviceMeans;
+    readonly KeepKMlp?[] _keepKMlp;
 
     /// <param name="model">The model whose backend builds the masks and holds the means.</param>
     /// <param name="site">The node site the masks ablate.</param>
@@ -78,6 +79,7 @@ internal sealed class MeanAblationMasks : IDisposable
             for (int r = 0; r < c.Layers * maskPositions; r++)
                 AblationMask.PackRow(stored[s].AsSpan(r * Width, Width), _stored.AsSpan(checked((int)(s * rowWords + r * words)), words));
         _deviceMeans = means.Select((m, l) => model.LayerBackend(l).Upload(m, meanPositions, Width)).ToArray();
+        _keepKMlp = new KeepKMlp?[c.Layers];
     }
 
     public Llama Model { get; }
@@ -87,7 +89,7 @@ internal sealed class MeanAblationMasks : IDisposable
     public int MeanPositions { get; }
     /// <summary>The masks as given (the planner and the CPU keep-k products read them).</summary>
     public IReadOnlyList<bool[]> Host { get; }
-    /// <summary>The means as given (the CPU keep-k MLP's constants).</summary>
+    /// <summary>The means as given.</summary>
     public IReadOnlyList<float[]> HostMeans { get; }
     /// <summary>[masks, 3]: per mask (source, k, invert) as <see cref="ISweepOps.BuildKeepBits"/> reads them.</summary>
     public int[] Specs { get; }
@@ -98,6 +100,13 @@ internal sealed class MeanAblationMasks : IDisposable
 
     /// <summary>The site's means of <paramref name="layer"/> on its backend.</summary>
     public Tensor Means(int layer) => _deviceMeans[layer];
+
+    /// <summary>
+    /// The keep-k MLP tables of <paramref name="layer"/> (C = W_down · mean, <see cref="ISweepOps.PrepareKeepKMlp"/>) on
+    /// its backend, made on first use and kept for the whole sweep (every example batch shares them).
+    /// </summary>
+    internal KeepKMlp KeepKMlp(int layer) =>
+        _keepKMlp[layer] ??= SweepOps.Of(Model.LayerBackend(layer))!.PrepareKeepKMlp(Model.Weights.Layers[layer].W2, _deviceMeans[layer]);
 
     /// <summary>The ranks and stored bits on <paramref name="backend"/>, sent there on first use.</summary>
     internal (Tensor Ranks, Tensor Stored) TablesOn(IBackend backend)
@@ -133,6 +142,8 @@ internal sealed class MeanAblationMasks : IDisposable
     public void Dispose()
     {
         foreach (var m in _deviceMeans) m.Dispose();
+        foreach (var t in _keepKMlp) t?.Dispose();
+        Array.Clear(_keepKMlp);
         foreach (var (r, s) in _tables.Values) { r.Dispose(); s.Dispose(); }
         _tables.Clear();
     }

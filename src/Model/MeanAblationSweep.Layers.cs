@@ -18,8 +18,6 @@ internal interface ILayerShortcuts
 
 internal sealed partial class MeanAblationSweep
 {
-    readonly float[]?[] _constants, _downT;   // mlp_act: per layer C = W_down·mean and W_downᵀ, built on first keep-k use
-
     /// <summary>
     /// One layer's shortcut for the sweep's site (see <see cref="LayerRun"/>). Where the site is a product's output only
     /// that product changes; what can not be saved: attn_z has no keep-k product (a kept z dimension needs its head's
@@ -27,7 +25,7 @@ internal sealed partial class MeanAblationSweep
     /// and attn keep-k still runs Q/K/V and the attention.
     /// </summary>
     sealed class LayerHooks(MeanAblationSweep sweep, int layer, LayerRun run, IReadOnlyList<bool[]> masks, TokenBatch batch, int[]? meanRow,
-        LayerAblation ablation) : ILayerShortcuts
+        LayerAblation ablation, PartialRows? partial = null) : ILayerShortcuts
     {
         IBackend Be => sweep._model.LayerBackend(layer);
         DeviceWeights.DeviceLayer W => sweep._model.Weights.Layers[layer];
@@ -51,7 +49,7 @@ internal sealed partial class MeanAblationSweep
             if (sweep._site == NodeSite.Attn && run == LayerRun.Constant) { Be.Fill(s.AttnOut, 0f); return true; }   // the ablation writes the means
             if (sweep._site == NodeSite.Attn && run == LayerRun.KeepK)
             {
-                KeptOutputs(s.Z, W.Wo, sweep._model.Config.Dim, s.AttnOut);
+                KeptOutputs(s.Z, W.Wo, s.AttnOut);
                 return true;
             }
             if (!Top) return false;
@@ -68,6 +66,11 @@ internal sealed partial class MeanAblationSweep
             if (run == LayerRun.KeepK && sweep._site == NodeSite.MlpAct)
             {
                 sweep.RunSparseMlp(layer, s, masks, batch, meanRow!, lastOnly: Top);
+                return true;
+            }
+            if (run == LayerRun.Dense && partial is not null)
+            {
+                sweep.RunPartialMlp(layer, s, partial, ablation);
                 return true;
             }
             if (!Top) return false;
@@ -91,7 +94,7 @@ internal sealed partial class MeanAblationSweep
         public bool DownProjection(LayerState s)
         {
             if (run != LayerRun.KeepK || sweep._site is not (NodeSite.MlpOut or NodeSite.Resid)) return false;
-            KeptOutputs(s.Act, W.W2, sweep._model.Config.HiddenDim, s.MlpOut);
+            KeptOutputs(s.Act, W.W2, s.MlpOut);
             return true;
         }
 
@@ -111,17 +114,13 @@ internal sealed partial class MeanAblationSweep
         }
 
         // Only the output columns the masks keep; the site's ablation then writes the means into the others.
-        void KeptOutputs(Tensor input, Tensor weight, int inDim, Tensor output)
-        {
-            var (groupKept, kept, groupRows, rows) = sweep.Groups(layer, masks, batch, lastOnly: Top);
-            SparseMlpOps.KeptOutputs(((CpuTensor)input).Data, ((CpuTensor)weight).Data, batch.Rows, inDim, sweep._model.Config.Dim,
-                groupKept, kept, groupRows, rows, ((CpuTensor)output).Data);
-        }
+        void KeptOutputs(Tensor input, Tensor weight, Tensor output) =>
+            ablation.Ops.KeptOutputs(input, weight, sweep.Groups(layer, masks, batch, meanRow!, weight.Rows, lastOnly: Top), output);
     }
 
     // One group per (mask, covered position): the rows of that position in the mask's replica share its kept set.
     // lastOnly: position 0 alone (the top layer, whose other rows nobody reads).
-    (int[] GroupKept, int[] Kept, int[] GroupRows, int[] Rows) Groups(int l, IReadOnlyList<bool[]> masks, TokenBatch batch, bool lastOnly)
+    KeepKGroups Groups(int l, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow, int units, bool lastOnly)
     {
         int B = _prompts.Count, T = batch.SeqLen, P = _maskPositions, covered = lastOnly ? Math.Min(1, P) : Math.Min(_maxLen, P);
         var groupKept = new List<int> { 0 };
@@ -138,18 +137,13 @@ internal sealed partial class MeanAblationSweep
                 groupKept.Add(kept.Count);
                 groupRows.Add(rows.Count);
             }
-        return (groupKept.ToArray(), kept.ToArray(), groupRows.ToArray(), rows.ToArray());
+        return KeepKGroups.Make(meanRow, _masks.MeanPositions, groupKept.ToArray(), kept.ToArray(), groupRows.ToArray(), rows.ToArray(), units);
     }
 
     void RunSparseMlp(int l, LayerState s, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow, bool lastOnly)
     {
-        var c = _model.Config; var w = _model.Weights.Layers[l];
-        int H = c.HiddenDim, d = c.Dim;
-        var down = ((CpuTensor)w.W2).Data;
-        var constants = _constants[l] ??= SparseMlpOps.Constants(down, _masks.HostMeans[l], d, H);
-        var downT = _downT[l] ??= SparseMlpOps.Transpose(down, d, H);
-        var (groupKept, kept, groupRows, rows) = Groups(l, masks, batch, lastOnly);
-        SparseMlpOps.Apply(((CpuTensor)s.FfnNormed).Data, ((CpuTensor)w.W1).Data, ((CpuTensor)w.W3).Data, downT, constants, _masks.HostMeans[l],
-            batch.Rows, d, H, meanRow, groupKept, kept, groupRows, rows, ((CpuTensor)s.MlpOut).Data);
+        var w = _model.Weights.Layers[l];
+        var groups = Groups(l, masks, batch, meanRow, _model.Config.HiddenDim, lastOnly);
+        Ops(_model.LayerBackend(l)).SparseMlp(s.FfnNormed, w.W1, w.W3, w.W2, _masks.KeepKMlp(l), _masks.Means(l), groups, s.MlpOut);
     }
 }

@@ -29,8 +29,9 @@ internal sealed record SweepChunk(int[] Masks, int StartLayer, LayerRun[] Layers
 /// <item>Shared prefix: layers below a mask's lowest ablated unit compute what the clean forward computes, so the clean
 /// residual entering each layer is kept on the backend once per sweep and a forward starts at its masks' lowest changed
 /// layer (the planner orders masks by that layer so a forward's masks share it).</item>
-/// <item>Keep-k products (CPU, fp32 weights): a layer whose masks keep few units computes only what the kept units need
-/// (<see cref="LayerRun.KeepK"/>; mlp_act: <see cref="SparseMlpOps.Apply"/>, mlp_out/resid/attn: <see cref="SparseMlpOps.KeptOutputs"/>).</item>
+/// <item>Keep-k products (any backend whose sweep ops read the layer's weights: CPU and CUDA with fp32 weights): a layer
+/// whose masks keep few units computes only what the kept units need (<see cref="LayerRun.KeepK"/>; mlp_act:
+/// <see cref="ISweepOps.SparseMlp"/>, its C = W_down · mean made once per sweep; mlp_out/resid/attn: <see cref="ISweepOps.KeptOutputs"/>).</item>
 /// <item>Constant layers (any backend): a layer keeping no unit skips what only feeds the site (<see cref="LayerRun.Constant"/>);
 /// for resid the forward starts above the highest such layer, from the means.</item>
 /// <item>Masks, means and metric on the backend (<see cref="ISweepOps"/>): the means, the ranks and the random controls'
@@ -83,9 +84,15 @@ internal sealed partial class MeanAblationSweep : IDisposable
             to.Copy(s, h);
             return h;
         }).ToArray();
+        // The clean MLP outputs, for the clean row prefix of a dense layer (MeanAblationSweep.Rows.cs).
+        _cleanMlpOut = Enumerable.Range(0, c.Layers - 1).Select(l =>
+        {
+            var be = model.LayerBackend(l);
+            var h = be.AllocateUninitialized(pass.Layers[l].MlpOut.Shape);
+            be.Copy(pass.Layers[l].MlpOut, h);
+            return h;
+        }).ToArray();
         if (metricTerms is not null) (_termRows, _terms) = TermTables(metricTerms);
-        _constants = new float[c.Layers][];
-        _downT = new float[c.Layers][];
     }
 
     /// <summary>Whether <paramref name="model"/>'s backends have the sweep ops (<see cref="SweepOps.Of"/>).</summary>
@@ -115,18 +122,47 @@ internal sealed partial class MeanAblationSweep : IDisposable
         else
         {
             rows = be.AllocateUninitialized(tokens.Length, d);
-            be.GatherRows(_model.Weights.Classifier, tokens, rows);
+            be.Embedding(tokens, _model.Weights.Classifier, rows);   // a row lookup, which reads a bf16 device classifier too
         }
         var table = SweepOps.TermsTable(terms.Select(t => t.Select(x => (column[x.Token], x.Weight)).ToArray()).ToList(), tokens.Length, out int perRow);
         return (rows, be.Upload(table, terms.Count, 2 * perRow));
     }
 
-    /// <summary>A layer runs its keep-k product when its masks keep at most this fraction of the units per row on average.</summary>
-    public double SparseFraction { get; init; } = 0.125;
+    /// <summary>
+    /// A layer runs its keep-k product when its masks keep at most this fraction of the units per row on average; null
+    /// (the default): the fraction the layer's backend expects to pay (<see cref="ISweepOps.KeepKFraction"/>).
+    /// </summary>
+    public double? SparseFraction { get; init; }
 
-    /// <summary>Whether the keep-k products may be used: the CPU backend with fp32 weights, a site that has one (attn_z has none).</summary>
-    public bool KeepK => SparseFraction > 0 && _model.Backend is CpuBackend && _site != NodeSite.AttnZ &&
-                         _model.Weights.Layers[0] is { W1: CpuTensor, W2: CpuTensor, W3: CpuTensor, Wo: CpuTensor };
+    /// <summary>Whether the keep-k products may be used at all: a threshold that is not 0, a site that has one (attn_z has none).</summary>
+    public bool KeepK => SparseFraction is not <= 0 && _site != NodeSite.AttnZ;
+
+    // The keep-k threshold of a layer whose forwards have realRows real rows.
+    double KeepKFraction(int layer, long realRows)
+    {
+        if (SparseFraction is { } f) return f;
+        var c = _model.Config;
+        var ops = Ops(_model.LayerBackend(layer));
+        return _site switch
+        {
+            NodeSite.MlpAct => ops.KeepKFraction(true, realRows, c.Dim, c.HiddenDim),
+            NodeSite.Attn => ops.KeepKFraction(false, realRows, c.Heads * c.HeadDim, c.Dim),
+            _ => ops.KeepKFraction(false, realRows, c.HiddenDim, c.Dim),
+        };
+    }
+
+    /// <summary>Whether <paramref name="layer"/>'s backend reads the weights its keep-k product needs as stored (<see cref="ISweepOps.KeepKReads"/>).</summary>
+    bool KeepKAt(int layer)
+    {
+        var ops = Ops(_model.LayerBackend(layer));
+        var w = _model.Weights.Layers[layer];
+        return KeepK && _site switch
+        {
+            NodeSite.MlpAct => ops.KeepKReads(w.W1) && ops.KeepKReads(w.W3) && ops.KeepKReads(w.W2),
+            NodeSite.Attn => ops.KeepKReads(w.Wo),
+            _ => ops.KeepKReads(w.W2),
+        };
+    }
 
     /// <summary>The lowest layer where <paramref name="mask"/> ablates a unit at a position the prompts have (layers if none).</summary>
     public int FirstChangedLayer(bool[] mask)
@@ -169,16 +205,15 @@ internal sealed partial class MeanAblationSweep : IDisposable
         int covered = Math.Min(_maxLen, _maskPositions);
         long realRows = masks.Count * (long)_clean.Lengths.Sum();
         var rowsAt = Enumerable.Range(0, covered).Select(p => _clean.Lengths.Count(n => n > p)).ToArray();
-        bool keepK = KeepK;
         for (int l = start; l < c.Layers; l++)
         {
             long kept = 0;
             foreach (var m in masks)
                 for (int p = 0; p < covered; p++)
                     kept += (long)rowsAt[p] * Count(m.AsSpan((l * _maskPositions + p) * _width, _width));
-            // mlp_act keeping nothing is the keep-k MLP's C alone (CPU); on other backends it stays dense.
+            // mlp_act keeping nothing is the keep-k MLP's C alone; where the keep-k MLP can not run it stays dense.
             runs[l] = kept == 0 && _site != NodeSite.MlpAct ? LayerRun.Constant
-                : keepK && kept <= SparseFraction * realRows * _width ? LayerRun.KeepK : LayerRun.Dense;
+                : KeepKAt(l) && kept <= KeepKFraction(l, realRows) * realRows * _width ? LayerRun.KeepK : LayerRun.Dense;
         }
         return runs;
     }
@@ -258,6 +293,9 @@ internal sealed partial class MeanAblationSweep : IDisposable
         using var plan = new InterventionPlan();
         LayerState? previous = null;
         int[]? hostMeanRow = null;
+        var (hostKeepRows, hostMeanRows) = HostRowTables(batch, R);
+        var changedFrom = masks.Select(ChangedFrom).ToList();
+        PartialRows? partial = null;
         try
         {
             for (int l = start; l < L; l++)
@@ -275,8 +313,10 @@ internal sealed partial class MeanAblationSweep : IDisposable
                 var run = chunk.Layers[l];
                 // The keep-k MLP writes mlp_out itself, its ablation folded in; every other layer is ablated as usual.
                 if (!(run == LayerRun.KeepK && _site == NodeSite.MlpAct)) plan.SetTransform(_site, l, ablation.Apply);
-                if (run == LayerRun.KeepK) hostMeanRow ??= HostMeanRow(batch, R);
-                var hooks = run == LayerRun.Dense && l < L - 1 ? null : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation);
+                if (run == LayerRun.KeepK) hostMeanRow ??= hostMeanRows;
+                partial?.Dispose();
+                partial = run == LayerRun.Dense ? PartialRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows) : null;
+                var hooks = run == LayerRun.Dense && l < L - 1 && partial is null ? null : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation, partial);
                 var state = _model.ForwardLayer(l, previous?.Output ?? x, batch, plan, hooks);
                 previous?.Dispose();
                 previous = state;
@@ -293,6 +333,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
         }
         finally
         {
+            partial?.Dispose();
             previous?.Dispose();
             x.Dispose();
             foreach (var t in bits.Values) t.Dispose();
@@ -357,8 +398,6 @@ internal sealed partial class MeanAblationSweep : IDisposable
         return made;
     }
 
-    int[] HostMeanRow(TokenBatch batch, int replicas) => HostRowTables(batch, replicas).MeanRow;
-
     (int[] KeepRow, int[] MeanRow) HostRowTables(TokenBatch batch, int replicas)
     {
         int B = _prompts.Count, T = batch.SeqLen, P = _maskPositions;
@@ -416,12 +455,15 @@ internal sealed partial class MeanAblationSweep : IDisposable
                (fromMeans > 0 ? $" ({fromMeans} from the means of a constant resid layer)" : "") + "; " +
                $"{layerRuns} of {chunks.Count * layers} layer runs done, {Runs(LayerRun.KeepK)} with the keep-k {keepK}, " +
                $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only; " +
-               _masks.Describe() + (_terms is null ? "; logits downloaded per forward" : "; metric reduced on the backend, one download");
+               _masks.Describe() + (_terms is null ? "; logits downloaded per forward" : "; metric reduced on the backend, one download") +
+               (PartialRowsDone.LayerRuns > 0 ? $"; {PartialRowsDone.LayerRuns} dense layer runs with the MLP on the changed rows alone " +
+                   $"({PartialRowsDone.PrefixRows} of {PartialRowsDone.RealRows} real rows clean)" : "");
     }
 
     public void Dispose()
     {
         foreach (var t in _cleanInputs) t.Dispose();
+        foreach (var t in _cleanMlpOut ?? []) t.Dispose();
         _termRows?.Dispose();
         _terms?.Dispose();
         foreach (var t in _rows.Values) t.Dispose();

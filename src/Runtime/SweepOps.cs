@@ -46,6 +46,30 @@ internal interface ISweepOps
     /// into row firstReplica + r of <paramref name="metric"/> [·, 2].
     /// </summary>
     void ReplicaMetric(Tensor logits, Tensor terms, Tensor metric, int firstReplica);
+
+    /// <summary>Whether the keep-k products read <paramref name="weight"/> as stored (fp32); false: the layer runs dense.</summary>
+    bool KeepKReads(Tensor weight);
+
+    /// <summary>
+    /// The largest fraction of a product's (row, unit) pairs at which its keep-k form is expected to beat the dense
+    /// product on this backend (the sweep planner's default threshold): <paramref name="mlp"/> the keep-k MLP (units:
+    /// the hidden neurons, inDim the model width), else kept output columns of W [outDim, inDim].
+    /// </summary>
+    double KeepKFraction(bool mlp, long rows, int inDim, int outDim);
+
+    /// <summary>A layer's keep-k MLP tables for one sweep: C = W_down · mean, and W_down as the backend's product reads it.</summary>
+    KeepKMlp PrepareKeepKMlp(Tensor down, Tensor means);
+
+    /// <summary>
+    /// The keep-k MLP of x [rows, dim] (W_gate, W_up [hidden, dim], W_down [dim, hidden], the means [mean rows, hidden]):
+    /// row r of group g with mean row p gets C[p] + Σ_{i∈K_g} W_down[:, i] · (silu(x_r·W_gate[i]) · (x_r·W_up[i]) − mean[p, i]),
+    /// a real row in no group C[p], a padding row zero (output [rows, dim] overwritten). Equal, up to rounding, to the MLP
+    /// with its activations mean-ablated outside K_g.
+    /// </summary>
+    void SparseMlp(Tensor x, Tensor gate, Tensor up, Tensor down, KeepKMlp tables, Tensor means, KeepKGroups groups, Tensor output);
+
+    /// <summary>y = x·Wᵀ (W [outDim, inDim]) at only the output columns each row's group keeps, zero elsewhere.</summary>
+    void KeptOutputs(Tensor x, Tensor weight, KeepKGroups groups, Tensor output);
 }
 
 /// <summary>Where <see cref="ISweepOps"/> comes from, and the table helpers.</summary>
@@ -92,6 +116,26 @@ internal static class SweepOps
         if (bits.Columns != AblationMask.WordsPerRow(x.Columns) || firstMaskRow < 0 || firstMaskRow > bits.Rows)
             throw new ArgumentException($"MeanAblate: bits {bits} from mask row {firstMaskRow} do not fit width {x.Columns}");
         if (keepRow.Length < x.Rows || meanRow.Length < x.Rows) throw new ArgumentException($"MeanAblate: row maps of {keepRow.Length} and {meanRow.Length} for {x.Rows} rows");
+    }
+
+    /// <summary>The shape checks of <see cref="ISweepOps.SparseMlp"/>.</summary>
+    public static void CheckSparseMlp(Tensor x, Tensor gate, Tensor up, Tensor down, KeepKMlp tables, Tensor means, KeepKGroups groups, Tensor output)
+    {
+        int rows = x.Rows, dim = x.Columns, hidden = gate.Rows;
+        if (gate.Columns != dim || up.Rows != hidden || up.Columns != dim || down.Rows != dim || down.Columns != hidden)
+            throw new ArgumentException($"SparseMlp: weights {gate}, {up}, {down} do not fit x {x}");
+        var c = tables.Constants;
+        if (c.Columns != dim || means.Columns != hidden || means.Rows != c.Rows || groups.MeanRows > means.Rows)
+            throw new ArgumentException($"SparseMlp: constants {c} and means {means} do not fit (groups read {groups.MeanRows} mean rows)");
+        if (groups.Rows != rows || groups.Units != hidden || output.Rows != rows || output.Columns != dim)
+            throw new ArgumentException($"SparseMlp: groups of {groups.Rows} rows and {groups.Units} units, output {output}, x {x}");
+    }
+
+    /// <summary>The shape checks of <see cref="ISweepOps.KeptOutputs"/>.</summary>
+    public static void CheckKeptOutputs(Tensor x, Tensor weight, KeepKGroups groups, Tensor output)
+    {
+        if (weight.Columns != x.Columns || output.Rows != x.Rows || output.Columns != weight.Rows || groups.Rows != x.Rows || groups.Units != weight.Rows)
+            throw new ArgumentException($"KeptOutputs: x {x}, weight {weight}, output {output}, groups of {groups.Rows} rows and {groups.Units} units do not fit");
     }
 
     /// <summary>The shape checks of the two row ops.</summary>

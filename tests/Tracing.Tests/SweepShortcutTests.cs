@@ -114,6 +114,47 @@ public class SweepShortcutTests(ITestOutputHelper output)
             Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * range, $"mask {i}: plain {a[i]:R}, shortcuts {b[i]:R}, range {range:G4}");
     }
 
+    /// <summary>
+    /// Masks that ablate some units at the last few positions only, from some layer up: the rows before stay clean, so
+    /// the dense layers (keep-k off) run their MLP on the changed rows alone and take the clean MLP output for the rest;
+    /// against the plain path, every site.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(SiteCases))]
+    public void Dense_layers_recompute_only_the_rows_a_mask_changes(bool bundled, NodeSite site)
+    {
+        var model = bundled ? Bundled.Value : Wide.Value;
+        int L = model.Config.Layers;
+        var task = RandomTasks.Pairs(4, model.Config.VocabSize, seed: 8, minLen: 5, maxLen: 9);
+        var means = SiteMeans.Compute(model, task.Pairs.Select(p => p.PatchIds!).ToList(), [site]);
+        const int positions = 9;   // every position covered: a mask changes only what it ablates
+        var plain = new SiteMeanAblation(model, task, site, means, Metric.CleanMinusPatch, positions) { MasksPerForward = 3 };
+        var plans = new List<string>();
+        var fast = new SiteMeanAblation(model, task, site, means, Metric.CleanMinusPatch, positions)
+            { MasksPerForward = 3, Path = SweepPath.Shortcuts, SparseFraction = 0, PlanLog = plans.Add };
+        int W = plain.Grid.Width;
+        var rng = new Random(4);
+        var masks = new List<bool[]>();
+        foreach (var (last, from, density) in new[] { (1, 0, 0.05), (2, 0, 0.3), (3, 1, 0.5), (4, 0, 0.01), (1, L - 1, 0.2), (2, 1, 1.0), (5, 0, 0.1) })
+        {
+            var m = new bool[plain.NodeCount];
+            for (int l = 0; l < L; l++)
+                for (int p = 0; p < positions; p++)
+                    for (int i = 0; i < W; i++)
+                        m[(l * positions + p) * W + i] = !(l >= from && p < last && rng.NextDouble() < density);
+            masks.Add(m);
+        }
+        masks.Add(Enumerable.Repeat(true, plain.NodeCount).ToArray());
+        var a = plain.Evaluate(masks);
+        var b = fast.Evaluate(masks);
+        output.WriteLine(plans.Single());
+        Assert.Contains("with the MLP on the changed rows alone", plans[0]);
+        double range = a.Max() - a.Min();
+        Assert.True(range > 1e-4, "the masks should move the metric");
+        for (int i = 0; i < a.Length; i++)
+            Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * range, $"mask {i}: plain {a[i]:R}, shortcuts {b[i]:R}, range {range:G4}");
+    }
+
     [Fact]
     public void First_changed_layer_is_the_lowest_layer_with_an_ablated_unit()
     {

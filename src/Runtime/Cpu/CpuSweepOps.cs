@@ -80,6 +80,37 @@ internal sealed class CpuSweepOps : ISweepOps
         ReplicaMetric(Data(logits), Data(terms), terms.Rows, logits.Columns, terms.Columns / 2, Data(metric).AsSpan(2 * firstReplica, 2 * replicas));
     }
 
+    /// <summary>The keep-k products read fp32 weights (16-bit CPU weights run dense).</summary>
+    public bool KeepKReads(Tensor weight) => weight is CpuTensor;
+
+    /// <summary>Measured on the CPU (bench ksweep, wide model): below an eighth of the pairs the keep-k products win.</summary>
+    public double KeepKFraction(bool mlp, long rows, int inDim, int outDim) => 0.125;
+
+    /// <summary>C in double (<see cref="SparseMlpOps.Constants"/>) and W_down's columns as rows, so the product streams them.</summary>
+    public KeepKMlp PrepareKeepKMlp(Tensor down, Tensor means)
+    {
+        int dim = down.Rows, hidden = down.Columns;
+        if (means.Columns != hidden) throw new ArgumentException($"PrepareKeepKMlp: means {means} do not have W_down's {hidden} columns");
+        var d = Data(down);
+        return new KeepKMlp(new CpuTensor(SparseMlpOps.Constants(d, Data(means), dim, hidden), [means.Rows, dim]),
+            new CpuTensor(SparseMlpOps.Transpose(d, dim, hidden), [hidden, dim]));
+    }
+
+    public void SparseMlp(Tensor x, Tensor gate, Tensor up, Tensor down, KeepKMlp tables, Tensor means, KeepKGroups groups, Tensor output)
+    {
+        SweepOps.CheckSparseMlp(x, gate, up, down, tables, means, groups, output);
+        SparseMlpOps.Apply(Data(x), Data(gate), Data(up), Data(tables.DownColumns ?? throw new ArgumentException("SparseMlp: the CPU reads W_down's columns as rows")),
+            Data(tables.Constants), Data(means), x.Rows, x.Columns, gate.Rows, groups.MeanRow, groups.GroupKept, groups.Kept, groups.GroupRows,
+            groups.RowsOfGroups, Data(output));
+    }
+
+    public void KeptOutputs(Tensor x, Tensor weight, KeepKGroups groups, Tensor output)
+    {
+        SweepOps.CheckKeptOutputs(x, weight, groups, output);
+        SparseMlpOps.KeptOutputs(Data(x), Data(weight), x.Rows, x.Columns, weight.Rows, groups.GroupKept, groups.Kept, groups.GroupRows,
+            groups.RowsOfGroups, Data(output));
+    }
+
     /// <summary>The op on plain arrays (see <see cref="ISweepOps.ReplicaMetric"/>): metric holds (hi, lo) of each replica.</summary>
     public static void ReplicaMetric(ReadOnlySpan<float> logits, ReadOnlySpan<float> terms, int examples, int columns, int perRow, Span<float> metric)
     {

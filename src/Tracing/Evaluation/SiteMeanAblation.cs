@@ -65,8 +65,9 @@ internal sealed class SiteMeanAblation : CircuitAblation
     public SweepPath Path { get; init; } = SweepPath.Plain;
     /// <summary>Gets the planner's one-line description of each shortcut sweep.</summary>
     public Action<string>? PlanLog { get; init; }
-    /// <summary>The shortcut path's sparse threshold (<see cref="MeanAblationSweep.SparseFraction"/>); 0 disables the keep-k MLP.</summary>
-    public double SparseFraction { get; init; } = 0.125;
+    /// <summary>The shortcut path's keep-k threshold (<see cref="MeanAblationSweep.SparseFraction"/>); 0 disables the keep-k
+    /// products, null (the default) lets each layer's backend choose.</summary>
+    public double? SparseFraction { get; init; }
 
     /// <summary>
     /// The ranking the sweep's top-k masks come from (<see cref="NodeRanking.Order"/>): the shortcut path then builds
@@ -93,11 +94,11 @@ internal sealed class SiteMeanAblation : CircuitAblation
             bool linear = terms.All(t => t is not null);
             using var sweep = new MeanAblationSweep(masks, prompts, linear ? terms.Select(t => t!).ToList() : null) { SparseFraction = SparseFraction };
             var chunks = sweep.Plan(MasksPerForward);
-            PlanLog?.Invoke(sweep.Describe(chunks));
             PromptForwards += (long)keepMasks.Count * prompts.Count;
             if (linear)
             {
                 var batchSums = sweep.MetricSums(chunks);
+                PlanLog?.Invoke(sweep.Describe(chunks));   // after the run: it says how many rows the dense layers left clean
                 for (int i = 0; i < sums.Length; i++) sums[i] += batchSums[i];
                 masksDone?.Invoke((int)((long)(e + 1) * keepMasks.Count / batches.Count));
                 continue;
@@ -113,6 +114,7 @@ internal sealed class SiteMeanAblation : CircuitAblation
                 done += chunk.Masks.Length;
                 masksDone?.Invoke((int)(((long)e * keepMasks.Count + done) / batches.Count));
             }
+            PlanLog?.Invoke(sweep.Describe(chunks));
         }
         return sums.Select(x => x / Task.Count).ToArray();
     }

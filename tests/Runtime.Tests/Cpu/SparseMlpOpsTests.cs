@@ -70,4 +70,16 @@ public class SparseMlpOpsTests
         Assert.Throws<ArgumentOutOfRangeException>(() => SparseMlpOps.KeptOutputs(x, w, rows, inDim, outDim, [0, 1], [outDim], [0, 1], [0], output));
         Assert.Throws<ArgumentOutOfRangeException>(() => SparseMlpOps.KeptOutputs(x, w, rows, inDim, outDim, [0, 1], [0], [0, 1], [rows], output));
     }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(33, 70)]
+    [InlineData(64, 31)]
+    public void Transpose_moves_every_entry(int rows, int cols)
+    {
+        var a = Enumerable.Range(0, rows * cols).Select(i => (float)i).ToArray();
+        var t = SparseMlpOps.Transpose(a, rows, cols);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) Assert.Equal(a[r * cols + c], t[c * rows + r]);
+    }
 }

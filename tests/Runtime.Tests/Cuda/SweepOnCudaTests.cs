@@ -21,13 +21,20 @@ namespace NeuronTrace.Runtime.Tests.Cuda;
 /// </summary>
 public class SweepOnCudaTests(ITestOutputHelper output)
 {
+    public static TheoryData<NodeSite, double> Cases()
+    {
+        var d = new TheoryData<NodeSite, double>();
+        foreach (var site in new[] { NodeSite.MlpAct, NodeSite.MlpOut, NodeSite.Attn, NodeSite.AttnZ, NodeSite.Resid })
+            foreach (double sparse in new[] { 0.125, 1.0 })
+                d.Add(site, sparse);
+        return d;
+    }
+
+    /// <param name="sparseFraction">The planner's keep-k threshold: 1 puts every layer that keeps a unit on the site's
+    /// keep-k kernels (native/kernels/sparse_mlp.cu), so they carry the whole sweep but for the constant layers.</param>
     [Theory]
-    [InlineData(NodeSite.MlpAct)]
-    [InlineData(NodeSite.MlpOut)]
-    [InlineData(NodeSite.Attn)]
-    [InlineData(NodeSite.AttnZ)]
-    [InlineData(NodeSite.Resid)]
-    public void Shortcut_sweep_on_the_cuda_backend_equals_the_plain_cpu_sweep(NodeSite site)
+    [MemberData(nameof(Cases))]
+    public void Shortcut_sweep_on_the_cuda_backend_equals_the_plain_cpu_sweep(NodeSite site, double sparseFraction)
     {
         var weights = RandomLlama.Create(RandomLlama.SmallConfig(), seed: 9);
         var rng = new Random(6);
@@ -51,13 +58,23 @@ public class SweepOnCudaTests(ITestOutputHelper output)
         var metric = Metric.EvaluationDefault(task);
         CircuitScore[] Score(Llama model, SweepPath path, List<string>? plans = null) =>
             new Faithfulness(new SiteMeanAblation(model, task, site, means, metric, ranking.Positions)
-                { MasksPerForward = 3, ExamplesPerForward = 3, Path = path, RankingOrder = ranking.Order, PlanLog = plans is null ? null : plans.Add }).Score(circuits);
+                { MasksPerForward = 3, ExamplesPerForward = 3, Path = path, RankingOrder = ranking.Order, PlanLog = plans is null ? null : plans.Add,
+                  SparseFraction = sparseFraction }).Score(circuits);
         var plain = Score(cpu, SweepPath.Plain);
         var plans = new List<string>();
         var fast = Score(gpu, SweepPath.Shortcuts, plans);
         output.WriteLine(plans[0]);
         Assert.Equal(2, plans.Count);   // one shortcut sweep per example batch
         Assert.Contains("metric reduced on the backend", plans[0]);
+        // The keep-k kernels run on the CUDA backend (attn_z has no keep-k product); at threshold 1 no layer that keeps a
+        // unit is dense.
+        foreach (var plan in plans)
+            if (site == NodeSite.AttnZ) Assert.Contains(" 0 with the keep-k", plan);
+            else
+            {
+                Assert.DoesNotContain(" 0 with the keep-k", plan);
+                if (sparseFraction >= 1) Assert.Contains(" 0 dense;", plan);
+            }
         // all, ∅, the top-k and their complements from the ranks, so too the random controls of k = 0 and all (empty, full);
         // the other random controls sent as bits, their complements those bits inverted.
         Assert.Contains($"{2 + 2 * ks.Length + 4} from the ranks and k, {ks.Length - 2} sent once as bits, {ks.Length - 2} those bits inverted", plans[0]);

@@ -36,8 +36,8 @@ public class SparseMlpKernelTests
         using Tensor dx = cuda.Upload(x, rows, dim), dg = cuda.Upload(gate, hidden, dim), du = cuda.Upload(up, hidden, dim),
             dd = cuda.Upload(down, dim, hidden), dm = cuda.Upload(means, meanRows, hidden), dc = cuda.Allocate(meanRows, dim), dout = cuda.Allocate(rows, dim);
         cuda.MatMul(dm, dd, dc, false);   // C = W_down · mean, as the sweep makes it on the device
-        using var groups = KeepKGroups.Upload(cuda, meanRow, meanRows, groupKept, kept, groupRows, rowsOf, hidden);
-        cuda.SparseMlp(dx, dg, du, dd, dc, dm, groups, dout);
+        var groups = KeepKGroups.Make(meanRow, meanRows, groupKept, kept, groupRows, rowsOf, hidden);
+        cuda.SparseMlp(dx, dg, du, dd, new KeepKMlp(dc, null), dm, groups, dout);
         var got = new float[rows * dim];
         cuda.Download(dout, got);
         float scale = expected.Max(Math.Abs);
@@ -51,7 +51,7 @@ public class SparseMlpKernelTests
         var expectedOut = new float[rows * dim];
         SparseMlpOps.KeptOutputs(act, down, rows, hidden, dim, okGroupKept, okKept, groupRows, rowsOf, expectedOut);
         using Tensor da = cuda.Upload(act, rows, hidden), dy = cuda.Upload(Rand.Floats(7, rows * dim), rows, dim);   // garbage: overwritten
-        using var okGroups = KeepKGroups.Upload(cuda, meanRow, meanRows, okGroupKept, okKept, groupRows, rowsOf, dim);
+        var okGroups = KeepKGroups.Make(meanRow, meanRows, okGroupKept, okKept, groupRows, rowsOf, dim);
         cuda.KeptOutputs(da, dd, okGroups, dy);
         var gotOut = new float[rows * dim];
         cuda.Download(dy, gotOut);
