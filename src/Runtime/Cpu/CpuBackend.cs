@@ -66,18 +66,24 @@ internal sealed class CpuBackend : IBackend
     {
         OpContracts.MatMul(x, w, y);
         int n = w.Shape[0], k = w.Columns;
+        var recorder = GemmTimes.Active;
+        var start = recorder is null ? default : GemmTimes.Now();
         if (w is CpuHalfTensor h && UsesBf16Math(h)) Gemm.MultiplyTransposedBBf16(Host(x), h.Data, Host(y), x.Rows, n, k, accumulate);
         else if (w is CpuHalfTensor h16) Gemm.MultiplyTransposedB(Host(x), h16.Data, Host(y), x.Rows, n, k, accumulate);
         else Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
+        recorder?.Add(new(x.Rows, n, k, true, w is CpuHalfTensor, MathMode), GemmTimes.Now() - start);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
     {
         OpContracts.MatMulInputGrad(dy, w, dx);
         int n = w.Shape[0], k = w.Columns;
+        var recorder = GemmTimes.Active;
+        var start = recorder is null ? default : GemmTimes.Now();
         if (w is CpuHalfTensor h && UsesBf16Math(h)) Gemm.MultiplyBf16(Host(dy), h.Data, Host(dx), dy.Rows, k, n, accumulate);
         else if (w is CpuHalfTensor h16) Gemm.Multiply(Host(dy), h16.Data, Host(dx), dy.Rows, k, n, accumulate);
         else Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
+        recorder?.Add(new(dy.Rows, k, n, false, w is CpuHalfTensor, MathMode), GemmTimes.Now() - start);
     }
 
     bool UsesBf16Math(CpuHalfTensor w) => MathMode == CpuMath.Bf16 && w.Data.Format == HalfFormat.BFloat16;
