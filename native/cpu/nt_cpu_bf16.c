@@ -111,25 +111,28 @@ static void pack_rows(const uint16_t* b, int k, int j, int nc, int p0, int kc, u
 }
 
 // A·B: B [k, n] (row length n). Packs columns [j, j+nc) × k values [p0, p0+kc) (kc even): rows 2q and 2q+1 of B
-// interleaved word by word.
+// interleaved word by word. Two rows at a time across all panels, so that B is read as two sequential streams
+// (a panel at a time would walk down columns at a power-of-two row stride, which the prefetchers do not follow).
 static void pack_columns(const uint16_t* b, int n, int k, int j, int nc, int p0, int kc, uint32_t* dst)
 {
     const __m512i lo = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8,
                                         39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
     const __m512i hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
     int pairs = kc / 2;
-    for (int jr = 0; jr < nc; jr += NR, dst += (size_t)pairs * NR)
+    for (int q = 0; q < pairs; q++)
     {
-        int cols = nc - jr < NR ? nc - jr : NR;
-        __mmask32 mask = cols == 32 ? 0xFFFFFFFFu : (__mmask32)((1u << cols) - 1);
-        const uint16_t* src = b + (size_t)p0 * n + j + jr;
-        for (int q = 0; q < pairs; q++)
+        const uint16_t* r0 = b + (size_t)(p0 + 2 * q) * n + j;
+        const uint16_t* r1 = r0 + n;
+        int second = p0 + 2 * q + 1 < k;
+        uint32_t* d = dst + (size_t)q * NR;
+        for (int jr = 0; jr < nc; jr += NR, d += (size_t)pairs * NR)
         {
-            int p = p0 + 2 * q;
-            __m512i r0 = _mm512_maskz_loadu_epi16(mask, src + (size_t)(2 * q) * n);
-            __m512i r1 = p + 1 < k ? _mm512_maskz_loadu_epi16(mask, src + (size_t)(2 * q + 1) * n) : _mm512_setzero_si512();
-            _mm512_store_si512(dst + (size_t)q * NR, _mm512_permutex2var_epi16(r0, lo, r1));
-            _mm512_store_si512(dst + (size_t)q * NR + 16, _mm512_permutex2var_epi16(r0, hi, r1));
+            int cols = nc - jr < NR ? nc - jr : NR;
+            __mmask32 mask = cols == 32 ? 0xFFFFFFFFu : (__mmask32)((1u << cols) - 1);
+            __m512i v0 = _mm512_maskz_loadu_epi16(mask, r0 + jr);
+            __m512i v1 = second ? _mm512_maskz_loadu_epi16(mask, r1 + jr) : _mm512_setzero_si512();
+            _mm512_store_si512(d, _mm512_permutex2var_epi16(v0, lo, v1));
+            _mm512_store_si512(d + 16, _mm512_permutex2var_epi16(v0, hi, v1));
         }
     }
 }
