@@ -133,7 +133,9 @@ static partial class BenchRunner
     /// and in bf16, compared with the faster of the two; peak resident memory of both processes against the file size.
     /// Short prompts (seq 16, batch 8) as in the bundled tasks: tens of rows against large weights. On a loaded machine
     /// the three runs alternate back to back, round after round (--rounds, default 3), each round's ratio is against
-    /// that round's faster PyTorch, and the headline is the median of the rounds' ratios.
+    /// that round's faster PyTorch, and the headline is the median of the rounds' ratios. Ours runs in both CPU math
+    /// modes: fp32 (bf16 weights widened in the products; the default) and bf16 (activations rounded to bf16, the
+    /// AVX-512 BF16 micro-kernel where the CPU has it: PyTorch bf16's arithmetic), each with its own ratio line.
     /// </summary>
     static void AttributionAtScale(string model, int batch, int seq)
     {
@@ -143,9 +145,13 @@ static partial class BenchRunner
         var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch, Sites = [NodeSite.Resid, NodeSite.Attn, NodeSite.MlpOut, NodeSite.MlpAct] };
         int iters = _quick ? 1 : 2, rounds = _rounds ?? 3;
-        Console.WriteLine($"attribution (RelP, all sites) {Name(model)} ({loaded.Config.Layers} layers, dim {loaded.Config.Dim}, hidden {loaded.Config.HiddenDim}, vocab {loaded.Config.VocabSize}, file {fileBytes / 1e9:F2} GB) batch {batch} seq {seq}; {rounds} rounds of ours, PyTorch f32, PyTorch bf16 back to back, {iters} timed iterations each after one warm-up");
+        Console.WriteLine($"attribution (RelP, all sites) {Name(model)} ({loaded.Config.Layers} layers, dim {loaded.Config.Dim}, hidden {loaded.Config.HiddenDim}, vocab {loaded.Config.VocabSize}, file {fileBytes / 1e9:F2} GB) batch {batch} seq {seq}; {rounds} rounds of ours (fp32 and bf16 math), PyTorch f32, PyTorch bf16 (1 and 2 intra-op threads) back to back, {iters} timed iterations each after one warm-up");
+        using var llamaBf16 = new Llama(loaded.Weights, CpuBackend.Bf16Math);
+        Console.WriteLine($"  ours in bf16 math: {(CpuBf16Library.Available ? "AVX-512 BF16 micro-kernel (native/cpu)" : "portable path (" + CpuBf16Library.WhyNot + ")")}");
         var ratios = new List<double>();
+        var ratiosBf16 = new List<double>();
         var cpuRatios = new List<double>();   // least PyTorch CPU seconds per batch / ours: what the load changes least
+        var cpuRatiosBf16 = new List<double>();
         double torchF32Rss = 0, torchBf16Rss = 0;
         string? config = null;
         var faster = new List<string>();
@@ -155,29 +161,42 @@ static partial class BenchRunner
             var cpu = new double[iters];
             var seconds = Time(() => Attributor.Score(llama, task, options), iters, cpu);
             double ours = batch / seconds.Median, oursCpu = Median(cpu);
-            Console.WriteLine($"    NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights): {ours,8:F3} pairs/s median ({batch / seconds.Best:F3} best); {oursCpu:F2} CPU s per batch");
+            Console.WriteLine($"    NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights, fp32 math): {ours,8:F3} pairs/s median ({batch / seconds.Best:F3} best); {oursCpu:F2} CPU s per batch");
+            var cpuBf16 = new double[iters];
+            var secondsBf16 = Time(() => Attributor.Score(llamaBf16, task, options), iters, cpuBf16);
+            double oursBf16 = batch / secondsBf16.Median, oursBf16Cpu = Median(cpuBf16);
+            Console.WriteLine($"    NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights, bf16 math): {oursBf16,8:F3} pairs/s median ({batch / secondsBf16.Best:F3} best); {oursBf16Cpu:F2} CPU s per batch");
             var f32 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "f32", "--warmup", "1");
-            var bf16 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1");
+            var bf16x1 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1");
+            var bf16 = bf16x1;
+            // PyTorch's bf16 products are oneDNN's (brgemm avx512_core_bf16), which run on torch's intra-op (OpenMP)
+            // pool, one thread by default here (torch_llama.early_threads): also measured with both cores.
+            var bf16x2 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1", "--torch-threads", "2");
+            if (bf16x2.GetProperty("pairs_per_s").GetDouble() > bf16.GetProperty("pairs_per_s").GetDouble()) bf16 = bf16x2;
             double rf32 = f32.GetProperty("pairs_per_s").GetDouble(), rbf16 = bf16.GetProperty("pairs_per_s").GetDouble();
             double cf32 = f32.GetProperty("cpu_seconds_per_iter").GetDouble(), cbf16 = bf16.GetProperty("cpu_seconds_per_iter").GetDouble();
             cpuRatios.Add(Math.Min(cf32, cbf16) / oursCpu);
+            cpuRatiosBf16.Add(Math.Min(cf32, cbf16) / oursBf16Cpu);
             torchF32Rss = Math.Max(torchF32Rss, f32.GetProperty("peak_rss_mb").GetDouble() * 1e6);
-            torchBf16Rss = Math.Max(torchBf16Rss, bf16.GetProperty("peak_rss_mb").GetDouble() * 1e6);
+            torchBf16Rss = Math.Max(torchBf16Rss, Math.Max(bf16x1.GetProperty("peak_rss_mb").GetDouble(), bf16x2.GetProperty("peak_rss_mb").GetDouble()) * 1e6);
             config ??= f32.GetProperty("config").ToString();
             Console.WriteLine($"    PyTorch f32:  {rf32,8:F3} pairs/s median ({f32.GetProperty("best_pairs_per_s").GetDouble():F3} best); {cf32:F2} CPU s per batch");
-            Console.WriteLine($"    PyTorch bf16: {rbf16,8:F3} pairs/s median ({bf16.GetProperty("best_pairs_per_s").GetDouble():F3} best); {cbf16:F2} CPU s per batch");
+            Console.WriteLine($"    PyTorch bf16, 1 intra-op thread:  {bf16x1.GetProperty("pairs_per_s").GetDouble(),8:F3} pairs/s median; {bf16x1.GetProperty("cpu_seconds_per_iter").GetDouble():F2} CPU s per batch");
+            Console.WriteLine($"    PyTorch bf16, 2 intra-op threads: {bf16x2.GetProperty("pairs_per_s").GetDouble(),8:F3} pairs/s median; {bf16x2.GetProperty("cpu_seconds_per_iter").GetDouble():F2} CPU s per batch");
+            Console.WriteLine($"    PyTorch bf16 (the faster of the two): {rbf16,8:F3} pairs/s median ({bf16.GetProperty("best_pairs_per_s").GetDouble():F3} best); {cbf16:F2} CPU s per batch");
             faster.Add(rf32 >= rbf16 ? "f32" : "bf16");
             ratios.Add(ours / Math.Max(rf32, rbf16));
-            Console.WriteLine($"    ratio ours/faster PyTorch ({faster[^1]}): {ratios[^1]:F2}x; uptime after {Uptime()}");
+            ratiosBf16.Add(oursBf16 / Math.Max(rf32, rbf16));
+            Console.WriteLine($"    ratio ours/faster PyTorch ({faster[^1]}): fp32 math {ratios[^1]:F2}x, bf16 math {ratiosBf16[^1]:F2}x; uptime after {Uptime()}");
         }
         double oursRss = PeakRssBytes();
-        var sorted = ratios.Order().ToList();
-        double median = sorted.Count % 2 == 1 ? sorted[sorted.Count / 2] : (sorted[sorted.Count / 2 - 1] + sorted[sorted.Count / 2]) / 2;
         Console.WriteLine($"  PyTorch config: [{config}]");
         Console.WriteLine($"  faster PyTorch per round: {string.Join(", ", faster)}");
         Console.WriteLine($"  peak RSS: NeuronTrace {oursRss / 1e9:F2} GB = {oursRss / fileBytes:F2}x the file; PyTorch f32 {torchF32Rss / 1e9:F2} GB = {torchF32Rss / fileBytes:F2}x, bf16 {torchBf16Rss / 1e9:F2} GB = {torchBf16Rss / fileBytes:F2}x");
-        Console.WriteLine($"  => ratio ours/faster PyTorch: median {median:F2}x over {rounds} rounds ({string.Join(", ", ratios.Select(x => x.ToString("F2") + "x"))})");
-        Console.WriteLine($"  => CPU seconds per batch, PyTorch's least / ours: median {Median(cpuRatios.ToArray()):F2}x ({string.Join(", ", cpuRatios.Select(x => x.ToString("F2") + "x"))})");
+        static string List(List<double> xs) => string.Join(", ", xs.Select(x => x.ToString("F2") + "x"));
+        Console.WriteLine($"  => ratio ours/faster PyTorch, fp32 math: median {Median(ratios.ToArray()):F2}x over {rounds} rounds ({List(ratios)})");
+        Console.WriteLine($"  => ratio ours/faster PyTorch, bf16 math: median {Median(ratiosBf16.ToArray()):F2}x over {rounds} rounds ({List(ratiosBf16)})");
+        Console.WriteLine($"  => CPU seconds per batch, PyTorch's least / ours: fp32 math median {Median(cpuRatios.ToArray()):F2}x ({List(cpuRatios)}), bf16 math median {Median(cpuRatiosBf16.ToArray()):F2}x ({List(cpuRatiosBf16)})");
     }
 
     static double Median(double[] xs)

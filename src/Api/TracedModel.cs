@@ -51,11 +51,11 @@ public sealed partial class TracedModel : IDisposable
     /// <summary>A model the caller loaded and placed itself (the CLI's layer split over several GPUs); the facade owns and disposes it.</summary>
     internal static TracedModel Create(LoadedModel loaded, Llama llama) => new(loaded, llama);
 
-    /// <summary>The backend for a device name: <c>cpu</c>, or <c>cuda</c> (fp32 products unless $NEURONTRACE_CUDA_MATH says tf32 or bf16).</summary>
-    /// <exception cref="ArgumentException">An unknown device, or a CUDA device that cannot be opened (the message says why).</exception>
+    /// <summary>The backend for a device name: <c>cpu</c> (fp32 products unless $NEURONTRACE_CPU_MATH says bf16), or <c>cuda</c> (fp32 products unless $NEURONTRACE_CUDA_MATH says tf32 or bf16).</summary>
+    /// <exception cref="ArgumentException">An unknown device, a CUDA device that cannot be opened, or a bad math variable (the message says why).</exception>
     internal static IBackend OpenDevice(string device) => device switch
     {
-        "cpu" => CpuBackend.Instance,
+        "cpu" => CpuBackend.For(CpuMaths.FromEnvironment()),
         "cuda" => CudaBackend.TryCreate(out string whyNot, GemmPrecisions.FromEnvironment())
             ?? throw new ArgumentException($"device cuda: {whyNot}; the CPU backend (cpu) is the default"),
         _ => throw new ArgumentException($"unknown device \"{device}\" (cpu or cuda)"),

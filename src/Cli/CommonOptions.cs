@@ -92,11 +92,18 @@ internal static class CommonOptions
 
     public static IBackend OpenBackend(string device) => device switch
     {
-        "cpu" => CpuBackend.Instance,
+        "cpu" => OpenCpu(),
         "cuda" => CudaBackends.Open(),
         _ when CudaBackends.Ordinal(device) is int n => CudaBackends.Open(n),
         _ => throw new UsageException($"unknown --device {ErrorText.Quote(device)} (cpu, cuda or cuda:N)"),
     };
+
+    /// <summary>The CPU backend in the math $NEURONTRACE_CPU_MATH asks for (fp32 unless bf16; README "CPU math").</summary>
+    static IBackend OpenCpu()
+    {
+        try { return CpuBackend.For(CpuMaths.FromEnvironment()); }
+        catch (ArgumentException e) { throw new UsageException(e.Message); }
+    }
 
     /// <summary>
     /// An integer option checked against [<paramref name="min"/>, <paramref name="max"/>] at parse time; the range is

@@ -1,9 +1,24 @@
 namespace NeuronTrace.Runtime.Cpu;
 
-/// <summary>The managed reference backend: fp32, SIMD, multi-threaded. The default everywhere.</summary>
+/// <summary>
+/// The managed reference backend: fp32, SIMD, multi-threaded. The default everywhere. In <see cref="CpuMath.Bf16"/> mode
+/// (NEURONTRACE_CPU_MATH=bf16) its products over bf16 weights round the activation operand to bf16 (GemmBf16.cs).
+/// </summary>
 internal sealed class CpuBackend : IBackend
 {
-    public static CpuBackend Instance { get; } = new();
+    /// <summary>fp32 math (<see cref="CpuMath.Fp32"/>): the reference.</summary>
+    public static CpuBackend Instance { get; } = new(CpuMath.Fp32);
+
+    /// <summary>bf16 math (<see cref="CpuMath.Bf16"/>): products over bf16 weights round their activation operand to bf16.</summary>
+    public static CpuBackend Bf16Math { get; } = new(CpuMath.Bf16);
+
+    /// <summary>The backend for <paramref name="math"/>.</summary>
+    public static CpuBackend For(CpuMath math) => math == CpuMath.Bf16 ? Bf16Math : Instance;
+
+    CpuBackend(CpuMath math) => MathMode = math;
+
+    /// <summary>How products over bf16 weights are computed; everything else is the same in both modes.</summary>
+    public CpuMath MathMode { get; }
 
     public string Name => "cpu";
     public bool SupportsConcurrentCalls => true;
@@ -51,17 +66,27 @@ internal sealed class CpuBackend : IBackend
     {
         OpContracts.MatMul(x, w, y);
         int n = w.Shape[0], k = w.Columns;
-        if (w is CpuHalfTensor h) Gemm.MultiplyTransposedB(Host(x), h.Data, Host(y), x.Rows, n, k, accumulate);
+        var recorder = GemmTimes.Active;
+        var start = recorder is null ? default : GemmTimes.Now();
+        if (w is CpuHalfTensor h && UsesBf16Math(h)) Gemm.MultiplyTransposedBBf16(Host(x), h.Data, Host(y), x.Rows, n, k, accumulate);
+        else if (w is CpuHalfTensor h16) Gemm.MultiplyTransposedB(Host(x), h16.Data, Host(y), x.Rows, n, k, accumulate);
         else Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
+        recorder?.Add(new(x.Rows, n, k, true, w is CpuHalfTensor, MathMode), GemmTimes.Now() - start);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
     {
         OpContracts.MatMulInputGrad(dy, w, dx);
         int n = w.Shape[0], k = w.Columns;
-        if (w is CpuHalfTensor h) Gemm.Multiply(Host(dy), h.Data, Host(dx), dy.Rows, k, n, accumulate);
+        var recorder = GemmTimes.Active;
+        var start = recorder is null ? default : GemmTimes.Now();
+        if (w is CpuHalfTensor h && UsesBf16Math(h)) Gemm.MultiplyBf16(Host(dy), h.Data, Host(dx), dy.Rows, k, n, accumulate);
+        else if (w is CpuHalfTensor h16) Gemm.Multiply(Host(dy), h16.Data, Host(dx), dy.Rows, k, n, accumulate);
         else Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
+        recorder?.Add(new(dy.Rows, k, n, false, w is CpuHalfTensor, MathMode), GemmTimes.Now() - start);
     }
+
+    bool UsesBf16Math(CpuHalfTensor w) => MathMode == CpuMath.Bf16 && w.Data.Format == HalfFormat.BFloat16;
 
     public void Embedding(ReadOnlySpan<int> tokens, Tensor table, Tensor output)
     {
