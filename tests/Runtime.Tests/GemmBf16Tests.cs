@@ -33,6 +33,21 @@ public class GemmBf16Tests
     [Bf16InstructionFact]
     public void InstructionPathMatchesScalarReference() => CheckAll(Gemm.Bf16Path.Instruction);
 
+    /// <summary>
+    /// .NET allows one import resolver per assembly: the bf16 library (loaded at this class's discovery, above) and the
+    /// CUDA bindings' cuBLAS/NVTX probing share <see cref="NativeLibraries"/>'s. A second registration threw, so a process
+    /// that used bf16 CPU math and then opened a CUDA device (or the other way round) failed.
+    /// </summary>
+    [Bf16InstructionFact]
+    public void TheCudaBindingsResolverAndTheBf16LibraryShareTheAssemblysOneResolver()
+    {
+        NativeLibraries.EnsureResolver();   // what the first cuBLAS or NVTX call does, after the library was loaded
+        NativeLibraries.EnsureResolver();
+        Assert.True(CpuBf16Library.nt_cpu_bf16_row_block() > 0);   // the bf16 import still resolves
+        Assert.False(NativeLibraries.TryLoad("libneurontrace-no-such-library.so", out string tried));
+        Assert.Contains("no-such-library", tried);
+    }
+
     [Bf16InstructionFact]
     public void AutoPathTakesTheInstructionForManyRows()
     {

@@ -1,4 +1,3 @@
-using System.Reflection;
 using System.Runtime.InteropServices;
 
 namespace NeuronTrace.Runtime.Cpu;
@@ -38,13 +37,11 @@ internal static unsafe partial class CpuBf16Library
             tried.Add(path);
             if (!File.Exists(path)) continue;
             if (!NativeLibrary.TryLoad(path, out _handle)) return $"{path} exists but could not be loaded";
-            NativeLibrary.SetDllImportResolver(typeof(CpuBf16Library).Assembly, Resolve);
+            NativeLibraries.UseLoaded(ImportName, _handle);   // the assembly's one resolver (the CUDA bindings use it too)
             return nt_cpu_bf16_supported() != 0 ? null : "this CPU (or OS) does not run AVX-512 BF16 (vdpbf16ps)";
         }
         return $"{FileName} not found (looked at {string.Join(", ", tried)}; native/build.sh builds it)";
     }
-
-    static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath) => name == ImportName ? _handle : 0;
 
     static IEnumerable<string> Candidates()
     {

@@ -1,13 +1,17 @@
 using System.Reflection;
 using System.Runtime.InteropServices;
 
-namespace NeuronTrace.Runtime.Cuda.Native;
+using NeuronTrace.Runtime.Cuda.Native;
+
+namespace NeuronTrace.Runtime;
 
 /// <summary>
-/// Maps the logical library names of the bindings to the files that exist on this machine. cuBLAS and NVTX have
-/// versioned sonames that differ between CUDA releases, and LibraryImport needs one constant name; this resolver
-/// (the only one this assembly may register) probes the candidates in order. An explicit path in
-/// $NEURONTRACE_CUBLAS / $NEURONTRACE_NVTX wins.
+/// The one import resolver of this assembly (.NET allows one per assembly, and a second registration throws): it maps
+/// the logical library names of the bindings to the files that exist on this machine. cuBLAS and NVTX have versioned
+/// sonames that differ between CUDA releases, and LibraryImport needs one constant name, so the resolver probes the
+/// candidates in order (an explicit path in $NEURONTRACE_CUBLAS / $NEURONTRACE_NVTX wins); a library this assembly
+/// loaded itself from a path it searched (the CPU's bf16 kernels, <see cref="Cpu.CpuBf16Library"/>) is registered
+/// with <see cref="UseLoaded"/>.
 /// </summary>
 internal static class NativeLibraries
 {
@@ -19,6 +23,17 @@ internal static class NativeLibraries
         [Cublas.Library] = ("NEURONTRACE_CUBLAS", ["libcublas.so.13", "libcublas.so.12", "libcublas.so.11", "libcublas.so"]),
         [Nvtx.Library] = ("NEURONTRACE_NVTX", ["libnvToolsExt.so.1", "libnvToolsExt.so"]),
     };
+
+    static readonly Dictionary<string, nint> LoadedByPath = [];
+
+    /// <summary>Resolves the import name <paramref name="name"/> to <paramref name="handle"/>, a library already loaded from its path.</summary>
+    /// <param name="name">The name the <c>LibraryImport</c> attributes give.</param>
+    /// <param name="handle">The handle <see cref="NativeLibrary.TryLoad(string, out nint)"/> returned for it.</param>
+    public static void UseLoaded(string name, nint handle)
+    {
+        lock (Gate) LoadedByPath[name] = handle;
+        EnsureResolver();
+    }
 
     public static void EnsureResolver()
     {
@@ -51,6 +66,8 @@ internal static class NativeLibraries
 
     static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
     {
+        lock (Gate)
+            if (LoadedByPath.TryGetValue(name, out nint loaded)) return loaded;
         if (!Known.ContainsKey(name)) return 0;  // default probing (libcuda.so.1 …)
         foreach (string c in Candidates(name))
             if (NativeLibrary.TryLoad(c, out nint handle)) return handle;
