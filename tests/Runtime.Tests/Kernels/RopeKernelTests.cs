@@ -19,7 +19,7 @@ public class RopeKernelTests
     public static IEnumerable<object[]> Cases => KernelTargets.Cross(
         from s in Shapes from interleaved in new[] { true, false } from inverse in new[] { false, true } select (object[])[.. s, interleaved, inverse]);
 
-    static (float[] Cos, float[] Sin) Tables(int seqLen, int headDim)
+    internal static (float[] Cos, float[] Sin) Tables(int seqLen, int headDim)
     {
         int half = headDim / 2;
         float[] c = new float[seqLen * half], s = new float[seqLen * half];
