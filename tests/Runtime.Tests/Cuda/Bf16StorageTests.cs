@@ -36,7 +36,7 @@ public class Bf16StorageTests
         return r;
     }
 
-    static float[] CpuProduct(float[] x, float[] w, int rows, int n, int k)
+    internal static float[] CpuProduct(float[] x, float[] w, int rows, int n, int k)
     {
         var y = new CpuTensor(rows, n);
         CpuBackend.Instance.MatMul(CpuBackend.Wrap(x, rows, k), CpuBackend.Wrap(w, n, k), y, false);

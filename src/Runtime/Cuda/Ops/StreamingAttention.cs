@@ -47,7 +47,11 @@ internal sealed partial class CudaBackend
     /// <summary>Threads per bf16 block.</summary>
     public const int FlashBf16Threads = 128;
 
-    internal static readonly Kernel<FlashForwardArgs> FlashBf16ForwardKernel = Kernel.Declare<FlashForwardArgs>("attention_flash_bf16_forward");
+    /// <param name="Z16">z rounded to bf16 (its shadow: the o product's operand), or 0.</param>
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct FlashBf16ForwardArgs(nint Q, nint K, nint V, nint Z, nint Lse, nint Z16,
+        int SeqLen, int Heads, int KvHeads, int HeadDim, float Scale);
+    internal static readonly Kernel<FlashBf16ForwardArgs> FlashBf16ForwardKernel = Kernel.Declare<FlashBf16ForwardArgs>("attention_flash_bf16_forward");
     internal static readonly Kernel<FlashBackwardDqArgs> FlashBf16BackwardDqKernel = Kernel.Declare<FlashBackwardDqArgs>("attention_flash_bf16_backward_dq");
     internal static readonly Kernel<FlashBackwardDkDvArgs> FlashBf16BackwardDkDvKernel = Kernel.Declare<FlashBackwardDkDvArgs>("attention_flash_bf16_backward_dkdv");
 
@@ -115,11 +119,15 @@ internal sealed partial class CudaBackend
         if (UsesBf16Attention(shape))
         {
             var c = Bf16Copies(q, k, v);
-            Launch(FlashBf16ForwardKernel, FlashBf16Grid(shape, keyMajor: false), new Dim3(FlashBf16Threads), FlashBf16Shared(shape),
-                new FlashForwardArgs(c[0], c[1], c[2], Dev(z), Dev(lse), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
-                FlashWork(shape, products: 2, bytesPerOperand: 2));
-            // The backward reads the same q, k, v: their shadows stay (until it has read them, or they are written or disposed).
+            // The backward reads the same q, k, v: their shadows stay (until it has read them, or they are written or
+            // disposed); kept before z's slot is taken, so that slot cannot be one of theirs.
             Keep(q); Keep(k); Keep(v);
+            var slot = ShadowSlot(z);   // z feeds the o product: its bf16 operand is stored beside it
+            var work = FlashWork(shape, products: 2, bytesPerOperand: 2);
+            Launch(FlashBf16ForwardKernel, FlashBf16Grid(shape, keyMajor: false), new Dim3(FlashBf16Threads), FlashBf16Shared(shape),
+                new FlashBf16ForwardArgs(c[0], c[1], c[2], Dev(z), Dev(lse), slot.Address, shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
+                work with { Bytes = work.Bytes + 2.0 * z.Length });
+            Publish(slot, z);
             return;
         }
         Launch(FlashForwardKernel, FlashGrid(shape, shape.Heads), new Dim3(FlashRows), FlashShared(shape),
