@@ -107,6 +107,15 @@ static __device__ __forceinline__ void nt_fb_store(float* out0, float* out1, con
   }
 }
 
+// Queues key tile `tile` (keys tile·NT_FB_TILE ..) of K and V into double buffer tile & 1 (buffer b is buf0 +
+// b·NT_FB_ROWS·sd): K's rows first, V's NT_FB_TILE rows after. The forward's and dq's inner loops stage each tile so.
+static __device__ __forceinline__ void nt_fb_stage_kv(nt_bf16* buf0, int sd, const nt_bf16* kb, const nt_bf16* vb,
+                                                      long long kvs, int tile, int T, int hd) {
+  nt_bf16* dst = buf0 + (tile & 1) * NT_FB_ROWS * sd;
+  nt_fb_stage(dst, sd, kb, kvs, 1, tile * NT_FB_TILE, NT_FB_TILE, T, hd);
+  nt_fb_stage(dst + NT_FB_TILE * sd, sd, vb, kvs, 1, tile * NT_FB_TILE, NT_FB_TILE, T, hd);
+}
+
 // The same values as nt_fb_store, rounded to bf16 (out16 rows at the same offsets in a bf16 tensor; null: skipped).
 static __device__ __forceinline__ void nt_fb_store16(nt_bf16* out0, nt_bf16* out1, const float (&acc)[NT_FB_DTILES][4], int hd, float s0, float s1) {
   const int t = threadIdx.x & 3;
@@ -149,15 +158,11 @@ extern "C" __global__ void attention_flash_bf16_forward(const nt_bf16* __restric
   for (int dn = 0; dn < NT_FB_DTILES; ++dn)
     for (int i = 0; i < 4; ++i) o[dn][i] = 0.0f;
 
-  nt_fb_stage(buf0, sd, kb, kvs, 1, 0, NT_FB_TILE, T, hd);
-  nt_fb_stage(buf0 + NT_FB_TILE * sd, sd, vb, kvs, 1, 0, NT_FB_TILE, T, hd);
+  nt_fb_stage_kv(buf0, sd, kb, vb, kvs, 0, T, hd);
   nt_cp_async_commit();
   for (int j = 0; j < tiles; ++j) {
     const nt_bf16* cur = (buf0 + (j & 1) * NT_FB_ROWS * sd);
-    if (j + 1 < tiles) {
-      nt_fb_stage((buf0 + ((j + 1) & 1) * NT_FB_ROWS * sd), sd, kb, kvs, 1, (j + 1) * NT_FB_TILE, NT_FB_TILE, T, hd);
-      nt_fb_stage((buf0 + ((j + 1) & 1) * NT_FB_ROWS * sd) + NT_FB_TILE * sd, sd, vb, kvs, 1, (j + 1) * NT_FB_TILE, NT_FB_TILE, T, hd);
-    }
+    if (j + 1 < tiles) nt_fb_stage_kv(buf0, sd, kb, vb, kvs, j + 1, T, hd);
     nt_cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile j
     nt_cp_async_wait<1>();
     __syncthreads();
@@ -255,15 +260,11 @@ extern "C" __global__ void attention_flash_bf16_backward_dq(const nt_bf16* __res
   for (int dn = 0; dn < NT_FB_DTILES; ++dn)
     for (int i = 0; i < 4; ++i) acc[dn][i] = 0.0f;
 
-  nt_fb_stage(buf0, sd, kb, kvs, 1, 0, NT_FB_TILE, T, hd);
-  nt_fb_stage(buf0 + NT_FB_TILE * sd, sd, vb, kvs, 1, 0, NT_FB_TILE, T, hd);
+  nt_fb_stage_kv(buf0, sd, kb, vb, kvs, 0, T, hd);
   nt_cp_async_commit();
   for (int j = 0; j < tiles; ++j) {
     const nt_bf16* cur = (buf0 + (j & 1) * NT_FB_ROWS * sd);
-    if (j + 1 < tiles) {
-      nt_fb_stage((buf0 + ((j + 1) & 1) * NT_FB_ROWS * sd), sd, kb, kvs, 1, (j + 1) * NT_FB_TILE, NT_FB_TILE, T, hd);
-      nt_fb_stage((buf0 + ((j + 1) & 1) * NT_FB_ROWS * sd) + NT_FB_TILE * sd, sd, vb, kvs, 1, (j + 1) * NT_FB_TILE, NT_FB_TILE, T, hd);
-    }
+    if (j + 1 < tiles) nt_fb_stage_kv(buf0, sd, kb, vb, kvs, j + 1, T, hd);
     nt_cp_async_commit();
     nt_cp_async_wait<1>();
     __syncthreads();

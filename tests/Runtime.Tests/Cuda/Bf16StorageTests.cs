@@ -190,16 +190,7 @@ public class Bf16StorageTests
     {
         var config = RandomLlama.SmallConfig() with { Dim = 4 * headDim, HiddenDim = 6 * headDim };
         var weights = RandomLlama.Create(config, seed: 5);
-        var rng = new Random(2);
-        var pairs = Enumerable.Range(0, 4).Select(i =>
-        {
-            int len = 3 + i % 3;
-            var clean = Enumerable.Range(0, len).Select(t => t == 0 ? 1 : rng.Next(3, weights.Config.VocabSize)).ToArray();
-            var patch = (int[])clean.Clone();
-            patch[len - 1] = (patch[len - 1] + 1) % (weights.Config.VocabSize - 3) + 3;
-            return new PromptPair(i + 1, clean, patch, 4, 6);
-        }).ToList();
-        var task = new PromptTask("random", pairs);
+        var task = LastTokenPairs.Task(4, weights.Config.VocabSize, seed: 2);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = 2 };
         using var cpu = new Llama(weights, CpuBackend.Instance);
         using var backend = new CudaBackend(new HostKernelRuntime(), precision: GemmPrecision.Bf16);

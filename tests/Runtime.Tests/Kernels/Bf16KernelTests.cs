@@ -126,10 +126,7 @@ public class Bf16KernelTests
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        var (cos, sin) = RopeKernelTests.Tables(seqLen, headDim);
-        float[] x = Rand.Floats(rows * heads + headDim, rows * heads * headDim, -3f, 3f);
-        float[] expected = (float[])x.Clone();
-        RopeOps.Apply(expected, rows, heads, headDim, seqLen, cos, sin, interleaved, inverse);
+        var (x, expected, cos, sin) = RopeKernelTests.Case(rows, heads, headDim, seqLen, interleaved, inverse);
         using var dx = DeviceArray.Upload(rt, x);
         using var dc = DeviceArray.Upload(rt, cos);
         using var ds = DeviceArray.Upload(rt, sin);
@@ -155,9 +152,7 @@ public class Bf16KernelTests
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
         int n = rows * width;
-        float[] g = Rand.Floats(n, n, -8f, 8f), u = Rand.Floats(n + 1, n, -2f, 2f), gh = Rand.Floats(n + 2, n);
-        float[] eg = new float[n], eu = new float[n];
-        SwiGluOps.Backward(gh, g, u, rule, eg, eu);
+        var (gh, g, u, eg, eu) = SwiGluKernelTests.BackwardCase(n, rule);
         using var ddh = DeviceArray.Upload(rt, gh);
         using var dg = DeviceArray.Upload(rt, g);
         using var du = DeviceArray.Upload(rt, u);
@@ -220,10 +215,8 @@ public class Bf16KernelTests
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        float[] x = Rand.Floats(rows * 7 + dim, rows * dim, -2f, 2f), w = Rand.Floats(dim, dim, 0.5f, 1.5f);
-        const float eps = 1e-5f;
-        float[] y = new float[x.Length], rstd = new float[rows];
-        RmsNormOps.Forward(x, w, eps, y, rstd, rows, dim);
+        var (x, w, y, rstd) = RmsNormKernelTests.ForwardCase(rows, dim);
+        const float eps = RmsNormKernelTests.Eps;
         using var dx = DeviceArray.Upload(rt, x);
         using var dw = DeviceArray.Upload(rt, w);
         using var dy = DeviceArray.Floats(rt, x.Length);
@@ -271,8 +264,7 @@ public class Bf16KernelTests
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        float[] g = Rand.Floats(n, n, -8f, 8f), u = Rand.Floats(n + 1, n, -2f, 2f), expected = new float[n];
-        SwiGluOps.Forward(g, u, expected);
+        var (g, u, expected) = SwiGluKernelTests.ForwardCase(n);
         using var dg = DeviceArray.Upload(rt, g);
         using var du = DeviceArray.Upload(rt, u);
         using var dh = DeviceArray.Floats(rt, n);
