@@ -62,7 +62,8 @@ static class GpuPlan
 
     /// <summary>
     /// The ledger of a steady pass: after one warm-up pass (which also makes the one-time bf16 weight copies), or with
-    /// <paramref name="graphs"/> three (seen, captured, replayed).
+    /// <paramref name="graphs"/> four (the first two differ in the pool blocks the bf16 shadows get, then seen,
+    /// captured, replayed).
     /// </summary>
     public static RecordingDeviceRuntime Measure(LlamaConfig config, int batch, int seq, GemmPrecision precision, bool graphs, out long weightBytes)
     {
@@ -81,7 +82,7 @@ static class GpuPlan
         }).ToList();
         var task = new PromptTask("random", pairs);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch };
-        for (int pass = 0; pass < (graphs ? 3 : 1); pass++) Attributor.Score(llama, task, options);
+        for (int pass = 0; pass < (graphs ? 4 : 1); pass++) Attributor.Score(llama, task, options);
         device.Reset();
         Attributor.Score(llama, task, options);
         return device;

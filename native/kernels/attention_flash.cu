@@ -11,8 +11,8 @@
 //
 // Launch: block = NT_FLASH_ROWS threads (CudaBackend.FlashRows); grid = (ceil(T/NT_FLASH_ROWS), heads (forward,
 // dq) or kv_heads (dkdv), batch); dynamic shared memory NT_FLASH_TILE·(2·head_dim + 2)·4 bytes.
-// attention_flash_rowdot is grid-stride over batch·heads·T.
-#include "nt_device.h"
+// attention_flash_rowdot (and its _bf16 form, which also rounds dz to bf16) is grid-stride over batch·heads·T.
+#include "nt_bf16.h"
 
 // log of ℓ for L = m + log ℓ: lg2.approx on the GPU (as __expf is ex2.approx), the same formula on the host.
 #if defined(__CUDA_ARCH__) || defined(__CUDACC__)
@@ -106,6 +106,21 @@ extern "C" __global__ void attention_flash_rowdot(const float* __restrict__ dz, 
   }
 }
 NT_HOST_LAUNCHER(attention_flash_rowdot)
+
+// As attention_flash_rowdot, and dz16 = bf16(dz) (same layout; each thread rounds the head-dim slice it reads):
+// the bf16 backward kernels' dz operand, made by the one pass that reads dz anyway.
+extern "C" __global__ void attention_flash_rowdot_bf16(const float* __restrict__ dz, const float* __restrict__ o,
+                                                       float* __restrict__ d_out, unsigned short* __restrict__ dz16,
+                                                       int batch, int seq_len, int heads, int head_dim) {
+  const long long n = (long long)batch * heads * seq_len;
+  for (long long e = nt_global_index(); e < n; e += nt_grid_stride()) {
+    const int t = (int)(e % seq_len), h = (int)(e / seq_len % heads), b = (int)(e / seq_len / heads);
+    const long long off = ((long long)b * seq_len + t) * heads * head_dim + (long long)h * head_dim;
+    d_out[e] = nt_flash_dot(dz + off, o + off, head_dim);
+    for (int i = 0; i < head_dim; i++) dz16[off + i] = nt_bf16_from_float(dz[off + i]);
+  }
+}
+NT_HOST_LAUNCHER(attention_flash_rowdot_bf16)
 
 // dq_t = c·Σ_{u ≤ t} P_tu (dP_tu − D_t) k_u with P_tu = e^(c·q_t·k_u − L_t), dP_tu = dz_t·v_u. Query-row-major.
 extern "C" __global__ void attention_flash_backward_dq(const float* __restrict__ dz, const float* __restrict__ q,

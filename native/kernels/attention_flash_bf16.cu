@@ -1,8 +1,9 @@
 // attention_flash_bf16.cu — streaming causal GQA attention on bf16 tensor cores (sm_80: mma.sync m16n8k16,
 // ldmatrix, cp.async; nt_mma.h), the same algebra as attention_flash.cu (docs/streaming-attention.md): the
 // forward keeps L = m + log ℓ per row and head, the backward recomputes P from L, dq query-major and dk/dv
-// key-major (no floating-point atomics). q, k, v and dz are bf16 copies (CudaBackend converts them); z, L, D and
-// every gradient are fp32, and so are all sums (the MMA accumulates in fp32). P is rounded to bf16 for its
+// key-major (no floating-point atomics). q, k, v and dz are bf16 (the shadows CudaBackend's producers write); z, L, D
+// and every gradient are fp32, and so are all sums (the MMA accumulates in fp32); the forward can also store z
+// rounded to bf16 (z16, the output product's operand). P is rounded to bf16 for its
 // products with V and dz, as in FlashAttention-2.
 //
 // GQA: the query rows of a block are the (position, head) pairs of one kv head's group, packed as
@@ -16,6 +17,7 @@
 // Launch: block 128 threads; grid (ceil(T·group / 64), kv_heads, batch) for forward and dq, (ceil(T / 64),
 // kv_heads, batch) for dkdv; dynamic shared memory 2·64·(head_dim + 8)·2 + 2·64·4 bytes (CudaBackend.FlashBf16Shared).
 #include "nt_mma.h"
+#include "nt_bf16.h"
 
 #define NT_FB_ROWS 64       // packed query rows (or keys) per block: 4 warps × 16
 #define NT_FB_TILE 32       // keys (or packed query rows) per inner tile
@@ -105,10 +107,30 @@ static __device__ __forceinline__ void nt_fb_store(float* out0, float* out1, con
   }
 }
 
+// Queues key tile `tile` (keys tile·NT_FB_TILE ..) of K and V into double buffer tile & 1 (buffer b is buf0 +
+// b·NT_FB_ROWS·sd): K's rows first, V's NT_FB_TILE rows after. The forward's and dq's inner loops stage each tile so.
+static __device__ __forceinline__ void nt_fb_stage_kv(nt_bf16* buf0, int sd, const nt_bf16* kb, const nt_bf16* vb,
+                                                      long long kvs, int tile, int T, int hd) {
+  nt_bf16* dst = buf0 + (tile & 1) * NT_FB_ROWS * sd;
+  nt_fb_stage(dst, sd, kb, kvs, 1, tile * NT_FB_TILE, NT_FB_TILE, T, hd);
+  nt_fb_stage(dst + NT_FB_TILE * sd, sd, vb, kvs, 1, tile * NT_FB_TILE, NT_FB_TILE, T, hd);
+}
+
+// The same values as nt_fb_store, rounded to bf16 (out16 rows at the same offsets in a bf16 tensor; null: skipped).
+static __device__ __forceinline__ void nt_fb_store16(nt_bf16* out0, nt_bf16* out1, const float (&acc)[NT_FB_DTILES][4], int hd, float s0, float s1) {
+  const int t = threadIdx.x & 3;
+#pragma unroll
+  for (int dn = 0; dn < NT_FB_DTILES; ++dn) {
+    if (dn * 8 >= hd) continue;
+    if (out0) { out0[dn * 8 + 2 * t] = nt_bf16_from_float(acc[dn][0] * s0); out0[dn * 8 + 2 * t + 1] = nt_bf16_from_float(acc[dn][1] * s0); }
+    if (out1) { out1[dn * 8 + 2 * t] = nt_bf16_from_float(acc[dn][2] * s1); out1[dn * 8 + 2 * t + 1] = nt_bf16_from_float(acc[dn][3] * s1); }
+  }
+}
+
 extern "C" __global__ void attention_flash_bf16_forward(const nt_bf16* __restrict__ q, const nt_bf16* __restrict__ k,
                                                         const nt_bf16* __restrict__ v, float* __restrict__ z,
-                                                        float* __restrict__ lse, int seq_len, int heads, int kv_heads,
-                                                        int head_dim, float scale) {
+                                                        float* __restrict__ lse, nt_bf16* __restrict__ z16, int seq_len,
+                                                        int heads, int kv_heads, int head_dim, float scale) {
   NT_DYNAMIC_SHARED(nt_bf16, smem);  // dynamic shared memory starts 16-byte aligned, as cp.async needs
   const int T = seq_len, hd = head_dim, G = heads / kv_heads, sd = hd + 8, R = T * G;
   const int b = blockIdx.z, kvh = blockIdx.y, r0 = blockIdx.x * NT_FB_ROWS;
@@ -136,15 +158,11 @@ extern "C" __global__ void attention_flash_bf16_forward(const nt_bf16* __restric
   for (int dn = 0; dn < NT_FB_DTILES; ++dn)
     for (int i = 0; i < 4; ++i) o[dn][i] = 0.0f;
 
-  nt_fb_stage(buf0, sd, kb, kvs, 1, 0, NT_FB_TILE, T, hd);
-  nt_fb_stage(buf0 + NT_FB_TILE * sd, sd, vb, kvs, 1, 0, NT_FB_TILE, T, hd);
+  nt_fb_stage_kv(buf0, sd, kb, vb, kvs, 0, T, hd);
   nt_cp_async_commit();
   for (int j = 0; j < tiles; ++j) {
     const nt_bf16* cur = (buf0 + (j & 1) * NT_FB_ROWS * sd);
-    if (j + 1 < tiles) {
-      nt_fb_stage((buf0 + ((j + 1) & 1) * NT_FB_ROWS * sd), sd, kb, kvs, 1, (j + 1) * NT_FB_TILE, NT_FB_TILE, T, hd);
-      nt_fb_stage((buf0 + ((j + 1) & 1) * NT_FB_ROWS * sd) + NT_FB_TILE * sd, sd, vb, kvs, 1, (j + 1) * NT_FB_TILE, NT_FB_TILE, T, hd);
-    }
+    if (j + 1 < tiles) nt_fb_stage_kv(buf0, sd, kb, vb, kvs, j + 1, T, hd);
     nt_cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile j
     nt_cp_async_wait<1>();
     __syncthreads();
@@ -181,16 +199,21 @@ extern "C" __global__ void attention_flash_bf16_forward(const nt_bf16* __restric
     __syncthreads();  // the next iteration's copies overwrite this buffer
   }
   float* out[2];
+  nt_bf16* out16[2];
   for (int jr = 0; jr < 2; ++jr) {
     l[jr] = nt_fb_quad_sum(l[jr]);
     out[jr] = nullptr;
+    out16[jr] = nullptr;
     if (row[jr] < R) {
       const int h = kvh * G + (row[jr] - t_of[jr] * G);
-      out[jr] = z + ((long long)b * T + t_of[jr]) * qs + (long long)h * hd;
+      const long long at = ((long long)b * T + t_of[jr]) * qs + (long long)h * hd;
+      out[jr] = z + at;
+      if (z16) out16[jr] = z16 + at;
       if ((lane & 3) == 0) lse[((long long)b * heads + h) * T + t_of[jr]] = m[jr] + nt_fb_log(l[jr]);
     }
   }
   nt_fb_store(out[0], out[1], o, hd, 1.0f / l[0], 1.0f / l[1]);
+  nt_fb_store16(out16[0], out16[1], o, hd, 1.0f / l[0], 1.0f / l[1]);  // z16 (may be null): the o product's operand
 }
 NT_HOST_LAUNCHER(attention_flash_bf16_forward)
 
@@ -237,15 +260,11 @@ extern "C" __global__ void attention_flash_bf16_backward_dq(const nt_bf16* __res
   for (int dn = 0; dn < NT_FB_DTILES; ++dn)
     for (int i = 0; i < 4; ++i) acc[dn][i] = 0.0f;
 
-  nt_fb_stage(buf0, sd, kb, kvs, 1, 0, NT_FB_TILE, T, hd);
-  nt_fb_stage(buf0 + NT_FB_TILE * sd, sd, vb, kvs, 1, 0, NT_FB_TILE, T, hd);
+  nt_fb_stage_kv(buf0, sd, kb, vb, kvs, 0, T, hd);
   nt_cp_async_commit();
   for (int j = 0; j < tiles; ++j) {
     const nt_bf16* cur = (buf0 + (j & 1) * NT_FB_ROWS * sd);
-    if (j + 1 < tiles) {
-      nt_fb_stage((buf0 + ((j + 1) & 1) * NT_FB_ROWS * sd), sd, kb, kvs, 1, (j + 1) * NT_FB_TILE, NT_FB_TILE, T, hd);
-      nt_fb_stage((buf0 + ((j + 1) & 1) * NT_FB_ROWS * sd) + NT_FB_TILE * sd, sd, vb, kvs, 1, (j + 1) * NT_FB_TILE, NT_FB_TILE, T, hd);
-    }
+    if (j + 1 < tiles) nt_fb_stage_kv(buf0, sd, kb, vb, kvs, j + 1, T, hd);
     nt_cp_async_commit();
     nt_cp_async_wait<1>();
     __syncthreads();

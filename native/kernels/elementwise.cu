@@ -1,10 +1,10 @@
 // elementwise.cu — the small ops of the residual stream and of interventions: add, intervene (x·scale+offset),
-// multiply, fill, row gather / scatter-add, and the column split of a stacked product's output.
+// multiply, fill, row gather / scatter-add, and the column split of a stacked bf16 product's output.
 //
 // Launch: 1-D grid-stride loops, any block size. gather_rows runs over count·width elements; scatter_add_rows
 // over the width only: one thread owns a column and walks the index list in order, so repeated indices add up
 // without atomics and in the same order as the CPU op (the result is deterministic, bit for bit).
-#include "nt_device.h"
+#include "nt_bf16.h"
 
 extern "C" __global__ void add_inplace(float* __restrict__ destination, const float* __restrict__ source, long long n) {
   for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) destination[i] += source[i];
@@ -55,20 +55,28 @@ extern "C" __global__ void scatter_add_rows(const float* __restrict__ source, co
 }
 NT_HOST_LAUNCHER(scatter_add_rows)
 
-// split_columns: source [rows, wa + wb + wc] → a [rows, wa], b [rows, wb], c [rows, wc] (a width of 0 leaves that
-// part out; its pointer is not read). The outputs of one product against row-stacked weights ([Wq; Wk; Wv]),
-// handed to the ops that take them one by one. Grid-stride over rows·(wa + wb + wc).
-extern "C" __global__ void split_columns(const float* __restrict__ source, int rows, float* __restrict__ a, int wa,
-                                         float* __restrict__ b, int wb, float* __restrict__ c, int wc) {
+// split_columns_bf16: source [rows, wa + wb + wc] → a [rows, wa], b [rows, wb], c [rows, wc] (a width of 0 leaves
+// that part out; its pointers are not read), each part also rounded to bf16 into a16 / b16 / c16 (same layout; a
+// null one is skipped). The outputs of one bf16 product against row-stacked weights ([Wq; Wk; Wv]) with their bf16
+// shadows, handed to the ops that take them one by one. Grid-stride over rows·(wa + wb + wc).
+extern "C" __global__ void split_columns_bf16(const float* __restrict__ source, int rows, float* __restrict__ a,
+                                              unsigned short* __restrict__ a16, int wa, float* __restrict__ b,
+                                              unsigned short* __restrict__ b16, int wb, float* __restrict__ c,
+                                              unsigned short* __restrict__ c16, int wc) {
   const int width = wa + wb + wc;
   const long long n = (long long)rows * width;
   for (long long e = nt_global_index(); e < n; e += nt_grid_stride()) {
     const long long r = e / width;
     const int col = (int)(e - r * width);
     const float v = source[e];
-    if (col < wa) a[r * wa + col] = v;
-    else if (col < wa + wb) b[r * wb + (col - wa)] = v;
-    else c[r * wc + (col - wa - wb)] = v;
+    float* to;
+    unsigned short* to16;
+    long long at;
+    if (col < wa) { to = a; to16 = a16; at = r * wa + col; }
+    else if (col < wa + wb) { to = b; to16 = b16; at = r * wb + (col - wa); }
+    else { to = c; to16 = c16; at = r * wc + (col - wa - wb); }
+    to[at] = v;
+    if (to16) to16[at] = nt_bf16_from_float(v);
   }
 }
-NT_HOST_LAUNCHER(split_columns)
+NT_HOST_LAUNCHER(split_columns_bf16)

@@ -3,25 +3,46 @@
 // Pair i of a head is (2i, 2i+1) when interleaved (llama2.c / GGUF / Meta layout) or (i, i + head_dim/2)
 // (Hugging Face layout); cos/sin are [seq_len, head_dim/2]. inverse rotates by −θ, which is the backward.
 // Launch: 1-D grid-stride over rows·heads·head_dim/2 pairs, any block size; each thread owns whole pairs, so
-// the in-place update never races.
-#include "nt_device.h"
+// the in-place update never races. rope_apply_bf16 also stores the result rounded to bf16 (same layout).
+#include "nt_bf16.h"
+
+// One rotated pair e; when x16 is not null its bf16 copy is stored too (nt_bf16.h).
+static __device__ __forceinline__ void nt_rope_pair(float* x, unsigned short* x16, const float* cos_table,
+                                                    const float* sin_table, long long e, int heads, int head_dim,
+                                                    int seq_len, int interleaved, float sign) {
+  const int half = head_dim / 2;
+  const int i = (int)(e % half);
+  const long long rh = e / half;  // row·heads + head
+  const int r = (int)(rh / heads), pos = r % seq_len;
+  const float c = cos_table[(long long)pos * half + i], s = sign * sin_table[(long long)pos * half + i];
+  const long long base = rh * head_dim;
+  const int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
+  const float a = x[base + i0], b = x[base + i1];
+  const float y0 = a * c - b * s, y1 = a * s + b * c;
+  x[base + i0] = y0;
+  x[base + i1] = y1;
+  if (x16) {
+    x16[base + i0] = nt_bf16_from_float(y0);
+    x16[base + i1] = nt_bf16_from_float(y1);
+  }
+}
 
 extern "C" __global__ void rope_apply(float* __restrict__ x, const float* __restrict__ cos_table,
                                       const float* __restrict__ sin_table, int rows, int heads, int head_dim,
                                       int seq_len, int interleaved, int inverse) {
-  const int half = head_dim / 2;
-  const long long pairs = (long long)rows * heads * half;
-  const float sign = inverse ? -1.0f : 1.0f;
-  for (long long e = nt_global_index(); e < pairs; e += nt_grid_stride()) {
-    const int i = (int)(e % half);
-    const long long rh = e / half;  // row·heads + head
-    const int r = (int)(rh / heads), pos = r % seq_len;
-    const float c = cos_table[(long long)pos * half + i], s = sign * sin_table[(long long)pos * half + i];
-    float* head = x + rh * head_dim;
-    const int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
-    const float a = head[i0], b = head[i1];
-    head[i0] = a * c - b * s;
-    head[i1] = a * s + b * c;
-  }
+  const long long pairs = (long long)rows * heads * (head_dim / 2);
+  for (long long e = nt_global_index(); e < pairs; e += nt_grid_stride())
+    nt_rope_pair(x, nullptr, cos_table, sin_table, e, heads, head_dim, seq_len, interleaved, inverse ? -1.0f : 1.0f);
 }
 NT_HOST_LAUNCHER(rope_apply)
+
+// As rope_apply, and x16 = bf16(x) of the rotated values: the bf16 attention's q / k operand under GemmPrecision.Bf16.
+extern "C" __global__ void rope_apply_bf16(float* __restrict__ x, const float* __restrict__ cos_table,
+                                           const float* __restrict__ sin_table, unsigned short* __restrict__ x16,
+                                           int rows, int heads, int head_dim, int seq_len, int interleaved,
+                                           int inverse) {
+  const long long pairs = (long long)rows * heads * (head_dim / 2);
+  for (long long e = nt_global_index(); e < pairs; e += nt_grid_stride())
+    nt_rope_pair(x, x16, cos_table, sin_table, e, heads, head_dim, seq_len, interleaved, inverse ? -1.0f : 1.0f);
+}
+NT_HOST_LAUNCHER(rope_apply_bf16)

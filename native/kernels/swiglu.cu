@@ -29,21 +29,43 @@ extern "C" __global__ void swiglu_forward_bf16(const float* __restrict__ gate, c
 }
 NT_HOST_LAUNCHER(swiglu_forward_bf16)
 
+// dg, du of element i under rule (the encoding above).
+static __device__ __forceinline__ void nt_swiglu_grads(float dh, float g, float u, int rule, float* dg, float* du) {
+  const float sg = nt_sigmoid(g), silu = g * sg;
+  if (rule == 0) {
+    *dg = dh * u * sg * (1.0f + g * (1.0f - sg));
+    *du = dh * silu;
+  } else if (rule == 1) {
+    *dg = 0.5f * dh * u * sg;
+    *du = 0.5f * dh * silu;
+  } else {
+    *dg = dh * u * sg;
+    *du = dh * silu;
+  }
+}
+
 extern "C" __global__ void swiglu_backward(const float* __restrict__ dh, const float* __restrict__ gate,
                                            const float* __restrict__ up, float* __restrict__ dgate,
                                            float* __restrict__ dup, long long n, int rule) {
-  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) {
-    const float g = gate[i], sg = nt_sigmoid(g), silu = g * sg;
-    if (rule == 0) {
-      dgate[i] = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
-      dup[i] = dh[i] * silu;
-    } else if (rule == 1) {
-      dgate[i] = 0.5f * dh[i] * up[i] * sg;
-      dup[i] = 0.5f * dh[i] * silu;
-    } else {
-      dgate[i] = dh[i] * up[i] * sg;
-      dup[i] = dh[i] * silu;
-    }
-  }
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) nt_swiglu_grads(dh[i], gate[i], up[i], rule, &dgate[i], &dup[i]);
 }
 NT_HOST_LAUNCHER(swiglu_backward)
+
+// As swiglu_backward over [rows, width], and d16 [rows, 2·width] = bf16 of the row-wise concatenation [dgate | dup]:
+// the operand of the one summed input-gradient product against the stacked [W1; W3] under GemmPrecision.Bf16.
+extern "C" __global__ void swiglu_backward_bf16(const float* __restrict__ dh, const float* __restrict__ gate,
+                                                const float* __restrict__ up, float* __restrict__ dgate,
+                                                float* __restrict__ dup, unsigned short* __restrict__ d16, int rows,
+                                                int width, int rule) {
+  const long long n = (long long)rows * width;
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) {
+    float dg, du;
+    nt_swiglu_grads(dh[i], gate[i], up[i], rule, &dg, &du);
+    dgate[i] = dg;
+    dup[i] = du;
+    const long long r = i / width, at = i + r * width;  // row r of d16 starts at 2·width·r
+    d16[at] = nt_bf16_from_float(dg);
+    d16[at + width] = nt_bf16_from_float(du);
+  }
+}
+NT_HOST_LAUNCHER(swiglu_backward_bf16)

@@ -110,14 +110,13 @@ internal sealed partial class CudaBackend : IBackend
     {
         OpContracts.Upload(data.Length, shape);
         var t = Create(shape);
-        writeEpoch++;
         using (Range("upload")) device.CopyToDevice(t.Pointer, MemoryMarshal.AsBytes(data));
         return t;
     }
 
     public void Download(Tensor source, Span<float> destination)
     {
-        var s = Dev(source);
+        var s = In(source);
         OpContracts.Download(source, destination.Length);
         using (Range("download")) device.CopyToHost(s, MemoryMarshal.AsBytes(destination[..checked((int)source.Length)]));
     }
@@ -125,7 +124,7 @@ internal sealed partial class CudaBackend : IBackend
     /// <summary>Into the page-locked buffer this backend keeps (grown as needed): one queued copy, one wait.</summary>
     public unsafe void ReadOnHost(Tensor source, HostValuesReader read)
     {
-        var s = Dev(source);
+        var s = In(source);
         long bytes = source.Length * sizeof(float);
         if (pinnedHost is null || pinnedHostBytes < bytes)
         {
@@ -147,11 +146,10 @@ internal sealed partial class CudaBackend : IBackend
 
     public void Copy(Tensor source, Tensor destination)
     {
-        var s = Dev(source);
+        var s = In(source);
         var d = Dev(destination);
         OpContracts.Copy(source, destination);
         using var _ = Range("copy");
-        writeEpoch++;
         device.CopyDeviceToDevice(d, s, source.Length * sizeof(float));
     }
 
@@ -187,12 +185,11 @@ internal sealed partial class CudaBackend : IBackend
 
     /// <summary>
     /// Launches <paramref name="kernel"/> with the parameters in <paramref name="args"/> and declares its work to the
-    /// runtime. <paramref name="writesTensors"/> false only for kernels that write scratch alone (the bf16 conversions),
-    /// which leave the activations' bf16 shadows valid.
+    /// runtime. Which tensors it may write the launcher said while building <paramref name="args"/> (<see cref="Dev"/>
+    /// against <see cref="In"/>).
     /// </summary>
-    unsafe void Launch<[System.Diagnostics.CodeAnalysis.DynamicallyAccessedMembers(System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.PublicFields | System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.NonPublicFields)] T>(Kernel<T> kernel, Dim3 grid, Dim3 block, int sharedBytes, T args, OpWork work, bool writesTensors = true) where T : unmanaged
+    unsafe void Launch<[System.Diagnostics.CodeAnalysis.DynamicallyAccessedMembers(System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.PublicFields | System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.NonPublicFields)] T>(Kernel<T> kernel, Dim3 grid, Dim3 block, int sharedBytes, T args, OpWork work) where T : unmanaged
     {
-        if (writesTensors) writeEpoch++;
         Span<nint> pointers = stackalloc nint[KernelParameters<T>.Offsets.Length];
         KernelParameters<T>.Pointers(&args, pointers);
         device.Launch(kernel.Name, grid, block, sharedBytes, pointers);
@@ -219,9 +216,24 @@ internal sealed partial class CudaBackend : IBackend
         return new CudaTensor(device.Allocate(checked(n * sizeof(float))), device, shape);
     }
 
-    nint Dev(Tensor t) =>
+    /// <summary>
+    /// The device address of an fp32 tensor an op may write: its <see cref="CudaTensor.Version"/> is bumped, so a bf16
+    /// shadow of it goes stale. Launchers pass the tensors they only read through <see cref="In"/> instead; one left on
+    /// Dev costs a conversion at most, never a stale operand.
+    /// </summary>
+    nint Dev(Tensor t)
+    {
+        var c = Fp32(t);
+        c.Version++;
+        return c.Pointer;
+    }
+
+    /// <summary>The device address of an fp32 tensor the op only reads (its bf16 shadow stays valid).</summary>
+    nint In(Tensor t) => Fp32(t).Pointer;
+
+    CudaTensor Fp32(Tensor t) =>
         t is CudaTensor c && ReferenceEquals(c.Device, device)
-            ? c.IsBf16 ? throw new ArgumentException($"{t} holds bf16 weights, which only matrix products and row lookups read") : c.Pointer
+            ? c.IsBf16 ? throw new ArgumentException($"{t} holds bf16 weights, which only matrix products and row lookups read") : c
             : throw new ArgumentException($"{t} is not a tensor of this CUDA backend");
 
     /// <summary>Uploads indices into the reusable index buffer (grown as needed) and returns its address.</summary>
@@ -249,8 +261,6 @@ internal sealed partial class CudaBackend : IBackend
         if (scoreScratch is null || scoreCapacity < floats)
         {
             scoreScratch?.Dispose();
-        sparseRows?.Dispose();
-        sparseRows = null;
             scoreCapacity = floats;
             scoreScratch = device.Allocate(floats * sizeof(float));
         }

@@ -44,6 +44,12 @@ internal sealed class CudaTensor : Tensor
 
     public bool IsDisposed => memory.IsClosed;
 
+    /// <summary>
+    /// Bumped by <see cref="CudaBackend"/> whenever an op may write this tensor (every use but a declared read): a bf16
+    /// shadow made at another version is stale (Ops/Bf16Operands.cs).
+    /// </summary>
+    internal long Version;
+
     public override Span<float> Span =>
         throw new NotSupportedException($"{this} lives in device memory ({Device.Name}); use IBackend.Download");
 

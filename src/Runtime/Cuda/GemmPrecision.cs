@@ -36,4 +36,12 @@ internal static class GemmPrecisions
 
     /// <summary>The precision $NEURONTRACE_CUDA_MATH asks for.</summary>
     public static GemmPrecision FromEnvironment() => Parse(Environment.GetEnvironmentVariable(EnvironmentVariable));
+
+    /// <summary>As <see cref="FromEnvironment"/>, but fp32 for a value it rejects (the memory plan, which runs before
+    /// the backend is opened: opening it reports the bad value).</summary>
+    public static GemmPrecision FromEnvironmentOrFp32()
+    {
+        try { return FromEnvironment(); }
+        catch (ArgumentException) { return GemmPrecision.Fp32; }
+    }
 }

@@ -1,4 +1,5 @@
 using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.Runtime.Cuda;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Scoring;
 
@@ -45,13 +46,32 @@ internal sealed record MemoryPlan
     /// beside the clean one. <paramref name="weightCopies"/>: 2 on the CPU backend (the loaded arrays and the
     /// backend's copies are both alive during the run), 1 on a GPU; it also says which backend runs (the CPU pairs the
     /// clean and patch forwards and may split a batch over two threads). <paramref name="checkpoint"/>: activation
-    /// checkpointing.
+    /// checkpointing. <paramref name="cudaPrecision"/>: the GPU run's product precision (null: what
+    /// <see cref="GemmPrecisions.FromEnvironment"/> gives the CUDA backend), which says how it stores the weights
+    /// (<see cref="WeightBytes"/>).
     /// </summary>
     public static MemoryPlan ForAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
         AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass, bool checkpoint = false,
-        int igSteps = 10) =>
+        int igSteps = 10, GemmPrecision? cudaPrecision = null) =>
         ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, igSteps,
-            c.Layers, weightCopies * c.ParameterCount * elementBytes, logits: true, part: null, cpu: weightCopies == 2, checkpoint);
+            c.Layers, WeightBytes(c, c.Layers, embedding: true, head: true, weightCopies, elementBytes, cudaPrecision), logits: true, part: null, cpu: weightCopies == 2, checkpoint);
+
+    /// <summary>
+    /// The bytes of the weights of <paramref name="layers"/> layers (with the embedding and/or the head) as the backend
+    /// holds them. The CPU (<paramref name="weightCopies"/> 2: the loaded arrays and the backend's) and a GPU in fp32 or
+    /// TF32 hold every value in <paramref name="elementBytes"/>; the CUDA backend under <see cref="GemmPrecision.Bf16"/>
+    /// stores each matrix once as bf16 (2 bytes, no fp32 copy; the stacked [Wq; Wk; Wv] and [W1; W3] are the same
+    /// values in one block) and the norm gains as fp32 (Ops/Bf16Operands.cs, StoresBf16). The device pool rounds each
+    /// block up to its size class (DeviceMemoryPool.SizeClass; well under 1% at 8B shapes), which this does not count.
+    /// </summary>
+    public static long WeightBytes(LlamaConfig c, int layers, bool embedding, bool head, int weightCopies, int elementBytes, GemmPrecision? cudaPrecision)
+    {
+        long values = LayerPlacement.ParametersOn(c, layers, embedding, head);
+        bool bf16 = weightCopies == 1 && (cudaPrecision ?? GemmPrecisions.FromEnvironmentOrFp32()) == GemmPrecision.Bf16;
+        if (!bf16) return weightCopies * values * elementBytes;
+        long gains = (long)layers * 2 * c.Dim + (head ? c.Dim : 0);   // attention and MLP norm gains per layer, the final norm's
+        return 2 * (values - gains) + 4 * gains;
+    }
 
     /// <summary>
     /// The plan of each device of a model split by layers over <paramref name="devices"/> GPUs (<see cref="LayerPlacement.Balanced"/>):
@@ -59,13 +79,14 @@ internal sealed record MemoryPlan
     /// embedding, or the residual stream moved in), the full backward scratch while it runs, and the logits on the last.
     /// </summary>
     public static IReadOnlyList<MemoryPlan> ForSplitAttribution(LlamaConfig c, int devices, int batch, int promptLength,
-        IReadOnlyCollection<NodeSite> sites, AttributionMethod method, bool patchBaseline, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass)
+        IReadOnlyCollection<NodeSite> sites, AttributionMethod method, bool patchBaseline, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass,
+        GemmPrecision? cudaPrecision = null)
     {
         int[] starts = LayerPlacement.BalancedStarts(c, devices);
         return Enumerable.Range(0, devices).Select(d =>
         {
             int first = starts[d], end = d + 1 < devices ? starts[d + 1] : c.Layers;
-            long weights = LayerPlacement.ParametersOn(c, end - first, d == 0, d == devices - 1) * elementBytes;
+            long weights = WeightBytes(c, end - first, d == 0, d == devices - 1, weightCopies: 1, elementBytes, cudaPrecision);
             return ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, 10, end - first, weights,
                 logits: d == devices - 1, part: $"device {d} of {devices}: layers {first}..{end - 1}{(d == 0 ? " + embedding" : "")}{(d == devices - 1 ? " + head" : "")}",
                 cpu: false, checkpoint: false);

@@ -28,16 +28,7 @@ public class AttributionOnCudaTests
     public void Scores_on_the_cuda_backend_match_the_cpu(AttributionMethod method, Baseline baseline, string metric)
     {
         var weights = RandomLlama.Create(RandomLlama.SmallConfig(), seed: 5);
-        var rng = new Random(2);
-        var pairs = Enumerable.Range(0, 5).Select(i =>
-        {
-            int len = 3 + i % 3;
-            var clean = Enumerable.Range(0, len).Select(t => t == 0 ? 1 : rng.Next(3, weights.Config.VocabSize)).ToArray();
-            var patch = (int[])clean.Clone();
-            patch[len - 1] = (patch[len - 1] + 1) % (weights.Config.VocabSize - 3) + 3;
-            return new PromptPair(i + 1, clean, patch, 4, 6);
-        }).ToList();
-        var task = new PromptTask("random", pairs);
+        var task = LastTokenPairs.Task(5, weights.Config.VocabSize, seed: 2);
         using var cpu = new Llama(weights, CpuBackend.Instance);
         var options = new AttributionOptions
         {

@@ -36,7 +36,7 @@ public class Bf16StorageTests
         return r;
     }
 
-    static float[] CpuProduct(float[] x, float[] w, int rows, int n, int k)
+    internal static float[] CpuProduct(float[] x, float[] w, int rows, int n, int k)
     {
         var y = new CpuTensor(rows, n);
         CpuBackend.Instance.MatMul(CpuBackend.Wrap(x, rows, k), CpuBackend.Wrap(w, n, k), y, false);
@@ -180,20 +180,17 @@ public class Bf16StorageTests
         Approx.Equal(CpuProduct(Bf(Get(b, normed)), Bf(ws), rows, n, k), Get(b, y), 1e-5f, 1e-5f, "product after a copy");
     }
 
-    [Fact]
-    public void A_bf16_relp_pass_scores_within_the_bf16_tolerance_of_the_fp32_cpu()
+    /// <summary>Head dim 4 (the fp32 streaming attention) and 16 (the bf16 tensor-core attention over the q, k, v and
+    /// dz shadows their producers write).</summary>
+    public static TheoryData<int> HeadDims => [4, 16];
+
+    [Theory]
+    [MemberData(nameof(HeadDims))]
+    public void A_bf16_relp_pass_scores_within_the_bf16_tolerance_of_the_fp32_cpu(int headDim)
     {
-        var weights = RandomLlama.Create(RandomLlama.SmallConfig(), seed: 5);
-        var rng = new Random(2);
-        var pairs = Enumerable.Range(0, 4).Select(i =>
-        {
-            int len = 3 + i % 3;
-            var clean = Enumerable.Range(0, len).Select(t => t == 0 ? 1 : rng.Next(3, weights.Config.VocabSize)).ToArray();
-            var patch = (int[])clean.Clone();
-            patch[len - 1] = (patch[len - 1] + 1) % (weights.Config.VocabSize - 3) + 3;
-            return new PromptPair(i + 1, clean, patch, 4, 6);
-        }).ToList();
-        var task = new PromptTask("random", pairs);
+        var config = RandomLlama.SmallConfig() with { Dim = 4 * headDim, HiddenDim = 6 * headDim };
+        var weights = RandomLlama.Create(config, seed: 5);
+        var task = LastTokenPairs.Task(4, weights.Config.VocabSize, seed: 2);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = 2 };
         using var cpu = new Llama(weights, CpuBackend.Instance);
         using var backend = new CudaBackend(new HostKernelRuntime(), precision: GemmPrecision.Bf16);
@@ -209,7 +206,18 @@ public class Bf16StorageTests
                 Assert.True(max > 0, $"{s} layer {l}: all zero");
                 for (int i = 0; i < a.Length; i++) worst = Math.Max(worst, Math.Abs(a[i] - c[i]) / max);
             }
-        Assert.True(worst <= 8e-2, $"bf16 RelP scores: {worst:E2} of the largest");
+        // 8e-2 of the largest score with the fp32 attention; the tensor-core attention also rounds q, k, v, dz and P to
+        // bf16, and a RelP score's Δa is a difference of two nearly equal activations: 1.2e-1 (measured 9.6e-2).
+        double tolerance = backend.UsesBf16Attention(new AttentionShape(1, 1, config.Heads, config.KvHeads, config.HeadDim)) ? 1.2e-1 : 8e-2;
+        Assert.True(worst <= tolerance, $"bf16 RelP scores: {worst:E2} of the largest (tolerance {tolerance:E1})");
         Assert.True(worst > 1e-6, "bf16 scores equal the fp32 ones: nothing was rounded");
+
+        // The operands the producing kernels wrote in bf16 (shadows) are the roundings a conversion at the reader makes:
+        // the same pass converting every operand instead gives the same scores, bit for bit.
+        backend.ReadsShadows = false;
+        var converted = Attributor.Score(gpu, task, options);
+        foreach (var s in options.Sites)
+            for (int l = 0; l < weights.Config.Layers; l++)
+                Assert.Equal(converted.Get(s, l), got.Get(s, l));
     }
 }

@@ -50,6 +50,15 @@ public class StreamingAttentionBf16Tests(ITestOutputHelper output)
         b.StreamingAttention(gq, gk, gv, s, gz, gl);
         Check(z, Get(b, gz), 4e-3f, 1e-2f, "z");
         Check(lse, Get(b, gl), 1e-5f, 1e-5f, "lse");
+        // The forward also stores z rounded to bf16 (the o product's operand): a product of z equals the CPU product of
+        // the downloaded z and the weight, both rounded to bf16 (fp32 sums; 1e-5 as Bf16StorageTests' products).
+        float[] ws = Rand.Floats(10, 5 * s.QWidth);
+        using (var w = b.UploadConstant(ws, 5, s.QWidth))
+        using (var y = b.AllocateUninitialized(s.Rows, 5))
+        {
+            b.MatMul(gz, w, y, false);
+            Approx.Equal(Bf16StorageTests.CpuProduct(Round(Get(b, gz)), Round(ws), s.Rows, 5, s.QWidth), Get(b, y), 1e-5f, 1e-5f, "product of z");
+        }
 
         using var gdz = b.Upload(dz, s.Rows, s.QWidth);
         using var gdq = b.Upload(Rand.Floats(7, q.Length, 100f, 200f), s.Rows, s.QWidth);

@@ -37,21 +37,12 @@ public class SweepOnCudaTests(ITestOutputHelper output)
     public void Shortcut_sweep_on_the_cuda_backend_equals_the_plain_cpu_sweep(NodeSite site, double sparseFraction)
     {
         var weights = RandomLlama.Create(RandomLlama.SmallConfig(), seed: 9);
-        var rng = new Random(6);
-        var pairs = Enumerable.Range(0, 5).Select(i =>
-        {
-            int len = 3 + i % 3;
-            var clean = Enumerable.Range(0, len).Select(t => t == 0 ? 1 : rng.Next(3, weights.Config.VocabSize)).ToArray();
-            var patch = (int[])clean.Clone();
-            patch[len - 1] = (patch[len - 1] + 1) % (weights.Config.VocabSize - 3) + 3;
-            return new PromptPair(i + 1, clean, patch, 4, 6);
-        }).ToList();
-        var task = new PromptTask("random", pairs);
+        var task = LastTokenPairs.Task(5, weights.Config.VocabSize, seed: 6);
         using var cpu = new Llama(weights, CpuBackend.Instance);
         using var backend = new CudaBackend(new HostKernelRuntime());
         using var gpu = new Llama(weights, backend);
         var scores = Attributor.Score(cpu, task, new AttributionOptions { Method = AttributionMethod.AtP, Sites = [site] });
-        var means = SiteMeans.Compute(cpu, pairs.Select(p => p.PatchIds!).ToList(), [site]);
+        var means = SiteMeans.Compute(cpu, task.Pairs.Select(p => p.PatchIds!).ToList(), [site]);
         var ranking = new NodeRanking(scores, site);
         var ks = CircuitSweep.LogSpacedK(ranking.Count, 6);
         var circuits = ks.SelectMany(k => new[] { ranking.TopK(k), ranking.Random(k, CircuitSweep.RandomControlSeed(2, k)) }).ToList();

@@ -7,10 +7,11 @@ namespace NeuronTrace.Runtime.Tests.Kernels;
 
 /// <summary>
 /// The kernels of GemmPrecision.Bf16's operands (issue 13 item 4-5): convert.cu's concatenating conversion, widening
-/// and bf16 row gather, elementwise.cu's split_columns, and the bf16-writing forms of rmsnorm_forward and
-/// swiglu_forward and rmsnorm_backward. References: the rounding's definition (nearest bf16, ties to even; see
+/// and bf16 row gather, and the bf16-writing forms of split_columns, rope_apply, rmsnorm_forward, rmsnorm_backward,
+/// swiglu_forward, swiglu_backward (the concatenated [dgate | dup] operand) and attention_flash_rowdot (dz). References: the rounding's definition (nearest bf16, ties to even; see
 /// <see cref="ConvertKernelTests"/>), exact widening (bf16 is the top half of an fp32), plain index arithmetic for
-/// the copies, and <see cref="RmsNormOps"/> / <see cref="SwiGluOps"/> for the fp32 outputs, with the same
+/// the copies, <see cref="RmsNormOps"/> / <see cref="SwiGluOps"/> / <see cref="RopeOps"/> for the fp32 outputs and a
+/// double-precision dot for attention's row term (1e-5 abs + rel), with the same
 /// tolerances as their fp32 kernels' tests. The bf16 outputs must equal the rounding of the kernel's own fp32
 /// output exactly: one value computed once, stored twice.
 /// </summary>
@@ -93,26 +94,117 @@ public class Bf16KernelTests
 
     [Theory]
     [MemberData(nameof(ConcatCases))]
-    public void Split_columns_copies_each_part_of_a_row_to_its_own_tensor(string target, int rows, int wa, int wb, int wc, int block, uint grid)
+    public void Split_columns_copies_each_part_of_a_row_to_its_own_tensor_and_its_rounding_to_its_shadow(string target, int rows, int wa, int wb, int wc, int block, uint grid)
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
         int width = wa + wb + wc;
-        var src = Rand.Floats(7, rows * width);
+        var src = Rand.Floats(7, rows * width, -300f, 300f);
         using var ds = DeviceArray.Upload(rt, src);
         using var da = DeviceArray.Floats(rt, Math.Max(1, rows * wa));
         using var db = DeviceArray.Floats(rt, Math.Max(1, rows * wb));
         using var dc = DeviceArray.Floats(rt, Math.Max(1, rows * wc));
+        using var da16 = DeviceArray.Floats(rt, Math.Max(1, (rows * wa + 1) / 2));
+        using var dc16 = DeviceArray.Floats(rt, Math.Max(1, (rows * wc + 1) / 2));
         long n = (long)rows * width;
-        rt.Run("split_columns", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0,
-            ds, rows, da, wa, wb == 0 ? (nint)0 : db.Pointer, wb, wc == 0 ? (nint)0 : dc.Pointer, wc);
+        // b has no shadow (a null pointer is skipped); a and c have one.
+        rt.Run("split_columns_bf16", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0,
+            ds, rows, da, da16, wa, wb == 0 ? (nint)0 : db.Pointer, (nint)0, wb, wc == 0 ? (nint)0 : dc.Pointer, wc == 0 ? (nint)0 : dc16.Pointer, wc);
         float[] a = da.Download(), b = db.Download(), c = dc.Download();
+        ushort[] a16 = Halves(da16, rows * wa), c16 = Halves(dc16, rows * wc);
         for (int r = 0; r < rows; r++)
         {
-            for (int j = 0; j < wa; j++) Assert.Equal(src[r * width + j], a[r * wa + j]);
+            for (int j = 0; j < wa; j++) { Assert.Equal(src[r * width + j], a[r * wa + j]); Assert.Equal(Round(a[r * wa + j]), a16[r * wa + j]); }
             for (int j = 0; j < wb; j++) Assert.Equal(src[r * width + wa + j], b[r * wb + j]);
-            for (int j = 0; j < wc; j++) Assert.Equal(src[r * width + wa + wb + j], c[r * wc + j]);
+            for (int j = 0; j < wc; j++) { Assert.Equal(src[r * width + wa + wb + j], c[r * wc + j]); Assert.Equal(Round(c[r * wc + j]), c16[r * wc + j]); }
         }
+    }
+
+    [Theory]
+    [MemberData(nameof(RopeKernelTests.Cases), MemberType = typeof(RopeKernelTests))]
+    public void Rope_bf16_matches_cpu_and_stores_the_rotated_values_rounded(string target, int rows, int heads, int headDim, int seqLen, int block, bool interleaved, bool inverse)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        var (x, expected, cos, sin) = RopeKernelTests.Case(rows, heads, headDim, seqLen, interleaved, inverse);
+        using var dx = DeviceArray.Upload(rt, x);
+        using var dc = DeviceArray.Upload(rt, cos);
+        using var ds = DeviceArray.Upload(rt, sin);
+        using var d16 = DeviceArray.Floats(rt, (x.Length + 1) / 2);
+        long pairs = (long)rows * heads * (headDim / 2);
+        rt.Run("rope_apply_bf16", new Dim3(KernelLaunch.Blocks(pairs, block)), new Dim3((uint)block), 0, dx, dc, ds, d16,
+            rows, heads, headDim, seqLen, interleaved ? 1 : 0, inverse ? 1 : 0);
+        var got = dx.Download();
+        Approx.Equal(expected, got, 1e-6f, 1e-6f, "rotated x");   // RopeKernelTests' tolerance
+        var halves = Halves(d16, x.Length);
+        for (int i = 0; i < x.Length; i++) Assert.True(Round(got[i]) == halves[i], $"x16[{i}]: expected 0x{Round(got[i]):X4} (x = {got[i]:R}), got 0x{halves[i]:X4}");
+    }
+
+    public static IEnumerable<object[]> GateGradCases =>
+        from c in KernelTargets.Cross([[1, 1, 32, 0u], [3, 100, 256, 0u], [8, 96, 64, 2u], [17, 33, 256, 0u]])
+        from rule in new[] { GateRule.Exact, GateRule.IdentityHalf, GateRule.Identity }
+        select (object[])[.. c, rule];
+
+    [Theory]
+    [MemberData(nameof(GateGradCases))]
+    public void Swiglu_backward_bf16_matches_cpu_and_stores_the_concatenated_gradients_rounded(string target, int rows, int width, int block, uint grid, GateRule rule)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        int n = rows * width;
+        var (gh, g, u, eg, eu) = SwiGluKernelTests.BackwardCase(n, rule);
+        using var ddh = DeviceArray.Upload(rt, gh);
+        using var dg = DeviceArray.Upload(rt, g);
+        using var du = DeviceArray.Upload(rt, u);
+        using var dgate = DeviceArray.Floats(rt, n);
+        using var dup = DeviceArray.Floats(rt, n);
+        using var d16 = DeviceArray.Floats(rt, n);   // 2n bf16 values
+        int code = rule switch { GateRule.Exact => 0, GateRule.IdentityHalf => 1, _ => 2 };
+        rt.Run("swiglu_backward_bf16", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0,
+            ddh, dg, du, dgate, dup, d16, rows, width, code);
+        float[] gotG = dgate.Download(), gotU = dup.Download();
+        Approx.Equal(eg, gotG, 1e-6f, 1e-5f, $"dgate ({rule})");   // SwiGluKernelTests' tolerance (fast exp)
+        Approx.Equal(eu, gotU, 1e-6f, 1e-5f, $"dup ({rule})");
+        var halves = Halves(d16, 2L * n);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < width; j++)
+            {
+                Assert.True(Round(gotG[r * width + j]) == halves[2 * r * width + j], $"[{r}, {j}] dgate16 ({rule})");
+                Assert.True(Round(gotU[r * width + j]) == halves[2 * r * width + width + j], $"[{r}, {width + j}] dup16 ({rule})");
+            }
+    }
+
+    // batch, seqLen, heads, headDim, block, grid
+    public static IEnumerable<object[]> RowDotCases => KernelTargets.Cross([[1, 1, 1, 16, 32, 0u], [2, 5, 3, 32, 64, 0u], [3, 17, 4, 64, 256, 2u]]);
+
+    [Theory]
+    [MemberData(nameof(RowDotCases))]
+    public void Attention_row_term_bf16_is_the_row_dot_and_stores_dz_rounded(string target, int batch, int seqLen, int heads, int headDim, int block, uint grid)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        int n = batch * seqLen * heads * headDim, stats = batch * heads * seqLen;
+        float[] dz = Rand.Floats(n, n, -2f, 2f), o = Rand.Floats(n + 1, n, -2f, 2f);
+        using var ddz = DeviceArray.Upload(rt, dz);
+        using var dout = DeviceArray.Upload(rt, o);
+        using var dd = DeviceArray.Floats(rt, stats);
+        using var d16 = DeviceArray.Floats(rt, (n + 1) / 2);
+        rt.Run("attention_flash_rowdot_bf16", new Dim3(grid == 0 ? KernelLaunch.Blocks(stats, block) : grid), new Dim3((uint)block), 0,
+            ddz, dout, dd, d16, batch, seqLen, heads, headDim);
+        var d = dd.Download();
+        // D[(b·heads + h)·T + t] = Σ_i dz[b, t, h, i]·o[b, t, h, i] (rows [b·T + t], head h's columns), summed in double here.
+        for (int b = 0; b < batch; b++)
+            for (int h = 0; h < heads; h++)
+                for (int t = 0; t < seqLen; t++)
+                {
+                    long off = ((long)b * seqLen + t) * heads * headDim + (long)h * headDim;
+                    double sum = 0;
+                    for (int i = 0; i < headDim; i++) sum += (double)dz[off + i] * o[off + i];
+                    float got = d[(b * heads + h) * seqLen + t];
+                    Assert.True(Math.Abs(got - sum) <= 1e-5 + 1e-5 * Math.Abs(sum), $"D[b {b}, h {h}, t {t}] = {got:R}, expected {sum:R}");
+                }
+        var halves = Halves(d16, n);
+        for (int i = 0; i < n; i++) Assert.True(Round(dz[i]) == halves[i], $"dz16[{i}]");
     }
 
     public static IEnumerable<object[]> NormCases => KernelTargets.Cross([[1, 1, 32], [3, 31, 32], [5, 288, 64], [4, 4096, 1024], [9, 100, 256]]);
@@ -123,10 +215,8 @@ public class Bf16KernelTests
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        float[] x = Rand.Floats(rows * 7 + dim, rows * dim, -2f, 2f), w = Rand.Floats(dim, dim, 0.5f, 1.5f);
-        const float eps = 1e-5f;
-        float[] y = new float[x.Length], rstd = new float[rows];
-        RmsNormOps.Forward(x, w, eps, y, rstd, rows, dim);
+        var (x, w, y, rstd) = RmsNormKernelTests.ForwardCase(rows, dim);
+        const float eps = RmsNormKernelTests.Eps;
         using var dx = DeviceArray.Upload(rt, x);
         using var dw = DeviceArray.Upload(rt, w);
         using var dy = DeviceArray.Floats(rt, x.Length);
@@ -174,8 +264,7 @@ public class Bf16KernelTests
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        float[] g = Rand.Floats(n, n, -8f, 8f), u = Rand.Floats(n + 1, n, -2f, 2f), expected = new float[n];
-        SwiGluOps.Forward(g, u, expected);
+        var (g, u, expected) = SwiGluKernelTests.ForwardCase(n);
         using var dg = DeviceArray.Upload(rt, g);
         using var du = DeviceArray.Upload(rt, u);
         using var dh = DeviceArray.Floats(rt, n);

@@ -16,22 +16,30 @@ public class RmsNormKernelTests
         [1, 1, 32], [3, 31, 32], [5, 288, 64], [2, 1000, 256], [7, 65, 96], [4, 4096, 1024], [9, 100, 256],
     ]);
 
+    public const float Eps = 1e-5f;
+
+    /// <summary>A forward case: x over ±2, gains in [0.5, 1.5], and the CPU op's y and rstd at <see cref="Eps"/> (also Bf16KernelTests').</summary>
+    internal static (float[] X, float[] W, float[] Y, float[] Rstd) ForwardCase(int rows, int dim)
+    {
+        float[] x = Rand.Floats(rows * 7 + dim, rows * dim, -2f, 2f), w = Rand.Floats(dim, dim, 0.5f, 1.5f);
+        float[] y = new float[x.Length], rstd = new float[rows];
+        RmsNormOps.Forward(x, w, Eps, y, rstd, rows, dim);
+        return (x, w, y, rstd);
+    }
+
     [Theory]
     [MemberData(nameof(Cases))]
     public void Forward_matches_cpu(string target, int rows, int dim, int block)
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        float[] x = Rand.Floats(rows * 7 + dim, rows * dim, -2f, 2f), w = Rand.Floats(dim, dim, 0.5f, 1.5f);
-        const float eps = 1e-5f;
-        float[] y = new float[x.Length], rstd = new float[rows];
-        RmsNormOps.Forward(x, w, eps, y, rstd, rows, dim);
+        var (x, w, y, rstd) = ForwardCase(rows, dim);
 
         using var dx = DeviceArray.Upload(rt, x);
         using var dw = DeviceArray.Upload(rt, w);
         using var dy = DeviceArray.Floats(rt, x.Length);
         using var ds = DeviceArray.Floats(rt, rows);
-        rt.Run("rmsnorm_forward", new Dim3((uint)rows), new Dim3((uint)block), 0, dx, dw, eps, dy, ds, rows, dim);
+        rt.Run("rmsnorm_forward", new Dim3((uint)rows), new Dim3((uint)block), 0, dx, dw, Eps, dy, ds, rows, dim);
         Approx.Equal(rstd, ds.Download(), 0, 1e-5f, "rstd");
         Approx.Equal(y, dy.Download(), 1e-5f, 1e-5f, "y");
     }

@@ -19,6 +19,16 @@ public class RopeKernelTests
     public static IEnumerable<object[]> Cases => KernelTargets.Cross(
         from s in Shapes from interleaved in new[] { true, false } from inverse in new[] { false, true } select (object[])[.. s, interleaved, inverse]);
 
+    /// <summary>A case's x, the CPU op's rotation of it, and the tables (also Bf16KernelTests').</summary>
+    internal static (float[] X, float[] Expected, float[] Cos, float[] Sin) Case(int rows, int heads, int headDim, int seqLen, bool interleaved, bool inverse)
+    {
+        var (cos, sin) = Tables(seqLen, headDim);
+        float[] x = Rand.Floats(rows * heads + headDim, rows * heads * headDim, -3f, 3f);
+        float[] expected = (float[])x.Clone();
+        RopeOps.Apply(expected, rows, heads, headDim, seqLen, cos, sin, interleaved, inverse);
+        return (x, expected, cos, sin);
+    }
+
     static (float[] Cos, float[] Sin) Tables(int seqLen, int headDim)
     {
         int half = headDim / 2;
@@ -39,10 +49,7 @@ public class RopeKernelTests
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        var (cos, sin) = Tables(seqLen, headDim);
-        float[] x = Rand.Floats(rows * heads + headDim, rows * heads * headDim, -3f, 3f);
-        float[] expected = (float[])x.Clone();
-        RopeOps.Apply(expected, rows, heads, headDim, seqLen, cos, sin, interleaved, inverse);
+        var (x, expected, cos, sin) = Case(rows, heads, headDim, seqLen, interleaved, inverse);
 
         using var dx = DeviceArray.Upload(rt, x);
         using var dc = DeviceArray.Upload(rt, cos);

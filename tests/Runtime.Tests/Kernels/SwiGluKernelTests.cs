@@ -19,13 +19,29 @@ public class SwiGluKernelTests
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        float[] g = Rand.Floats(n, n, -8f, 8f), u = Rand.Floats(n + 1, n, -2f, 2f), expected = new float[n];
-        SwiGluOps.Forward(g, u, expected);
+        var (g, u, expected) = ForwardCase(n);
         using var dg = DeviceArray.Upload(rt, g);
         using var du = DeviceArray.Upload(rt, u);
         using var dh = DeviceArray.Floats(rt, n);
         rt.Run("swiglu_forward", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0, dg, du, dh, (long)n);
         Approx.Equal(expected, dh.Download(), 1e-6f, 1e-5f, "h");
+    }
+
+    /// <summary>A forward case of n elements (gates over ±8) and the CPU op's h (also Bf16KernelTests').</summary>
+    internal static (float[] Gate, float[] Up, float[] H) ForwardCase(int n)
+    {
+        float[] g = Rand.Floats(n, n, -8f, 8f), u = Rand.Floats(n + 1, n, -2f, 2f), h = new float[n];
+        SwiGluOps.Forward(g, u, h);
+        return (g, u, h);
+    }
+
+    /// <summary>A backward case of n elements (gates over ±8) and the CPU op's dgate, dup (also Bf16KernelTests').</summary>
+    internal static (float[] Dh, float[] Gate, float[] Up, float[] Dgate, float[] Dup) BackwardCase(int n, GateRule rule)
+    {
+        float[] g = Rand.Floats(n, n, -8f, 8f), u = Rand.Floats(n + 1, n, -2f, 2f), gh = Rand.Floats(n + 2, n);
+        float[] eg = new float[n], eu = new float[n];
+        SwiGluOps.Backward(gh, g, u, rule, eg, eu);
+        return (gh, g, u, eg, eu);
     }
 
     public static IEnumerable<object[]> BackwardCases =>
@@ -37,9 +53,7 @@ public class SwiGluKernelTests
     {
         using var rt = KernelTargets.Open(target);
         if (rt is null) return;
-        float[] g = Rand.Floats(n, n, -8f, 8f), u = Rand.Floats(n + 1, n, -2f, 2f), gh = Rand.Floats(n + 2, n);
-        float[] eg = new float[n], eu = new float[n];
-        SwiGluOps.Backward(gh, g, u, rule, eg, eu);
+        var (gh, g, u, eg, eu) = BackwardCase(n, rule);
         using var ddh = DeviceArray.Upload(rt, gh);
         using var dg = DeviceArray.Upload(rt, g);
         using var du = DeviceArray.Upload(rt, u);

@@ -46,7 +46,7 @@ internal sealed partial class CudaBackend
         if (shape.Rows == 0 || shape.Heads == 0) return;
         using var _ = Range("attention_forward");
         Launch(AttentionForwardKernel, AttentionGrid(shape, shape.Heads), new Dim3(AttentionBlock), AttentionShared(shape),
-            new AttentionForwardArgs(Dev(q), Dev(k), Dev(v), Dev(z), Dev(probs), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
+            new AttentionForwardArgs(In(q), In(k), In(v), Dev(z), Dev(probs), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
             AttentionWork(shape, products: 2));
     }
 
@@ -61,7 +61,7 @@ internal sealed partial class CudaBackend
         {
             ds = Scores((long)shape.Batch * shape.Heads * shape.SeqLen * shape.SeqLen);
             Launch(AttentionBackwardDqKernel, AttentionGrid(shape, shape.Heads), new Dim3(AttentionBlock), AttentionShared(shape),
-                new AttentionBackwardDqArgs(Dev(dz), Dev(k), Dev(v), Dev(probs), ds, Dev(dq), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
+                new AttentionBackwardDqArgs(In(dz), In(k), In(v), In(probs), ds, Dev(dq), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
                 AttentionWork(shape, products: 2));
         }
         else
@@ -69,7 +69,7 @@ internal sealed partial class CudaBackend
             Fill(dq, 0f);  // the frozen pattern passes nothing to q (nor k: the kernel writes zeros)
         }
         Launch(AttentionBackwardDkDvKernel, AttentionGrid(shape, shape.KvHeads), new Dim3(AttentionBlock), 0,
-            new AttentionBackwardDkDvArgs(Dev(dz), Dev(q), Dev(probs), ds, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, exact ? 1 : 0),
+            new AttentionBackwardDkDvArgs(In(dz), In(q), In(probs), ds, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, exact ? 1 : 0),
             AttentionWork(shape, products: exact ? 2 : 1));
     }
 

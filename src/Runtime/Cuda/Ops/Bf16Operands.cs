@@ -5,12 +5,15 @@ namespace NeuronTrace.Runtime.Cuda;
 /// <summary>
 /// The bf16 side of <see cref="GemmPrecision.Bf16"/> (native/kernels/convert.cu): weights stored once as bf16, with
 /// no fp32 copy on the device, row-stacked where products share an input (<see cref="StackConstants"/>), and the
-/// bf16 copies of activations that products read (shadows), made by the op that produces the activation
-/// (RMSNorm forward and backward, SwiGLU) or by one conversion that every product reading the same tensor then shares.
-/// <para>A shadow is valid until the next launch that may write a tensor (every kernel but the conversions into
-/// bf16 scratch and the score accumulation, which drops the shadow of its sums), device copy or upload, and a
-/// product's output drops its own: a cache that can only miss, never
-/// be stale, without the ops having to say what they write.</para>
+/// bf16 copies of activations that products and the bf16 attention read (shadows), written by the kernel that produces
+/// the activation (RMSNorm forward and backward, SwiGLU, the stacked product's split, RoPE, the attention backward's
+/// row term) beside its fp32 output, or by one conversion that every reader of the same tensor then shares; the
+/// summed input-gradient product's concatenated operand is written by SwiGLU's backward.
+/// <para>A shadow is valid while its tensor's <see cref="CudaTensor.Version"/> is the one it was written at: every
+/// launcher address taken through <c>Dev</c> (anything an op may write) bumps it, only <c>In</c> (a declared read)
+/// does not. So a shadow can miss, never be stale: a launcher that forgets to declare a read costs a conversion.
+/// Transient shadows are few (least recently used evicted); attention keeps its q, k, v ones until the backward
+/// reads them or the tensors are written or disposed.</para>
 /// </summary>
 internal sealed partial class CudaBackend
 {
@@ -99,7 +102,6 @@ internal sealed partial class CudaBackend
                 views[i] = new CudaTensor(new StackedView(block, at), device, b.Shape.ToArray(), bf16: true) { IsConstant = true };
                 offset += b.Bytes;
             }
-        writeEpoch++;
         foreach (var b in blocks) b.Dispose();
         return views;
     }
@@ -146,42 +148,69 @@ internal sealed partial class CudaBackend
 
     // ---- activation shadows ------------------------------------------------------------------------------------
 
-    /// <summary>Bumped by every launch, copy or upload that may write a tensor; a shadow made at another epoch is stale.</summary>
-    long writeEpoch;
-
     sealed class Shadow
     {
         public SafeHandle? Buffer;
         public long Capacity;
         public CudaTensor? Owner;
-        public long Epoch = -1;
+        public long Version;     // the owner's version it was written at
+        public long LastUse;     // for least-recently-used eviction among the transient shadows
+        public bool Kept;        // read again much later (attention's q, k, v in the backward): not evicted
+        public bool Reserved;    // handed out by ShadowSlot, not yet published: no other tensor may take it
         public nint Address => Buffer!.DangerousGetHandle();
     }
 
-    const int ShadowSlots = 4;
-    readonly Shadow[] shadows = Enumerable.Range(0, ShadowSlots).Select(_ => new Shadow()).ToArray();
+    /// <summary>Shadows kept at most for the products that follow their producer (the kept ones come on top).</summary>
+    const int TransientShadows = 6;
+    readonly List<Shadow> shadows = [];
+    long shadowClock;
 
-    bool IsValid(Shadow s) => s.Owner is { IsDisposed: false } && s.Epoch == writeEpoch;
+    /// <summary>False: every bf16 operand is converted from its fp32 tensor at its reader, as if no producer wrote one (for
+    /// the tests that check the producers' shadows give bit-identical results).</summary>
+    internal bool ReadsShadows { get; set; } = true;
+
+    static bool IsValid(Shadow s) => s.Owner is { IsDisposed: false } o && o.Version == s.Version;
 
     /// <summary>The address of <paramref name="t"/>'s valid bf16 shadow, or 0.</summary>
     nint ShadowOf(Tensor t)
     {
+        if (!ReadsShadows) return 0;
         foreach (var s in shadows)
-            if (ReferenceEquals(s.Owner, t) && IsValid(s)) return s.Address;
+            if (ReferenceEquals(s.Owner, t) && IsValid(s)) { s.LastUse = ++shadowClock; return s.Address; }
         return 0;
     }
 
-    /// <summary>A slot for a new shadow of <paramref name="t"/> (a stale one where there is one, else the oldest), sized for it; register it with <see cref="Publish"/> once written.</summary>
+    /// <summary>
+    /// A slot for a new shadow of <paramref name="t"/>, sized for it: its own old one, else a stale or the least recently
+    /// used transient one (kept ones whose tensor was written or disposed are freed first); register it with
+    /// <see cref="Publish"/> once written.
+    /// </summary>
     Shadow ShadowSlot(Tensor t)
     {
-        Shadow slot = shadows.FirstOrDefault(s => !IsValid(s)) ?? shadows.MinBy(s => s.Epoch)!;
+        for (int i = shadows.Count - 1; i >= 0; i--)
+            if (shadows[i].Kept && !IsValid(shadows[i]) && !ReferenceEquals(shadows[i].Owner, t))
+            {
+                shadows[i].Buffer?.Dispose();
+                shadows.RemoveAt(i);
+            }
+        var slot = shadows.FirstOrDefault(s => ReferenceEquals(s.Owner, t) && !s.Reserved)
+            ?? shadows.FirstOrDefault(s => !s.Kept && !s.Reserved && !IsValid(s));
+        if (slot is null)
+        {
+            if (shadows.Count(s => !s.Kept) < TransientShadows || shadows.All(s => s.Kept || s.Reserved)) shadows.Add(slot = new Shadow());
+            else slot = shadows.Where(s => !s.Kept && !s.Reserved).MinBy(s => s.LastUse)!;
+        }
         slot.Owner = null;
+        slot.Kept = false;
+        slot.Reserved = true;
+        // Sized exactly, and re-rented from the pool when the size differs: which blocks a pass gets then follows from
+        // the pool alone, so a repeated pass gets the same ones (what GraphReplayRuntime needs to replay it).
         long bytes = Math.Max(256, t.Length * 2);
-        if (slot.Buffer is null || slot.Capacity < bytes)
+        if (slot.Buffer is null || slot.Capacity != bytes)
         {
             slot.Buffer?.Dispose();
-            slot.Capacity = Math.Max(bytes, slot.Capacity * 2);
-            slot.Buffer = device.Allocate(slot.Capacity);
+            slot.Capacity = bytes;
+            slot.Buffer = device.Allocate(bytes);
         }
         return slot;
     }
@@ -190,14 +219,31 @@ internal sealed partial class CudaBackend
     void Publish(Shadow slot, Tensor t)
     {
         slot.Owner = (CudaTensor)t;
-        slot.Epoch = writeEpoch;
+        slot.Version = slot.Owner.Version;
+        slot.LastUse = ++shadowClock;
+        slot.Reserved = false;
     }
 
-    /// <summary>The product's own output is written: a shadow of it is stale.</summary>
-    void Forget(Tensor t)
+    /// <summary><paramref name="t"/>'s valid shadow survives eviction until <see cref="Release"/>, or until <paramref name="t"/> is written or disposed: for operands read again far later.</summary>
+    void Keep(Tensor t)
     {
-        foreach (var s in shadows) if (ReferenceEquals(s.Owner, t)) s.Owner = null;
+        foreach (var s in shadows)
+            if (ReferenceEquals(s.Owner, t) && IsValid(s)) s.Kept = true;
     }
+
+    /// <summary>Frees <paramref name="t"/>'s kept shadow (its last reader has run).</summary>
+    void Release(Tensor t)
+    {
+        for (int i = shadows.Count - 1; i >= 0; i--)
+            if (shadows[i].Kept && ReferenceEquals(shadows[i].Owner, t))
+            {
+                shadows[i].Buffer?.Dispose();
+                shadows.RemoveAt(i);
+            }
+    }
+
+    /// <summary><paramref name="t"/> was written other than through <see cref="Dev"/>: its shadow is stale.</summary>
+    static void Forget(Tensor t) => ((CudaTensor)t).Version++;
 
     /// <summary>The bf16 operand of <paramref name="t"/>: its valid shadow, or one made now (and kept for the next product reading it).</summary>
     nint ActivationBf16(Tensor t)
@@ -205,27 +251,54 @@ internal sealed partial class CudaBackend
         nint p = ShadowOf(t);
         if (p != 0) return p;
         var slot = ShadowSlot(t);
-        ConvertToBf16(Dev(t), slot.Address, t.Length);
+        ConvertToBf16(In(t), slot.Address, t.Length);
         Publish(slot, t);
         return slot.Address;
     }
 
     void DisposeShadows()
     {
-        foreach (var s in shadows) { s.Buffer?.Dispose(); s.Buffer = null; s.Owner = null; s.Capacity = 0; }
+        foreach (var s in shadows) s.Buffer?.Dispose();
+        shadows.Clear();
+        pairOperand?.Dispose();
+        pairOperand = null;
+        pairParts = null;
     }
 
-    /// <summary>Rounds fp32 into bf16 scratch; writes no tensor, so shadows stay valid.</summary>
+    // ---- the concatenated operand of a summed input-gradient product, written by its producer ----------------
+
+    SafeHandle? pairOperand;          // bf16 [rows, Σ widths] of pairParts, as ConcatBf16 would make it
+    long pairOperandCapacity;
+    (CudaTensor Part, long Version)[]? pairParts;
+
+    /// <summary>Scratch for a bf16 row-wise concatenation of <paramref name="elements"/> values that the parts' producing kernel writes; call <see cref="PublishConcat"/> after the launch.</summary>
+    nint ConcatSlot(long elements) => Stage(ref pairOperand, ref pairOperandCapacity, Math.Max(256, elements * 2));
+
+    void PublishConcat(params Tensor[] parts) => pairParts = parts.Select(p => ((CudaTensor)p, ((CudaTensor)p).Version)).ToArray();
+
+    /// <summary>The producer-written concatenation of exactly <paramref name="parts"/>, none written since, or 0.</summary>
+    nint ConcatOf(ReadOnlySpan<Tensor> parts)
+    {
+        if (!ReadsShadows) return 0;
+        if (pairParts is null || pairParts.Length != parts.Length) return 0;
+        for (int i = 0; i < parts.Length; i++)
+            if (!ReferenceEquals(pairParts[i].Part, parts[i]) || pairParts[i].Part.IsDisposed || pairParts[i].Part.Version != pairParts[i].Version) return 0;
+        return pairOperand!.DangerousGetHandle();
+    }
+
+    /// <summary>Rounds fp32 into bf16 scratch; writes no tensor (pass the source through <see cref="In"/>), so shadows stay valid.</summary>
     void ConvertToBf16(nint source, nint destination, long n)
     {
         if (n == 0) return;
         using var _ = Range("f32_to_bf16");
-        Launch(F32ToBf16, GridFor(n), new Dim3(ElementwiseBlock), 0, new ConvertArgs(source, destination, n), new OpWork(0, n * 6.0), writesTensors: false);
+        Launch(F32ToBf16, GridFor(n), new Dim3(ElementwiseBlock), 0, new ConvertArgs(source, destination, n), new OpWork(0, n * 6.0));
     }
 
     /// <summary>[a | b | c] row by row, rounded to bf16 into one scratch operand [rows, Σ widths] (one launch for a summed product's inputs).</summary>
     nint ConcatBf16(ReadOnlySpan<Tensor> parts)
     {
+        nint written = ConcatOf(parts);
+        if (written != 0) return written;
         int rows = parts[0].Rows;
         long width = 0;
         foreach (var p in parts) width += p.Columns;
@@ -234,9 +307,9 @@ internal sealed partial class CudaBackend
         using var _ = Range("f32_to_bf16");
         Span<nint> at = stackalloc nint[3];
         Span<int> widths = stackalloc int[3];
-        for (int i = 0; i < parts.Length; i++) { at[i] = Dev(parts[i]); widths[i] = parts[i].Columns; }
+        for (int i = 0; i < parts.Length; i++) { at[i] = In(parts[i]); widths[i] = parts[i].Columns; }
         Launch(F32ToBf16Concat, GridFor(n), new Dim3(ElementwiseBlock), 0,
-            new ConcatArgs(at[0], widths[0], at[1], widths[1], at[2], widths[2], destination, rows), new OpWork(0, n * 6.0), writesTensors: false);
+            new ConcatArgs(at[0], widths[0], at[1], widths[1], at[2], widths[2], destination, rows), new OpWork(0, n * 6.0));
         return destination;
     }
 }

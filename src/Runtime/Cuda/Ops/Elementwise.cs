@@ -41,7 +41,7 @@ internal sealed partial class CudaBackend
         long n = destination.Length;
         if (n == 0) return;
         using var _ = Range("add");
-        Launch(AddKernel, GridFor(n), new Dim3(ElementwiseBlock), 0, new AddArgs(Dev(destination), Dev(source), n), OpWork.Streaming(n, 3, 1));
+        Launch(AddKernel, GridFor(n), new Dim3(ElementwiseBlock), 0, new AddArgs(Dev(destination), In(source), n), OpWork.Streaming(n, 3, 1));
     }
 
     public void Intervene(Tensor x, Tensor scale, Tensor offset)
@@ -69,7 +69,7 @@ internal sealed partial class CudaBackend
         using var _ = Range("gather_rows");
         long n = (long)rows.Length * width;
         Launch(GatherRowsKernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
-            new RowsArgs(Dev(source), Indices(rows), Dev(destination), rows.Length, width, source.Rows), OpWork.Streaming(n, 2));
+            new RowsArgs(In(source), Indices(rows), Dev(destination), rows.Length, width, source.Rows), OpWork.Streaming(n, 2));
     }
 
     public void ScatterAddRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
@@ -80,7 +80,7 @@ internal sealed partial class CudaBackend
         using var _ = Range("scatter_add_rows");
         // One thread per column walks the rows in order, so repeated rows add without atomics (and deterministically).
         Launch(ScatterAddRowsKernel, GridFor(width), new Dim3(ElementwiseBlock), 0,
-            new RowsArgs(Dev(source), Indices(rows), Dev(destination), rows.Length, width, destinationRows),
+            new RowsArgs(In(source), Indices(rows), Dev(destination), rows.Length, width, destinationRows),
             OpWork.Streaming((long)rows.Length * width, 3, 1));
     }
 }

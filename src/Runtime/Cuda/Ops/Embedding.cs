@@ -22,6 +22,6 @@ internal sealed partial class CudaBackend
             return;
         }
         Launch(EmbeddingForward, GridFor(n), new Dim3(ElementwiseBlock), 0,
-            new EmbeddingArgs(Indices(tokens), Dev(table), Dev(output), tokens.Length, dim, table.Rows), OpWork.Streaming(n, 2));
+            new EmbeddingArgs(Indices(tokens), In(table), Dev(output), tokens.Length, dim, table.Rows), OpWork.Streaming(n, 2));
     }
 }

@@ -11,8 +11,8 @@ namespace NeuronTrace.Runtime.Cuda;
 internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
-    internal readonly record struct SplitColumnsArgs(nint Source, int Rows, nint A, int WidthA, nint B, int WidthB, nint C, int WidthC);
-    internal static readonly Kernel<SplitColumnsArgs> SplitColumnsKernel = Kernel.Declare<SplitColumnsArgs>("split_columns");
+    internal readonly record struct SplitColumnsBf16Args(nint Source, int Rows, nint A, nint A16, int WidthA, nint B, nint B16, int WidthB, nint C, nint C16, int WidthC);
+    internal static readonly Kernel<SplitColumnsBf16Args> SplitColumnsBf16Kernel = Kernel.Declare<SplitColumnsBf16Args>("split_columns_bf16");
 
     SafeHandle? stackedOutput;   // the [rows, Σ n] output of a stacked product, before its split
     long stackedOutputCapacity;
@@ -21,14 +21,14 @@ internal sealed partial class CudaBackend
     {
         OpContracts.MatMul(x, w, y);
         using var _ = Range("matmul");
-        Gemm(GemmCall.MatMul(Dev(x), WeightAddress(w), Dev(y), x.Rows, w.Shape[0], w.Columns, accumulate), y, accumulate, w, x);
+        Gemm(GemmCall.MatMul(In(x), WeightAddress(w), Dev(y), x.Rows, w.Shape[0], w.Columns, accumulate), y, accumulate, w, x);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
     {
         OpContracts.MatMulInputGrad(dy, w, dx);
         using var _ = Range("matmul_input_grad");
-        Gemm(GemmCall.MatMulInputGrad(Dev(dy), WeightAddress(w), Dev(dx), dy.Rows, w.Shape[0], w.Columns, accumulate), dx, accumulate, w, dy);
+        Gemm(GemmCall.MatMulInputGrad(In(dy), WeightAddress(w), Dev(dx), dy.Rows, w.Shape[0], w.Columns, accumulate), dx, accumulate, w, dy);
     }
 
     /// <summary>
@@ -62,11 +62,17 @@ internal sealed partial class CudaBackend
         using (Range("matmul"))
             device.Sgemm(GemmCall.MatMul(ActivationBf16(x), DevBf16(weights[0]), stacked, rows, n, x.Columns, false) with { Precision = GemmPrecision.Bf16 });
         using var _ = Range("split_columns");
-        Span<nint> at = stackalloc nint[3];
+        // Each part's bf16 shadow is written beside it, so the bf16 attention reads v without a conversion (q and k are
+        // rotated next, and RoPE writes theirs again: 2 bytes a value of q and k stored twice, against one launch and 6
+        // bytes a value of v saved).
+        Span<nint> at = stackalloc nint[3], at16 = stackalloc nint[3];
         Span<int> widths = stackalloc int[3];
-        for (int i = 0; i < outputs.Length; i++) { at[i] = Dev(outputs[i]); widths[i] = outputs[i].Columns; }
-        Launch(SplitColumnsKernel, GridFor((long)rows * n), new Dim3(ElementwiseBlock), 0,
-            new SplitColumnsArgs(stacked, rows, at[0], widths[0], at[1], widths[1], at[2], widths[2]), OpWork.Streaming((long)rows * n, 2));
+        var slots = new Shadow[outputs.Length];
+        for (int i = 0; i < outputs.Length; i++) { slots[i] = ShadowSlot(outputs[i]); at[i] = Dev(outputs[i]); at16[i] = slots[i].Address; widths[i] = outputs[i].Columns; }
+        Launch(SplitColumnsBf16Kernel, GridFor((long)rows * n), new Dim3(ElementwiseBlock), 0,
+            new SplitColumnsBf16Args(stacked, rows, at[0], at16[0], widths[0], at[1], at16[1], widths[1], at[2], at16[2], widths[2]),
+            OpWork.Streaming((long)rows * n, 2) with { Bytes = rows * (double)n * 10 });
+        for (int i = 0; i < outputs.Length; i++) Publish(slots[i], outputs[i]);
     }
 
     /// <summary>
@@ -93,7 +99,7 @@ internal sealed partial class CudaBackend
     }
 
     /// <summary>A weight's address as <see cref="Gemm"/> gets it (replaced there for bf16 operands); a bf16-stored one's own.</summary>
-    nint WeightAddress(Tensor w) => w is CudaTensor { IsBf16: true } ? DevBf16(w) : Dev(w);
+    nint WeightAddress(Tensor w) => w is CudaTensor { IsBf16: true } ? DevBf16(w) : In(w);
 
     /// <summary>Both products have the weight as cuBLAS's A and the activation (x or dy) as B.</summary>
     void Gemm(in GemmCall call, Tensor c, bool accumulate, Tensor weight, Tensor activation)
@@ -123,12 +129,7 @@ internal sealed partial class CudaBackend
     {
         var w = (CudaTensor)weight;
         if (w.IsBf16) return w.Pointer;
-        if (!w.IsConstant)
-        {
-            nint p = Stage(ref weightBf16, ref weightBf16Capacity, w.Length * 2);
-            ConvertToBf16(w.Pointer, p, w.Length);
-            return p;
-        }
+        if (!w.IsConstant) return ActivationBf16(w);   // a changing tensor as the weight side: its shadow, or one conversion
         if (bf16Weights.TryGetValue(w, out var copy)) return copy.DangerousGetHandle();
         foreach (var gone in bf16Weights.Keys.Where(t => t.IsDisposed).ToList())  // a model disposed on a living backend
         {
@@ -147,7 +148,7 @@ internal sealed partial class CudaBackend
         nint p = Stage(ref weightF32, ref weightF32Capacity, weight.Length * sizeof(float));
         using var _ = Range("bf16_to_f32");
         Launch(Bf16ToF32, GridFor(weight.Length), new Dim3(ElementwiseBlock), 0, new ConvertArgs(DevBf16(weight), p, weight.Length),
-            new OpWork(0, weight.Length * 6.0), writesTensors: false);
+            new OpWork(0, weight.Length * 6.0));
         return p;
     }
 }

@@ -45,12 +45,12 @@ internal sealed partial class CudaBackend
             // The normed rows feed products: their bf16 operand is written here, beside the fp32 output the backward reads.
             var slot = ShadowSlot(y);
             Launch(RmsNormForwardBf16Kernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
-                new RmsNormForwardBf16Args(Dev(x), Dev(weight), eps, Dev(y), Dev(rstd), slot.Address, rows, dim), OpWork.Streaming(x.Length, 2, 4) with { Bytes = x.Length * 10.0 });
+                new RmsNormForwardBf16Args(In(x), In(weight), eps, Dev(y), Dev(rstd), slot.Address, rows, dim), OpWork.Streaming(x.Length, 2, 4) with { Bytes = x.Length * 10.0 });
             Publish(slot, y);
             return;
         }
         Launch(RmsNormForwardKernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
-            new RmsNormForwardArgs(Dev(x), Dev(weight), eps, Dev(y), Dev(rstd), rows, dim), OpWork.Streaming(x.Length, 2, 4));
+            new RmsNormForwardArgs(In(x), In(weight), eps, Dev(y), Dev(rstd), rows, dim), OpWork.Streaming(x.Length, 2, 4));
     }
 
     /// <summary>sum = x + delta and y = RMSNorm(sum) in one launch (add_rmsnorm_forward), bit-identical to Copy, Add, RmsNorm.</summary>
@@ -66,7 +66,7 @@ internal sealed partial class CudaBackend
         using var _ = Range("add_rmsnorm_forward");
         Shadow? slot = Precision == GemmPrecision.Bf16 ? ShadowSlot(y) : null;   // y feeds products: its bf16 operand too
         Launch(AddRmsNormKernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
-            new AddRmsNormArgs(Dev(x), Dev(delta), Dev(weight), eps, Dev(sum), Dev(y), Dev(rstd), slot?.Address ?? 0, rows, dim),
+            new AddRmsNormArgs(In(x), In(delta), In(weight), eps, Dev(sum), Dev(y), Dev(rstd), slot?.Address ?? 0, rows, dim),
             new OpWork(x.Length * 4.0, x.Length * (slot is null ? 16.0 : 18.0)));
         if (slot is not null) Publish(slot, y);
     }
@@ -82,12 +82,12 @@ internal sealed partial class CudaBackend
             // dx is the residual gradient the next input-gradient products (down, o) read: its bf16 operand too.
             var slot = ShadowSlot(dx);
             Launch(RmsNormBackwardBf16Kernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
-                new RmsNormBackwardBf16Args(Dev(dy), Dev(x), Dev(weight), Dev(rstd), Dev(dx), slot.Address, rows, dim, exact ? 1 : 0),
+                new RmsNormBackwardBf16Args(In(dy), In(x), In(weight), In(rstd), Dev(dx), slot.Address, rows, dim, exact ? 1 : 0),
                 OpWork.Streaming(x.Length, 4, 8) with { Bytes = x.Length * 18.0 });
             Publish(slot, dx);
             return;
         }
         Launch(RmsNormBackwardKernel, new Dim3((uint)rows), new Dim3(RowBlock(dim)), 0,
-            new RmsNormBackwardArgs(Dev(dy), Dev(x), Dev(weight), Dev(rstd), Dev(dx), rows, dim, exact ? 1 : 0), OpWork.Streaming(x.Length, 4, 8));
+            new RmsNormBackwardArgs(In(dy), In(x), In(weight), In(rstd), Dev(dx), rows, dim, exact ? 1 : 0), OpWork.Streaming(x.Length, 4, 8));
     }
 }

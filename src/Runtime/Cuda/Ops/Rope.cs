@@ -2,12 +2,18 @@ using System.Runtime.InteropServices;
 
 namespace NeuronTrace.Runtime.Cuda;
 
-/// <summary>Launcher of native/kernels/rope.cu: rotary position embedding in place, one thread per rotated pair.</summary>
+/// <summary>Launcher of native/kernels/rope.cu: rotary position embedding in place, one thread per rotated pair. Under
+/// Bf16 the forward rotation also writes the rotated tensor's bf16 shadow (Ops/Bf16Operands.cs): the bf16 attention's
+/// q and k operands. (The inverse, on dq and dk, does not: the summed input-gradient product concatenates them with dv.)</summary>
 internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct RopeArgs(nint X, nint Cos, nint Sin, int Rows, int Heads, int HeadDim, int SeqLen, int Interleaved, int Inverse);
     internal static readonly Kernel<RopeArgs> RopeApply = Kernel.Declare<RopeArgs>("rope_apply");
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct RopeBf16Args(nint X, nint Cos, nint Sin, nint X16, int Rows, int Heads, int HeadDim, int SeqLen, int Interleaved, int Inverse);
+    internal static readonly Kernel<RopeBf16Args> RopeApplyBf16 = Kernel.Declare<RopeBf16Args>("rope_apply_bf16");
 
     public void Rope(Tensor x, int heads, int seqLen, Tensor cos, Tensor sin, bool interleaved, bool inverse)
     {
@@ -16,8 +22,17 @@ internal sealed partial class CudaBackend
         long pairs = (long)rows * heads * (headDim / 2);
         if (pairs == 0) return;
         using var _ = Range("rope");
+        if (Precision == GemmPrecision.Bf16 && !inverse)
+        {
+            var slot = ShadowSlot(x);
+            Launch(RopeApplyBf16, GridFor(pairs), new Dim3(ElementwiseBlock), 0,
+                new RopeBf16Args(Dev(x), In(cos), In(sin), slot.Address, rows, heads, headDim, seqLen, interleaved ? 1 : 0, 0),
+                OpWork.Streaming(pairs, 6, 6) with { Bytes = pairs * 28.0 });
+            Publish(slot, x);
+            return;
+        }
         Launch(RopeApply, GridFor(pairs), new Dim3(ElementwiseBlock), 0,
-            new RopeArgs(Dev(x), Dev(cos), Dev(sin), rows, heads, headDim, seqLen, interleaved ? 1 : 0, inverse ? 1 : 0),
+            new RopeArgs(Dev(x), In(cos), In(sin), rows, heads, headDim, seqLen, interleaved ? 1 : 0, inverse ? 1 : 0),
             OpWork.Streaming(pairs, 6, 6));
     }
 }

@@ -40,9 +40,8 @@ internal sealed partial class CudaBackend
         int rowFloats = baseline.Kind == ScoreBaselineKind.PerRow ? 3 : 2;
         var work = new OpWork(4.0 * rows * width, 4.0 * ((double)rows * width * rowFloats + elements * (baseline.Kind == ScoreBaselineKind.PerPosition ? 3 : 2)));
         Launch(AccumulateScoresKernel, GridFor(elements), new Dim3(ElementwiseBlock), 0,
-            new AccumulateScoresArgs(Dev(clean), baseline.Values is { } b ? Dev(b) : 0, Dev(gradient), scale, groups, positions, width,
-                (int)baseline.Kind, Dev(sums), sums.Columns, firstRow, firstColumn), work, writesTensors: false);
-        Forget(sums);   // it writes the score sums only, no product's operand: the gradients' bf16 shadows stay valid
+            new AccumulateScoresArgs(In(clean), baseline.Values is { } b ? In(b) : 0, In(gradient), scale, groups, positions, width,
+                (int)baseline.Kind, Dev(sums), sums.Columns, firstRow, firstColumn), work);   // reads only: the gradients' bf16 shadows stay valid
     }
 
     /// <summary>The device CSR of <paramref name="positionOf"/>, uploaded only when it differs from the last one.</summary>
@@ -73,7 +72,7 @@ internal sealed partial class CudaBackend
         MemoryMarshal.Cast<float, int>(scales).CopyTo(index.AsSpan(rows.Length));
         long n = (long)rows.Length * width;
         Launch(GatherScaledRowsKernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
-            new GatherScaledRowsArgs(Dev(source), Indices(index), Dev(destination), rows.Length, width, source.Rows), OpWork.Streaming(n, 2, 1));
+            new GatherScaledRowsArgs(In(source), Indices(index), Dev(destination), rows.Length, width, source.Rows), OpWork.Streaming(n, 2, 1));
     }
 
     SafeHandle? sparseRows;   // the classifier rows of a sparse product, widened from bf16

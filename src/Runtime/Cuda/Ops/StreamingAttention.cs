@@ -7,8 +7,9 @@ namespace NeuronTrace.Runtime.Cuda;
 /// causal GQA attention that keeps a log-sum-exp per row instead of the [B, H, T, T] pattern
 /// (docs/streaming-attention.md), forward and backward (dq query-major, dk/dv key-major, so no floating-point
 /// atomics). Under <see cref="GemmPrecision.Bf16"/> with a head dim the bf16 kernels take (a multiple of 16, at
-/// most 128) q, k, v and dz are rounded to bf16 copies and the tensor-core kernels run; Fp32 and TF32 keep the fp32
-/// kernels, which are exact up to summation order.
+/// most 128) the tensor-core kernels read bf16 q, k, v and dz: the shadows their producers wrote (the stacked
+/// product's split, RoPE; kept from the forward for the backward; dz by the backward's row-term pass), converted
+/// here only where there is none. Fp32 and TF32 keep the fp32 kernels, which are exact up to summation order.
 /// </summary>
 internal sealed partial class CudaBackend
 {
@@ -25,6 +26,10 @@ internal sealed partial class CudaBackend
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct FlashRowDotArgs(nint Dz, nint O, nint DOut, int Batch, int SeqLen, int Heads, int HeadDim);
     internal static readonly Kernel<FlashRowDotArgs> FlashRowDotKernel = Kernel.Declare<FlashRowDotArgs>("attention_flash_rowdot");
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct FlashRowDotBf16Args(nint Dz, nint O, nint DOut, nint Dz16, int Batch, int SeqLen, int Heads, int HeadDim);
+    internal static readonly Kernel<FlashRowDotBf16Args> FlashRowDotBf16Kernel = Kernel.Declare<FlashRowDotBf16Args>("attention_flash_rowdot_bf16");
 
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct FlashBackwardDqArgs(nint Dz, nint Q, nint K, nint V, nint Lse, nint DSum, nint Dq,
@@ -55,11 +60,15 @@ internal sealed partial class CudaBackend
     /// <summary>Threads per bf16 block.</summary>
     public const int FlashBf16Threads = 128;
 
-    internal static readonly Kernel<FlashForwardArgs> FlashBf16ForwardKernel = Kernel.Declare<FlashForwardArgs>("attention_flash_bf16_forward");
+    /// <param name="Z16">z rounded to bf16 (its shadow: the o product's operand), or 0.</param>
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct FlashBf16ForwardArgs(nint Q, nint K, nint V, nint Z, nint Lse, nint Z16,
+        int SeqLen, int Heads, int KvHeads, int HeadDim, float Scale);
+    internal static readonly Kernel<FlashBf16ForwardArgs> FlashBf16ForwardKernel = Kernel.Declare<FlashBf16ForwardArgs>("attention_flash_bf16_forward");
     internal static readonly Kernel<FlashBackwardDqArgs> FlashBf16BackwardDqKernel = Kernel.Declare<FlashBackwardDqArgs>("attention_flash_bf16_backward_dq");
     internal static readonly Kernel<FlashBackwardDkDvArgs> FlashBf16BackwardDkDvKernel = Kernel.Declare<FlashBackwardDkDvArgs>("attention_flash_bf16_backward_dkdv");
 
-    SafeHandle? flashBf16Scratch;  // bf16 copies of q, k, v (and dz) for one attention call
+    SafeHandle? flashBf16Scratch;  // bf16 copies of q, k, v (and dz) for one attention call, where they have no shadow
     long flashBf16Capacity;
 
     /// <summary>Whether attention runs on the bf16 tensor-core kernels: bf16 precision and a head dim they take.</summary>
@@ -92,7 +101,7 @@ internal sealed partial class CudaBackend
         {
             nint shadow = ShadowOf(tensors[i]);   // a tensor some product just read in bf16 is not converted again
             result[i] = shadow != 0 ? shadow : basePtr + (nint)offsets[i];
-            if (shadow == 0) ConvertToBf16(Dev(tensors[i]), result[i], tensors[i].Length);
+            if (shadow == 0) ConvertToBf16(In(tensors[i]), result[i], tensors[i].Length);
         }
         return result;
     }
@@ -123,13 +132,19 @@ internal sealed partial class CudaBackend
         if (UsesBf16Attention(shape))
         {
             var c = Bf16Copies(q, k, v);
+            // The backward reads the same q, k, v: their shadows stay (until it has read them, or they are written or
+            // disposed); kept before z's slot is taken, so that slot cannot be one of theirs.
+            Keep(q); Keep(k); Keep(v);
+            var slot = ShadowSlot(z);   // z feeds the o product: its bf16 operand is stored beside it
+            var work = FlashWork(shape, products: 2, bytesPerOperand: 2);
             Launch(FlashBf16ForwardKernel, FlashBf16Grid(shape, keyMajor: false), new Dim3(FlashBf16Threads), FlashBf16Shared(shape),
-                new FlashForwardArgs(c[0], c[1], c[2], Dev(z), Dev(lse), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
-                FlashWork(shape, products: 2, bytesPerOperand: 2));
+                new FlashBf16ForwardArgs(c[0], c[1], c[2], Dev(z), Dev(lse), slot.Address, shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
+                work with { Bytes = work.Bytes + 2.0 * z.Length });
+            Publish(slot, z);
             return;
         }
         Launch(FlashForwardKernel, FlashGrid(shape, shape.Heads), new Dim3(FlashRows), FlashShared(shape),
-            new FlashForwardArgs(Dev(q), Dev(k), Dev(v), Dev(z), Dev(lse), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
+            new FlashForwardArgs(In(q), In(k), In(v), Dev(z), Dev(lse), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
             FlashWork(shape, products: 2));
     }
 
@@ -150,10 +165,10 @@ internal sealed partial class CudaBackend
         if (exact)
         {
             Launch(FlashRowDotKernel, GridFor(stats), new Dim3(ElementwiseBlock), 0,
-                new FlashRowDotArgs(Dev(dz), Dev(o), dsum, shape.Batch, shape.SeqLen, shape.Heads, shape.HeadDim),
+                new FlashRowDotArgs(In(dz), In(o), dsum, shape.Batch, shape.SeqLen, shape.Heads, shape.HeadDim),
                 OpWork.Streaming(stats * shape.HeadDim, 2, 2));
             Launch(FlashBackwardDqKernel, FlashGrid(shape, shape.Heads), new Dim3(FlashRows), FlashShared(shape),
-                new FlashBackwardDqArgs(Dev(dz), Dev(q), Dev(k), Dev(v), Dev(lse), dsum, Dev(dq), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
+                new FlashBackwardDqArgs(In(dz), In(q), In(k), In(v), In(lse), dsum, Dev(dq), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
                 FlashWork(shape, products: 3));
         }
         else
@@ -161,7 +176,7 @@ internal sealed partial class CudaBackend
             Fill(dq, 0f);  // the frozen pattern passes nothing to q (nor k: the kernel writes zeros)
         }
         Launch(FlashBackwardDkDvKernel, FlashGrid(shape, shape.KvHeads), new Dim3(FlashRows), FlashShared(shape),
-            new FlashBackwardDkDvArgs(Dev(dz), Dev(q), Dev(k), Dev(v), Dev(lse), dsum, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads,
+            new FlashBackwardDkDvArgs(In(dz), In(q), In(k), In(v), In(lse), dsum, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads,
                 shape.HeadDim, AttentionScale(shape), exact ? 1 : 0),
             FlashWork(shape, products: exact ? 4 : 2));
     }
@@ -170,16 +185,28 @@ internal sealed partial class CudaBackend
         nint dsum, Tensor dq, Tensor dk, Tensor dv)
     {
         long stats = (long)shape.Batch * shape.Heads * shape.SeqLen;
-        var c = Bf16Copies(dz, q, k, v);
         float scale = AttentionScale(shape);
         int shared = FlashBf16Shared(shape);
-        if (exact)
+        if (exact && ShadowOf(dz) == 0)
+        {
+            // The row term D = rowsum(dz ∘ o) reads all of dz: it writes dz's bf16 shadow on the way.
+            var slot = ShadowSlot(dz);
+            Launch(FlashRowDotBf16Kernel, GridFor(stats), new Dim3(ElementwiseBlock), 0,
+                new FlashRowDotBf16Args(In(dz), In(o), dsum, slot.Address, shape.Batch, shape.SeqLen, shape.Heads, shape.HeadDim),
+                OpWork.Streaming(stats * shape.HeadDim, 2, 2) with { Bytes = stats * shape.HeadDim * 10.0 });
+            Publish(slot, dz);
+        }
+        else if (exact)
         {
             Launch(FlashRowDotKernel, GridFor(stats), new Dim3(ElementwiseBlock), 0,
-                new FlashRowDotArgs(Dev(dz), Dev(o), dsum, shape.Batch, shape.SeqLen, shape.Heads, shape.HeadDim),
+                new FlashRowDotArgs(In(dz), In(o), dsum, shape.Batch, shape.SeqLen, shape.Heads, shape.HeadDim),
                 OpWork.Streaming(stats * shape.HeadDim, 2, 2));
+        }
+        var c = Bf16Copies(dz, q, k, v);
+        if (exact)
+        {
             Launch(FlashBf16BackwardDqKernel, FlashBf16Grid(shape, keyMajor: false), new Dim3(FlashBf16Threads), shared,
-                new FlashBackwardDqArgs(c[0], c[1], c[2], c[3], Dev(lse), dsum, Dev(dq), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, scale),
+                new FlashBackwardDqArgs(c[0], c[1], c[2], c[3], In(lse), dsum, Dev(dq), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, scale),
                 FlashWork(shape, products: 3, bytesPerOperand: 2));
         }
         else
@@ -187,9 +214,11 @@ internal sealed partial class CudaBackend
             Fill(dq, 0f);
         }
         Launch(FlashBf16BackwardDkDvKernel, FlashBf16Grid(shape, keyMajor: true), new Dim3(FlashBf16Threads), shared,
-            new FlashBackwardDkDvArgs(c[0], c[1], c[2], c[3], Dev(lse), dsum, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads,
+            new FlashBackwardDkDvArgs(c[0], c[1], c[2], c[3], In(lse), dsum, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads,
                 shape.HeadDim, scale, exact ? 1 : 0),
             FlashWork(shape, products: exact ? 4 : 2, bytesPerOperand: 2));
+        // The forward's q, k, v shadows were kept for this read: freed now.
+        Release(q); Release(k); Release(v);
     }
 
     /// <summary>Declared work: <paramref name="products"/> head-dim dot products per causal (query, key) pair; operands read once, no pattern.</summary>

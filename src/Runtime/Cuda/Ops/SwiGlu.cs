@@ -2,7 +2,8 @@ using System.Runtime.InteropServices;
 
 namespace NeuronTrace.Runtime.Cuda;
 
-/// <summary>Launchers of native/kernels/swiglu.cu: h = silu(gate) ⊙ up and its backward under a gate rule.</summary>
+/// <summary>Launchers of native/kernels/swiglu.cu: h = silu(gate) ⊙ up and its backward under a gate rule. Under Bf16 the
+/// forward writes h's bf16 shadow and the backward the bf16 [dgate | dup] operand of the summed input-gradient product.</summary>
 internal sealed partial class CudaBackend
 {
     [StructLayout(LayoutKind.Sequential)]
@@ -24,6 +25,10 @@ internal sealed partial class CudaBackend
     internal readonly record struct SwiGluBackwardArgs(nint Dh, nint Gate, nint Up, nint Dgate, nint Dup, long N, int Rule);
     internal static readonly Kernel<SwiGluBackwardArgs> SwiGluBackwardKernel = Kernel.Declare<SwiGluBackwardArgs>("swiglu_backward");
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct SwiGluBackwardBf16Args(nint Dh, nint Gate, nint Up, nint Dgate, nint Dup, nint D16, int Rows, int Width, int Rule);
+    internal static readonly Kernel<SwiGluBackwardBf16Args> SwiGluBackwardBf16Kernel = Kernel.Declare<SwiGluBackwardBf16Args>("swiglu_backward_bf16");
+
     public void SwiGlu(Tensor gate, Tensor up, Tensor h)
     {
         OpContracts.SwiGlu(gate, up, h);
@@ -34,12 +39,12 @@ internal sealed partial class CudaBackend
             // h feeds the down product: its bf16 operand is written here (an edit of h in between makes it stale).
             var slot = ShadowSlot(h);
             Launch(SwiGluForwardBf16Kernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
-                new SwiGluForwardBf16Args(Dev(gate), Dev(up), Dev(h), slot.Address, h.Length), OpWork.Streaming(h.Length, 3, 6) with { Bytes = h.Length * 14.0 });
+                new SwiGluForwardBf16Args(In(gate), In(up), Dev(h), slot.Address, h.Length), OpWork.Streaming(h.Length, 3, 6) with { Bytes = h.Length * 14.0 });
             Publish(slot, h);
             return;
         }
         Launch(SwiGluForwardKernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
-            new SwiGluForwardArgs(Dev(gate), Dev(up), Dev(h), h.Length), OpWork.Streaming(h.Length, 3, 6));
+            new SwiGluForwardArgs(In(gate), In(up), Dev(h), h.Length), OpWork.Streaming(h.Length, 3, 6));
     }
 
     public void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup)
@@ -55,7 +60,17 @@ internal sealed partial class CudaBackend
         long n = dh.Length;
         if (n == 0) return;
         using var _ = Range("swiglu_backward");
+        if (Precision == GemmPrecision.Bf16)
+        {
+            // dgate and dup feed one summed product against [W1; W3] (MatMulInputGradSum): its bf16 operand is written here.
+            nint d16 = ConcatSlot(2 * n);
+            Launch(SwiGluBackwardBf16Kernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
+                new SwiGluBackwardBf16Args(In(dh), In(gate), In(up), Dev(dgate), Dev(dup), d16, dh.Rows, dh.Columns, code),
+                OpWork.Streaming(n, 5, 12) with { Bytes = n * 24.0 });
+            PublishConcat(dgate, dup);
+            return;
+        }
         Launch(SwiGluBackwardKernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
-            new SwiGluBackwardArgs(Dev(dh), Dev(gate), Dev(up), Dev(dgate), Dev(dup), n, code), OpWork.Streaming(n, 5, 12));
+            new SwiGluBackwardArgs(In(dh), In(gate), In(up), Dev(dgate), Dev(dup), n, code), OpWork.Streaming(n, 5, 12));
     }
 }
