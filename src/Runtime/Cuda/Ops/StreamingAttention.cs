@@ -60,7 +60,18 @@ internal sealed partial class CudaBackend
     /// <summary>Threads per bf16 block.</summary>
     public const int FlashBf16Threads = 128;
 
+    /// <summary>Arguments of the bf16 tensor-core forward (attention_flash_bf16.cu): the fp32 forward's, plus z's bf16 shadow.</summary>
+    /// <param name="Q">bf16 queries [rows, Heads · HeadDim].</param>
+    /// <param name="K">bf16 keys [rows, KvHeads · HeadDim].</param>
+    /// <param name="V">bf16 values [rows, KvHeads · HeadDim].</param>
+    /// <param name="Z">fp32 output z [rows, Heads · HeadDim].</param>
+    /// <param name="Lse">fp32 log-sum-exp per (row, head), what the backward recomputes P from.</param>
     /// <param name="Z16">z rounded to bf16 (its shadow: the o product's operand), or 0.</param>
+    /// <param name="SeqLen">Positions per prompt.</param>
+    /// <param name="Heads">Query heads.</param>
+    /// <param name="KvHeads">Key/value heads (a divisor of Heads: GQA groups).</param>
+    /// <param name="HeadDim">Channels per head (a multiple of 16, at most 128).</param>
+    /// <param name="Scale">The score scale, 1/√HeadDim.</param>
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct FlashBf16ForwardArgs(nint Q, nint K, nint V, nint Z, nint Lse, nint Z16,
         int SeqLen, int Heads, int KvHeads, int HeadDim, float Scale);
