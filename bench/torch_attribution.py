@@ -99,9 +99,14 @@ def attribution_step(model, rules, clean, patch, ans_patch, ans_clean, to_host=F
     with torch.no_grad():
         scores = {k: (patch_sites[k] - store[k].detach()).mul_(g) for k, g in zip(keys, grads)}
         if to_host:
-            # per-position means over the batch, one copy to the host (what NeuronTrace's readout gives)
-            flat = torch.cat([v.float().mean(0).reshape(v.shape[1], -1) for v in scores.values()], dim=1)
-            flat.cpu()
+            # per-position means over the batch, one copy to the host (what NeuronTrace's readout gives); past 2^28
+            # scores (long prompts) one copy per site and layer, so the fp32 means are never all on the device at once
+            if sum(v[0].numel() for v in scores.values()) <= 1 << 28:
+                flat = torch.cat([v.float().mean(0).reshape(v.shape[1], -1) for v in scores.values()], dim=1)
+                flat.cpu()
+            else:
+                for v in scores.values():
+                    v.float().mean(0).cpu()
         return scores
 
 
