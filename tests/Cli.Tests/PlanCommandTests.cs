@@ -64,6 +64,28 @@ public class PlanCommandTests
     }
 
     [Fact]
+    public void Attribute_refuses_a_run_the_plan_cannot_fit_with_one_line_and_writes_nothing()
+    {
+        // The child's GC sees a 48 MiB limit (what the plan compares with on the CPU), under the plan's 64 MiB
+        // runtime allowance alone: even batch 1 with checkpointing cannot fit, so attribute refuses before it runs.
+        string config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
+        string cli = Path.Combine(RepoPaths.Root, "src", "Cli", "bin", config, "net10.0", "neurontrace.dll");
+        Assert.True(File.Exists(cli), cli);
+        string parent = RepoPaths.TempDir("plan-refusal");
+        string outDir = Path.Combine(parent, "scores");
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet", [cli, "attribute", "--sites", "mlp_act", "--out", outDir])
+        { RedirectStandardError = true, RedirectStandardOutput = true };
+        psi.Environment["DOTNET_GCHeapHardLimit"] = "0x3000000";
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        string err = p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(120_000), "attribute did not exit");
+        CliHarness.AssertOneLineError((p.ExitCode, stdout.Result, err), p.ExitCode, "this run needs about", "but 48 MiB is available", "no batch fits");
+        Assert.NotEqual(0, p.ExitCode);
+        Assert.Empty(Directory.GetFileSystemEntries(parent));
+    }
+
+    [Fact]
     public void Says_the_cpu_plan_is_this_process()
     {
         var r = CliHarness.Run("plan", "--model", RepoPaths.Stories260KBin, "--tokens", "64", "--batch", "2");

@@ -229,8 +229,9 @@ internal sealed record MemoryPlan
                 (Checkpoint ? ", activation checkpointing" : "") +
                 (Part is not null ? $"; per device: {Part}" : Cpu ? "; on the CPU (this process)" : "; per device: the whole model on one GPU"),
         };
-        foreach (var (item, bytes) in Items) lines.Add($"  {item,-32} {Gib(bytes),12}");
-        lines.Add($"  {"total (predicted peak)",-32} {Gib(TotalBytes),12}");
+        int width = Math.Max(32, Items.Max(i => i.Item.Length));
+        foreach (var (item, bytes) in Items) lines.Add($"  {item.PadRight(width)} {Gib(bytes),12}");
+        lines.Add($"  {"total (predicted peak)".PadRight(width)} {Gib(TotalBytes),12}");
         return string.Join(Environment.NewLine, lines);
     }
 }
