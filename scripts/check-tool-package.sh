@@ -8,6 +8,11 @@ trap 'rm -rf "$work"' EXIT
 dotnet pack src/Cli -c Release -o "$work/package" -v q -nologo -p:TreatWarningsAsErrors=true >/dev/null
 version="$(basename "$work"/package/NeuronTrace.*.nupkg .nupkg)"; version="${version#NeuronTrace.}"
 dotnet tool install NeuronTrace --version "$version" --tool-path "$work/tools" --add-source "$work/package" >/dev/null
+# One version from one place (Directory.Build.props): the package's and the one the tool reports.
+want="$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)"
+reported="$("$work/tools/neurontrace" --version)"
+[ "$version" = "$want" ] && [ "${reported%%+*}" = "$want" ] \
+  || { echo "tool package: version $version, neurontrace --version $reported, Directory.Build.props $want: they must agree" >&2; exit 1; }
 info="$("$work/tools/neurontrace" info)"
 for field in "dim +64" "layers +5" "vocab +512"; do
   if ! grep -Eq "^$field\$" <<<"$info"; then
@@ -16,4 +21,4 @@ for field in "dim +64" "layers +5" "vocab +512"; do
     exit 1
   fi
 done
-echo "tool package NeuronTrace $version: installs and runs ('neurontrace info' on the bundled stories260K)"
+echo "tool package NeuronTrace $version (= Directory.Build.props, = neurontrace --version): installs and runs ('neurontrace info' on the bundled stories260K)"

@@ -31,8 +31,10 @@ public sealed partial class TracedModel : IDisposable
 
     TracedModel(LoadedModel loaded, Llama llama) { _loaded = loaded; Llama = llama; }
 
-    /// <summary>Opens a model file or folder (llama2.c <c>.bin</c>, GGUF, Hugging Face folder) on a device.</summary>
-    /// <param name="model">A path; null opens the bundled stories260K.</param>
+    /// <summary>Opens a model file or folder (llama2.c <c>.bin</c>, GGUF, Hugging Face folder or safetensors), or a
+    /// Hugging Face id, on a device.</summary>
+    /// <param name="model">A path, or a hub id <c>ORG/NAME[@REVISION]</c> found in the local hub cache ($HF_HUB_CACHE, else
+    /// $HF_HOME/hub, else ~/.cache/huggingface/hub; nothing is downloaded); null opens the bundled stories260K.</param>
     /// <param name="device"><c>cpu</c> (the managed SIMD backend) or <c>cuda</c>.</param>
     /// <exception cref="ModelFormatException">The file is missing, truncated or not a model this loader reads.</exception>
     /// <exception cref="ArgumentException">The device is unknown or cannot be opened (the message says why).</exception>
@@ -77,7 +79,9 @@ public sealed partial class TracedModel : IDisposable
 
     /// <summary>
     /// Loads a task in the feature-circuits JSON-lines format, or a bundled task by name (<c>pronoun_gender</c>,
-    /// <c>possessive_gender</c>, <c>gender_name</c>, <c>name_copy</c>), tokenized with this model's tokenizer.
+    /// <c>possessive_gender</c>, <c>gender_name</c>, <c>name_copy</c>), tokenized as the CLI tokenizes it: plain prefixes
+    /// with BOS, chat <c>messages</c> with the model folder's chat template where it has one (else Llama 3.1's), no prompt
+    /// longer than the model's context.
     /// </summary>
     /// <param name="fileOrName">A path or a bundled task's name.</param>
     /// <param name="mostCommonLength">Keep only the examples of the most common prompt length, as <c>trace</c> does, so
@@ -87,21 +91,43 @@ public sealed partial class TracedModel : IDisposable
         string path = File.Exists(fileOrName) || fileOrName.Contains('/') || fileOrName.EndsWith(".jsonl", StringComparison.Ordinal)
             ? fileOrName
             : BundledFiles.Find("data", "tasks", fileOrName + ".jsonl");
-        var task = PromptTask.Load(path, Tokenizer);
+        var task = PromptTask.Load(path, Tokenizer, encoder: PromptEncoder.ForModel(_loaded), maxTokens: Config.MaxSeqLen);
         return mostCommonLength ? task.OfMostCommonLength() : task;
     }
 
     /// <summary>A task from prompt pairs in memory (each answer one token after its prefix; clean and patch prompts of one length).</summary>
     /// <param name="name">The task's name in reports.</param>
     /// <param name="pairs">Clean prefix and answer, and the counterfactual (patch) prefix and answer.</param>
-    public PromptTask CreateTask(string name, IEnumerable<(string CleanPrefix, string CleanAnswer, string PatchPrefix, string PatchAnswer)> pairs)
-    {
-        // One tokenization path for files and memory: the pairs go through the task reader as JSON lines.
-        var lines = string.Join('\n', pairs.Select(p => System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
+    public PromptTask CreateTask(string name, IEnumerable<(string CleanPrefix, string CleanAnswer, string PatchPrefix, string PatchAnswer)> pairs) =>
+        TaskOfLines(name, pairs.Select(p => new Dictionary<string, object>
         {
             ["clean_prefix"] = p.CleanPrefix, ["clean_answer"] = p.CleanAnswer, ["patch_prefix"] = p.PatchPrefix, ["patch_answer"] = p.PatchAnswer,
-        })));
-        return new PromptTask(name, PromptTask.Read(new StringReader(lines), name, Tokenizer).Pairs);
+        }));
+
+    /// <summary>
+    /// A task of chat prompts in memory, as a task file's <c>messages</c> / <c>patch_messages</c> lines: each conversation
+    /// is rendered with the model's chat template (<see cref="LoadTask"/>) and its answer, one token, continues the open
+    /// assistant turn.
+    /// </summary>
+    /// <param name="name">The task's name in reports.</param>
+    /// <param name="pairs">The clean conversation (role and content of each message: system, user, assistant) and its
+    /// answer, and the counterfactual (patch) conversation and answer; both rendered to the same length.</param>
+    public PromptTask CreateChatTask(string name, IEnumerable<(IReadOnlyList<(string Role, string Content)> Clean, string CleanAnswer,
+        IReadOnlyList<(string Role, string Content)> Patch, string PatchAnswer)> pairs)
+    {
+        static List<Dictionary<string, string>> Messages(IReadOnlyList<(string Role, string Content)> m) =>
+            m.Select(x => new Dictionary<string, string> { ["role"] = x.Role, ["content"] = x.Content }).ToList();
+        return TaskOfLines(name, pairs.Select(p => new Dictionary<string, object>
+        {
+            ["messages"] = Messages(p.Clean), ["clean_answer"] = p.CleanAnswer, ["patch_messages"] = Messages(p.Patch), ["patch_answer"] = p.PatchAnswer,
+        }));
+    }
+
+    /// <summary>One tokenization path for files and memory: the lines go through the task reader as JSON lines.</summary>
+    PromptTask TaskOfLines(string name, IEnumerable<Dictionary<string, object>> lines)
+    {
+        string text = string.Join('\n', lines.Select(l => System.Text.Json.JsonSerializer.Serialize(l)));
+        return new PromptTask(name, PromptTask.Read(new StringReader(text), name, Tokenizer, encoder: PromptEncoder.ForModel(_loaded), maxTokens: Config.MaxSeqLen).Pairs);
     }
 
     /// <summary>The split <c>trace</c> uses: attribute on the first examples (default half), evaluate on the rest.</summary>

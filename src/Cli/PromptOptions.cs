@@ -14,12 +14,8 @@ internal static class PromptOptions
     };
 
     /// <summary>The encoder for a model: its folder's tokenizer_config.json chat template where present, else Llama 3.1's.</summary>
-    public static PromptEncoder Encoder(LoadedModel model, bool specialTokens, string? source = null)
-    {
-        var template = model.Format == "hf" ? ChatTemplate.FromModelFolder(model.Path) : null;
-        return new PromptEncoder(model.RequireTokenizer(), specialTokens, template,
-            message => Console.Error.WriteLine($"warning: {(source is null ? "" : source + ": ")}{message}"));
-    }
+    public static PromptEncoder Encoder(LoadedModel model, bool specialTokens, string? source = null) =>
+        PromptEncoder.ForModel(model, specialTokens, message => Console.Error.WriteLine($"warning: {(source is null ? "" : source + ": ")}{message}"));
 
     /// <summary>Encodes a <c>--prompt</c>: a JSON messages list (starting with <c>[{</c>) as a chat prompt, anything else as text.</summary>
     public static int[] EncodePrompt(PromptEncoder encoder, string prompt)

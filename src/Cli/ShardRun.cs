@@ -52,12 +52,6 @@ internal static class ShardRun
         return full;
     }
 
-    public static ShardManifest Identity(string command, LoadedModel model, string taskPath, SortedDictionary<string, string> options) => new()
-    {
-        Command = command, ModelPath = Path.GetFullPath(model.Path), ModelSha256 = ShardManifest.Sha256Of(model.Path),
-        TaskPath = Path.GetFullPath(taskPath), TaskSha256 = ShardManifest.Sha256Of(taskPath), Options = options,
-    };
-
     /// <summary>
     /// Cancels the token on SIGTERM (Slurm's pre-emption signal, <c>--signal</c>) instead of dying mid-write: the shard
     /// writes its checkpoint and exits <see cref="StoppedExitCode"/> (the command-wide handler stands aside meanwhile).
@@ -88,38 +82,6 @@ internal static class ShardRun
         return StoppedExitCode;
     }
 
-    /// <summary>The options of a trace that change its results, as a shard manifest records them.</summary>
-    public static SortedDictionary<string, string> TraceIdentity(TraceOptions o, string relpAttention, bool allLengths) => new(StringComparer.Ordinal)
-    {
-        ["methods"] = string.Join(",", o.Methods.Select(m => m.Name())),
-        ["sites"] = string.Join(",", o.Sites.Select(s => s.Name())),
-        ["train"] = o.TrainExamples?.ToString(CultureInfo.InvariantCulture) ?? "half",
-        ["k_points"] = o.KPoints.ToString(CultureInfo.InvariantCulture),
-        ["steps"] = o.IgSteps.ToString(CultureInfo.InvariantCulture),
-        ["relp_attention"] = relpAttention,
-        ["target"] = o.TargetFaithfulness.ToString("R", CultureInfo.InvariantCulture),
-        ["seed"] = o.Seed.ToString(CultureInfo.InvariantCulture),
-        ["all_lengths"] = allLengths ? "true" : "false",
-        ["sweep_path"] = o.SweepPath.Name(),
-    };
-
-    /// <summary>The trace options a manifest records (the inverse of <see cref="TraceIdentity"/>), for the merge.</summary>
-    public static (TraceOptions Options, bool AllLengths) TraceOptionsOf(ShardManifest m, int masksPerForward = 8)
-    {
-        string Get(string key) => m.Options.TryGetValue(key, out var v) ? v : throw new FormatException($"{m.ModelPath}: shard manifest has no trace option {key}");
-        var o = new TraceOptions
-        {
-            Methods = MethodNames.ParseList(Get("methods")), Sites = NodeSites.ParseList(Get("sites")),
-            TrainExamples = Get("train") == "half" ? null : int.Parse(Get("train"), CultureInfo.InvariantCulture),
-            KPoints = int.Parse(Get("k_points"), CultureInfo.InvariantCulture), IgSteps = int.Parse(Get("steps"), CultureInfo.InvariantCulture),
-            RelPRules = TaskOptions.RelPRules(Get("relp_attention")), TargetFaithfulness = double.Parse(Get("target"), CultureInfo.InvariantCulture),
-            Seed = int.Parse(Get("seed"), CultureInfo.InvariantCulture), MasksPerForward = masksPerForward,
-            // Manifests written before sweep_path was recorded swept on the plain path.
-            SweepPath = m.Options.TryGetValue("sweep_path", out var sp) && SweepPaths.TryParse(sp, out var path) ? path : SweepPath.Plain,
-        };
-        return (o, Get("all_lengths") == "true");
-    }
-
     /// <summary>
     /// <c>trace --shard</c>: without <paramref name="scoresDir"/> an attribution shard of the training examples (every
     /// method); with it a sweep shard of the circuits ranked by that merged attribution.
@@ -130,7 +92,7 @@ internal static class ShardRun
         var slice = ParseSlice(shardText);
         string full = CheckShardFolder(dir);
         TraceJob.Validate(task, o);
-        var identity = Identity("trace", loaded, taskPath, TraceIdentity(o, relpAttention, allLengths));
+        var identity = ShardIdentity.Of("trace", loaded, taskPath, ShardIdentity.TraceOptionsText(o, relpAttention, allLengths));
         if (scoresDir is null)
         {
             var (train, _) = TracedModel.Split(task, o.TrainExamples);
@@ -152,21 +114,11 @@ internal static class ShardRun
         return Report(done, dir, "circuits");
     }
 
-    /// <summary>The merged attribution of a sharded trace (what <c>merge</c> wrote), checked to be this run's.</summary>
-    public static (IReadOnlyDictionary<AttributionMethod, NodeScores> ByMethod, string Sha256) ReadMergedScores(string dir, ShardManifest identity)
+    /// <summary><c>--scores</c>: the merged attribution, checked to be this run's; a folder that is not is a usage error.</summary>
+    static (IReadOnlyDictionary<AttributionMethod, NodeScores> ByMethod, string Sha256) ReadMergedScores(string dir, ShardManifest identity)
     {
-        var m = ShardManifest.Read(dir);
-        if (m.Kind != ShardManifest.AttributionKind || m.Command != "trace" || !m.Complete || m.ShardCount != 1)
-            throw new UsageException($"--scores {dir}: not a merged trace attribution (run `neurontrace merge` on the attribution shards first)");
-        var probe = new ShardManifest
-        {
-            Kind = m.Kind, Command = m.Command, ModelSha256 = identity.ModelSha256, TaskSha256 = identity.TaskSha256, Options = identity.Options,
-            ShardCount = m.ShardCount, Total = m.Total, Methods = m.Methods, Sites = m.Sites, Positions = m.Positions,
-        };
-        if (probe.Disagreement(m) is { } why) throw new UsageException($"--scores {dir} was attributed by another run: {why}");
-        var sums = PartialScores.Load(dir, m);
-        var byMethod = m.Methods.ToDictionary(MethodNames.Parse, sums.Means);
-        return (byMethod, ShardManifest.Sha256Of(Path.Combine(dir, m.SumsFile!)));
+        try { return ShardIdentity.ReadMergedScores(dir, identity); }
+        catch (ArgumentException e) { throw new UsageException(e.Message); }
     }
 
     /// <summary><c>attribute --shard</c>: the baseline is fixed on the whole task first (a slice could decide otherwise).</summary>
@@ -174,7 +126,7 @@ internal static class ShardRun
         int limit, int topLogitsK, ShardSlice slice, string full, string shown, int checkpointEvery)
     {
         var baseline = o.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
-        var identity = Identity("attribute", loaded, taskPath, new SortedDictionary<string, string>(StringComparer.Ordinal)
+        var identity = ShardIdentity.Of("attribute", loaded, taskPath, new SortedDictionary<string, string>(StringComparer.Ordinal)
         {
             ["method"] = o.Method.Name(), ["sites"] = string.Join(",", o.Sites.Select(s => s.Name())),
             ["steps"] = o.IgSteps.ToString(CultureInfo.InvariantCulture), ["baseline"] = baseline.ToString().ToLowerInvariant(),

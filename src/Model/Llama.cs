@@ -55,13 +55,20 @@ internal sealed class Llama : IDisposable
     internal IBackend InputBackend(int layer) => layer == 0 ? Backend : LayerBackend(layer - 1);
 
     /// <summary>Runs the batch through the model, applying <paramref name="plan"/>'s edits at their sites.</summary>
+    /// <param name="batch">The prompts' tokens, one row per token.</param>
+    /// <param name="logitRows">Which rows get logits: all, each prompt's last token, or none.</param>
+    /// <param name="plan">Edits applied in the forward (scale/offset or mean ablation at a site); null runs the plain model.</param>
     /// <param name="checkpoint">Activation checkpointing: keep only each layer's input r_l; a layer's state is recomputed
     /// from it when read (<see cref="ForwardPass.Layer"/>), as the backward does layer by layer.</param>
     public ForwardPass Forward(TokenBatch batch, LogitRows logitRows = LogitRows.Last, InterventionPlan? plan = null, bool checkpoint = false) =>
         Forward(batch, logitRows, plan, batch.Size, checkpoint);
 
+    /// <param name="batch">The prompts' tokens, one row per token.</param>
+    /// <param name="logitRows">Which rows get logits: all, each prompt's last token, or none.</param>
+    /// <param name="plan">Edits applied in the forward; null runs the plain model.</param>
     /// <param name="logitPrompts">With <see cref="LogitRows.Last"/>, only the first this many prompts get logits (the
     /// clean half of a <see cref="PairedForward"/>).</param>
+    /// <param name="checkpoint">Keep only each layer's input and recompute its state when read (activation checkpointing).</param>
     internal ForwardPass Forward(TokenBatch batch, LogitRows logitRows, InterventionPlan? plan, int logitPrompts, bool checkpoint = false)
     {
         var c = Config;
@@ -213,6 +220,11 @@ internal sealed class Llama : IDisposable
     /// Backpropagates <paramref name="logitGrad"/> ([logit rows, vocab], ∂metric/∂logits) through the forward under
     /// <paramref name="rules"/>, returning the gradient at every requested site of every layer. No weight gradients.
     /// </summary>
+    /// <param name="pass">The forward to differentiate; it must have computed logits.</param>
+    /// <param name="logitGrad">∂metric/∂logits, [logit rows, vocab].</param>
+    /// <param name="rules">How the norms, the attention softmax and the SwiGLU gate are differentiated (exact, or a RelP rule).</param>
+    /// <param name="sites">The sites whose gradients are returned.</param>
+    /// <param name="plan">The forward's edits: a gradient passes an edited site times its scale; mean-ablation edits are refused.</param>
     /// <param name="lowestLayer">Stop after this layer (gradients below it are not needed, e.g. per-site IG).</param>
     /// <param name="stopMlp">Layers whose MLP output is detached (forward value kept, no gradient into the MLP).</param>
     public SiteGradients Backward(ForwardPass pass, Tensor logitGrad, BackwardRules rules, IReadOnlyCollection<NodeSite> sites,
@@ -266,6 +278,14 @@ internal sealed class Llama : IDisposable
     /// <paramref name="rules"/>. Same per-layer code as <see cref="Backward(ForwardPass, Tensor, BackwardRules, IReadOnlyCollection{NodeSite}, InterventionPlan?, int, Func{int, bool}?)"/>. Rows of the batch are independent, so
     /// replicating a prompt and seeding each replica differently gives many vector-Jacobian products in one pass.
     /// </summary>
+    /// <param name="pass">The forward to differentiate (logits not needed).</param>
+    /// <param name="site">The site the seed gradient is placed at.</param>
+    /// <param name="layer">The seed's layer, in [0, layers).</param>
+    /// <param name="siteGrad">The seed gradient, [rows, site width].</param>
+    /// <param name="rules">How the norms, the attention softmax and the SwiGLU gate are differentiated (exact, or a RelP rule).</param>
+    /// <param name="sites">The sites whose gradients are returned.</param>
+    /// <param name="lowestLayer">Stop after this layer, at most <paramref name="layer"/>.</param>
+    /// <param name="plan">The forward's edits: a gradient passes an edited site times its scale; mean-ablation edits are refused.</param>
     /// <param name="stopMlp">Layers whose MLP output is detached (forward value kept); a seed inside such an MLP still flows down.</param>
     public SiteGradients BackwardFromSite(ForwardPass pass, NodeSite site, int layer, Tensor siteGrad, BackwardRules rules,
         IReadOnlyCollection<NodeSite> sites, int lowestLayer = 0, InterventionPlan? plan = null, Func<int, bool>? stopMlp = null)

@@ -17,7 +17,11 @@ internal sealed class MeanAblationMasks : IDisposable
     readonly Dictionary<IBackend, (Tensor Ranks, Tensor Stored)> _tables = new(ReferenceEqualityComparer.Instance);
     readonly Tensor[] _deviceMeans;
 
+    /// <param name="model">The model whose backend builds the masks and holds the means.</param>
+    /// <param name="site">The node site the masks ablate.</param>
     /// <param name="means">Per layer the site's means, [meanPositions, width], row p = position p from the end.</param>
+    /// <param name="meanPositions">Positions (rows) of each layer's means: the longest evaluation prompt.</param>
+    /// <param name="maskPositions">Positions of the tracing grid the masks are laid out on (counted from the end).</param>
     /// <param name="masks">The sweep's keep-masks on the tracing grid: entry (layer · maskPositions + p) · width + unit.</param>
     /// <param name="rankingOrder">The ranking the top-k masks come from (flat node indices, most important first);
     /// null: no mask is taken for a top-k one except keep-all and keep-none.</param>

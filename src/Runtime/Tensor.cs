@@ -50,6 +50,7 @@ internal sealed class CpuTensor(float[] data, int[] shape) : Tensor(shape)
     bool _pooled;
 
     /// <summary>A tensor whose array comes from, and returns to, the pool; zero-filled unless <paramref name="clear"/> is false.</summary>
+    /// <param name="shape">The tensor's dimensions, outermost first.</param>
     /// <param name="clear">False when the caller overwrites every element (a reused array keeps stale values).</param>
     public static CpuTensor Rent(int[] shape, bool clear = true)
     {

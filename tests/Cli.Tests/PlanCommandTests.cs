@@ -64,7 +64,7 @@ public class PlanCommandTests
     }
 
     [Fact]
-    public void Attribute_refuses_a_run_the_plan_cannot_fit_with_one_line_and_writes_nothing()
+    public async Task Attribute_refuses_a_run_the_plan_cannot_fit_with_one_line_and_writes_nothing()
     {
         // The child's GC sees a 48 MiB limit (what the plan compares with on the CPU), under the plan's 64 MiB
         // runtime allowance alone: even batch 1 with checkpointing cannot fit, so attribute refuses before it runs.
@@ -78,9 +78,9 @@ public class PlanCommandTests
         psi.Environment["DOTNET_GCHeapHardLimit"] = "0x3000000";
         using var p = System.Diagnostics.Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
-        string err = p.StandardError.ReadToEnd();
+        string err = await p.StandardError.ReadToEndAsync();
         Assert.True(p.WaitForExit(120_000), "attribute did not exit");
-        CliHarness.AssertOneLineError((p.ExitCode, stdout.Result, err), p.ExitCode, "this run needs about", "but 48 MiB is available", "no batch fits");
+        CliHarness.AssertOneLineError((p.ExitCode, await stdout, err), p.ExitCode, "this run needs about", "but 48 MiB is available", "no batch fits");
         Assert.NotEqual(0, p.ExitCode);
         Assert.Empty(Directory.GetFileSystemEntries(parent));
     }

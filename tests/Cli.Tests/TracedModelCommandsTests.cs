@@ -231,12 +231,12 @@ public class TracedModelCommandsTests(SmallRunFixture run) : IClassFixture<Small
         var (loaded, llama) = Direct();
         using var _l = llama;
         string taskPath = Path.Combine(RepoPaths.Tasks, "pronoun_gender.jsonl");
-        var identity = ShardRun.Identity("attribute", loaded, taskPath, new SortedDictionary<string, string>(StringComparer.Ordinal) { ["method"] = "relp" });
+        var identity = ShardIdentity.Of("attribute", loaded, taskPath, new SortedDictionary<string, string>(StringComparer.Ordinal) { ["method"] = "relp" });
         var o = new AttributionOptions { Method = AttributionMethod.RelP, Sites = [NodeSite.MlpAct, NodeSite.Attn], Baseline = Baseline.Patch, Metric = Metric.AttributionDefault(task) };
         var slice = ShardSlice.Parse("1/2");
         string a = RepoPaths.TempDir("facade-shard"), b = RepoPaths.TempDir("direct-shard");
         var facade = model.AttributeShard(task, [("relp", o)], identity, slice, a, 2);
-        var direct = AttributionShard.Run(llama, task, [("relp", o)], ShardRun.Identity("attribute", loaded, taskPath, identity.Options), slice, b, 2);
+        var direct = AttributionShard.Run(llama, task, [("relp", o)], ShardIdentity.Of("attribute", loaded, taskPath, identity.Options), slice, b, 2);
         Assert.True(facade.Complete);
         Assert.Equal((direct.First, direct.End, direct.Done), (facade.First, facade.End, facade.Done));
         Assert.Equal(File.ReadAllBytes(Path.Combine(b, direct.SumsFile!)), File.ReadAllBytes(Path.Combine(a, facade.SumsFile!)));
@@ -253,7 +253,7 @@ public class TracedModelCommandsTests(SmallRunFixture run) : IClassFixture<Small
         var (loaded, llama) = Direct();
         using var _l = llama;
         string taskPath = Path.Combine(RepoPaths.Tasks, "pronoun_gender.jsonl");
-        ShardManifest Identity() => ShardRun.Identity("trace", loaded, taskPath, ShardRun.TraceIdentity(o, "relp", false));
+        ShardManifest Identity() => ShardIdentity.Of("trace", loaded, taskPath, ShardIdentity.TraceOptionsText(o, "relp", false));
         var slice = ShardSlice.Parse("0/2");
         string a = RepoPaths.TempDir("facade-sweep"), b = RepoPaths.TempDir("direct-sweep");
         var facade = model.SweepShard(task, o, scores, Identity(), slice, a, checkpointCircuits: 3);

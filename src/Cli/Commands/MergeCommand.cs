@@ -1,17 +1,13 @@
 using System.CommandLine;
-using NeuronTrace.Formats;
-using NeuronTrace.Tracing.Pipeline;
-using NeuronTrace.Tracing.Runs;
-using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Sharding;
-using NeuronTrace.Tracing.Tasks;
 
 namespace NeuronTrace.Cli.Commands;
 
 /// <summary>
 /// <c>merge</c>: joins shard folders into what the unsharded command writes. Attribution shards of <c>attribute</c>
 /// give a scores folder; of <c>trace</c> the merged attribution that sweep shards rank (<c>trace --shard --scores</c>);
-/// sweep shards give the whole trace run folder.
+/// sweep shards give the whole trace run folder. The merge is the facade's (<see cref="TracedModel.MergeShards"/>); this
+/// command checks <c>--out</c> and writes the folder atomically, with the sweep plots.
 /// </summary>
 internal static class MergeCommand
 {
@@ -30,54 +26,22 @@ internal static class MergeCommand
         {
             var dirs = r.GetValue(shards)!;
             string outDir = r.GetValue(output)!;
-            var first = ShardManifest.Read(dirs[0]);
+            var merged = TracedModel.MergeShards(dirs);
+            var m = merged.Manifest;
             bool Ours(string d) => OutputPaths.IsScoresFolder(d) || OutputPaths.IsRunFolder(d) || File.Exists(Path.Combine(d, ShardManifest.FileName));
-            string CheckOut() => OutputPaths.CheckFolder(outDir, r.GetValue(force), "a folder written by merge", Ours, dirs.Append(first.ModelPath).Append(first.TaskPath).ToArray());
+            string CheckOut() => OutputPaths.CheckFolder(outDir, r.GetValue(force), "a folder written by merge", Ours, dirs.Append(m.ModelPath).Append(m.TaskPath).ToArray());
             string full = CheckOut();
-            if (first.Kind == ShardManifest.SweepKind) return MergeSweep(dirs, outDir, full, CheckOut);
-
-            var (merged, sums) = ShardMerge.Attribution(dirs);
             OutputPaths.WriteFolder(outDir, full, temp =>
             {
-                if (merged.Command == "attribute")
-                    sums.Means(merged.Methods[0]).Save(temp, merged.Methods[0], merged.Options["metric"], merged.Total);
-                else
-                    foreach (var method in merged.Methods)
-                        sums.Means(method).Save(Path.Combine(temp, "scores", method), method, "logit(patch) - logit(clean)", merged.Total);
-                ShardMerge.SaveMerged(temp, merged, sums);
+                merged.Save(temp);
+                if (merged.Trace is { } trace) SweepPlot.SaveAll(temp, trace.Sweep, merged.TaskName!);
             }, () => CheckOut());
-            Console.WriteLine($"merged {dirs.Length} shards: {merged.Total} examples, {string.Join(",", merged.Methods)}; wrote {outDir}");
+            if (merged.Trace is { } t)
+                Console.WriteLine($"merged {merged.Shards} sweep shards: {t.Sweep.Count} circuits of {m.Options["methods"]}; wrote {outDir}/ (sweep.csv, summary.json, circuits/, scores/)");
+            else
+                Console.WriteLine($"merged {merged.Shards} shards: {m.Total} examples, {string.Join(",", m.Methods)}; wrote {outDir}");
             return 0;
         });
         return cmd;
-    }
-
-    /// <summary>Sweep shards: the points in order, the circuits picked as trace picks them, the run folder trace writes.</summary>
-    static int MergeSweep(string[] dirs, string outDir, string full, Func<string> checkOut)
-    {
-        var (first, points, clean) = SweepShard.Merge(dirs);
-        var (o, allLengths) = ShardRun.TraceOptionsOf(first);
-        var loaded = ModelLoader.Load(first.ModelPath);
-        if (ShardManifest.Sha256Of(loaded.Path) != first.ModelSha256) throw new ArgumentException($"{first.ModelPath} changed since the shards ran (SHA-256 differs)");
-        var identity = ShardRun.Identity("trace", loaded, first.TaskPath, first.Options);
-        if (identity.TaskSha256 != first.TaskSha256) throw new ArgumentException($"{first.TaskPath} changed since the shards ran (SHA-256 differs)");
-        var scores = ShardRun.ReadMergedScores(first.ScoresDir!, identity);
-        if (scores.Sha256 != first.ScoresSha256) throw new ArgumentException($"{first.ScoresDir}: the merged attribution changed since the sweep shards ranked it");
-        var task = PromptTask.Load(first.TaskPath, loaded.RequireTokenizer());
-        if (!allLengths) task = task.OfMostCommonLength();
-        var (train, eval) = TraceJob.Split(task, o.TrainExamples);
-        var circuits = new List<CircuitSummary>();
-        foreach (var method in o.Methods)
-            foreach (var site in o.Sites)
-                circuits.Add(TraceJob.Summarize(scores.ByMethod[method], new Tracing.Circuits.NodeRanking(scores.ByMethod[method], site), site, method,
-                    points.Where(p => p.Site == site && p.Method == method.Name()), o.TargetFaithfulness));
-        var result = new TraceResult(train, eval, scores.ByMethod, points, circuits, clean, TimeSpan.Zero);
-        OutputPaths.WriteFolder(outDir, full, temp =>
-        {
-            TraceReport.Write(temp, result, loaded, first.TaskPath);
-            SweepPlot.SaveAll(temp, result.Sweep, task.Name);
-        }, () => checkOut());
-        Console.WriteLine($"merged {dirs.Length} sweep shards: {points.Count} circuits of {string.Join(",", o.Methods.Select(m => m.Name()))}; wrote {outDir}/ (sweep.csv, summary.json, circuits/, scores/)");
-        return 0;
     }
 }

@@ -17,6 +17,15 @@ internal sealed class PromptEncoder(ITextTokenizer tokenizer, bool parseSpecialT
     /// <summary>The template chat messages are rendered with (the model's, else Llama 3.1's published one).</summary>
     public ChatTemplate Template { get; } = template ?? ChatTemplate.Llama31Published;
     public Action<string>? Warn { get; } = warn;
+
+    /// <summary>The encoder every reader of a model's prompts uses: its folder's tokenizer_config.json chat template where
+    /// present (Hugging Face folders), else Llama 3.1's.</summary>
+    /// <param name="model">The loaded model (its tokenizer, and its folder for the template).</param>
+    /// <param name="parseSpecialTokens">Whether special-token text in prompts is parsed as the special tokens (<c>--special-tokens</c>).</param>
+    /// <param name="warn">Told once per prompt field about special-token text read as plain text; null: not told.</param>
+    /// <exception cref="NeuronTrace.Model.ModelFormatException">The model has no tokenizer, or its chat template is unreadable.</exception>
+    public static PromptEncoder ForModel(LoadedModel model, bool parseSpecialTokens = false, Action<string>? warn = null) =>
+        new(model.RequireTokenizer(), parseSpecialTokens, model.Format == "hf" ? ChatTemplate.FromModelFolder(model.Path) : null, warn);
     readonly HashSet<string> _warned = [];
 
     void WarnOnce(string where, string message)
@@ -25,6 +34,7 @@ internal sealed class PromptEncoder(ITextTokenizer tokenizer, bool parseSpecialT
     }
 
     /// <summary>Encodes plain text with BOS first (once: with <see cref="ParseSpecialTokens"/>, a leading <c>&lt;|begin_of_text|&gt;</c> is that BOS).</summary>
+    /// <param name="text">The text to encode.</param>
     /// <param name="where">What the text is, for the warning ("line 3: clean_prefix").</param>
     public int[] EncodeText(string text, string where)
     {

@@ -18,10 +18,15 @@ internal static class SparseMlpOps
     /// <param name="downT">W_down transposed, [hidden, dim] (row i = column i of W_down, contiguous).</param>
     /// <param name="constant">C, [mean rows, dim].</param>
     /// <param name="means">[mean rows, hidden].</param>
+    /// <param name="rows">Rows of <paramref name="x"/> and <paramref name="output"/> (the sweep's forwards × tokens, padding included).</param>
+    /// <param name="dim">The model width (the MLP's input and output channels).</param>
+    /// <param name="hidden">The MLP's hidden width (neurons per layer).</param>
     /// <param name="meanRow">Per row: its mean row, or −1 for a padding row (its output is set to zero: no real row reads it).</param>
     /// <param name="groupKept">[groups + 1] offsets into <paramref name="kept"/>: group g keeps kept[groupKept[g] .. groupKept[g+1]).</param>
+    /// <param name="kept">The kept neurons of all groups, each in [0, <paramref name="hidden"/>), group after group.</param>
     /// <param name="groupRows">[groups + 1] offsets into <paramref name="rowsOfGroups"/>: the rows sharing group g's kept set
     /// (a mask at one position: the examples of a replica), so each weight row read serves all of them.</param>
+    /// <param name="rowsOfGroups">The rows of all groups, group after group; each a real row (mean row ≥ 0).</param>
     /// <param name="output">[rows, dim], overwritten; a real row in no group gets C.</param>
     public static void Apply(float[] x, float[] gate, float[] up, float[] downT, float[] constant, float[] means, int rows, int dim, int hidden,
         int[] meanRow, int[] groupKept, int[] kept, int[] groupRows, int[] rowsOfGroups, float[] output)
@@ -75,8 +80,14 @@ internal static class SparseMlpOps
     /// </summary>
     /// <param name="x">[rows, inDim].</param>
     /// <param name="weight">W [outDim, inDim] (row j gives output column j).</param>
+    /// <param name="rows">Rows of <paramref name="x"/> and <paramref name="output"/>.</param>
+    /// <param name="inDim">The product's input width.</param>
+    /// <param name="outDim">The product's output width (columns of <paramref name="output"/>).</param>
     /// <param name="groupKept">[groups + 1] offsets into <paramref name="kept"/> (output columns, each below outDim).</param>
+    /// <param name="kept">The kept output columns of all groups, each in [0, <paramref name="outDim"/>), group after group.</param>
     /// <param name="groupRows">[groups + 1] offsets into <paramref name="rowsOfGroups"/>; a row is in at most one group.</param>
+    /// <param name="rowsOfGroups">The rows of all groups, group after group, each in [0, <paramref name="rows"/>).</param>
+    /// <param name="output">[rows, outDim], overwritten: the kept columns computed, every other entry zero.</param>
     public static void KeptOutputs(float[] x, float[] weight, int rows, int inDim, int outDim,
         int[] groupKept, int[] kept, int[] groupRows, int[] rowsOfGroups, float[] output)
     {

@@ -37,6 +37,8 @@ internal sealed partial class CudaBackend : IBackend
     SafeHandle? activationBf16, weightBf16, weightF32;
     long activationBf16Capacity, weightBf16Capacity, weightF32Capacity;
 
+    /// <param name="device">The device runtime every op is issued to (a GPU, its graph-replaying wrapper, the recording ledger, or the tests' host emulator).</param>
+    /// <param name="ownsDevice">Whether disposing the backend disposes <paramref name="device"/>.</param>
     /// <param name="precision">How matrix products are computed: exact fp32 (the default, what the CPU checks compare
     /// against), TF32 or bf16 tensor cores.</param>
     public CudaBackend(IDeviceRuntime device, bool ownsDevice = true, GemmPrecision precision = GemmPrecision.Fp32)

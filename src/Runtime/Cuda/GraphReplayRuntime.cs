@@ -34,7 +34,9 @@ internal sealed class GraphReplayRuntime : IDeviceRuntime
     int segmentCount;
     bool warned;
 
+    /// <param name="inner">The runtime that runs the ops, one by one or as replayed graphs.</param>
     /// <param name="pool">The pool <paramref name="inner"/> allocates from; null turns graphs off (pass-through).</param>
+    /// <param name="ownsInner">Whether disposing this runtime disposes <paramref name="inner"/>.</param>
     public GraphReplayRuntime(IDeviceRuntime inner, DeviceMemoryPool? pool, bool ownsInner = true)
     {
         this.inner = inner;
@@ -221,7 +223,9 @@ internal sealed class GraphReplayRuntime : IDeviceRuntime
         pending.Clear();
     }
 
+    /// <param name="op">The recorded op to issue on the inner runtime.</param>
     /// <param name="staging">For an upload inside a capture: the staging buffer the graph copies from.</param>
+    /// <param name="capturing">True while a graph is being captured: the op is not counted as issued one by one.</param>
     unsafe void Issue(Op op, nint staging, bool capturing = false)
     {
         switch (op.Kind)

@@ -42,8 +42,12 @@ internal sealed class EdgeJacobian : IDisposable
     /// under <paramref name="rules"/>, with the MLPs of layers strictly between <paramref name="srcLayer"/> and
     /// <paramref name="tgtLayer"/> stopped when <paramref name="stopIntermediate"/>.
     /// </summary>
+    /// <param name="srcLayer">The source neurons' layer, below <paramref name="tgtLayer"/>.</param>
+    /// <param name="tgtLayer">The target neurons' layer.</param>
     /// <param name="targets">(row of the prompt, unit) of each target neuron in <paramref name="tgtLayer"/>.</param>
+    /// <param name="rules">How the norms, the attention softmax and the SwiGLU gate are differentiated (exact, or a RelP rule).</param>
     /// <param name="chunk">Targets per backward (at most <see cref="Replicas"/>).</param>
+    /// <param name="stopIntermediate">Whether the MLPs strictly between the two layers are detached, so only the direct (attention and residual) path counts.</param>
     public float[][] Compute(int srcLayer, int tgtLayer, IReadOnlyList<(int Row, int Unit)> targets, BackwardRules rules,
         int chunk = int.MaxValue, bool stopIntermediate = true)
     {

@@ -31,7 +31,18 @@ internal static class CircuitSweep
         return ks.Where(k => k <= total).ToArray();
     }
 
+    /// <param name="model">The model on its backend.</param>
+    /// <param name="scores">The attribution the circuits are ranked by.</param>
+    /// <param name="site">The site whose nodes are kept or ablated.</param>
+    /// <param name="method">The attribution method's name, recorded in each point.</param>
     /// <param name="evalTask">Evaluation prompts (clean prompts run, patch prompts give the means).</param>
+    /// <param name="means">The site's ablation means over the evaluation patch prompts.</param>
+    /// <param name="ks">The circuit sizes, each clamped to [0, nodes of the site]; null: <see cref="LogSpacedK"/> of the site's nodes.</param>
+    /// <param name="masksPerForward">How many ablation masks share one batched forward, at least 1.</param>
+    /// <param name="seed">Seed of the random control circuits (mixed with k, <see cref="RandomControlSeed"/>).</param>
+    /// <param name="progress">Progress per batch of circuits; null for none.</param>
+    /// <param name="path">Plain forwards (the reference) or the shortcut path.</param>
+    /// <param name="planLog">Receives the shortcut planner's one-line description of each sweep; null for none.</param>
     public static IReadOnlyList<SweepPoint> Run(Llama model, NodeScores scores, NodeSite site, string method, PromptTask evalTask,
         SiteMeans means, IReadOnlyList<int>? ks = null, int masksPerForward = 8, int seed = 0, IProgress<WorkProgress>? progress = null,
         SweepPath path = SweepPath.Plain, Action<string>? planLog = null)

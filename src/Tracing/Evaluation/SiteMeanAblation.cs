@@ -39,6 +39,11 @@ internal sealed class SiteMeanAblation : CircuitAblation
     readonly SiteMeans _means;
     Tensor[]? _deviceMeans;
 
+    /// <param name="model">The model on its backend.</param>
+    /// <param name="task">The evaluation prompts (their clean prompts run).</param>
+    /// <param name="site">The site the masks keep or ablate.</param>
+    /// <param name="means">The site's ablation means per layer and position from the end.</param>
+    /// <param name="metric">The metric each forward is scored by.</param>
     /// <param name="nodePositions">The positions-from-end the masks cover (the ranking's); later positions count as not in the mask.</param>
     public SiteMeanAblation(Llama model, PromptTask task, NodeSite site, SiteMeans means, Metric metric, int nodePositions)
         : base(model, task, metric)

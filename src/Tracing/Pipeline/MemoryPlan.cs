@@ -169,6 +169,8 @@ internal sealed record MemoryPlan
     }
 
     /// <summary>One line when the plan does not fit: what it needs, what there is, and what to change; null when it fits.</summary>
+    /// <param name="available">Bytes the device has for the run.</param>
+    /// <param name="fittingBatch">The largest batch that fits (<see cref="LargestFittingBatch"/>), or 0 when none does.</param>
     /// <param name="where">How the available bytes are described: "available" (the CPU) or "free on cuda:0".</param>
     public string? Refusal(long available, int fittingBatch, string where = "available")
     {
@@ -187,7 +189,16 @@ internal sealed record MemoryPlan
     /// to change. Scores do not depend on the batch (nor on checkpointing), so only memory and time change.
     /// On the CPU (<paramref name="cpu"/>) the plan counts two weight copies, on a GPU one.
     /// </summary>
+    /// <param name="c">The model's configuration.</param>
+    /// <param name="batch">The requested batch (prompt pairs per forward).</param>
+    /// <param name="promptLength">The longest prompt, in tokens.</param>
+    /// <param name="sites">The scored sites.</param>
+    /// <param name="method">The attribution method (IG also holds a pass of path rows).</param>
+    /// <param name="patchBaseline">Whether a patch forward is held beside the clean one.</param>
+    /// <param name="cpu">Whether the run is on the CPU backend (two weight copies) rather than a GPU (one).</param>
+    /// <param name="available">Bytes the device has for the run; null: unknown, the run goes as asked.</param>
     /// <param name="where">How the available bytes are described: "available" (the CPU) or "free on cuda:0".</param>
+    /// <param name="igSteps">IG steps per example (the integration path's points).</param>
     public static AttributionFit FitAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
         AttributionMethod method, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10)
     {

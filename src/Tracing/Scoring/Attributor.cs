@@ -17,6 +17,10 @@ internal static class Attributor
     public static NodeScores Score(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress = null) =>
         ScoreWithPairing(model, task, options, progress, pairForwards: true);
 
+    /// <param name="model">The model on its backend.</param>
+    /// <param name="task">The examples to attribute (paired or not).</param>
+    /// <param name="options">Method, sites, metric, baseline, IG steps, batch and RelP rules.</param>
+    /// <param name="progress">Progress per batch (per IG step for IG); null for none.</param>
     /// <param name="pairForwards">Whether a batch's clean and patch forwards run as one (<see cref="PairedForward"/>);
     /// false runs them apart, the reference the tests compare the paired scores with bit for bit.</param>
     internal static NodeScores ScoreWithPairing(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress, bool pairForwards)

@@ -16,6 +16,10 @@ internal sealed class PositionMeans : IDisposable
     readonly ScoreSums _layout;
 
     /// <param name="layout">The sums whose rows (devices, layers, positions) the means follow.</param>
+    /// <param name="config">The model's configuration (layers, site widths).</param>
+    /// <param name="means">The task's clean means per site, layer and position from the end.</param>
+    /// <param name="sites">The sites to upload, each one of <paramref name="layout"/>'s.</param>
+    /// <param name="positions">Positions per layer (the longest prompt); the spare row after them is 0.</param>
     public PositionMeans(ScoreSums layout, LlamaConfig config, SiteMeans means, NodeSite[] sites, int positions)
     {
         _layout = layout;

@@ -22,6 +22,9 @@ internal sealed class ScoreSums : IDisposable
     readonly Tensor?[] _slabs;
 
     /// <param name="placement">Where each layer's sums live (the layer's device of a split model).</param>
+    /// <param name="config">The model's configuration (layers, site widths).</param>
+    /// <param name="sites">The scored sites, in column order.</param>
+    /// <param name="positions">Positions per layer: the longest prompt of the task.</param>
     public ScoreSums(LayerPlacement placement, LlamaConfig config, NodeSite[] sites, int positions)
     {
         _placement = placement; _config = config; _sites = sites; _positions = positions;
@@ -100,6 +103,7 @@ internal sealed class ScoreSums : IDisposable
     /// one download (on a GPU into page-locked memory, one asynchronous copy and one wait: <see cref="IBackend.ReadOnHost"/>)
     /// and is split from there into the per-site, per-layer arrays.
     /// </summary>
+    /// <param name="examplesAtPosition">Per position, how many examples of the task reach it (the mean's divisor).</param>
     /// <param name="groupFloats">The most floats per gather (<see cref="MeansGroupFloats"/>; a test passes less to form several groups).</param>
     public NodeScores MeansOver(int[] examplesAtPosition, long groupFloats = MeansGroupFloats)
     {

@@ -13,9 +13,15 @@ namespace NeuronTrace.Tracing.Sharding;
 /// </summary>
 internal static class AttributionShard
 {
+    /// <param name="model">The model on its backend.</param>
+    /// <param name="task">The whole task; the shard scores only its slice.</param>
     /// <param name="identity">Command, model, task and options of the run (the shard fields are filled in here).</param>
     /// <param name="methods">Each method's name and options; the metric and baseline must already be fixed on the whole task.</param>
+    /// <param name="slice">Which shard of how many: a contiguous slice of the task's examples.</param>
+    /// <param name="dir">The shard folder: sums and manifest are written (and resumed from) here.</param>
+    /// <param name="checkpointItems">Examples per checkpoint, at least 1 (a resumed shard keeps its first run's).</param>
     /// <param name="stop">Checked after each checkpoint: when set, returns the unfinished manifest (the pre-emption path).</param>
+    /// <param name="progress">Progress per batch; null for none.</param>
     public static ShardManifest Run(Llama model, PromptTask task, IReadOnlyList<(string Name, AttributionOptions Options)> methods,
         ShardManifest identity, ShardSlice slice, string dir, int checkpointItems, CancellationToken stop = default,
         IProgress<WorkProgress>? progress = null)

@@ -39,6 +39,14 @@ internal static class SweepShard
         return all;
     }
 
+    /// <param name="model">The model on its backend.</param>
+    /// <param name="task">The whole task, split into attribution and evaluation halves as <paramref name="o"/> says.</param>
+    /// <param name="o">The trace's options (methods, sites, k points, seed, sweep path).</param>
+    /// <param name="scores">The merged attribution the circuits are ranked by, per method.</param>
+    /// <param name="identity">Command, model, task, options and scores of the run (the shard fields are filled in here).</param>
+    /// <param name="slice">Which shard of how many: a contiguous slice of the sweep's circuits.</param>
+    /// <param name="dir">The shard folder: points and manifest are written (and resumed from) here.</param>
+    /// <param name="progress">Progress per batch of circuits; null for none.</param>
     /// <param name="checkpointCircuits">Circuits evaluated between checkpoints (a resumed shard keeps its first run's).</param>
     /// <param name="stop">Checked after each checkpoint: when set, returns the unfinished manifest (the pre-emption path).</param>
     public static ShardManifest Run(Llama model, PromptTask task, TraceOptions o, IReadOnlyDictionary<AttributionMethod, NodeScores> scores,

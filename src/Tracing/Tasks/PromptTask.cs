@@ -66,7 +66,11 @@ public sealed class PromptTask
     /// length alone rules it out, so memory does not grow with a hostile line. Lines must be all paired or all
     /// unpaired, valid UTF-8, and without repeated keys.
     /// </summary>
+    /// <param name="path">The task file (JSON lines).</param>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <param name="requireEqualLengths">Whether each line's clean and patch prompts must tokenize to the same length.</param>
     /// <param name="encoder">How prompts become ids (special tokens, chat template, warnings); plain text with BOS by default.</param>
+    /// <param name="maxTokens">The model's context length, the longest prompt accepted in tokens; null accepts any length.</param>
     internal static PromptTask Load(string path, ITextTokenizer tokenizer, bool requireEqualLengths = true, PromptEncoder? encoder = null, int? maxTokens = null)
     {
         if (!File.Exists(path)) throw new ModelFormatException(path, "task file not found");

@@ -69,8 +69,13 @@ internal sealed record CircuitGraph(
     /// <summary>A node's id in graph.json: the one <see cref="NodeId"/> spelling.</summary>
     public static string NodeKey(NodeId n) => n.ToString();
 
+    /// <param name="run">The run folder the circuit and its sweep come from.</param>
+    /// <param name="circuit">The circuit to draw.</param>
+    /// <param name="maxNodes">Nodes kept, largest |score| first; at most this many (0 or less: none).</param>
+    /// <param name="maxEdges">Co-attribution edges kept between consecutive layers, largest |weight| first.</param>
     /// <param name="examples">Dataset examples per (layer, unit), or null (nodes then carry none).</param>
     /// <param name="layers">The model's layer count (null: one more than the deepest node).</param>
+    /// <param name="task">The task file recorded in the graph; null: the run's.</param>
     public static CircuitGraph Build(RunFolder run, SavedCircuit circuit, int maxNodes, int maxEdges,
         IReadOnlyDictionary<(int Layer, int Unit), List<NeuronExample>>? examples, int? layers = null, string? task = null)
     {

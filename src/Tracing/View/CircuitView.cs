@@ -17,6 +17,7 @@ internal static partial class CircuitView
     static string F(double v) => v.ToString("0.##", CultureInfo.InvariantCulture);
 
     /// <summary>The self-contained HTML page (the CLI writes it atomically beside graph.json).</summary>
+    /// <param name="g">The circuit's graph (nodes, labels, sweep) as graph.json holds it.</param>
     /// <param name="prompt">The prompt drawn along the position axis; null: positions from the end only.</param>
     /// <param name="causal">The run's edges.csv rows; null: co-attribution edges of <paramref name="g"/> are drawn, labelled as such.</param>
     /// <param name="edgesSource">The file <paramref name="causal"/> came from (shown on the page).</param>

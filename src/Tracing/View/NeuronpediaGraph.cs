@@ -32,8 +32,16 @@ internal static class NeuronpediaGraph
     public static string EmbeddingNodeId(int token, int ctx) => $"E_{token}_{ctx}";
     public static string LogitNodeId(int layers, int token, int ctx) => $"{layers + 1}_{token}_{ctx}";
 
+    /// <param name="slug">The graph's slug (letters, digits, -, _, .): circuit-tracer's viewer loads SLUG.json.</param>
+    /// <param name="scan">The Neuronpedia scan (model id) recorded in the metadata.</param>
+    /// <param name="prompt">The prompt the graph shows, with its answer.</param>
+    /// <param name="layers">The model's layer count (the logit node is numbered layer layers + 1).</param>
+    /// <param name="neurons">The circuit's neurons shown, with their activations on the prompt and labels.</param>
     /// <param name="edges">edges.csv rows (averaged over the run's examples), or null: the graph then has no links.</param>
     /// <param name="nodeThreshold">What metadata.node_threshold records: the faithfulness the run's circuits had to reach.</param>
+    /// <param name="generator">The generator named in the metadata.</param>
+    /// <param name="generatorVersion">The generator's version named in the metadata.</param>
+    /// <param name="source">Where the graph came from (the run folder), recorded in the metadata; null: not recorded.</param>
     public static JsonObject Build(string slug, string scan, GraphPrompt prompt, int layers, IReadOnlyList<GraphNeuron> neurons,
         IReadOnlyList<EdgeCsv.Row>? edges, double nodeThreshold, string generator, string generatorVersion, string? source)
     {

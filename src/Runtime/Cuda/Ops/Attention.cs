@@ -24,6 +24,16 @@ internal sealed partial class CudaBackend
         int SeqLen, int Heads, int KvHeads, int HeadDim, float Scale);
     internal static readonly Kernel<AttentionBackwardDqArgs> AttentionBackwardDqKernel = Kernel.Declare<AttentionBackwardDqArgs>("attention_backward_dq");
 
+    /// <param name="Dz">Device pointer to the gradient of the attention output, [batch, SeqLen, Heads·HeadDim].</param>
+    /// <param name="Q">Device pointer to the queries, [batch, SeqLen, Heads·HeadDim].</param>
+    /// <param name="Probs">Device pointer to the forward's softmax pattern, [batch, Heads, SeqLen, SeqLen].</param>
+    /// <param name="Ds">Device pointer to the score gradient the dq kernel wrote, laid out as <paramref name="Probs"/>; read only when <paramref name="Exact"/> is 1.</param>
+    /// <param name="Dk">Device pointer the key gradient is written to, [batch, SeqLen, KvHeads·HeadDim].</param>
+    /// <param name="Dv">Device pointer the value gradient is written to, [batch, SeqLen, KvHeads·HeadDim].</param>
+    /// <param name="SeqLen">Tokens per prompt.</param>
+    /// <param name="Heads">Query heads.</param>
+    /// <param name="KvHeads">Key/value heads; <paramref name="Heads"/> is a multiple of it (grouped-query attention).</param>
+    /// <param name="HeadDim">Channels per head.</param>
     /// <param name="Exact">1: ds holds the score gradient (from the dq kernel); 0: the frozen pattern, dk = 0.</param>
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct AttentionBackwardDkDvArgs(nint Dz, nint Q, nint Probs, nint Ds, nint Dk, nint Dv,

@@ -18,6 +18,13 @@ internal sealed partial class CudaBackend
     internal readonly record struct AddRmsNormArgs(nint X, nint Delta, nint Weight, float Eps, nint Sum, nint Y, nint Rstd, nint Y16, int Rows, int Dim);
     internal static readonly Kernel<AddRmsNormArgs> AddRmsNormKernel = Kernel.Declare<AddRmsNormArgs>("add_rmsnorm_forward");
 
+    /// <param name="Dy">Device pointer to the gradient of the normalised output, [Rows, Dim].</param>
+    /// <param name="X">Device pointer to the forward's input, [Rows, Dim].</param>
+    /// <param name="Weight">Device pointer to the norm's gain, [Dim].</param>
+    /// <param name="Rstd">Device pointer to the forward's 1/rms of each row, [Rows].</param>
+    /// <param name="Dx">Device pointer to the input gradient, [Rows, Dim]; the kernel adds to it.</param>
+    /// <param name="Rows">Rows (tokens of the batch).</param>
+    /// <param name="Dim">Channels per row.</param>
     /// <param name="Exact">1 for <see cref="NormRule.Exact"/>, 0 for the frozen scale (rmsnorm.cu's encoding).</param>
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct RmsNormBackwardArgs(nint Dy, nint X, nint Weight, nint Rstd, nint Dx, int Rows, int Dim, int Exact);

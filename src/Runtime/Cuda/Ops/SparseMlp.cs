@@ -27,7 +27,13 @@ internal sealed class KeepKGroups : IDisposable
     internal Tensor RowGroup => _tables[6];
     internal Tensor RowIndex => _tables[7];
 
+    /// <param name="backend">The backend that holds the tables (the one the sweep runs on).</param>
     /// <param name="meanRow">Per row its mean row, −1 for a padding row.</param>
+    /// <param name="meanRows">Rows of the means table; every mean row is below it.</param>
+    /// <param name="groupKept">[groups + 1] offsets into <paramref name="kept"/>, from 0, never decreasing.</param>
+    /// <param name="kept">The kept units of all groups, group after group.</param>
+    /// <param name="groupRows">[groups + 1] offsets into <paramref name="rowsOfGroups"/>, from 0, never decreasing.</param>
+    /// <param name="rowsOfGroups">The rows of all groups, group after group; each a real row, in one group at most.</param>
     /// <param name="units">The units' count (hidden for the MLP, the output width for kept outputs): every kept unit is below it.</param>
     public static KeepKGroups Upload(IBackend backend, int[] meanRow, int meanRows, int[] groupKept, int[] kept, int[] groupRows, int[] rowsOfGroups, int units)
     {

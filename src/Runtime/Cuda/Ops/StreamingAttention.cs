@@ -31,6 +31,19 @@ internal sealed partial class CudaBackend
         int SeqLen, int Heads, int KvHeads, int HeadDim, float Scale);
     internal static readonly Kernel<FlashBackwardDqArgs> FlashBackwardDqKernel = Kernel.Declare<FlashBackwardDqArgs>("attention_flash_backward_dq");
 
+    /// <param name="Dz">Device pointer to the gradient of the attention output, [batch, SeqLen, Heads·HeadDim]: fp32, or bf16 for the bf16 kernel (as are Q, K and V).</param>
+    /// <param name="Q">Device pointer to the queries, [batch, SeqLen, Heads·HeadDim].</param>
+    /// <param name="K">Device pointer to the keys, [batch, SeqLen, KvHeads·HeadDim].</param>
+    /// <param name="V">Device pointer to the values, [batch, SeqLen, KvHeads·HeadDim].</param>
+    /// <param name="Lse">Device pointer to the forward's log-sum-exp of each query row's scaled scores, [batch, Heads, SeqLen].</param>
+    /// <param name="DSum">Device pointer to each query row's dz·z (the rowdot kernel's output), [batch, Heads, SeqLen].</param>
+    /// <param name="Dk">Device pointer the key gradient is written to, [batch, SeqLen, KvHeads·HeadDim].</param>
+    /// <param name="Dv">Device pointer the value gradient is written to, [batch, SeqLen, KvHeads·HeadDim].</param>
+    /// <param name="SeqLen">Tokens per prompt.</param>
+    /// <param name="Heads">Query heads.</param>
+    /// <param name="KvHeads">Key/value heads; <paramref name="Heads"/> is a multiple of it (grouped-query attention).</param>
+    /// <param name="HeadDim">Channels per head.</param>
+    /// <param name="Scale">The score scale the forward used, 1/√HeadDim.</param>
     /// <param name="Exact">1: the exact gradient (dk from the scores); 0: the frozen pattern (dk = 0, dv only).</param>
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct FlashBackwardDkDvArgs(nint Dz, nint Q, nint K, nint V, nint Lse, nint DSum, nint Dk, nint Dv,

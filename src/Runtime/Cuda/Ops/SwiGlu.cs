@@ -13,6 +13,12 @@ internal sealed partial class CudaBackend
     internal readonly record struct SwiGluForwardBf16Args(nint Gate, nint Up, nint H, nint H16, long N);
     internal static readonly Kernel<SwiGluForwardBf16Args> SwiGluForwardBf16Kernel = Kernel.Declare<SwiGluForwardBf16Args>("swiglu_forward_bf16");
 
+    /// <param name="Dh">Device pointer to the gradient of the SwiGLU output h = silu(gate)·up, N values.</param>
+    /// <param name="Gate">Device pointer to the forward's gate projection, N values.</param>
+    /// <param name="Up">Device pointer to the forward's up projection, N values.</param>
+    /// <param name="Dgate">Device pointer the gate gradient is written to, N values.</param>
+    /// <param name="Dup">Device pointer the up gradient is written to, N values.</param>
+    /// <param name="N">Elements of each tensor (rows × hidden width).</param>
     /// <param name="Rule">swiglu.cu's encoding: 0 exact, 1 identity-half, 2 identity.</param>
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct SwiGluBackwardArgs(nint Dh, nint Gate, nint Up, nint Dgate, nint Dup, long N, int Rule);
