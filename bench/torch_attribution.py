@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/torch_attribution.py (--model PATH | --shape llama3-8b [--layers L]) --batch 8 --seq 128
         --iters 3 [--method atp|relp|relp_frozen_attn] [--threads 2] [--torch-threads 1] [--device cpu|cuda]
-        [--dtype f32|bf16]
+        [--dtype f32|bf16] [--attention eager|chunked|sdpa] [--chunk 256]
 
 --shape builds the model in-process with random weights (normal, std 0.02; norms 1) on the device, in --dtype: the
 GPU benchmark's Llama-3.1-8B-shaped model without a 16 GB file (NeuronTrace's gpu-bench makes its own the same way).
@@ -21,6 +21,12 @@ The sites are NeuronTrace's five (resid, attn, attn_z, mlp_out, mlp_act), so bot
 (softmax gets ordinary gradients); relp_frozen_attn also detaches the attention pattern.
 Only the last position's logits are computed (the metric needs nothing else).
 
+--attention: eager (default) materialises the [B, H, T, T] pattern, which autograd keeps for the backward; chunked
+is torch_llama.chunked_attention (blocks of --chunk queries, each under torch.utils.checkpoint: the pattern is
+recomputed a block at a time in the backward), the strongest memory-efficient attention a torch without SDPA has;
+sdpa is torch.nn.functional.scaled_dot_product_attention (torch 2.0+; refused with one line where it is missing).
+A CUDA out-of-memory ends the run with a JSON line {"oom": true, ...} and exit status 0 (a measured outcome).
+
 Prints one JSON line: {"pairs_per_s", "seconds_per_iter", ...}.
 """
 import argparse
@@ -35,7 +41,8 @@ from torch_llama import early_threads, DEFAULT_TORCH_THREADS  # noqa: E402
 
 THREADS = early_threads(sys.argv)
 import torch  # noqa: E402
-from torch_llama import LlamaConfig, LlamaModel, Rules, load_model, parse_dtype, time_iters, describe, cpu_seconds, load_average  # noqa: E402
+from torch_llama import ATTENTION, HAS_SDPA, LlamaConfig, LlamaModel, Rules, load_model, parse_dtype, time_iters, describe, cpu_seconds, load_average  # noqa: E402
+from torch_llama import chunked_attention  # noqa: E402
 
 SITES = ("resid", "attn", "attn_z", "mlp_out", "mlp_act")
 SHAPES = {"llama3-8b": dict(dim=4096, layers=32, heads=32, kv_heads=8, hidden=14336, vocab=128256, rope_theta=500000.0,
@@ -92,9 +99,14 @@ def attribution_step(model, rules, clean, patch, ans_patch, ans_clean, to_host=F
     with torch.no_grad():
         scores = {k: (patch_sites[k] - store[k].detach()).mul_(g) for k, g in zip(keys, grads)}
         if to_host:
-            # per-position means over the batch, one copy to the host (what NeuronTrace's readout gives)
-            flat = torch.cat([v.float().mean(0).reshape(v.shape[1], -1) for v in scores.values()], dim=1)
-            flat.cpu()
+            # per-position means over the batch, one copy to the host (what NeuronTrace's readout gives); past 2^28
+            # scores (long prompts) one copy per site and layer, so the fp32 means are never all on the device at once
+            if sum(v[0].numel() for v in scores.values()) <= 1 << 28:
+                flat = torch.cat([v.float().mean(0).reshape(v.shape[1], -1) for v in scores.values()], dim=1)
+                flat.cpu()
+            else:
+                for v in scores.values():
+                    v.float().mean(0).cpu()
         return scores
 
 
@@ -114,20 +126,45 @@ def main():
                     help="torch intra-op threads (default 1, faster on this shared 2-core machine)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--attention", default="eager", choices=sorted(ATTENTION))
+    ap.add_argument("--chunk", type=int, default=256, help="with --attention chunked: queries per block (1 .. 65536)")
     a = ap.parse_args()
+    if not 1 <= a.chunk <= 65536:
+        sys.exit(f"torch_attribution.py: --chunk {a.chunk}: must be 1 .. 65536")
+    if a.attention == "sdpa" and not HAS_SDPA:
+        sys.exit(f"torch_attribution.py: --attention sdpa: torch {torch.__version__} has no "
+                 "torch.nn.functional.scaled_dot_product_attention (2.0+); use --attention chunked")
     torch.set_num_threads(a.torch_threads)
     dev = torch.device(a.device)
     if a.shape:
         model = random_model(a.shape, a.layers, parse_dtype(a.dtype), dev).eval()
     else:
         model = load_model(a.model, dtype=parse_dtype(a.dtype), device=dev).eval()
+    if a.attention == "chunked":
+        model.attention = lambda q, k, v, frozen: chunked_attention(q, k, v, frozen, chunk=a.chunk)
+    else:
+        model.attention = ATTENTION[a.attention]
+    attention_label = {"eager": "eager attention (the [B, H, T, T] pattern kept for the backward)",
+                       "chunked": f"chunked attention, SDPA stand-in (torch {torch.__version__} has no SDPA): blocks of "
+                                  f"{a.chunk} queries under torch.utils.checkpoint",
+                       "sdpa": "torch.nn.functional.scaled_dot_product_attention (causal)"}[a.attention]
     to_host = dev.type == "cuda"
     cfg = model.cfg
     clean, patch, ap_, ac_ = make_pairs(cfg.vocab, a.batch, a.seq, dev)
     rules = METHODS[a.method]
-    ts = time_iters(lambda: attribution_step(model, rules, clean, patch, ap_, ac_, to_host), a.iters, a.warmup, dev)
-    sc = attribution_step(model, rules, clean, patch, ap_, ac_)
-    n_scores = sum(v.numel() for v in sc.values())
+    try:
+        ts = time_iters(lambda: attribution_step(model, rules, clean, patch, ap_, ac_, to_host), a.iters, a.warmup, dev)
+        # the scores' count from shapes (a second step would hold its scores beside the first's on the device)
+        n_scores = a.batch * a.seq * (4 * cfg.dim + cfg.hidden) * cfg.layers
+    except RuntimeError as e:
+        if "out of memory" not in str(e):
+            raise
+        print(json.dumps({"oom": True, "attention": a.attention, "batch": a.batch, "seq": a.seq,
+                          "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
+                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "error": str(e).splitlines()[0][:200],
+                          "config": describe(dev, a.threads, f"method {a.method}, {attention_label}, {a.dtype}")}))
+        return
     med = statistics.median(ts)
     print(json.dumps({
         "pairs_per_s": a.batch / med,
@@ -142,7 +179,8 @@ def main():
         "scores_per_iter": n_scores,
         # ru_maxrss is in KiB on Linux: the process's peak resident memory (model, activations, autograd).
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "config": describe(dev, a.threads, f"method {a.method}, path F.linear + autograd, {a.dtype}, sites "
+        "attention": a.attention,
+        "config": describe(dev, a.threads, f"method {a.method}, path F.linear + autograd, {attention_label}, {a.dtype}, sites "
                                           f"{'/'.join(SITES)} x {cfg.layers} layers, model "
                                           f"{a.shape or os.path.basename(a.model.rstrip('/'))} dim {cfg.dim}, batch {a.batch} pairs, "
                                           f"seq {a.seq}, {a.iters} timed iters after {a.warmup} warm-up; median and best reported"),

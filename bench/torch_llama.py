@@ -190,6 +190,10 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(cfg.dim, cfg.eps, **kw)
         self.lm_head = nn.Linear(cfg.dim, cfg.vocab, bias=False, **kw)
         self.site_hook = None
+        # None: the eager attention in forward (the reference; it materialises the [B, H, T, T] pattern and autograd
+        # keeps it). Or f(q [B, H, T, hd], k, v [B, KV, T, hd], frozen) -> z [B, H, T, hd]: chunked_attention or
+        # sdpa_attention below, the memory-efficient baselines of the long-prompt benchmark.
+        self.attention = None
         for p in self.parameters():
             p.requires_grad_(False)
 
@@ -248,7 +252,7 @@ class LlamaModel(nn.Module):
         if embed_requires_grad:
             x = x.detach().requires_grad_()
         cos, sin = self.rope_tables(T, ids.device)
-        mask = torch.full((T, T), float("-inf"), device=ids.device).triu(1).to(x.dtype)
+        mask = torch.full((T, T), float("-inf"), device=ids.device).triu(1).to(x.dtype) if self.attention is None else None
         for l, blk in enumerate(self.layers):
             u = blk.input_layernorm(x, rules.frozen_norm)
             q = blk.q_proj(u).view(B, T, H, hd).transpose(1, 2)
@@ -256,16 +260,19 @@ class LlamaModel(nn.Module):
             v = blk.v_proj(u).view(B, T, KV, hd).transpose(1, 2)
             q = self.apply_rope(q, cos, sin)
             k = self.apply_rope(k, cos, sin)
-            # GQA: query head h reads KV head h // G. K/V are copied per query head because the fixtures' float64
-            # bits were computed with one [T, hd] x [hd, T] product per head (grouping the heads of one KV head into
-            # a [G*T, hd] product changes roundings: up to 2.2e-15 in the fixtures' gradients)
-            kv_of = torch.arange(H, device=ids.device) // G
-            k, v = k[:, kv_of], v[:, kv_of]  # [B, H, T, hd]
-            s = torch.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(hd) + mask
-            A = torch.softmax(s if s.dtype == torch.float64 else s.float(), dim=-1).to(q.dtype)
-            if rules.frozen_attn:
-                A = A.detach()
-            z = torch.einsum("bhts,bhsd->bthd", A, v).reshape(B, T, H * hd)
+            if self.attention is not None:
+                z = self.attention(q, k, v, rules.frozen_attn).transpose(1, 2).reshape(B, T, H * hd)
+            else:
+                # GQA: query head h reads KV head h // G. K/V are copied per query head because the fixtures' float64
+                # bits were computed with one [T, hd] x [hd, T] product per head (grouping the heads of one KV head into
+                # a [G*T, hd] product changes roundings: up to 2.2e-15 in the fixtures' gradients)
+                kv_of = torch.arange(H, device=ids.device) // G
+                k, v = k[:, kv_of], v[:, kv_of]  # [B, H, T, hd]
+                s = torch.einsum("bhtd,bhsd->bhts", q, k) / math.sqrt(hd) + mask
+                A = torch.softmax(s if s.dtype == torch.float64 else s.float(), dim=-1).to(q.dtype)
+                if rules.frozen_attn:
+                    A = A.detach()
+                z = torch.einsum("bhts,bhsd->bthd", A, v).reshape(B, T, H * hd)
             z = self.site("attn_z", l, z)
             ao = self.site("attn", l, blk.o_proj(z))
             x = x + ao
@@ -283,6 +290,54 @@ class LlamaModel(nn.Module):
         if last_only:
             x = x[:, -1, :]
         return self.lm_head(self.norm(x, rules.frozen_norm))
+
+
+HAS_SDPA = hasattr(F, "scaled_dot_product_attention")  # torch 2.0+; the 1.13 here has none
+
+
+def chunked_attention(q, k, v, frozen, chunk=256):
+    """Causal attention a block of `chunk` queries at a time, each block under torch.utils.checkpoint, so autograd keeps
+    q, k and v (O(T)) and the backward recomputes one block's [chunk, keys] pattern at a time: the memory-efficient
+    attention that torch 1.13 can do without SDPA (the long-prompt benchmark's stand-in for it). A block reads only the
+    keys up to its last query (the masked tiles to its right are never computed); a KV head's G query heads share
+    its K/V (broadcast, not copied). frozen: the pattern is detached (RelP's frozen-pattern rule).
+    q [B, H, T, hd], k, v [B, KV, T, hd] -> z [B, H, T, hd]."""
+    from torch.utils.checkpoint import checkpoint
+    B, H, T, hd = q.shape
+    KV = k.shape[1]
+    G = H // KV
+    scale = 1.0 / math.sqrt(hd)
+
+    def block(qc, kc, vc, first):
+        n, keys = qc.shape[2], kc.shape[2]
+        s = torch.matmul(qc.reshape(B, KV, G, n, hd), kc.unsqueeze(2).transpose(-1, -2)) * scale  # [B, KV, G, n, keys]
+        later = torch.arange(keys, device=q.device)[None, :] > torch.arange(first, first + n, device=q.device)[:, None]
+        s = s.masked_fill(later, float("-inf"))
+        a = torch.softmax(s if s.dtype == torch.float64 else s.float(), dim=-1).to(q.dtype)
+        if frozen:
+            a = a.detach()
+        return torch.matmul(a, vc.unsqueeze(2)).reshape(B, H, n, hd)
+
+    out = []
+    for first in range(0, T, chunk):
+        end = min(T, first + chunk)
+        # use_reentrant=False: the attribution takes torch.autograd.grad at the sites, which the reentrant form refuses
+        out.append(checkpoint(block, q[:, :, first:end], k[:, :, :end], v[:, :, :end], first, use_reentrant=False))
+    return torch.cat(out, dim=2)
+
+
+def sdpa_attention(q, k, v, frozen):
+    """torch.nn.functional.scaled_dot_product_attention (torch 2.0+: flash / memory-efficient kernels), causal; K/V
+    repeated per query head (the enable_gqa flag is 2.5+). It has no frozen-pattern form: refused."""
+    if frozen:
+        raise SystemExit("sdpa_attention: SDPA cannot detach the pattern (relp_frozen_attn); use --attention chunked")
+    G = q.shape[1] // k.shape[1]
+    if G > 1:
+        k, v = k.repeat_interleave(G, dim=1), v.repeat_interleave(G, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
+ATTENTION = {"eager": None, "chunked": chunked_attention, "sdpa": sdpa_attention}
 
 
 # ------------------------------------------------------------------------------------------------------------------

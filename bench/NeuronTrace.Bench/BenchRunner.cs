@@ -32,11 +32,12 @@ static partial class BenchRunner
         if (which == "gpu-check") return GpuCheck.Check(rest);
         if (which == "gpu-plan") return GpuPlan.Run(rest);
         if (which == "gpu-bench") return GpuBench.Run(rest);
+        if (which == "gpu-long-prompt") return GpuLongPrompt.Run(rest);
         if (which == "ksweep") return KSweep(rest);
         if (which == "attribution-profile") return AttributionProfile(rest);
         if (which == "ksweep-ledger") return KSweepBench.Ledger(rest);
         if (which is not ("all" or "forward" or "attribution" or "sweep" or "gemm"))
-            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, ksweep, ksweep-ledger, gemm, gpu-check, gpu-bench or gpu-plan");
+            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, ksweep, ksweep-ledger, gemm, gpu-check, gpu-bench, gpu-long-prompt or gpu-plan");
         int only = Array.IndexOf(rest, "--model");
         string? onlyModel = only >= 0 && only + 1 < rest.Length ? rest[only + 1] : null;
         if (onlyModel is not null and not "stories260K" and not "synthetic" and not OneBShape)

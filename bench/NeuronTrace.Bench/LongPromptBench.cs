@@ -11,12 +11,15 @@ using NeuronTrace.Tracing.Tasks;
 namespace NeuronTrace.Bench;
 
 /// <summary>
-/// <c>bench long-prompt [--lengths 256,512,...] [--torch-max 1024]</c>: RelP attribution (all sites, patch baseline, batch 1) on a random
-/// synthetic model (dim 256, 8 heads, 4 layers, hidden 688, vocab 512) on the CPU, one fresh process per prompt length
-/// and mode (stored activations, and activation checkpointing) so each peak RSS (VmHWM) is that run's own; the memory
-/// plan's prediction beside each; PyTorch (bench/torch_attribution.py, eager attention: it materialises the pattern)
-/// on the same work when installed, its peak RSS from its own getrusage; PyTorch SDPA where the installed torch has it
-/// (2.0+; 1.13 here has not: said so). Writes bench/results/long-prompt/{results.json, memory.svg, time.svg}.
+/// <c>bench long-prompt [--lengths 256,512,...] [--torch-max 1024] [--torch-efficient-max 4096]</c>: RelP attribution
+/// (all sites, patch baseline, batch 1) on a random synthetic model (dim 256, 8 heads, 4 layers, hidden 688, vocab 512)
+/// on the CPU, one fresh process per prompt length and mode (stored activations, and activation checkpointing) so each
+/// peak RSS (VmHWM) is that run's own; the memory plan's prediction beside each. PyTorch (bench/torch_attribution.py)
+/// on the same work when installed, each run its own process and its peak RSS from its own getrusage, twice: eager
+/// attention (it materialises the pattern and autograd keeps it; up to --torch-max) and the strongest memory-efficient
+/// attention the installed torch has (up to --torch-efficient-max): torch.nn.functional.scaled_dot_product_attention
+/// where it exists (2.0+), else chunked attention under torch.utils.checkpoint, the SDPA stand-in (1.13 here has no
+/// SDPA), labelled as such. Writes bench/results/long-prompt/{results.json, memory.svg, time.svg}.
 /// </summary>
 static class LongPromptBench
 {
@@ -35,33 +38,44 @@ static class LongPromptBench
         int tm = Array.IndexOf(args, "--torch-max");
         // Eager PyTorch holds the [B, H, T, T] pattern per layer with its graph and is slow on this shared machine: capped.
         int torchMax = tm >= 0 && tm + 1 < args.Length ? int.Parse(args[tm + 1], CultureInfo.InvariantCulture) : 1024;
+        int te = Array.IndexOf(args, "--torch-efficient-max");
+        int efficientMax = te >= 0 && te + 1 < args.Length ? int.Parse(args[te + 1], CultureInfo.InvariantCulture) : 4096;
+        bool torchThere = TorchAvailable();
+        string efficient = torchThere && TorchHasSdpa() ? "sdpa" : "chunked";
+        string efficientName = efficient == "sdpa" ? "PyTorch SDPA" : "PyTorch chunked attention (SDPA stand-in)";
         if (lengths.Any(t => t is < 2 or > 8192)) throw new ArgumentException("--lengths: each length must be 2 .. 8192");
         string modelDir = Path.Combine(Path.GetTempPath(), "neurontrace-long-prompt-model");
         if (!File.Exists(Path.Combine(modelDir, "config.json"))) HfFolderWriter.Write(RandomWeights(Shape, 7), modelDir, null);
         string outDir = Path.Combine(root, "bench", "results", "long-prompt");
         Directory.CreateDirectory(outDir);
         Console.WriteLine($"long prompts: RelP, all sites, batch 1, synthetic dim {Shape.Dim} × {Shape.Layers} layers, {Shape.Heads} heads; load {Load()}");
-        Console.WriteLine($"{"T",6} {"ours s",9} {"ours RSS",10} {"plan",10} {"plan/RSS",9} {"ckpt s",9} {"ckpt RSS",10} {"ckpt plan",10} {"torch s",9} {"torch RSS",10}");
+        Console.WriteLine($"PyTorch: eager = eager attention (the pattern kept for the backward); {efficient} = " + (efficient == "sdpa"
+            ? "torch.nn.functional.scaled_dot_product_attention"
+            : "chunked attention, SDPA stand-in (torch 1.13 has no SDPA): blocks of 256 queries, each under torch.utils.checkpoint"));
+        Console.WriteLine($"{"T",6} {"ours s",9} {"ours RSS",10} {"plan",10} {"plan/RSS",9} {"ckpt s",9} {"ckpt RSS",10} {"ckpt plan",10} {"eager s",9} {"eager RSS",10} {efficient + " s",10} {efficient + " RSS",12}");
         var rows = new List<Dictionary<string, object?>>();
         foreach (int t in lengths)
         {
             var ours = Child(root, modelDir, t, checkpoint: false);
             var ckpt = Child(root, modelDir, t, checkpoint: true);
-            var torch = t <= torchMax ? Torch(root, modelDir, t) : null;
+            var torch = torchThere && t <= torchMax ? Torch(root, modelDir, t, "eager") : null;
+            var lean = torchThere && t <= efficientMax ? Torch(root, modelDir, t, efficient) : null;
             double rss = ours.GetProperty("peak_rss_mb").GetDouble(), plan = ours.GetProperty("plan_mb").GetDouble();
             double crss = ckpt.GetProperty("peak_rss_mb").GetDouble(), cplan = ckpt.GetProperty("plan_mb").GetDouble(), cs = ckpt.GetProperty("seconds").GetDouble();
             double? ts = torch?.GetProperty("seconds_per_iter").GetDouble(), trss = torch?.GetProperty("peak_rss_mb").GetDouble();
+            double? es = lean?.GetProperty("seconds_per_iter").GetDouble(), erss = lean?.GetProperty("peak_rss_mb").GetDouble();
             rows.Add(new()
             {
                 ["T"] = t, ["seconds"] = ours.GetProperty("seconds").GetDouble(), ["peak_rss_mb"] = rss, ["plan_mb"] = plan,
                 ["plan_dominant"] = ours.GetProperty("plan_dominant").GetString(),
                 ["checkpoint_seconds"] = cs, ["checkpoint_peak_rss_mb"] = crss, ["checkpoint_plan_mb"] = cplan,
-                ["torch_eager_seconds"] = ts, ["torch_eager_peak_rss_mb"] = trss, ["torch_sdpa_seconds"] = null, ["torch_sdpa_peak_rss_mb"] = null,
+                ["torch_eager_seconds"] = ts, ["torch_eager_peak_rss_mb"] = trss,
+                [$"torch_{efficient}_seconds"] = es, [$"torch_{efficient}_peak_rss_mb"] = erss,
                 ["load"] = Load(),
             });
             Console.WriteLine($"{t,6} {ours.GetProperty("seconds").GetDouble(),9:F2} {rss,8:F0}MB {plan,8:F0}MB {plan / rss,9:F2} " +
                               $"{cs,9:F2} {crss,8:F0}MB {cplan,8:F0}MB " +
-                              $"{(ts is null ? "-" : ts.Value.ToString("F2", CultureInfo.InvariantCulture)),9} {(trss is null ? "-" : $"{trss:F0}MB"),10}");
+                              $"{Seconds(ts),9} {Mb(trss),10} {Seconds(es),10} {Mb(erss),12}");
         }
         if (rows.Count >= 2)
         {
@@ -74,10 +88,17 @@ static class LongPromptBench
             Console.WriteLine($"checkpointed: T={a["T"]}: {a["checkpoint_peak_rss_mb"]:F0} MB, T={b["T"]}: {b["checkpoint_peak_rss_mb"]:F0} MB; ratio {cratio:F2}; " +
                               $"at T={b["T"]} {(double)b["checkpoint_peak_rss_mb"]! / (double)b["peak_rss_mb"]!:F2}× the stored run's peak, {(double)b["checkpoint_seconds"]! / (double)b["seconds"]!:F2}× its time");
         }
-        if (!TorchAvailable()) Console.WriteLine("PyTorch: /usr/bin/python3 has no torch here, its columns are empty. SDPA: not in PyTorch 1.13 (torch 2.0+).");
-        else Console.WriteLine("PyTorch SDPA: torch.nn.functional.scaled_dot_product_attention is not in PyTorch 1.13 (2.0+): eager only.");
+        // The plan beside the measurement at the two longest lengths: the "within 20%" check of the memory plan.
+        foreach (var r in rows.TakeLast(2))
+        {
+            double rss = (double)r["peak_rss_mb"]!, plan = (double)r["plan_mb"]!, crss = (double)r["checkpoint_peak_rss_mb"]!, cplan = (double)r["checkpoint_plan_mb"]!;
+            Console.WriteLine($"plan vs measured, T={r["T"]}: stored {plan:F0} MB planned / {rss:F0} MB peak RSS = {plan / rss:F2}; checkpointed {cplan:F0} / {crss:F0} = {cplan / crss:F2}; " +
+                              $"within 20%: {(Math.Abs(plan / rss - 1) <= 0.2 && Math.Abs(cplan / crss - 1) <= 0.2 ? "yes" : "NO")}");
+        }
+        if (!torchThere) Console.WriteLine("PyTorch: /usr/bin/python3 has no torch here, its columns are empty.");
+        else if (efficient == "chunked") Console.WriteLine("PyTorch SDPA: torch.nn.functional.scaled_dot_product_attention is not in this torch (2.0+): chunked attention stands in for it.");
         File.WriteAllText(Path.Combine(outDir, "results.json"), JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true }));
-        PlotAll(outDir, rows);
+        PlotAll(outDir, rows, efficient, efficientName);
         Console.WriteLine($"wrote {outDir}");
         return 0;
     }
@@ -130,15 +151,25 @@ static class LongPromptBench
         return p.ExitCode == 0;
     }
 
-    static JsonElement? Torch(string root, string modelDir, int t)
+    static bool TorchHasSdpa()
     {
-        if (!TorchAvailable()) return null;
+        var psi = new ProcessStartInfo("/usr/bin/python3", "-c \"import sys, torch.nn.functional as F; sys.exit(0 if hasattr(F, 'scaled_dot_product_attention') else 1)\"") { RedirectStandardError = true };
+        using var p = Process.Start(psi)!;
+        p.WaitForExit();
+        return p.ExitCode == 0;
+    }
+
+    static string Seconds(double? s) => s is null ? "-" : s.Value.ToString("F2", CultureInfo.InvariantCulture);
+    static string Mb(double? mb) => mb is null ? "-" : $"{mb:F0}MB";
+
+    static JsonElement? Torch(string root, string modelDir, int t, string attention)
+    {
         var psi = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = root };
         foreach (var a in new[] { Path.Combine(root, "bench", "torch_attribution.py"), "--model", modelDir, "--batch", "1", "--seq", t.ToString(CultureInfo.InvariantCulture),
-                     "--iters", "1", "--warmup", "0", "--method", "relp" })
+                     "--iters", "1", "--warmup", "0", "--method", "relp", "--attention", attention })
             psi.ArgumentList.Add(a);
-        try { return RunJson(psi, $"torch_attribution.py --seq {t}"); }
-        catch (InvalidOperationException e) { Console.Error.WriteLine($"  PyTorch at T={t}: {e.Message}"); return null; }
+        try { return RunJson(psi, $"torch_attribution.py --seq {t} --attention {attention}"); }
+        catch (InvalidOperationException e) { Console.Error.WriteLine($"  PyTorch {attention} at T={t}: {e.Message}"); return null; }
     }
 
     static JsonElement? RunJson(ProcessStartInfo psi, string what)
@@ -152,16 +183,17 @@ static class LongPromptBench
         return JsonDocument.Parse(line).RootElement.Clone();
     }
 
-    static void PlotAll(string dir, List<Dictionary<string, object?>> rows)
+    static void PlotAll(string dir, List<Dictionary<string, object?>> rows, string efficient, string efficientName)
     {
         double[] x = rows.Select(r => (double)(int)r["T"]!).ToArray();
         double?[] Col(string key) => rows.Select(r => (double?)r[key]).ToArray();
         Plot(Path.Combine(dir, "memory.svg"), "peak memory vs prompt length (RelP, all sites, batch 1, CPU)", "peak RSS (MB)", x,
             [("NeuronTrace measured", Col("peak_rss_mb")), ("NeuronTrace plan", Col("plan_mb")),
              ("checkpointed measured", Col("checkpoint_peak_rss_mb")), ("checkpointed plan", Col("checkpoint_plan_mb")),
-             ("PyTorch eager", Col("torch_eager_peak_rss_mb"))]);
+             ("PyTorch eager", Col("torch_eager_peak_rss_mb")), (efficientName, Col($"torch_{efficient}_peak_rss_mb"))]);
         Plot(Path.Combine(dir, "time.svg"), "attribution time vs prompt length (RelP, all sites, batch 1, CPU)", "seconds", x,
-            [("NeuronTrace", Col("seconds")), ("checkpointed", Col("checkpoint_seconds")), ("PyTorch eager", Col("torch_eager_seconds"))]);
+            [("NeuronTrace", Col("seconds")), ("checkpointed", Col("checkpoint_seconds")), ("PyTorch eager", Col("torch_eager_seconds")),
+             (efficientName, Col($"torch_{efficient}_seconds"))]);
     }
 
     static void Plot(string path, string title, string yLabel, double[] x, (string Name, double?[] Y)[] series)

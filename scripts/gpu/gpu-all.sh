@@ -9,6 +9,7 @@
 #   torch          PyTorch eager on the same work (same shape, sites, batch, rules), same run, then the ratio line
 #   kernel-tests   the kernel tests (tests/Runtime.Tests/Kernels) as a self-contained executable, every "gpu" case on the device
 #   gpu-check      CUDA vs CPU: stories260K and a 2-layer model of 8B width (logits, gradients, whole-pass scores)
+#   long-prompt    8B shapes, batch 1 x 8192 and 2048, RelP, all sites, as the memory plan fits it; PyTorch SDPA beside it
 #   bench-graphs   the bench again with CUDA graphs (NEURONTRACE_CUDA_GRAPHS=1)
 #   memcheck       compute-sanitizer memcheck on stories260K
 #   nsys           an Nsight Systems trace (NVTX op ranges) of a short bench, report under $OUT   (if nsys is there)
@@ -88,6 +89,47 @@ else
   section kernel-tests 120 cpu tests-bin/NeuronTrace.GpuKernelTests -class NeuronTrace.Runtime.Tests.Kernels.ElementwiseKernelTests
 fi
 section gpu-check 90 gpu "${bench[@]}" gpu-check models/stories260K/stories260K.bin --shape llama3-8b --layers 2
+# ---- long prompts (issue 14) -------------------------------------------------------------------------------------
+# RelP, all sites, Llama-3.1-8B shapes with random bf16 weights, batch 1 x 8192 and x 2048: the batch and activation
+# checkpointing the memory plan chooses for this card's free memory (printed with the plan), peak device memory and
+# time per pass; PyTorch SDPA (bf16, torch.nn.functional.scaled_dot_product_attention) on the same work in this run,
+# one process per length (an out-of-memory is a result, not a failure); then one comparison line per length.
+# Without a GPU the same code runs on the recording runtime at one layer (the path starts; nothing executes).
+section long-prompt 150 gpu "${bench[@]}" gpu-long-prompt --shape llama3-8b --lengths 8192,2048 --batch 1 --passes 2
+for t in 8192 2048; do
+  section long-prompt-torch-$t 75 gpu "$py" bench/torch_attribution.py --shape llama3-8b --batch 1 --seq $t --iters 2 --warmup 1 \
+    --device cuda --dtype bf16 --attention sdpa
+done
+if [ -s "$logs/long-prompt.log" ]; then
+  "$py" - "$logs" <<'PY' | tee "$logs/long-prompt.txt" || status=1
+import json, os, sys
+logs = sys.argv[1]
+rows = lambda path: [json.loads(l) for l in open(path) if l.startswith("{")] if os.path.exists(path) else []
+ours = {r["seq"]: r for r in rows(os.path.join(logs, "long-prompt.log")) if r.get("bench") == "neurontrace-long-prompt"}
+if not ours:
+    sys.exit("long-prompt: NeuronTrace printed no result (see long-prompt.log)")
+for t, nt in sorted(ours.items()):
+    pt = (rows(os.path.join(logs, f"long-prompt-torch-{t}.log")) or [None])[-1]
+    if nt.get("refused"):
+        left = "NeuronTrace: refused by the plan"
+    else:
+        left = (f"NeuronTrace {nt['median_ms']:.0f} ms/pass, peak {nt['peak_device_gb']:.1f} GB (plan {nt['plan_gb']:.1f} GB), "
+                f"checkpointing {'on' if nt['checkpoint'] else 'off'}")
+    if pt is None:
+        right = "PyTorch SDPA: no result (see its log)"
+    elif pt.get("oom"):
+        right = f"PyTorch SDPA: out of memory (peak allocated {pt['peak_cuda_mb'] / 1024:.1f} GB)"
+    else:
+        right = f"PyTorch SDPA {pt['median_ms']:.0f} ms/pass, peak allocated {pt['peak_cuda_mb'] / 1024:.1f} GB"
+        if not nt.get("refused"):
+            right += f"; time ratio {pt['median_ms'] / nt['median_ms']:.2f}x, memory ratio {pt['peak_cuda_mb'] / 1024 / nt['peak_device_gb']:.2f}x"
+    print(f"long prompt T={t}, batch 1, RelP, all sites, 8B shapes, bf16: {left} | {right}")
+PY
+fi
+if [ $gpu = 0 ]; then
+  section long-prompt-record 120 cpu "${bench[@]}" gpu-long-prompt --record --layers 1 --lengths 1024 --passes 1
+fi
+# ---- end of long prompts ------------------------------------------------------------------------------------------
 section ledger 60 cpu "${bench[@]}" gpu-plan --shape llama3-8b --layers 2 --graphs on
 NEURONTRACE_CUDA_GRAPHS=1 section bench-graphs 90 gpu "${bench[@]}" gpu-bench "${shape[@]}" --passes 10 --math bf16
 section memcheck 45 gpu bash scripts/gpu/run-gpu.sh memcheck -- "${bench[@]}" gpu-check models/stories260K/stories260K.bin

@@ -19,9 +19,11 @@ internal static class PlanCommand
         var sites = TaskOptions.Sites();
         var baseline = CommonOptions.Choice("--baseline", "patch (a second forward is held) or zero/mean.",
             [("patch", Baseline.Patch), ("zero", Baseline.Zero), ("mean", Baseline.Mean)], () => Baseline.Patch);
+        var memory = CommonOptions.OptionalInt("--device-memory",
+            "GiB of free memory to plan against instead of asking the device (e.g. 79 for an 80 GB H100), so a GPU run is planned on a machine without one.", 1, 1 << 20);
         var cmd = new Command("plan", "Predict the peak memory of an attribution run and what dominates it, without loading the weights.")
         {
-            model, device, tokens, batch, method, sites, baseline,
+            model, device, tokens, batch, method, sites, baseline, memory,
         };
         cmd.SetAction(r =>
         {
@@ -44,7 +46,8 @@ internal static class PlanCommand
             Console.WriteLine(plan.Describe());
             string where = "available on the cpu";
             long available;
-            if (cpu) available = MemoryPlan.AvailableCpuBytes();
+            if (r.GetValue(memory) is int gib) (available, where) = ((long)gib << 30, $"given by --device-memory for {r.GetValue(device)}");
+            else if (cpu) available = MemoryPlan.AvailableCpuBytes();
             else if (CudaBackends.FreeBytes(r.GetValue(device)!, out string whyNot) is long free) (available, where) = (free, $"free on {r.GetValue(device)}");
             else
             {
@@ -53,7 +56,7 @@ internal static class PlanCommand
             }
             Console.WriteLine($"  {where,-32} {MemoryPlan.Gib(available),12}");
             // What trace and attribute would do: run as asked, lower the batch, checkpoint the layers, or refuse.
-            var fit = MemoryPlan.FitAttribution(config, b, t, siteList, m, patch, cpu, available, cpu ? "available" : where);
+            var fit = MemoryPlan.FitAttribution(config, b, t, siteList, m, patch, cpu, available, cpu && r.GetValue(memory) is null ? "available" : where);
             if (fit.Refusal is { } refusal) Console.WriteLine($"does not fit: {refusal}");
             else if (fit.Note is { } note)
             {

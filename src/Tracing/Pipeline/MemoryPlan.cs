@@ -36,6 +36,8 @@ internal sealed record MemoryPlan
     public required IReadOnlyList<(string Item, long Bytes)> Items { get; init; }
     /// <summary>For one device of a model split by layers: which device and layers (null: the whole model on one device).</summary>
     public string? Part { get; init; }
+    /// <summary>Whether the plan is of a CPU run (this process's memory) rather than one GPU's.</summary>
+    public bool Cpu { get; init; }
 
     public long TotalBytes => Items.Sum(i => i.Bytes);
     public string Dominant => Items[0].Item;
@@ -151,18 +153,24 @@ internal sealed record MemoryPlan
         long slab = (long)(promptLength + 1) * siteWidths * layers;
         bool split = cpu && batch >= 2 && Attributor.IsSmallModelWork(c, rows);
         items.Add((split ? "score sums (two threads)" : "score sums", (split ? 2 : 1) * slab * e));
-        // At the end the means are formed on the device ([layers · positions, Σ widths], beside the pooled arrays of the
-        // run) and, on the CPU, downloaded into a host array and split into the per-site score arrays: two more copies.
-        long means = (long)promptLength * siteWidths * layers;
-        items.Add(("score means", means * e));
-        if (cpu) items.Add(("score means (host copies)", 2 * means * 4));
+        // At the end the means are formed on the device a group of layers at a time ([group · positions, Σ widths],
+        // beside the pooled arrays of the run; ScoreSums.LayersPerMeansGroup, all layers unless that passes 1 GiB) and,
+        // on the CPU, each group downloaded into a host array and split into the per-site score arrays (all layers).
+        long meansPerLayer = (long)promptLength * siteWidths;
+        long meansGroup = meansPerLayer * ScoreSums.LayersPerMeansGroup(promptLength, siteWidths, layers);
+        items.Add(("score means", meansGroup * e));
+        if (cpu) items.Add(("score means (host copies)", (meansPerLayer * layers + meansGroup) * 4));
         // Streaming attention scratch, per thread (thread-static, kept): forward Kᵀ [hd, T]; backward Kᵀ, Vᵀ, dKᵀ, dVᵀ
         // [hd, T] and two pattern rows [QB = 4, T] (AttentionOps.Streaming*).
         if (cpu) items.Add(("attention scratch", Environment.ProcessorCount * (5L * c.HeadDim + 8) * promptLength * 4));
+        // On a GPU: the bf16 operand copies of one op at a time (Bf16Operands' shadows and the bf16 attention kernels' q,
+        // k, v, dz copies; counted for every GPU plan, a little over for fp32 math). Measured on the recording runtime at
+        // 8B width, 4 layers: the pool's peak less weights is 0.37 GB above the other items at T = 8192 (this item: 0.40 GB).
+        else items.Add(("bf16 operand scratch", igRows * (c.HiddenDim + 2L * d + 2L * kv) * 2));
         items.Sort((a, b) => b.Item2.CompareTo(a.Item2));
         return new MemoryPlan
         {
-            Config = c, Batch = batch, PromptLength = promptLength, Method = method, ElementBytes = elementBytes, Items = items, Part = part, Checkpoint = checkpoint,
+            Config = c, Batch = batch, PromptLength = promptLength, Method = method, ElementBytes = elementBytes, Items = items, Part = part, Checkpoint = checkpoint, Cpu = cpu,
         };
     }
 
@@ -250,10 +258,12 @@ internal sealed record MemoryPlan
         var lines = new List<string>
         {
             $"memory plan: {Method.Name()}, batch {Batch} × {PromptLength} tokens, {Config.Layers} layers × dim {Config.Dim} ({Config.Heads} heads, {Config.KvHeads} kv), fp{ElementBytes * 8}" +
-                (Checkpoint ? ", activation checkpointing" : "") + (Part is null ? "" : $"; {Part}"),
+                (Checkpoint ? ", activation checkpointing" : "") +
+                (Part is not null ? $"; per device: {Part}" : Cpu ? "; on the CPU (this process)" : "; per device: the whole model on one GPU"),
         };
-        foreach (var (item, bytes) in Items) lines.Add($"  {item,-32} {Gib(bytes),12}");
-        lines.Add($"  {"total (predicted peak)",-32} {Gib(TotalBytes),12}");
+        int width = Math.Max(32, Items.Max(i => i.Item.Length));
+        foreach (var (item, bytes) in Items) lines.Add($"  {item.PadRight(width)} {Gib(bytes),12}");
+        lines.Add($"  {"total (predicted peak)".PadRight(width)} {Gib(TotalBytes),12}");
         return string.Join(Environment.NewLine, lines);
     }
 }

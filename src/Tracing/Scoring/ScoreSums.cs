@@ -9,7 +9,7 @@ namespace NeuronTrace.Tracing.Scoring;
 /// <see cref="FirstRow"/> of its device's slab, row p of a layer is position p from the end and the spare last row
 /// collects the padding rows of a batch (dropped). One device (the usual case) means one slab. Scores are added where
 /// the backward produces each gradient (<see cref="Accumulate"/>); the means cross to the host once per scoring run, in
-/// one download per device (<see cref="MeansOver"/>).
+/// one download per device, or per group of layers where a device's means pass 1 GiB (<see cref="MeansOver"/>).
 /// </summary>
 internal sealed class ScoreSums : IDisposable
 {
@@ -85,12 +85,27 @@ internal sealed class ScoreSums : IDisposable
     }
 
     /// <summary>
-    /// The sums divided by the number of examples that have each position: per device one op on the backend drops the
-    /// spare rows and multiplies by 1/count (<see cref="IBackend.GatherScaledRows"/>), then its [layers · positions,
-    /// Σ widths] result crosses to the host in one download (on a GPU into page-locked memory, one asynchronous copy and
-    /// one wait: <see cref="IBackend.ReadOnHost"/>) and is split from there into the per-site, per-layer arrays.
+    /// The most floats one gather of the means holds (1 GiB): a device's means are formed and read back a group of
+    /// layers at a time, each group at most this size (at least one layer), so the copy beside the slab stays bounded
+    /// however long the prompt (Llama-3.1-8B, all sites, 8192 tokens: 32 GB of means, one layer ≈ 1 GB per group).
+    /// Short prompts fit in one group: one gather, one download per device.
     /// </summary>
-    public NodeScores MeansOver(int[] examplesAtPosition)
+    internal const long MeansGroupFloats = 1L << 28;
+
+    /// <summary>Layers per gather of the means on a device (see <see cref="MeansGroupFloats"/>).</summary>
+    internal static int LayersPerMeansGroup(long positions, long columns, int layers, long groupFloats = MeansGroupFloats) =>
+        (int)Math.Clamp(groupFloats / Math.Max(1, positions * columns), 1, Math.Max(1, layers));
+
+    /// <summary>
+    /// The sums divided by the number of examples that have each position: per device and group of layers
+    /// (<see cref="LayersPerMeansGroup"/>) one op on the backend drops the spare rows and multiplies by 1/count
+    /// (<see cref="IBackend.GatherScaledRows"/>), then its [layers · positions, Σ widths] result crosses to the host in
+    /// one download (on a GPU into page-locked memory, one asynchronous copy and one wait: <see cref="IBackend.ReadOnHost"/>)
+    /// and is split from there into the per-site, per-layer arrays.
+    /// </summary>
+    /// <param name="examplesAtPosition">Per position, how many examples of the task reach it (the mean's divisor).</param>
+    /// <param name="groupFloats">The most floats per gather (<see cref="MeansGroupFloats"/>; a test passes less to form several groups).</param>
+    public NodeScores MeansOver(int[] examplesAtPosition, long groupFloats = MeansGroupFloats)
     {
         var scores = new NodeScores(_config, _sites, _positions);
         for (int d = 0; d < _slabs.Length; d++)
@@ -99,29 +114,34 @@ internal sealed class ScoreSums : IDisposable
             var backend = _placement.Devices[d];
             var layers = Layers(d);
             int columns = slab.Columns;
-            var rows = new int[layers.Count * _positions];
-            var scales = new float[rows.Length];
-            for (int i = 0; i < layers.Count; i++)
-                for (int p = 0; p < _positions; p++)
-                {
-                    rows[i * _positions + p] = i * (_positions + 1) + p;
-                    scales[i * _positions + p] = 1f / examplesAtPosition[p];
-                }
-            using var means = backend.AllocateUninitialized(rows.Length, columns);
-            backend.GatherScaledRows(slab, rows, scales, means);
-            backend.ReadOnHost(means, host =>
+            int group = LayersPerMeansGroup(_positions, columns, layers.Count, groupFloats);
+            for (int g0 = 0; g0 < layers.Count; g0 += group)
             {
-                foreach (var s in _sites)
-                {
-                    int w = s.Width(_config), first = FirstColumn(s);
-                    for (int i = 0; i < layers.Count; i++)
+                int n = Math.Min(group, layers.Count - g0);
+                var rows = new int[n * _positions];
+                var scales = new float[rows.Length];
+                for (int i = 0; i < n; i++)
+                    for (int p = 0; p < _positions; p++)
                     {
-                        var into = scores.Get(s, layers[i]);
-                        for (int p = 0; p < _positions; p++)
-                            host.Slice((int)(((long)i * _positions + p) * columns + first), w).CopyTo(into.AsSpan(p * w, w));
+                        rows[i * _positions + p] = (g0 + i) * (_positions + 1) + p;
+                        scales[i * _positions + p] = 1f / examplesAtPosition[p];
                     }
-                }
-            });
+                using var means = backend.AllocateUninitialized(rows.Length, columns);
+                backend.GatherScaledRows(slab, rows, scales, means);
+                backend.ReadOnHost(means, host =>
+                {
+                    foreach (var s in _sites)
+                    {
+                        int w = s.Width(_config), first = FirstColumn(s);
+                        for (int i = 0; i < n; i++)
+                        {
+                            var into = scores.Get(s, layers[g0 + i]);
+                            for (int p = 0; p < _positions; p++)
+                                host.Slice((int)(((long)i * _positions + p) * columns + first), w).CopyTo(into.AsSpan(p * w, w));
+                        }
+                    }
+                });
+            }
         }
         return scores;
     }
