@@ -30,6 +30,11 @@ TEXT = (".md", ".cs", ".sh", ".cu", ".h", ".props", ".csproj", ".py", ".ps1", ".
 files = subprocess.run(["git", "ls-files", "-z"], capture_output=True, text=True, check=True).stdout.split("\0")
 bad = []
 cited = 0
+_ignored = {}
+def ignored(path):
+    if path not in _ignored:
+        _ignored[path] = subprocess.run(["git", "check-ignore", "-q", "--no-index", path]).returncode == 0
+    return _ignored[path]
 for f in files:
     if not f.endswith(TEXT) or not os.path.isfile(f) or f == "scripts/check-doc-paths.sh": continue  # not this list
     try: lines = open(f, encoding="utf-8").read().split("\n")
@@ -40,9 +45,9 @@ for f in files:
             rest = re.match(r"[^\s`'\"),;|]*", line[m.end():]).group(0)  # the rest of the word: a wildcard makes it a pattern
             if "*" in rest or "<" in rest or re.search(r"[A-Z]{3,}", path.split("/")[-1]) and not path.endswith((".md", ".cs")): continue
             if (f, path) in NOT_OURS: continue
-            # build outputs (a command line's bin/ or obj/ path) are made by a build, not files the repository carries:
-            # skipped, so the check does not depend on what was built before it ran
-            if {"bin", "obj"} & set(path.split("/")): continue
+            # build outputs (paths git ignores: bin/, obj/, native/build/ …) are made by a build, not files the
+            # repository carries: skipped, so the check does not depend on what was built before it ran
+            if ignored(path): continue
             cited += 1
             names = [path + "." + b for b in braces.strip(".{}").split(",")] if braces else [path]
             ok = all(any(os.path.exists(c) or os.path.exists(c + ".cs") for c in (p, os.path.join(os.path.dirname(f), p))) for p in names)
