@@ -33,7 +33,7 @@ cited = 0
 _ignored = {}
 def ignored(path):
     if path not in _ignored:
-        _ignored[path] = subprocess.run(["git", "check-ignore", "-q", "--no-index", path]).returncode == 0
+        _ignored[path] = any(subprocess.run(["git", "check-ignore", "-q", "--no-index", p]).returncode == 0 for p in (path, path.rstrip("/") + "/"))  # a folder pattern matches only with its slash
     return _ignored[path]
 for f in files:
     if not f.endswith(TEXT) or not os.path.isfile(f) or f == "scripts/check-doc-paths.sh": continue  # not this list
