@@ -32,7 +32,8 @@ internal static class ShardIdentity
     /// <param name="o">The trace's options.</param>
     /// <param name="relpAttention">The RelP attention rule's name (<c>gradient</c> or <c>freeze</c>).</param>
     /// <param name="allLengths">Whether every prompt length is kept (not only the most common one).</param>
-    public static SortedDictionary<string, string> TraceOptionsText(TraceOptions o, string relpAttention, bool allLengths) => new(StringComparer.Ordinal)
+    /// <param name="specialTokens">Whether special-token text in prompts was parsed as the special tokens (<c>--special-tokens</c>): it changes the task's ids.</param>
+    public static SortedDictionary<string, string> TraceOptionsText(TraceOptions o, string relpAttention, bool allLengths, bool specialTokens) => new(StringComparer.Ordinal)
     {
         ["methods"] = string.Join(",", o.Methods.Select(m => m.Name())),
         ["sites"] = string.Join(",", o.Sites.Select(s => s.Name())),
@@ -44,13 +45,14 @@ internal static class ShardIdentity
         ["seed"] = o.Seed.ToString(CultureInfo.InvariantCulture),
         ["all_lengths"] = allLengths ? "true" : "false",
         ["sweep_path"] = o.SweepPath.Name(),
+        ["special_tokens"] = specialTokens ? "true" : "false",
     };
 
     /// <summary>The trace options a manifest records (the inverse of <see cref="TraceOptionsText"/>), for the merge.</summary>
     /// <param name="m">A trace shard's manifest.</param>
     /// <param name="masksPerForward">Masks per batched forward (not recorded: it changes only rounding and memory).</param>
     /// <exception cref="FormatException">An option is missing or not in its recorded spelling.</exception>
-    public static (TraceOptions Options, bool AllLengths) TraceOptionsOf(ShardManifest m, int masksPerForward = 8)
+    public static (TraceOptions Options, bool AllLengths, bool SpecialTokens) TraceOptionsOf(ShardManifest m, int masksPerForward = 8)
     {
         string Get(string key) => m.Options.TryGetValue(key, out var v) ? v : throw new FormatException($"{m.ModelPath}: shard manifest has no trace option {key}");
         // The rule sets trace runs, named by the one spelling summaries and manifests share.
@@ -67,7 +69,8 @@ internal static class ShardIdentity
             // Manifests written before sweep_path was recorded swept on the plain path.
             SweepPath = m.Options.TryGetValue("sweep_path", out var sp) && SweepPaths.TryParse(sp, out var path) ? path : SweepPath.Plain,
         };
-        return (o, Get("all_lengths") == "true");
+        // Manifests written before special_tokens was recorded read their prompts without --special-tokens.
+        return (o, Get("all_lengths") == "true", m.Options.TryGetValue("special_tokens", out var st) && st == "true");
     }
 
     /// <summary>The merged attribution of a sharded trace (what <c>merge</c> wrote), checked to be this run's.</summary>

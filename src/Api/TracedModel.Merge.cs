@@ -1,4 +1,5 @@
 using NeuronTrace.Formats;
+using NeuronTrace.Formats.Tokenizers;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Circuits;
 using NeuronTrace.Tracing.Pipeline;
@@ -37,14 +38,15 @@ public sealed partial class TracedModel
         }
 
         var (first, points, clean) = Tracing.Sharding.SweepShard.Merge(shardFolders);
-        var (o, allLengths) = ShardIdentity.TraceOptionsOf(first);
+        var (o, allLengths, specialTokens) = ShardIdentity.TraceOptionsOf(first);
         var loaded = ModelLoader.Load(first.ModelPath);
         if (ShardManifest.Sha256Of(loaded.Path) != first.ModelSha256) throw new ArgumentException($"{first.ModelPath} changed since the shards ran (SHA-256 differs)");
         var identity = ShardIdentity.Of("trace", loaded, first.TaskPath, first.Options);
         if (identity.TaskSha256 != first.TaskSha256) throw new ArgumentException($"{first.TaskPath} changed since the shards ran (SHA-256 differs)");
         var scores = ShardIdentity.ReadMergedScores(first.ScoresDir!, identity);
         if (scores.Sha256 != first.ScoresSha256) throw new ArgumentException($"{first.ScoresDir}: the merged attribution changed since the sweep shards ranked it");
-        var task = PromptTask.Load(first.TaskPath, loaded.RequireTokenizer());
+        // Read as `trace --shard` read it (the model's encoder and context limit), so the most-common-length filter keeps the same examples.
+        var task = PromptTask.Load(first.TaskPath, loaded.RequireTokenizer(), encoder: PromptEncoder.ForModel(loaded, specialTokens), maxTokens: loaded.Config.MaxSeqLen);
         if (!allLengths) task = task.OfMostCommonLength();
         var (train, eval) = TraceJob.Split(task, o.TrainExamples);
         var circuits = new List<CircuitSummary>();

@@ -87,12 +87,12 @@ internal static class ShardRun
     /// method); with it a sweep shard of the circuits ranked by that merged attribution.
     /// </summary>
     public static int Trace(TracedModel model, LoadedModel loaded, PromptTask task, string taskPath, TraceOptions o, string relpAttention, bool allLengths,
-        string shardText, string? scoresDir, string dir, int? checkpointEvery)
+        bool specialTokens, string shardText, string? scoresDir, string dir, int? checkpointEvery)
     {
         var slice = ParseSlice(shardText);
         string full = CheckShardFolder(dir);
         TraceJob.Validate(task, o);
-        var identity = ShardIdentity.Of("trace", loaded, taskPath, ShardIdentity.TraceOptionsText(o, relpAttention, allLengths));
+        var identity = ShardIdentity.Of("trace", loaded, taskPath, ShardIdentity.TraceOptionsText(o, relpAttention, allLengths, specialTokens));
         if (scoresDir is null)
         {
             var (train, _) = TracedModel.Split(task, o.TrainExamples);
@@ -123,7 +123,7 @@ internal static class ShardRun
 
     /// <summary><c>attribute --shard</c>: the baseline is fixed on the whole task first (a slice could decide otherwise).</summary>
     public static int Attribute(TracedModel model, LoadedModel loaded, PromptTask task, string taskPath, AttributionOptions o, string relpAttention,
-        int limit, int topLogitsK, ShardSlice slice, string full, string shown, int checkpointEvery)
+        bool specialTokens, int limit, int topLogitsK, ShardSlice slice, string full, string shown, int checkpointEvery)
     {
         var baseline = o.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
         var identity = ShardIdentity.Of("attribute", loaded, taskPath, new SortedDictionary<string, string>(StringComparer.Ordinal)
@@ -131,7 +131,7 @@ internal static class ShardRun
             ["method"] = o.Method.Name(), ["sites"] = string.Join(",", o.Sites.Select(s => s.Name())),
             ["steps"] = o.IgSteps.ToString(CultureInfo.InvariantCulture), ["baseline"] = baseline.ToString().ToLowerInvariant(),
             ["metric"] = o.Metric!.Name, ["relp_attention"] = relpAttention, ["limit"] = limit.ToString(CultureInfo.InvariantCulture),
-            ["top_logits_k"] = topLogitsK.ToString(CultureInfo.InvariantCulture),
+            ["top_logits_k"] = topLogitsK.ToString(CultureInfo.InvariantCulture), ["special_tokens"] = specialTokens ? "true" : "false",
         });
         using var stop = new StopSignal();
         var m = model.AttributeShard(task, [(o.Method.Name(), o with { Baseline = baseline })], identity, slice, full, checkpointEvery,

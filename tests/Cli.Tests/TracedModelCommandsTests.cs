@@ -253,7 +253,7 @@ public class TracedModelCommandsTests(SmallRunFixture run) : IClassFixture<Small
         var (loaded, llama) = Direct();
         using var _l = llama;
         string taskPath = Path.Combine(RepoPaths.Tasks, "pronoun_gender.jsonl");
-        ShardManifest Identity() => ShardIdentity.Of("trace", loaded, taskPath, ShardIdentity.TraceOptionsText(o, "relp", false));
+        ShardManifest Identity() => ShardIdentity.Of("trace", loaded, taskPath, ShardIdentity.TraceOptionsText(o, "relp", false, false));
         var slice = ShardSlice.Parse("0/2");
         string a = RepoPaths.TempDir("facade-sweep"), b = RepoPaths.TempDir("direct-sweep");
         var facade = model.SweepShard(task, o, scores, Identity(), slice, a, checkpointCircuits: 3);
@@ -263,6 +263,17 @@ public class TracedModelCommandsTests(SmallRunFixture run) : IClassFixture<Small
         var files = Directory.GetFiles(b).Select(Path.GetFileName).Order().ToList();
         Assert.Equal(files, Directory.GetFiles(a).Select(Path.GetFileName).Order().ToList());
         foreach (var f in files) Assert.Equal(File.ReadAllBytes(Path.Combine(b, f!)), File.ReadAllBytes(Path.Combine(a, f!)));
+    }
+
+    [Fact]
+    public void TraceManifestsRecordSpecialTokensAndOlderOnesReadWithout()
+    {
+        var o = new TraceOptions { Sites = [NodeSite.MlpAct], KPoints = 5, Methods = [AttributionMethod.RelP] };
+        var text = ShardIdentity.TraceOptionsText(o, "gradient", false, true);
+        Assert.Equal("true", text["special_tokens"]);
+        Assert.True(ShardIdentity.TraceOptionsOf(new ShardManifest { Options = text }).SpecialTokens);
+        text.Remove("special_tokens");   // a manifest written before the option was recorded
+        Assert.False(ShardIdentity.TraceOptionsOf(new ShardManifest { Options = text }).SpecialTokens);
     }
 
     sealed class Progress(List<WorkProgress> seen) : IProgress<WorkProgress>

@@ -87,7 +87,7 @@ internal static class TraceCommand
                 ShardRun.CheckedCheckpointEvery(every);
                 using var shardModel = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
                 return ShardRun.Trace(shardModel, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
-                    shardText, r.GetValue(shardScores), shardDir, every);
+                    r.GetValue(specialTokens), shardText, r.GetValue(shardScores), shardDir, every);
             }
             if (r.GetValue(shardScores) is not null) throw new UsageException("--scores needs --shard (it runs one shard of a sharded sweep)");
             string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");

@@ -64,7 +64,9 @@ internal sealed class ShardManifest
     /// <summary>The first identity field in which two shards differ, as "field: a vs b", or null when they may merge.</summary>
     public string? Disagreement(ShardManifest o)
     {
-        static string Opts(SortedDictionary<string, string> d) => string.Join(" ", d.Select(kv => $"{kv.Key}={kv.Value}"));
+        // Only the options that differ, so the one that matters is not shortened away behind the ones that agree.
+        var differing = Options.Keys.Union(o.Options.Keys).Where(k => Options.GetValueOrDefault(k) != o.Options.GetValueOrDefault(k)).Order(StringComparer.Ordinal).ToList();
+        string Opts(SortedDictionary<string, string> d) => string.Join(" ", differing.Select(k => $"{k}={d.GetValueOrDefault(k) ?? "(absent)"}"));
         (string Field, string A, string B)[] fields =
         [
             ("kind", Kind, o.Kind), ("command", Command, o.Command), ("model sha256", ModelSha256, o.ModelSha256),

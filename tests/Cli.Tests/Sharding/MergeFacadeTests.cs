@@ -73,7 +73,7 @@ public sealed class MergeFacadeTests : IDisposable
     {
         Directory.CreateDirectory(dir);
         var (first, points, clean) = SweepShard.Merge(dirs);
-        var (o, allLengths) = ShardIdentity.TraceOptionsOf(first);
+        var (o, allLengths, _) = ShardIdentity.TraceOptionsOf(first);
         var loaded = ModelLoader.Load(first.ModelPath);
         var scores = ShardIdentity.ReadMergedScores(first.ScoresDir!, ShardIdentity.Of("trace", loaded, first.TaskPath, first.Options));
         var task = PromptTask.Load(first.TaskPath, loaded.RequireTokenizer());

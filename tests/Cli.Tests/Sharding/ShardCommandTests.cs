@@ -39,10 +39,13 @@ public sealed class ShardCommandTests : IDisposable
         CliHarness.AssertOneLineError(CliHarness.Run("merge", P("s0"), P("s1"), P("s1"), P("s2"), "--out", P("m3")), 1, "shard 1/3 given twice");
         Assert.Equal(0, CliHarness.Run([.. common, "--method", "atp", "--shard", "1/3", "--out", P("atp1")]).Exit);
         CliHarness.AssertOneLineError(CliHarness.Run("merge", P("s0"), P("atp1"), P("s2"), "--out", P("m4")), 1, "does not match", "method=atp");
+        // --special-tokens changes the task's ids, so a shard read with it is another run's.
+        Assert.Equal(0, CliHarness.Run([.. common, "--special-tokens", "--shard", "1/3", "--out", P("sp1")]).Exit);
+        CliHarness.AssertOneLineError(CliHarness.Run("merge", P("s0"), P("sp1"), P("s2"), "--out", P("m5")), 1, "does not match", "special_tokens=true");
         CliHarness.AssertOneLineError(CliHarness.Run([.. common, "--shard", "3/3", "--out", P("bad")]), 2, "--shard", "0..2");
         CliHarness.AssertOneLineError(CliHarness.Run([.. common, "--shard", "0/3", "--checkpoint-every", "0", "--out", P("bad")]), 2, "--checkpoint-every");
         CliHarness.AssertOneLineError(CliHarness.Run([.. common, "--shard", "0/3", "--baseline", "mean", "--out", P("bad")]), 1, "mean baseline");
-        Assert.False(Directory.Exists(P("m2")) || Directory.Exists(P("m3")) || Directory.Exists(P("m4")));
+        Assert.False(Directory.Exists(P("m2")) || Directory.Exists(P("m3")) || Directory.Exists(P("m4")) || Directory.Exists(P("m5")));
     }
 
     static float[] Floats(string dir)
