@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime;
 using System.CommandLine;
 using NeuronTrace.Model;
 

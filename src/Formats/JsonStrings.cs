@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime;
 using System.Text;
 using System.Text.Json;
 using NeuronTrace.Model;

@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime;
 using System.Buffers.Binary;
 using System.Text;
 using NeuronTrace.Model;

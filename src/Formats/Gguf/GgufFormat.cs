@@ -1,4 +1,5 @@
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 namespace NeuronTrace.Formats;
 
 /// <summary>

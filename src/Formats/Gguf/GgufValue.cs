@@ -1,3 +1,5 @@
+using NeuronTrace.Runtime;
+
 namespace NeuronTrace.Formats;
 
 /// <summary>GGUF metadata value types (the numbers stored in the file).</summary>
@@ -92,5 +94,5 @@ internal sealed class GgufValue
 
     public override string ToString() => Type == GgufValueType.Array
         ? $"array of {((System.Array)Value).Length} {ElementType}"
-        : Value is string s ? $"{Type} {NeuronTrace.Model.ErrorText.Quote(s)}" : $"{Type} {Value}";
+        : Value is string s ? $"{Type} {ErrorText.Quote(s)}" : $"{Type} {Value}";
 }

@@ -28,11 +28,9 @@ internal static class CpuMaths
     {
         null or "" or "fp32" or "f32" => CpuMath.Fp32,
         "bf16" => CpuMath.Bf16,
-        _ => throw new ArgumentException($"{EnvironmentVariable}={ErrorQuote(text)}: expected fp32 or bf16"),
+        _ => throw new ArgumentException($"{EnvironmentVariable}={ErrorText.Quote(text)}: expected fp32 or bf16"),
     };
 
     /// <summary>The math $NEURONTRACE_CPU_MATH asks for.</summary>
     public static CpuMath FromEnvironment() => Parse(Environment.GetEnvironmentVariable(EnvironmentVariable));
-
-    static string ErrorQuote(string text) => text.Length <= 40 ? text : text[..40] + "…";
 }

@@ -31,7 +31,7 @@ internal static class GemmPrecisions
         null or "" or "fp32" or "f32" => GemmPrecision.Fp32,
         "tf32" => GemmPrecision.Tf32,
         "bf16" => GemmPrecision.Bf16,
-        _ => throw new ArgumentException($"{EnvironmentVariable}={text}: expected fp32, tf32 or bf16"),
+        _ => throw new ArgumentException($"{EnvironmentVariable}={ErrorText.Quote(text)}: expected fp32, tf32 or bf16"),
     };
 
     /// <summary>The precision $NEURONTRACE_CUDA_MATH asks for.</summary>

@@ -280,7 +280,9 @@ public class CudaBackendTests
         Approx.Equal(exact.Data, got, 5e-3f, 5e-3f, "TF32 product vs fp32");
         Assert.Equal(GemmPrecision.Tf32, GemmPrecisions.Parse("TF32"));
         Assert.Equal(GemmPrecision.Fp32, GemmPrecisions.Parse(null));
-        Assert.Throws<ArgumentException>(() => GemmPrecisions.Parse("fp16"));
+        Assert.Equal("NEURONTRACE_CUDA_MATH=\"fp16\": expected fp32, tf32 or bf16", Assert.Throws<ArgumentException>(() => GemmPrecisions.Parse("fp16")).Message);
+        var hostile = Assert.Throws<ArgumentException>(() => GemmPrecisions.Parse(new string('x', 500) + "\n\u001b[2J")).Message;
+        Assert.True(hostile.Length < 160 && !hostile.Contains('\n') && !hostile.Contains('\u001b'), hostile);   // untrusted text quoted and shortened, as every variable's
     }
 
     /// <summary>x rounded to the nearest bfloat16 (ties to even), from the definition: the nearer of x truncated

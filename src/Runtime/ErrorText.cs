@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace NeuronTrace.Model;
+namespace NeuronTrace.Runtime;
 
 /// <summary>
 /// How untrusted text (a key, a name, a value read from a file or typed by a user) appears in an error message:
