@@ -27,29 +27,36 @@ namespace NeuronTrace;
 /// </summary>
 public sealed partial class TracedModel : IDisposable
 {
-    readonly LoadedModel _loaded;
+    readonly ModelDescription _model;
+    /// <summary>The one backend the model runs on, for the memory plan (null: a model split over devices, which its caller planned).</summary>
+    readonly IBackend? _backend;
+    Llama? _llama;
 
-    TracedModel(LoadedModel loaded, Llama llama) { _loaded = loaded; Llama = llama; }
+    /// <summary>A described model whose weights are read onto <paramref name="backend"/> at the first call that needs them.</summary>
+    TracedModel(ModelDescription model, IBackend backend) { _model = model; _backend = backend; }
+
+    TracedModel(LoadedModel loaded, Llama llama, IBackend? backend) { _model = loaded.Description; _llama = llama; _backend = backend; }
 
     /// <summary>Opens a model file or folder (llama2.c <c>.bin</c>, GGUF, Hugging Face folder or safetensors), or a
-    /// Hugging Face id, on a device.</summary>
+    /// Hugging Face id, on a device. Only its header and tokenizer are read here: the weights are read by the first call
+    /// that needs them, after <see cref="Attribute"/> and <see cref="Trace"/> have checked that the run fits the device.</summary>
     /// <param name="model">A path, or a hub id <c>ORG/NAME[@REVISION]</c> found in the local hub cache ($HF_HUB_CACHE, else
     /// $HF_HOME/hub, else ~/.cache/huggingface/hub; nothing is downloaded); null opens the bundled stories260K.</param>
     /// <param name="device"><c>cpu</c> (the managed SIMD backend) or <c>cuda</c>.</param>
-    /// <exception cref="ModelFormatException">The file is missing, truncated or not a model this loader reads.</exception>
+    /// <exception cref="ModelFormatException">The file is missing, truncated or not a model this loader reads (a tensor
+    /// whose values cannot be read is reported by the first call that reads the weights).</exception>
     /// <exception cref="ArgumentException">The device is unknown or cannot be opened (the message says why).</exception>
     public static TracedModel Open(string? model = null, string device = "cpu")
     {
         var backend = OpenDevice(device);
-        var loaded = ModelLoader.Load(model);
-        return new TracedModel(loaded, new Llama(loaded.Weights, backend));
+        return new TracedModel(ModelLoader.Describe(model), backend);
     }
 
     /// <summary>A model the caller loaded and a backend it opened (the CLI, which names devices and reports errors its own way).</summary>
-    internal static TracedModel Create(LoadedModel loaded, IBackend backend) => new(loaded, new Llama(loaded.Weights, backend));
+    internal static TracedModel Create(LoadedModel loaded, IBackend backend) => new(loaded, new Llama(loaded.Weights, backend), backend);
 
     /// <summary>A model the caller loaded and placed itself (the CLI's layer split over several GPUs); the facade owns and disposes it.</summary>
-    internal static TracedModel Create(LoadedModel loaded, Llama llama) => new(loaded, llama);
+    internal static TracedModel Create(LoadedModel loaded, Llama llama) => new(loaded, llama, llama.Placement.IsSplit ? null : llama.Backend);
 
     /// <summary>The backend for a device name: <c>cpu</c> (fp32 products unless $NEURONTRACE_CPU_MATH says bf16), or <c>cuda</c> (fp32 products unless $NEURONTRACE_CUDA_MATH says tf32 or bf16).</summary>
     /// <exception cref="ArgumentException">An unknown device, a CUDA device that cannot be opened, or a bad math variable (the message says why).</exception>
@@ -61,21 +68,21 @@ public sealed partial class TracedModel : IDisposable
         _ => throw new ArgumentException($"unknown device \"{device}\" (cpu or cuda)"),
     };
 
-    /// <summary>The model on its backend: forward, backward, sites, for what the facade does not cover.</summary>
-    internal Llama Llama { get; }
+    /// <summary>The model on its backend: forward, backward, sites, for what the facade does not cover. The first use reads the weights.</summary>
+    internal Llama Llama => _llama ??= new Llama(ModelLoader.Load(_model).Weights, _backend!);
 
     /// <summary>The model's configuration.</summary>
-    public LlamaConfig Config => Llama.Config;
+    public LlamaConfig Config => _model.Config;
 
     /// <summary>The file the model was read from.</summary>
-    public string Path => _loaded.Path;
+    public string Path => _model.Path;
 
     /// <summary>The model's file format (llama2.c, gguf, hf).</summary>
-    public string Format => _loaded.Format;
+    public string Format => _model.Format;
 
     /// <summary>The model's tokenizer.</summary>
     /// <exception cref="InvalidOperationException">The model has no tokenizer beside it.</exception>
-    public ITextTokenizer Tokenizer => _loaded.Tokenizer ?? throw new InvalidOperationException($"{Path}: the model has no tokenizer");
+    public ITextTokenizer Tokenizer => _model.Tokenizer ?? throw new InvalidOperationException($"{Path}: the model has no tokenizer");
 
     /// <summary>
     /// Loads a task in the feature-circuits JSON-lines format, or a bundled task by name (<c>pronoun_gender</c>,
@@ -91,7 +98,7 @@ public sealed partial class TracedModel : IDisposable
         string path = File.Exists(fileOrName) || fileOrName.Contains('/') || fileOrName.EndsWith(".jsonl", StringComparison.Ordinal)
             ? fileOrName
             : BundledFiles.Find("data", "tasks", fileOrName + ".jsonl");
-        var task = PromptTask.Load(path, Tokenizer, encoder: PromptEncoder.ForModel(_loaded), maxTokens: Config.MaxSeqLen);
+        var task = PromptTask.Load(path, Tokenizer, encoder: PromptEncoder.ForModel(_model), maxTokens: Config.MaxSeqLen);
         return mostCommonLength ? task.OfMostCommonLength() : task;
     }
 
@@ -127,7 +134,7 @@ public sealed partial class TracedModel : IDisposable
     PromptTask TaskOfLines(string name, IEnumerable<Dictionary<string, object>> lines)
     {
         string text = string.Join('\n', lines.Select(l => System.Text.Json.JsonSerializer.Serialize(l)));
-        return new PromptTask(name, PromptTask.Read(new StringReader(text), name, Tokenizer, encoder: PromptEncoder.ForModel(_loaded), maxTokens: Config.MaxSeqLen).Pairs);
+        return new PromptTask(name, PromptTask.Read(new StringReader(text), name, Tokenizer, encoder: PromptEncoder.ForModel(_model), maxTokens: Config.MaxSeqLen).Pairs);
     }
 
     /// <summary>The split <c>trace</c> uses: attribute on the first examples (default half), evaluate on the rest.</summary>
@@ -140,11 +147,37 @@ public sealed partial class TracedModel : IDisposable
     /// <param name="options">Further options (metric, baseline, IG steps, batch, RelP rules); its method and sites are replaced by the arguments.</param>
     /// <param name="progress">Progress per batch (or per IG step).</param>
     /// <param name="cancellation">Observed at every progress step.</param>
+    /// <exception cref="InsufficientMemoryException">The memory plan finds no batch that fits the device, even with activation
+    /// checkpointing (the message says how much the run needs, how much there is and what to change); raised before any
+    /// weight is read. A batch that does not fit is lowered (or the layers checkpointed) instead: scores do not depend on it.</exception>
     public NodeScores Attribute(PromptTask task, AttributionMethod method = AttributionMethod.RelP, IReadOnlyList<NodeSite>? sites = null,
         AttributionOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default)
     {
         var o = (options ?? new AttributionOptions()) with { Method = method, Sites = sites ?? (options?.Sites ?? AllSites) };
+        bool patch = (o.Baseline ?? (task.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch;
+        var fit = Fit(task, o.BatchSize, o.Sites, [method], patch, o.IgSteps);
+        o = o with { BatchSize = fit.Batch, CheckpointLayers = o.CheckpointLayers || fit.Checkpoint };
         return Attributor.Score(Llama, task, o, Observed(progress, cancellation));
+    }
+
+    /// <summary>
+    /// The memory plan of an attribution of <paramref name="task"/> on this model's device, before the weights are read
+    /// (<see cref="MemoryPlan.FitTask"/>, the plan <c>trace</c> and <c>attribute</c> run): the CPU's available memory, or
+    /// the GPU's free memory while the weights are not yet on it (once they are, its free memory no longer says what the
+    /// weights took, and the first call's plan stands). A model split over devices is planned by its caller.
+    /// </summary>
+    AttributionFit Fit(PromptTask task, int batch, IReadOnlyCollection<NodeSite> sites, IReadOnlyList<AttributionMethod> methods, bool patchBaseline, int igSteps)
+    {
+        bool cpu = _backend is not CudaBackend;
+        long? available = _backend switch
+        {
+            null => null,
+            CudaBackend gpu => _llama is null ? gpu.Device.FreeBytes : null,
+            _ => MemoryPlan.AvailableCpuBytes(),
+        };
+        var fit = MemoryPlan.FitTask(Config, batch, pinned: false, task.Count, task.Pairs.Count == 0 ? 0 : task.Pairs.Max(p => p.CleanIds.Length),
+            sites, methods, patchBaseline, cpu, available, cpu ? "available" : "free on the GPU", igSteps);
+        return fit.Refusal is { } line ? throw new InsufficientMemoryException(line) : fit;
     }
 
     /// <summary>
@@ -182,8 +215,14 @@ public sealed partial class TracedModel : IDisposable
     /// <param name="options">Methods, sites, split, k points, seed, target (defaults: RelP, all four sites).</param>
     /// <param name="progress">Progress per stage.</param>
     /// <param name="cancellation">Observed at every progress step.</param>
-    public TraceResult Trace(PromptTask task, TraceOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default) =>
-        TraceJob.Run(Llama, task, options ?? new TraceOptions(), Observed(progress, cancellation));
+    /// <exception cref="InsufficientMemoryException">The memory plan finds no attribution batch that fits the device (as <see cref="Attribute"/>).</exception>
+    public TraceResult Trace(PromptTask task, TraceOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        var o = options ?? new TraceOptions();
+        var fit = Fit(task, o.AttributionBatchSize, o.Sites, o.Methods, patchBaseline: true, o.IgSteps);
+        o = o with { AttributionBatchSize = fit.Batch, CheckpointLayers = o.CheckpointLayers || fit.Checkpoint };
+        return TraceJob.Run(Llama, task, o, Observed(progress, cancellation));
+    }
 
     /// <summary>
     /// Runs a prompt with and without neuron edits of <c>mlp_act</c> (down_proj inputs), as the <c>steer</c> command does:
@@ -219,7 +258,7 @@ public sealed partial class TracedModel : IDisposable
     public FlipRates FlipRate(PromptTask task, IEnumerable<NodeId> circuit, int randomSeed = 0) => Steering.FlipRate(Llama, task, circuit, randomSeed);
 
     /// <summary>Releases the model's device memory.</summary>
-    public void Dispose() => Llama.Dispose();
+    public void Dispose() => _llama?.Dispose();
 
     static readonly NodeSite[] AllSites = [NodeSite.MlpAct, NodeSite.MlpOut, NodeSite.Attn, NodeSite.Resid];
 

@@ -71,6 +71,12 @@ internal static class CommonOptions
 
     public static LoadedModel LoadModel(string? path) => ModelLoader.Load(path);
 
+    /// <summary>A model's header and tokenizer, no weights (trace and attribute plan the run first).</summary>
+    public static ModelDescription DescribeModel(string? path) => ModelLoader.Describe(path);
+
+    /// <summary>The weights of a model <see cref="DescribeModel"/> described, read once the run's plan fits.</summary>
+    public static LoadedModel LoadModel(ModelDescription described) => ModelLoader.Load(described);
+
     /// <summary>
     /// The model on <paramref name="device"/>; for cuda:N,M,… its layers split over those GPUs (<see cref="LayerPlacement.Balanced"/>),
     /// the split named on stderr.

@@ -14,7 +14,10 @@ internal static class PromptOptions
     };
 
     /// <summary>The encoder for a model: its folder's tokenizer_config.json chat template where present, else Llama 3.1's.</summary>
-    public static PromptEncoder Encoder(LoadedModel model, bool specialTokens, string? source = null) =>
+    public static PromptEncoder Encoder(LoadedModel model, bool specialTokens, string? source = null) => Encoder(model.Description, specialTokens, source);
+
+    /// <summary>The same encoder from the model's description (trace and attribute tokenise and plan before reading the weights).</summary>
+    public static PromptEncoder Encoder(ModelDescription model, bool specialTokens, string? source = null) =>
         PromptEncoder.ForModel(model, specialTokens, message => Console.Error.WriteLine($"warning: {(source is null ? "" : source + ": ")}{message}"));
 
     /// <summary>Encodes a <c>--prompt</c>: a JSON messages list (starting with <c>[{</c>) as a chat prompt, anything else as text.</summary>

@@ -8,13 +8,11 @@ internal sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokeniz
 {
     public LlamaConfig Config => Weights.Config;
 
+    /// <summary>What the model is without its weights (its header's description).</summary>
+    public ModelDescription Description => new(Config, Tokenizer, Format, Path);
+
     /// <summary>The tokenizer, or a one-line error naming the files this format looks for.</summary>
-    public ITextTokenizer RequireTokenizer() => Tokenizer ?? throw new ModelFormatException(Path, Format switch
-    {
-        "llama2.c" => $"no tokenizer beside the model (looked for tok{Config.VocabSize}.bin and tokenizer.bin)",
-        "gguf" => "the file holds no tokenizer.ggml vocabulary",
-        _ => "no tokenizer in the folder (looked for tokenizer.json, tokenizer.model, tok512.bin and tokenizer.bin)",
-    });
+    public ITextTokenizer RequireTokenizer() => Description.RequireTokenizer();
 }
 
 /// <summary>What a model is without its weights: its configuration, tokenizer, format and path.</summary>
@@ -22,7 +20,16 @@ internal sealed record LoadedModel(LlamaWeights Weights, ITextTokenizer? Tokeniz
 /// <param name="Tokenizer">Its tokenizer; null when the files have none.</param>
 /// <param name="Format"><c>llama2.c</c>, <c>gguf</c> or <c>hf</c>.</param>
 /// <param name="Path">The file or folder the model was found at.</param>
-public sealed record ModelDescription(LlamaConfig Config, ITextTokenizer? Tokenizer, string Format, string Path);
+public sealed record ModelDescription(LlamaConfig Config, ITextTokenizer? Tokenizer, string Format, string Path)
+{
+    /// <summary>The tokenizer, or a one-line error naming the files this format looks for.</summary>
+    internal ITextTokenizer RequireTokenizer() => Tokenizer ?? throw new ModelFormatException(Path, Format switch
+    {
+        "llama2.c" => $"no tokenizer beside the model (looked for tok{Config.VocabSize}.bin and tokenizer.bin)",
+        "gguf" => "the file holds no tokenizer.ggml vocabulary",
+        _ => "no tokenizer in the folder (looked for tokenizer.json, tokenizer.model, tok512.bin and tokenizer.bin)",
+    });
+}
 
 /// <summary>
 /// Loads a model from a file or folder, choosing the format from what is there: a llama2.c <c>.bin</c> (with
@@ -45,6 +52,25 @@ public static class ModelLoader
             "gguf" => LoadGguf(where),
             _ => LoadLlama2c(where),
         };
+    }
+
+    /// <summary>
+    /// The weights of a model <see cref="Describe"/> described, with the tokenizer it already read: <c>trace</c> and
+    /// <c>attribute</c> describe, tokenise and plan first, and read the weights only for a run that fits.
+    /// </summary>
+    /// <exception cref="ModelFormatException">The tensor data is truncated or unreadable, or the file no longer has the
+    /// shape it was described with (changed in between).</exception>
+    internal static LoadedModel Load(ModelDescription described)
+    {
+        var weights = described.Format switch
+        {
+            "hf" => HfFolderFormat.Load(described.Path),
+            "gguf" => GgufFormat.Load(described.Path).Weights,
+            _ => Llama2cBinFormat.Load(described.Path),
+        };
+        if (weights.Config != described.Config)
+            throw new ModelFormatException(described.Path, "the model changed while it was being opened (its header now describes another shape)");
+        return new LoadedModel(weights, described.Tokenizer, described.Format, described.Path);
     }
 
     /// <summary>

@@ -45,14 +45,15 @@ internal static class AttributeCommand
             var metricName = r.GetValue(metric);
             if (r.GetValue(sae) is { Length: > 0 } && (m is not (AttributionMethod.AtP or AttributionMethod.RelP) || b is not (null or Baseline.Patch)))
                 throw new UsageException("--sae needs --method atp or relp with the patch baseline (SAE nodes are scored from the site gradient against the patch prompt)");
-            var loaded = CommonOptions.LoadModel(r.GetValue(model));
-            var saes = SaeOptions.Load(r.GetValue(sae), loaded.Config);
+            // Header and tokenizer only: the task is tokenised and the run planned before a weight byte is read.
+            var described = CommonOptions.DescribeModel(r.GetValue(model));
+            var saes = SaeOptions.Load(r.GetValue(sae), described.Config);
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
             string dir = r.GetValue(output)!;
             string CheckOut()
             {
                 string full = OutputPaths.CheckFolder(dir, r.GetValue(force), "a scores folder written by attribute", OutputPaths.IsScoresFolder,
-                    [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath]);
+                    [r.GetValue(model), described.Path, r.GetValue(task), taskPath]);
                 // trace's RUN/scores/METHOD: replacing it would leave the run's circuits and sweep disagreeing with its scores.
                 if (Path.GetFileName(Path.GetDirectoryName(full)) == "scores" && Path.GetDirectoryName(Path.GetDirectoryName(full)) is { } run && OutputPaths.IsRunFolder(run))
                     throw new UsageException($"{dir} is part of the trace run folder {run}; write the output elsewhere");
@@ -62,16 +63,17 @@ internal static class AttributeCommand
             var slice = shardText is null ? (Tracing.Sharding.ShardSlice?)null : ShardRun.ParseSlice(shardText);
             int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
             string fullDir = slice is null ? CheckOut() : ShardRun.CheckShardFolder(dir);
-            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen).Take(r.GetValue(limit));
-            // The plan lowers the batch (or checkpoints the layers) to what fits, before the weights are read.
-            var fit = Tracing.Pipeline.MemoryPlan.FitAttribution(loaded.Config, Math.Min(r.GetValue(batch), Math.Max(t.Count, 1)),
-                t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, m,
+            var t = PromptTask.Load(taskPath, described.RequireTokenizer(), encoder: PromptOptions.Encoder(described, r.GetValue(specialTokens), taskPath), maxTokens: described.Config.MaxSeqLen).Take(r.GetValue(limit));
+            // The plan chooses the batch (or keeps a --batch given, checkpointing the layers where that is what fits it) or refuses, before the weights are read.
+            var fit = Tracing.Pipeline.MemoryPlan.FitTask(described.Config, r.GetValue(batch), r.GetResult(batch) is { Implicit: false }, t.Count,
+                t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, [m],
                 (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
                 CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!),
                 r.GetValue(steps));
             if (fit.Refusal is { } refusal) throw new UsageException(refusal);
             if (fit.Note is { } note) Console.Error.WriteLine(note);
-            int batchSize = fit.Note is null ? r.GetValue(batch) : fit.Batch;
+            int batchSize = fit.Batch;
+            var loaded = CommonOptions.LoadModel(described);
             using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
             var watch = System.Diagnostics.Stopwatch.StartNew();
             Metric chosen = metricName switch
@@ -101,7 +103,8 @@ internal static class AttributeCommand
                 scores.Save(temp, m.Name(), chosen.Name, t.Count);
                 foreach (var (name, s) in saeScores) SaeScoresCsv.Write(Path.Combine(temp, $"sae_{name}.csv"), s);
             }, () => CheckOut());
-            Console.WriteLine($"{t.Count} examples, {m.Name()}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
+            string chosenBatch = r.GetResult(batch) is { Implicit: false } ? "" : $" (batch {batchSize}{(fit.Checkpoint ? ", checkpointed" : "")}: memory plan)";
+            Console.WriteLine($"{t.Count} examples, {m.Name()}{chosenBatch}, {watch.Elapsed.TotalSeconds:F2} s; wrote {Path.Combine(dir, "scores.csv")}");
             Tables.PrintTopNodes(scores, siteList, 10);
             foreach (var (name, s) in saeScores)
                 Console.WriteLine($"sae {name} ({s.Site.Name()} L{s.Layer}): {s.NodeCount} nodes; wrote {Path.Combine(dir, $"sae_{name}.csv")}");

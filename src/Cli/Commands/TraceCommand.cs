@@ -63,14 +63,15 @@ internal static class TraceCommand
             var methods = r.GetValue(method)!;
             var siteList = r.GetValue(sites)!;
             var relpRules = r.GetValue(relpAttention)!;
-            var loaded = CommonOptions.LoadModel(saved?.Model ?? r.GetValue(model));
-            var saes = SaeOptions.Load(r.GetValue(sae), loaded.Config);
+            // Header and tokenizer only: the task is tokenised and the run planned before a weight byte is read.
+            var described = CommonOptions.DescribeModel(saved?.Model ?? r.GetValue(model));
+            var saes = SaeOptions.Load(r.GetValue(sae), described.Config);
             if (saes.Count > 0 && CudaBackends.Ordinals(r.GetValue(device)!) is { Length: > 1 })
                 throw new UsageException($"--sae runs on one device; a model split over GPUs (--device {r.GetValue(device)}) is traced without SAEs");
             string taskPath = saved?.Task ?? TaskOptions.TaskPath(r.GetValue(task));
-            saved?.CheckUnchanged(summaryPath!, loaded.Path, taskPath);
+            saved?.CheckUnchanged(summaryPath!, described.Path, taskPath);
             bool useAllLengths = saved?.AllLengths ?? r.GetValue(allLengths);
-            var t = PromptTask.Load(taskPath, loaded.RequireTokenizer(), encoder: PromptOptions.Encoder(loaded, r.GetValue(specialTokens), taskPath), maxTokens: loaded.Config.MaxSeqLen);
+            var t = PromptTask.Load(taskPath, described.RequireTokenizer(), encoder: PromptOptions.Encoder(described, r.GetValue(specialTokens), taskPath), maxTokens: described.Config.MaxSeqLen);
             if (!useAllLengths) t = t.OfMostCommonLength();
             if (!t.IsPaired) throw new ModelFormatException(taskPath, "trace needs paired prompts (patch_prefix and patch_answer on every line)");
             var traceOptions = saved?.Options ?? new TraceOptions
@@ -85,32 +86,26 @@ internal static class TraceCommand
                 string shardDir = r.GetValue(output) ?? throw new UsageException("--shard needs --out (the shard folder)");
                 int? every = r.GetValue(checkpointEvery);
                 ShardRun.CheckedCheckpointEvery(every);
-                using var shardModel = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
-                return ShardRun.Trace(shardModel, loaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
+                var shardLoaded = CommonOptions.LoadModel(described);
+                using var shardModel = TracedModel.Create(shardLoaded, CommonOptions.OpenModel(shardLoaded.Weights, r.GetValue(device)!));
+                return ShardRun.Trace(shardModel, shardLoaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
                     r.GetValue(specialTokens), shardText, r.GetValue(shardScores), shardDir, every);
             }
             if (r.GetValue(shardScores) is not null) throw new UsageException("--scores needs --shard (it runs one shard of a sharded sweep)");
             string outDir = r.GetValue(output) ?? Path.Combine("runs", $"trace-{t.Name}-{DateTime.Now.ToString("yyyyMMdd-HHmmss", CultureInfo.InvariantCulture)}");
             string CheckOut() => OutputPaths.CheckFolder(outDir, r.GetValue(force), "a NeuronTrace run folder", OutputPaths.IsRunFolder,
-                [r.GetValue(model), loaded.Path, r.GetValue(task), taskPath, summaryPath]);
+                [r.GetValue(model), described.Path, r.GetValue(task), taskPath, summaryPath]);
             string full = CheckOut();
 
-            Console.Error.WriteLine($"model {loaded.Path} ({loaded.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", traceOptions.Methods.Select(m => m.Name()))}, sites {string.Join(",", traceOptions.Sites.Select(s => s.Name()))}");
-            // The plan lowers the attribution batch (or checkpoints the layers) to what fits every method, before the weights are read.
-            int attributionBatch = traceOptions.AttributionBatchSize;
-            bool checkpoint = traceOptions.CheckpointLayers;
-            foreach (var m in traceOptions.Methods)
-            {
-                var fit = Tracing.Pipeline.MemoryPlan.FitAttribution(loaded.Config, Math.Min(attributionBatch, Math.Max(t.Count, 1)),
-                    t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, m, true, CommonOptions.IsCpu(r.GetValue(device)!),
-                    CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!), traceOptions.IgSteps);
-                if (fit.Refusal is { } refusal) throw new UsageException(refusal);
-                if (fit.Note is null) continue;
-                Console.Error.WriteLine($"{m.Name()}: {fit.Note}");
-                attributionBatch = Math.Min(attributionBatch, fit.Batch);
-                checkpoint |= fit.Checkpoint;
-            }
-            traceOptions = traceOptions with { AttributionBatchSize = attributionBatch, CheckpointLayers = checkpoint };
+            Console.Error.WriteLine($"model {described.Path} ({described.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", traceOptions.Methods.Select(m => m.Name()))}, sites {string.Join(",", traceOptions.Sites.Select(s => s.Name()))}");
+            // The plan chooses the attribution batch (or checkpoints the layers) to fit every method, or refuses, before the weights are read.
+            var fit = MemoryPlan.FitTask(described.Config, traceOptions.AttributionBatchSize, pinned: false, t.Count,
+                t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, traceOptions.Methods, true, CommonOptions.IsCpu(r.GetValue(device)!),
+                CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!), traceOptions.IgSteps);
+            if (fit.Refusal is { } refusal) throw new UsageException(refusal);
+            if (fit.Note is { } note) Console.Error.WriteLine(note);
+            traceOptions = traceOptions with { AttributionBatchSize = fit.Batch, CheckpointLayers = traceOptions.CheckpointLayers || fit.Checkpoint };
+            var loaded = CommonOptions.LoadModel(described);
             using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
             if (saes.Count > 0 && !traceOptions.Methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))
                 throw new UsageException("--sae needs --method atp or relp (SAE nodes are scored from the site gradient)");
@@ -126,7 +121,7 @@ internal static class TraceCommand
                 SweepPlot.SaveAll(temp, result.Sweep, t.Name);
             }, () => CheckOut());
 
-            Console.WriteLine($"\n{t.Name}: {result.Train.Count} examples attributed, {result.Eval.Count} evaluated; clean logit difference {result.CleanMetric:F3}; {result.Elapsed.TotalSeconds:F1} s");
+            Console.WriteLine($"\n{t.Name}: {result.Train.Count} examples attributed (batch {traceOptions.AttributionBatchSize}{(traceOptions.CheckpointLayers ? ", checkpointed" : "")}: memory plan), {result.Eval.Count} evaluated; clean logit difference {result.CleanMetric:F3}; {result.Elapsed.TotalSeconds:F1} s");
             Console.WriteLine($"circuits reaching faithfulness {traceOptions.TargetFaithfulness:P0} (top-k by |score|; random = k random nodes):");
             Tables.Print(["site", "method", "nodes", "k", "fraction", "faithful", "complete", "random faithful"],
                 result.Circuits.Select(c => (IReadOnlyList<string>)(c.AtTarget is { } p

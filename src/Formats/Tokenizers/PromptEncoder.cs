@@ -25,6 +25,15 @@ internal sealed class PromptEncoder(ITextTokenizer tokenizer, bool parseSpecialT
     /// <param name="warn">Told once per prompt field about special-token text read as plain text; null: not told.</param>
     /// <exception cref="NeuronTrace.Model.ModelFormatException">The model has no tokenizer, or its chat template is unreadable.</exception>
     public static PromptEncoder ForModel(LoadedModel model, bool parseSpecialTokens = false, Action<string>? warn = null) =>
+        ForModel(model.Description, parseSpecialTokens, warn);
+
+    /// <summary>The same encoder from the model's description alone (<see cref="ModelLoader.Describe"/>: tokenizer, format
+    /// and folder), so a task is tokenised, and its run planned, before any weight is read.</summary>
+    /// <param name="model">The described model.</param>
+    /// <param name="parseSpecialTokens">Whether special-token text in prompts is parsed as the special tokens (<c>--special-tokens</c>).</param>
+    /// <param name="warn">Told once per prompt field about special-token text read as plain text; null: not told.</param>
+    /// <exception cref="NeuronTrace.Model.ModelFormatException">The model has no tokenizer, or its chat template is unreadable.</exception>
+    public static PromptEncoder ForModel(ModelDescription model, bool parseSpecialTokens = false, Action<string>? warn = null) =>
         new(model.RequireTokenizer(), parseSpecialTokens, model.Format == "hf" ? ChatTemplate.FromModelFolder(model.Path) : null, warn);
     readonly HashSet<string> _warned = [];
 

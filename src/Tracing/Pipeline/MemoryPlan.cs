@@ -198,7 +198,8 @@ internal sealed record MemoryPlan
         if (TotalBytes <= available) return null;
         string change = fittingBatch >= 1
             ? $"use --batch {fittingBatch} or less"
-            : "no batch fits this prompt length: use fewer --sites, shorter prompts or a device with more memory";
+            : "no batch fits this prompt length: use fewer --sites, shorter prompts or a device with more memory" +
+              (!Cpu && GemmPrecisions.FromEnvironmentOrFp32() != GemmPrecision.Bf16 ? " (or NEURONTRACE_CUDA_MATH=bf16: weights stored in bf16)" : "");
         return $"this run needs about {Gib(TotalBytes)} (mostly {Dominant}: {Gib(Items[0].Bytes)}) but {Gib(available)} is {where}; {change}";
     }
 
@@ -236,6 +237,48 @@ internal sealed record MemoryPlan
             return new(checkpointed, true, $"memory plan: batch 1 needs about {Gib(Plan(1, false).TotalBytes)} but {Gib(bytes)} is {where}; recomputing each layer in the backward " +
                 $"(activation checkpointing), batches of {checkpointed} (about {Gib(Plan(checkpointed, true).TotalBytes)})", null);
         return new(0, true, null, Plan(1, true).Refusal(bytes, 0, where));
+    }
+
+    /// <summary>
+    /// What a run of <paramref name="methods"/> over one task is given, before its weights are read (trace, attribute and
+    /// the facade). Not <paramref name="pinned"/> (no <c>--batch</c> given): the plan chooses the batch, the largest up to
+    /// <paramref name="batch"/> that fits every method (checkpointing where batch 1 does not), and
+    /// <see cref="AttributionFit.Note"/> says what it chose. <paramref name="pinned"/>: the batch is kept (with
+    /// checkpointing if that is what fits it) or the run refused, naming the batch that would fit. Null
+    /// <paramref name="available"/>: unknown, the run goes as asked.
+    /// </summary>
+    public static AttributionFit FitTask(LlamaConfig c, int batch, bool pinned, int examples, int promptLength, IReadOnlyCollection<NodeSite> sites,
+        IReadOnlyList<AttributionMethod> methods, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10)
+    {
+        int asked = Math.Min(batch, Math.Max(examples, 1));
+        if (asked < 1 || promptLength < 1 || available is not long bytes) return new(batch, false, null, null);
+        int chosen = asked;
+        bool checkpoint = false;
+        foreach (var m in methods)
+        {
+            MemoryPlan Plan(int n, bool checkpointed) =>
+                ForAttribution(c, n, promptLength, sites, m, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpointed, igSteps: igSteps);
+            if (pinned)
+            {
+                // The batch asked for, with checkpointing if that is what fits it; else the largest batch that fits.
+                if (Plan(asked, false).TotalBytes <= bytes) continue;
+                if (Plan(asked, true).TotalBytes <= bytes) { checkpoint = true; continue; }
+                int fits = LargestFittingBatch(n => Plan(n, false), asked, bytes);
+                if (fits == 0) fits = LargestFittingBatch(n => Plan(n, true), asked, bytes);
+                return new(0, true, null, $"--batch {batch}: " + Plan(asked, true).Refusal(bytes, fits, where));
+            }
+            var fit = FitAttribution(c, asked, promptLength, sites, m, patchBaseline, cpu, bytes, where, igSteps);
+            if (fit.Refusal is not null) return fit;
+            chosen = Math.Min(chosen, fit.Batch);
+            checkpoint |= fit.Checkpoint;
+        }
+        // The stderr line only when the plan changed the run: an error after it must still be the one line of stderr.
+        if (!checkpoint && (pinned || chosen == asked)) return new(pinned ? batch : chosen, false, null, null);
+        var peak = methods.Select(m => ForAttribution(c, chosen, promptLength, sites, m, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpoint, igSteps: igSteps))
+            .MaxBy(p => p.TotalBytes)!;
+        string why = chosen < asked ? $" (batch {asked} does not fit)" : "";
+        return new(chosen, checkpoint, $"memory plan: batch {chosen} × {promptLength} tokens{why}{(checkpoint ? ", activation checkpointing" : "")}, " +
+            $"about {Gib(peak.TotalBytes)} (mostly {peak.Dominant}) of {Gib(bytes)} {where}", null);
     }
 
     /// <summary>
