@@ -4,141 +4,131 @@ using NeuronTrace.Runtime.Cuda;
 using NeuronTrace.Runtime.Tests.Kernels;
 using NeuronTrace.TestSupport;
 using NeuronTrace.Tracing.Scoring;
-using NeuronTrace.Tracing.Tasks;
 using Xunit;
 using Xunit.Abstractions;
 
 namespace NeuronTrace.Runtime.Tests.Cuda;
 
 /// <summary>
-/// The long-prompt bf16 tolerance: what a fair check of bf16 whole-pass scores on the emulator is. Comparing them with
-/// fp32 scores of the fp32 weights (LongPromptPathTests) mixes two errors, the weights' rounding to bf16 and the bf16
-/// arithmetic. Here every run gets the same bf16 weights, so the reference (the fp32 CPU backend, fp32 sums over the
-/// widened bf16 values) differs from the GPU only in arithmetic, and the CPU's bf16 math mode (each product's
-/// activation operand rounded to bf16, fp32 sums: the GPU's product arithmetic without its bf16 attention) says how
-/// far bf16 products alone move these scores. The check: per site and layer, the GPU's largest error is within
-/// <see cref="ErrorOverBf16Products"/> × the bf16-product error (plus 1e-2 of the largest score, so a site the products
-/// barely move is not held to zero), the scores correlate (Pearson over all nodes, Spearman over the reference's top
-/// 10%), and the top-10% nodes by |score| (the nodes a circuit is cut from) overlap the reference's. A bound on the
-/// largest error alone is no fair check at long prompts: with the patch mid-prompt the patch-minus-clean differences are
-/// small beside the activations they are computed from, and bf16 products alone move them by half the largest score. T = 70 (no multiple of the 32-key tile or 64-row block), GQA, patch token mid-prompt.
+/// The long-prompt bf16 tolerance: what a bf16 whole pass (the CUDA backend's bf16 mode on the emulator: bf16 products
+/// and the bf16 streaming attention) must keep of the fp32 scores at T = 70 (off the kernels' 32-key and 64-row
+/// tiles, GQA; the run of <see cref="LongPromptPathTests"/>). With the patch token mid-prompt a score is an activation
+/// difference that nearly cancels times a gradient, and every bf16 product rounds its operands at 2⁻⁹ relative, so
+/// the largest score difference is a large part of the largest score (measured here per site: 0.04 .. 0.36; per site
+/// and layer up to 0.79): the short prompts' "8e-2 of the largest" bound cannot hold. Nor is a rank correlation over
+/// all nodes fair: the many near-zero scores are ordered by noise, so even the CPU's own bf16 arithmetic against its
+/// fp32 arithmetic ranks |score| at Spearman 0.90 .. 0.99 (printed). Tracing uses the top of the order (a circuit
+/// is the top-k nodes of a site by |score|), so the check is on that, per site over all layers, against three
+/// references: the fp32 CPU on the same bf16 weights, the CPU's bf16 math on them (<see cref="CpuBackend.Bf16Math"/>:
+/// every product's activation operand rounded to bf16, fp32 attention), and the fp32 CPU on the unrounded fp32
+/// weights (what a user compares with). Stated tolerance, against each: the top 1% by |score| shares at least
+/// <see cref="MinTop1Overlap"/> of its nodes with the reference's top 1%, the top 5% at least
+/// <see cref="MinTop5Overlap"/>, and the scores correlate at least <see cref="MinCorrelation"/>. The CPU's bf16
+/// against its fp32 arithmetic (the noise floor of bf16 products alone) is printed beside them.
 /// </summary>
 public class LongPromptBf16ToleranceTests(ITestOutputHelper output)
 {
-    // Measured (T = 70, 2 layers × 10 site-layers): the GPU's largest error 0.075 .. 0.78 of the largest score, the bf16
-    // products' 0.063 .. 0.51 (so most of the 0.79 seen against fp32 weights is bf16 arithmetic, not the weights'
-    // rounding), ratio at most 4.2 (attn layer 1); Pearson 0.80 .. 0.9997 (bf16 products: 0.93 .. 0.9999); top-10%
-    // overlap 0.81 .. 1 (bf16 products 0.83 .. 1); Spearman over the reference's top 10% 0.62 .. 0.99. The bounds keep
-    // a margin under those; a kernel that masked, tiled or reduced wrongly moves scores by O(1) and fails all of them.
-    /// <summary>The GPU's bf16 kernels round more operands than the CPU's bf16 products (attention's P, q, k, v, dz, the
-    /// stored bf16 shadows): its largest error at most this many times theirs.</summary>
-    const double ErrorOverBf16Products = 5;
-    const double LowestPearson = 0.75, LowestSpearman = 0.5, LowestTopOverlap = 0.75;
+    /// <summary>Least share of the reference's top 1% of a site's nodes (by |score|) that the bf16 run's top 1% holds
+    /// (measured, seeds 9 and 3: 0.84 .. 0.99; the floor of the CPU's bf16 against its fp32 arithmetic: 0.91 .. 1).</summary>
+    public const double MinTop1Overlap = 0.75;
+    /// <summary>As <see cref="MinTop1Overlap"/> for the top 5% (measured 0.80 .. 0.99; floor 0.82 .. 0.99).</summary>
+    public const double MinTop5Overlap = 0.7;
+    /// <summary>Least Pearson correlation of a site's scores (all layers) with the reference (measured 0.964 .. 0.999).</summary>
+    public const double MinCorrelation = 0.93;
 
-    [Fact]
-    public void Bf16_scores_on_the_emulator_match_fp32_math_on_the_same_bf16_weights_as_closely_as_bf16_products_allow()
+    [Theory]
+    [InlineData(9)]
+    [InlineData(3)]
+    public void Bf16_scores_at_70_tokens_rank_the_nodes_as_fp32_does(int seed)
     {
         const int T = 70;
-        var c = new LlamaConfig
-        {
-            Dim = 64, HiddenDim = 224, Layers = 2, Heads = 4, KvHeads = 1, VocabSize = 96, MaxSeqLen = 128,
-            RopeTheta = 500000f, RopeLayout = RopeLayout.RotateHalf, NormEps = 1e-5f,
-        };
-        var weights = Bf16Weights(RandomLlama.Create(c, seed: 9));
-        var rng = new Random(0);
-        var clean = Enumerable.Range(0, T).Select(i => i == 0 ? 1 : rng.Next(3, c.VocabSize)).ToArray();
-        var patch = (int[])clean.Clone();
-        patch[T / 2] = (patch[T / 2] + 1) % (c.VocabSize - 3) + 3;
-        var task = new PromptTask("long", [new PromptPair(1, clean, patch, 5, 7)]);
+        var c = LongPromptPathTests.Narrow8B with { Dim = 64, HiddenDim = 224, Layers = 2, VocabSize = 96, MaxSeqLen = 128 };   // head dim 16
+        // The weights in bf16, so every backend multiplies the same values (the GPU's bf16 mode stores them unrounded).
+        var original = RandomLlama.Create(c, seed);
+        var weights = Bf16Weights(original);
+        var task = new Tracing.Tasks.PromptTask("long", [LongPromptPathTests.GpuBenchPair(c, T)]);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = 1 };
-
-        NodeScores Score(IBackend backend) { using var m = new Llama(weights, backend); return Attributor.Score(m, task, options); }
-        var reference = Score(CpuBackend.Instance);
-        var products = Score(CpuBackend.Bf16Math);
-        NodeScores gpu;
-        using (var backend = new CudaBackend(new HostKernelRuntime(), precision: GemmPrecision.Bf16)) gpu = Score(backend);
+        NodeScores gpu, fp32, bf16Math, fp32Original;
+        using (var backend = new CudaBackend(new HostKernelRuntime(), precision: GemmPrecision.Bf16))
+        using (var model = new Llama(weights, backend)) gpu = Attributor.Score(model, task, options);
+        using (var model = new Llama(weights, CpuBackend.Instance)) fp32 = Attributor.Score(model, task, options);
+        using (var model = new Llama(weights, CpuBackend.Bf16Math)) bf16Math = Attributor.Score(model, task, options);
+        using (var model = new Llama(original, CpuBackend.Instance)) fp32Original = Attributor.Score(model, task, options);
 
         var failures = new List<string>();
         foreach (var s in NodeSites.All)
-            for (int l = 0; l < c.Layers; l++)
+        {
+            float[] Site(NodeScores n) => Enumerable.Range(0, c.Layers).SelectMany(l => n.Get(s, l)).ToArray();
+            float[] g = Site(gpu), r32 = Site(fp32), r16 = Site(bf16Math), rOriginal = Site(fp32Original);
+            Assert.True(r32.Any(x => x != 0), $"{s}: all zero");
+            foreach (var (name, a, r, asserted) in new[]
+                     {
+                         ("bf16 gpu vs fp32 cpu", g, r32, true), ("bf16 gpu vs bf16-math cpu", g, r16, true),
+                         ("bf16 gpu vs fp32 cpu on the unrounded weights", g, rOriginal, true), ("bf16-math cpu vs fp32 cpu (floor)", r16, r32, false),
+                     })
             {
-                float[] r = reference.Get(s, l), p = products.Get(s, l), g = gpu.Get(s, l);
-                double scale = r.Max(x => Math.Abs((double)x));
-                Assert.True(scale > 0, $"{s} layer {l}: all zero");
-                double gpuError = MaxDiff(g, r) / scale, productError = MaxDiff(p, r) / scale;
-                int k = Math.Max(2, r.Length / 10);
-                // Spearman over the reference's top 10% by |score|: below them the scores are at the rounding's noise
-                // level (the positions before the patch token are exactly 0 in every run), and their order means nothing.
-                int[] top = Enumerable.Range(0, r.Length).OrderByDescending(i => Math.Abs(r[i])).Take(k).ToArray();
-                double pearson = Pearson(g, r), spearman = Pearson(Ranks(top.Select(i => g[i]).ToArray()), Ranks(top.Select(i => r[i]).ToArray())),
-                    overlap = TopOverlap(g, r, k);
-                output.WriteLine($"{s} layer {l}: max |gpu - fp32| {gpuError:F3}, max |cpu bf16 products - fp32| {productError:F3} (of the largest score); " +
-                    $"gpu Pearson {pearson:F4}, top-10% Spearman {spearman:F4}, top-10% overlap {overlap:F3}; cpu bf16 Pearson {Pearson(p, r):F4}, top-10% Spearman {Pearson(Ranks(top.Select(i => p[i]).ToArray()), Ranks(top.Select(i => r[i]).ToArray())):F4}, top-10% overlap {TopOverlap(p, r, k):F3}");
-                if (!(gpuError <= ErrorOverBf16Products * productError + 1e-2))
-                    failures.Add($"{s} layer {l}: gpu error {gpuError:F3} over {ErrorOverBf16Products} × the bf16 products' {productError:F3} + 0.01");
-                if (!(pearson >= LowestPearson)) failures.Add($"{s} layer {l}: Pearson {pearson:F4} under {LowestPearson}");
-                if (!(spearman >= LowestSpearman)) failures.Add($"{s} layer {l}: top-10% Spearman {spearman:F4} under {LowestSpearman}");
-                if (!(overlap >= LowestTopOverlap)) failures.Add($"{s} layer {l}: top-10% overlap {overlap:F3} under {LowestTopOverlap}");
+                double correlation = Pearson(a, r), maxDiff = a.Zip(r).Max(p => Math.Abs(p.First - p.Second)) / r.Max(Math.Abs);
+                double rank = Spearman(a.Select(Math.Abs).ToArray(), r.Select(Math.Abs).ToArray());
+                double top1 = TopOverlap(a, r, Math.Max(1, a.Length / 100)), top5 = TopOverlap(a, r, Math.Max(1, a.Length / 20));
+                output.WriteLine($"seed {seed} {s,-7} {name}: largest difference {maxDiff:F3} of the largest score, Pearson {correlation:F4}, " +
+                    $"Spearman |score| {rank:F4}, top-1% overlap {top1:F3}, top-5% {top5:F3} ({a.Length} nodes)");
+                if (!asserted) continue;
+                if (top1 < MinTop1Overlap) failures.Add($"{s} {name}: top-1% overlap {top1:F3} < {MinTop1Overlap}");
+                if (correlation < MinCorrelation) failures.Add($"{s} {name}: correlation {correlation:F4} < {MinCorrelation}");
+                if (top5 < MinTop5Overlap) failures.Add($"{s} {name}: top-5% overlap {top5:F3} < {MinTop5Overlap}");
             }
+            // The check can fail: bf16 rounding did change the scores (else the GPU run was not in bf16).
+            Assert.True(g.Zip(r32).Any(p => p.First != p.Second), $"{s}: bf16 scores equal the fp32 ones");
+        }
         Assert.True(failures.Count == 0, string.Join("; ", failures));
     }
 
-    /// <summary>Every matrix rounded to bf16 (to nearest even), the norm gains kept: the weights every run of the test shares.</summary>
     static LlamaWeights Bf16Weights(LlamaWeights w)
     {
-        static WeightData Round(WeightData m)
-        {
-            var a = m.Fp32!;
-            var bits = new ushort[a.Length];
-            for (int i = 0; i < a.Length; i++)
-            {
-                uint u = BitConverter.SingleToUInt32Bits(a[i]);
-                bits[i] = (ushort)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
-            }
-            return new WeightData(new HalfWeights(bits, HalfFormat.BFloat16));
-        }
+        static WeightData R(WeightData m) =>
+            new(new HalfWeights(m.Fp32!.Select(MmaSelfTests.Bf16).ToArray(), HalfFormat.BFloat16));
         return new LlamaWeights
         {
-            Config = w.Config, TokenEmbedding = Round(w.TokenEmbedding), FinalNorm = w.FinalNorm, Classifier = Round(w.Classifier),
+            Config = w.Config, TokenEmbedding = R(w.TokenEmbedding), FinalNorm = w.FinalNorm, Classifier = R(w.Classifier),
             Layers = w.Layers.Select(l => new LayerWeights
             {
-                AttnNorm = l.AttnNorm, Wq = Round(l.Wq), Wk = Round(l.Wk), Wv = Round(l.Wv), Wo = Round(l.Wo),
-                FfnNorm = l.FfnNorm, W1 = Round(l.W1), W2 = Round(l.W2), W3 = Round(l.W3),
+                AttnNorm = l.AttnNorm, Wq = R(l.Wq), Wk = R(l.Wk), Wv = R(l.Wv), Wo = R(l.Wo),
+                FfnNorm = l.FfnNorm, W1 = R(l.W1), W2 = R(l.W2), W3 = R(l.W3),
             }).ToArray(),
         };
     }
 
-    static double MaxDiff(float[] a, float[] b) => a.Zip(b, (x, y) => Math.Abs((double)x - y)).Max();
-
-    static double Pearson(IReadOnlyList<double> a, IReadOnlyList<double> b)
+    /// <summary>The share of <paramref name="reference"/>'s top <paramref name="k"/> by |value| in <paramref name="a"/>'s top k.</summary>
+    static double TopOverlap(float[] a, float[] reference, int k)
     {
-        double ma = a.Average(), mb = b.Average(), ab = 0, aa = 0, bb = 0;
-        for (int i = 0; i < a.Count; i++) { ab += (a[i] - ma) * (b[i] - mb); aa += (a[i] - ma) * (a[i] - ma); bb += (b[i] - mb) * (b[i] - mb); }
-        return ab / Math.Sqrt(aa * bb);
+        static HashSet<int> Top(float[] x, int k) => Enumerable.Range(0, x.Length).OrderByDescending(i => Math.Abs(x[i])).Take(k).ToHashSet();
+        var want = Top(reference, k);
+        return Top(a, k).Count(want.Contains) / (double)k;
     }
 
     static double Pearson(float[] a, float[] b) => Pearson(a.Select(x => (double)x).ToArray(), b.Select(x => (double)x).ToArray());
 
-    /// <summary>Each value's rank (ties averaged), for Spearman's correlation.</summary>
-    static double[] Ranks(float[] a)
+    static double Pearson(double[] a, double[] b)
     {
-        var order = Enumerable.Range(0, a.Length).OrderBy(i => a[i]).ToArray();
-        var ranks = new double[a.Length];
+        double ma = a.Average(), mb = b.Average(), ab = 0, aa = 0, bb = 0;
+        for (int i = 0; i < a.Length; i++) { ab += (a[i] - ma) * (b[i] - mb); aa += (a[i] - ma) * (a[i] - ma); bb += (b[i] - mb) * (b[i] - mb); }
+        return ab / Math.Sqrt(aa * bb);
+    }
+
+    /// <summary>Pearson correlation of the ranks (ties take their mean rank).</summary>
+    static double Spearman(float[] a, float[] b) => Pearson(Ranks(a), Ranks(b));
+
+    static double[] Ranks(float[] x)
+    {
+        int[] order = Enumerable.Range(0, x.Length).OrderBy(i => x[i]).ToArray();
+        var ranks = new double[x.Length];
         for (int i = 0; i < order.Length;)
         {
             int j = i;
-            while (j + 1 < order.Length && a[order[j + 1]] == a[order[i]]) j++;
-            for (int k = i; k <= j; k++) ranks[order[k]] = (i + j) / 2.0;
+            while (j + 1 < order.Length && x[order[j + 1]] == x[order[i]]) j++;
+            for (int q = i; q <= j; q++) ranks[order[q]] = (i + j) / 2.0;
             i = j + 1;
         }
         return ranks;
-    }
-
-    /// <summary>The share of <paramref name="reference"/>'s top <paramref name="k"/> nodes by |score| that are in <paramref name="got"/>'s top k.</summary>
-    static double TopOverlap(float[] got, float[] reference, int k)
-    {
-        static HashSet<int> Top(float[] a, int k) => Enumerable.Range(0, a.Length).OrderByDescending(i => Math.Abs(a[i])).Take(k).ToHashSet();
-        var top = Top(got, k);
-        return Top(reference, k).Count(top.Contains) / (double)k;
     }
 }

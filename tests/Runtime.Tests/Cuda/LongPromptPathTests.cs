@@ -28,7 +28,7 @@ namespace NeuronTrace.Runtime.Tests.Cuda;
 public class LongPromptPathTests(ITestOutputHelper output)
 {
     // Llama-3.1-8B's proportions narrowed: GQA 4 (32 heads on 8 there), hidden 3.5 × dim, RotateHalf RoPE, θ 5e5.
-    static readonly LlamaConfig Narrow8B = new()
+    internal static readonly LlamaConfig Narrow8B = new()
     {
         Dim = 256, HiddenDim = 896, Layers = 4, Heads = 4, KvHeads = 1, VocabSize = 1024, MaxSeqLen = 8192,
         RopeTheta = 500000f, RopeLayout = RopeLayout.RotateHalf, NormEps = 1e-5f,
@@ -37,7 +37,7 @@ public class LongPromptPathTests(ITestOutputHelper output)
     static PromptTask OnePair(LlamaConfig c, int t) => new("long", [GpuBenchPair(c, t)]);
 
     /// <summary>One pair as the GPU benchmark makes it: random tokens after BOS, one token changed mid-prompt.</summary>
-    static PromptPair GpuBenchPair(LlamaConfig c, int t)
+    internal static PromptPair GpuBenchPair(LlamaConfig c, int t)
     {
         var rng = new Random(0);
         var clean = Enumerable.Range(0, t).Select(i => i == 0 ? 1 : rng.Next(3, c.VocabSize)).ToArray();
