@@ -3,11 +3,13 @@
 // Pair i of a head is (2i, 2i+1) when interleaved (llama2.c / GGUF / Meta layout) or (i, i + head_dim/2)
 // (Hugging Face layout); cos/sin are [seq_len, head_dim/2]. inverse rotates by −θ, which is the backward.
 // Launch: 1-D grid-stride over rows·heads·head_dim/2 pairs, any block size; each thread owns whole pairs, so
-// the in-place update never races. rope_apply_bf16 also stores the result rounded to bf16 (same layout).
+// the in-place update never races. rope_apply_bf16 also stores the result rounded to bf16 into x16, whose rows are
+// x16_stride values apart (heads·head_dim: x's own layout; wider: x's columns of a row-wise concatenation, such as the
+// [dq | dk | dv] operand of the backward's stacked Q/K/V input-gradient product).
 #include "nt_bf16.h"
 
-// One rotated pair e; when x16 is not null its bf16 copy is stored too (nt_bf16.h).
-static __device__ __forceinline__ void nt_rope_pair(float* x, unsigned short* x16, const float* cos_table,
+// One rotated pair e; when x16 is not null its bf16 copy is stored too (nt_bf16.h), x16_stride values a row.
+static __device__ __forceinline__ void nt_rope_pair(float* x, unsigned short* x16, long long x16_stride, const float* cos_table,
                                                     const float* sin_table, long long e, int heads, int head_dim,
                                                     int seq_len, int interleaved, float sign) {
   const int half = head_dim / 2;
@@ -22,8 +24,9 @@ static __device__ __forceinline__ void nt_rope_pair(float* x, unsigned short* x1
   x[base + i0] = y0;
   x[base + i1] = y1;
   if (x16) {
-    x16[base + i0] = nt_bf16_from_float(y0);
-    x16[base + i1] = nt_bf16_from_float(y1);
+    const long long base16 = (long long)r * x16_stride + (rh - (long long)r * heads) * head_dim;
+    x16[base16 + i0] = nt_bf16_from_float(y0);
+    x16[base16 + i1] = nt_bf16_from_float(y1);
   }
 }
 
@@ -32,17 +35,18 @@ extern "C" __global__ void rope_apply(float* __restrict__ x, const float* __rest
                                       int seq_len, int interleaved, int inverse) {
   const long long pairs = (long long)rows * heads * (head_dim / 2);
   for (long long e = nt_global_index(); e < pairs; e += nt_grid_stride())
-    nt_rope_pair(x, nullptr, cos_table, sin_table, e, heads, head_dim, seq_len, interleaved, inverse ? -1.0f : 1.0f);
+    nt_rope_pair(x, nullptr, 0, cos_table, sin_table, e, heads, head_dim, seq_len, interleaved, inverse ? -1.0f : 1.0f);
 }
 NT_HOST_LAUNCHER(rope_apply)
 
-// As rope_apply, and x16 = bf16(x) of the rotated values: the bf16 attention's q / k operand under GemmPrecision.Bf16.
+// As rope_apply, and x16 = bf16(x) of the rotated values: the bf16 attention's q / k operand under GemmPrecision.Bf16
+// (forward), or dq / dk's columns of the concatenated [dq | dk | dv] operand (inverse).
 extern "C" __global__ void rope_apply_bf16(float* __restrict__ x, const float* __restrict__ cos_table,
                                            const float* __restrict__ sin_table, unsigned short* __restrict__ x16,
-                                           int rows, int heads, int head_dim, int seq_len, int interleaved,
+                                           int x16_stride, int rows, int heads, int head_dim, int seq_len, int interleaved,
                                            int inverse) {
   const long long pairs = (long long)rows * heads * (head_dim / 2);
   for (long long e = nt_global_index(); e < pairs; e += nt_grid_stride())
-    nt_rope_pair(x, x16, cos_table, sin_table, e, heads, head_dim, seq_len, interleaved, inverse ? -1.0f : 1.0f);
+    nt_rope_pair(x, x16, x16_stride, cos_table, sin_table, e, heads, head_dim, seq_len, interleaved, inverse ? -1.0f : 1.0f);
 }
 NT_HOST_LAUNCHER(rope_apply_bf16)

@@ -116,11 +116,11 @@ public class LaunchLedgerTests
         Assert.Equal(2, r.Ops["sparse_matmul_input_grad"].Calls);   // the answer rows widened from the bf16 classifier, then the sum
         Assert.Equal(2.0 * Batch * 2 * c.Dim, r.Ops["sparse_matmul_input_grad"].Flops);
         // bf16 end to end: the weights are stored bf16 (no conversion ever), the norms (forward and backward), SwiGLU
-        // and SwiGLU's backward (the concatenated [dgate | dup]) write their outputs' bf16 operands themselves, so a
-        // forward layer converts only the attention output z (for Wo: head dim 4 runs the fp32 attention, which writes
-        // no bf16); a backward layer converts the concatenated [dq | dk | dv] in one launch, and the top layer also its
-        // mlp_out gradient (the head's scatter, not a norm, wrote it).
-        Assert.Equal(2 * c.Layers + c.Layers + 1, r.Ops["f32_to_bf16"].Calls);
+        // and SwiGLU's backward (the concatenated [dgate | dup]) and the head's scatter (the top layer's mlp_out
+        // gradient) write their outputs' bf16 operands themselves, so with head dim 4 (the fp32 attention, which writes
+        // no bf16) a forward layer converts only the attention output z (for Wo) and a backward layer the concatenated
+        // [dq | dk | dv] in one launch. (The bf16 attention writes both: see the 8B-shape case.)
+        Assert.Equal(2 * c.Layers + c.Layers, r.Ops["f32_to_bf16"].Calls);
         Assert.False(r.Ops.ContainsKey("bf16_to_f32"));
         Assert.True(r.Pool.PeakUsedBytes >= r.Pool.UsedBytes && r.Pool.PeakUsedBytes > 0);
     }
@@ -130,15 +130,17 @@ public class LaunchLedgerTests
     {
         // Head dim 128: the bf16 tensor-core attention runs. Its q and k come from RoPE, v from the stacked product's
         // split (both write the bf16 shadow), kept from the forward for the backward; dz from the backward's row-term
-        // pass; z (the o product's operand) from the attention forward. Left: [dq | dk | dv] per backward layer and the
-        // top layer's mlp_out gradient (was 14 per layer + 1 before the producers wrote bf16).
+        // pass; z (the o product's operand) from the attention forward; the [dq | dk | dv] operand of the backward's
+        // stacked Q/K/V input gradient from the dk/dv kernel (dv) and the inverse RoPE (dq, dk); the top layer's
+        // mlp_out gradient from the head's scatter. Nothing is converted (was 14 per layer + 1 before the producers
+        // wrote bf16, then 1 per layer + 1).
         var c = new LlamaConfig
         {
             Dim = 4096, HiddenDim = 14336, Layers = 2, Heads = 32, KvHeads = 8, VocabSize = 128256, MaxSeqLen = 8192,
             RopeTheta = 500000f, RopeLayout = RopeLayout.RotateHalf, NormEps = 1e-5f,
         };
         var r = OnePass(c, NodeSites.All, GemmPrecision.Bf16, uninitialized: true);
-        Assert.Equal(c.Layers + 1, r.Ops["f32_to_bf16"].Calls);
+        Assert.False(r.Ops.ContainsKey("f32_to_bf16"));
         Assert.Equal(2 * 2 * c.Layers + 2 * c.Layers, r.Ops["rope"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["attention_flash_forward"].Calls);
     }

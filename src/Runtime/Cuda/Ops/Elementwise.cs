@@ -27,6 +27,14 @@ internal sealed partial class CudaBackend
     internal static readonly Kernel<RowsArgs> GatherRowsKernel = Kernel.Declare<RowsArgs>("gather_rows");
     internal static readonly Kernel<RowsArgs> ScatterAddRowsKernel = Kernel.Declare<RowsArgs>("scatter_add_rows");
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct ScatterBf16Args(nint Source, nint Rows, nint Destination, nint Destination16, int Count, int Width, int DestinationRows);
+    internal static readonly Kernel<ScatterBf16Args> ScatterAddRowsBf16Kernel = Kernel.Declare<ScatterBf16Args>("scatter_add_rows_bf16");
+
+    /// <summary>Under Bf16 a scatter of at most this many rows also writes its destination's bf16 shadow (every element walks
+    /// the row list, so a long list would cost more than the conversion it saves): the backward head's one row per example.</summary>
+    public const int ScatterBf16MaxRows = 64;
+
     public void Fill(Tensor tensor, float value)
     {
         var p = Dev(tensor);
@@ -78,6 +86,17 @@ internal sealed partial class CudaBackend
         int width = source.Columns;
         if (destinationRows == 0) return;
         using var _ = Range("scatter_add_rows");
+        if (Precision == GemmPrecision.Bf16 && rows.Length <= ScatterBf16MaxRows)
+        {
+            // The destination's bf16 shadow written on the way (the next product's operand: no conversion there).
+            long n = (long)destinationRows * width;
+            var slot = ShadowSlot(destination);
+            Launch(ScatterAddRowsBf16Kernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
+                new ScatterBf16Args(In(source), Indices(rows), Dev(destination), slot.Address, rows.Length, width, destinationRows),
+                new OpWork(n, n * 10.0 + (long)rows.Length * width * 4.0));
+            Publish(slot, destination);
+            return;
+        }
         // One thread per column walks the rows in order, so repeated rows add without atomics (and deterministically).
         Launch(ScatterAddRowsKernel, GridFor(width), new Dim3(ElementwiseBlock), 0,
             new RowsArgs(In(source), Indices(rows), Dev(destination), rows.Length, width, destinationRows),
