@@ -143,6 +143,14 @@ public class LaunchLedgerTests
         Assert.False(r.Ops.ContainsKey("f32_to_bf16"));
         Assert.Equal(2 * 2 * c.Layers + 2 * c.Layers, r.Ops["rope"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["attention_flash_forward"].Calls);
+        // Every launch of the pass: a forward layer 14 (attention norm, Q/K/V product and its split, 2 RoPE, attention,
+        // o product, residual copy, residual add fused with the MLP norm, gate and up products, SwiGLU, down product,
+        // residual add), twice (clean, patch); a backward layer 17 (4 input-gradient products, 5 score accumulations,
+        // SwiGLU backward, 2 norm backwards, 2 inverse RoPE, the attention backward's row term, dq and dk/dv); once a pass
+        // 23: 2 embeddings, the clean forward's last-row gather, final norm and output layer, 13 zero-filled allocations
+        // (the backward's 9 scratch tensors, the head's 3, the score slab), the head's answer-row gather and sum (2),
+        // final norm backward and scatter, and the scores' scaled-row gather.
+        Assert.Equal(2 * 14 * c.Layers + 17 * c.Layers + 23, r.Launches);
     }
 
     [Fact]

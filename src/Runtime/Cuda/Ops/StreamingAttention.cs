@@ -88,7 +88,10 @@ internal sealed partial class CudaBackend
     long flashBf16Capacity;
 
     /// <summary>Whether attention runs on the bf16 tensor-core kernels: bf16 precision and a head dim they take.</summary>
-    public bool UsesBf16Attention(AttentionShape s) => Precision == GemmPrecision.Bf16 && s.HeadDim % 16 == 0 && s.HeadDim <= 128;
+    public bool UsesBf16Attention(AttentionShape s) => Precision == GemmPrecision.Bf16 && Bf16AttentionTakes(s.HeadDim);
+
+    /// <summary>Whether the bf16 kernels take this head dim (a multiple of 16, at most 128); the memory plan asks too.</summary>
+    public static bool Bf16AttentionTakes(int headDim) => headDim % 16 == 0 && headDim <= 128;
 
     /// <summary>Dynamic shared memory of the bf16 kernels: two buffers of 64 bf16 rows (head dim + 8, padded against bank
     /// conflicts) and two of 64 floats.</summary>
