@@ -157,10 +157,8 @@ internal sealed class Llama : IDisposable
         be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
         if (shortcuts?.Attention(s) != true)
         {
-            be.MatMulShared(s.AttnNormed, [w.Wq, w.Wk, w.Wv], [s.Q, s.K, s.V]);
-            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
-            be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
+            be.QkvProjection(s.AttnNormed, [w.Wq, w.Wk, w.Wv], s.Q, s.K, s.V, c.Heads, c.KvHeads, T, cosTable, sinTable,
+                c.RopeLayout == RopeLayout.Interleaved);
             be.StreamingAttention(s.Q, s.K, s.V, shape, s.Z, s.Lse);
         }
         if (EditsAt(plan, NodeSite.AttnZ, l))

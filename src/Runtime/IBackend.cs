@@ -77,6 +77,19 @@ internal interface IBackend : IDisposable
         for (int i = 0; i < weights.Length; i++) MatMul(x, weights[i], outputs[i], false);
     }
 
+    /// <summary>
+    /// The attention's projections: q, k, v = x · Wqᵀ, x · Wkᵀ, x · Wvᵀ (<see cref="MatMulShared"/>), then q and k rotated
+    /// (<see cref="Rope"/>, forward; <paramref name="heads"/> and <paramref name="kvHeads"/> heads), which a backend may
+    /// fuse. Defaults to those three calls, which it must equal bit for bit.
+    /// </summary>
+    void QkvProjection(Tensor x, ReadOnlySpan<Tensor> weights, Tensor q, Tensor k, Tensor v, int heads, int kvHeads, int seqLen,
+        Tensor cos, Tensor sin, bool interleaved)
+    {
+        MatMulShared(x, weights, [q, k, v]);
+        Rope(q, heads, seqLen, cos, sin, interleaved, inverse: false);
+        Rope(k, kvHeads, seqLen, cos, sin, interleaved, inverse: false);
+    }
+
     /// <summary>dx = Σ_i dys[i] · weights[i] (<see cref="MatMulInputGrad"/> per pair, the first overwriting dx): the input gradient of <see cref="MatMulShared"/>.</summary>
     void MatMulInputGradSum(ReadOnlySpan<Tensor> dys, ReadOnlySpan<Tensor> weights, Tensor dx)
     {

@@ -102,13 +102,16 @@ public class LaunchLedgerTests
         double linear = c.Layers * ((double)c.Dim * c.Dim * 2 + 2.0 * c.KvDim * c.Dim + 3.0 * c.Dim * c.HiddenDim);
         double head = 2.0 * Batch * c.VocabSize * c.Dim;    // the output layer on the last rows only
         // Clean and patch forwards; only the clean one runs the output layer (the patch forward gives activations).
-        // bf16 stacks [Wq; Wk; Wv] and [W1; W3]. The forward runs q, k, v as one product and one split (K and V are
-        // narrow), gate and up as two (each wide enough alone at 8B width; here every block is narrower than
-        // CudaBackend.NarrowProductColumns, so this small model stacks them too): four products per layer and two splits.
+        // bf16 stacks [Wq; Wk; Wv] and [W1; W3]. The forward runs q, k, v as one product and one launch that splits it
+        // and rotates q and k (split_qkv_rope; K and V are narrow), gate and up as two products (each wide enough alone
+        // at 8B width; here every block is narrower than CudaBackend.NarrowProductColumns, so this small model stacks
+        // them too, and splits them): four products per layer, one split and one split-and-rotate, no forward RoPE.
         Assert.True(c.HiddenDim < CudaBackend.NarrowProductColumns);
         Assert.Equal(2 * 2 * rows * linear + head, r.Ops["matmul"].Flops);
         Assert.Equal(2 * 4 * c.Layers + 1, r.Ops["matmul"].Calls);
-        Assert.Equal(2 * 2 * c.Layers, r.Ops["split_columns"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["split_columns"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["split_qkv_rope"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations of dq and dk
         // The backward's output layer is the gather of two classifier rows per example, not a product; its input
         // gradients are four products per layer too (down, gate-up summed, o, qkv summed).
         Assert.Equal(2 * rows * linear, r.Ops["matmul_input_grad"].Flops);
@@ -128,8 +131,8 @@ public class LaunchLedgerTests
     [Fact]
     public void At_8b_shapes_the_bf16_attention_reads_the_q_k_v_and_dz_its_producers_wrote_in_bf16()
     {
-        // Head dim 128: the bf16 tensor-core attention runs. Its q and k come from RoPE, v from the stacked product's
-        // split (both write the bf16 shadow), kept from the forward for the backward; dz from the backward's row-term
+        // Head dim 128: the bf16 tensor-core attention runs. Its q, k and v come from the stacked product's split, which
+        // rotates q and k in the same launch (split_qkv_rope writes all three bf16 shadows), kept from the forward for the backward; dz from the backward's row-term
         // pass; z (the o product's operand) from the attention forward; the [dq | dk | dv] operand of the backward's
         // stacked Q/K/V input gradient from the dk/dv kernel (dv) and the inverse RoPE (dq, dk); the top layer's
         // mlp_out gradient from the head's scatter. Nothing is converted (was 14 per layer + 1 before the producers
@@ -141,16 +144,17 @@ public class LaunchLedgerTests
         };
         var r = OnePass(c, NodeSites.All, GemmPrecision.Bf16, uninitialized: true);
         Assert.False(r.Ops.ContainsKey("f32_to_bf16"));
-        Assert.Equal(2 * 2 * c.Layers + 2 * c.Layers, r.Ops["rope"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["split_qkv_rope"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations only (was 2 more per forward layer)
         Assert.Equal(2 * c.Layers, r.Ops["attention_flash_forward"].Calls);
-        // Every launch of the pass: a forward layer 14 (attention norm, Q/K/V product and its split, 2 RoPE, attention,
+        // Every launch of the pass: a forward layer 12 (attention norm, Q/K/V product and its split with RoPE, attention,
         // o product, residual copy, residual add fused with the MLP norm, gate and up products, SwiGLU, down product,
         // residual add), twice (clean, patch); a backward layer 17 (4 input-gradient products, 5 score accumulations,
         // SwiGLU backward, 2 norm backwards, 2 inverse RoPE, the attention backward's row term, dq and dk/dv); once a pass
         // 23: 2 embeddings, the clean forward's last-row gather, final norm and output layer, 13 zero-filled allocations
         // (the backward's 9 scratch tensors, the head's 3, the score slab), the head's answer-row gather and sum (2),
         // final norm backward and scatter, and the scores' scaled-row gather.
-        Assert.Equal(2 * 14 * c.Layers + 17 * c.Layers + 23, r.Launches);
+        Assert.Equal(2 * 12 * c.Layers + 17 * c.Layers + 23, r.Launches);   // 14 a forward layer before split_qkv_rope
     }
 
     [Fact]

@@ -18,7 +18,7 @@ namespace NeuronTrace.Runtime.Tests.Kernels;
 public class Bf16KernelTests
 {
     /// <summary>The bf16 nearest to x, ties to the even pattern (the definition, not convert.cu's bit trick).</summary>
-    static ushort Round(float x)
+    internal static ushort Round(float x)
     {
         if (float.IsNaN(x)) return 0x7FC0;
         int bits = BitConverter.SingleToInt32Bits(x);
@@ -30,10 +30,10 @@ public class Bf16KernelTests
 
     static float Widen(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
 
-    static ushort[] Halves(DeviceArray a, long n) => MemoryMarshal.Cast<float, ushort>(a.Download()).Slice(0, (int)n).ToArray();
+    internal static ushort[] Halves(DeviceArray a, long n) => MemoryMarshal.Cast<float, ushort>(a.Download()).Slice(0, (int)n).ToArray();
 
     /// <summary>bf16 patterns packed two to a float, uploaded as raw bits.</summary>
-    static DeviceArray UploadHalves(IDeviceRuntime rt, ushort[] h)
+    internal static DeviceArray UploadHalves(IDeviceRuntime rt, ushort[] h)
     {
         var padded = new ushort[(h.Length + 1) / 2 * 2];
         h.CopyTo(padded, 0);
