@@ -1,4 +1,4 @@
-// elementwise.cu — the small ops of the residual stream and of interventions: add, intervene (x·scale+offset),
+// elementwise.cu — the small ops of the residual stream and of interventions: add (in place and into a third tensor), intervene (x·scale+offset),
 // multiply, fill, row gather / scatter-add, and the column split of a stacked bf16 product's output.
 //
 // Launch: 1-D grid-stride loops, any block size. gather_rows runs over count·width elements (scatter_add_rows_bf16
@@ -10,6 +10,13 @@ extern "C" __global__ void add_inplace(float* __restrict__ destination, const fl
   for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) destination[i] += source[i];
 }
 NT_HOST_LAUNCHER(add_inplace)
+
+// sum = a + b, out of place: the forward's residual output (one launch and 12 bytes a value, where a copy then an
+// in-place add are two and 20). The same one fp32 addition, so the same bits as copy + add_inplace.
+extern "C" __global__ void add_into(float* __restrict__ sum, const float* __restrict__ a, const float* __restrict__ b, long long n) {
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) sum[i] = a[i] + b[i];
+}
+NT_HOST_LAUNCHER(add_into)
 
 // One rounding (fused multiply-add), like TensorPrimitives.FusedMultiplyAdd in the CPU op.
 extern "C" __global__ void intervene_inplace(float* __restrict__ x, const float* __restrict__ scale,

@@ -178,8 +178,7 @@ internal sealed class Llama : IDisposable
             if (shortcuts?.DownProjection(s) != true) be.MatMul(s.Act, w.W2, s.MlpOut, false);
         }
         Edit(plan, NodeSite.MlpOut, l, s.MlpOut);
-        be.Copy(s.Mid, s.Output);
-        be.Add(s.Output, s.MlpOut);
+        be.AddInto(s.Mid, s.MlpOut, s.Output);
         Edit(plan, NodeSite.Resid, l, s.Output);
         be.PopRange();
         return s;

@@ -153,6 +153,13 @@ internal interface IBackend : IDisposable
 
     /// <summary>destination += source.</summary>
     void Add(Tensor destination, Tensor source);
+    /// <summary>sum = a + b (all one length; sum may be a or b): defaults to <see cref="Copy"/> then <see cref="Add"/>, which a backend's one op must equal bit for bit.</summary>
+    void AddInto(Tensor a, Tensor b, Tensor sum)
+    {
+        if (ReferenceEquals(b, sum)) { Add(sum, a); return; }   // b + a: the same bits (fp32 addition commutes)
+        if (!ReferenceEquals(a, sum)) Copy(a, sum);
+        Add(sum, b);
+    }
     /// <summary>x = x ⊙ scale + offset (the intervention op: ablation, patching, steering). All three have one shape.</summary>
     void Intervene(Tensor x, Tensor scale, Tensor offset);
     /// <summary>

@@ -224,6 +224,10 @@ public class Bf16StorageTests
         using (var other = b.Upload(Rand.Floats(4, rows * k), rows, k)) b.Copy(other, normed);   // a copy into it
         b.MatMul(normed, w, y, false);
         Approx.Equal(CpuProduct(Bf(Get(b, normed)), Bf(ws), rows, n, k), Get(b, y), 1e-5f, 1e-5f, "product after a copy");
+
+        b.AddInto(x, normed, normed);              // an out-of-place add into it
+        b.MatMul(normed, w, y, false);
+        Approx.Equal(CpuProduct(Bf(Get(b, normed)), Bf(ws), rows, n, k), Get(b, y), 1e-5f, 1e-5f, "product after an add into it");
     }
 
     /// <summary>Head dim 4 (the fp32 streaming attention) and 16 (the bf16 tensor-core attention over the q, k, v and

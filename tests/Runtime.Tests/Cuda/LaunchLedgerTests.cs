@@ -59,13 +59,14 @@ public class LaunchLedgerTests
         // backward's scatter of the last rows, the means' row list. The row → position map of the score op is the
         // previous pass's (same batch shape), so it is not sent again.
         Assert.Equal(6, r.Uploads);
-        // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no gradient copies (the
-        // only copies are the forwards' one residual copy per layer: the other residual add is fused into the MLP's
-        // norm, add_rmsnorm_forward), one scatter (the backward's last rows).
+        // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no copies (the forwards'
+        // residual output is one out-of-place add, add_into, per layer, where it was a copy and an add; the other
+        // residual add is fused into the MLP's norm, add_rmsnorm_forward), one scatter (the backward's last rows).
         Assert.Equal(sites.Count * c.Layers, r.Ops["accumulate_scores"].Calls);
         Assert.Equal(1, r.Ops["gather_scaled_rows"].Calls);
         Assert.Equal(1, r.Ops["scatter_add_rows"].Calls);
-        Assert.Equal(2 * c.Layers, r.Ops["copy"].Calls);
+        Assert.False(r.Ops.ContainsKey("copy"));
+        Assert.Equal(2 * c.Layers, r.Ops["add"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["add_rmsnorm_forward"].Calls);
         Assert.False(r.Ops.ContainsKey("intervene"));
         Assert.False(r.Ops.ContainsKey("multiply"));
@@ -147,14 +148,14 @@ public class LaunchLedgerTests
         Assert.Equal(2 * c.Layers, r.Ops["split_qkv_rope"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations only (was 2 more per forward layer)
         Assert.Equal(2 * c.Layers, r.Ops["attention_flash_forward"].Calls);
-        // Every launch of the pass: a forward layer 12 (attention norm, Q/K/V product and its split with RoPE, attention,
-        // o product, residual copy, residual add fused with the MLP norm, gate and up products, SwiGLU, down product,
-        // residual add), twice (clean, patch); a backward layer 17 (4 input-gradient products, 5 score accumulations,
+        // Every launch of the pass: a forward layer 11 (attention norm, Q/K/V product and its split with RoPE, attention,
+        // o product, residual add fused with the MLP norm, gate and up products, SwiGLU, down product, residual add into
+        // the layer's output), twice (clean, patch); a backward layer 17 (4 input-gradient products, 5 score accumulations,
         // SwiGLU backward, 2 norm backwards, 2 inverse RoPE, the attention backward's row term, dq and dk/dv); once a pass
         // 23: 2 embeddings, the clean forward's last-row gather, final norm and output layer, 13 zero-filled allocations
         // (the backward's 9 scratch tensors, the head's 3, the score slab), the head's answer-row gather and sum (2),
         // final norm backward and scatter, and the scores' scaled-row gather.
-        Assert.Equal(2 * 12 * c.Layers + 17 * c.Layers + 23, r.Launches);   // 14 a forward layer before split_qkv_rope
+        Assert.Equal(2 * 11 * c.Layers + 17 * c.Layers + 23, r.Launches);   // 14 a forward layer before split_qkv_rope and add_into
     }
 
     [Fact]

@@ -1,6 +1,5 @@
 using NeuronTrace.Runtime.Cpu;
 using NeuronTrace.Runtime.Cuda;
-using NeuronTrace.Runtime.Cuda;
 using Xunit;
 
 namespace NeuronTrace.Runtime.Tests.Kernels;

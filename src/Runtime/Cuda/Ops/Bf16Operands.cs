@@ -271,13 +271,13 @@ internal sealed partial class CudaBackend
     long pairOperandCapacity;
     (CudaTensor Part, long Version)[]? pairParts;
 
-    /// <summary>Scratch for a bf16 row-wise concatenation of <paramref name="elements"/> values that the parts' producing kernel writes; call <see cref="PublishConcat"/> after the launch.</summary>
+    /// <summary>Scratch for a bf16 row-wise concatenation of <paramref name="elements"/> values that the parts' producing kernel writes; call <see cref="PublishConcat(Tensor[])"/> after the launch.</summary>
     nint ConcatSlot(long elements) => Stage(ref pairOperand, ref pairOperandCapacity, Math.Max(256, elements * 2));
 
     void PublishConcat(params Tensor[] parts) => pairParts = parts.Select(p => ((CudaTensor)p, ((CudaTensor)p).Version)).ToArray();
 
     /// <summary>
-    /// As <see cref="PublishConcat"/> where the launch wrote only the <paramref name="written"/> parts' columns: each other
+    /// As <see cref="PublishConcat(Tensor[])"/> where the launch wrote only the <paramref name="written"/> parts' columns: each other
     /// part's later producer writes its own (<see cref="ConcatColumns"/>, then <see cref="PublishConcatPart"/>); until then
     /// the operand is not handed out. The attention backward writes dv's columns of [dq | dk | dv], the inverse RoPE dq's and dk's.
     /// </summary>

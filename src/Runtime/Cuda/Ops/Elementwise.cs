@@ -14,6 +14,10 @@ internal sealed partial class CudaBackend
     internal static readonly Kernel<AddArgs> AddKernel = Kernel.Declare<AddArgs>("add_inplace");
 
     [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct AddIntoArgs(nint Sum, nint A, nint B, long N);
+    internal static readonly Kernel<AddIntoArgs> AddIntoKernel = Kernel.Declare<AddIntoArgs>("add_into");
+
+    [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct InterveneArgs(nint X, nint Scale, nint Offset, long N);
     internal static readonly Kernel<InterveneArgs> InterveneKernel = Kernel.Declare<InterveneArgs>("intervene_inplace");
 
@@ -50,6 +54,18 @@ internal sealed partial class CudaBackend
         if (n == 0) return;
         using var _ = Range("add");
         Launch(AddKernel, GridFor(n), new Dim3(ElementwiseBlock), 0, new AddArgs(Dev(destination), In(source), n), OpWork.Streaming(n, 3, 1));
+    }
+
+    /// <summary><see cref="IBackend.AddInto"/> in one launch (add_into): the bits of Copy then Add.</summary>
+    public void AddInto(Tensor a, Tensor b, Tensor sum)
+    {
+        OpContracts.Add(sum, a);
+        OpContracts.Add(sum, b);
+        long n = sum.Length;
+        if (n == 0) return;
+        nint pa = In(a), pb = In(b);   // read before Dev(sum) marks sum written (a or b may be sum itself)
+        using var _ = Range("add");
+        Launch(AddIntoKernel, GridFor(n), new Dim3(ElementwiseBlock), 0, new AddIntoArgs(Dev(sum), pa, pb, n), OpWork.Streaming(n, 3, 1));
     }
 
     public void Intervene(Tensor x, Tensor scale, Tensor offset)
