@@ -292,11 +292,13 @@ extern "C" __global__ void attention_flash_bf16_backward_dq(const nt_bf16* __res
 NT_HOST_LAUNCHER(attention_flash_bf16_backward_dq)
 
 // Key-major: dv_u = Σ_{(t, g): t ≥ u} P dz and (exact) dk_u = c·Σ P (dP − D) q over the packed query rows of kv head
-// u's group. exact = 0 (FreezePattern) writes dk = 0 and never reads dsum or v.
+// u's group. exact = 0 (FreezePattern) writes dk = 0 and never reads dsum or v. dv16 (may be null): dv rounded to
+// bf16, rows dv16_stride values apart (dv's columns of the [dq | dk | dv] operand of the stacked Q/K/V input gradient).
 extern "C" __global__ void attention_flash_bf16_backward_dkdv(const nt_bf16* __restrict__ dz, const nt_bf16* __restrict__ q,
                                                               const nt_bf16* __restrict__ k, const nt_bf16* __restrict__ v,
                                                               const float* __restrict__ lse, const float* __restrict__ dsum,
-                                                              float* __restrict__ dk, float* __restrict__ dv, int seq_len,
+                                                              float* __restrict__ dk, float* __restrict__ dv,
+                                                              nt_bf16* __restrict__ dv16, int dv16_stride, int seq_len,
                                                               int heads, int kv_heads, int head_dim, float scale, int exact) {
   NT_DYNAMIC_SHARED(nt_bf16, smem);
   const int T = seq_len, hd = head_dim, G = heads / kv_heads, sd = hd + 8, R = T * G;
@@ -374,6 +376,10 @@ extern "C" __global__ void attention_flash_bf16_backward_dkdv(const nt_bf16* __r
     float* vr = dv + ((long long)b * T + key[jr]) * kvs + (long long)kvh * hd;
     nt_fb_store(jr == 0 ? vr : nullptr, jr == 1 ? vr : nullptr, gv, hd, 1.0f, 1.0f);
     nt_fb_store(jr == 0 ? kr : nullptr, jr == 1 ? kr : nullptr, gk, hd, 1.0f, 1.0f);  // zeros when frozen
+    if (dv16) {
+      nt_bf16* vr16 = dv16 + ((long long)b * T + key[jr]) * dv16_stride + (long long)kvh * hd;
+      nt_fb_store16(jr == 0 ? vr16 : nullptr, jr == 1 ? vr16 : nullptr, gv, hd, 1.0f, 1.0f);
+    }
   }
 }
 NT_HOST_LAUNCHER(attention_flash_bf16_backward_dkdv)

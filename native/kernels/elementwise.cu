@@ -1,8 +1,8 @@
-// elementwise.cu — the small ops of the residual stream and of interventions: add, intervene (x·scale+offset),
+// elementwise.cu — the small ops of the residual stream and of interventions: add (in place and into a third tensor), intervene (x·scale+offset),
 // multiply, fill, row gather / scatter-add, and the column split of a stacked bf16 product's output.
 //
-// Launch: 1-D grid-stride loops, any block size. gather_rows runs over count·width elements; scatter_add_rows
-// over the width only: one thread owns a column and walks the index list in order, so repeated indices add up
+// Launch: 1-D grid-stride loops, any block size. gather_rows runs over count·width elements (scatter_add_rows_bf16
+// over the destination's); scatter_add_rows over the width only: one thread owns a column and walks the index list in order, so repeated indices add up
 // without atomics and in the same order as the CPU op (the result is deterministic, bit for bit).
 #include "nt_bf16.h"
 
@@ -10,6 +10,13 @@ extern "C" __global__ void add_inplace(float* __restrict__ destination, const fl
   for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) destination[i] += source[i];
 }
 NT_HOST_LAUNCHER(add_inplace)
+
+// sum = a + b, out of place: the forward's residual output (one launch and 12 bytes a value, where a copy then an
+// in-place add are two and 20). The same one fp32 addition, so the same bits as copy + add_inplace.
+extern "C" __global__ void add_into(float* __restrict__ sum, const float* __restrict__ a, const float* __restrict__ b, long long n) {
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) sum[i] = a[i] + b[i];
+}
+NT_HOST_LAUNCHER(add_into)
 
 // One rounding (fused multiply-add), like TensorPrimitives.FusedMultiplyAdd in the CPU op.
 extern "C" __global__ void intervene_inplace(float* __restrict__ x, const float* __restrict__ scale,
@@ -54,6 +61,26 @@ extern "C" __global__ void scatter_add_rows(const float* __restrict__ source, co
   }
 }
 NT_HOST_LAUNCHER(scatter_add_rows)
+
+// scatter_add_rows over every element of destination (grid-stride over destination_rows·width), which also stores the
+// whole result rounded to bf16 into destination16 (same layout): the bf16 operand of the product that reads it next
+// (the backward head's residual gradient, read by the top layer's W2 input-gradient product). Each element adds its
+// sources in index order, as scatter_add_rows does, so the fp32 result is the same bit for bit; every element walks
+// the whole index list, so the launcher uses this only for short lists (CudaBackend.ScatterBf16MaxRows).
+extern "C" __global__ void scatter_add_rows_bf16(const float* __restrict__ source, const int* __restrict__ rows,
+                                                 float* __restrict__ destination, unsigned short* __restrict__ destination16,
+                                                 int count, int width, int destination_rows) {
+  const long long n = (long long)destination_rows * width;
+  for (long long e = nt_global_index(); e < n; e += nt_grid_stride()) {
+    const long long r = e / width, c = e - r * width;
+    float v = destination[e];
+    for (int i = 0; i < count; ++i)
+      if (rows[i] == r) v += source[(long long)i * width + c];
+    destination[e] = v;
+    destination16[e] = nt_bf16_from_float(v);
+  }
+}
+NT_HOST_LAUNCHER(scatter_add_rows_bf16)
 
 // split_columns_bf16: source [rows, wa + wb + wc] → a [rows, wa], b [rows, wb], c [rows, wc] (a width of 0 leaves
 // that part out; its pointers are not read), each part also rounded to bf16 into a16 / b16 / c16 (same layout; a

@@ -157,10 +157,8 @@ internal sealed class Llama : IDisposable
         be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
         if (shortcuts?.Attention(s) != true)
         {
-            be.MatMulShared(s.AttnNormed, [w.Wq, w.Wk, w.Wv], [s.Q, s.K, s.V]);
-            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
-            be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
+            be.QkvProjection(s.AttnNormed, [w.Wq, w.Wk, w.Wv], s.Q, s.K, s.V, c.Heads, c.KvHeads, T, cosTable, sinTable,
+                c.RopeLayout == RopeLayout.Interleaved);
             be.StreamingAttention(s.Q, s.K, s.V, shape, s.Z, s.Lse);
         }
         if (EditsAt(plan, NodeSite.AttnZ, l))
@@ -180,8 +178,7 @@ internal sealed class Llama : IDisposable
             if (shortcuts?.DownProjection(s) != true) be.MatMul(s.Act, w.W2, s.MlpOut, false);
         }
         Edit(plan, NodeSite.MlpOut, l, s.MlpOut);
-        be.Copy(s.Mid, s.Output);
-        be.Add(s.Output, s.MlpOut);
+        be.AddInto(s.Mid, s.MlpOut, s.Output);
         Edit(plan, NodeSite.Resid, l, s.Output);
         be.PopRange();
         return s;

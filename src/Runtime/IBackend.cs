@@ -77,6 +77,19 @@ internal interface IBackend : IDisposable
         for (int i = 0; i < weights.Length; i++) MatMul(x, weights[i], outputs[i], false);
     }
 
+    /// <summary>
+    /// The attention's projections: q, k, v = x · Wqᵀ, x · Wkᵀ, x · Wvᵀ (<see cref="MatMulShared"/>), then q and k rotated
+    /// (<see cref="Rope"/>, forward; <paramref name="heads"/> and <paramref name="kvHeads"/> heads), which a backend may
+    /// fuse. Defaults to those three calls, which it must equal bit for bit.
+    /// </summary>
+    void QkvProjection(Tensor x, ReadOnlySpan<Tensor> weights, Tensor q, Tensor k, Tensor v, int heads, int kvHeads, int seqLen,
+        Tensor cos, Tensor sin, bool interleaved)
+    {
+        MatMulShared(x, weights, [q, k, v]);
+        Rope(q, heads, seqLen, cos, sin, interleaved, inverse: false);
+        Rope(k, kvHeads, seqLen, cos, sin, interleaved, inverse: false);
+    }
+
     /// <summary>dx = Σ_i dys[i] · weights[i] (<see cref="MatMulInputGrad"/> per pair, the first overwriting dx): the input gradient of <see cref="MatMulShared"/>.</summary>
     void MatMulInputGradSum(ReadOnlySpan<Tensor> dys, ReadOnlySpan<Tensor> weights, Tensor dx)
     {
@@ -140,6 +153,13 @@ internal interface IBackend : IDisposable
 
     /// <summary>destination += source.</summary>
     void Add(Tensor destination, Tensor source);
+    /// <summary>sum = a + b (all one length; sum may be a or b): defaults to <see cref="Copy"/> then <see cref="Add"/>, which a backend's one op must equal bit for bit.</summary>
+    void AddInto(Tensor a, Tensor b, Tensor sum)
+    {
+        if (ReferenceEquals(b, sum)) { Add(sum, a); return; }   // b + a: the same bits (fp32 addition commutes)
+        if (!ReferenceEquals(a, sum)) Copy(a, sum);
+        Add(sum, b);
+    }
     /// <summary>x = x ⊙ scale + offset (the intervention op: ablation, patching, steering). All three have one shape.</summary>
     void Intervene(Tensor x, Tensor scale, Tensor offset);
     /// <summary>

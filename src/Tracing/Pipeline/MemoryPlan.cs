@@ -56,7 +56,8 @@ internal sealed record MemoryPlan
         AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass, bool checkpoint = false,
         int igSteps = 10, GemmPrecision? cudaPrecision = null) =>
         ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, igSteps,
-            c.Layers, WeightBytes(c, c.Layers, embedding: true, head: true, weightCopies, elementBytes, cudaPrecision), logits: true, part: null, cpu: weightCopies == 2, checkpoint);
+            c.Layers, WeightBytes(c, c.Layers, embedding: true, head: true, weightCopies, elementBytes, cudaPrecision), logits: true, part: null, cpu: weightCopies == 2, checkpoint,
+            cudaPrecision);
 
     /// <summary>
     /// The bytes of the weights of <paramref name="layers"/> layers (with the embedding and/or the head) as the backend
@@ -91,12 +92,13 @@ internal sealed record MemoryPlan
             long weights = WeightBytes(c, end - first, d == 0, d == devices - 1, weightCopies: 1, elementBytes, cudaPrecision);
             return ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, 10, end - first, weights,
                 logits: d == devices - 1, part: $"device {d} of {devices}: layers {first}..{end - 1}{(d == 0 ? " + embedding" : "")}{(d == devices - 1 ? " + head" : "")}",
-                cpu: false, checkpoint: false);
+                cpu: false, checkpoint: false, cudaPrecision);
         }).ToList();
     }
 
     static MemoryPlan ForLayers(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites, AttributionMethod method,
-        bool patchBaseline, int elementBytes, int igRowsPerPass, int igSteps, int layers, long weightBytes, bool logits, string? part, bool cpu, bool checkpoint)
+        bool patchBaseline, int elementBytes, int igRowsPerPass, int igSteps, int layers, long weightBytes, bool logits, string? part, bool cpu, bool checkpoint,
+        GemmPrecision? cudaPrecision = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(promptLength, 1);
@@ -167,6 +169,15 @@ internal sealed record MemoryPlan
         // k, v, dz copies; counted for every GPU plan, a little over for fp32 math). Measured on the recording runtime at
         // 8B width, 4 layers: the pool's peak less weights is 0.37 GB above the other items at T = 8192 (this item: 0.40 GB).
         else items.Add(("bf16 operand scratch", igRows * (c.HiddenDim + 2L * d + 2L * kv) * 2));
+        // On a GPU under Bf16 with a head dim the bf16 attention takes: each attention forward's q, k, v in bf16 (written
+        // by their producers), kept until the backward reads them or their layer state is disposed (Ops/StreamingAttention.cs,
+        // Keep): every layer of every held forward when stored (the patch forward's too, until its pass is disposed with
+        // the batch; an IG path pass's beside them), the one recomputed layer's when checkpointed.
+        if (!cpu && (cudaPrecision ?? GemmPrecisions.FromEnvironmentOrFp32()) == GemmPrecision.Bf16 && CudaBackend.Bf16AttentionTakes(c.HeadDim))
+        {
+            long forwardRows = checkpoint ? Math.Max(rows, ig ? igRows : 0) : passes * rows * layers + (ig ? igRows * layers : 0);
+            items.Add(("bf16 q, k, v kept for the backward", forwardRows * (d + 2L * kv) * 2));
+        }
         items.Sort((a, b) => b.Item2.CompareTo(a.Item2));
         return new MemoryPlan
         {

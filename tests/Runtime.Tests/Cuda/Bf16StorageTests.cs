@@ -126,6 +126,52 @@ public class Bf16StorageTests
         Assert.Same(fp32.StackConstants([w32])[0], w32);
     }
 
+    [Theory]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    [InlineData(false, false)]
+    public void The_qkv_projection_equals_the_stacked_product_and_two_ropes_bit_for_bit_and_the_cpu_op(bool bf16, bool interleaved)
+    {
+        var precision = bf16 ? GemmPrecision.Bf16 : GemmPrecision.Fp32;
+        // Under Bf16 the stacked product's split and both rotations are one launch (split_qkv_rope); under Fp32 the
+        // separate calls. Either way the result is that of the calls IBackend.QkvProjection defaults to, bit for bit,
+        // including the bf16 operand a later product reads; and the CPU backend's (the default) on the bf16-rounded inputs.
+        using var b = new CudaBackend(new HostKernelRuntime(), precision: precision);
+        const int seq = 3, rows = 2 * seq, k = 24, heads = 4, kvHeads = 2, headDim = 6;
+        int[] ns = [heads * headDim, kvHeads * headDim, kvHeads * headDim];
+        var ws = ns.Select((n, i) => Rand.Floats(30 + i, n * k)).ToArray();
+        float[] xs = Rand.Floats(1, rows * k), wo = Rand.Floats(5, 7 * ns[0]);
+        var (cosTable, sinTable) = RopeKernelTests.Tables(seq, headDim);
+        var stacked = b.StackConstants(ws.Select((w, i) => b.UploadConstant(w, ns[i], k)).ToArray());
+        using var x = b.Upload(xs, rows, k);
+        using var cos = b.Upload(cosTable, seq, headDim / 2);
+        using var sin = b.Upload(sinTable, seq, headDim / 2);
+        using var o = b.UploadConstant(wo, 7, ns[0]);
+        var fused = ns.Select(n => b.AllocateUninitialized(rows, n)).ToArray();
+        var separate = ns.Select(n => b.AllocateUninitialized(rows, n)).ToArray();
+        b.QkvProjection(x, stacked, fused[0], fused[1], fused[2], heads, kvHeads, seq, cos, sin, interleaved);
+        b.MatMulShared(x, stacked, separate);
+        b.Rope(separate[0], heads, seq, cos, sin, interleaved, inverse: false);
+        b.Rope(separate[1], kvHeads, seq, cos, sin, interleaved, inverse: false);
+
+        var cpu = CpuBackend.Instance;
+        var cq = ns.Select(n => (Tensor)new CpuTensor(rows, n)).ToArray();
+        Tensor[] cw = ns.Select((n, i) => (Tensor)CpuBackend.Wrap(bf16 ? Bf(ws[i]) : ws[i], n, k)).ToArray();
+        ((IBackend)cpu).QkvProjection(CpuBackend.Wrap(bf16 ? Bf(xs) : xs, rows, k), cw, cq[0], cq[1], cq[2], heads, kvHeads, seq,
+            CpuBackend.Wrap(cosTable, seq, headDim / 2), CpuBackend.Wrap(sinTable, seq, headDim / 2), interleaved);
+        for (int i = 0; i < ns.Length; i++)
+        {
+            Assert.Equal(Get(b, separate[i]), Get(b, fused[i]));
+            Approx.Equal(((CpuTensor)cq[i]).Data, Get(b, fused[i]), 1e-5f, 1e-5f, $"part {i} against the CPU backend");
+        }
+        using var y = b.AllocateUninitialized(rows, 7);
+        using var y2 = b.AllocateUninitialized(rows, 7);
+        b.MatMul(fused[0], o, y, false);      // reads q's bf16 operand under Bf16 (the one the fused launch wrote)
+        b.MatMul(separate[0], o, y2, false);
+        Assert.Equal(Get(b, y2), Get(b, y));
+        foreach (var t in stacked.Concat(fused).Concat(separate)) t.Dispose();
+    }
+
     [Fact]
     public void Stacked_weights_give_the_separate_products_and_input_gradients()
     {
@@ -178,6 +224,10 @@ public class Bf16StorageTests
         using (var other = b.Upload(Rand.Floats(4, rows * k), rows, k)) b.Copy(other, normed);   // a copy into it
         b.MatMul(normed, w, y, false);
         Approx.Equal(CpuProduct(Bf(Get(b, normed)), Bf(ws), rows, n, k), Get(b, y), 1e-5f, 1e-5f, "product after a copy");
+
+        b.AddInto(x, normed, normed);              // an out-of-place add into it
+        b.MatMul(normed, w, y, false);
+        Approx.Equal(CpuProduct(Bf(Get(b, normed)), Bf(ws), rows, n, k), Get(b, y), 1e-5f, 1e-5f, "product after an add into it");
     }
 
     /// <summary>Head dim 4 (the fp32 streaming attention) and 16 (the bf16 tensor-core attention over the q, k, v and

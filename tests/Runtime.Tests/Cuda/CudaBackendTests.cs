@@ -220,6 +220,14 @@ public class CudaBackendTests
         Approx.Equal(x.Span, Get(b, gx), 0, 0, "intervene");
         cpu.Multiply(x, s); b.Multiply(gx, gs);
         Approx.Equal(x.Span, Get(b, gx), 0, 0, "multiply");
+        // add into a third tensor, into its first operand and into its second: the CPU's default (copy, then add)
+        ((IBackend)cpu).AddInto(x, s, o); b.AddInto(gx, gs, go);
+        Approx.Equal(o.Span, Get(b, go), 0, 0, "add into");
+        ((IBackend)cpu).AddInto(o, x, o); b.AddInto(go, gx, go);
+        Approx.Equal(o.Span, Get(b, go), 0, 0, "add into a");
+        ((IBackend)cpu).AddInto(s, o, o); b.AddInto(gs, go, go);
+        Approx.Equal(o.Span, Get(b, go), 0, 0, "add into b");
+        Approx.Equal(s.Span, Get(b, gs), 0, 0, "add into leaves its operands");
 
         int[] idx = [5, 0, 5, 2];
         var (d, gd) = Both(b, new float[idx.Length * width], idx.Length, width);

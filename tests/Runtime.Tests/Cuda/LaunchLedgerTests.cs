@@ -59,13 +59,14 @@ public class LaunchLedgerTests
         // backward's scatter of the last rows, the means' row list. The row → position map of the score op is the
         // previous pass's (same batch shape), so it is not sent again.
         Assert.Equal(6, r.Uploads);
-        // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no gradient copies (the
-        // only copies are the forwards' one residual copy per layer: the other residual add is fused into the MLP's
-        // norm, add_rmsnorm_forward), one scatter (the backward's last rows).
+        // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no copies (the forwards'
+        // residual output is one out-of-place add, add_into, per layer, where it was a copy and an add; the other
+        // residual add is fused into the MLP's norm, add_rmsnorm_forward), one scatter (the backward's last rows).
         Assert.Equal(sites.Count * c.Layers, r.Ops["accumulate_scores"].Calls);
         Assert.Equal(1, r.Ops["gather_scaled_rows"].Calls);
         Assert.Equal(1, r.Ops["scatter_add_rows"].Calls);
-        Assert.Equal(2 * c.Layers, r.Ops["copy"].Calls);
+        Assert.False(r.Ops.ContainsKey("copy"));
+        Assert.Equal(2 * c.Layers, r.Ops["add"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["add_rmsnorm_forward"].Calls);
         Assert.False(r.Ops.ContainsKey("intervene"));
         Assert.False(r.Ops.ContainsKey("multiply"));
@@ -102,13 +103,16 @@ public class LaunchLedgerTests
         double linear = c.Layers * ((double)c.Dim * c.Dim * 2 + 2.0 * c.KvDim * c.Dim + 3.0 * c.Dim * c.HiddenDim);
         double head = 2.0 * Batch * c.VocabSize * c.Dim;    // the output layer on the last rows only
         // Clean and patch forwards; only the clean one runs the output layer (the patch forward gives activations).
-        // bf16 stacks [Wq; Wk; Wv] and [W1; W3]. The forward runs q, k, v as one product and one split (K and V are
-        // narrow), gate and up as two (each wide enough alone at 8B width; here every block is narrower than
-        // CudaBackend.NarrowProductColumns, so this small model stacks them too): four products per layer and two splits.
+        // bf16 stacks [Wq; Wk; Wv] and [W1; W3]. The forward runs q, k, v as one product and one launch that splits it
+        // and rotates q and k (split_qkv_rope; K and V are narrow), gate and up as two products (each wide enough alone
+        // at 8B width; here every block is narrower than CudaBackend.NarrowProductColumns, so this small model stacks
+        // them too, and splits them): four products per layer, one split and one split-and-rotate, no forward RoPE.
         Assert.True(c.HiddenDim < CudaBackend.NarrowProductColumns);
         Assert.Equal(2 * 2 * rows * linear + head, r.Ops["matmul"].Flops);
         Assert.Equal(2 * 4 * c.Layers + 1, r.Ops["matmul"].Calls);
-        Assert.Equal(2 * 2 * c.Layers, r.Ops["split_columns"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["split_columns"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["split_qkv_rope"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations of dq and dk
         // The backward's output layer is the gather of two classifier rows per example, not a product; its input
         // gradients are four products per layer too (down, gate-up summed, o, qkv summed).
         Assert.Equal(2 * rows * linear, r.Ops["matmul_input_grad"].Flops);
@@ -116,11 +120,11 @@ public class LaunchLedgerTests
         Assert.Equal(2, r.Ops["sparse_matmul_input_grad"].Calls);   // the answer rows widened from the bf16 classifier, then the sum
         Assert.Equal(2.0 * Batch * 2 * c.Dim, r.Ops["sparse_matmul_input_grad"].Flops);
         // bf16 end to end: the weights are stored bf16 (no conversion ever), the norms (forward and backward), SwiGLU
-        // and SwiGLU's backward (the concatenated [dgate | dup]) write their outputs' bf16 operands themselves, so a
-        // forward layer converts only the attention output z (for Wo: head dim 4 runs the fp32 attention, which writes
-        // no bf16); a backward layer converts the concatenated [dq | dk | dv] in one launch, and the top layer also its
-        // mlp_out gradient (the head's scatter, not a norm, wrote it).
-        Assert.Equal(2 * c.Layers + c.Layers + 1, r.Ops["f32_to_bf16"].Calls);
+        // and SwiGLU's backward (the concatenated [dgate | dup]) and the head's scatter (the top layer's mlp_out
+        // gradient) write their outputs' bf16 operands themselves, so with head dim 4 (the fp32 attention, which writes
+        // no bf16) a forward layer converts only the attention output z (for Wo) and a backward layer the concatenated
+        // [dq | dk | dv] in one launch. (The bf16 attention writes both: see the 8B-shape case.)
+        Assert.Equal(2 * c.Layers + c.Layers, r.Ops["f32_to_bf16"].Calls);
         Assert.False(r.Ops.ContainsKey("bf16_to_f32"));
         Assert.True(r.Pool.PeakUsedBytes >= r.Pool.UsedBytes && r.Pool.PeakUsedBytes > 0);
     }
@@ -128,19 +132,30 @@ public class LaunchLedgerTests
     [Fact]
     public void At_8b_shapes_the_bf16_attention_reads_the_q_k_v_and_dz_its_producers_wrote_in_bf16()
     {
-        // Head dim 128: the bf16 tensor-core attention runs. Its q and k come from RoPE, v from the stacked product's
-        // split (both write the bf16 shadow), kept from the forward for the backward; dz from the backward's row-term
-        // pass; z (the o product's operand) from the attention forward. Left: [dq | dk | dv] per backward layer and the
-        // top layer's mlp_out gradient (was 14 per layer + 1 before the producers wrote bf16).
+        // Head dim 128: the bf16 tensor-core attention runs. Its q, k and v come from the stacked product's split, which
+        // rotates q and k in the same launch (split_qkv_rope writes all three bf16 shadows), kept from the forward for the backward; dz from the backward's row-term
+        // pass; z (the o product's operand) from the attention forward; the [dq | dk | dv] operand of the backward's
+        // stacked Q/K/V input gradient from the dk/dv kernel (dv) and the inverse RoPE (dq, dk); the top layer's
+        // mlp_out gradient from the head's scatter. Nothing is converted (was 14 per layer + 1 before the producers
+        // wrote bf16, then 1 per layer + 1).
         var c = new LlamaConfig
         {
             Dim = 4096, HiddenDim = 14336, Layers = 2, Heads = 32, KvHeads = 8, VocabSize = 128256, MaxSeqLen = 8192,
             RopeTheta = 500000f, RopeLayout = RopeLayout.RotateHalf, NormEps = 1e-5f,
         };
         var r = OnePass(c, NodeSites.All, GemmPrecision.Bf16, uninitialized: true);
-        Assert.Equal(c.Layers + 1, r.Ops["f32_to_bf16"].Calls);
-        Assert.Equal(2 * 2 * c.Layers + 2 * c.Layers, r.Ops["rope"].Calls);
+        Assert.False(r.Ops.ContainsKey("f32_to_bf16"));
+        Assert.Equal(2 * c.Layers, r.Ops["split_qkv_rope"].Calls);
+        Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations only (was 2 more per forward layer)
         Assert.Equal(2 * c.Layers, r.Ops["attention_flash_forward"].Calls);
+        // Every launch of the pass: a forward layer 11 (attention norm, Q/K/V product and its split with RoPE, attention,
+        // o product, residual add fused with the MLP norm, gate and up products, SwiGLU, down product, residual add into
+        // the layer's output), twice (clean, patch); a backward layer 17 (4 input-gradient products, 5 score accumulations,
+        // SwiGLU backward, 2 norm backwards, 2 inverse RoPE, the attention backward's row term, dq and dk/dv); once a pass
+        // 23: 2 embeddings, the clean forward's last-row gather, final norm and output layer, 13 zero-filled allocations
+        // (the backward's 9 scratch tensors, the head's 3, the score slab), the head's answer-row gather and sum (2),
+        // final norm backward and scatter, and the scores' scaled-row gather.
+        Assert.Equal(2 * 11 * c.Layers + 17 * c.Layers + 23, r.Launches);   // 14 a forward layer before split_qkv_rope and add_into
     }
 
     [Fact]

@@ -52,7 +52,8 @@ public class LongPromptPathTests(ITestOutputHelper output)
         const int T = 8192;
         var c = Narrow8B;
         MemoryPlan Plan(bool checkpoint) =>
-            MemoryPlan.ForAttribution(c, 1, T, NodeSites.All, AttributionMethod.RelP, patchBaseline: true, weightCopies: 1, checkpoint: checkpoint);
+            MemoryPlan.ForAttribution(c, 1, T, NodeSites.All, AttributionMethod.RelP, patchBaseline: true, weightCopies: 1, checkpoint: checkpoint,
+                cudaPrecision: GemmPrecision.Bf16);
         var stored = Plan(false);
         var checkpointed = Plan(true);
         Assert.True(checkpointed.TotalBytes < stored.TotalBytes, $"checkpointed {checkpointed.TotalBytes}, stored {stored.TotalBytes}");
@@ -76,6 +77,30 @@ public class LongPromptPathTests(ITestOutputHelper output)
         double ratio = planned / (double)(peak - weights);
         output.WriteLine($"T={T} checkpointed: pool peak {MemoryPlan.Gib(peak)} (weights {MemoryPlan.Gib(weights)}), plan without weights {MemoryPlan.Gib(planned)}, ratio {ratio:F3}");
         foreach (var (item, bytes) in checkpointed.Items) output.WriteLine($"  {item}: {MemoryPlan.Gib(bytes)}");
+        Assert.InRange(ratio, 1.0, 1.25);
+    }
+
+    [Fact]
+    public void A_stored_bf16_run_stays_within_its_plan_which_counts_the_q_k_v_kept_for_the_backward()
+    {
+        // Stored (not checkpointed): the bf16 q, k, v of every layer of both forwards are held at the backward's start
+        // (the clean pass's until the backward reads them, the patch pass's until the batch ends); the plan counts them.
+        const int T = 2048;
+        var c = Narrow8B;
+        var plan = MemoryPlan.ForAttribution(c, 1, T, NodeSites.All, AttributionMethod.RelP, patchBaseline: true, weightCopies: 1, cudaPrecision: GemmPrecision.Bf16);
+        Assert.Equal(2L * c.Layers * T * (c.Dim + 2L * c.KvDim) * 2, plan.Items.Single(i => i.Item == "bf16 q, k, v kept for the backward").Bytes);
+        Assert.DoesNotContain(MemoryPlan.ForAttribution(c, 1, T, NodeSites.All, AttributionMethod.RelP, true, weightCopies: 1, cudaPrecision: GemmPrecision.Fp32).Items,
+            i => i.Item.StartsWith("bf16 q, k, v"));
+        var device = new RecordingDeviceRuntime();
+        using var model = Llama.WithUninitializedWeights(c, new CudaBackend(device, ownsDevice: false, GemmPrecision.Bf16));
+        long weights = device.Pool.UsedBytes;
+        device.Reset();
+        Attributor.Score(model, OnePair(c, T), new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = 1 });
+        long peak = device.Pool.PeakUsedBytes;
+        long planned = plan.TotalBytes - plan.Items.Single(i => i.Item == "weights").Bytes;
+        double ratio = planned / (double)(peak - weights);
+        output.WriteLine($"T={T} stored: pool peak {MemoryPlan.Gib(peak)} (weights {MemoryPlan.Gib(weights)}), plan without weights {MemoryPlan.Gib(planned)}, ratio {ratio:F3}");
+        foreach (var (item, bytes) in plan.Items) output.WriteLine($"  {item}: {MemoryPlan.Gib(bytes)}");
         Assert.InRange(ratio, 1.0, 1.25);
     }
 

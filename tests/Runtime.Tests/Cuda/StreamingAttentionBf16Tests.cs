@@ -70,6 +70,31 @@ public class StreamingAttentionBf16Tests(ITestOutputHelper output)
         Check(ev, Get(b, gdv), 1e-2f, 2e-2f, $"dv ({rule})");
         Check(ek, Get(b, gdk), 1e-2f, 2e-2f, $"dk ({rule})");
         Check(eq, Get(b, gdq), 1e-2f, 2e-2f, $"dq ({rule})");
+
+        // As in the backward pass: dq and dk rotated back (inverse RoPE), then the stacked Q/K/V input-gradient product,
+        // whose [dq | dk | dv] operand the dk/dv kernel (dv's columns) and the inverse RoPE (dq's, dk's) wrote in bf16.
+        // It equals the CPU sum of products of the downloaded gradients and weights, both rounded to bf16 (1e-5, as
+        // Bf16StorageTests' stacked products), and the same product over a conversion at the reader, bit for bit.
+        using var cos = b.Upload(Rand.Floats(11, seqLen * headDim / 2, -1f, 1f), seqLen, headDim / 2);
+        using var sin = b.Upload(Rand.Floats(12, seqLen * headDim / 2, -1f, 1f), seqLen, headDim / 2);
+        b.Rope(gdq, heads, seqLen, cos, sin, interleaved: false, inverse: true);
+        b.Rope(gdk, kvHeads, seqLen, cos, sin, interleaved: false, inverse: true);
+        const int dim = 24;
+        int[] ns = [s.QWidth, s.KvWidth, s.KvWidth];
+        var wqkv = ns.Select((n, i) => Rand.Floats(13 + i, n * dim)).ToArray();
+        var stacked = b.StackConstants(wqkv.Select((w, i) => b.UploadConstant(w, ns[i], dim)).ToArray());
+        using var dx = b.AllocateUninitialized(s.Rows, dim);
+        b.MatMulInputGradSum([gdq, gdk, gdv], stacked, dx);
+        var expected = new CpuTensor(s.Rows, dim);
+        var grads = new[] { Get(b, gdq), Get(b, gdk), Get(b, gdv) };
+        for (int i = 0; i < 3; i++)
+            CpuBackend.Instance.MatMulInputGrad(CpuBackend.Wrap(Round(grads[i]), s.Rows, ns[i]), CpuBackend.Wrap(Round(wqkv[i]), ns[i], dim), expected, i > 0);
+        var got = Get(b, dx);
+        Approx.Equal(expected.Data, got, 1e-5f, 1e-5f, $"Q/K/V input gradient of [dq | dk | dv] ({rule})");
+        b.ReadsShadows = false;
+        b.MatMulInputGradSum([gdq, gdk, gdv], stacked, dx);
+        Assert.Equal(Get(b, dx), got);
+        foreach (var w in stacked) w.Dispose();
     }
 
     [Fact]

@@ -18,7 +18,7 @@ namespace NeuronTrace.Runtime.Tests.Kernels;
 public class Bf16KernelTests
 {
     /// <summary>The bf16 nearest to x, ties to the even pattern (the definition, not convert.cu's bit trick).</summary>
-    static ushort Round(float x)
+    internal static ushort Round(float x)
     {
         if (float.IsNaN(x)) return 0x7FC0;
         int bits = BitConverter.SingleToInt32Bits(x);
@@ -30,10 +30,10 @@ public class Bf16KernelTests
 
     static float Widen(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
 
-    static ushort[] Halves(DeviceArray a, long n) => MemoryMarshal.Cast<float, ushort>(a.Download()).Slice(0, (int)n).ToArray();
+    internal static ushort[] Halves(DeviceArray a, long n) => MemoryMarshal.Cast<float, ushort>(a.Download()).Slice(0, (int)n).ToArray();
 
     /// <summary>bf16 patterns packed two to a float, uploaded as raw bits.</summary>
-    static DeviceArray UploadHalves(IDeviceRuntime rt, ushort[] h)
+    internal static DeviceArray UploadHalves(IDeviceRuntime rt, ushort[] h)
     {
         var padded = new ushort[(h.Length + 1) / 2 * 2];
         h.CopyTo(padded, 0);
@@ -130,14 +130,52 @@ public class Bf16KernelTests
         using var dx = DeviceArray.Upload(rt, x);
         using var dc = DeviceArray.Upload(rt, cos);
         using var ds = DeviceArray.Upload(rt, sin);
-        using var d16 = DeviceArray.Floats(rt, (x.Length + 1) / 2);
+        // x16 as x's columns of a wider row-wise concatenation (the inverse's [dq | dk | dv] operand): `before` columns
+        // of another part to the left, `after` to the right, which must stay as they were (0xFFFF, a NaN pattern).
+        int width = heads * headDim, before = inverse ? 3 : 0, after = inverse ? 5 : 0, stride = before + width + after;
+        var sentinel = Enumerable.Repeat((ushort)0xFFFF, rows * stride).ToArray();
+        using var d16 = UploadHalves(rt, sentinel);
         long pairs = (long)rows * heads * (headDim / 2);
-        rt.Run("rope_apply_bf16", new Dim3(KernelLaunch.Blocks(pairs, block)), new Dim3((uint)block), 0, dx, dc, ds, d16,
-            rows, heads, headDim, seqLen, interleaved ? 1 : 0, inverse ? 1 : 0);
+        rt.Run("rope_apply_bf16", new Dim3(KernelLaunch.Blocks(pairs, block)), new Dim3((uint)block), 0, dx, dc, ds, d16.Pointer + 2 * before,
+            stride, rows, heads, headDim, seqLen, interleaved ? 1 : 0, inverse ? 1 : 0);
         var got = dx.Download();
         Approx.Equal(expected, got, 1e-6f, 1e-6f, "rotated x");   // RopeKernelTests' tolerance
-        var halves = Halves(d16, x.Length);
-        for (int i = 0; i < x.Length; i++) Assert.True(Round(got[i]) == halves[i], $"x16[{i}]: expected 0x{Round(got[i]):X4} (x = {got[i]:R}), got 0x{halves[i]:X4}");
+        var halves = Halves(d16, rows * stride);
+        for (int r = 0; r < rows; r++)
+            for (int j = 0; j < stride; j++)
+            {
+                ushort h = halves[r * stride + j];
+                if (j < before || j >= before + width) { Assert.True(h == 0xFFFF, $"x16 row {r} column {j} outside x's columns was written"); continue; }
+                float v = got[r * width + j - before];
+                Assert.True(Round(v) == h, $"x16[{r}, {j - before}]: expected 0x{Round(v):X4} (x = {v:R}), got 0x{h:X4}");
+            }
+    }
+
+    public static IEnumerable<object[]> ScatterCases => KernelTargets.Cross([[6, 5, 4, 64, 0u], [9, 33, 7, 256, 3u], [4, 1, 1, 32, 0u], [12, 70, 0, 128, 0u]]);
+
+    [Theory]
+    [MemberData(nameof(ScatterCases))]
+    public void Scatter_add_rows_bf16_matches_the_cpu_op_bit_for_bit_and_stores_the_whole_destination_rounded(string target, int destinationRows,
+        int width, int count, int block, uint grid)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        // Repeated rows: their sources add in index order, so the sums round as the CPU op's do.
+        int[] rows = Enumerable.Range(0, count).Select(i => (i * 5 + 1) % destinationRows).Concat(count > 2 ? [1] : []).ToArray();
+        float[] source = Rand.Floats(1, Math.Max(1, rows.Length) * width, -2f, 2f), destination = Rand.Floats(2, destinationRows * width, -1f, 1f);
+        var expected = CpuBackend.Wrap((float[])destination.Clone(), destinationRows, width);
+        CpuBackend.Instance.ScatterAddRows(CpuBackend.Wrap(source, Math.Max(1, rows.Length), width), rows, expected);
+        using var dsrc = DeviceArray.Upload(rt, source);
+        using var drows = DeviceArray.Upload(rt, rows.Length == 0 ? [0] : rows);
+        using var ddst = DeviceArray.Upload(rt, destination);
+        using var d16 = DeviceArray.Floats(rt, (destinationRows * width + 1) / 2);
+        long n = (long)destinationRows * width;
+        rt.Run("scatter_add_rows_bf16", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0,
+            dsrc, drows, ddst, d16, rows.Length, width, destinationRows);
+        var got = ddst.Download();
+        Assert.Equal(expected.Data, got);
+        var halves = Halves(d16, n);
+        for (int i = 0; i < n; i++) Assert.True(Round(got[i]) == halves[i], $"destination16[{i}]: expected 0x{Round(got[i]):X4}, got 0x{halves[i]:X4}");
     }
 
     public static IEnumerable<object[]> GateGradCases =>

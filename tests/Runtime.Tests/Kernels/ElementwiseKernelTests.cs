@@ -5,7 +5,7 @@ using Xunit;
 namespace NeuronTrace.Runtime.Tests.Kernels;
 
 /// <summary>
-/// elementwise.cu against <see cref="CpuBackend"/>: add, intervene (fused multiply-add on both sides), multiply, fill,
+/// elementwise.cu against <see cref="CpuBackend"/>: add (in place and into a third tensor), intervene (fused multiply-add on both sides), multiply, fill,
 /// gather and scatter-add with repeated indices. One IEEE operation per element in the same order, so exact
 /// (tolerance 0). Sizes around the block size, and grids smaller than the data (the grid-stride loops).
 /// </summary>
@@ -34,6 +34,17 @@ public class ElementwiseKernelTests
         {
             rt.Run("add_inplace", g, bk, 0, dx, da, (long)n);
             Approx.Equal(ex.Data, dx.Download(), 0, 0, "add");
+        }
+
+        ex = new CpuTensor(n);
+        ((IBackend)cpu).AddInto(CpuBackend.Wrap(x, n), CpuBackend.Wrap(a, n), ex);   // the default: copy, then add
+        using (var dx = DeviceArray.Upload(rt, x))
+        using (var da = DeviceArray.Upload(rt, a))
+        using (var dsum = DeviceArray.Upload(rt, b))
+        {
+            rt.Run("add_into", g, bk, 0, dsum, dx, da, (long)n);
+            Approx.Equal(ex.Data, dsum.Download(), 0, 0, "add into");
+            Approx.Equal(x, dx.Download(), 0, 0, "add into leaves a");
         }
 
         ex = CpuBackend.Wrap((float[])x.Clone(), n);

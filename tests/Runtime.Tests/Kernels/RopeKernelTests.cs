@@ -29,7 +29,7 @@ public class RopeKernelTests
         return (x, expected, cos, sin);
     }
 
-    static (float[] Cos, float[] Sin) Tables(int seqLen, int headDim)
+    internal static (float[] Cos, float[] Sin) Tables(int seqLen, int headDim)
     {
         int half = headDim / 2;
         float[] c = new float[seqLen * half], s = new float[seqLen * half];

@@ -271,10 +271,42 @@ internal sealed partial class CudaBackend
     long pairOperandCapacity;
     (CudaTensor Part, long Version)[]? pairParts;
 
-    /// <summary>Scratch for a bf16 row-wise concatenation of <paramref name="elements"/> values that the parts' producing kernel writes; call <see cref="PublishConcat"/> after the launch.</summary>
+    /// <summary>Scratch for a bf16 row-wise concatenation of <paramref name="elements"/> values that the parts' producing kernel writes; call <see cref="PublishConcat(Tensor[])"/> after the launch.</summary>
     nint ConcatSlot(long elements) => Stage(ref pairOperand, ref pairOperandCapacity, Math.Max(256, elements * 2));
 
     void PublishConcat(params Tensor[] parts) => pairParts = parts.Select(p => ((CudaTensor)p, ((CudaTensor)p).Version)).ToArray();
+
+    /// <summary>
+    /// As <see cref="PublishConcat(Tensor[])"/> where the launch wrote only the <paramref name="written"/> parts' columns: each other
+    /// part's later producer writes its own (<see cref="ConcatColumns"/>, then <see cref="PublishConcatPart"/>); until then
+    /// the operand is not handed out. The attention backward writes dv's columns of [dq | dk | dv], the inverse RoPE dq's and dk's.
+    /// </summary>
+    void PublishConcat(Tensor[] parts, Tensor written) =>
+        pairParts = parts.Select(p => ((CudaTensor)p, ReferenceEquals(p, written) ? ((CudaTensor)p).Version : -1)).ToArray();
+
+    /// <summary>The address of <paramref name="part"/>'s first column in the published concatenation, with its row stride in values; 0 when it is not a part.</summary>
+    nint ConcatColumns(Tensor part, out int stride)
+    {
+        stride = 0;
+        if (pairParts is null || pairOperand is null) return 0;
+        int at = -1, offset = 0, width = 0;
+        for (int i = 0; i < pairParts.Length; i++)
+        {
+            if (ReferenceEquals(pairParts[i].Part, part)) at = offset;
+            if (at < 0) offset += pairParts[i].Part.Columns;
+            width += pairParts[i].Part.Columns;
+        }
+        if (at < 0 || part.Rows != pairParts[0].Part.Rows) return 0;
+        stride = width;
+        return pairOperand.DangerousGetHandle() + (nint)(2L * at);
+    }
+
+    /// <summary>Marks <paramref name="part"/>'s columns of the published concatenation as written as of now (call after the launch).</summary>
+    void PublishConcatPart(Tensor part)
+    {
+        for (int i = 0; pairParts is not null && i < pairParts.Length; i++)
+            if (ReferenceEquals(pairParts[i].Part, part)) pairParts[i].Version = pairParts[i].Part.Version;
+    }
 
     /// <summary>The producer-written concatenation of exactly <paramref name="parts"/>, none written since, or 0.</summary>
     nint ConcatOf(ReadOnlySpan<Tensor> parts)

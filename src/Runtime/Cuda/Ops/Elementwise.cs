@@ -14,6 +14,10 @@ internal sealed partial class CudaBackend
     internal static readonly Kernel<AddArgs> AddKernel = Kernel.Declare<AddArgs>("add_inplace");
 
     [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct AddIntoArgs(nint Sum, nint A, nint B, long N);
+    internal static readonly Kernel<AddIntoArgs> AddIntoKernel = Kernel.Declare<AddIntoArgs>("add_into");
+
+    [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct InterveneArgs(nint X, nint Scale, nint Offset, long N);
     internal static readonly Kernel<InterveneArgs> InterveneKernel = Kernel.Declare<InterveneArgs>("intervene_inplace");
 
@@ -26,6 +30,14 @@ internal sealed partial class CudaBackend
     internal readonly record struct RowsArgs(nint Source, nint Rows, nint Destination, int Count, int Width, int TableRows);
     internal static readonly Kernel<RowsArgs> GatherRowsKernel = Kernel.Declare<RowsArgs>("gather_rows");
     internal static readonly Kernel<RowsArgs> ScatterAddRowsKernel = Kernel.Declare<RowsArgs>("scatter_add_rows");
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct ScatterBf16Args(nint Source, nint Rows, nint Destination, nint Destination16, int Count, int Width, int DestinationRows);
+    internal static readonly Kernel<ScatterBf16Args> ScatterAddRowsBf16Kernel = Kernel.Declare<ScatterBf16Args>("scatter_add_rows_bf16");
+
+    /// <summary>Under Bf16 a scatter of at most this many rows also writes its destination's bf16 shadow (every element walks
+    /// the row list, so a long list would cost more than the conversion it saves): the backward head's one row per example.</summary>
+    public const int ScatterBf16MaxRows = 64;
 
     public void Fill(Tensor tensor, float value)
     {
@@ -42,6 +54,18 @@ internal sealed partial class CudaBackend
         if (n == 0) return;
         using var _ = Range("add");
         Launch(AddKernel, GridFor(n), new Dim3(ElementwiseBlock), 0, new AddArgs(Dev(destination), In(source), n), OpWork.Streaming(n, 3, 1));
+    }
+
+    /// <summary><see cref="IBackend.AddInto"/> in one launch (add_into): the bits of Copy then Add.</summary>
+    public void AddInto(Tensor a, Tensor b, Tensor sum)
+    {
+        OpContracts.Add(sum, a);
+        OpContracts.Add(sum, b);
+        long n = sum.Length;
+        if (n == 0) return;
+        nint pa = In(a), pb = In(b);   // read before Dev(sum) marks sum written (a or b may be sum itself)
+        using var _ = Range("add");
+        Launch(AddIntoKernel, GridFor(n), new Dim3(ElementwiseBlock), 0, new AddIntoArgs(Dev(sum), pa, pb, n), OpWork.Streaming(n, 3, 1));
     }
 
     public void Intervene(Tensor x, Tensor scale, Tensor offset)
@@ -78,6 +102,17 @@ internal sealed partial class CudaBackend
         int width = source.Columns;
         if (destinationRows == 0) return;
         using var _ = Range("scatter_add_rows");
+        if (Precision == GemmPrecision.Bf16 && rows.Length <= ScatterBf16MaxRows)
+        {
+            // The destination's bf16 shadow written on the way (the next product's operand: no conversion there).
+            long n = (long)destinationRows * width;
+            var slot = ShadowSlot(destination);
+            Launch(ScatterAddRowsBf16Kernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
+                new ScatterBf16Args(In(source), Indices(rows), Dev(destination), slot.Address, rows.Length, width, destinationRows),
+                new OpWork(n, n * 10.0 + (long)rows.Length * width * 4.0));
+            Publish(slot, destination);
+            return;
+        }
         // One thread per column walks the rows in order, so repeated rows add without atomics (and deterministically).
         Launch(ScatterAddRowsKernel, GridFor(width), new Dim3(ElementwiseBlock), 0,
             new RowsArgs(In(source), Indices(rows), Dev(destination), rows.Length, width, destinationRows),

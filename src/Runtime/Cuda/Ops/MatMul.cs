@@ -14,6 +14,11 @@ internal sealed partial class CudaBackend
     internal readonly record struct SplitColumnsBf16Args(nint Source, int Rows, nint A, nint A16, int WidthA, nint B, nint B16, int WidthB, nint C, nint C16, int WidthC);
     internal static readonly Kernel<SplitColumnsBf16Args> SplitColumnsBf16Kernel = Kernel.Declare<SplitColumnsBf16Args>("split_columns_bf16");
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct SplitQkvRopeBf16Args(nint Source, int Rows, nint Q, nint Q16, int WidthQ, nint K, nint K16, int WidthK,
+        nint V, nint V16, int WidthV, nint Cos, nint Sin, int HeadDim, int SeqLen, int Interleaved);
+    internal static readonly Kernel<SplitQkvRopeBf16Args> SplitQkvRopeBf16Kernel = Kernel.Declare<SplitQkvRopeBf16Args>("split_qkv_rope_bf16");
+
     SafeHandle? stackedOutput;   // the [rows, Σ n] output of a stacked product, before its split
     long stackedOutputCapacity;
 
@@ -48,23 +53,17 @@ internal sealed partial class CudaBackend
     public void MatMulShared(Tensor x, ReadOnlySpan<Tensor> weights, ReadOnlySpan<Tensor> outputs)
     {
         if (weights.Length != outputs.Length) throw new ArgumentException($"MatMulShared: {weights.Length} weights for {outputs.Length} outputs");
-        bool narrow = false;
-        foreach (var w in weights) narrow |= w.Rows < NarrowProductColumns;
-        if (Precision != GemmPrecision.Bf16 || !narrow || !Adjacent(weights) || x.Rows == 0 || x.Columns == 0)
+        nint stacked = StackedProduct(x, weights, outputs);
+        if (stacked == 0)
         {
             for (int i = 0; i < weights.Length; i++) MatMul(x, weights[i], outputs[i], false);
             return;
         }
-        for (int i = 0; i < weights.Length; i++) OpContracts.MatMul(x, weights[i], outputs[i]);
         int rows = x.Rows, n = 0;
         foreach (var w in weights) n += w.Rows;
-        nint stacked = Stage(ref stackedOutput, ref stackedOutputCapacity, (long)rows * n * sizeof(float));
-        using (Range("matmul"))
-            device.Sgemm(GemmCall.MatMul(ActivationBf16(x), DevBf16(weights[0]), stacked, rows, n, x.Columns, false) with { Precision = GemmPrecision.Bf16 });
         using var _ = Range("split_columns");
-        // Each part's bf16 shadow is written beside it, so the bf16 attention reads v without a conversion (q and k are
-        // rotated next, and RoPE writes theirs again: 2 bytes a value of q and k stored twice, against one launch and 6
-        // bytes a value of v saved).
+        // Each part's bf16 shadow is written beside it, so a later product or the bf16 attention reads it without a
+        // conversion (the forward's q, k, v go through QkvProjection, whose one launch also rotates q and k).
         Span<nint> at = stackalloc nint[3], at16 = stackalloc nint[3];
         Span<int> widths = stackalloc int[3];
         var slots = new Shadow[outputs.Length];
@@ -73,6 +72,59 @@ internal sealed partial class CudaBackend
             new SplitColumnsBf16Args(stacked, rows, at[0], at16[0], widths[0], at[1], at16[1], widths[1], at[2], at16[2], widths[2]),
             OpWork.Streaming((long)rows * n, 2) with { Bytes = rows * (double)n * 10 });
         for (int i = 0; i < outputs.Length; i++) Publish(slots[i], outputs[i]);
+    }
+
+    /// <summary>
+    /// The one product x · [W₀; W₁; …]ᵀ into the [rows, Σ n] scratch when <see cref="MatMulShared"/> stacks (Bf16,
+    /// adjacent bf16 weights, a block narrower than <see cref="NarrowProductColumns"/>), its address; else 0 (nothing run).
+    /// </summary>
+    nint StackedProduct(Tensor x, ReadOnlySpan<Tensor> weights, ReadOnlySpan<Tensor> outputs)
+    {
+        bool narrow = false;
+        foreach (var w in weights) narrow |= w.Rows < NarrowProductColumns;
+        if (Precision != GemmPrecision.Bf16 || !narrow || !Adjacent(weights) || x.Rows == 0 || x.Columns == 0) return 0;
+        for (int i = 0; i < weights.Length; i++) OpContracts.MatMul(x, weights[i], outputs[i]);
+        int rows = x.Rows, n = 0;
+        foreach (var w in weights) n += w.Rows;
+        nint stacked = Stage(ref stackedOutput, ref stackedOutputCapacity, (long)rows * n * sizeof(float));
+        using (Range("matmul"))
+            device.Sgemm(GemmCall.MatMul(ActivationBf16(x), DevBf16(weights[0]), stacked, rows, n, x.Columns, false) with { Precision = GemmPrecision.Bf16 });
+        return stacked;
+    }
+
+    /// <summary>
+    /// <see cref="IBackend.QkvProjection"/>: when the product stacks, its split and the rotation of q and k run as one
+    /// launch (split_qkv_rope_bf16 in rope.cu, bit for bit the split and the two RoPE launches it replaces), writing each
+    /// part's bf16 shadow (the bf16 attention's q, k, v); otherwise <see cref="MatMulShared"/> and <see cref="Rope"/> twice.
+    /// </summary>
+    public void QkvProjection(Tensor x, ReadOnlySpan<Tensor> weights, Tensor q, Tensor k, Tensor v, int heads, int kvHeads, int seqLen,
+        Tensor cos, Tensor sin, bool interleaved)
+    {
+        if (weights.Length != 3) throw new ArgumentException($"QkvProjection: {weights.Length} weights for q, k, v");
+        int headDim = OpContracts.Rope(q, heads, seqLen, cos, sin);
+        if (OpContracts.Rope(k, kvHeads, seqLen, cos, sin) != headDim) throw new ArgumentException($"QkvProjection: q and k head dims differ ({q}, {heads} heads; {k}, {kvHeads} heads)");
+        nint stacked = StackedProduct(x, weights, [q, k, v]);
+        if (stacked == 0)
+        {
+            MatMulShared(x, weights, [q, k, v]);
+            Rope(q, heads, seqLen, cos, sin, interleaved, inverse: false);
+            Rope(k, kvHeads, seqLen, cos, sin, interleaved, inverse: false);
+            return;
+        }
+        int rows = x.Rows;
+        long items = (long)rows * (q.Columns / 2 + k.Columns / 2 + v.Columns);
+        using var _ = Range("split_qkv_rope");
+        var sq = ShadowSlot(q);
+        var sk = ShadowSlot(k);
+        var sv = ShadowSlot(v);
+        long values = (long)rows * (q.Columns + k.Columns + v.Columns), pairs = (long)rows * (q.Columns + k.Columns) / 2;
+        Launch(SplitQkvRopeBf16Kernel, GridFor(items), new Dim3(ElementwiseBlock), 0,
+            new SplitQkvRopeBf16Args(stacked, rows, Dev(q), sq.Address, q.Columns, Dev(k), sk.Address, k.Columns, Dev(v), sv.Address, v.Columns,
+                In(cos), In(sin), headDim, seqLen, interleaved ? 1 : 0),
+            new OpWork(pairs * 6.0, values * 10.0 + pairs * 8.0));
+        Publish(sq, q);
+        Publish(sk, k);
+        Publish(sv, v);
     }
 
     /// <summary>

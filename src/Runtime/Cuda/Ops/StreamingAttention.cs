@@ -77,13 +77,21 @@ internal sealed partial class CudaBackend
         int SeqLen, int Heads, int KvHeads, int HeadDim, float Scale);
     internal static readonly Kernel<FlashBf16ForwardArgs> FlashBf16ForwardKernel = Kernel.Declare<FlashBf16ForwardArgs>("attention_flash_bf16_forward");
     internal static readonly Kernel<FlashBackwardDqArgs> FlashBf16BackwardDqKernel = Kernel.Declare<FlashBackwardDqArgs>("attention_flash_bf16_backward_dq");
-    internal static readonly Kernel<FlashBackwardDkDvArgs> FlashBf16BackwardDkDvKernel = Kernel.Declare<FlashBackwardDkDvArgs>("attention_flash_bf16_backward_dkdv");
+    /// <summary>The fp32 dk/dv kernel's arguments, plus Dv16: where dv rounded to bf16 goes (or 0), rows Dv16Stride values
+    /// apart: dv's columns of the [dq | dk | dv] operand, Heads·HeadDim + 2·KvHeads·HeadDim values a row.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct FlashBf16BackwardDkDvArgs(nint Dz, nint Q, nint K, nint V, nint Lse, nint DSum, nint Dk, nint Dv,
+        nint Dv16, int Dv16Stride, int SeqLen, int Heads, int KvHeads, int HeadDim, float Scale, int Exact);
+    internal static readonly Kernel<FlashBf16BackwardDkDvArgs> FlashBf16BackwardDkDvKernel = Kernel.Declare<FlashBf16BackwardDkDvArgs>("attention_flash_bf16_backward_dkdv");
 
     SafeHandle? flashBf16Scratch;  // bf16 copies of q, k, v (and dz) for one attention call, where they have no shadow
     long flashBf16Capacity;
 
     /// <summary>Whether attention runs on the bf16 tensor-core kernels: bf16 precision and a head dim they take.</summary>
-    public bool UsesBf16Attention(AttentionShape s) => Precision == GemmPrecision.Bf16 && s.HeadDim % 16 == 0 && s.HeadDim <= 128;
+    public bool UsesBf16Attention(AttentionShape s) => Precision == GemmPrecision.Bf16 && Bf16AttentionTakes(s.HeadDim);
+
+    /// <summary>Whether the bf16 kernels take this head dim (a multiple of 16, at most 128); the memory plan asks too.</summary>
+    public static bool Bf16AttentionTakes(int headDim) => headDim % 16 == 0 && headDim <= 128;
 
     /// <summary>Dynamic shared memory of the bf16 kernels: two buffers of 64 bf16 rows (head dim + 8, padded against bank
     /// conflicts) and two of 64 floats.</summary>
@@ -224,10 +232,16 @@ internal sealed partial class CudaBackend
         {
             Fill(dq, 0f);
         }
+        // dv's bf16 copy goes straight into its columns of [dq | dk | dv], the stacked Q/K/V input-gradient product's
+        // operand; the inverse RoPE on dq and dk writes theirs (Ops/Rope.cs), so the product converts nothing.
+        int width = dq.Columns + dk.Columns + dv.Columns;
+        nint concat = ConcatSlot((long)dv.Rows * width);
+        var work = FlashWork(shape, products: exact ? 4 : 2, bytesPerOperand: 2);
         Launch(FlashBf16BackwardDkDvKernel, FlashBf16Grid(shape, keyMajor: true), new Dim3(FlashBf16Threads), shared,
-            new FlashBackwardDkDvArgs(c[0], c[1], c[2], c[3], In(lse), dsum, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads,
-                shape.HeadDim, scale, exact ? 1 : 0),
-            FlashWork(shape, products: exact ? 4 : 2, bytesPerOperand: 2));
+            new FlashBf16BackwardDkDvArgs(c[0], c[1], c[2], c[3], In(lse), dsum, Dev(dk), Dev(dv), concat + (nint)(2L * (dq.Columns + dk.Columns)), width,
+                shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, scale, exact ? 1 : 0),
+            work with { Bytes = work.Bytes + 2.0 * dv.Length });
+        PublishConcat([dq, dk, dv], written: dv);
         // The forward's q, k, v shadows were kept for this read: freed now.
         Release(q); Release(k); Release(v);
     }
