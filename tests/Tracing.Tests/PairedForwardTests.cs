@@ -112,6 +112,35 @@ public class PairedForwardTests
                 }
     }
 
+    /// <summary>Without logits (a sparsely seeded backward never reads them) the clean pass backpropagates as with them.</summary>
+    [Fact]
+    public void CleanPassWithoutLogitsGivesTheSameSparseBackward()
+    {
+        var weights = WideRandom();
+        using var model = new Llama(weights, CpuBackend.Instance);
+        var task = RandomTasks.Pairs(8, weights.Config.VocabSize, seed: 5);
+        var clean = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
+        var patch = new TokenBatch(task.Pairs.Select(p => p.PatchIds!).ToList());
+        var (wc, wp) = PairedForward.Run(model, clean, patch, AllSites);
+        var (nc, np) = PairedForward.Run(model, clean, patch, AllSites, logits: false);
+        using var withClean = wc; using var withPatch = wp; using var noClean = nc; using var noPatch = np;
+        Assert.NotNull(withClean.Logits);
+        Assert.Null(noClean.Logits);
+        Assert.Throws<InvalidOperationException>(() => noClean.HostLogits());
+        AssertSame(withClean.FinalInput!, noClean.FinalInput!, "final input");
+        // Two terms per row (a logit difference), one row with none.
+        int[] tokens = [.. Enumerable.Range(0, 2 * clean.Size).Select(i => i < 2 ? -1 : (i * 37) % weights.Config.VocabSize)];
+        float[] signs = [.. Enumerable.Range(0, 2 * clean.Size).Select(i => i % 2 == 0 ? 1f : -1f)];
+        using var gWith = model.Backward(withClean, LogitGradient.Sparse(tokens, signs, 2), BackwardRules.RelP, AllSites);
+        using var gNo = model.Backward(noClean, LogitGradient.Sparse(tokens, signs, 2), BackwardRules.RelP, AllSites);
+        foreach (var s in AllSites)
+            for (int l = 0; l < weights.Config.Layers; l++)
+            {
+                Assert.Contains(gWith.Get(s, l).Span.ToArray(), v => v != 0f);
+                AssertSame(gWith.Get(s, l), gNo.Get(s, l), $"gradient {s} layer {l}");
+            }
+    }
+
     [Fact]
     public void FewRowsOnTheCpuRunApart()
     {
