@@ -16,7 +16,7 @@ namespace NeuronTrace.Model;
 /// CPU that holds except where one count takes the few-row kernel and the other the packed one; <see cref="Applies"/>
 /// says when, and the caller then runs the two forwards apart.
 /// </remarks>
-internal static class PairedForward
+internal static partial class PairedForward
 {
     /// <summary>What the patch pass holds in place of a tensor it does not keep: no values, a shape no op accepts.</summary>
     static readonly Tensor NotKept = new CpuTensor(0);
@@ -51,6 +51,7 @@ internal static class PairedForward
             for (int i = 0; i < b.Size; i++) prompts.Add(b.Tokens.AsSpan(i * b.SeqLen, b.Lengths[i]).ToArray());
         var both = new TokenBatch(prompts);
         model.CheckLength(both);
+        var shared = SharedPrefix.Of(clean, patch);   // patch rows before their first differing token: the clean rows' values
 
         int layers = model.Config.Layers;
         var cleanLayers = new List<LayerState>(layers);
@@ -66,7 +67,7 @@ internal static class PairedForward
             Tensor x = embedded, cleanInput = cleanEmbedded, patchInput = patchEmbedded;
             for (int l = 0; l < layers; l++)
             {
-                var s = model.ForwardLayer(l, x, both, null);
+                var s = model.ForwardLayer(l, x, both, null, shared is null ? null : new SharedPrefixShortcuts(model, l, shared));
                 // The layer below (or the embedding) was read by this one: its paired tensors are no longer needed.
                 if (paired is null) embedded.Dispose();
                 else paired.Dispose();

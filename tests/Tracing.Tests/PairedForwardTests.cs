@@ -40,6 +40,10 @@ public class PairedForwardTests
         var clean = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
         var patch = new TokenBatch(task.Pairs.Select(p => p.PatchIds!).ToList());
         Assert.True(PairedForward.Applies(model, clean.Rows), $"{clean.Rows} rows: the pairing must apply for this test to mean anything");
+        // The patch rows before each prompt's first differing token are not computed (their clean twins' values):
+        // some must be shared here for the test to cover that path.
+        var shared = PairedForward.SharedPrefix.Of(clean, patch);
+        Assert.True(shared is not null && shared.Computed.Length < 2 * clean.Rows, $"{which}: no patch row shares its clean prefix");
 
         var (pc, pp) = PairedForward.Run(model, clean, patch, AllSites);
         using var pairedClean = pc;
