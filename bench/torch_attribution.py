@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/torch_attribution.py (--model PATH | --shape llama3-8b [--layers L]) --batch 8 --seq 128
         --iters 3 [--method atp|relp|relp_frozen_attn] [--threads 2] [--torch-threads 1] [--device cpu|cuda]
-        [--dtype f32|bf16] [--attention eager|chunked|sdpa] [--chunk 256]
+        [--dtype f32|bf16] [--attention eager|chunked|sdpa] [--chunk 256] [--sites resid,attn,attn_z,mlp_out,mlp_act]
 
 --shape builds the model in-process with random weights (normal, std 0.02; norms 1) on the device, in --dtype: the
 GPU benchmark's Llama-3.1-8B-shaped model without a 16 GB file (NeuronTrace's gpu-bench makes its own the same way).
@@ -16,7 +16,8 @@ changed at a random position; answers are two random distinct ids per pair):
      (torch.autograd.grad on the site tensors);
   4. scores = (a_patch - a_clean) * grad at every site, averaged over the batch per position and copied to the host
      (NeuronTrace's pass ends the same way: per-position means of every site, read back once).
-The sites are NeuronTrace's five (resid, attn, attn_z, mlp_out, mlp_act), so both sides score the same nodes.
+The sites are NeuronTrace's five (resid, attn, attn_z, mlp_out, mlp_act) unless --sites names a subset (comma-separated,
+each at most once), so that both sides score the same nodes: the 1B-shape benchmark passes the four its own side scores.
 --method atp uses ordinary gradients; relp detaches the RMSNorm scales and applies the SwiGLU identity + half rule
 (softmax gets ordinary gradients); relp_frozen_attn also detaches the attention pattern.
 Only the last position's logits are computed (the metric needs nothing else).
@@ -76,12 +77,21 @@ def random_model(shape, layers, dtype, device):
     return m
 
 
-def attribution_step(model, rules, clean, patch, ans_patch, ans_clean, to_host=False):
+def parse_sites(text):
+    """--sites: a comma-separated subset of SITES, each at most once, in SITES order; one clear line otherwise."""
+    names = [n.strip() for n in text.split(",")]
+    bad = [n for n in names if n not in SITES]
+    if bad or not names or len(set(names)) != len(names):
+        sys.exit(f"torch_attribution.py: --sites {text[:60]!r}: expected distinct names from {','.join(SITES)}")
+    return tuple(n for n in SITES if n in names)
+
+
+def attribution_step(model, rules, clean, patch, ans_patch, ans_clean, to_host=False, sites=SITES):
     """Returns {(site, layer): scores [B, T, n]}."""
     store = {}
 
     def keep(name, layer, x):
-        if name in SITES:
+        if name in sites:
             store[(name, layer)] = x
         return None
 
@@ -128,7 +138,9 @@ def main():
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     ap.add_argument("--attention", default="eager", choices=sorted(ATTENTION))
     ap.add_argument("--chunk", type=int, default=256, help="with --attention chunked: queries per block (1 .. 65536)")
+    ap.add_argument("--sites", default=",".join(SITES), help="comma-separated subset of the sites scored (default all five)")
     a = ap.parse_args()
+    sites = parse_sites(a.sites)
     if not 1 <= a.chunk <= 65536:
         sys.exit(f"torch_attribution.py: --chunk {a.chunk}: must be 1 .. 65536")
     if a.attention == "sdpa" and not HAS_SDPA:
@@ -153,9 +165,9 @@ def main():
     clean, patch, ap_, ac_ = make_pairs(cfg.vocab, a.batch, a.seq, dev)
     rules = METHODS[a.method]
     try:
-        ts = time_iters(lambda: attribution_step(model, rules, clean, patch, ap_, ac_, to_host), a.iters, a.warmup, dev)
+        ts = time_iters(lambda: attribution_step(model, rules, clean, patch, ap_, ac_, to_host, sites), a.iters, a.warmup, dev)
         # the scores' count from shapes (a second step would hold its scores beside the first's on the device)
-        n_scores = a.batch * a.seq * (4 * cfg.dim + cfg.hidden) * cfg.layers
+        n_scores = a.batch * a.seq * sum(cfg.hidden if s == "mlp_act" else cfg.dim for s in sites) * cfg.layers
     except RuntimeError as e:
         if "out of memory" not in str(e):
             raise
@@ -181,7 +193,7 @@ def main():
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "attention": a.attention,
         "config": describe(dev, a.threads, f"method {a.method}, path F.linear + autograd, {attention_label}, {a.dtype}, sites "
-                                          f"{'/'.join(SITES)} x {cfg.layers} layers, model "
+                                          f"{'/'.join(sites)} x {cfg.layers} layers, model "
                                           f"{a.shape or os.path.basename(a.model.rstrip('/'))} dim {cfg.dim}, batch {a.batch} pairs, "
                                           f"seq {a.seq}, {a.iters} timed iters after {a.warmup} warm-up; median and best reported"),
     }))

@@ -17,7 +17,8 @@ for p in Runtime Model Formats Tracing Api; do
   quiet dotnet pack "src/$p" -c Release -o "$work/packages" -p:Version="$version" -v q -nologo
 done
 # What a package promises a user: one version, real metadata, XML docs and pdbs beside each dll, and (in the facade's
-# package) every kernel's PTX, the bundled model and the bundled tasks as content files, so the defaults work from NuGet.
+# package) every kernel's PTX, the bundled model, the bundled tasks and the bf16 CPU kernel (libneurontrace_cpu.so) as
+# content files, so the defaults work from NuGet.
 /usr/bin/python3 - "$work/packages" "$version" <<'PY'
 import glob, os, re, sys, zipfile
 folder, version = sys.argv[1], sys.argv[2]
@@ -40,14 +41,16 @@ for name in ["Runtime", "Model", "Formats", "Tracing", "Api"]:
         if name == "Api":
             content = {f[len("contentFiles/any/any/"):] for f in files if f.startswith("contentFiles/any/any/")}
             wanted = ({f"ptx/{k}.ptx" for k in kernels} | {f"data/tasks/{t}" for t in tasks}
-                      | {"models/stories260K/stories260K.bin", "models/stories260K/tok512.bin"})
+                      | {"models/stories260K/stories260K.bin", "models/stories260K/tok512.bin", "libneurontrace_cpu.so"})
             missing = sorted(wanted - content)
             assert not missing, f"{pkg}: content files missing: {missing}"
-print(f"library packages {version}: metadata, XML docs, pdbs, {len(kernels)} kernels' PTX, the bundled model and {len(tasks)} tasks")
+print(f"library packages {version}: metadata, XML docs, pdbs, {len(kernels)} kernels' PTX, the bundled model, {len(tasks)} tasks and the bf16 CPU kernel")
 PY
 cp -r samples/Consumer "$work/consumer"
 quiet dotnet build "$work/consumer" -c Release -v q -nologo -p:NeuronTraceVersion="$version" \
   -p:RestoreAdditionalProjectSources="$work/packages" -o "$work/consumer/out"
+# The content file lands where CpuBf16Library looks first: next to the consumer's own dll.
+[ -f "$work/consumer/out/libneurontrace_cpu.so" ] || { echo "check-library-package.sh: libneurontrace_cpu.so is not in the consumer's output" >&2; exit 1; }
 
 # The CLI's run: a trace whose sweep has a k the sample then evaluates.
 # The CLI as the tests built it (Release), not a publish: this script runs after ./test.sh in CI.

@@ -13,6 +13,10 @@ want="$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)"
 reported="$("$work/tools/neurontrace" --version)"
 [ "$version" = "$want" ] && [ "${reported%%+*}" = "$want" ] \
   || { echo "tool package: version $version, neurontrace --version $reported, Directory.Build.props $want: they must agree" >&2; exit 1; }
+# The bf16 CPU math kernel (native/cpu) must sit beside the installed tool's neurontrace.dll, where it is looked for.
+app_dir="$(dirname "$(find "$work/tools/.store" -name neurontrace.dll -print -quit)")"
+[ -f "$app_dir/libneurontrace_cpu.so" ] \
+  || { echo "tool package: libneurontrace_cpu.so is not beside neurontrace.dll in the installed tool ($app_dir); run native/build.sh before packing" >&2; exit 1; }
 info="$("$work/tools/neurontrace" info)"
 for field in "dim +64" "layers +5" "vocab +512"; do
   if ! grep -Eq "^$field\$" <<<"$info"; then
@@ -21,4 +25,4 @@ for field in "dim +64" "layers +5" "vocab +512"; do
     exit 1
   fi
 done
-echo "tool package NeuronTrace $version (= Directory.Build.props, = neurontrace --version): installs and runs ('neurontrace info' on the bundled stories260K)"
+echo "tool package NeuronTrace $version (= Directory.Build.props, = neurontrace --version): installs and runs ('neurontrace info' on the bundled stories260K), libneurontrace_cpu.so beside it"

@@ -146,6 +146,8 @@ static partial class BenchRunner
         var task = RandomPairs(batch, seq, loaded.Config.VocabSize);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch, Sites = [NodeSite.Resid, NodeSite.Attn, NodeSite.MlpOut, NodeSite.MlpAct] };
         int iters = _quick ? 1 : 2, rounds = _rounds ?? 3;
+        // PyTorch scores the same sites (its default adds attn_z: one more gradient kept per layer)
+        const string TorchSites = "resid,attn,mlp_out,mlp_act";
         Console.WriteLine($"attribution (RelP, all sites) {Name(model)} ({loaded.Config.Layers} layers, dim {loaded.Config.Dim}, hidden {loaded.Config.HiddenDim}, vocab {loaded.Config.VocabSize}, file {fileBytes / 1e9:F2} GB) batch {batch} seq {seq}; {rounds} rounds of ours (fp32 and bf16 math), PyTorch f32, PyTorch bf16 (1 and 2 intra-op threads) back to back, {iters} timed iterations each after one warm-up");
         using var llamaBf16 = new Llama(loaded.Weights, CpuBackend.Bf16Math);
         Console.WriteLine($"  ours in bf16 math: {(CpuBf16Library.Available ? "AVX-512 BF16 micro-kernel (native/cpu)" : "portable path (" + CpuBf16Library.WhyNot + ")")}");
@@ -167,12 +169,12 @@ static partial class BenchRunner
             var secondsBf16 = Time(() => Attributor.Score(llamaBf16, task, options), iters, cpuBf16);
             double oursBf16 = batch / secondsBf16.Median, oursBf16Cpu = Median(cpuBf16);
             Console.WriteLine($"    NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights, bf16 math): {oursBf16,8:F3} pairs/s median ({batch / secondsBf16.Best:F3} best); {oursBf16Cpu:F2} CPU s per batch");
-            var f32 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "f32", "--warmup", "1");
-            var bf16x1 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1");
+            var f32 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "f32", "--warmup", "1", "--sites", TorchSites);
+            var bf16x1 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1", "--sites", TorchSites);
             var bf16 = bf16x1;
             // PyTorch's bf16 products are oneDNN's (brgemm avx512_core_bf16), which run on torch's intra-op (OpenMP)
             // pool, one thread by default here (torch_llama.early_threads): also measured with both cores.
-            var bf16x2 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1", "--torch-threads", "2");
+            var bf16x2 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "bf16", "--warmup", "1", "--torch-threads", "2", "--sites", TorchSites);
             if (bf16x2.GetProperty("pairs_per_s").GetDouble() > bf16.GetProperty("pairs_per_s").GetDouble()) bf16 = bf16x2;
             double rf32 = f32.GetProperty("pairs_per_s").GetDouble(), rbf16 = bf16.GetProperty("pairs_per_s").GetDouble();
             double cf32 = f32.GetProperty("cpu_seconds_per_iter").GetDouble(), cbf16 = bf16.GetProperty("cpu_seconds_per_iter").GetDouble();

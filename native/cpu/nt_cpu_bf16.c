@@ -11,6 +11,10 @@
 // (B[2p, jj], B[2p+1, jj]), zero past k or n. The 8×32 micro-kernel keeps 16 zmm accumulators, broadcasts one A
 // dword per row and issues two vdpbf16ps per row per k pair: 64 bf16 multiply-adds per A row and k pair.
 //
+// Packing prefetches the weight rows it will read next (PF_PAIRS pairs of rows ahead for A·B, the next 16 rows for A·Bᵀ):
+// at tens of rows of A the product is bound by reading B, and the rows of a block lie a page apart, which the hardware
+// prefetchers do not follow; the prefetches change no arithmetic.
+//
 // Arithmetic: products of two bf16 values are exact in fp32; vdpbf16ps adds each pair into the fp32 accumulator
 // (denormal inputs and outputs flushed to zero, round to nearest even). Every C element is summed in the same order
 // (k blocks of KC in order, pairs in order within a block) whatever m, n, j0, j1 or the thread: a row's result does
@@ -22,7 +26,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { MR = 8, NR = 32, KC = 256, NC = 512 };
+enum { MR = 8, NR = 32, KC = 256, NC = 512, PF_PAIRS = 8 };   // PF_PAIRS: 2..16 measured alike (within noise), 8 kept
 
 // Bytes of workspace nt_cpu_gemm_bf16 needs (one packed B block), 64-byte aligned by the caller.
 size_t nt_cpu_bf16_workspace_bytes(void) { return (size_t)KC * NC * sizeof(uint16_t); }
@@ -95,6 +99,11 @@ static void pack_rows(const uint16_t* b, int k, int j, int nc, int p0, int kc, u
         {
             int j1 = j + jr + half, rows = nc - jr - half;   // nc <= n - j: no row past n
             rows = rows < 0 ? 0 : rows > 16 ? 16 : rows;
+            int ahead = nc - jr - half - 16;   // the next 16 rows' segments, fetched while these are transposed
+            ahead = ahead < 0 ? 0 : ahead > 16 ? 16 : ahead;
+            int seg = p0 + kc <= k ? kc : k - p0;
+            for (int i = 0; i < ahead; i++)
+                for (int c = 0; c < seg; c += 32) _mm_prefetch((const char*)(b + (size_t)(j1 + 16 + i) * k + p0 + c), _MM_HINT_T0);
             int q = 0;
             if (rows == 16)
                 for (; 2 * (q + 16) <= kc && p0 + 2 * (q + 16) <= k; q += 16)   // 16 rows × 16 pairs per transpose
@@ -125,6 +134,11 @@ static void pack_columns(const uint16_t* b, int n, int k, int j, int nc, int p0,
         const uint16_t* r1 = r0 + n;
         int second = p0 + 2 * q + 1 < k;
         uint32_t* d = dst + (size_t)q * NR;
+        if (p0 + 2 * (q + PF_PAIRS) + 1 < k)   // the rows PF_PAIRS pairs ahead: many misses in flight, not two at a time
+        {
+            const uint16_t* f0 = r0 + (size_t)(2 * PF_PAIRS) * n;
+            for (int jr = 0; jr < nc; jr += 32) { _mm_prefetch((const char*)(f0 + jr), _MM_HINT_T0); _mm_prefetch((const char*)(f0 + n + jr), _MM_HINT_T0); }
+        }
         for (int jr = 0; jr < nc; jr += NR, d += (size_t)pairs * NR)
         {
             int cols = nc - jr < NR ? nc - jr : NR;

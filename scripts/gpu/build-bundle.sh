@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, here, what the GPU machine runs (it has no dotnet): self-contained linux-x64 publishes of the bench/check
 # executable (bin/) and of the kernel tests (tests-bin/, an xUnit v3 executable), the clang PTX, the host kernel
-# library, the kernel sources (for ptxas / nvcc there), stories260K and the PyTorch scripts, into gpu-bundle/
+# library, the bf16 CPU kernel library (bin/libneurontrace_cpu.so), the kernel sources (for ptxas / nvcc there),
+# stories260K and the PyTorch scripts, into gpu-bundle/
 # (git-ignored), then packs it as gpu-bundle.tar.xz (git-ignored; carry that: the device tool carries 64 MiB at most).
 # There: tar xf gpu-bundle.tar.xz && bash gpu-bundle/scripts/gpu/gpu-all.sh
 # Here, to prove the published executables start (no GPU: GPU sections skip): bash gpu-bundle/scripts/gpu/gpu-all.sh
@@ -18,6 +19,8 @@ dotnet publish tests/GpuKernelTests -c Release -r linux-x64 --self-contained -o 
 mkdir -p "$out/bin/ptx" "$out/native" "$out/models" "$out/bench" "$out/scripts"
 cp native/build/ptx/*.ptx "$out/bin/ptx/"
 cp native/build/libneurontrace_kernels_host.so "$out/tests-bin/"
+# The bf16 CPU math kernel beside the bench executable (where CpuBf16Library looks first; the bundle has no native/build)
+cp native/build/libneurontrace_cpu.so "$out/bin/"
 cp -r native/kernels native/host native/CMakeLists.txt native/build.sh "$out/native/"
 cp -r models/stories260K "$out/models/"
 cp bench/*.py "$out/bench/"

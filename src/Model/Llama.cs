@@ -111,8 +111,12 @@ internal sealed class Llama : IDisposable
         return embedded;
     }
 
-    /// <summary>Final norm and logits of <paramref name="x"/> (the last layer's output) at the rows <paramref name="logitRows"/> names.</summary>
-    internal (Tensor FinalInput, Tensor Rstd, Tensor Logits, int[] Index) Head(Tensor x, TokenBatch batch, LogitRows logitRows, int logitPrompts)
+    /// <summary>
+    /// Final norm and logits of <paramref name="x"/> (the last layer's output) at the rows <paramref name="logitRows"/> names.
+    /// <paramref name="logits"/> false keeps only what the backward reads (the norm's input and statistic): a backward
+    /// seeded sparsely never reads the logits (issue 20: at the 1B shape their product is a read of the whole classifier).
+    /// </summary>
+    internal (Tensor FinalInput, Tensor Rstd, Tensor? Logits, int[] Index) Head(Tensor x, TokenBatch batch, LogitRows logitRows, int logitPrompts, bool logits = true)
     {
         var c = Config; var be = HeadBackend;
         int[] index = logitRows == LogitRows.All ? Enumerable.Range(0, batch.Rows).ToArray() : batch.LastRows()[..logitPrompts];
@@ -121,10 +125,14 @@ internal sealed class Llama : IDisposable
         var normed = be.AllocateUninitialized(index.Length, c.Dim);
         var rstd = be.AllocateUninitialized(index.Length);
         be.RmsNorm(finalInput, _w.FinalNorm, c.NormEps, normed, rstd);
-        var logits = be.AllocateUninitialized(index.Length, c.VocabSize);
-        be.MatMul(normed, _w.Classifier, logits, false);
+        Tensor? product = null;
+        if (logits)
+        {
+            product = be.AllocateUninitialized(index.Length, c.VocabSize);
+            be.MatMul(normed, _w.Classifier, product, false);
+        }
         normed.Dispose();
-        return (finalInput, rstd, logits, index);
+        return (finalInput, rstd, product, index);
     }
 
     /// <summary>
@@ -252,8 +260,8 @@ internal sealed class Llama : IDisposable
     /// <summary>Classifier and final norm, then into the residual rows the logits were read at: ∂m/∂r_L (owned by the caller).</summary>
     Tensor BackwardHead(ForwardPass pass, LogitGradient logitGrad, BackwardRules rules, InterventionPlan? plan)
     {
-        if (pass.Logits is null || pass.FinalInput is null || pass.FinalRstd is null)
-            throw new InvalidOperationException("backward needs a forward that computed logits");
+        if (pass.FinalInput is null || pass.FinalRstd is null)
+            throw new InvalidOperationException("backward needs a forward that computed its head (logit rows)");
         RefuseForwardOnly(plan);
         var c = Config; var be = HeadBackend; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim, n = pass.LogitRowIndex.Length;

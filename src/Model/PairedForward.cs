@@ -16,7 +16,7 @@ namespace NeuronTrace.Model;
 /// CPU that holds except where one count takes the few-row kernel and the other the packed one; <see cref="Applies"/>
 /// says when, and the caller then runs the two forwards apart.
 /// </remarks>
-internal static class PairedForward
+internal static partial class PairedForward
 {
     /// <summary>What the patch pass holds in place of a tensor it does not keep: no values, a shape no op accepts.</summary>
     static readonly Tensor NotKept = new CpuTensor(0);
@@ -34,14 +34,15 @@ internal static class PairedForward
     /// lengths prompt by prompt), split layer by layer into the clean pass (every tensor the backward reads, and the
     /// logits at the clean prompts' last tokens) and the patch pass, which keeps only its embedding and its values at
     /// <paramref name="patchSites"/> (the baseline the scores read); its other tensors are an empty placeholder that any
-    /// op rejects by shape. The caller disposes both.
+    /// op rejects by shape. The caller disposes both. <paramref name="logits"/> false leaves the clean pass without
+    /// logits (its head keeps the final norm's input and statistic, all a sparsely seeded backward reads).
     /// </summary>
     /// <remarks>
     /// Each paired layer is split as soon as it is computed and freed once the next layer has read its output, so the
     /// paired forward holds one layer of its own at a time (issue 20: the whole paired pass plus two full halves was
     /// most of the activation memory at the 1B shape).
     /// </remarks>
-    public static (ForwardPass Clean, ForwardPass Patch) Run(Llama model, TokenBatch clean, TokenBatch patch, IReadOnlyCollection<NodeSite> patchSites)
+    public static (ForwardPass Clean, ForwardPass Patch) Run(Llama model, TokenBatch clean, TokenBatch patch, IReadOnlyCollection<NodeSite> patchSites, bool logits = true)
     {
         if (clean.Size != patch.Size || !clean.Lengths.AsSpan().SequenceEqual(patch.Lengths))
             throw new ArgumentException("paired forward: the clean and patch prompts must have equal lengths, prompt by prompt");
@@ -50,13 +51,14 @@ internal static class PairedForward
             for (int i = 0; i < b.Size; i++) prompts.Add(b.Tokens.AsSpan(i * b.SeqLen, b.Lengths[i]).ToArray());
         var both = new TokenBatch(prompts);
         model.CheckLength(both);
+        var shared = SharedPrefix.Of(clean, patch);   // patch rows before their first differing token: the clean rows' values
 
         int layers = model.Config.Layers;
         var cleanLayers = new List<LayerState>(layers);
         var patchLayers = new List<LayerState>(layers);
         Tensor? embedded = null, cleanEmbedded = null, patchEmbedded = null;
         LayerState? paired = null;
-        (Tensor FinalInput, Tensor Rstd, Tensor Logits, int[] Index) head = default;
+        (Tensor FinalInput, Tensor Rstd, Tensor? Logits, int[] Index) head = default;
         try
         {
             embedded = model.Embed(both, null);
@@ -65,7 +67,7 @@ internal static class PairedForward
             Tensor x = embedded, cleanInput = cleanEmbedded, patchInput = patchEmbedded;
             for (int l = 0; l < layers; l++)
             {
-                var s = model.ForwardLayer(l, x, both, null);
+                var s = model.ForwardLayer(l, x, both, null, shared is null ? null : new SharedPrefixShortcuts(model, l, shared));
                 // The layer below (or the embedding) was read by this one: its paired tensors are no longer needed.
                 if (paired is null) embedded.Dispose();
                 else paired.Dispose();
@@ -81,7 +83,7 @@ internal static class PairedForward
             else paired.Dispose();
             paired = null;
             // The logits of the clean rows from the clean half: the same rows, the same few-row product as in the paired pass.
-            head = model.Head(cleanInput, clean, LogitRows.Last, clean.Size);
+            head = model.Head(cleanInput, clean, LogitRows.Last, clean.Size, logits);
         }
         catch
         {

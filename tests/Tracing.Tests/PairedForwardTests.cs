@@ -40,6 +40,10 @@ public class PairedForwardTests
         var clean = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
         var patch = new TokenBatch(task.Pairs.Select(p => p.PatchIds!).ToList());
         Assert.True(PairedForward.Applies(model, clean.Rows), $"{clean.Rows} rows: the pairing must apply for this test to mean anything");
+        // The patch rows before each prompt's first differing token are not computed (their clean twins' values):
+        // some must be shared here for the test to cover that path.
+        var shared = PairedForward.SharedPrefix.Of(clean, patch);
+        Assert.True(shared is not null && shared.Computed.Length < 2 * clean.Rows, $"{which}: no patch row shares its clean prefix");
 
         var (pc, pp) = PairedForward.Run(model, clean, patch, AllSites);
         using var pairedClean = pc;
@@ -110,6 +114,75 @@ public class PairedForwardTests
                                     Assert.Fail($"{which} {method} batch {batch} {s} layer {l} [{i}]: paired {y[i]:R}, separate {x[i]:R}");
                         }
                 }
+    }
+
+    /// <summary>
+    /// The bf16 CPU math mode (the AVX-512 BF16 kernel where the CPU has it) on the bundled model converted to bf16: the
+    /// paired forward, with its shared patch prefix, scores bit for bit as separate forwards.
+    /// </summary>
+    [Fact]
+    public void Bf16MathScoresEqualSeparateForwardsBitForBit()
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"nt-paired-bf16-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        try
+        {
+            HfFolderWriter.Write(ModelLoader.Load(RepoPaths.Stories260KBin).Weights, dir, null, FloatEncoding.BF16);
+            var weights = HfFolderFormat.Load(dir);
+            using var model = new Llama(weights, CpuBackend.Bf16Math);
+            // 10-16 tokens in batches of 4: 40-64 rows, the packed (instruction) path.
+            var task = RandomTasks.Pairs(8, weights.Config.VocabSize, seed: 5, minLen: 10, maxLen: 16);
+            var clean = new TokenBatch(task.Pairs.Take(4).Select(p => p.CleanIds).ToList());
+            var patch = new TokenBatch(task.Pairs.Take(4).Select(p => p.PatchIds!).ToList());
+            Assert.True(PairedForward.Applies(model, clean.Rows) && PairedForward.SharedPrefix.Of(clean, patch) is not null,
+                "the pairing and its shared prefix must apply for this test to mean anything");
+            var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = 4, Sites = AllSites };
+            var paired = Attributor.Score(model, task, options);
+            var separate = Attributor.ScoreWithPairing(model, task, options, null, pairForwards: false);
+            foreach (var s in AllSites)
+                for (int l = 0; l < weights.Config.Layers; l++)
+                {
+                    var x = separate.Get(s, l);
+                    var y = paired.Get(s, l);
+                    Assert.Contains(x, v => v != 0f);
+                    for (int i = 0; i < x.Length; i++)
+                        if (BitConverter.SingleToInt32Bits(x[i]) != BitConverter.SingleToInt32Bits(y[i]))
+                            Assert.Fail($"bf16 math {s} layer {l} [{i}]: paired {y[i]:R}, separate {x[i]:R}");
+                }
+        }
+        finally
+        {
+            GC.Collect(); GC.WaitForPendingFinalizers();   // the mapped weights hold the file open until finalized
+            try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+        }
+    }
+
+    /// <summary>Without logits (a sparsely seeded backward never reads them) the clean pass backpropagates as with them.</summary>
+    [Fact]
+    public void CleanPassWithoutLogitsGivesTheSameSparseBackward()
+    {
+        var weights = WideRandom();
+        using var model = new Llama(weights, CpuBackend.Instance);
+        var task = RandomTasks.Pairs(8, weights.Config.VocabSize, seed: 5);
+        var clean = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
+        var patch = new TokenBatch(task.Pairs.Select(p => p.PatchIds!).ToList());
+        var (wc, wp) = PairedForward.Run(model, clean, patch, AllSites);
+        var (nc, np) = PairedForward.Run(model, clean, patch, AllSites, logits: false);
+        using var withClean = wc; using var withPatch = wp; using var noClean = nc; using var noPatch = np;
+        Assert.NotNull(withClean.Logits);
+        Assert.Null(noClean.Logits);
+        Assert.Throws<InvalidOperationException>(() => noClean.HostLogits());
+        AssertSame(withClean.FinalInput!, noClean.FinalInput!, "final input");
+        // Two terms per row (a logit difference), one row with none.
+        int[] tokens = [.. Enumerable.Range(0, 2 * clean.Size).Select(i => i < 2 ? -1 : (i * 37) % weights.Config.VocabSize)];
+        float[] signs = [.. Enumerable.Range(0, 2 * clean.Size).Select(i => i % 2 == 0 ? 1f : -1f)];
+        using var gWith = model.Backward(withClean, LogitGradient.Sparse(tokens, signs, 2), BackwardRules.RelP, AllSites);
+        using var gNo = model.Backward(noClean, LogitGradient.Sparse(tokens, signs, 2), BackwardRules.RelP, AllSites);
+        foreach (var s in AllSites)
+            for (int l = 0; l < weights.Config.Layers; l++)
+            {
+                Assert.Contains(gWith.Get(s, l).Span.ToArray(), v => v != 0f);
+                AssertSame(gWith.Get(s, l), gNo.Get(s, l), $"gradient {s} layer {l}");
+            }
     }
 
     [Fact]

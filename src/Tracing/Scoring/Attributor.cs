@@ -158,7 +158,10 @@ internal static class Attributor
             if (baseline == Baseline.Patch && pairForwards && PairedForward.Applies(model, _clean.Rows))
             {
                 // One forward over the clean and patch prompts together: each weight is read once for both.
-                var (cleanPass, patchPass) = PairedForward.Run(model, _clean, new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()), sites);
+                // A sparse seed (MetricGradient) never reads the logits: the classifier product is skipped.
+                bool sparseSeed = pairs.All(p => metric.ConstantGradient(p) is { Length: <= SparseSeedTerms });
+                var (cleanPass, patchPass) = PairedForward.Run(model, _clean, new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()), sites,
+                    logits: !sparseSeed);
                 _cleanPass = cleanPass;
                 _patchForward = Task.FromResult(patchPass);
                 return;
