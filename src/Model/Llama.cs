@@ -157,7 +157,7 @@ internal sealed class Llama : IDisposable
         be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
         if (shortcuts?.Attention(s) != true)
         {
-            be.MatMulShared(s.AttnNormed, [w.Wq, w.Wk, w.Wv], [s.Q, s.K, s.V]);
+            if (shortcuts?.QkvProjection(s) != true) be.MatMulShared(s.AttnNormed, [w.Wq, w.Wk, w.Wv], [s.Q, s.K, s.V]);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
             be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
             be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
