@@ -21,11 +21,15 @@ internal sealed partial class MeanAblationSweep
     /// <summary>Dense layer runs so far whose MLP ran on the changed rows alone, and the real rows they left to the clean MLP output.</summary>
     public (int LayerRuns, long PrefixRows, long RealRows) PartialRowsDone { get; private set; }
 
+    /// <summary>mlp_act: changed rows so far whose activations came from the clean forward (only W_down ran for them).</summary>
+    public long CleanActRowsDone { get; private set; }
+
     /// <summary>Layer runs so far whose Q/K/V ran on the changed rows alone, and the real rows they left to the clean Q/K/V.</summary>
     public (int LayerRuns, long PrefixRows, long RealRows) InputRowsDone { get; private set; }
 
     Tensor[]? _cleanMlpOut;   // the clean forward's mlp_out per layer below the top, [B·T, dim] on LayerBackend(l)
     (Tensor Q, Tensor K, Tensor V)[]? _cleanQkv;   // the clean Q/K/V per layer before RoPE, [B·T, dim | kvDim]
+    Tensor[]? _cleanAct;   // mlp_act: the clean activations per layer below the top, before any edit, [B·T, hidden]
     Tensor[]? _cleanAttnOut;   // the clean attn_out per layer below the top (before any edit: the clean forward has none)
 
     /// <summary>The clean caches of the row splits, from the clean forward <paramref name="pass"/>.</summary>
@@ -34,6 +38,7 @@ internal sealed partial class MeanAblationSweep
         var c = _model.Config;
         _cleanMlpOut = Enumerable.Range(0, c.Layers - 1).Select(l => CopyOf(l, pass.Layers[l].MlpOut)).ToArray();
         _cleanAttnOut = Enumerable.Range(0, c.Layers - 1).Select(l => CopyOf(l, pass.Layers[l].AttnOut)).ToArray();
+        if (_site == NodeSite.MlpAct) _cleanAct = Enumerable.Range(0, c.Layers - 1).Select(l => CopyOf(l, pass.Layers[l].Act)).ToArray();
         _cleanQkv = Enumerable.Range(0, c.Layers).Select(l =>
         {
             // Q and K of the pass are rotated in place; the product again gives them as a forward's product leaves them.
@@ -55,7 +60,7 @@ internal sealed partial class MeanAblationSweep
 
     void DisposeCleanRows()
     {
-        foreach (var t in (_cleanMlpOut ?? []).Concat(_cleanAttnOut ?? [])) t.Dispose();
+        foreach (var t in (_cleanMlpOut ?? []).Concat(_cleanAttnOut ?? []).Concat(_cleanAct ?? [])) t.Dispose();
         foreach (var (q, k, v) in _cleanQkv ?? []) { q.Dispose(); k.Dispose(); v.Dispose(); }
     }
 
@@ -83,6 +88,13 @@ internal sealed partial class MeanAblationSweep
     /// <summary>One dense layer's row split: the changed rows (with their keep and mean rows) and the clean prefix rows (with their clean rows).</summary>
     internal sealed class PartialRows(Tensor changed, Tensor changedKeep, Tensor changedMean, Tensor prefix, Tensor prefixClean, int changedRows, int prefixRows) : IDisposable
     {
+        /// <summary>
+        /// mlp_act's site split only: the changed rows whose layer input is clean (their gate and up, so their activations
+        /// before the ablation, are the clean forward's): their places among the changed rows and their clean rows; and
+        /// the other changed rows' places and rows. Null: every changed row runs gate and up.
+        /// </summary>
+        public (Tensor Place, Tensor CleanRow, int Count, Tensor OtherPlace, Tensor OtherRow, int OtherCount)? CleanInput { get; init; }
+
         public Tensor Changed { get; } = changed;
         public Tensor ChangedKeep { get; } = changedKeep;
         public Tensor ChangedMean { get; } = changedMean;
@@ -94,6 +106,7 @@ internal sealed partial class MeanAblationSweep
         public void Dispose()
         {
             foreach (var t in new[] { Changed, ChangedKeep, ChangedMean, Prefix, PrefixClean }) t.Dispose();
+            if (CleanInput is { } c) foreach (var t in new[] { c.Place, c.CleanRow, c.OtherPlace, c.OtherRow }) t.Dispose();
         }
     }
 
@@ -114,11 +127,31 @@ internal sealed partial class MeanAblationSweep
                 for (int t = 0; t < t0; t++) prefix.Add(row0 + t);
                 for (int t = t0; t < len; t++) changed.Add(row0 + t);
             }
-        if (changed.Count > PartialRowsFraction * (changed.Count + prefix.Count)) return null;
+        // mlp_act: a changed row whose layer input is clean has the clean activations, so only W_down runs for it (a
+        // third of its MLP); the split pays by that cost.
+        var cleanInput = new List<int>();
+        var other = new List<int>();
+        if (!input && _site == NodeSite.MlpAct && _cleanAct is not null)
+        {
+            var inputChanged = new HashSet<int>();
+            for (int r = 0; r < changedFrom.Count; r++)
+                for (int b = 0; b < B; b++)
+                {
+                    int len = _prompts[b].Length, row0 = (r * B + b) * T;
+                    for (int t = l == 0 ? len : changedFrom[r][l - 1][b]; t < len; t++) inputChanged.Add(row0 + t);
+                }
+            for (int j = 0; j < changed.Count; j++) (inputChanged.Contains(changed[j]) ? other : cleanInput).Add(j);
+        }
+        double cost = changed.Count - cleanInput.Count * 2.0 / 3;
+        if (cost > PartialRowsFraction * (changed.Count + prefix.Count)) return null;
         var be = _model.LayerBackend(l);
         Tensor Up(IEnumerable<int> v) => SweepOps.UploadInts(be, v.DefaultIfEmpty(0).ToArray());
         return new PartialRows(Up(changed), Up(changed.Select(i => keepRow[i])), Up(changed.Select(i => meanRow[i])), Up(prefix),
-            Up(prefix.Select(i => i % cleanRows)), changed.Count, prefix.Count);
+            Up(prefix.Select(i => i % cleanRows)), changed.Count, prefix.Count)
+        {
+            CleanInput = cleanInput.Count == 0 ? null
+                : (Up(cleanInput), Up(cleanInput.Select(j => changed[j] % cleanRows)), cleanInput.Count, Up(other), Up(other.Select(j => changed[j])), other.Count),
+        };
     }
 
     /// <summary>The site split of a dense layer below the top (its MLP's), or null (see <see cref="PartialRowsAt"/>).</summary>
@@ -127,6 +160,7 @@ internal sealed partial class MeanAblationSweep
         if (_cleanMlpOut is null || l >= _model.Config.Layers - 1) return null;
         var rows = PartialRowsAt(l, input: false, changedFrom, batch, keepRow, meanRow);
         if (rows is not null) PartialRowsDone = Counted(PartialRowsDone, rows);
+        if (rows?.CleanInput is { } ci) CleanActRowsDone += ci.Count;
         return rows;
     }
 
@@ -204,18 +238,39 @@ internal sealed partial class MeanAblationSweep
         if (rows.ChangedRows > 0)
         {
             int n = rows.ChangedRows;
-            using var x = be.AllocateUninitialized(n, c.Dim);
-            ops.GatherRows(s.FfnNormed, rows.Changed, x);
-            using var gate = be.AllocateUninitialized(n, c.HiddenDim);
-            using var up = be.AllocateUninitialized(n, c.HiddenDim);
             using var act = be.AllocateUninitialized(n, c.HiddenDim);
-            be.MatMulShared(x, [w.W1, w.W3], [gate, up]);
-            be.SwiGlu(gate, up, act);
+            if (rows.CleanInput is not { } ci) GateUp(rows.Changed, n, act);
+            else
+            {
+                // The clean-input rows' activations from the clean forward, the others' from gate and up, each into its place.
+                be.Fill(act, 0f);
+                using (var clean = be.AllocateUninitialized(ci.Count, c.HiddenDim))
+                {
+                    ops.GatherRows(_cleanAct![l], ci.CleanRow, clean);
+                    ops.ScatterAddRows(clean, ci.Place, act);
+                }
+                if (ci.OtherCount > 0)
+                {
+                    using var part = be.AllocateUninitialized(ci.OtherCount, c.HiddenDim);
+                    GateUp(ci.OtherRow, ci.OtherCount, part);
+                    ops.ScatterAddRows(part, ci.OtherPlace, act);
+                }
+            }
             if (_site == NodeSite.MlpAct) ops.MeanAblate(act, ablation.Means, ablation.Bits, ablation.FirstMaskRow, rows.ChangedKeep, rows.ChangedMean);
             using var o = be.AllocateUninitialized(n, c.Dim);
             be.MatMul(act, w.W2, o, false);
             ops.ScatterAddRows(o, rows.Changed, s.MlpOut);
         }
         PrefixFromClean(be, ops, rows, _cleanMlpOut![l], s.MlpOut);
+
+        void GateUp(Tensor rowIndex, int n, Tensor act)
+        {
+            using var x = be.AllocateUninitialized(n, c.Dim);
+            ops.GatherRows(s.FfnNormed, rowIndex, x);
+            using var gate = be.AllocateUninitialized(n, c.HiddenDim);
+            using var up = be.AllocateUninitialized(n, c.HiddenDim);
+            be.MatMulShared(x, [w.W1, w.W3], [gate, up]);
+            be.SwiGlu(gate, up, act);
+        }
     }
 }

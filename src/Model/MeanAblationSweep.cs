@@ -457,7 +457,8 @@ internal sealed partial class MeanAblationSweep : IDisposable
                (PartialRowsDone.LayerRuns > 0 ? $"; {PartialRowsDone.LayerRuns} dense layer runs with the MLP on the changed rows alone " +
                    $"({PartialRowsDone.PrefixRows} of {PartialRowsDone.RealRows} real rows clean)" : "") +
                (InputRowsDone.LayerRuns > 0 ? $"; {InputRowsDone.LayerRuns} layer runs with Q/K/V on the changed rows alone " +
-                   $"({InputRowsDone.PrefixRows} of {InputRowsDone.RealRows} real rows clean)" : "");
+                   $"({InputRowsDone.PrefixRows} of {InputRowsDone.RealRows} real rows clean)" : "") +
+               (CleanActRowsDone > 0 ? $"; {CleanActRowsDone} changed rows with the clean activations (W_down alone)" : "");
     }
 
     public void Dispose()
