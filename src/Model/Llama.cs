@@ -165,8 +165,14 @@ internal sealed class Llama : IDisposable
         be.RmsNorm(x, w.AttnNorm, c.NormEps, s.AttnNormed, s.AttnRstd);
         if (shortcuts?.Attention(s) != true)
         {
-            be.QkvProjection(s.AttnNormed, [w.Wq, w.Wk, w.Wv], s.Q, s.K, s.V, c.Heads, c.KvHeads, T, cosTable, sinTable,
-                c.RopeLayout == RopeLayout.Interleaved);
+            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
+            // A sweep's shortcut writes q, k, v before RoPE (clean rows copied, changed rows computed); RoPE then runs on all rows.
+            if (shortcuts?.QkvProjection(s) == true)
+            {
+                be.Rope(s.Q, c.Heads, T, cosTable, sinTable, interleaved, inverse: false);
+                be.Rope(s.K, c.KvHeads, T, cosTable, sinTable, interleaved, inverse: false);
+            }
+            else be.QkvProjection(s.AttnNormed, [w.Wq, w.Wk, w.Wv], s.Q, s.K, s.V, c.Heads, c.KvHeads, T, cosTable, sinTable, interleaved);
             be.StreamingAttention(s.Q, s.K, s.V, shape, s.Z, s.Lse);
         }
         if (EditsAt(plan, NodeSite.AttnZ, l))

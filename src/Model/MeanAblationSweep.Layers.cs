@@ -8,6 +8,8 @@ internal interface ILayerShortcuts
 {
     /// <summary>Before Q/K/V: true when it skipped them and the attention (Z filled or, if nothing reads it, not).</summary>
     bool Attention(LayerState s);
+    /// <summary>Before Q/K/V's product: true when it filled Q, K and V (before RoPE, which then runs as usual).</summary>
+    bool QkvProjection(LayerState s);
     /// <summary>Before W_o (after the attn_z edit): true when it filled AttnOut itself.</summary>
     bool OutputProjection(LayerState s);
     /// <summary>Before gate/up: true when it filled MlpOut (the whole MLP skipped; the mlp_out edit still applies).</summary>
@@ -22,10 +24,11 @@ internal sealed partial class MeanAblationSweep
     /// One layer's shortcut for the sweep's site (see <see cref="LayerRun"/>). Where the site is a product's output only
     /// that product changes; what can not be saved: attn_z has no keep-k product (a kept z dimension needs its head's
     /// whole attention), mlp_out/resid keep-k still run gate and up in full (every kept output column reads every neuron),
-    /// and attn keep-k still runs Q/K/V and the attention.
+    /// and attn keep-k still runs Q/K/V and the attention. <paramref name="partial"/> and <paramref name="input"/> are the
+    /// layer's site and input row splits (MeanAblationSweep.Rows.cs), null where they do not pay.
     /// </summary>
     sealed class LayerHooks(MeanAblationSweep sweep, int layer, LayerRun run, IReadOnlyList<bool[]> masks, TokenBatch batch, int[]? meanRow,
-        LayerAblation ablation, PartialRows? partial = null) : ILayerShortcuts
+        LayerAblation ablation, PartialRows? partial = null, PartialRows? input = null) : ILayerShortcuts
     {
         IBackend Be => sweep._model.LayerBackend(layer);
         DeviceWeights.DeviceLayer W => sweep._model.Weights.Layers[layer];
@@ -44,6 +47,13 @@ internal sealed partial class MeanAblationSweep
             return true;
         }
 
+        public bool QkvProjection(LayerState s)
+        {
+            if (input is null) return false;
+            sweep.RunPartialQkv(layer, s, input, ablation.Ops);
+            return true;
+        }
+
         public bool OutputProjection(LayerState s)
         {
             if (sweep._site == NodeSite.Attn && run == LayerRun.Constant) { Be.Fill(s.AttnOut, 0f); return true; }   // the ablation writes the means
@@ -52,7 +62,14 @@ internal sealed partial class MeanAblationSweep
                 KeptOutputs(s.Z, W.Wo, s.AttnOut);
                 return true;
             }
-            if (!Top) return false;
+            if (!Top)
+            {
+                // attn_z's edit comes before W_o, so its clean rows are those of the site split.
+                var split = sweep._site == NodeSite.AttnZ ? partial : input;
+                if (split is null) return false;
+                sweep.RunPartialOutputProjection(layer, s, split, ablation.Ops);
+                return true;
+            }
             using var z = Gathered(s.Z);
             using var o = Be.AllocateUninitialized(z.Rows, sweep._model.Config.Dim);
             Be.MatMul(z, W.Wo, o, false);
@@ -68,9 +85,11 @@ internal sealed partial class MeanAblationSweep
                 sweep.RunSparseMlp(layer, s, masks, batch, meanRow!, lastOnly: Top);
                 return true;
             }
-            if (run == LayerRun.Dense && partial is not null)
+            // mlp_out's and resid's edits come after the MLP, so its clean rows are those of the input split.
+            var rows = sweep._site is NodeSite.MlpOut or NodeSite.Resid ? input : partial;
+            if (run == LayerRun.Dense && !Top && rows is not null)
             {
-                sweep.RunPartialMlp(layer, s, partial, ablation);
+                sweep.RunPartialMlp(layer, s, rows, ablation);
                 return true;
             }
             if (!Top) return false;

@@ -3,21 +3,66 @@ using NeuronTrace.Runtime;
 namespace NeuronTrace.Model;
 
 /// <summary>
-/// The clean row prefix of a dense layer (issue 18, "fewer rows recomputed"): attention is causal and every other op
-/// of a block is per row, so a row at time t of a mask's replica keeps its clean value in layer l as long as the mask
-/// ablates nothing at a time ≤ t in layers ≤ l. Such a layer's MLP then runs on the changed rows alone, the prefix rows
-/// take the clean forward's MLP output (cached once per example batch); attention still runs on every row, as the
-/// changed rows read the prefix rows' keys and values.
+/// The clean row prefix of a layer (issue 18, "fewer rows recomputed"): attention is causal and every other op of a
+/// block is per row, so a row at time t of a mask's replica keeps its clean value as long as the mask ablates nothing
+/// at a time ≤ t below that point. Two splits per layer l: the input split (nothing ablated at times ≤ t in layers
+/// below l: r_l's row is clean), under which Q/K/V run on the changed rows alone (any layer run) and so do W_o (every
+/// site but attn_z) and, for mlp_out and resid, the MLP; and the site split (nothing ablated at times ≤ t in layers
+/// ≤ l), under which the MLP of the other sites and attn_z's W_o do. Prefix rows take the clean forward's values
+/// (Q/K/V before RoPE, attn_out, mlp_out: cached once per example batch); attention still runs on every row, as the
+/// changed rows read the prefix rows' keys and values. At a forward's start layer (not from the means) every input row
+/// is clean, so there Q/K/V, W_o and the mlp_out/resid MLP are gathered, not computed.
 /// </summary>
 internal sealed partial class MeanAblationSweep
 {
-    /// <summary>A dense layer runs its MLP on the changed rows alone when they are at most this fraction of the real rows.</summary>
+    /// <summary>A product runs on the changed rows alone when they are at most this fraction of the real rows.</summary>
     const double PartialRowsFraction = 0.9;
 
     /// <summary>Dense layer runs so far whose MLP ran on the changed rows alone, and the real rows they left to the clean MLP output.</summary>
     public (int LayerRuns, long PrefixRows, long RealRows) PartialRowsDone { get; private set; }
 
+    /// <summary>mlp_act: changed rows so far whose activations came from the clean forward (only W_down ran for them).</summary>
+    public long CleanActRowsDone { get; private set; }
+
+    /// <summary>Layer runs so far whose Q/K/V ran on the changed rows alone, and the real rows they left to the clean Q/K/V.</summary>
+    public (int LayerRuns, long PrefixRows, long RealRows) InputRowsDone { get; private set; }
+
     Tensor[]? _cleanMlpOut;   // the clean forward's mlp_out per layer below the top, [B·T, dim] on LayerBackend(l)
+    (Tensor Q, Tensor K, Tensor V)[]? _cleanQkv;   // the clean Q/K/V per layer before RoPE, [B·T, dim | kvDim]
+    Tensor[]? _cleanAct;   // mlp_act: the clean activations per layer below the top, before any edit, [B·T, hidden]
+    Tensor[]? _cleanAttnOut;   // the clean attn_out per layer below the top (before any edit: the clean forward has none)
+
+    /// <summary>The clean caches of the row splits, from the clean forward <paramref name="pass"/>.</summary>
+    void CacheCleanRows(ForwardPass pass)
+    {
+        var c = _model.Config;
+        _cleanMlpOut = Enumerable.Range(0, c.Layers - 1).Select(l => CopyOf(l, pass.Layers[l].MlpOut)).ToArray();
+        _cleanAttnOut = Enumerable.Range(0, c.Layers - 1).Select(l => CopyOf(l, pass.Layers[l].AttnOut)).ToArray();
+        if (_site == NodeSite.MlpAct) _cleanAct = Enumerable.Range(0, c.Layers - 1).Select(l => CopyOf(l, pass.Layers[l].Act)).ToArray();
+        _cleanQkv = Enumerable.Range(0, c.Layers).Select(l =>
+        {
+            // Q and K of the pass are rotated in place; the product again gives them as a forward's product leaves them.
+            var be = _model.LayerBackend(l); var w = _model.Weights.Layers[l];
+            var s = pass.Layers[l];
+            var qkv = (Q: be.AllocateUninitialized(s.Q.Shape), K: be.AllocateUninitialized(s.K.Shape), V: be.AllocateUninitialized(s.V.Shape));
+            be.MatMulShared(s.AttnNormed, [w.Wq, w.Wk, w.Wv], [qkv.Q, qkv.K, qkv.V]);
+            return qkv;
+        }).ToArray();
+
+        Tensor CopyOf(int l, Tensor t)
+        {
+            var be = _model.LayerBackend(l);
+            var h = be.AllocateUninitialized(t.Shape);
+            be.Copy(t, h);
+            return h;
+        }
+    }
+
+    void DisposeCleanRows()
+    {
+        foreach (var t in (_cleanMlpOut ?? []).Concat(_cleanAttnOut ?? []).Concat(_cleanAct ?? [])) t.Dispose();
+        foreach (var (q, k, v) in _cleanQkv ?? []) { q.Dispose(); k.Dispose(); v.Dispose(); }
+    }
 
     /// <summary>Per layer and example, the earliest time <paramref name="mask"/> ablates in that layer or below (the prompt's length if none).</summary>
     int[][] ChangedFrom(bool[] mask)
@@ -43,6 +88,13 @@ internal sealed partial class MeanAblationSweep
     /// <summary>One dense layer's row split: the changed rows (with their keep and mean rows) and the clean prefix rows (with their clean rows).</summary>
     internal sealed class PartialRows(Tensor changed, Tensor changedKeep, Tensor changedMean, Tensor prefix, Tensor prefixClean, int changedRows, int prefixRows) : IDisposable
     {
+        /// <summary>
+        /// mlp_act's site split only: the changed rows whose layer input is clean (their gate and up, so their activations
+        /// before the ablation, are the clean forward's): their places among the changed rows and their clean rows; and
+        /// the other changed rows' places and rows. Null: every changed row runs gate and up.
+        /// </summary>
+        public (Tensor Place, Tensor CleanRow, int Count, Tensor OtherPlace, Tensor OtherRow, int OtherCount)? CleanInput { get; init; }
+
         public Tensor Changed { get; } = changed;
         public Tensor ChangedKeep { get; } = changedKeep;
         public Tensor ChangedMean { get; } = changedMean;
@@ -54,30 +106,123 @@ internal sealed partial class MeanAblationSweep
         public void Dispose()
         {
             foreach (var t in new[] { Changed, ChangedKeep, ChangedMean, Prefix, PrefixClean }) t.Dispose();
+            if (CleanInput is { } c) foreach (var t in new[] { c.Place, c.CleanRow, c.OtherPlace, c.OtherRow }) t.Dispose();
         }
     }
 
-    /// <summary>The row split of layer <paramref name="l"/> for the chunk's masks, or null when too few rows are clean to pay.</summary>
-    PartialRows? PartialRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
+    /// <summary>
+    /// The row split at layer <paramref name="l"/> for the chunk's masks: by what they ablate in layers ≤ l (the site
+    /// split), or with <paramref name="input"/> in layers below l (the input split); null when too few rows are clean to pay.
+    /// </summary>
+    PartialRows? PartialRowsAt(int l, bool input, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
     {
-        if (_cleanMlpOut is null || l >= _model.Config.Layers - 1) return null;
         int B = _prompts.Count, T = batch.SeqLen, cleanRows = _clean.Rows;
         var changed = new List<int>();
         var prefix = new List<int>();
         for (int r = 0; r < changedFrom.Count; r++)
             for (int b = 0; b < B; b++)
             {
-                int len = _prompts[b].Length, t0 = changedFrom[r][l][b], row0 = (r * B + b) * T;
+                int len = _prompts[b].Length, row0 = (r * B + b) * T;
+                int t0 = !input ? changedFrom[r][l][b] : l == 0 ? len : changedFrom[r][l - 1][b];
                 for (int t = 0; t < t0; t++) prefix.Add(row0 + t);
                 for (int t = t0; t < len; t++) changed.Add(row0 + t);
             }
-        if (changed.Count > PartialRowsFraction * (changed.Count + prefix.Count)) return null;
-        var done = PartialRowsDone;
-        PartialRowsDone = (done.LayerRuns + 1, done.PrefixRows + prefix.Count, done.RealRows + changed.Count + prefix.Count);
+        // mlp_act: a changed row whose layer input is clean has the clean activations, so only W_down runs for it (a
+        // third of its MLP); the split pays by that cost.
+        var cleanInput = new List<int>();
+        var other = new List<int>();
+        if (!input && _site == NodeSite.MlpAct && _cleanAct is not null)
+        {
+            var inputChanged = new HashSet<int>();
+            for (int r = 0; r < changedFrom.Count; r++)
+                for (int b = 0; b < B; b++)
+                {
+                    int len = _prompts[b].Length, row0 = (r * B + b) * T;
+                    for (int t = l == 0 ? len : changedFrom[r][l - 1][b]; t < len; t++) inputChanged.Add(row0 + t);
+                }
+            for (int j = 0; j < changed.Count; j++) (inputChanged.Contains(changed[j]) ? other : cleanInput).Add(j);
+        }
+        double cost = changed.Count - cleanInput.Count * 2.0 / 3;
+        if (cost > PartialRowsFraction * (changed.Count + prefix.Count)) return null;
         var be = _model.LayerBackend(l);
         Tensor Up(IEnumerable<int> v) => SweepOps.UploadInts(be, v.DefaultIfEmpty(0).ToArray());
         return new PartialRows(Up(changed), Up(changed.Select(i => keepRow[i])), Up(changed.Select(i => meanRow[i])), Up(prefix),
-            Up(prefix.Select(i => i % cleanRows)), changed.Count, prefix.Count);
+            Up(prefix.Select(i => i % cleanRows)), changed.Count, prefix.Count)
+        {
+            CleanInput = cleanInput.Count == 0 ? null
+                : (Up(cleanInput), Up(cleanInput.Select(j => changed[j] % cleanRows)), cleanInput.Count, Up(other), Up(other.Select(j => changed[j])), other.Count),
+        };
+    }
+
+    /// <summary>The site split of a dense layer below the top (its MLP's), or null (see <see cref="PartialRowsAt"/>).</summary>
+    PartialRows? SiteRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
+    {
+        if (_cleanMlpOut is null || l >= _model.Config.Layers - 1) return null;
+        var rows = PartialRowsAt(l, input: false, changedFrom, batch, keepRow, meanRow);
+        if (rows is not null) PartialRowsDone = Counted(PartialRowsDone, rows);
+        if (rows?.CleanInput is { } ci) CleanActRowsDone += ci.Count;
+        return rows;
+    }
+
+    /// <summary>The input split of any layer (Q/K/V's, W_o's but for attn_z, the mlp_out/resid MLP's), or null.</summary>
+    PartialRows? InputRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
+    {
+        if (_cleanQkv is null) return null;
+        var rows = PartialRowsAt(l, input: true, changedFrom, batch, keepRow, meanRow);
+        if (rows is not null) InputRowsDone = Counted(InputRowsDone, rows);
+        return rows;
+    }
+
+    static (int, long, long) Counted((int LayerRuns, long PrefixRows, long RealRows) done, PartialRows rows) =>
+        (done.LayerRuns + 1, done.PrefixRows + rows.PrefixRows, done.RealRows + rows.ChangedRows + rows.PrefixRows);
+
+    /// <summary>Q, K and V (before RoPE) of the changed rows from their product, of the prefix rows from the clean forward's; padding rows zero.</summary>
+    void RunPartialQkv(int l, LayerState s, PartialRows rows, ISweepOps ops)
+    {
+        var w = _model.Weights.Layers[l];
+        var be = _model.LayerBackend(l);
+        var outs = new[] { s.Q, s.K, s.V };
+        var clean = _cleanQkv![l];
+        var cleans = new[] { clean.Q, clean.K, clean.V };
+        foreach (var t in outs) be.Fill(t, 0f);
+        if (rows.ChangedRows > 0)
+        {
+            using var x = be.AllocateUninitialized(rows.ChangedRows, _model.Config.Dim);
+            ops.GatherRows(s.AttnNormed, rows.Changed, x);
+            var parts = outs.Select(t => be.AllocateUninitialized(rows.ChangedRows, t.Columns)).ToArray();
+            try
+            {
+                be.MatMulShared(x, [w.Wq, w.Wk, w.Wv], parts);
+                for (int i = 0; i < 3; i++) ops.ScatterAddRows(parts[i], rows.Changed, outs[i]);
+            }
+            finally { foreach (var t in parts) t.Dispose(); }
+        }
+        for (int i = 0; i < 3; i++) PrefixFromClean(be, ops, rows, cleans[i], outs[i]);
+    }
+
+    /// <summary>W_o of the changed rows; the prefix rows take the clean attn_out, padding rows zero (the attn edit applies after, as usual).</summary>
+    void RunPartialOutputProjection(int l, LayerState s, PartialRows rows, ISweepOps ops)
+    {
+        var be = _model.LayerBackend(l);
+        be.Fill(s.AttnOut, 0f);
+        if (rows.ChangedRows > 0)
+        {
+            using var z = be.AllocateUninitialized(rows.ChangedRows, s.Z.Columns);
+            ops.GatherRows(s.Z, rows.Changed, z);
+            using var o = be.AllocateUninitialized(rows.ChangedRows, s.AttnOut.Columns);
+            be.MatMul(z, _model.Weights.Layers[l].Wo, o, false);
+            ops.ScatterAddRows(o, rows.Changed, s.AttnOut);
+        }
+        PrefixFromClean(be, ops, rows, _cleanAttnOut![l], s.AttnOut);
+    }
+
+    // The prefix rows of a zero-filled output from the clean forward's tensor.
+    static void PrefixFromClean(IBackend be, ISweepOps ops, PartialRows rows, Tensor clean, Tensor output)
+    {
+        if (rows.PrefixRows == 0) return;
+        using var t = be.AllocateUninitialized(rows.PrefixRows, output.Columns);
+        ops.GatherRows(clean, rows.PrefixClean, t);
+        ops.ScatterAddRows(t, rows.Prefix, output);
     }
 
     /// <summary>
@@ -93,23 +238,39 @@ internal sealed partial class MeanAblationSweep
         if (rows.ChangedRows > 0)
         {
             int n = rows.ChangedRows;
-            using var x = be.AllocateUninitialized(n, c.Dim);
-            ops.GatherRows(s.FfnNormed, rows.Changed, x);
-            using var gate = be.AllocateUninitialized(n, c.HiddenDim);
-            using var up = be.AllocateUninitialized(n, c.HiddenDim);
             using var act = be.AllocateUninitialized(n, c.HiddenDim);
-            be.MatMulShared(x, [w.W1, w.W3], [gate, up]);
-            be.SwiGlu(gate, up, act);
+            if (rows.CleanInput is not { } ci) GateUp(rows.Changed, n, act);
+            else
+            {
+                // The clean-input rows' activations from the clean forward, the others' from gate and up, each into its place.
+                be.Fill(act, 0f);
+                using (var clean = be.AllocateUninitialized(ci.Count, c.HiddenDim))
+                {
+                    ops.GatherRows(_cleanAct![l], ci.CleanRow, clean);
+                    ops.ScatterAddRows(clean, ci.Place, act);
+                }
+                if (ci.OtherCount > 0)
+                {
+                    using var part = be.AllocateUninitialized(ci.OtherCount, c.HiddenDim);
+                    GateUp(ci.OtherRow, ci.OtherCount, part);
+                    ops.ScatterAddRows(part, ci.OtherPlace, act);
+                }
+            }
             if (_site == NodeSite.MlpAct) ops.MeanAblate(act, ablation.Means, ablation.Bits, ablation.FirstMaskRow, rows.ChangedKeep, rows.ChangedMean);
             using var o = be.AllocateUninitialized(n, c.Dim);
             be.MatMul(act, w.W2, o, false);
             ops.ScatterAddRows(o, rows.Changed, s.MlpOut);
         }
-        if (rows.PrefixRows > 0)
+        PrefixFromClean(be, ops, rows, _cleanMlpOut![l], s.MlpOut);
+
+        void GateUp(Tensor rowIndex, int n, Tensor act)
         {
-            using var clean = be.AllocateUninitialized(rows.PrefixRows, c.Dim);
-            ops.GatherRows(_cleanMlpOut![l], rows.PrefixClean, clean);
-            ops.ScatterAddRows(clean, rows.Prefix, s.MlpOut);
+            using var x = be.AllocateUninitialized(n, c.Dim);
+            ops.GatherRows(s.FfnNormed, rowIndex, x);
+            using var gate = be.AllocateUninitialized(n, c.HiddenDim);
+            using var up = be.AllocateUninitialized(n, c.HiddenDim);
+            be.MatMulShared(x, [w.W1, w.W3], [gate, up]);
+            be.SwiGlu(gate, up, act);
         }
     }
 }

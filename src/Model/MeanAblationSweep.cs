@@ -84,14 +84,8 @@ internal sealed partial class MeanAblationSweep : IDisposable
             to.Copy(s, h);
             return h;
         }).ToArray();
-        // The clean MLP outputs, for the clean row prefix of a dense layer (MeanAblationSweep.Rows.cs).
-        _cleanMlpOut = Enumerable.Range(0, c.Layers - 1).Select(l =>
-        {
-            var be = model.LayerBackend(l);
-            var h = be.AllocateUninitialized(pass.Layers[l].MlpOut.Shape);
-            be.Copy(pass.Layers[l].MlpOut, h);
-            return h;
-        }).ToArray();
+        // The clean Q/K/V, attn_out and mlp_out, for the clean row prefix of a layer (MeanAblationSweep.Rows.cs).
+        CacheCleanRows(pass);
         if (metricTerms is not null) (_termRows, _terms) = TermTables(metricTerms);
     }
 
@@ -295,7 +289,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
         int[]? hostMeanRow = null;
         var (hostKeepRows, hostMeanRows) = HostRowTables(batch, R);
         var changedFrom = masks.Select(ChangedFrom).ToList();
-        PartialRows? partial = null;
+        PartialRows? partial = null, input = null;
         try
         {
             for (int l = start; l < L; l++)
@@ -315,8 +309,11 @@ internal sealed partial class MeanAblationSweep : IDisposable
                 if (!(run == LayerRun.KeepK && _site == NodeSite.MlpAct)) plan.SetTransform(_site, l, ablation.Apply);
                 if (run == LayerRun.KeepK) hostMeanRow ??= hostMeanRows;
                 partial?.Dispose();
-                partial = run == LayerRun.Dense ? PartialRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows) : null;
-                var hooks = run == LayerRun.Dense && l < L - 1 && partial is null ? null : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation, partial);
+                input?.Dispose();
+                partial = run == LayerRun.Dense ? SiteRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows) : null;
+                input = InputRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows);
+                var hooks = run == LayerRun.Dense && l < L - 1 && partial is null && input is null ? null
+                    : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation, partial, input);
                 var state = _model.ForwardLayer(l, previous?.Output ?? x, batch, plan, hooks);
                 previous?.Dispose();
                 previous = state;
@@ -334,6 +331,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
         finally
         {
             partial?.Dispose();
+            input?.Dispose();
             previous?.Dispose();
             x.Dispose();
             foreach (var t in bits.Values) t.Dispose();
@@ -457,13 +455,16 @@ internal sealed partial class MeanAblationSweep : IDisposable
                $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only; " +
                _masks.Describe() + (_terms is null ? "; logits downloaded per forward" : "; metric reduced on the backend, one download") +
                (PartialRowsDone.LayerRuns > 0 ? $"; {PartialRowsDone.LayerRuns} dense layer runs with the MLP on the changed rows alone " +
-                   $"({PartialRowsDone.PrefixRows} of {PartialRowsDone.RealRows} real rows clean)" : "");
+                   $"({PartialRowsDone.PrefixRows} of {PartialRowsDone.RealRows} real rows clean)" : "") +
+               (InputRowsDone.LayerRuns > 0 ? $"; {InputRowsDone.LayerRuns} layer runs with Q/K/V on the changed rows alone " +
+                   $"({InputRowsDone.PrefixRows} of {InputRowsDone.RealRows} real rows clean)" : "") +
+               (CleanActRowsDone > 0 ? $"; {CleanActRowsDone} changed rows with the clean activations (W_down alone)" : "");
     }
 
     public void Dispose()
     {
         foreach (var t in _cleanInputs) t.Dispose();
-        foreach (var t in _cleanMlpOut ?? []) t.Dispose();
+        DisposeCleanRows();
         _termRows?.Dispose();
         _terms?.Dispose();
         foreach (var t in _rows.Values) t.Dispose();

@@ -149,6 +149,8 @@ public class SweepShortcutTests(ITestOutputHelper output)
         var b = fast.Evaluate(masks);
         output.WriteLine(plans.Single());
         Assert.Contains("with the MLP on the changed rows alone", plans[0]);
+        Assert.Contains("with Q/K/V on the changed rows alone", plans[0]);
+        if (site == NodeSite.MlpAct) Assert.Contains("changed rows with the clean activations", plans[0]);
         double range = a.Max() - a.Min();
         Assert.True(range > 1e-4, "the masks should move the metric");
         for (int i = 0; i < a.Length; i++)
