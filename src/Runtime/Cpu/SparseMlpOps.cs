@@ -52,25 +52,69 @@ internal static class SparseMlpOps
             var o = output.AsSpan(r * dim, dim);
             if (meanRow[r] < 0) o.Clear(); else constant.AsSpan(meanRow[r] * dim, dim).CopyTo(o);
         }
-        long work = (long)groupKept[^1] * dim;
-        Parallel.For(0, groups, new ParallelOptions { MaxDegreeOfParallelism = work < 1 << 16 ? 1 : -1 }, g =>
+        // Neuron-major: each kept neuron's three weight rows are read once for every row of the call that keeps it (across
+        // all groups, i.e. all masks and positions of a forward), not once per group; the weights do not fit in cache, the
+        // rows do. Phase 1 (parallel over neurons): the scaled activation of each (neuron, row) pair. Phase 2 (parallel over
+        // column slices, so no two threads write one element): out[r] += d · W_down[:, i] over the pairs, neuron after
+        // neuron, which for kept sets listed in ascending order is the order the per-group loop added them in.
+        var (pairStart, pairRow) = ByUnit(hidden, groupKept, kept, groupRows, rowsOfGroups);
+        int pairs = pairStart[hidden];
+        if (pairs == 0) return;
+        var d = new float[pairs];
+        long work = (long)pairs * dim;
+        int threads = work < 1 << 16 ? 1 : -1;
+        Parallel.For(0, hidden, new ParallelOptions { MaxDegreeOfParallelism = threads }, i =>
         {
+            if (pairStart[i] == pairStart[i + 1]) return;
+            var wg = gate.AsSpan(i * dim, dim);
+            var wu = up.AsSpan(i * dim, dim);
+            for (int q = pairStart[i]; q < pairStart[i + 1]; q++)
+            {
+                int r = pairRow[q];
+                var (a, u) = Dot2(x.AsSpan(r * dim, dim), wg, wu);
+                d[q] = a / (1f + MathF.Exp(-a)) * u - means[meanRow[r] * hidden + i];
+            }
+        });
+        int slice = ColumnSlice(dim);
+        Parallel.For(0, (dim + slice - 1) / slice, new ParallelOptions { MaxDegreeOfParallelism = threads }, s =>
+        {
+            int c0 = s * slice, n = Math.Min(slice, dim - c0);
+            for (int i = 0; i < hidden; i++)
+            {
+                if (pairStart[i] == pairStart[i + 1]) continue;
+                var wd = downT.AsSpan(i * dim + c0, n);
+                for (int q = pairStart[i]; q < pairStart[i + 1]; q++)
+                    Axpy(d[q], wd, output.AsSpan(pairRow[q] * dim + c0, n));
+            }
+        });
+    }
+
+    // Columns per slice of phase 2: whole cache lines, about four slices per core.
+    static int ColumnSlice(int dim) => Math.Max(64, (dim / (4 * Environment.ProcessorCount) + 15) / 16 * 16);
+
+    /// <summary>
+    /// The (unit, row) pairs of a keep-k call grouped by unit: unit i's rows are pairRow[pairStart[i] .. pairStart[i+1]),
+    /// in group order (a row kept twice by its groups appears twice, as the per-group sum adds it twice).
+    /// </summary>
+    static (int[] PairStart, int[] PairRow) ByUnit(int units, int[] groupKept, int[] kept, int[] groupRows, int[] rowsOfGroups)
+    {
+        var start = new int[units + 1];
+        int groups = groupKept.Length - 1;
+        for (int g = 0; g < groups; g++)
+        {
+            int n = groupRows[g + 1] - groupRows[g];
+            for (int j = groupKept[g]; j < groupKept[g + 1]; j++) start[kept[j] + 1] += n;
+        }
+        for (int i = 0; i < units; i++) start[i + 1] += start[i];
+        var next = start[..units];
+        var row = new int[start[units]];
+        for (int g = 0; g < groups; g++)
             for (int j = groupKept[g]; j < groupKept[g + 1]; j++)
             {
                 int i = kept[j];
-                var wg = gate.AsSpan(i * dim, dim);
-                var wu = up.AsSpan(i * dim, dim);
-                var wd = downT.AsSpan(i * dim, dim);
-                for (int q = groupRows[g]; q < groupRows[g + 1]; q++)
-                {
-                    int r = rowsOfGroups[q];
-                    var xr = x.AsSpan(r * dim, dim);
-                    float a = Dot(xr, wg), u = Dot(xr, wu);
-                    float act = a / (1f + MathF.Exp(-a)) * u;
-                    Axpy(act - means[meanRow[r] * hidden + i], wd, output.AsSpan(r * dim, dim));
-                }
+                for (int q = groupRows[g]; q < groupRows[g + 1]; q++) row[next[i]++] = rowsOfGroups[q];
             }
-        });
+        return (start, row);
     }
 
     /// <summary>
@@ -110,18 +154,16 @@ internal static class SparseMlpOps
         }
 
         output.AsSpan(0, rows * outDim).Clear();
-        long work = (long)groupKept[^1] * inDim;
-        Parallel.For(0, groups, new ParallelOptions { MaxDegreeOfParallelism = work < 1 << 16 ? 1 : -1 }, g =>
+        // Column-major, as SparseMlp is neuron-major: each kept weight row is read once for all the rows that keep it.
+        var (pairStart, pairRow) = ByUnit(outDim, groupKept, kept, groupRows, rowsOfGroups);
+        long work = (long)pairStart[outDim] * inDim;
+        Parallel.For(0, outDim, new ParallelOptions { MaxDegreeOfParallelism = work < 1 << 16 ? 1 : -1 }, j =>
         {
-            for (int q = groupKept[g]; q < groupKept[g + 1]; q++)
+            var wj = weight.AsSpan(j * inDim, inDim);
+            for (int q = pairStart[j]; q < pairStart[j + 1]; q++)
             {
-                int j = kept[q];
-                var wj = weight.AsSpan(j * inDim, inDim);
-                for (int t = groupRows[g]; t < groupRows[g + 1]; t++)
-                {
-                    int r = rowsOfGroups[t];
-                    output[(long)r * outDim + j] = Dot(x.AsSpan(r * inDim, inDim), wj);
-                }
+                int r = pairRow[q];
+                output[(long)r * outDim + j] = Dot(x.AsSpan(r * inDim, inDim), wj);
             }
         });
     }
@@ -177,6 +219,31 @@ internal static class SparseMlpOps
         float s = Vector256.Sum(acc0 + acc1);
         for (; i < n; i++) s += a[i] * b[i];
         return s;
+    }
+
+    // Two dot products of one vector, as Dot computes each (same lanes, same order), in one pass over a.
+    static (float, float) Dot2(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> c)
+    {
+        int n = a.Length, i = 0;
+        var b0 = Vector256<float>.Zero; var b1 = Vector256<float>.Zero;
+        var c0 = Vector256<float>.Zero; var c1 = Vector256<float>.Zero;
+        for (; i + 16 <= n; i += 16)
+        {
+            var a0 = Vector256.Create(a.Slice(i, 8)); var a1 = Vector256.Create(a.Slice(i + 8, 8));
+            b0 = Vector256.FusedMultiplyAdd(a0, Vector256.Create(b.Slice(i, 8)), b0);
+            b1 = Vector256.FusedMultiplyAdd(a1, Vector256.Create(b.Slice(i + 8, 8)), b1);
+            c0 = Vector256.FusedMultiplyAdd(a0, Vector256.Create(c.Slice(i, 8)), c0);
+            c1 = Vector256.FusedMultiplyAdd(a1, Vector256.Create(c.Slice(i + 8, 8)), c1);
+        }
+        for (; i + 8 <= n; i += 8)
+        {
+            var a0 = Vector256.Create(a.Slice(i, 8));
+            b0 = Vector256.FusedMultiplyAdd(a0, Vector256.Create(b.Slice(i, 8)), b0);
+            c0 = Vector256.FusedMultiplyAdd(a0, Vector256.Create(c.Slice(i, 8)), c0);
+        }
+        float sb = Vector256.Sum(b0 + b1), sc = Vector256.Sum(c0 + c1);
+        for (; i < n; i++) { sb += a[i] * b[i]; sc += a[i] * c[i]; }
+        return (sb, sc);
     }
 
     static void Axpy(float alpha, ReadOnlySpan<float> x, Span<float> y)
