@@ -45,6 +45,54 @@ public class SparseMlpOpsTests
             [0, 1], [hidden], [0, 1], [0], output));
     }
 
+    /// <summary>
+    /// Many groups sharing neurons (as a forward's masks and positions do), enough work for the parallel path and several
+    /// column slices (one of them partial), a row in two groups (its terms add): against the dense MLP in double.
+    /// </summary>
+    [Fact]
+    public void Keep_k_mlp_over_many_groups_equals_the_dense_mlp()
+    {
+        const int dim = 200, hidden = 96, rows = 30, meanRows = 3;
+        var rng = new Random(7);
+        float[] R(int n) => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var x = R(rows * dim); var gate = R(hidden * dim); var up = R(hidden * dim); var down = R(dim * hidden); var means = R(meanRows * hidden);
+        var meanRow = Enumerable.Range(0, rows).Select(r => r % 7 == 6 ? -1 : r % meanRows).ToArray();
+        var real = Enumerable.Range(0, rows).Where(r => meanRow[r] >= 0).ToArray();
+        // Group g: the real rows ≡ g mod 5 (row real[0] also in the last group), each keeping a random half of the neurons.
+        var groupRowsOf = Enumerable.Range(0, 5).Select(g => real.Where((_, j) => j % 5 == g).ToArray()).ToList();
+        groupRowsOf[4] = [.. groupRowsOf[4], real[0]];
+        var keptSets = groupRowsOf.Select(_ => Enumerable.Range(0, hidden).Where(_ => rng.NextDouble() < 0.5).ToArray()).ToList();
+        var groupKept = new[] { 0 }.Concat(keptSets.Select(k => k.Length)).ToArray();
+        var groupRows = new[] { 0 }.Concat(groupRowsOf.Select(r => r.Length)).ToArray();
+        for (int g = 1; g < groupKept.Length; g++) { groupKept[g] += groupKept[g - 1]; groupRows[g] += groupRows[g - 1]; }
+        var output = new float[rows * dim];
+        var constants = SparseMlpOps.Constants(down, means, dim, hidden);
+        SparseMlpOps.Apply(x, gate, up, SparseMlpOps.Transpose(down, dim, hidden), constants, means, rows, dim, hidden, meanRow,
+            groupKept, keptSets.SelectMany(k => k).ToArray(), groupRows, groupRowsOf.SelectMany(r => r).ToArray(), output);
+
+        foreach (int r in real)
+        {
+            // C plus, per group holding the row, the kept neurons' (act − mean) · W_down column.
+            var delta = new double[hidden];
+            for (int g = 0; g < keptSets.Count; g++)
+                if (groupRowsOf[g].Contains(r))
+                    foreach (int i in keptSets[g])
+                    {
+                        double a = 0, u = 0;
+                        for (int j = 0; j < dim; j++) { a += x[r * dim + j] * gate[i * dim + j]; u += x[r * dim + j] * up[i * dim + j]; }
+                        delta[i] += a / (1 + Math.Exp(-a)) * u - means[meanRow[r] * hidden + i];
+                    }
+            for (int j = 0; j < dim; j++)
+            {
+                double want = 0;
+                for (int i = 0; i < hidden; i++) want += down[j * hidden + i] * (means[meanRow[r] * hidden + i] + delta[i]);
+                Assert.Equal(want, output[r * dim + j], 1e-3);
+            }
+        }
+        foreach (int r in Enumerable.Range(0, rows).Where(r => meanRow[r] < 0))
+            Assert.All(output.AsSpan(r * dim, dim).ToArray(), v => Assert.Equal(0f, v));
+    }
+
     [Fact]
     public void Kept_outputs_equal_the_dense_product_at_the_kept_columns_and_zero_elsewhere()
     {
