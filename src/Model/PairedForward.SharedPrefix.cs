@@ -57,6 +57,7 @@ internal static partial class PairedForward
         DeviceWeights.DeviceLayer W => model.Weights.Layers[layer];
 
         public bool Attention(LayerState s) => false;
+        public bool QkvProjection(LayerState s) => false;   // the prefix rows' q, k, v are computed: attention reads every key
 
         public bool OutputProjection(LayerState s)
         {
