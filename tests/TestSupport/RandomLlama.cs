@@ -10,6 +10,18 @@ internal static class RandomLlama
         Dim = 16, HiddenDim = 24, Layers = 2, Heads = 4, KvHeads = 2, VocabSize = 32, MaxSeqLen = 64, RopeLayout = layout, TiedEmbeddings = false,
     };
 
+    /// <summary><paramref name="w"/> with every matrix (embedding, classifier, each layer's seven) mapped through
+    /// <paramref name="matrix"/>; the norms are kept. The tests' one way to re-store a model's weights (e.g. in 16 bits); a tied classifier is mapped as its own matrix.</summary>
+    public static LlamaWeights MapMatrices(LlamaWeights w, Func<WeightData, WeightData> matrix) => new()
+    {
+        Config = w.Config, TokenEmbedding = matrix(w.TokenEmbedding), FinalNorm = w.FinalNorm, Classifier = matrix(w.Classifier),
+        Layers = w.Layers.Select(l => new LayerWeights
+        {
+            AttnNorm = l.AttnNorm, Wq = matrix(l.Wq), Wk = matrix(l.Wk), Wv = matrix(l.Wv), Wo = matrix(l.Wo),
+            FfnNorm = l.FfnNorm, W1 = matrix(l.W1), W2 = matrix(l.W2), W3 = matrix(l.W3),
+        }).ToArray(),
+    };
+
     public static LlamaWeights Create(LlamaConfig c, int seed, float scale = 0.3f)
     {
         var rng = new Random(seed);

@@ -51,15 +51,7 @@ public class Bf16MathScoresTests(ITestOutputHelper output)
     {
         var config = RandomLlama.SmallConfig() with { Dim = 2048, HiddenDim = 8192, Heads = 32, KvHeads = 8, VocabSize = 4096, Layers = 1, MaxSeqLen = 64 };
         var fp32 = RandomLlama.Create(config, seed: 7, scale: 0.02f);
-        var weights = new LlamaWeights
-        {
-            Config = fp32.Config, TokenEmbedding = Bf16(fp32.TokenEmbedding), FinalNorm = fp32.FinalNorm, Classifier = Bf16(fp32.Classifier),
-            Layers = fp32.Layers.Select(l => new LayerWeights
-            {
-                AttnNorm = l.AttnNorm, Wq = Bf16(l.Wq), Wk = Bf16(l.Wk), Wv = Bf16(l.Wv), Wo = Bf16(l.Wo),
-                FfnNorm = l.FfnNorm, W1 = Bf16(l.W1), W2 = Bf16(l.W2), W3 = Bf16(l.W3),
-            }).ToArray(),
-        };
+        var weights = RandomLlama.MapMatrices(fp32, Bf16);
         var task = RandomTasks.Pairs(8, config.VocabSize, seed: 2, minLen: 16, maxLen: 16);
         AssertNear(weights, task, new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = 8, Sites = Sites });
     }

@@ -115,15 +115,7 @@ public class HalfWeightScoresTests
                 bits[i] = format == HalfFormat.BFloat16 ? (ushort)(BitConverter.SingleToUInt32Bits(a[i]) >> 16) : BitConverter.HalfToUInt16Bits((Half)a[i]);
             return new WeightData(new HalfWeights(bits, format));
         }
-        return new LlamaWeights
-        {
-            Config = w.Config, TokenEmbedding = H(w.TokenEmbedding), FinalNorm = w.FinalNorm, Classifier = H(w.Classifier),
-            Layers = w.Layers.Select(l => new LayerWeights
-            {
-                AttnNorm = l.AttnNorm, Wq = H(l.Wq), Wk = H(l.Wk), Wv = H(l.Wv), Wo = H(l.Wo),
-                FfnNorm = l.FfnNorm, W1 = H(l.W1), W2 = H(l.W2), W3 = H(l.W3),
-            }).ToArray(),
-        };
+        return RandomLlama.MapMatrices(w, H);
     }
 
     static void AssertSameScores(LlamaWeights resident, PromptTask task, int batch = 4, AttributionMethod[]? methods = null)

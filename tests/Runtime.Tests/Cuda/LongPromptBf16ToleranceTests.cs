@@ -83,20 +83,8 @@ public class LongPromptBf16ToleranceTests(ITestOutputHelper output)
         Assert.True(failures.Count == 0, string.Join("; ", failures));
     }
 
-    static LlamaWeights Bf16Weights(LlamaWeights w)
-    {
-        static WeightData R(WeightData m) =>
-            new(new HalfWeights(m.Fp32!.Select(MmaSelfTests.Bf16).ToArray(), HalfFormat.BFloat16));
-        return new LlamaWeights
-        {
-            Config = w.Config, TokenEmbedding = R(w.TokenEmbedding), FinalNorm = w.FinalNorm, Classifier = R(w.Classifier),
-            Layers = w.Layers.Select(l => new LayerWeights
-            {
-                AttnNorm = l.AttnNorm, Wq = R(l.Wq), Wk = R(l.Wk), Wv = R(l.Wv), Wo = R(l.Wo),
-                FfnNorm = l.FfnNorm, W1 = R(l.W1), W2 = R(l.W2), W3 = R(l.W3),
-            }).ToArray(),
-        };
-    }
+    static LlamaWeights Bf16Weights(LlamaWeights w) => RandomLlama.MapMatrices(w, m =>
+        new WeightData(new HalfWeights(m.Fp32!.Select(MmaSelfTests.Bf16).ToArray(), HalfFormat.BFloat16)));
 
     /// <summary>The share of <paramref name="reference"/>'s top <paramref name="k"/> by |value| in <paramref name="a"/>'s top k.</summary>
     static double TopOverlap(float[] a, float[] reference, int k)
