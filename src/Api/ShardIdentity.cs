@@ -57,13 +57,12 @@ internal static class ShardIdentity
         string Get(string key) => m.Options.TryGetValue(key, out var v) ? v : throw new FormatException($"{m.ModelPath}: shard manifest has no trace option {key}");
         // The rule sets trace runs, named by the one spelling summaries and manifests share.
         string relp = Get("relp_attention");
-        var named = new[] { BackwardRules.RelP, BackwardRules.RelPFrozenAttention }.Where(r => TraceReport.RelPAttentionName(r) == relp).ToList();
         var o = new TraceOptions
         {
             Methods = MethodNames.ParseList(Get("methods")), Sites = NodeSites.ParseList(Get("sites")),
             TrainExamples = Get("train") == "half" ? null : int.Parse(Get("train"), CultureInfo.InvariantCulture),
             KPoints = int.Parse(Get("k_points"), CultureInfo.InvariantCulture), IgSteps = int.Parse(Get("steps"), CultureInfo.InvariantCulture),
-            RelPRules = named.Count == 1 ? named[0] : throw new FormatException($"{m.ModelPath}: shard manifest option relp_attention {ErrorText.Quote(relp)} is not gradient or freeze"),
+            RelPRules = BackwardRules.TryParseRelPAttention(relp, out var rules) ? rules : throw new FormatException($"{m.ModelPath}: shard manifest option relp_attention {ErrorText.Quote(relp)} is not gradient or freeze"),
             TargetFaithfulness = double.Parse(Get("target"), CultureInfo.InvariantCulture),
             Seed = int.Parse(Get("seed"), CultureInfo.InvariantCulture), MasksPerForward = masksPerForward,
             // Manifests written before sweep_path was recorded swept on the plain path.

@@ -65,7 +65,7 @@ public sealed partial class TracedModel : IDisposable
         "cpu" => CpuBackend.For(CpuMaths.FromEnvironment()),
         "cuda" => CudaBackend.TryCreate(out string whyNot, GemmPrecisions.FromEnvironment())
             ?? throw new ArgumentException($"device cuda: {whyNot}; the CPU backend (cpu) is the default"),
-        _ => throw new ArgumentException($"unknown device \"{device}\" (cpu or cuda)"),
+        _ => throw new ArgumentException($"unknown device {ErrorText.Quote(device)} (cpu or cuda)"),
     };
 
     /// <summary>The model on its backend: forward, backward, sites, for what the facade does not cover. The first use reads the weights.</summary>

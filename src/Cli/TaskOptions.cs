@@ -28,16 +28,8 @@ internal static class TaskOptions
         "RelP rule at the attention softmax: gradient (as the authors' released code runs; default) or freeze (the RelP paper's AH-rule; conserves relevance).",
         RelPAttentionChoices, () => BackwardRules.RelP);
 
-    static readonly (string Name, BackwardRules Value)[] RelPAttentionChoices = [("gradient", BackwardRules.RelP), ("freeze", BackwardRules.RelPFrozenAttention)];
-
-    /// <summary>The --relp-attention name of a rule set (as shard manifests and summaries record it).</summary>
-    public static string RelPAttentionName(BackwardRules rules) =>
-        RelPAttentionChoices.FirstOrDefault(c => c.Value == rules).Name ?? throw new ArgumentException($"rule set {rules} has no --relp-attention name");
-
-    /// <summary>The rule set of a --relp-attention name.</summary>
-    public static BackwardRules RelPRules(string name) =>
-        RelPAttentionChoices.FirstOrDefault(c => c.Name == name) is { Name: not null } c ? c.Value
-            : throw new UsageException($"unknown --relp-attention {ErrorText.Quote(name)} (gradient or freeze)");
+    static readonly (string Name, BackwardRules Value)[] RelPAttentionChoices =
+        BackwardRules.RelPVariants.Select(r => (r.RelPAttentionName!, r)).ToArray();
 
     /// <summary>A path, or a bundled task's name.</summary>
     public static string TaskPath(string? task)

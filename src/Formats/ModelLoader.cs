@@ -1,5 +1,6 @@
 using NeuronTrace.Formats.Tokenizers;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Formats;
 
@@ -156,7 +157,7 @@ public static class ModelLoader
             "llama" => SentencePieceBpeTokenizer.FromVocabulary(vocab.Pieces, vocab.Scores, vocab.TokenTypes, vocab.BosId, vocab.EosId, vocab.UnkId),
             // Llama 3 GGUFs: byte-level BPE, the merge rules beside the tokens.
             "gpt2" => ByteLevel(vocab),
-            _ => throw new ModelFormatException(path, $"tokenizer.ggml.model \"{vocab.Model}\" is not supported (SentencePiece \"llama\" or byte-level \"gpt2\" vocabularies)"),
+            _ => throw new ModelFormatException(path, $"tokenizer.ggml.model {ErrorText.Quote(vocab.Model)} is not supported (SentencePiece \"llama\" or byte-level \"gpt2\" vocabularies)"),
         };
 
         ITextTokenizer ByteLevel(GgufVocabulary v)

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Model;
 
@@ -49,5 +50,5 @@ public readonly record struct NodeId(NodeSite Site, int Layer, int Position, int
     /// <param name="text">The id, e.g. <c>mlp_act/L3/P-0/17</c>.</param>
     public static NodeId Parse(string text) =>
         TryParse(text, out var n) ? n
-        : throw new FormatException($"bad node id \"{(text.Length <= 40 ? text : text[..40] + "…")}\" (expected {Syntax})");
+        : throw new FormatException($"bad node id {ErrorText.Quote(text)} (expected {Syntax})");
 }

@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime;
 namespace NeuronTrace.Model;
 
 /// <summary>Where in a decoder block a node lives (docs/method.md §1.2). Values are per token position and unit.</summary>
@@ -59,7 +60,7 @@ public static class NodeSites
         foreach (var p in parts)
         {
             if (!TryParse(p, out var s))
-                throw new FormatException($"unknown node site \"{p}\" (known: {string.Join(", ", All.Select(x => x.Name()))})");
+                throw new FormatException($"unknown node site {ErrorText.Quote(p)} (known: {string.Join(", ", All.Select(x => x.Name()))})");
             if (!result.Contains(s)) result.Add(s);
         }
         return result.ToArray();

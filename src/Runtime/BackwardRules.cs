@@ -49,4 +49,23 @@ public sealed record BackwardRules(NormRule Norm, AttentionRule Attention, GateR
 
     /// <summary>RelP with the AH-rule of the RelP paper's rule table (frozen attention pattern). Conserves relevance.</summary>
     public static BackwardRules RelPFrozenAttention { get; } = new(NormRule.FrozenScale, AttentionRule.FreezePattern, GateRule.IdentityHalf);
+
+    /// <summary>The two RelP rule sets, in the order <c>--relp-attention</c> lists them.</summary>
+    public static IReadOnlyList<BackwardRules> RelPVariants { get; } = [RelP, RelPFrozenAttention];
+
+    /// <summary>
+    /// The <c>--relp-attention</c> name of a RelP rule set (<c>gradient</c> or <c>freeze</c>), the one spelling the
+    /// option, summaries and shard manifests share; null for a rule set that is not a RelP variant.
+    /// </summary>
+    public string? RelPAttentionName => this == RelP ? "gradient" : this == RelPFrozenAttention ? "freeze" : null;
+
+    /// <summary>The RelP rule set of a <c>--relp-attention</c> name (the inverse of <see cref="RelPAttentionName"/>).</summary>
+    /// <param name="name">gradient or freeze.</param>
+    /// <param name="rules">The rule set, when the name is one of them.</param>
+    /// <returns>Whether the name is one of them.</returns>
+    public static bool TryParseRelPAttention(string name, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out BackwardRules? rules)
+    {
+        rules = RelPVariants.FirstOrDefault(r => r.RelPAttentionName == name);
+        return rules is not null;
+    }
 }

@@ -2,6 +2,7 @@ using NeuronTrace.Runtime;
 using System.Buffers.Binary;
 using System.Text;
 using NeuronTrace.Model;
+using NeuronTrace.Formats.Tokenizers;
 using NeuronTrace.TestSupport;
 using Xunit;
 using static NeuronTrace.Formats.Tests.FormatTestHelpers;
@@ -113,6 +114,39 @@ public class HostileFileTests
         bytes.Insert(bytes.IndexOf((byte)'l', bytes.IndexOf((byte)':', Encoding.UTF8.GetString(bytes.ToArray()).IndexOf("\"model_type\"", StringComparison.Ordinal))), 0xFF);
         File.WriteAllBytes(config, bytes.ToArray());
         AssertFormatError(() => HfFolderFormat.Load(dir), config, "invalid UTF-8", "$.model_type");
+    }
+
+    [Fact]
+    public void AHostileModelTypeIsQuotedEscapedAndCut()
+    {
+        // Every message that shows text from a file or a user goes through ErrorText.Quote (one rule, no local copies).
+        string dir = Path.Combine(Dir, "hf-model-type");
+        HfFolderWriter.Write(Stories, dir, null);
+        string config = Path.Combine(dir, "config.json");
+        string hostile = "\\u001b[2J" + new string('m', 500);
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"model_type\": \"llama\"", $"\"model_type\": \"{hostile}\""));
+        var e = Assert.Throws<ModelFormatException>(() => HfFolderFormat.Load(dir));
+        Assert.Contains("model_type is \"\\x1b[2Jmmm", e.Message);
+        Assert.Contains("(504 characters); only \"llama\" is supported", e.Message);
+        Assert.DoesNotContain(e.Message, c => char.IsControl(c));
+        Assert.True(e.Message.Length < 400, e.Message);
+    }
+
+    [Fact]
+    public void HostileNamesOfSitesMethodsAndTemplatesAreQuotedAndCut()
+    {
+        string hostile = "\u001b]0;owned\u0007" + new string('s', 300);
+        foreach (var message in new[]
+        {
+            Assert.Throws<FormatException>(() => NodeSites.ParseList(hostile)).Message,
+            Assert.Throws<FormatException>(() => NodeId.Parse(hostile)).Message,
+            Assert.Throws<FormatException>(() => ChatTemplate.Named(hostile)).Message,
+        })
+        {
+            Assert.Contains("\"\\x1b]0;owned\\x07sss", message);
+            Assert.Contains("(310 characters)", message);
+            Assert.DoesNotContain(message, c => char.IsControl(c));
+        }
     }
 
     [Fact]

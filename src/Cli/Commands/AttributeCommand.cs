@@ -93,7 +93,7 @@ internal static class AttributeCommand
             if (slice is { } sl)
             {
                 if (saes.Count > 0) throw new UsageException("--sae cannot be sharded yet (run the SAE attribution unsharded)");
-                return ShardRun.Attribute(traced, loaded, t, taskPath, attribution, TaskOptions.RelPAttentionName(attribution.RelPRules), r.GetValue(specialTokens), r.GetValue(limit), r.GetValue(topLogitsK), sl, fullDir, dir, every);
+                return ShardRun.Attribute(traced, loaded, t, taskPath, attribution, attribution.RelPRules.RelPAttentionName!, r.GetValue(specialTokens), r.GetValue(limit), r.GetValue(topLogitsK), sl, fullDir, dir, every);
             }
             using var bar = new ProgressBar();
             var scores = traced.Attribute(t, m, siteList, attribution, bar);

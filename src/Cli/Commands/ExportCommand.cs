@@ -4,6 +4,7 @@ using NeuronTrace.Model;
 using NeuronTrace.Tracing.Runs;
 using NeuronTrace.Tracing.Tasks;
 using NeuronTrace.Tracing.View;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Cli.Commands;
 
@@ -39,7 +40,7 @@ internal static class ExportCommand
         cmd.SetAction(r =>
         {
             string fmt = r.GetValue(format)!;
-            if (fmt is not ("neuronpedia" or "circuit-tracer")) throw new UsageException($"unknown --format \"{Clip(fmt)}\" (neuronpedia or circuit-tracer)");
+            if (fmt is not ("neuronpedia" or "circuit-tracer")) throw new UsageException($"unknown --format {ErrorText.Quote(fmt)} (neuronpedia or circuit-tracer)");
             int top = r.GetValue(maxNodes), nExamples = r.GetValue(examples);
             if (top is < 1 or > 100_000) throw new UsageException($"--max-nodes {top}: must be 1 to 100000");
             if (nExamples is < 0 or > 50) throw new UsageException($"--examples {nExamples}: must be 0 to 50");
@@ -47,7 +48,7 @@ internal static class ExportCommand
             string stem = Path.GetFileNameWithoutExtension(outPath);
             string graphSlug = r.GetValue(slug) ?? stem;
             if (graphSlug.Length == 0 || graphSlug.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')))
-                throw new UsageException($"--slug \"{Clip(graphSlug)}\": use letters, digits, '-', '_' and '.' only");
+                throw new UsageException($"--slug {ErrorText.Quote(graphSlug)}: use letters, digits, '-', '_' and '.' only");
             if (fmt == "circuit-tracer" && (graphSlug != stem || !outPath.EndsWith(".json", StringComparison.Ordinal)))
                 throw new UsageException($"circuit-tracer's viewer loads SLUG.json: name --out {graphSlug}.json (or drop --slug)");
 
@@ -104,7 +105,6 @@ internal static class ExportCommand
         return cmd;
     }
 
-    static string Clip(string s) => s.Length <= 40 ? s : s[..40] + "…";
 
     /// <summary>The faithfulness target the run recorded (summary.json options.target), if any.</summary>
     static double? TargetOf(RunFolder folder)

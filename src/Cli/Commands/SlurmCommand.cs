@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json;
 using NeuronTrace.Tracing.Runs;
 using NeuronTrace.Tracing.Sharding;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Cli.Commands;
 
@@ -50,10 +51,10 @@ internal static class SlurmCommand
             var sbatchOptions = r.GetValue(sbatch) ?? [];
             foreach (var o in sbatchOptions)
                 if (!o.StartsWith("--", StringComparison.Ordinal) || o.Contains('\n'))
-                    throw new UsageException($"--sbatch \"{ShardSlice.Short(o)}\": give one long sbatch option, e.g. --sbatch=--partition=gpu");
+                    throw new UsageException($"--sbatch {ErrorText.Quote(o)}: give one long sbatch option, e.g. --sbatch=--partition=gpu");
             var traceArgs = r.UnmatchedTokens.ToArray();
             if (traceArgs.FirstOrDefault(a => Reserved.Contains(a.Split('=')[0])) is { } taken)
-                throw new UsageException($"slurm trace sets {taken} of each job itself; give the run folder as --out");
+                throw new UsageException($"slurm trace sets {ErrorText.Quote(taken)} of each job itself; give the run folder as --out");
             var check = NeuronTraceCli.CreateRoot().Parse(["trace", .. traceArgs, "--out", "x"]);
             if (check.Errors.Count > 0) throw new UsageException($"trace options: {check.Errors[0].Message}");
 
@@ -156,7 +157,7 @@ internal static class SlurmCommand
         string stdout = p.StandardOutput.ReadToEnd(), stderr = p.StandardError.ReadToEnd();
         p.WaitForExit();
         if (p.ExitCode != 0)
-            throw new IOException($"sbatch failed (exit {p.ExitCode}): {ShardSlice.Short(stderr.Trim().Split('\n').LastOrDefault() ?? "")}; the scripts are in {dir}");
+            throw new IOException($"sbatch failed (exit {p.ExitCode}): {ErrorText.Quote(stderr.Trim().Split('\n').LastOrDefault() ?? "")}; the scripts are in {dir}");
         return stdout.Trim();
     }
 

@@ -88,7 +88,7 @@ internal static class TraceCommand
                 ShardRun.CheckedCheckpointEvery(every);
                 var shardLoaded = CommonOptions.LoadModel(described);
                 using var shardModel = TracedModel.Create(shardLoaded, CommonOptions.OpenModel(shardLoaded.Weights, r.GetValue(device)!));
-                return ShardRun.Trace(shardModel, shardLoaded, t, taskPath, traceOptions, TaskOptions.RelPAttentionName(traceOptions.RelPRules), useAllLengths,
+                return ShardRun.Trace(shardModel, shardLoaded, t, taskPath, traceOptions, traceOptions.RelPRules.RelPAttentionName!, useAllLengths,
                     r.GetValue(specialTokens), shardText, r.GetValue(shardScores), shardDir, every);
             }
             if (r.GetValue(shardScores) is not null) throw new UsageException("--scores needs --shard (it runs one shard of a sharded sweep)");

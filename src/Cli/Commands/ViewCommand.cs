@@ -3,6 +3,7 @@ using NeuronTrace.Model;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
 using NeuronTrace.Tracing.View;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Cli.Commands;
 
@@ -77,7 +78,7 @@ internal static class ViewCommand
                 ?? (circuit.Site == NodeSite.MlpAct && File.Exists(Path.Combine(dir, "edges.csv")) ? Path.Combine(dir, "edges.csv") : null);
             if (edgesPath is not null)
             {
-                if (!File.Exists(edgesPath)) throw new UsageException($"--edges: no file \"{edgesPath}\"");
+                if (!File.Exists(edgesPath)) throw new UsageException($"--edges: no file {ErrorText.Quote(edgesPath)}");
                 if (circuit.Site != NodeSite.MlpAct) throw new UsageException($"edges.csv holds mlp_act edges; the {circuit.Site.Name()} circuit cannot show them (pass --site mlp_act)");
             }
             var page = RunView.Render(folder, circuit, view with { EdgesPath = edgesPath });

@@ -51,7 +51,7 @@ internal sealed class GgufFile : IDisposable
             throw new ModelFormatException(path, $"truncated header: {file.Length} bytes, too short for the GGUF magic");
         uint magic = BinaryPrimitives.ReadUInt32LittleEndian(file.Span(0, 4));
         if (magic != Magic)
-            throw new ModelFormatException(path, $"bad magic 0x{magic:X8} (\"{Printable(file.Span(0, 4))}\"), expected \"GGUF\": not a GGUF file");
+            throw new ModelFormatException(path, $"bad magic 0x{magic:X8} ({ErrorText.Quote(Printable(file.Span(0, 4)))}), expected \"GGUF\": not a GGUF file");
 
         var r = new Reader(file, 4);
         uint version = r.U32("version");

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Formats;
 
@@ -44,9 +45,9 @@ internal static class HfConfig
                 throw new ModelFormatException(path, $"architectures is {archs.GetRawText()}; only LlamaForCausalLM is supported");
         }
         if (OptionalString(path, root, "model_type") is { } modelType && modelType != "llama")
-            throw new ModelFormatException(path, $"model_type is \"{modelType}\"; only \"llama\" is supported");
+            throw new ModelFormatException(path, $"model_type is {ErrorText.Quote(modelType)}; only \"llama\" is supported");
         if (OptionalString(path, root, "hidden_act") is { } act && act != "silu")
-            throw new ModelFormatException(path, $"hidden_act is \"{act}\"; only \"silu\" is supported");
+            throw new ModelFormatException(path, $"hidden_act is {ErrorText.Quote(act)}; only \"silu\" is supported");
         foreach (string bias in new[] { "attention_bias", "mlp_bias" })
             if (Optional(root, bias) is { ValueKind: JsonValueKind.True })
                 throw new ModelFormatException(path, $"{bias} is true; biases are not supported");
@@ -89,7 +90,7 @@ internal static class HfConfig
         string? type = OptionalString(path, rs, "rope_type", "rope_scaling.") ?? OptionalString(path, rs, "type", "rope_scaling.");
         if (type is null or "default") return null;
         if (type != "llama3")
-            throw new ModelFormatException(path, $"rope_scaling type \"{type}\" is not supported (only \"llama3\")");
+            throw new ModelFormatException(path, $"rope_scaling type {ErrorText.Quote(type)} is not supported (only \"llama3\")");
         return new Llama3RopeScaling(
             (float)Real(path, rs, "factor", "rope_scaling."),
             (float)Real(path, rs, "low_freq_factor", "rope_scaling."),
@@ -120,7 +121,7 @@ internal static class HfConfig
             // Some exporters write integral floats such as 4096.0.
             if (v.TryGetDouble(out double d) && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue) return (int)d;
         }
-        throw new ModelFormatException(path, $"field \"{name}\" is {v.GetRawText()}, expected an integer");
+        throw new ModelFormatException(path, $"field {ErrorText.Quote(name)} is {v.GetRawText()}, expected an integer");
     }
 
     static double Real(string path, JsonElement obj, string name, string prefix = "") =>
@@ -132,13 +133,13 @@ internal static class HfConfig
     static double ToReal(string path, string name, JsonElement v) =>
         v.ValueKind == JsonValueKind.Number && v.TryGetDouble(out double d)
             ? d
-            : throw new ModelFormatException(path, $"field \"{name}\" is {v.GetRawText()}, expected a number");
+            : throw new ModelFormatException(path, $"field {ErrorText.Quote(name)} is {v.GetRawText()}, expected a number");
 
     static bool Bool(string path, string name, JsonElement v) => v.ValueKind switch
     {
         JsonValueKind.True => true,
         JsonValueKind.False => false,
-        _ => throw new ModelFormatException(path, $"field \"{name}\" is {v.GetRawText()}, expected true or false"),
+        _ => throw new ModelFormatException(path, $"field {ErrorText.Quote(name)} is {v.GetRawText()}, expected true or false"),
     };
 
     static string? OptionalString(string path, JsonElement obj, string name, string prefix = "") => Optional(obj, name) is { } v

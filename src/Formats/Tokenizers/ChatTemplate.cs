@@ -1,5 +1,6 @@
 using System.Text.Json;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Formats.Tokenizers;
 
@@ -40,7 +41,7 @@ internal sealed class ChatTemplate
 
     /// <summary>A built-in template by name (llama3.1, llama3.1-stripped, llama3), or a one-line error listing them.</summary>
     public static ChatTemplate Named(string name) => BuiltIn.FirstOrDefault(t => t.Name == name)
-        ?? throw new FormatException($"unknown chat template \"{name}\" (built in: {string.Join(", ", BuiltIn.Select(t => t.Name))})");
+        ?? throw new FormatException($"unknown chat template {ErrorText.Quote(name)} (built in: {string.Join(", ", BuiltIn.Select(t => t.Name))})");
 
     /// <summary>
     /// The template of a Hugging Face model folder: its <c>tokenizer_config.json</c> <c>chat_template</c>, recognised as
@@ -71,7 +72,7 @@ internal sealed class ChatTemplate
         }
         if (jinja is null) throw new ModelFormatException(file, "chat_template is neither a string nor a list holding a \"default\" template");
         return Recognise(jinja) ?? throw new ModelFormatException(file,
-            $"chat_template is not a form NeuronTrace renders ({string.Join(", ", BuiltIn.Select(t => t.Name))}; it has no Jinja engine); its first line: \"{Shorten(jinja)}\"");
+            $"chat_template is not a form NeuronTrace renders ({string.Join(", ", BuiltIn.Select(t => t.Name))}; it has no Jinja engine); its first line: {ErrorText.Quote(jinja.Split('\n')[0])}");
     }
 
     /// <summary>The built-in form a Jinja template is, told by the framing it writes; null for any other template.</summary>
@@ -105,7 +106,7 @@ internal sealed class ChatTemplate
         if (messages.Count == 0) throw new FormatException("a chat prompt needs at least one message");
         foreach (var m in messages)
             if (m.Role is not ("system" or "user" or "assistant"))
-                throw new FormatException($"chat message role \"{Shorten(m.Role)}\" is not system, user or assistant (tool turns are not supported)");
+                throw new FormatException($"chat message role {ErrorText.Quote(m.Role)} is not system, user or assistant (tool turns are not supported)");
         string Content(string c) => trim ? c.Trim() : c;
         var s = new List<ChatSegment> { Special(Llama3SpecialTokens.BeginOfText) };
         int first = 0;
@@ -146,5 +147,4 @@ internal sealed class ChatTemplate
 
     static ChatSegment Special(string name) => new(name, true);
     static ChatSegment Text(string text) => new(text, false);
-    static string Shorten(string s) { s = s.Split('\n')[0]; return s.Length <= 60 ? s : s[..57] + "..."; }
 }

@@ -2,6 +2,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Formats.Tokenizers;
 
@@ -165,5 +166,5 @@ internal static class HfTokenizerJson
     /// <summary>A required field; its absence is an error naming the key (GetProperty's message names none).</summary>
     static JsonElement Field(string path, JsonElement e, string key, string where) =>
         e.ValueKind == JsonValueKind.Object && e.TryGetProperty(key, out var v) ? v
-        : throw new ModelFormatException(path, $"tokenizer.json: {where} has no field \"{key}\"");
+        : throw new ModelFormatException(path, $"tokenizer.json: {where} has no field {ErrorText.Quote(key)}");
 }

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Formats.Tokenizers;
 
@@ -50,7 +51,7 @@ internal sealed class PromptEncoder(ITextTokenizer tokenizer, bool parseSpecialT
         if (!ParseSpecialTokens)
         {
             if (Specials() is { } sp && FindSpecial(text, sp) is { } found)
-                WarnOnce(where, $"{where} contains special-token text \"{found}\", encoded as plain text (pass --special-tokens to parse it as the special token)");
+                WarnOnce(where, $"{where} contains special-token text {ErrorText.Quote(found)}, encoded as plain text (pass --special-tokens to parse it as the special token)");
             return Tokenizer.Encode(text, addBos: true);
         }
         var ids = EncodeSpecial(text);
@@ -76,7 +77,7 @@ internal sealed class PromptEncoder(ITextTokenizer tokenizer, bool parseSpecialT
             if (s.IsSpecial) { ids.Add(specials[s.Text]); continue; }
             if (ParseSpecialTokens) { ids.AddRange(EncodeSpecial(s.Text)); continue; }
             if (FindSpecial(s.Text, specials) is { } found)
-                WarnOnce(where, $"{where}: a message contains special-token text \"{found}\", encoded as plain text (pass --special-tokens to parse it as the special token)");
+                WarnOnce(where, $"{where}: a message contains special-token text {ErrorText.Quote(found)}, encoded as plain text (pass --special-tokens to parse it as the special token)");
             ids.AddRange(Tokenizer.Encode(s.Text, addBos: false));
         }
         return ids.ToArray();

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Runs;
 
@@ -33,7 +34,7 @@ internal static class Csv
 
         /// <summary>The index of a column; a missing one is an error naming the file.</summary>
         public int Column(string name) =>
-            Array.IndexOf(Header, name) is var i and >= 0 ? i : throw new ModelFormatException(Path, $"no column \"{name}\"");
+            Array.IndexOf(Header, name) is var i and >= 0 ? i : throw new ModelFormatException(Path, $"no column {ErrorText.Quote(name)}");
 
         public string Where(int line, int column) => $"line {line}, column {Header[column]}";
     }

@@ -1,6 +1,7 @@
 using System.Text;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Edges;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Runs;
 
@@ -54,7 +55,7 @@ internal static class EdgeCsv
             if (cell == LogitSite) return (EdgeEndKind.Logit, null);
             if (cell.StartsWith(EmbeddingSite + "/P-", StringComparison.Ordinal)) return (EdgeEndKind.Embedding, null);
             return NodeId.TryParse(cell, out var id) ? (EdgeEndKind.Neuron, id)
-                : throw new ModelFormatException(path, $"{where}: bad node id \"{(cell.Length <= 40 ? cell : cell[..40] + "…")}\" (expected {NodeId.Syntax}, {EmbeddingSite}/P-<p> or {LogitSite})");
+                : throw new ModelFormatException(path, $"{where}: bad node id {ErrorText.Quote(cell)} (expected {NodeId.Syntax}, {EmbeddingSite}/P-<p> or {LogitSite})");
         }
     }
 }

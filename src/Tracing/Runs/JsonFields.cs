@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using NeuronTrace.Model;
 using NeuronTrace.Formats;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Runs;
 
@@ -33,7 +34,7 @@ internal static class JsonFields
     public static string Describe(JsonElement v) => v.ValueKind switch
     {
         JsonValueKind.Number => Clip(v.GetRawText()),
-        JsonValueKind.String => "\"" + Clip(v.GetString() ?? "") + "\"",
+        JsonValueKind.String => ErrorText.Quote(v.GetString()),
         JsonValueKind.Array => "an array",
         JsonValueKind.Object => "an object",
         JsonValueKind.True => "true",
@@ -116,7 +117,7 @@ internal static class JsonFields
     public static int CsvInt(string path, string where, string cell, int min = int.MinValue, int max = int.MaxValue)
     {
         if (!int.TryParse(cell, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int i))
-            throw new ModelFormatException(path, $"{where}: expected an integer, got \"{Clip(cell)}\"");
+            throw new ModelFormatException(path, $"{where}: expected an integer, got {ErrorText.Quote(cell)}");
         if (i < min || i > max) throw new ModelFormatException(path, $"{where}: {i} is out of range ({Range(min, max)})");
         return i;
     }
@@ -125,7 +126,7 @@ internal static class JsonFields
     public static double CsvDouble(string path, string where, string cell)
     {
         if (!double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out double d))
-            throw new ModelFormatException(path, $"{where}: expected a number, got \"{Clip(cell)}\"");
+            throw new ModelFormatException(path, $"{where}: expected a number, got {ErrorText.Quote(cell)}");
         return d;
     }
 }

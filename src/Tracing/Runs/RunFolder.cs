@@ -2,6 +2,7 @@ using System.Text.Json;
 using NeuronTrace.Model;
 using static NeuronTrace.Tracing.Runs.JsonFields;
 using NeuronTrace.Tracing.Tasks;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Runs;
 
@@ -121,7 +122,7 @@ internal sealed class RunFolder
         var root = ReadObject(summaryPath);
         string p = summaryPath;
         if (OptionalString(p, root, "format") is { } format && format != SummaryFormat)
-            throw new ModelFormatException(p, $"field format: \"{format}\" is not {SummaryFormat}");
+            throw new ModelFormatException(p, $"field format: {ErrorText.Quote(format)} is not {SummaryFormat}");
         string? task = OptionalString(p, root, "task");
         string? model = OptionalString(p, root, "model");
         int? train = OptionalInt(p, root, "train_examples", min: 1);
@@ -149,7 +150,7 @@ internal sealed class RunFolder
                 string at = $"circuits[{i++}].";
                 RequireObject(p, c, at.TrimEnd('.'));
                 string m = RequireString(p, c, "method", at), s = RequireString(p, c, "site", at);
-                if (!NodeSites.TryParse(s, out _)) throw new ModelFormatException(p, $"field {at}site: unknown site \"{s}\"");
+                if (!NodeSites.TryParse(s, out _)) throw new ModelFormatException(p, $"field {at}site: unknown site {ErrorText.Quote(s)}");
                 circuits.Add((m, s));
             }
         }
@@ -178,7 +179,7 @@ internal sealed class RunFolder
         if (!File.Exists(path)) return null;
         var root = ReadObject(path);
         if (OptionalString(path, root, "format") is { } format && format != ScoresFormat)
-            throw new ModelFormatException(path, $"field format: \"{format}\" is not {ScoresFormat}");
+            throw new ModelFormatException(path, $"field format: {ErrorText.Quote(format)} is not {ScoresFormat}");
         int positions = RequireInt(path, root, "positions", min: 1);
         var layers = new Dictionary<NodeSite, (HashSet<int> Layers, int Width)>();
         int i = 0;
@@ -187,7 +188,7 @@ internal sealed class RunFolder
             string at = $"arrays[{i++}].";
             RequireObject(path, a, at.TrimEnd('.'));
             string s = RequireString(path, a, "site", at);
-            if (!NodeSites.TryParse(s, out var site)) throw new ModelFormatException(path, $"field {at}site: unknown site \"{s}\"");
+            if (!NodeSites.TryParse(s, out var site)) throw new ModelFormatException(path, $"field {at}site: unknown site {ErrorText.Quote(s)}");
             int layer = RequireInt(path, a, "layer", min: 0, prefix: at);
             var shape = RequireArray(path, a, "shape", at);
             if (shape.GetArrayLength() != 2) throw new ModelFormatException(path, $"field {at}shape: expected [positions, width]");
@@ -218,16 +219,16 @@ internal sealed class RunFolder
         site ??= Circuits.Any(c => c.Method == method && c.Site == "mlp_act") ? "mlp_act" : Circuits.FirstOrDefault(c => c.Method == method).Site;
         string path = CircuitPath(Dir, method, site ?? "mlp_act");
         if (!File.Exists(path))
-            throw new ModelFormatException(Dir, $"no circuit for method \"{method}\" and site \"{site}\" (present: {string.Join(", ", Circuits.Select(c => c.Method + "_" + c.Site))})");
-        if (!NodeSites.TryParse(site!, out var fileSite)) throw new ModelFormatException(path, $"the file name names an unknown site \"{site}\"");
+            throw new ModelFormatException(Dir, $"no circuit for method {ErrorText.Quote(method)} and site {ErrorText.Quote(site)} (present: {string.Join(", ", Circuits.Select(c => c.Method + "_" + c.Site))})");
+        if (!NodeSites.TryParse(site!, out var fileSite)) throw new ModelFormatException(path, $"the file name names an unknown site {ErrorText.Quote(site)}");
 
         var root = ReadObject(path);
         if (OptionalString(path, root, "format") is { } format && format != CircuitFormat)
-            throw new ModelFormatException(path, $"field format: \"{format}\" is not {CircuitFormat}");
+            throw new ModelFormatException(path, $"field format: {ErrorText.Quote(format)} is not {CircuitFormat}");
         string rootSite = RequireString(path, root, "site");
-        if (rootSite != fileSite.Name()) throw new ModelFormatException(path, $"field site: \"{rootSite}\" does not match the file name (site {fileSite.Name()})");
+        if (rootSite != fileSite.Name()) throw new ModelFormatException(path, $"field site: {ErrorText.Quote(rootSite)} does not match the file name (site {fileSite.Name()})");
         string rootMethod = RequireString(path, root, "method");
-        if (rootMethod != method) throw new ModelFormatException(path, $"field method: \"{rootMethod}\" does not match the file name (method {method})");
+        if (rootMethod != method) throw new ModelFormatException(path, $"field method: {ErrorText.Quote(rootMethod)} does not match the file name (method {method})");
 
         var grid = ReadScoreGrid(method);
         (int Layers, int Width)? shape = grid is not null && grid.Sites.TryGetValue(fileSite, out var sh) ? sh : null;
@@ -239,7 +240,7 @@ internal sealed class RunFolder
             string at = $"nodes[{i}]";
             RequireObject(path, n, at);
             string ns = RequireString(path, n, "site", at + ".");
-            if (ns != fileSite.Name()) throw new ModelFormatException(path, $"{at}: site \"{ns}\" in a {fileSite.Name()} circuit");
+            if (ns != fileSite.Name()) throw new ModelFormatException(path, $"{at}: site {ErrorText.Quote(ns)} in a {fileSite.Name()} circuit");
             int layer = RequireInt(path, n, "layer", prefix: at + ".");
             int position = RequireInt(path, n, "position", prefix: at + ".");
             int index = RequireInt(path, n, "index", prefix: at + ".");
@@ -282,7 +283,7 @@ internal sealed class RunFolder
         foreach (var (line, p) in table.Rows)
         {
             string At(int j) => table.Where(line, j);
-            if (!NodeSites.TryParse(p[site], out _)) throw new ModelFormatException(path, $"{At(site)}: unknown site \"{p[site]}\"");
+            if (!NodeSites.TryParse(p[site], out _)) throw new ModelFormatException(path, $"{At(site)}: unknown site {ErrorText.Quote(p[site])}");
             if (p[method].Length == 0) throw new ModelFormatException(path, $"{At(method)}: empty");
             int totalNodes = JsonFields.CsvInt(path, At(total), p[total], min: 1);
             int kk = JsonFields.CsvInt(path, At(k), p[k], min: 0, max: totalNodes);

@@ -20,19 +20,15 @@ internal sealed record SavedTraceSettings(string Model, string? ModelSha256, str
         if (!File.Exists(path)) throw new ModelFormatException(path, "summary file not found");
         var root = ReadObject(path);
         if (OptionalString(path, root, "format") is { } format && format != RunFormat.TraceId)
-            throw new ModelFormatException(path, $"field format: \"{format}\" is not {RunFormat.TraceId}");
+            throw new ModelFormatException(path, $"field format: {ErrorText.Quote(format)} is not {RunFormat.TraceId}");
         if (Get(root, "options") is not { } o || o.ValueKind != JsonValueKind.Object)
             throw new ModelFormatException(path, "records no options (written by an older trace), so the run cannot be reproduced from it");
         const string P = "options.";
         var methods = Strings(path, o, "methods").Select(m => Parse(() => MethodNames.ParseList(m)[0], path, P + "methods")).ToArray();
-        var sites = Strings(path, o, "sites").Select(s => NodeSites.TryParse(s, out var x) ? x : throw new ModelFormatException(path, $"field {P}sites: unknown site \"{s}\"")).ToArray();
+        var sites = Strings(path, o, "sites").Select(s => NodeSites.TryParse(s, out var x) ? x : throw new ModelFormatException(path, $"field {P}sites: unknown site {ErrorText.Quote(s)}")).ToArray();
         string relp = RequireString(path, o, "relp_attention", P);
-        var rules = relp switch
-        {
-            "gradient" => BackwardRules.RelP,
-            "freeze" => BackwardRules.RelPFrozenAttention,
-            _ => throw new ModelFormatException(path, $"field {P}relp_attention: \"{relp}\" is not gradient or freeze"),
-        };
+        if (!BackwardRules.TryParseRelPAttention(relp, out var rules))
+            throw new ModelFormatException(path, $"field {P}relp_attention: {ErrorText.Quote(relp)} is not gradient or freeze");
         // A run written before sweep_path was recorded swept on the plain path, so that is what reproduces it.
         var sweepPath = SweepPath.Plain;
         if (OptionalString(path, o, "sweep_path") is { } sp && !SweepPaths.TryParse(sp, out sweepPath))

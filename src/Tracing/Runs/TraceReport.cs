@@ -68,7 +68,8 @@ internal static class TraceReport
                 train = o.TrainExamples,
                 k_points = o.KPoints,
                 ig_steps = o.IgSteps,
-                relp_attention = RelPAttentionName(o.RelPRules),
+                // null for a rule set that is neither RelP variant (a library caller's own), which --from-summary refuses.
+                relp_attention = o.RelPRules.RelPAttentionName,
                 masks_per_forward = o.MasksPerForward,
                 sweep_path = o.SweepPath.Name(),
                 seed = o.Seed,
@@ -94,9 +95,6 @@ internal static class TraceReport
         };
         OutputFiles.WriteText(RunFormat.SummaryPath(dir), JsonSerializer.Serialize(summary, Json));
     }
-
-    /// <summary>The --relp-attention value of a rule set: gradient or freeze.</summary>
-    public static string RelPAttentionName(BackwardRules rules) => rules.Attention == AttentionRule.FreezePattern ? "freeze" : "gradient";
 
     public static string SweepCsv(IEnumerable<SweepPoint> points)
     {

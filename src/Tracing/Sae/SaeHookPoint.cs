@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Sae;
 
@@ -30,7 +31,7 @@ internal static partial class SaeHookPoint
                 case "mlp.hook_post": return (NodeSite.MlpAct, layer);
             }
         }
-        throw new ModelFormatException(file, $"hook point \"{Shorten(hook)}\" has no NeuronTrace site (supported: blocks.L.hook_resid_post, blocks.L.hook_resid_pre with L >= 1, blocks.L.hook_attn_out, blocks.L.attn.hook_z, blocks.L.hook_mlp_out, blocks.L.mlp.hook_post)");
+        throw new ModelFormatException(file, $"hook point {ErrorText.Quote(hook)} has no NeuronTrace site (supported: blocks.L.hook_resid_post, blocks.L.hook_resid_pre with L >= 1, blocks.L.hook_attn_out, blocks.L.attn.hook_z, blocks.L.hook_mlp_out, blocks.L.mlp.hook_post)");
     }
 
     /// <summary>The TransformerLens name of a NeuronTrace site (the inverse of <see cref="Parse"/>, resid as hook_resid_post).</summary>
@@ -44,7 +45,6 @@ internal static partial class SaeHookPoint
         _ => throw new ArgumentOutOfRangeException(nameof(site)),
     };
 
-    static string Shorten(string s) => s.Length <= 80 ? s : s[..77] + "...";
 
     [GeneratedRegex(@"^blocks\.(?<layer>[0-9]{1,4})\.(?<hook>hook_resid_post|hook_resid_pre|hook_attn_out|attn\.hook_z|hook_mlp_out|mlp\.hook_post)$")]
     private static partial Regex Pattern();

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using NeuronTrace.Formats;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Sae;
 
@@ -47,7 +48,7 @@ internal static class SaeLensFormat
             "standard" => SaeActivation.ReLU,
             "jumprelu" => SaeActivation.JumpReLU,
             "topk" => SaeActivation.TopK,
-            _ => throw new ModelFormatException(cfgPath, $"architecture \"{Shorten(arch)}\" is not supported (standard, jumprelu or topk)"),
+            _ => throw new ModelFormatException(cfgPath, $"architecture {ErrorText.Quote(arch)} is not supported (standard, jumprelu or topk)"),
         };
         if (activation == SaeActivation.TopK)
         {
@@ -58,7 +59,7 @@ internal static class SaeLensFormat
         }
         string norm = SparseAutoencoder.Str(c, "normalize_activations", "none");
         if (norm is not ("none" or "expected_average_only_in"))
-            throw new ModelFormatException(cfgPath, $"normalize_activations \"{Shorten(norm)}\" is not supported (none or expected_average_only_in; per-input rescaling is not an affine decoder)");
+            throw new ModelFormatException(cfgPath, $"normalize_activations {ErrorText.Quote(norm)} is not supported (none or expected_average_only_in; per-input rescaling is not an affine decoder)");
         if (SparseAutoencoder.Bool(c, "finetuning_scaling_factor", false))
             throw new ModelFormatException(cfgPath, "finetuning_scaling_factor is not supported");
         if (SparseAutoencoder.Str(c, "reshape_activations", "none") is not ("none" or "hook_z"))
@@ -95,5 +96,4 @@ internal static class SaeLensFormat
         return null;
     }
 
-    static string Shorten(string s) => s.Length <= 40 ? s : s[..37] + "...";
 }

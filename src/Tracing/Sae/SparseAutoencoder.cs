@@ -1,6 +1,7 @@
 using System.Text.Json;
 using NeuronTrace.Model;
 using NeuronTrace.Formats;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Sae;
 
@@ -111,7 +112,7 @@ public sealed class SparseAutoencoder
         {
             "jumprelu" => (float)Num(h, "jump_relu_threshold", hp),
             "relu" => 0f,
-            _ => throw new ModelFormatException(hp, $"act_fn \"{act}\" is not supported (jumprelu or relu)"),
+            _ => throw new ModelFormatException(hp, $"act_fn {ErrorText.Quote(act)} is not supported (jumprelu or relu)"),
         };
         if (Bool(h, "use_glu_encoder", false)) throw new ModelFormatException(hp, "use_glu_encoder is not supported");
         string norm = Str(h, "norm_activation", "none");
@@ -126,7 +127,7 @@ public sealed class SparseAutoencoder
             sOut = nOut / Math.Sqrt(d);
         }
         else if (norm != "none")
-            throw new ModelFormatException(hp, $"norm_activation \"{norm}\" is not supported (dataset-wise or none)");
+            throw new ModelFormatException(hp, $"norm_activation {ErrorText.Quote(norm)} is not supported (dataset-wise or none)");
 
         using var file = SafetensorsFile.Open(st);
         float[] Read(string name, params long[] shape) => ReadTensor(file, st, name, shape, $"hyperparams.json (d_model {d}, d_sae {f})");
@@ -305,10 +306,10 @@ public sealed class SparseAutoencoder
 
     internal static int Int(JsonElement h, string key, string file) =>
         h.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int i)
-            ? i : throw new ModelFormatException(file, $"missing integer \"{key}\"");
+            ? i : throw new ModelFormatException(file, $"missing integer {ErrorText.Quote(key)}");
 
     internal static double Num(JsonElement h, string key, string file) =>
-        h.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new ModelFormatException(file, $"missing number \"{key}\"");
+        h.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : throw new ModelFormatException(file, $"missing number {ErrorText.Quote(key)}");
 
     internal static string Str(JsonElement h, string key, string fallback) =>
         h.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.String ? v.GetString()! : fallback;

@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime;
 namespace NeuronTrace.Tracing.Scoring;
 
 /// <summary>The command-line names of the attribution methods.</summary>
@@ -18,7 +19,7 @@ internal static class MethodNames
         "ig" => AttributionMethod.IG,
         "ig-inputs" => AttributionMethod.IGInputs,
         "relp" => AttributionMethod.RelP,
-        _ => throw new FormatException($"unknown method \"{name}\" (atp, ig, ig-inputs or relp)"),
+        _ => throw new FormatException($"unknown method {ErrorText.Quote(name)} (atp, ig, ig-inputs or relp)"),
     };
 
     public static AttributionMethod[] ParseList(string list)

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using NeuronTrace.Model;
 using NeuronTrace.Tracing.Runs;
 using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Sharding;
 
@@ -116,7 +117,7 @@ internal sealed class PartialScores
     {
         if (m.ModelConfig is null || m.SumsFile is null || m.Counts.Length != m.Positions)
             throw new FormatException($"{Path.Combine(dir, ShardManifest.FileName)}: not an attribution shard (no model config, sums file or counts)");
-        var sites = m.Sites.Select(n => NodeSites.TryParse(n, out var s) ? s : throw new FormatException($"{dir}: unknown site \"{ShardSlice.Short(n)}\"")).ToArray();
+        var sites = m.Sites.Select(n => NodeSites.TryParse(n, out var s) ? s : throw new FormatException($"{dir}: unknown site {ErrorText.Quote(n)}")).ToArray();
         var partial = new PartialScores(m.ModelConfig, m.Methods, sites, m.Positions);
         partial.ReadInto(Path.Combine(dir, m.SumsFile));
         m.Counts.CopyTo(partial.Counts, 0);

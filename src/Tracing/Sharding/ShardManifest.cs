@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime;
 using NeuronTrace.Formats;
 using System.Security.Cryptography;
 using System.Text.Json;
@@ -76,7 +77,7 @@ internal sealed class ShardManifest
             ("positions", Positions.ToString(), o.Positions.ToString()), ("scores sha256", ScoresSha256 ?? "", o.ScoresSha256 ?? ""),
         ];
         foreach (var (f, a, b) in fields)
-            if (a != b) return $"{f}: {ShardSlice.Short(a)} vs {ShardSlice.Short(b)}";
+            if (a != b) return $"{f}: {ErrorText.Name(a)} vs {ErrorText.Name(b)}";
         return null;
     }
 

@@ -1,3 +1,4 @@
+using NeuronTrace.Runtime;
 namespace NeuronTrace.Tracing.Sharding;
 
 /// <summary>
@@ -14,7 +15,7 @@ internal readonly record struct ShardSlice(int Index, int Count)
     {
         var parts = text.Split('/');
         if (parts.Length != 2 || !int.TryParse(parts[0], out int i) || !int.TryParse(parts[1], out int n))
-            throw new ArgumentException($"shard \"{Short(text)}\" is not I/N (e.g. 0/4: the first of four shards)");
+            throw new ArgumentException($"shard {ErrorText.Quote(text)} is not I/N (e.g. 0/4: the first of four shards)");
         if (n < 1 || n > MaxCount) throw new ArgumentException($"shard {text}: the shard count must be in 1..{MaxCount}");
         if (i < 0 || i >= n) throw new ArgumentException($"shard {text}: the index must be in 0..{n - 1} (shards count from 0)");
         return new ShardSlice(i, n);
@@ -26,5 +27,4 @@ internal readonly record struct ShardSlice(int Index, int Count)
 
     public override string ToString() => $"{Index}/{Count}";
 
-    public static string Short(string s) => s.Length <= 60 ? s : s[..57] + "...";
 }

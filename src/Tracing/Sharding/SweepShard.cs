@@ -7,6 +7,7 @@ using NeuronTrace.Tracing.Pipeline;
 using NeuronTrace.Tracing.Runs;
 using NeuronTrace.Tracing.Scoring;
 using NeuronTrace.Tracing.Tasks;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Sharding;
 
@@ -128,7 +129,7 @@ internal static class SweepShard
             p.RandomFaithfulness, p.RandomCompleteness, p.TotalNodes);
 
         public SweepPoint ToPoint(string source) => new(
-            NodeSites.TryParse(Site, out var s) ? s : throw new FormatException($"{source}: unknown site \"{ShardSlice.Short(Site)}\""),
+            NodeSites.TryParse(Site, out var s) ? s : throw new FormatException($"{source}: unknown site {ErrorText.Quote(Site)}"),
             Method, K, Threshold, Faithfulness, Completeness, RandomFaithfulness, RandomCompleteness, TotalNodes);
     }
 }

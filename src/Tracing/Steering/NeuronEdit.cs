@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Steering;
 
@@ -95,12 +96,12 @@ public sealed record NeuronEdit(int Layer, int Neuron, PositionKind PositionKind
         if (spec.Trim() is var t && t.StartsWith(NodeSites.Name(NodeSite.MlpAct) + "/", StringComparison.Ordinal) && t.IndexOf('=') is var eq and > 0)
         {
             if (!NodeId.TryParse(t[..eq], out var id))
-                throw new FormatException($"bad edit \"{spec}\": \"{t[..eq]}\" is not a node id ({NodeId.Syntax})");
+                throw new FormatException($"bad edit {ErrorText.Quote(spec)}: {ErrorText.Quote(t[..eq])} is not a node id ({NodeId.Syntax})");
             return Parse($"L{id.Layer}/N{id.Index}@P{id.Position}{t[eq..]}");
         }
         var m = Spec.Match(spec.Trim());
         if (!m.Success)
-            throw new FormatException($"bad edit \"{spec}\" (expected L<layer>/N<neuron>[@P<pos-from-end>|@A<abs-pos>|@all]=x<mult>|c<value>|src, e.g. L3/N17@P0=x2, or a node id: mlp_act/L3/P-0/17=x2)");
+            throw new FormatException($"bad edit {ErrorText.Quote(spec)} (expected L<layer>/N<neuron>[@P<pos-from-end>|@A<abs-pos>|@all]=x<mult>|c<value>|src, e.g. L3/N17@P0=x2, or a node id: mlp_act/L3/P-0/17=x2)");
         int layer = int.Parse(m.Groups["l"].Value, CultureInfo.InvariantCulture);
         int neuron = int.Parse(m.Groups["n"].Value, CultureInfo.InvariantCulture);
         var (kind, pos) = m.Groups["all"].Success ? (PositionKind.All, 0)
@@ -109,7 +110,7 @@ public sealed record NeuronEdit(int Layer, int Neuron, PositionKind PositionKind
         if (m.Groups["src"].Success) return new NeuronEdit(layer, neuron, kind, pos, EditMode.FromSource);
         string num = m.Groups["x"].Success ? m.Groups["xv"].Value : m.Groups["cv"].Value;
         if (!float.TryParse(num, NumberStyles.Float, CultureInfo.InvariantCulture, out float v) || !float.IsFinite(v))
-            throw new FormatException($"bad edit \"{spec}\": \"{num}\" is not a number");
+            throw new FormatException($"bad edit {ErrorText.Quote(spec)}: {ErrorText.Quote(num)} is not a number");
         return new NeuronEdit(layer, neuron, kind, pos, m.Groups["x"].Success ? EditMode.Scale : EditMode.Set, v);
     }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using NeuronTrace.Formats.Tokenizers;
 using NeuronTrace.Model;
+using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Tracing.Tasks;
 
@@ -15,7 +16,7 @@ static class ChatPrompts
     {
         if (!line.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null) return null;
         if (line.TryGetProperty(textKey, out var t) && t.ValueKind != JsonValueKind.Null)
-            throw new ModelFormatException(path, $"{where}: give either \"{key}\" or \"{textKey}\", not both");
+            throw new ModelFormatException(path, $"{where}: give either {ErrorText.Quote(key)} or {ErrorText.Quote(textKey)}, not both");
         try { return PromptEncoder.ParseMessages(v, $"{where}: {key}"); }
         catch (FormatException e) { throw new ModelFormatException(path, e.Message); }
     }

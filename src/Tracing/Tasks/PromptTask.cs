@@ -153,16 +153,16 @@ public sealed class PromptTask
             {
                 var full = Encode(prefix, answer, prefixField);
                 if (full.Length != prefixIds.Length + 1 || !full.AsSpan(0, prefixIds.Length).SequenceEqual(prefixIds))
-                    throw new ModelFormatException(path, $"{where}: {field} \"{answer}\" is not one token after its prefix (it adds {full.Length - prefixIds.Length} tokens)");
+                    throw new ModelFormatException(path, $"{where}: {field} {ErrorText.Quote(answer)} is not one token after its prefix (it adds {full.Length - prefixIds.Length} tokens)");
                 return full[^1];
             }
 
             string Required(JsonElement e, string key) =>
-                Optional(e, key) ?? throw new ModelFormatException(path, $"{where}: missing string field \"{key}\"");
+                Optional(e, key) ?? throw new ModelFormatException(path, $"{where}: missing string field {ErrorText.Quote(key)}");
             string? Optional(JsonElement e, string key)
             {
                 if (!e.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null) return null;
-                if (v.ValueKind != JsonValueKind.String) throw new ModelFormatException(path, $"{where}: field \"{key}\" is not a string");
+                if (v.ValueKind != JsonValueKind.String) throw new ModelFormatException(path, $"{where}: field {ErrorText.Quote(key)} is not a string");
                 return v.GetString();
             }
         }

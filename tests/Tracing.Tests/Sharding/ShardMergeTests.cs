@@ -124,7 +124,7 @@ public sealed class ShardMergeTests : IDisposable
         var other = RunShards(model, task, 3, "other", identity: Identity("b"));
         var mismatch = Assert.Throws<ArgumentException>(() => ShardMerge.Attribution([dirs[0], other[1], dirs[2]]));
         Assert.Contains(other[1], mismatch.Message);
-        Assert.Contains("options: option=a vs option=b", mismatch.Message);
+        Assert.Contains("options: \"option=a\" vs \"option=b\"", mismatch.Message);
 
         var fewer = RunShards(model, task, 2, "two");
         Assert.Contains("shard count: 3 vs 2", Assert.Throws<ArgumentException>(() => ShardMerge.Attribution([dirs[0], dirs[1], fewer[1]])).Message);
