@@ -11,7 +11,8 @@ namespace NeuronTrace.Bench;
 /// attribution pass (all sites, one batch of N pairs of T tokens) run by <see cref="CudaBackend"/> on a
 /// <see cref="RecordingDeviceRuntime"/>, which executes nothing: prints the per-op launch ledger (calls, declared
 /// GFLOP and GB moved, roofline ms at the H100's 989 TFLOP/s bf16 and 3.35 TB/s), host syncs and copy bytes per
-/// pass, the device memory high-water mark, and a modelled H100 time. A model, not a measurement: the roofline is a
+/// pass, the device memory high-water mark, and a modelled H100 time (two streams: the copy stream's downloads
+/// overlap the compute after them; the time hidden and the time exposed are printed). A model, not a measurement: the roofline is a
 /// lower bound per launch; the modelled time adds the assumed per-launch and per-sync costs below.
 /// </summary>
 static class GpuPlan
@@ -98,13 +99,13 @@ static class GpuPlan
             o.WriteLine($"{name,-22} {op.Calls,7} {op.Flops / 1e9,10:F1} {op.Bytes / 1e9,9:F3} {op.RooflineSeconds * 1e3,12:F3} {100 * op.RooflineSeconds / Math.Max(total, 1e-30),6:F1}%");
         double flops = r.Ops.Values.Sum(v => v.Flops), bytes = r.Ops.Values.Sum(v => v.Bytes);
         o.WriteLine($"{"total",-22} {r.Launches,7} {flops / 1e9,10:F1} {bytes / 1e9,9:F3} {total * 1e3,12:F3}");
-        o.WriteLine($"per pass: {r.Launches} launches ({r.GraphLaunches} of them graph launches running {r.OpsInGraphs} ops), {r.HostSyncs} host syncs, {r.Downloads} downloads ({r.BytesToHost / 1e6:F1} MB; {r.PinnedDownloads} of them pinned and asynchronous, {r.PinnedBytesToHost / 1e6:F1} MB), {r.Uploads} uploads ({r.BytesToDevice / 1e6:F2} MB)");
+        o.WriteLine($"per pass: {r.Launches} launches ({r.GraphLaunches} of them graph launches running {r.OpsInGraphs} ops), {r.HostSyncs} host syncs, {r.Downloads} downloads ({r.BytesToHost / 1e6:F1} MB; {r.PinnedDownloads} of them pinned and asynchronous, {r.PinnedBytesToHost / 1e6:F1} MB, {r.CopyStreamDownloads} of those on the copy stream, {r.CopyStreamBytesToHost / 1e6:F1} MB), {r.Uploads} uploads ({r.BytesToDevice / 1e6:F2} MB)");
         o.WriteLine($"device memory: weights {weightBytes / 1e9:F2} GB, high-water mark {r.Pool.PeakUsedBytes / 1e9:F2} GB");
-        double launch = r.Launches * LaunchSeconds + r.OpsInGraphs * GraphNodeSeconds, sync = r.HostSyncs * SyncSeconds;
-        double copy = (r.BytesToHost - r.PinnedBytesToHost) / PageableBytesPerSecond + r.PinnedBytesToHost / PinnedBytesPerSecond;
-        o.WriteLine($"modelled H100 pass: roofline {total * 1e3:F1} ms + launches {launch * 1e3:F1} ms ({LaunchSeconds * 1e6:F0} us per host launch, {GraphNodeSeconds * 1e6:F0} us per graph node, assumed)"
-            + $" + syncs {sync * 1e3:F1} ms ({SyncSeconds * 1e6:F0} us each, assumed) + downloads {copy * 1e3:F1} ms ({PageableBytesPerSecond / 1e9:F0} GB/s pageable, {PinnedBytesPerSecond / 1e9:F0} GB/s pinned, assumed)"
-            + $" = {(total + launch + sync + copy) * 1e3:F1} ms");
+        var m = r.Model(Assumed);
+        o.WriteLine($"modelled H100 pass: roofline {total * 1e3:F1} ms + launches {m.Launch * 1e3:F1} ms ({LaunchSeconds * 1e6:F0} us per host launch, {GraphNodeSeconds * 1e6:F0} us per graph node, assumed)"
+            + $" + syncs {m.Sync * 1e3:F1} ms ({SyncSeconds * 1e6:F0} us each, assumed) + downloads on the compute stream {m.ComputeStreamCopy * 1e3:F1} ms ({PageableBytesPerSecond / 1e9:F0} GB/s pageable, {PinnedBytesPerSecond / 1e9:F0} GB/s pinned, assumed)"
+            + $" + copy stream exposed {m.CopyStreamExposed * 1e3:F1} ms = {m.Total * 1e3:F1} ms");
+        o.WriteLine($"copy stream: {r.CopyStreamDownloads} downloads, {m.CopyStream * 1e3:F1} ms of copies ({PinnedBytesPerSecond / 1e9:F0} GB/s pinned, assumed), {m.CopyStreamHidden * 1e3:F1} ms hidden under the compute that follows each, {m.CopyStreamExposed * 1e3:F1} ms exposed (the host waits for them)");
     }
 
     /// <summary>--math bf16|tf32|fp32 (default bf16), as gpu-plan and ksweep-ledger read it.</summary>
@@ -114,10 +115,10 @@ static class GpuPlan
         var m => throw new ArgumentException($"--math '{Short(m)}': expected bf16, tf32 or fp32"),
     };
 
-    /// <summary>The modelled H100 time of what <paramref name="r"/> recorded: roofline per launch plus the assumed launch, sync and download costs.</summary>
-    internal static double ModelledSeconds(RecordingDeviceRuntime r) =>
-        r.Ops.Values.Sum(v => v.RooflineSeconds) + r.Launches * LaunchSeconds + r.OpsInGraphs * GraphNodeSeconds + r.HostSyncs * SyncSeconds
-        + (r.BytesToHost - r.PinnedBytesToHost) / PageableBytesPerSecond + r.PinnedBytesToHost / PinnedBytesPerSecond;
+    /// <summary>The modelled H100 time of what <paramref name="r"/> recorded (<see cref="RecordingDeviceRuntime.Model"/>).</summary>
+    internal static double ModelledSeconds(RecordingDeviceRuntime r) => r.Model(Assumed).Total;
+
+    static readonly RecordingDeviceRuntime.TimingAssumptions Assumed = new(LaunchSeconds, GraphNodeSeconds, SyncSeconds, PageableBytesPerSecond, PinnedBytesPerSecond);
 
     /// <summary>The value after <paramref name="name"/>, or null (the bench's gpu-plan and gpu-bench parse the same way).</summary>
     internal static string? Option(string[] args, string name)

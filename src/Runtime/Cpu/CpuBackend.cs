@@ -215,6 +215,12 @@ internal sealed class CpuBackend : IBackend
         ScoreOps.GatherScaledRows(Host(source), rows, scales, source.Columns, Host(destination));
     }
 
+    public ScoredNode[] TopKByMagnitude(Tensor sums, TopKBlock block, ReadOnlySpan<float> scales, int k)
+    {
+        OpContracts.TopKByMagnitude(sums, block, scales, k);
+        return TopKOps.Select(Host(sums), sums.Columns, block, scales, k);
+    }
+
     public void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx)
     {
         OpContracts.SparseMatMulInputGrad(columns, values, perRow, w, dx);
