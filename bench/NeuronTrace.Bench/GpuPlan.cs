@@ -22,6 +22,8 @@ static class GpuPlan
     const double LaunchSeconds = 4e-6, SyncSeconds = 20e-6, PageableBytesPerSecond = 12e9, PinnedBytesPerSecond = 25e9;
     /// <summary>Assumed device-side cost of one node inside a CUDA graph (no host launch; not measured here).</summary>
     const double GraphNodeSeconds = 1e-6;
+    /// <summary>The k of the ledger's library section (the top-k selected on the device).</summary>
+    const int LibraryTopK = 100;
 
     internal static readonly Dictionary<string, LlamaConfig> Shapes = new()
     {
@@ -58,6 +60,9 @@ static class GpuPlan
             var replayed = Measure(config, batch, seq, precision, graphs: true, out weightBytes);
             Print(Console.Out, replayed, $"{shapeName} ({layers} layers), same pass replayed as CUDA graphs (GraphReplayRuntime, steady state)", weightBytes);
         }
+        Console.WriteLine();
+        var top = Measure(config, batch, seq, precision, graphs: false, out weightBytes, topK: LibraryTopK);
+        Print(Console.Out, top, $"{shapeName} ({layers} layers), same pass for a library caller taking the top {LibraryTopK} mlp_act nodes on the device (TracedModel.AttributeTop: no score slab download)", weightBytes);
         return 0;
     }
 
@@ -66,7 +71,9 @@ static class GpuPlan
     /// <paramref name="graphs"/> four (the first two differ in the pool blocks the bf16 shadows get, then seen,
     /// captured, replayed).
     /// </summary>
-    public static RecordingDeviceRuntime Measure(LlamaConfig config, int batch, int seq, GemmPrecision precision, bool graphs, out long weightBytes)
+    /// <param name="topK">When set, the pass leaves its scores on the device and takes the top k mlp_act nodes there
+    /// (<see cref="Attributor.ScoreOnDevice"/>, what <c>TracedModel.AttributeTop</c> runs) instead of downloading them.</param>
+    public static RecordingDeviceRuntime Measure(LlamaConfig config, int batch, int seq, GemmPrecision precision, bool graphs, out long weightBytes, int? topK = null)
     {
         var device = new RecordingDeviceRuntime();
         IDeviceRuntime runtime = graphs ? new GraphReplayRuntime(device, device.Pool, ownsInner: false) : device;
@@ -83,9 +90,15 @@ static class GpuPlan
         }).ToList();
         var task = new PromptTask("random", pairs);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch };
-        for (int pass = 0; pass < (graphs ? 4 : 1); pass++) Attributor.Score(llama, task, options);
+        void Pass()
+        {
+            if (topK is not { } k) { Attributor.Score(llama, task, options); return; }
+            using var scores = Attributor.ScoreOnDevice(llama, task, options);
+            scores.TopK(NodeSite.MlpAct, k);
+        }
+        for (int pass = 0; pass < (graphs ? 4 : 1); pass++) Pass();
         device.Reset();
-        Attributor.Score(llama, task, options);
+        Pass();
         return device;
     }
 
