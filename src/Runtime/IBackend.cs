@@ -60,16 +60,20 @@ internal interface IBackend : IDisposable
         read(host);
     }
     /// <summary>
-    /// Queues a copy of <paramref name="source"/>'s values to the host and returns at once; the compute goes on meanwhile
-    /// (a GPU backend copies into page-locked memory on a second stream, after the work issued so far). The values
-    /// are read with <see cref="PendingHostRead.Read"/>; <paramref name="source"/> must stay unchanged until then. The
-    /// default reads it then (<see cref="ReadOnHost"/>): right for a backend whose tensors are host memory.
+    /// Queues a copy of rows [<paramref name="firstRow"/>, + <paramref name="rows"/>) of <paramref name="source"/> to the
+    /// host and returns at once; the compute goes on meanwhile (a GPU backend copies into page-locked memory on a second
+    /// stream, after the work issued so far). The values are read with <see cref="PendingHostRead.Read"/>; those rows
+    /// must stay unchanged until then. The default reads them then (<see cref="ReadOnHost"/>, sliced).
     /// </summary>
-    PendingHostRead StartReadOnHost(Tensor source) => new ReadLater(this, source);
-
-    sealed class ReadLater(IBackend backend, Tensor source) : PendingHostRead
+    PendingHostRead StartReadOnHost(Tensor source, int firstRow, int rows)
     {
-        public override void Read(HostValuesReader read) => backend.ReadOnHost(source, read);
+        OpContracts.RowRange(source, firstRow, rows, "StartReadOnHost");
+        return new ReadLater(this, source, checked((int)((long)firstRow * source.Columns)), checked(rows * source.Columns));
+    }
+
+    sealed class ReadLater(IBackend backend, Tensor source, int start, int length) : PendingHostRead
+    {
+        public override void Read(HostValuesReader read) => backend.ReadOnHost(source, v => read(v.Slice(start, length)));
     }
 
     /// <summary>

@@ -242,6 +242,12 @@ internal static class OpContracts
         if (scales.Length != rows.Length) throw new ArgumentException($"GatherScaledRows: {scales.Length} scales for {rows.Length} rows");
     }
 
+    /// <summary>Checks a row range [first, first + rows) of a 2-D tensor (<see cref="IBackend.StartReadOnHost"/>).</summary>
+    public static void RowRange(Tensor t, int first, int rows, string op)
+    {
+        if (first < 0 || rows < 0 || (long)first + rows > t.Rows) throw new ArgumentException($"{op}: rows {first}..{(long)first + rows - 1} outside {t}");
+    }
+
     /// <summary>Checks <see cref="IBackend.TopKByMagnitude"/>: the block lies in the slab, one scale per position, k ≥ 0, flat indices fit an int.</summary>
     public static void TopKByMagnitude(Tensor sums, TopKBlock b, ReadOnlySpan<float> scales, int k)
     {

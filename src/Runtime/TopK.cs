@@ -15,7 +15,7 @@ internal readonly record struct TopKBlock(int FirstColumn, int Width, int Layers
 }
 
 /// <summary>
-/// A tensor's values on their way to the host (<see cref="IBackend.StartReadOnHost"/>): the copy is queued, and
+/// A tensor's rows on their way to the host (<see cref="IBackend.StartReadOnHost"/>): the copy is queued, and
 /// <see cref="Read"/> hands the values over once it is done (the first read waits for every pending one, one host
 /// wait). The tensor must not change, nor be disposed, until it is read.
 /// </summary>

@@ -10,7 +10,7 @@ namespace NeuronTrace.Tracing.Scoring;
 /// collects the padding rows of a batch (dropped). One device (the usual case) means one slab. Scores are added where
 /// the backward produces each gradient (<see cref="Accumulate"/>); the means cross to the host once per scoring run, in
 /// one download per device, or per group of layers where a device's means pass 1 GiB (<see cref="MeansOver"/>). Armed
-/// for the last batch (<see cref="ReadOutAsLayersFinish"/>), each layer's means are gathered and queued for the host as
+/// for the last batch (<see cref="ReadOutAsLayersFinish"/>), each layer's rows of the slab are queued for the host as
 /// soon as the backward has added its last site, while the backward goes on below (on a GPU the copy runs on the copy
 /// stream beside it): only the lowest layer's copy is left at the end. The top-k of a site is also selected where the
 /// sums live (<see cref="TopK"/>: only the k results cross to the host).
@@ -28,7 +28,7 @@ internal sealed partial class ScoreSums : IDisposable
     // the sites added per layer since it was armed, and per layer its queued means (null until the layer is done).
     int[]? _readoutCounts;
     int[]? _sitesAdded;
-    (Tensor Means, PendingHostRead Read)?[]? _readouts;
+    PendingHostRead?[]? _readouts;
 
     /// <param name="placement">Where each layer's sums live (the layer's device of a split model).</param>
     /// <param name="config">The model's configuration (layers, site widths).</param>
@@ -89,12 +89,13 @@ internal sealed partial class ScoreSums : IDisposable
 
     /// <summary>
     /// Arms the readout beside the backward for the batch about to run, the task's last: once every site of a layer has
-    /// been added (<see cref="Accumulate"/>), that layer's sums are final, so its means ([positions, Σ widths], divided by
-    /// <paramref name="examplesAtPosition"/>) are gathered on its device and queued for the host
-    /// (<see cref="IBackend.StartReadOnHost"/>) while the backward continues on the layers below; <see cref="MeansOver"/>
-    /// then only waits and splits. Not armed (false) where a device's means pass one gather's bound
-    /// (<see cref="MeansGroupFloats"/>), since all layers' means are held on the device until read: the end-of-task
-    /// readout in groups stays.
+    /// been added (<see cref="Accumulate"/>), that layer's sums are final, so its [positions, Σ widths] rows of the slab
+    /// are queued for the host (<see cref="IBackend.StartReadOnHost"/>: on a GPU on the copy stream, straight from the
+    /// slab, no device copy) while the backward continues on the layers below; <see cref="MeansOver"/> then waits once and
+    /// splits them, dividing by <paramref name="examplesAtPosition"/> on the host: the same single rounding of
+    /// sum · (1 / count) as the device gather (<see cref="IBackend.GatherScaledRows"/>), so the same floats. Not armed
+    /// (false) where a device's means pass <see cref="MeansGroupFloats"/> (1 GiB): every layer's copy is held in
+    /// page-locked memory until the one wait; the end-of-task readout in groups stays there (long prompts).
     /// </summary>
     /// <param name="examplesAtPosition">Per position, how many examples of the whole task reach it (final before the last batch runs).</param>
     public bool ReadOutAsLayersFinish(int[] examplesAtPosition)
@@ -104,49 +105,30 @@ internal sealed partial class ScoreSums : IDisposable
         DisposeReadouts();
         _readoutCounts = (int[])examplesAtPosition.Clone();
         _sitesAdded = new int[_config.Layers];
-        _readouts = new (Tensor, PendingHostRead)?[_config.Layers];
+        _readouts = new PendingHostRead?[_config.Layers];
         return true;
     }
 
-    void StartLayerReadout(int layer)
-    {
-        var backend = _placement.Devices[DeviceOf(layer)];
-        var slab = _slabs[DeviceOf(layer)]!;
-        var rows = new int[_positions];
-        var scales = new float[_positions];
-        for (int p = 0; p < _positions; p++)
-        {
-            rows[p] = FirstRow(layer) + p;
-            scales[p] = 1f / _readoutCounts![p];
-        }
-        var means = backend.AllocateUninitialized(_positions, slab.Columns);
-        try
-        {
-            backend.GatherScaledRows(slab, rows, scales, means);
-            _readouts![layer] = (means, backend.StartReadOnHost(means));
-        }
-        catch
-        {
-            means.Dispose();
-            throw;
-        }
-    }
+    void StartLayerReadout(int layer) =>
+        _readouts![layer] = _placement.Devices[DeviceOf(layer)].StartReadOnHost(_slabs[DeviceOf(layer)]!, FirstRow(layer), _positions);
 
     /// <summary>The armed readout's host copies into <paramref name="scores"/>, when every layer was queued for the same counts.</summary>
     bool TryFinishReadout(int[] examplesAtPosition, NodeScores scores)
     {
         if (_readouts is null || !examplesAtPosition.AsSpan().SequenceEqual(_readoutCounts) || _readouts.Any(r => r is null)) return false;
+        var scales = new float[_positions];
+        for (int p = 0; p < _positions; p++) scales[p] = 1f / examplesAtPosition[p];
         for (int l = 0; l < _readouts.Length; l++)
         {
-            var (means, read) = _readouts[l]!.Value;
-            int columns = means.Columns, layer = l;
-            read.Read(host =>
+            int columns = _slabs[DeviceOf(l)]!.Columns, layer = l;
+            _readouts[l]!.Read(host =>
             {
                 foreach (var s in _sites)
                 {
                     int w = s.Width(_config), first = FirstColumn(s);
                     var into = scores.Get(s, layer);
-                    for (int p = 0; p < _positions; p++) host.Slice(p * columns + first, w).CopyTo(into.AsSpan(p * w, w));
+                    for (int p = 0; p < _positions; p++)
+                        System.Numerics.Tensors.TensorPrimitives.Multiply(host.Slice(p * columns + first, w), scales[p], into.AsSpan(p * w, w));
                 }
             });
         }
@@ -156,8 +138,7 @@ internal sealed partial class ScoreSums : IDisposable
     void DisposeReadouts()
     {
         if (_readouts is not null)
-            foreach (var r in _readouts)
-                if (r is { } q) { q.Read.Dispose(); q.Means.Dispose(); }
+            foreach (var r in _readouts) r?.Dispose();
         _readouts = null;
         _sitesAdded = null;
         _readoutCounts = null;

@@ -5,7 +5,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// <summary>
 /// Launchers of native/kernels/score.cu: node-score accumulation, the scaled row gather of the score means, and the
 /// output layer's backward over the answers' classifier rows; and the score readout beside the backward
-/// (<see cref="StartReadOnHost"/>: page-locked, on the copy stream).
+/// (<see cref="StartReadOnHost(Tensor, int, int)"/>: page-locked, on the copy stream).
 /// </summary>
 internal sealed partial class CudaBackend
 {
@@ -116,16 +116,17 @@ internal sealed partial class CudaBackend
     const long MaxIdlePinnedBytes = 1L << 30;
     bool disposingPinned;
 
-    public PendingHostRead StartReadOnHost(Tensor source)
+    public PendingHostRead StartReadOnHost(Tensor source, int firstRow, int rows)
     {
-        var s = In(source);
-        long bytes = source.Length * sizeof(float);
+        OpContracts.RowRange(source, firstRow, rows, "StartReadOnHost");
+        nint s = In(source) + (nint)((long)firstRow * source.Columns * sizeof(float));
+        long floats = (long)rows * source.Columns, bytes = floats * sizeof(float);
         if (bytes == 0) return new CopyStreamRead(this, null, 0, 0);
         SafeHandle pinned;
         if (idlePinned.TryGetValue(bytes, out var idle) && idle.TryPop(out var kept)) { pinned = kept; idlePinnedBytes -= bytes; }
         else pinned = device.AllocatePinnedHost(bytes);
         using (Range("download")) device.CopyToHostOnCopyStream(pinned.DangerousGetHandle(), s, bytes);
-        return new CopyStreamRead(this, pinned, checked((int)source.Length), ++readsQueued);
+        return new CopyStreamRead(this, pinned, checked((int)floats), ++readsQueued);
     }
 
     sealed class CopyStreamRead(CudaBackend backend, SafeHandle? pinned, int floats, long number) : PendingHostRead
