@@ -68,7 +68,7 @@ static class GpuBench
         bool graphs = cuda.Device is GraphReplayRuntime;
         for (int i = 0; i < (graphs ? 3 : 1); i++) Attributor.Score(llama, task, options);   // warm-up (with graphs: seen, captured, replayed)
         var times = new List<double>();
-        long launches0 = device.Launches, syncs0 = device.HostSyncs, down0 = device.Downloads, pinned0 = device.PinnedDownloads, up0 = device.Uploads;
+        long launches0 = device.Launches, syncs0 = device.HostSyncs, down0 = device.Downloads, pinned0 = device.PinnedDownloads, copyStream0 = device.CopyStreamDownloads, up0 = device.Uploads;
         long toHost0 = device.BytesToHost, toDevice0 = device.BytesToDevice, graphs0 = device.GraphLaunches;
         device.MemoryPool.ResetPeak();
         for (int i = 0; i < passes; i++)
@@ -81,7 +81,7 @@ static class GpuBench
         double median = times[times.Count / 2], best = times[0];
         Console.WriteLine($"attribution pass ({name}, RelP, batch {batch} x {seq}, all {options.Sites.Count} sites, {precision}, graphs {(graphs ? "on" : "off")}), {passes} passes with the score readout: median {median:F1} ms, best {best:F1} ms, {batch * 1e3 / median:F2} pairs/s");
         Console.WriteLine($"per pass: {(device.Launches - launches0) / (double)passes:F0} launches ({(device.GraphLaunches - graphs0) / (double)passes:F0} graph launches), {(device.HostSyncs - syncs0) / (double)passes:F1} host syncs, "
-            + $"{(device.Downloads - down0) / (double)passes:F1} downloads ({(device.PinnedDownloads - pinned0) / (double)passes:F1} pinned, {(device.BytesToHost - toHost0) / 1e6 / passes:F1} MB), "
+            + $"{(device.Downloads - down0) / (double)passes:F1} downloads ({(device.PinnedDownloads - pinned0) / (double)passes:F1} pinned, {(device.CopyStreamDownloads - copyStream0) / (double)passes:F1} of them on the copy stream, {(device.BytesToHost - toHost0) / 1e6 / passes:F1} MB), "
             + $"{(device.Uploads - up0) / (double)passes:F1} uploads ({(device.BytesToDevice - toDevice0) / 1e6 / passes:F2} MB); device memory high-water mark {device.MemoryPool.PeakUsedBytes / 1e9:F2} GB");
 
         if (graphs) Console.WriteLine("op table: skipped with graphs on (the ops inside a graph launch have no ranges of their own); run with NEURONTRACE_CUDA_GRAPHS unset for it");

@@ -112,8 +112,34 @@ static class GpuCheck
             bool pass = err <= tolerance;
             ok &= pass;
             Console.WriteLine($"{(pass ? "PASS" : "FAIL")} {name} {precision} RelP whole-pass scores: worst site {err:E2} (tolerance {tolerance:E0} of max |value|)");
+            ok &= CheckReadoutAndTopK(name, precision, gpu, task, options, got);
         }
         cuda.Precision = GemmPrecision.Fp32;
+        return ok;
+    }
+
+    /// <summary>
+    /// The scores read back beside the backward on the copy stream (<paramref name="beside"/>) against the same task's
+    /// sums left on the device and read back at its end (a race between the copy and the backward would show as a
+    /// gross difference; the two runs agree to rounding or exactly), and the top-100 of every site selected on the
+    /// device (topk.cu) against NodeRanking's top-100 of those downloaded scores: the same nodes, scores and order.
+    /// </summary>
+    static bool CheckReadoutAndTopK(string name, GemmPrecision precision, Llama gpu, PromptTask task, AttributionOptions options, NodeScores beside)
+    {
+        using var onDevice = Attributor.ScoreOnDevice(gpu, task, options);
+        var atEnd = onDevice.Download();
+        double err = atEnd.Sites.Max(s => Enumerable.Range(0, gpu.Config.Layers).Max(l => RelErr(atEnd.Get(s, l), beside.Get(s, l))));
+        bool ok = err <= 1e-6;
+        Console.WriteLine($"{(ok ? "PASS" : "FAIL")} {name} {precision} scores read beside the backward vs at the end: worst site {err:E2} (tolerance 1E-06 of max |value|)");
+        foreach (var s in atEnd.Sites)
+        {
+            var ranking = new NeuronTrace.Tracing.Circuits.NodeRanking(atEnd, s);
+            var top = onDevice.TopK(s, 100);
+            var want = ranking.Order.Take(100).Select(ranking.Node).ToList();
+            bool same = top.Select(t => t.Node).SequenceEqual(want) && top.All(t => t.Score == atEnd[t.Node]);
+            ok &= same;
+            Console.WriteLine($"{(same ? "PASS" : "FAIL")} {name} {precision} top-100 {s.Name()} on the device vs NodeRanking of the downloaded scores");
+        }
         return ok;
     }
 

@@ -11,7 +11,8 @@ namespace NeuronTrace.Bench;
 /// attribution pass (all sites, one batch of N pairs of T tokens) run by <see cref="CudaBackend"/> on a
 /// <see cref="RecordingDeviceRuntime"/>, which executes nothing: prints the per-op launch ledger (calls, declared
 /// GFLOP and GB moved, roofline ms at the H100's 989 TFLOP/s bf16 and 3.35 TB/s), host syncs and copy bytes per
-/// pass, the device memory high-water mark, and a modelled H100 time. A model, not a measurement: the roofline is a
+/// pass, the device memory high-water mark, and a modelled H100 time (two streams: the copy stream's downloads
+/// overlap the compute after them; the time hidden and the time exposed are printed). A model, not a measurement: the roofline is a
 /// lower bound per launch; the modelled time adds the assumed per-launch and per-sync costs below.
 /// </summary>
 static class GpuPlan
@@ -21,6 +22,8 @@ static class GpuPlan
     const double LaunchSeconds = 4e-6, SyncSeconds = 20e-6, PageableBytesPerSecond = 12e9, PinnedBytesPerSecond = 25e9;
     /// <summary>Assumed device-side cost of one node inside a CUDA graph (no host launch; not measured here).</summary>
     const double GraphNodeSeconds = 1e-6;
+    /// <summary>The k of the ledger's library section (the top-k selected on the device).</summary>
+    const int LibraryTopK = 100;
 
     internal static readonly Dictionary<string, LlamaConfig> Shapes = new()
     {
@@ -57,6 +60,9 @@ static class GpuPlan
             var replayed = Measure(config, batch, seq, precision, graphs: true, out weightBytes);
             Print(Console.Out, replayed, $"{shapeName} ({layers} layers), same pass replayed as CUDA graphs (GraphReplayRuntime, steady state)", weightBytes);
         }
+        Console.WriteLine();
+        var top = Measure(config, batch, seq, precision, graphs: false, out weightBytes, topK: LibraryTopK);
+        Print(Console.Out, top, $"{shapeName} ({layers} layers), same pass for a library caller taking the top {LibraryTopK} mlp_act nodes on the device (TracedModel.AttributeTop: no score slab download)", weightBytes);
         return 0;
     }
 
@@ -65,7 +71,9 @@ static class GpuPlan
     /// <paramref name="graphs"/> four (the first two differ in the pool blocks the bf16 shadows get, then seen,
     /// captured, replayed).
     /// </summary>
-    public static RecordingDeviceRuntime Measure(LlamaConfig config, int batch, int seq, GemmPrecision precision, bool graphs, out long weightBytes)
+    /// <param name="topK">When set, the pass leaves its scores on the device and takes the top k mlp_act nodes there
+    /// (<see cref="Attributor.ScoreOnDevice"/>, what <c>TracedModel.AttributeTop</c> runs) instead of downloading them.</param>
+    public static RecordingDeviceRuntime Measure(LlamaConfig config, int batch, int seq, GemmPrecision precision, bool graphs, out long weightBytes, int? topK = null)
     {
         var device = new RecordingDeviceRuntime();
         IDeviceRuntime runtime = graphs ? new GraphReplayRuntime(device, device.Pool, ownsInner: false) : device;
@@ -82,9 +90,15 @@ static class GpuPlan
         }).ToList();
         var task = new PromptTask("random", pairs);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch };
-        for (int pass = 0; pass < (graphs ? 4 : 1); pass++) Attributor.Score(llama, task, options);
+        void Pass()
+        {
+            if (topK is not { } k) { Attributor.Score(llama, task, options); return; }
+            using var scores = Attributor.ScoreOnDevice(llama, task, options);
+            scores.TopK(NodeSite.MlpAct, k);
+        }
+        for (int pass = 0; pass < (graphs ? 4 : 1); pass++) Pass();
         device.Reset();
-        Attributor.Score(llama, task, options);
+        Pass();
         return device;
     }
 
@@ -98,13 +112,13 @@ static class GpuPlan
             o.WriteLine($"{name,-22} {op.Calls,7} {op.Flops / 1e9,10:F1} {op.Bytes / 1e9,9:F3} {op.RooflineSeconds * 1e3,12:F3} {100 * op.RooflineSeconds / Math.Max(total, 1e-30),6:F1}%");
         double flops = r.Ops.Values.Sum(v => v.Flops), bytes = r.Ops.Values.Sum(v => v.Bytes);
         o.WriteLine($"{"total",-22} {r.Launches,7} {flops / 1e9,10:F1} {bytes / 1e9,9:F3} {total * 1e3,12:F3}");
-        o.WriteLine($"per pass: {r.Launches} launches ({r.GraphLaunches} of them graph launches running {r.OpsInGraphs} ops), {r.HostSyncs} host syncs, {r.Downloads} downloads ({r.BytesToHost / 1e6:F1} MB; {r.PinnedDownloads} of them pinned and asynchronous, {r.PinnedBytesToHost / 1e6:F1} MB), {r.Uploads} uploads ({r.BytesToDevice / 1e6:F2} MB)");
+        o.WriteLine($"per pass: {r.Launches} launches ({r.GraphLaunches} of them graph launches running {r.OpsInGraphs} ops), {r.HostSyncs} host syncs, {r.Downloads} downloads ({r.BytesToHost / 1e6:F1} MB; {r.PinnedDownloads} of them pinned and asynchronous, {r.PinnedBytesToHost / 1e6:F1} MB, {r.CopyStreamDownloads} of those on the copy stream, {r.CopyStreamBytesToHost / 1e6:F1} MB), {r.Uploads} uploads ({r.BytesToDevice / 1e6:F2} MB)");
         o.WriteLine($"device memory: weights {weightBytes / 1e9:F2} GB, high-water mark {r.Pool.PeakUsedBytes / 1e9:F2} GB");
-        double launch = r.Launches * LaunchSeconds + r.OpsInGraphs * GraphNodeSeconds, sync = r.HostSyncs * SyncSeconds;
-        double copy = (r.BytesToHost - r.PinnedBytesToHost) / PageableBytesPerSecond + r.PinnedBytesToHost / PinnedBytesPerSecond;
-        o.WriteLine($"modelled H100 pass: roofline {total * 1e3:F1} ms + launches {launch * 1e3:F1} ms ({LaunchSeconds * 1e6:F0} us per host launch, {GraphNodeSeconds * 1e6:F0} us per graph node, assumed)"
-            + $" + syncs {sync * 1e3:F1} ms ({SyncSeconds * 1e6:F0} us each, assumed) + downloads {copy * 1e3:F1} ms ({PageableBytesPerSecond / 1e9:F0} GB/s pageable, {PinnedBytesPerSecond / 1e9:F0} GB/s pinned, assumed)"
-            + $" = {(total + launch + sync + copy) * 1e3:F1} ms");
+        var m = r.Model(Assumed);
+        o.WriteLine($"modelled H100 pass: roofline {total * 1e3:F1} ms + launches {m.Launch * 1e3:F1} ms ({LaunchSeconds * 1e6:F0} us per host launch, {GraphNodeSeconds * 1e6:F0} us per graph node, assumed)"
+            + $" + syncs {m.Sync * 1e3:F1} ms ({SyncSeconds * 1e6:F0} us each, assumed) + downloads on the compute stream {m.ComputeStreamCopy * 1e3:F1} ms ({PageableBytesPerSecond / 1e9:F0} GB/s pageable, {PinnedBytesPerSecond / 1e9:F0} GB/s pinned, assumed)"
+            + $" + copy stream exposed {m.CopyStreamExposed * 1e3:F1} ms = {m.Total * 1e3:F1} ms");
+        o.WriteLine($"copy stream: {r.CopyStreamDownloads} downloads, {m.CopyStream * 1e3:F1} ms of copies ({PinnedBytesPerSecond / 1e9:F0} GB/s pinned, assumed), {m.CopyStreamHidden * 1e3:F1} ms hidden under the compute that follows each, {m.CopyStreamExposed * 1e3:F1} ms exposed (the host waits for them)");
     }
 
     /// <summary>--math bf16|tf32|fp32 (default bf16), as gpu-plan and ksweep-ledger read it.</summary>
@@ -114,10 +128,10 @@ static class GpuPlan
         var m => throw new ArgumentException($"--math '{Short(m)}': expected bf16, tf32 or fp32"),
     };
 
-    /// <summary>The modelled H100 time of what <paramref name="r"/> recorded: roofline per launch plus the assumed launch, sync and download costs.</summary>
-    internal static double ModelledSeconds(RecordingDeviceRuntime r) =>
-        r.Ops.Values.Sum(v => v.RooflineSeconds) + r.Launches * LaunchSeconds + r.OpsInGraphs * GraphNodeSeconds + r.HostSyncs * SyncSeconds
-        + (r.BytesToHost - r.PinnedBytesToHost) / PageableBytesPerSecond + r.PinnedBytesToHost / PinnedBytesPerSecond;
+    /// <summary>The modelled H100 time of what <paramref name="r"/> recorded (<see cref="RecordingDeviceRuntime.Model"/>).</summary>
+    internal static double ModelledSeconds(RecordingDeviceRuntime r) => r.Model(Assumed).Total;
+
+    static readonly RecordingDeviceRuntime.TimingAssumptions Assumed = new(LaunchSeconds, GraphNodeSeconds, SyncSeconds, PageableBytesPerSecond, PinnedBytesPerSecond);
 
     /// <summary>The value after <paramref name="name"/>, or null (the bench's gpu-plan and gpu-bench parse the same way).</summary>
     internal static string? Option(string[] args, string name)

@@ -38,6 +38,25 @@ static __device__ __forceinline__ float nt_block_sum(float v, float* partials) {
   return v;
 }
 
+// One IEEE product or sum, rounded on its own (the CPU ops' arithmetic: score.cu, topk.cu). On the GPU that takes the
+// PTX mul.rn / add.rn instructions written out: clang's NVPTX back end fuses a plain a·b + c into fma even under
+// `#pragma clang fp contract(off)`, and lowers __nvvm_mul_rn_f to a plain multiply it then fuses.
+#if defined(__CUDA_ARCH__)
+static __device__ __forceinline__ float nt_mul_rn(float a, float b) {
+  float r;
+  asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+static __device__ __forceinline__ float nt_add_rn(float a, float b) {
+  float r;
+  asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+#else
+static inline float nt_mul_rn(float a, float b) { return a * b; }   // the host build targets x86-64 without FMA
+static inline float nt_add_rn(float a, float b) { return a + b; }
+#endif
+
 static __device__ __forceinline__ int nt_min(int a, int b) { return a < b ? a : b; }
 
 // Index arithmetic of grid-stride loops, in 64 bits: B·T·d_ff and B·H·T·T overflow int quickly.

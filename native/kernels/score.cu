@@ -13,26 +13,9 @@
 //   order (fused multiply-add, as a product's accumulator), entries with column −1 skipped; `entries` holds
 //   columns[rows·per_row] followed by the values' bits.
 //
-// Products and sums are rounded one at a time, as the CPU op does (ScoreOps). On the GPU that takes the PTX
-// mul.rn / add.rn instructions written out: clang's NVPTX back end fuses a plain a·b + c into fma even under
-// `#pragma clang fp contract(off)`, and lowers __nvvm_mul_rn_f to a plain multiply it then fuses.
+// Products and sums are rounded one at a time, as the CPU op does (ScoreOps): nt_mul_rn / nt_add_rn (nt_device.h).
 #include "nt_device.h"
 
-#if defined(__CUDA_ARCH__)
-static __device__ __forceinline__ float nt_mul_rn(float a, float b) {
-  float r;
-  asm("mul.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-  return r;
-}
-static __device__ __forceinline__ float nt_add_rn(float a, float b) {
-  float r;
-  asm("add.rn.f32 %0, %1, %2;" : "=f"(r) : "f"(a), "f"(b));
-  return r;
-}
-#else
-static inline float nt_mul_rn(float a, float b) { return a * b; }   // the host build targets x86-64 without FMA
-static inline float nt_add_rn(float a, float b) { return a + b; }
-#endif
 
 extern "C" __global__ void accumulate_scores(const float* __restrict__ clean, const float* __restrict__ baseline,
                                              const float* __restrict__ gradient, float scale,

@@ -161,6 +161,33 @@ public sealed partial class TracedModel : IDisposable
     }
 
     /// <summary>
+    /// The <paramref name="k"/> nodes of <paramref name="site"/> with the largest |example-mean score|, largest first: the
+    /// same nodes, scores and order as <c>Attribute(task, method, [site], options).Top(site, k)</c> (ties by layer, then
+    /// position, then unit), selected where the scores were summed. On a GPU the score slab never leaves the device:
+    /// only the k nodes cross to the host.
+    /// </summary>
+    /// <param name="task">The prompt pairs to attribute.</param>
+    /// <param name="site">The node site to score and rank.</param>
+    /// <param name="k">How many nodes, at least 0 (more than the site has gives them all).</param>
+    /// <param name="method">AtP, IG, IG over inputs, or RelP.</param>
+    /// <param name="options">As for <see cref="Attribute"/>; its method and sites are replaced by the arguments.</param>
+    /// <param name="progress">Progress per batch (or per IG step).</param>
+    /// <param name="cancellation">Observed at every progress step.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="k"/> is negative.</exception>
+    /// <exception cref="InsufficientMemoryException">As for <see cref="Attribute"/>.</exception>
+    public IReadOnlyList<(NodeId Node, float Score)> AttributeTop(PromptTask task, NodeSite site, int k, AttributionMethod method = AttributionMethod.RelP,
+        AttributionOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(k);
+        var o = (options ?? new AttributionOptions()) with { Method = method, Sites = [site] };
+        bool patch = (o.Baseline ?? (task.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch;
+        var fit = Fit(task, o.BatchSize, o.Sites, [method], patch, o.IgSteps);
+        o = o with { BatchSize = fit.Batch, CheckpointLayers = o.CheckpointLayers || fit.Checkpoint };
+        using var scores = Attributor.ScoreOnDevice(Llama, task, o, Observed(progress, cancellation));
+        return scores.TopK(site, k);
+    }
+
+    /// <summary>
     /// The memory plan of an attribution of <paramref name="task"/> on this model's device, before the weights are read
     /// (<see cref="MemoryPlan.FitTask"/>, the plan <c>trace</c> and <c>attribute</c> run): the CPU's available memory, or
     /// the GPU's free memory while the weights are not yet on it (once they are, its free memory no longer says what the

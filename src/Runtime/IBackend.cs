@@ -59,6 +59,38 @@ internal interface IBackend : IDisposable
         Download(source, host);
         read(host);
     }
+    /// <summary>
+    /// Queues a copy of rows [<paramref name="firstRow"/>, + <paramref name="rows"/>) of <paramref name="source"/> to the
+    /// host and returns at once; the compute goes on meanwhile (a GPU backend copies into page-locked memory on a second
+    /// stream, after the work issued so far). The values are read with <see cref="PendingHostRead.Read"/>; those rows
+    /// must stay unchanged until then. The default reads them then (<see cref="ReadOnHost"/>, sliced).
+    /// </summary>
+    PendingHostRead StartReadOnHost(Tensor source, int firstRow, int rows)
+    {
+        OpContracts.RowRange(source, firstRow, rows, "StartReadOnHost");
+        return new ReadLater(this, source, checked((int)((long)firstRow * source.Columns)), checked(rows * source.Columns));
+    }
+
+    sealed class ReadLater(IBackend backend, Tensor source, int start, int length) : PendingHostRead
+    {
+        public override void Read(HostValuesReader read) => backend.ReadOnHost(source, v => read(v.Slice(start, length)));
+    }
+
+    /// <summary>
+    /// The <paramref name="k"/> nodes of <paramref name="block"/> of largest |mean|, mean = sum · scales[position] (rounded
+    /// once, as <see cref="GatherScaledRows"/>), in NodeRanking's order: larger |mean| first, NaN last, ties by the lower
+    /// flat index; fewer when the block has fewer nodes. Only the k results reach the host. The default reads the slab
+    /// on the host (<see cref="ReadOnHost"/>) and selects there (<see cref="Cpu.TopKOps"/>).
+    /// </summary>
+    ScoredNode[] TopKByMagnitude(Tensor sums, TopKBlock block, ReadOnlySpan<float> scales, int k)
+    {
+        OpContracts.TopKByMagnitude(sums, block, scales, k);
+        ScoredNode[] top = [];
+        var s = scales.ToArray();
+        ReadOnHost(sums, host => top = Cpu.TopKOps.Select(host, sums.Columns, block, s, k));
+        return top;
+    }
+
     void Fill(Tensor tensor, float value);
     void Copy(Tensor source, Tensor destination);
 

@@ -242,6 +242,24 @@ internal static class OpContracts
         if (scales.Length != rows.Length) throw new ArgumentException($"GatherScaledRows: {scales.Length} scales for {rows.Length} rows");
     }
 
+    /// <summary>Checks a row range [first, first + rows) of a 2-D tensor (<see cref="IBackend.StartReadOnHost"/>).</summary>
+    public static void RowRange(Tensor t, int first, int rows, string op)
+    {
+        if (first < 0 || rows < 0 || (long)first + rows > t.Rows) throw new ArgumentException($"{op}: rows {first}..{(long)first + rows - 1} outside {t}");
+    }
+
+    /// <summary>Checks <see cref="IBackend.TopKByMagnitude"/>: the block lies in the slab, one scale per position, k ≥ 0, flat indices fit an int.</summary>
+    public static void TopKByMagnitude(Tensor sums, TopKBlock b, ReadOnlySpan<float> scales, int k)
+    {
+        if (k < 0) throw new ArgumentOutOfRangeException(nameof(k), $"TopKByMagnitude: k = {k}");
+        if (b.Layers < 0 || b.Positions < 0 || b.Width < 0 || b.FirstFlat < 0 || b.Positions > b.RowsPerLayer)
+            throw new ArgumentException($"TopKByMagnitude: a block of {b.Layers} layers x {b.Positions} positions (of {b.RowsPerLayer} rows) x {b.Width} columns");
+        if (b.FirstColumn < 0 || b.FirstColumn > sums.Columns - b.Width || (long)b.Layers * b.RowsPerLayer > sums.Rows)
+            throw new ArgumentException($"TopKByMagnitude: {b.Layers} layers of {b.RowsPerLayer} rows and {b.Width} columns at column {b.FirstColumn} do not fit in {sums}");
+        if (b.FirstFlat + b.Nodes > int.MaxValue) throw new ArgumentException($"TopKByMagnitude: {b.FirstFlat + b.Nodes} nodes do not fit a flat int index");
+        if (scales.Length != b.Positions) throw new ArgumentException($"TopKByMagnitude: {scales.Length} scales for {b.Positions} positions");
+    }
+
     /// <summary>Checks <see cref="IBackend.SparseMatMulInputGrad"/>: dx is [entries / perRow, w columns]; columns are −1 or rows of w.</summary>
     public static void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx)
     {

@@ -215,6 +215,24 @@ internal sealed class CpuBackend : IBackend
         ScoreOps.GatherScaledRows(Host(source), rows, scales, source.Columns, Host(destination));
     }
 
+    /// <summary>The rows are host memory already: the read hands them over in place when asked.</summary>
+    public PendingHostRead StartReadOnHost(Tensor source, int firstRow, int rows)
+    {
+        OpContracts.RowRange(source, firstRow, rows, "StartReadOnHost");
+        return new HostRows(Host(source), firstRow * source.Columns, rows * source.Columns);
+    }
+
+    sealed class HostRows(float[] data, int start, int length) : PendingHostRead
+    {
+        public override void Read(HostValuesReader read) => read(data.AsSpan(start, length));
+    }
+
+    public ScoredNode[] TopKByMagnitude(Tensor sums, TopKBlock block, ReadOnlySpan<float> scales, int k)
+    {
+        OpContracts.TopKByMagnitude(sums, block, scales, k);
+        return TopKOps.Select(Host(sums), sums.Columns, block, scales, k);
+    }
+
     public void SparseMatMulInputGrad(ReadOnlySpan<int> columns, ReadOnlySpan<float> values, int perRow, Tensor w, Tensor dx)
     {
         OpContracts.SparseMatMulInputGrad(columns, values, perRow, w, dx);

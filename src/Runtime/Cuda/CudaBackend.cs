@@ -159,6 +159,7 @@ internal sealed partial class CudaBackend : IBackend
         maskScratch?.Dispose();
         scoreScratch?.Dispose();
         pinnedHost?.Dispose();
+        DisposeScoreReadout();
         sparseRows?.Dispose();
         sparseRows = null;
         indexScratch = maskScratch = scoreScratch = null;

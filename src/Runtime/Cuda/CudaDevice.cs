@@ -45,6 +45,8 @@ internal sealed unsafe partial class CudaDevice : IDeviceRuntime
     public long HostSyncs { get; private set; }
     public long Downloads { get; private set; }
     public long PinnedDownloads { get; private set; }
+    /// <summary>Of <see cref="PinnedDownloads"/>, those on the copy stream (<see cref="CopyToHostOnCopyStream"/>).</summary>
+    public long CopyStreamDownloads { get; private set; }
     public long Uploads { get; private set; }
     public long BytesToHost { get; private set; }
     public long BytesToDevice { get; private set; }
@@ -284,6 +286,35 @@ internal sealed unsafe partial class CudaDevice : IDeviceRuntime
         CudaException.Check(CudaDriver.cuMemcpyDtoHAsync_v2((void*)destination, (ulong)source, (nuint)bytes, stream.DangerousGetHandle()), "cuMemcpyDtoHAsync_v2");
     }
 
+    // The copy stream (made on first use) and the one event that orders its copies after the compute stream's work:
+    // cuStreamWaitEvent waits for the event's latest record as of the call, so the event is recorded again per copy.
+    CudaStreamHandle? copyStream;
+    CudaEventHandle? computeReached;
+    bool copyStreamPending;
+
+    public void CopyToHostOnCopyStream(nint destination, nint source, long bytes)
+    {
+        if (bytes == 0) return;
+        context.MakeCurrent();
+        if (copyStream is null)
+        {
+            nint s, e;
+            CudaException.Check(CudaDriver.cuStreamCreate(&s, 0), "cuStreamCreate (copy stream)");
+            copyStream = new CudaStreamHandle(context, s);
+            CudaException.Check(CudaDriver.cuEventCreate(&e, CudaDriver.EventDisableTiming), "cuEventCreate");
+            computeReached = new CudaEventHandle(context, e);
+        }
+        Downloads++;
+        PinnedDownloads++;
+        CopyStreamDownloads++;
+        BytesToHost += bytes;
+        nint ev = computeReached!.DangerousGetHandle(), cs = copyStream.DangerousGetHandle();
+        CudaException.Check(CudaDriver.cuEventRecord(ev, stream.DangerousGetHandle()), "cuEventRecord");
+        CudaException.Check(CudaDriver.cuStreamWaitEvent(cs, ev, 0), "cuStreamWaitEvent");
+        CudaException.Check(CudaDriver.cuMemcpyDtoHAsync_v2((void*)destination, (ulong)source, (nuint)bytes, cs), "cuMemcpyDtoHAsync_v2 (copy stream)");
+        copyStreamPending = true;
+    }
+
     public void CopyDeviceToDevice(nint destination, nint source, long bytes)
     {
         if (bytes == 0) return;
@@ -336,6 +367,12 @@ internal sealed unsafe partial class CudaDevice : IDeviceRuntime
         context.MakeCurrent();
         HostSyncs++;
         CudaException.Check(CudaDriver.cuStreamSynchronize(stream.DangerousGetHandle()), "cuStreamSynchronize");
+        if (copyStreamPending)
+        {
+            // The copies wait for compute work the wait above has seen finish: this only waits for the copies' own tail.
+            CudaException.Check(CudaDriver.cuStreamSynchronize(copyStream!.DangerousGetHandle()), "cuStreamSynchronize (copy stream)");
+            copyStreamPending = false;
+        }
     }
 
     /// <summary>GPU time of <paramref name="work"/> in milliseconds, between two events recorded on the stream.</summary>
@@ -442,6 +479,8 @@ internal sealed unsafe partial class CudaDevice : IDeviceRuntime
         pool.Dispose();   // cached blocks now; tensors still alive free theirs directly when disposed
         cublas.Dispose();
         foreach (var (_, module) in modules) module.Dispose();
+        computeReached?.Dispose();
+        copyStream?.Dispose();
         stream.Dispose();
         context.Dispose();
     }

@@ -90,6 +90,13 @@ internal sealed class GraphReplayRuntime : IDeviceRuntime
         inner.CopyToHostAsync(destination, source, bytes);
     }
 
+    /// <summary>Ends the segment, so the copy's event follows the work it reads (the copy is not captured either).</summary>
+    public void CopyToHostOnCopyStream(nint destination, nint source, long bytes)
+    {
+        Flush();
+        inner.CopyToHostOnCopyStream(destination, source, bytes);
+    }
+
     public void CopyDeviceToDevice(nint destination, nint source, long bytes)
     {
         if (bytes == 0) return;

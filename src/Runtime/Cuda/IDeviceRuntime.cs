@@ -42,6 +42,16 @@ internal interface IDeviceRuntime : IDisposable
         CopyToHost(source, new Span<byte>((void*)destination, checked((int)bytes)));
     }
 
+    /// <summary>
+    /// Queues a copy of <paramref name="bytes"/> bytes from <paramref name="source"/> into page-locked host memory on the
+    /// copy stream, a second stream, and returns at once. An event recorded on the compute stream after all work launched
+    /// so far, which the copy stream waits for, orders the copy after the kernels that produce the bytes; the compute
+    /// stream goes on meanwhile, so the copy engine runs beside the kernels that follow. Neither buffer may be touched
+    /// until the next <see cref="Synchronize"/>, which waits for both streams (one host wait). This default is
+    /// <see cref="CopyToHostAsync"/>: one stream, the copy in order with the kernels, nothing overlapped.
+    /// </summary>
+    void CopyToHostOnCopyStream(nint destination, nint source, long bytes) => CopyToHostAsync(destination, source, bytes);
+
     /// <summary>Queued after all work launched so far, like a kernel; the host does not wait.</summary>
     void CopyDeviceToDevice(nint destination, nint source, long bytes);
 
@@ -60,7 +70,7 @@ internal interface IDeviceRuntime : IDisposable
     /// <summary>Column-major C = α op(A) op(B) + β C (BLAS semantics), fp32 data, computed as <see cref="GemmCall.Precision"/> says.</summary>
     void Sgemm(in GemmCall call);
 
-    /// <summary>Waits for all launched work.</summary>
+    /// <summary>Waits for all launched work, on both streams (see <see cref="CopyToHostOnCopyStream"/>).</summary>
     void Synchronize();
 
     /// <summary>

@@ -9,6 +9,10 @@ namespace NeuronTrace.Runtime.Cuda;
 /// Memory is address space only (a bump counter behind a <see cref="DeviceMemoryPool"/>, so the pool's high-water mark
 /// is the run's), so the ledger of a Llama-3.1-8B-shaped pass is had on a laptop: <c>bench gpu-plan</c> prints it
 /// with a roofline time. Downloads write zeros: code that branches on downloaded values sees zeros.
+/// Two streams are modelled: the compute stream runs every launch in order, and downloads queued on the copy stream
+/// (<see cref="CopyToHostOnCopyStream"/>) are kept with where the compute stream stood when their event was recorded
+/// (<see cref="CopyStreamMarks"/>, with the host waits after them), so a timing model can overlap them with the
+/// compute that follows (bench gpu-plan prints the hidden and the exposed copy time).
 /// </summary>
 internal sealed class RecordingDeviceRuntime : IDeviceRuntime
 {
@@ -42,10 +46,34 @@ internal sealed class RecordingDeviceRuntime : IDeviceRuntime
     /// <summary>Of <see cref="Downloads"/>, those queued into page-locked memory without a host wait (<see cref="CopyToHostAsync"/>), and their bytes.</summary>
     public long PinnedDownloads { get; private set; }
     public long PinnedBytesToHost { get; private set; }
+    /// <summary>Of <see cref="PinnedDownloads"/>, those queued on the copy stream (<see cref="CopyToHostOnCopyStream"/>), and their bytes.</summary>
+    public long CopyStreamDownloads { get; private set; }
+    public long CopyStreamBytesToHost { get; private set; }
     public long Uploads { get; private set; }
     public long BytesToHost { get; private set; }
     public long BytesToDevice { get; private set; }
     public IReadOnlyDictionary<string, OpLedger> Ops => ops;
+
+    /// <summary>
+    /// How far the compute stream has come: the roofline seconds of the ops counted so far, and the launches, graph
+    /// nodes, pageable download bytes, pinned bytes downloaded on the compute stream and host syncs so far (the terms of
+    /// a modelled time: bench gpu-plan adds its assumed cost per item).
+    /// </summary>
+    public readonly record struct StreamPosition(double RooflineSeconds, long Launches, long OpsInGraphs, long PageableBytesToHost,
+        long ComputeStreamPinnedBytes, long HostSyncs);
+
+    /// <summary>A download queued on the copy stream after the compute work at <paramref name="At"/> (<paramref name="Bytes"/> &gt; 0), or a host wait there (both streams).</summary>
+    public readonly record struct CopyStreamMark(StreamPosition At, long Bytes, bool IsHostWait);
+
+    /// <summary>The compute stream now.</summary>
+    public StreamPosition Position => new(rooflineSeconds, Launches, OpsInGraphs, BytesToHost - PinnedBytesToHost,
+        PinnedBytesToHost - CopyStreamBytesToHost, HostSyncs);
+
+    /// <summary>Copy-stream downloads and the host waits that follow them, in order (a wait with no copy pending is not kept).</summary>
+    public IReadOnlyList<CopyStreamMark> CopyStreamMarks => marks;
+    readonly List<CopyStreamMark> marks = [];
+    double rooflineSeconds;
+    bool copiesPending;
 
     /// <summary>Per op: launches, FLOP, bytes moved and the roofline time (each launch max(FLOP/peak, bytes/bandwidth)).</summary>
     public sealed class OpLedger
@@ -56,11 +84,57 @@ internal sealed class RecordingDeviceRuntime : IDeviceRuntime
         public double RooflineSeconds { get; internal set; }
     }
 
+    /// <summary>Assumed costs a roofline leaves out (not measured here): a kernel launch from the host, a node inside a CUDA
+    /// graph, one host round trip, and device→host bandwidth from pageable and into page-locked memory.</summary>
+    public readonly record struct TimingAssumptions(double LaunchSeconds, double GraphNodeSeconds, double SyncSeconds,
+        double PageableBytesPerSecond, double PinnedBytesPerSecond);
+
+    /// <summary>A modelled pass: its total and the parts beside the roofline (downloads on each stream; of the copy stream's, the part exposed).</summary>
+    public readonly record struct ModelledTime(double Total, double Launch, double Sync, double ComputeStreamCopy, double CopyStream, double CopyStreamExposed)
+    {
+        public double CopyStreamHidden => CopyStream - CopyStreamExposed;
+    }
+
+    /// <summary>
+    /// The modelled time of what was recorded, on two streams. The compute stream: roofline per launch plus the assumed
+    /// launch, sync and compute-stream download costs, in order. The copy stream: each download starts when the compute
+    /// stream has reached its event (where it was queued, later by any exposed wait before it) and the previous copy is
+    /// done; a host wait that finds a copy still running waits for it: that time is exposed, the rest ran beside the
+    /// compute.
+    /// </summary>
+    public ModelledTime Model(TimingAssumptions a)
+    {
+        double Compute(StreamPosition p) =>
+            p.RooflineSeconds + p.Launches * a.LaunchSeconds + p.OpsInGraphs * a.GraphNodeSeconds + p.HostSyncs * a.SyncSeconds
+            + p.PageableBytesToHost / a.PageableBytesPerSecond + p.ComputeStreamPinnedBytes / a.PinnedBytesPerSecond;
+        double copyDone = 0, exposed = 0, copying = 0;
+        foreach (var mark in marks)
+        {
+            double reached = Compute(mark.At) + exposed;
+            if (mark.IsHostWait) exposed += Math.Max(0, copyDone - reached);
+            else
+            {
+                double seconds = mark.Bytes / a.PinnedBytesPerSecond;
+                copying += seconds;
+                copyDone = Math.Max(copyDone, reached) + seconds;
+            }
+        }
+        var end = Position;
+        double compute = Compute(end);
+        exposed += Math.Max(0, copyDone - (compute + exposed));   // copies no host wait followed: the pass ends when they do
+        return new ModelledTime(compute + exposed, end.Launches * a.LaunchSeconds + end.OpsInGraphs * a.GraphNodeSeconds, end.HostSyncs * a.SyncSeconds,
+            end.PageableBytesToHost / a.PageableBytesPerSecond + end.ComputeStreamPinnedBytes / a.PinnedBytesPerSecond, copying, exposed);
+    }
+
     /// <summary>Forgets everything counted so far (the memory stays allocated; the peak restarts from what is in use).</summary>
     public void Reset()
     {
         ops.Clear();
+        marks.Clear();
+        rooflineSeconds = 0;
+        copiesPending = false;
         Launches = GraphLaunches = OpsInGraphs = HostSyncs = Downloads = PinnedDownloads = PinnedBytesToHost = Uploads = BytesToHost = BytesToDevice = 0;
+        CopyStreamDownloads = CopyStreamBytesToHost = 0;
         Pool.ResetPeak();
     }
 
@@ -87,6 +161,7 @@ internal sealed class RecordingDeviceRuntime : IDeviceRuntime
     public void CopyToHost(nint source, Span<byte> destination)
     {
         if (capture is not null) throw new InvalidOperationException("host copy while capturing a graph");
+        WaitForCopyStream();
         Downloads++;
         HostSyncs++;
         BytesToHost += destination.Length;
@@ -105,6 +180,29 @@ internal sealed class RecordingDeviceRuntime : IDeviceRuntime
         BytesToHost += bytes;
         PinnedBytesToHost += bytes;
         NativeMemory.Clear((void*)destination, (nuint)bytes);
+    }
+
+    /// <summary>A download on the copy stream: counted as pinned, and marked where the compute stream stands now.</summary>
+    public unsafe void CopyToHostOnCopyStream(nint destination, nint source, long bytes)
+    {
+        if (capture is not null) throw new InvalidOperationException("host copy while capturing a graph");
+        if (bytes == 0) return;
+        marks.Add(new CopyStreamMark(Position, bytes, IsHostWait: false));
+        copiesPending = true;
+        Downloads++;
+        PinnedDownloads++;
+        CopyStreamDownloads++;
+        BytesToHost += bytes;
+        PinnedBytesToHost += bytes;
+        CopyStreamBytesToHost += bytes;
+        NativeMemory.Clear((void*)destination, (nuint)bytes);
+    }
+
+    /// <summary>A host wait also waits for the copy stream: marked when a copy is pending there.</summary>
+    void WaitForCopyStream()
+    {
+        if (copiesPending) marks.Add(new CopyStreamMark(Position, 0, IsHostWait: true));
+        copiesPending = false;
     }
 
     public void CopyDeviceToDevice(nint destination, nint source, long bytes) => Record(new OpWork(0, 2.0 * bytes));
@@ -142,7 +240,9 @@ internal sealed class RecordingDeviceRuntime : IDeviceRuntime
         op.Calls++;
         op.Flops += work.Flops;
         op.Bytes += work.Bytes;
-        op.RooflineSeconds += Math.Max(work.Flops / H100Bf16Flops, work.Bytes / H100Bytes);
+        double seconds = Math.Max(work.Flops / H100Bf16Flops, work.Bytes / H100Bytes);
+        op.RooflineSeconds += seconds;
+        rooflineSeconds += seconds;
     }
 
     List<(string Op, OpWork Work)>? capture;
@@ -182,6 +282,7 @@ internal sealed class RecordingDeviceRuntime : IDeviceRuntime
     public void Synchronize()
     {
         if (capture is not null) throw new InvalidOperationException("Synchronize while capturing a graph");
+        WaitForCopyStream();
         HostSyncs++;
     }
 

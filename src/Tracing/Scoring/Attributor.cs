@@ -25,6 +25,28 @@ internal static class Attributor
     /// false runs them apart, the reference the tests compare the paired scores with bit for bit.</param>
     internal static NodeScores ScoreWithPairing(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress, bool pairForwards)
     {
+        using var scores = Accumulate(model, task, options, progress, pairForwards, readOutBesideBackward: true);
+        return scores.Download();
+    }
+
+    /// <summary>
+    /// <see cref="Score"/> with the scores left where they were summed (a GPU's slab): nothing is downloaded until the
+    /// caller asks (<see cref="DeviceScores.TopK"/> brings only k nodes to the host).
+    /// </summary>
+    public static DeviceScores ScoreOnDevice(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress = null) =>
+        Accumulate(model, task, options, progress, pairForwards: true, readOutBesideBackward: false);
+
+    /// <summary>The batches of <see cref="ScoreWithPairing"/> (its parameters), their sums left on the backend.</summary>
+    /// <param name="model">The model on its backend.</param>
+    /// <param name="task">The examples to attribute.</param>
+    /// <param name="options">Method, sites, metric, baseline, IG steps, batch and RelP rules.</param>
+    /// <param name="progress">Progress per batch (per IG step for IG); null for none.</param>
+    /// <param name="pairForwards">Whether a batch's clean and patch forwards run as one.</param>
+    /// <param name="readOutBesideBackward">Whether the last batch's backward queues each finished layer's means for the host
+    /// as it goes (<see cref="ScoreSums.ReadOutAsLayersFinish"/>), for a caller that downloads them all.</param>
+    static DeviceScores Accumulate(Llama model, PromptTask task, AttributionOptions options, IProgress<WorkProgress>? progress, bool pairForwards,
+        bool readOutBesideBackward)
+    {
         var baseline = options.Baseline ?? (task.IsPaired ? Baseline.Patch : Baseline.Zero);
         if (baseline == Baseline.Patch && !task.IsPaired)
             throw new ArgumentException($"{task.Name}: the patch baseline needs patch_prefix on every line; use the zero or mean baseline");
@@ -44,67 +66,78 @@ internal static class Attributor
         var cleanMeans = baseline == Baseline.Mean
             ? SiteMeans.Compute(model, task.Pairs.Select(p => p.CleanIds).ToList(), sites, Math.Max(1, options.BatchSize))
             : null;
-        using var sums = new ScoreSums(model.Placement, model.Config, sites, positions);
-        using var meanBaseline = cleanMeans is null ? null : new PositionMeans(sums, model.Config, cleanMeans, sites, positions);
-        var counts = new int[positions];
-
-        int batchSize = Math.Max(1, options.BatchSize);
-        int batches = (task.Count + batchSize - 1) / batchSize;
-        long unitsPerBatch = options.Method == AttributionMethod.IG ? sites.Length * model.Config.Layers : 1;
-        long done = 0;
-        var progressGate = new Lock();
-        bool splitBatches = SplitsBatches(model, task, batchSize);
-        // IG reports every (site, layer) step of every batch run; a split batch is two runs, each reporting its steps,
-        // so the total counts runs (it was batches, and the count went past it: 80/40).
-        long igRuns = 0;
-        for (int start = 0; start < task.Count; start += batchSize)
-            igRuns += splitBatches && Math.Min(batchSize, task.Count - start) >= 2 ? 2 : 1;
-        using var secondSums = splitBatches ? new ScoreSums(model.Placement, model.Config, sites, positions) : null;
-        for (int start = 0; start < task.Count; start += batchSize)
+        var sums = new ScoreSums(model.Placement, model.Config, sites, positions);
+        try
         {
-            var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();
-            foreach (var p in pairs)
-                for (int i = 0; i < p.CleanIds.Length; i++) counts[i]++;
-            if (splitBatches && pairs.Count >= 2)
+            using var meanBaseline = cleanMeans is null ? null : new PositionMeans(sums, model.Config, cleanMeans, sites, positions);
+            var counts = new int[positions];
+
+            int batchSize = Math.Max(1, options.BatchSize);
+            int batches = (task.Count + batchSize - 1) / batchSize;
+            long unitsPerBatch = options.Method == AttributionMethod.IG ? sites.Length * model.Config.Layers : 1;
+            long done = 0;
+            var progressGate = new Lock();
+            bool splitBatches = SplitsBatches(model, task, batchSize);
+            // IG reports every (site, layer) step of every batch run; a split batch is two runs, each reporting its steps,
+            // so the total counts runs (it was batches, and the count went past it: 80/40).
+            long igRuns = 0;
+            for (int start = 0; start < task.Count; start += batchSize)
+                igRuns += splitBatches && Math.Min(batchSize, task.Count - start) >= 2 ? 2 : 1;
+            using var secondSums = splitBatches ? new ScoreSums(model.Placement, model.Config, sites, positions) : null;
+            for (int start = 0; start < task.Count; start += batchSize)
             {
-                int half = pairs.Count / 2;
-                try
+                var pairs = task.Pairs.Skip(start).Take(batchSize).ToList();
+                foreach (var p in pairs)
+                    for (int i = 0; i < p.CleanIds.Length; i++) counts[i]++;
+                // The last batch: its backward can hand each finished layer's scores to the host as it goes. Not where
+                // batches are split over two threads (the second thread's sums are added after the last batch).
+                if (readOutBesideBackward && !splitBatches && start + batchSize >= task.Count) sums.ReadOutAsLayersFinish(counts);
+                if (splitBatches && pairs.Count >= 2)
                 {
-                    Parallel.Invoke(
-                        () => RunBatch(pairs.GetRange(0, half), sums, concurrentPatch: false),
-                        () => RunBatch(pairs.GetRange(half, pairs.Count - half), secondSums!, concurrentPatch: false));
+                    int half = pairs.Count / 2;
+                    try
+                    {
+                        Parallel.Invoke(
+                            () => RunBatch(pairs.GetRange(0, half), sums, concurrentPatch: false),
+                            () => RunBatch(pairs.GetRange(half, pairs.Count - half), secondSums!, concurrentPatch: false));
+                    }
+                    catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+                    {
+                        // the caller sees the error itself, as from a serial run (the CLI turns it into one line)
+                        System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+                    }
                 }
-                catch (AggregateException e) when (e.InnerExceptions.Count >= 1)
+                else RunBatch(pairs, sums, concurrentPatch: model.Backend.SupportsConcurrentCalls);
+                if (options.Method != AttributionMethod.IG) progress?.Report(new("attribute", ++done, batches));
+            }
+            if (secondSums is not null) sums.Add(secondSums);
+
+            // IG reports each (site, layer) step; with split batches two threads report, one at a time and in order.
+            void ReportIgStep()
+            {
+                lock (progressGate) progress?.Report(new("ig", ++done, igRuns * unitsPerBatch));
+            }
+
+            void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
+            {
+                using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, meanBaseline, sites, positions, concurrentPatch, options.IgRowsPerPass,
+                    pairForwards && !checkpoint, checkpoint);
+                switch (options.Method)
                 {
-                    // the caller sees the error itself, as from a serial run (the CLI turns it into one line)
-                    System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e.InnerExceptions[0]).Throw();
+                    case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
+                    case AttributionMethod.RelP: ctx.GradientTimesDelta(options.RelPRules, into); break;
+                    case AttributionMethod.IG: ctx.IntegratedGradients(options.IgSteps, into, ReportIgStep); break;
+                    case AttributionMethod.IGInputs: ctx.InputIntegratedGradients(options.IgSteps, into); break;
                 }
             }
-            else RunBatch(pairs, sums, concurrentPatch: model.Backend.SupportsConcurrentCalls);
-            if (options.Method != AttributionMethod.IG) progress?.Report(new("attribute", ++done, batches));
-        }
-        if (secondSums is not null) sums.Add(secondSums);
 
-        // IG reports each (site, layer) step; with split batches two threads report, one at a time and in order.
-        void ReportIgStep()
+            return new DeviceScores(sums, counts);
+        }
+        catch
         {
-            lock (progressGate) progress?.Report(new("ig", ++done, igRuns * unitsPerBatch));
+            sums.Dispose();
+            throw;
         }
-
-        void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
-        {
-            using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, meanBaseline, sites, positions, concurrentPatch, options.IgRowsPerPass,
-                pairForwards && !checkpoint, checkpoint);
-            switch (options.Method)
-            {
-                case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
-                case AttributionMethod.RelP: ctx.GradientTimesDelta(options.RelPRules, into); break;
-                case AttributionMethod.IG: ctx.IntegratedGradients(options.IgSteps, into, ReportIgStep); break;
-                case AttributionMethod.IGInputs: ctx.InputIntegratedGradients(options.IgSteps, into); break;
-            }
-        }
-
-        return sums.MeansOver(counts);
     }
 
     /// <summary>

@@ -9,9 +9,13 @@ namespace NeuronTrace.Tracing.Scoring;
 /// <see cref="FirstRow"/> of its device's slab, row p of a layer is position p from the end and the spare last row
 /// collects the padding rows of a batch (dropped). One device (the usual case) means one slab. Scores are added where
 /// the backward produces each gradient (<see cref="Accumulate"/>); the means cross to the host once per scoring run, in
-/// one download per device, or per group of layers where a device's means pass 1 GiB (<see cref="MeansOver"/>).
+/// one download per device, or per group of layers where a device's means pass 1 GiB (<see cref="MeansOver"/>). Armed
+/// for the last batch (<see cref="ReadOutAsLayersFinish"/>), each layer's rows of the slab are queued for the host as
+/// soon as the backward has added its last site, while the backward goes on below (on a GPU the copy runs on the copy
+/// stream beside it): only the lowest layer's copy is left at the end. The top-k of a site is also selected where the
+/// sums live (<see cref="TopK"/>: only the k results cross to the host).
 /// </summary>
-internal sealed class ScoreSums : IDisposable
+internal sealed partial class ScoreSums : IDisposable
 {
     readonly LlamaConfig _config;
     readonly NodeSite[] _sites;
@@ -20,6 +24,11 @@ internal sealed class ScoreSums : IDisposable
     readonly LayerPlacement _placement;
     // Per device of the placement, its slab (null for a device that holds no layer).
     readonly Tensor?[] _slabs;
+    // The readout beside the last batch's backward (ReadOutAsLayersFinish): the examples per position it divides by,
+    // the sites added per layer since it was armed, and per layer its queued means (null until the layer is done).
+    int[]? _readoutCounts;
+    int[]? _sitesAdded;
+    PendingHostRead?[]? _readouts;
 
     /// <param name="placement">Where each layer's sums live (the layer's device of a split model).</param>
     /// <param name="config">The model's configuration (layers, site widths).</param>
@@ -75,6 +84,64 @@ internal sealed class ScoreSums : IDisposable
     {
         int d = DeviceOf(layer);
         _placement.Devices[d].AccumulateScores(clean, baseline, gradient, scale, positionOf, _slabs[d]!, FirstRow(layer), FirstColumn(site));
+        if (_sitesAdded is not null && ++_sitesAdded[layer] == _sites.Length) StartLayerReadout(layer);
+    }
+
+    /// <summary>
+    /// Arms the readout beside the backward for the batch about to run, the task's last: once every site of a layer has
+    /// been added (<see cref="Accumulate"/>), that layer's sums are final, so its [positions, Σ widths] rows of the slab
+    /// are queued for the host (<see cref="IBackend.StartReadOnHost"/>: on a GPU on the copy stream, straight from the
+    /// slab, no device copy) while the backward continues on the layers below; <see cref="MeansOver"/> then waits once and
+    /// splits them, dividing by <paramref name="examplesAtPosition"/> on the host: the same single rounding of
+    /// sum · (1 / count) as the device gather (<see cref="IBackend.GatherScaledRows"/>), so the same floats. Not armed
+    /// (false) where a device's means pass <see cref="MeansGroupFloats"/> (1 GiB): every layer's copy is held in
+    /// page-locked memory until the one wait; the end-of-task readout in groups stays there (long prompts).
+    /// </summary>
+    /// <param name="examplesAtPosition">Per position, how many examples of the whole task reach it (final before the last batch runs).</param>
+    public bool ReadOutAsLayersFinish(int[] examplesAtPosition)
+    {
+        for (int d = 0; d < _slabs.Length; d++)
+            if (_slabs[d] is { } slab && (long)Layers(d).Count * _positions * slab.Columns > MeansGroupFloats) return false;
+        DisposeReadouts();
+        _readoutCounts = (int[])examplesAtPosition.Clone();
+        _sitesAdded = new int[_config.Layers];
+        _readouts = new PendingHostRead?[_config.Layers];
+        return true;
+    }
+
+    void StartLayerReadout(int layer) =>
+        _readouts![layer] = _placement.Devices[DeviceOf(layer)].StartReadOnHost(_slabs[DeviceOf(layer)]!, FirstRow(layer), _positions);
+
+    /// <summary>The armed readout's host copies into <paramref name="scores"/>, when every layer was queued for the same counts.</summary>
+    bool TryFinishReadout(int[] examplesAtPosition, NodeScores scores)
+    {
+        if (_readouts is null || !examplesAtPosition.AsSpan().SequenceEqual(_readoutCounts) || _readouts.Any(r => r is null)) return false;
+        var scales = new float[_positions];
+        for (int p = 0; p < _positions; p++) scales[p] = 1f / examplesAtPosition[p];
+        for (int l = 0; l < _readouts.Length; l++)
+        {
+            int columns = _slabs[DeviceOf(l)]!.Columns, layer = l;
+            _readouts[l]!.Read(host =>
+            {
+                foreach (var s in _sites)
+                {
+                    int w = s.Width(_config), first = FirstColumn(s);
+                    var into = scores.Get(s, layer);
+                    for (int p = 0; p < _positions; p++)
+                        System.Numerics.Tensors.TensorPrimitives.Multiply(host.Slice(p * columns + first, w), scales[p], into.AsSpan(p * w, w));
+                }
+            });
+        }
+        return true;
+    }
+
+    void DisposeReadouts()
+    {
+        if (_readouts is not null)
+            foreach (var r in _readouts) r?.Dispose();
+        _readouts = null;
+        _sitesAdded = null;
+        _readoutCounts = null;
     }
 
     /// <summary>Adds another set of sums over the same sites, positions and devices (e.g. a second thread's) into these.</summary>
@@ -108,6 +175,9 @@ internal sealed class ScoreSums : IDisposable
     public NodeScores MeansOver(int[] examplesAtPosition, long groupFloats = MeansGroupFloats)
     {
         var scores = new NodeScores(_config, _sites, _positions);
+        bool readOut = TryFinishReadout(examplesAtPosition, scores);
+        DisposeReadouts();
+        if (readOut) return scores;
         for (int d = 0; d < _slabs.Length; d++)
         {
             if (_slabs[d] is not { } slab) continue;
@@ -148,6 +218,7 @@ internal sealed class ScoreSums : IDisposable
 
     public void Dispose()
     {
+        DisposeReadouts();
         for (int d = 0; d < _slabs.Length; d++) { _slabs[d]?.Dispose(); _slabs[d] = null; }
     }
 }

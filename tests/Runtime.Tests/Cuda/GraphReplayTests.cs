@@ -167,13 +167,16 @@ public class GraphReplayTests
     }
 
     [Fact]
-    public void On_the_ledger_a_steady_relp_attribution_pass_is_one_graph_launch_per_host_wait()
+    public void On_the_ledger_a_steady_relp_attribution_pass_is_one_graph_launch_per_score_copy_and_one_for_the_rest()
     {
-        var device = SteadyRelPLedger(RandomLlama.SmallConfig(), batch: 3, seq: 5, batches: 1, graphs: true);
-        // One host wait: the score readout (one slab, one download). The logit-difference metric seeds the backward
-        // sparsely, so the logits are never read back; all of the pass's device work precedes that wait.
-        Assert.Equal(1, device.Downloads);
-        Assert.Equal(device.Downloads, device.GraphLaunches);
+        var c = RandomLlama.SmallConfig();
+        var device = SteadyRelPLedger(c, batch: 3, seq: 5, batches: 1, graphs: true);
+        // One host wait, at the end. The logit-difference metric seeds the backward sparsely, so the logits are never
+        // read back. Each layer's score copy goes on the copy stream after the work that made it, so it ends a segment:
+        // the work up to each layer's copy is one graph launch, and the rest of the bottom layer's backward one more.
+        Assert.Equal(1, device.HostSyncs);
+        Assert.Equal(c.Layers, device.CopyStreamDownloads);
+        Assert.Equal(c.Layers + 1, device.GraphLaunches);
         Assert.Equal(device.GraphLaunches, device.Launches);
     }
 
@@ -194,20 +197,21 @@ public class GraphReplayTests
         var eager = SteadyRelPLedger(c, batch: 8, seq: 64, batches: 2, graphs: false);
         var replayed = SteadyRelPLedger(c, batch: 8, seq: 64, batches: 2, graphs: true);
         // Op by op it is hundreds of launches (282 with the stacked bf16 products and fused add+norm of s3-bf16): per batch
-        // LaunchLedgerTests' pass (11 a forward layer, twice; 17 a backward layer; 23 once) less the score slab's fill and
-        // the scores' scaled-row gather, which the task runs once.
-        Assert.Equal(2 * (2 * 11 * c.Layers + 17 * c.Layers + 21) + 2, eager.Launches);
-        // Two batches, one readout at the end of the task: one wait, and everything before it one graph launch.
+        // LaunchLedgerTests' pass (11 a forward layer, twice; 17 a backward layer; 22 once) less the score slab's fill,
+        // which the task runs once (the scores leave the slab's rows as they are, no gather).
+        Assert.Equal(2 * (2 * 11 * c.Layers + 17 * c.Layers + 21) + 1, eager.Launches);
+        // Two batches, the readout in the last one's backward, a layer at a time on the copy stream: one wait at the end,
+        // the work before each layer's copy one graph launch, the rest of the bottom layer one more.
         Assert.Equal(1, replayed.HostSyncs);
-        Assert.Equal(1, replayed.GraphLaunches);
-        Assert.Equal(1, replayed.Launches);
+        Assert.Equal(c.Layers + 1, replayed.GraphLaunches);
+        Assert.Equal(c.Layers + 1, replayed.Launches);
         // The graph ran every op of the op-by-op task (plus one staging copy per held upload).
         Assert.InRange(replayed.OpsInGraphs, eager.Launches, eager.Launches + eager.Uploads);
         Assert.Equal(eager.Ops["matmul"].Flops, replayed.Ops["matmul"].Flops);
         Assert.Equal(eager.BytesToHost, replayed.BytesToHost);
     }
 
-    /// <summary>The task's scores cross to the host once, into page-locked memory, queued without a wait of its own.</summary>
+    /// <summary>The task's scores cross to the host once, a layer at a time into page-locked memory on the copy stream, queued without a wait of their own.</summary>
     [Fact]
     public void A_relp_attribution_task_downloads_its_scores_once_pinned_and_asynchronously()
     {
@@ -215,10 +219,11 @@ public class GraphReplayTests
         foreach (int batches in new[] { 1, 3 })
         {
             var device = SteadyRelPLedger(c, batch: 2, seq: 5, batches, graphs: false);
-            Assert.Equal(1, device.Downloads);
-            Assert.Equal(1, device.PinnedDownloads);
+            Assert.Equal(c.Layers, device.Downloads);
+            Assert.Equal(c.Layers, device.PinnedDownloads);
+            Assert.Equal(c.Layers, device.CopyStreamDownloads);
             Assert.Equal(device.BytesToHost, device.PinnedBytesToHost);
-            // The one host wait is the Synchronize after the queued copy (the copy itself does not wait).
+            // The one host wait is the Synchronize after the queued copies (they do not wait).
             Assert.Equal(1, device.HostSyncs);
             // Positions × the widths of every site, per layer: the means of the score slab, nothing more.
             int widths = NodeSites.All.Sum(s => s.Width(c));

@@ -11,8 +11,9 @@ namespace NeuronTrace.Runtime.Tests.Cuda;
 /// The launch ledger of <see cref="RecordingDeviceRuntime"/> (what <c>bench gpu-plan</c> prints): one RelP
 /// attribution pass of B pairs × T tokens on a small model, its counts pinned to what the code must do — derived by
 /// hand from the pass, not read off a run. Since issue 13 (items 2, 3, 5) the scores stay on the device until the
-/// task's one download, the node scores are added where the backward produces each gradient, and a logit metric seeds
-/// the backward on the device: a pass waits for the device once.
+/// task's last batch, the node scores are added where the backward produces each gradient, and a logit metric seeds
+/// the backward on the device: a pass waits for the device once. The last batch's backward queues each finished
+/// layer's means on the copy stream as it goes (one download per layer, none waited for until the end).
 /// </summary>
 public class LaunchLedgerTests
 {
@@ -50,20 +51,22 @@ public class LaunchLedgerTests
         var c = RandomLlama.SmallConfig();
         var sites = NodeSites.All;
         var r = OnePass(c, sites, GemmPrecision.Fp32, uninitialized);
-        // One download: the [layers · T, Σ widths] means of every site and layer. No logits (the logit-difference seed
-        // is two classifier rows per example, formed on the device).
-        Assert.Equal(1, r.Downloads);
+        // One download per layer, on the copy stream: its [T, Σ widths] rows of the score slab (every site), queued once
+        // the backward has added its last site, divided by the example counts on the host. No logits (the logit-difference seed is two classifier rows per example, formed on the device).
+        Assert.Equal(c.Layers, r.Downloads);
+        Assert.Equal(c.Layers, r.CopyStreamDownloads);
         Assert.Equal(4L * c.Layers * Seq * sites.Sum(s => (long)Width(c, s)), r.BytesToHost);
-        Assert.Equal(1, r.HostSyncs);   // nothing else waits for the device
+        Assert.Equal(r.BytesToHost, r.CopyStreamBytesToHost);
+        Assert.Equal(1, r.HostSyncs);   // nothing else waits for the device: the copies are waited for at the end, together
         // Uploads: the token ids of the two forwards, the last-row gather of the clean forward, the seed's entries, the
-        // backward's scatter of the last rows, the means' row list. The row → position map of the score op is the
-        // previous pass's (same batch shape), so it is not sent again.
-        Assert.Equal(6, r.Uploads);
+        // backward's scatter of the last rows. The row → position map of the score op is the previous pass's (same batch
+        // shape), so it is not sent again; the slab's rows go to the host as they are (no gather, no row list).
+        Assert.Equal(5, r.Uploads);
         // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no copies (the forwards'
         // residual output is one out-of-place add, add_into, per layer, where it was a copy and an add; the other
         // residual add is fused into the MLP's norm, add_rmsnorm_forward), one scatter (the backward's last rows).
         Assert.Equal(sites.Count * c.Layers, r.Ops["accumulate_scores"].Calls);
-        Assert.Equal(1, r.Ops["gather_scaled_rows"].Calls);
+        Assert.False(r.Ops.ContainsKey("gather_scaled_rows"));
         Assert.Equal(1, r.Ops["scatter_add_rows"].Calls);
         Assert.False(r.Ops.ContainsKey("copy"));
         Assert.Equal(2 * c.Layers, r.Ops["add"].Calls);
@@ -73,11 +76,12 @@ public class LaunchLedgerTests
     }
 
     [Fact]
-    public void A_task_of_several_batches_still_downloads_its_scores_once()
+    public void A_task_of_several_batches_still_downloads_its_scores_once_in_its_last_backward()
     {
         var c = RandomLlama.SmallConfig();
         var r = OnePass(c, NodeSites.All, GemmPrecision.Fp32, uninitialized: true, examples: 3 * Batch);
-        Assert.Equal(1, r.Downloads);
+        Assert.Equal(c.Layers, r.Downloads);   // one per layer, in the last batch only
+        Assert.Equal(c.Layers, r.CopyStreamDownloads);
         Assert.Equal(1, r.HostSyncs);
         Assert.Equal(3 * NodeSites.All.Count * c.Layers, r.Ops["accumulate_scores"].Calls);
     }
@@ -89,7 +93,7 @@ public class LaunchLedgerTests
         var c = RandomLlama.SmallConfig();
         var r = OnePass(c, NodeSites.All, GemmPrecision.Fp32, uninitialized: false, examples: 2 * Batch,
             metric: (llama, task) => Metric.SumOfTopKLogits(llama, task, k: 3));
-        Assert.Equal(2 + 1, r.Downloads);   // two batches' logits, the scores
+        Assert.Equal(2 + c.Layers, r.Downloads);   // two batches' logits, the scores layer by layer
         Assert.Equal(4L * (2 * Batch * c.VocabSize + c.Layers * Seq * NodeSites.All.Sum(s => (long)Width(c, s))), r.BytesToHost);
         Assert.False(r.Ops.ContainsKey("sparse_matmul_input_grad"));
     }
@@ -152,10 +156,10 @@ public class LaunchLedgerTests
         // o product, residual add fused with the MLP norm, gate and up products, SwiGLU, down product, residual add into
         // the layer's output), twice (clean, patch); a backward layer 17 (4 input-gradient products, 5 score accumulations,
         // SwiGLU backward, 2 norm backwards, 2 inverse RoPE, the attention backward's row term, dq and dk/dv); once a pass
-        // 23: 2 embeddings, the clean forward's last-row gather, final norm and output layer, 13 zero-filled allocations
+        // 22: 2 embeddings, the clean forward's last-row gather, final norm and output layer, 13 zero-filled allocations
         // (the backward's 9 scratch tensors, the head's 3, the score slab), the head's answer-row gather and sum (2),
-        // final norm backward and scatter, and the scores' scaled-row gather.
-        Assert.Equal(2 * 11 * c.Layers + 17 * c.Layers + 23, r.Launches);   // 14 a forward layer before split_qkv_rope and add_into
+        // final norm backward and scatter (the scores leave each layer's slab rows as they are: no gather).
+        Assert.Equal(2 * 11 * c.Layers + 17 * c.Layers + 22, r.Launches);   // 14 a forward layer before split_qkv_rope and add_into
     }
 
     [Fact]

@@ -76,6 +76,7 @@ internal sealed unsafe class HostKernelRuntime : IDeviceRuntime
     public void CopyToHost(nint source, Span<byte> destination)
     {
         NotCapturing("CopyToHost");
+        DrainCopyStream();
         new ReadOnlySpan<byte>((void*)source, destination.Length).CopyTo(destination);
     }
 
@@ -87,6 +88,32 @@ internal sealed unsafe class HostKernelRuntime : IDeviceRuntime
         NotCapturing("CopyToHostAsync");
         PinnedDownloads++;
         Buffer.MemoryCopy((void*)source, (void*)destination, bytes, bytes);
+    }
+
+    /// <summary>
+    /// The copy stream at its latest: a copy queued there reads its source only at the next host wait
+    /// (<see cref="Synchronize"/>, a download), so a caller that reads the destination early, or lets later work change
+    /// the source before the wait, gets other bytes than it expects and its test fails.
+    /// </summary>
+    public void CopyToHostOnCopyStream(nint destination, nint source, long bytes)
+    {
+        NotCapturing("CopyToHostOnCopyStream");
+        PinnedDownloads++;
+        CopyStreamDownloads++;
+        copyStream.Add((destination, source, bytes));
+    }
+
+    public int CopyStreamDownloads { get; private set; }
+    /// <summary>Host waits that found copies pending on the copy stream.</summary>
+    public int CopyStreamWaits { get; private set; }
+    readonly List<(nint Destination, nint Source, long Bytes)> copyStream = [];
+
+    void DrainCopyStream()
+    {
+        if (copyStream.Count == 0) return;
+        CopyStreamWaits++;
+        foreach (var (d, s, n) in copyStream) Buffer.MemoryCopy((void*)s, (void*)d, n, n);
+        copyStream.Clear();
     }
 
     public void CopyDeviceToDevice(nint destination, nint source, long bytes)
@@ -229,7 +256,11 @@ internal sealed unsafe class HostKernelRuntime : IDeviceRuntime
         return BitConverter.UInt32BitsToSingle((bits + 0x1000u) & ~0x1FFFu);
     }
 
-    public void Synchronize() => NotCapturing("Synchronize");
+    public void Synchronize()
+    {
+        NotCapturing("Synchronize");
+        DrainCopyStream();
+    }
 
     public void PushRange(string name)
     {

@@ -53,6 +53,9 @@ internal static unsafe partial class CudaDriver
     [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamCreate(nint* stream, uint flags);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamDestroy_v2(nint stream);
     [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamSynchronize(nint stream);
+    [LibraryImport(Library, SetLastError = false)] public static partial int cuStreamWaitEvent(nint stream, nint evt, uint flags);
+    /// <summary>CU_EVENT_DISABLE_TIMING: an event only for ordering (cheaper to record and wait on).</summary>
+    public const uint EventDisableTiming = 2;
 
     /// <summary>CU_STREAM_CAPTURE_MODE_RELAXED: other threads' calls (and cuMemAlloc) stay legal while a stream captures.</summary>
     public const int StreamCaptureModeRelaxed = 2;

@@ -4,7 +4,8 @@ namespace NeuronTrace.Runtime.Cuda;
 
 /// <summary>
 /// Launchers of native/kernels/score.cu: node-score accumulation, the scaled row gather of the score means, and the
-/// output layer's backward over the answers' classifier rows.
+/// output layer's backward over the answers' classifier rows; and the score readout beside the backward
+/// (<see cref="StartReadOnHost(Tensor, int, int)"/>: page-locked, on the copy stream).
 /// </summary>
 internal sealed partial class CudaBackend
 {
@@ -103,5 +104,70 @@ internal sealed partial class CudaBackend
         Launch(SparseMatMulInputGradKernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
             new SparseMatMulInputGradArgs(Indices(entries), rows, perRow, table != 0 ? table : Dev(w), tableRows, width, Dev(dx)),
             new OpWork(2.0 * n * perRow, 4.0 * n * (perRow + 1)));
+    }
+
+    // ---- reads on the copy stream (StartReadOnHost) ---------------------------------------------------------------
+
+    // Page-locked buffers by size, kept between tasks (cuMemHostAlloc is slow; a task's readout asks the same sizes
+    // every time). Reads are numbered: the first Read of one not yet waited for waits once for all queued so far.
+    readonly Dictionary<long, Stack<SafeHandle>> idlePinned = [];
+    long idlePinnedBytes, readsQueued, readsWaitedFor;
+    /// <summary>Idle page-locked bytes kept at most (beyond, a returned buffer is freed): a readout's worth, as ScoreSums bounds one (1 GiB).</summary>
+    const long MaxIdlePinnedBytes = 1L << 30;
+    bool disposingPinned;
+
+    public PendingHostRead StartReadOnHost(Tensor source, int firstRow, int rows)
+    {
+        OpContracts.RowRange(source, firstRow, rows, "StartReadOnHost");
+        nint s = In(source) + (nint)((long)firstRow * source.Columns * sizeof(float));
+        long floats = (long)rows * source.Columns, bytes = floats * sizeof(float);
+        if (bytes == 0) return new CopyStreamRead(this, null, 0, 0);
+        SafeHandle pinned;
+        if (idlePinned.TryGetValue(bytes, out var idle) && idle.TryPop(out var kept)) { pinned = kept; idlePinnedBytes -= bytes; }
+        else pinned = device.AllocatePinnedHost(bytes);
+        using (Range("download")) device.CopyToHostOnCopyStream(pinned.DangerousGetHandle(), s, bytes);
+        return new CopyStreamRead(this, pinned, checked((int)floats), ++readsQueued);
+    }
+
+    sealed class CopyStreamRead(CudaBackend backend, SafeHandle? pinned, int floats, long number) : PendingHostRead
+    {
+        SafeHandle? _pinned = pinned;
+
+        public override unsafe void Read(HostValuesReader read)
+        {
+            if (floats == 0) { read([]); return; }
+            ObjectDisposedException.ThrowIf(_pinned is null, this);
+            if (number > backend.readsWaitedFor)
+            {
+                backend.device.Synchronize();
+                backend.readsWaitedFor = backend.readsQueued;
+            }
+            read(new ReadOnlySpan<float>((void*)_pinned.DangerousGetHandle(), floats));
+        }
+
+        public override void Dispose()
+        {
+            if (_pinned is not { } p) return;
+            _pinned = null;
+            // A buffer still being written (never read, e.g. after an error) is waited for before it is reused.
+            if (number > backend.readsWaitedFor && !backend.disposingPinned) { backend.device.Synchronize(); backend.readsWaitedFor = backend.readsQueued; }
+            long bytes = (long)floats * sizeof(float);
+            if (backend.disposingPinned || backend.idlePinnedBytes + bytes > MaxIdlePinnedBytes) { p.Dispose(); return; }
+            backend.idlePinnedBytes += bytes;
+            if (!backend.idlePinned.TryGetValue(bytes, out var stack)) backend.idlePinned[bytes] = stack = new Stack<SafeHandle>();
+            stack.Push(p);
+        }
+    }
+
+    /// <summary>The readout's page-locked buffers and the top-k scratch (from <see cref="Dispose"/>).</summary>
+    void DisposeScoreReadout()
+    {
+        topKScratch?.Dispose();
+        topKScratch = null;
+        disposingPinned = true;
+        foreach (var stack in idlePinned.Values)
+            while (stack.TryPop(out var p)) p.Dispose();
+        idlePinned.Clear();
+        idlePinnedBytes = 0;
     }
 }
