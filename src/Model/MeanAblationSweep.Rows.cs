@@ -18,7 +18,7 @@ internal sealed partial class MeanAblationSweep
     /// <summary>A product runs on the changed rows alone when they are at most this fraction of the real rows.</summary>
     const double PartialRowsFraction = 0.9;
 
-    /// <summary>Dense layer runs so far whose MLP ran on the changed rows alone, and the real rows they left to the clean MLP output.</summary>
+    /// <summary>Layer runs so far (dense; attn: any) whose MLP ran on the changed rows alone, and the real rows they left to the clean MLP output.</summary>
     public (int LayerRuns, long PrefixRows, long RealRows) PartialRowsDone { get; private set; }
 
     /// <summary>mlp_act: changed rows so far whose activations came from the clean forward (only W_down ran for them).</summary>

@@ -455,9 +455,9 @@ internal sealed partial class MeanAblationSweep : IDisposable
         return $"sweep plan ({_site.Name()}): {masks} masks in {chunks.Count} forwards of ≤{chunks.Max(ch => ch.Masks.Length)} masks; start layer (forwards) {starts}" +
                (fromMeans > 0 ? $" ({fromMeans} from the means of a constant resid layer)" : "") + "; " +
                $"{layerRuns} of {chunks.Count * layers} layer runs done, {Runs(LayerRun.KeepK)} with the keep-k {keepK}, " +
-               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only; " +
+               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer's Q and all past its attention on the last rows only; " +
                _masks.Describe() + (_terms is null ? "; logits downloaded per forward" : "; metric reduced on the backend, one download") +
-               (PartialRowsDone.LayerRuns > 0 ? $"; {PartialRowsDone.LayerRuns} dense layer runs with the MLP on the changed rows alone " +
+               (PartialRowsDone.LayerRuns > 0 ? $"; {PartialRowsDone.LayerRuns} layer runs with the MLP on the changed rows alone " +
                    $"({PartialRowsDone.PrefixRows} of {PartialRowsDone.RealRows} real rows clean)" : "") +
                (InputRowsDone.LayerRuns > 0 ? $"; {InputRowsDone.LayerRuns} layer runs with Q/K/V on the changed rows alone " +
                    $"({InputRowsDone.PrefixRows} of {InputRowsDone.RealRows} real rows clean)" : "") +
