@@ -81,7 +81,7 @@ static partial class BenchRunner
         int rounds = int.Parse(Opt("--rounds", "3")), torchMasks = int.Parse(Opt("--torch-masks", "32"));
         if (rounds < 1 || rounds > 100 || torchMasks < 8 || torchMasks > 100_000) throw new ArgumentException("--rounds must be in 1..100 and --torch-masks in 8..100000");
         KSweepBench.Run(path, which, batch, seq, kPoints, sites, rounds, torchMasks, rest.Contains("--floor"), (script, b, t, masks, per, extra) =>
-            Torch(script, path, b, t, 1, extra).GetProperty("prompt_forwards_per_s").GetDouble() / b);
+            Torch(script, path, b, t, KSweepBench.TorchIters, extra).GetProperty("best_prompt_forwards_per_s").GetDouble() / b);
         return 0;
     }
 

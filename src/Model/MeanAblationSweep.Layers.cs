@@ -28,7 +28,7 @@ internal sealed partial class MeanAblationSweep
     /// layer's site and input row splits (MeanAblationSweep.Rows.cs), null where they do not pay.
     /// </summary>
     sealed class LayerHooks(MeanAblationSweep sweep, int layer, LayerRun run, IReadOnlyList<bool[]> masks, TokenBatch batch, int[]? meanRow,
-        LayerAblation ablation, PartialRows? partial = null, PartialRows? input = null) : ILayerShortcuts
+        LayerAblation ablation, PartialRows? partial = null, PartialRows? input = null, PartialRows? kept = null) : ILayerShortcuts
     {
         IBackend Be => sweep._model.LayerBackend(layer);
         DeviceWeights.DeviceLayer W => sweep._model.Weights.Layers[layer];
@@ -49,6 +49,12 @@ internal sealed partial class MeanAblationSweep
 
         public bool QkvProjection(LayerState s)
         {
+            if (Top)
+            {
+                // Past the attention only the last rows are read, so Q is needed there alone; K and V on every row they may change.
+                sweep.RunPartialQkv(layer, s, input, ablation.Ops, lastQueries: ablation.Rows.LastRows, masks.Count * sweep._prompts.Count);
+                return true;
+            }
             if (input is null) return false;
             sweep.RunPartialQkv(layer, s, input, ablation.Ops);
             return true;
@@ -85,9 +91,16 @@ internal sealed partial class MeanAblationSweep
                 sweep.RunSparseMlp(layer, s, masks, batch, meanRow!, lastOnly: Top);
                 return true;
             }
+            // mlp_out and resid: only the rows that keep a unit of the site read the MLP (KeptRowsAt).
+            if (kept is not null && !Top)
+            {
+                if (run == LayerRun.KeepK) sweep.RunPartialKeptOutputsMlp(layer, s, kept, masks, batch, meanRow!, ablation.Ops);
+                else sweep.RunPartialMlp(layer, s, kept, ablation);
+                return true;
+            }
             // mlp_out's and resid's edits come after the MLP, so its clean rows are those of the input split.
             var rows = sweep._site is NodeSite.MlpOut or NodeSite.Resid ? input : partial;
-            if (run == LayerRun.Dense && !Top && rows is not null)
+            if ((run == LayerRun.Dense || sweep._site == NodeSite.Attn) && !Top && rows is not null)
             {
                 sweep.RunPartialMlp(layer, s, rows, ablation);
                 return true;
@@ -139,9 +152,18 @@ internal sealed partial class MeanAblationSweep
 
     // One group per (mask, covered position): the rows of that position in the mask's replica share its kept set.
     // lastOnly: position 0 alone (the top layer, whose other rows nobody reads).
-    KeepKGroups Groups(int l, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow, int units, bool lastOnly)
+    // compactRows: the groups over those rows alone (row i of the product is compactRows[i]; other rows are left out).
+    KeepKGroups Groups(int l, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow, int units, bool lastOnly, int[]? compactRows = null)
     {
         int B = _prompts.Count, T = batch.SeqLen, P = _maskPositions, covered = lastOnly ? Math.Min(1, P) : Math.Min(_maxLen, P);
+        int[]? place = null;
+        if (compactRows is not null)
+        {
+            place = new int[batch.Rows];
+            Array.Fill(place, -1);
+            for (int i = 0; i < compactRows.Length; i++) place[compactRows[i]] = i;
+            meanRow = compactRows.Select(r => meanRow[r]).ToArray();
+        }
         var groupKept = new List<int> { 0 };
         var groupRows = new List<int> { 0 };
         var kept = new List<int>();
@@ -152,7 +174,12 @@ internal sealed partial class MeanAblationSweep
                 var m = masks[r].AsSpan((l * P + p) * _width, _width);
                 for (int i = 0; i < m.Length; i++) if (m[i]) kept.Add(i);
                 for (int b = 0; b < B; b++)
-                    if (_prompts[b].Length > p) rows.Add((r * B + b) * T + _prompts[b].Length - 1 - p);
+                {
+                    if (_prompts[b].Length <= p) continue;
+                    int row = (r * B + b) * T + _prompts[b].Length - 1 - p;
+                    if (place is null) rows.Add(row);
+                    else if (place[row] >= 0) rows.Add(place[row]);
+                }
                 groupKept.Add(kept.Count);
                 groupRows.Add(rows.Count);
             }

@@ -18,7 +18,7 @@ internal sealed partial class MeanAblationSweep
     /// <summary>A product runs on the changed rows alone when they are at most this fraction of the real rows.</summary>
     const double PartialRowsFraction = 0.9;
 
-    /// <summary>Dense layer runs so far whose MLP ran on the changed rows alone, and the real rows they left to the clean MLP output.</summary>
+    /// <summary>Layer runs so far (dense; attn: any) whose MLP ran on the changed rows alone, and the real rows they left to the clean MLP output.</summary>
     public (int LayerRuns, long PrefixRows, long RealRows) PartialRowsDone { get; private set; }
 
     /// <summary>mlp_act: changed rows so far whose activations came from the clean forward (only W_down ran for them).</summary>
@@ -60,6 +60,7 @@ internal sealed partial class MeanAblationSweep
 
     void DisposeCleanRows()
     {
+        foreach (var t in _ablatedAttnMlpOut ?? []) t?.Dispose();
         foreach (var t in (_cleanMlpOut ?? []).Concat(_cleanAttnOut ?? []).Concat(_cleanAct ?? [])) t.Dispose();
         foreach (var (q, k, v) in _cleanQkv ?? []) { q.Dispose(); k.Dispose(); v.Dispose(); }
     }
@@ -95,6 +96,12 @@ internal sealed partial class MeanAblationSweep
         /// </summary>
         public (Tensor Place, Tensor CleanRow, int Count, Tensor OtherPlace, Tensor OtherRow, int OtherCount)? CleanInput { get; init; }
 
+        /// <summary>attn's site split only: the rows (and their clean rows) whose MLP output is AblatedAttnMlpOut's; null: none.</summary>
+        public (Tensor Rows, Tensor CleanRow, int Count)? AblatedAttn { get; init; }
+
+        /// <summary>The changed rows on the host (KeptRowsAt's split only: its keep-k product's groups are built over them).</summary>
+        public int[]? ChangedHost { get; init; }
+
         public Tensor Changed { get; } = changed;
         public Tensor ChangedKeep { get; } = changedKeep;
         public Tensor ChangedMean { get; } = changedMean;
@@ -107,6 +114,7 @@ internal sealed partial class MeanAblationSweep
         {
             foreach (var t in new[] { Changed, ChangedKeep, ChangedMean, Prefix, PrefixClean }) t.Dispose();
             if (CleanInput is { } c) foreach (var t in new[] { c.Place, c.CleanRow, c.OtherPlace, c.OtherRow }) t.Dispose();
+            if (AblatedAttn is { } a) { a.Rows.Dispose(); a.CleanRow.Dispose(); }
         }
     }
 
@@ -114,7 +122,8 @@ internal sealed partial class MeanAblationSweep
     /// The row split at layer <paramref name="l"/> for the chunk's masks: by what they ablate in layers ≤ l (the site
     /// split), or with <paramref name="input"/> in layers below l (the input split); null when too few rows are clean to pay.
     /// </summary>
-    PartialRows? PartialRowsAt(int l, bool input, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
+    PartialRows? PartialRowsAt(int l, bool input, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow,
+        IReadOnlyList<bool[]>? masks = null)
     {
         int B = _prompts.Count, T = batch.SeqLen, cleanRows = _clean.Rows;
         var changed = new List<int>();
@@ -142,23 +151,144 @@ internal sealed partial class MeanAblationSweep
                 }
             for (int j = 0; j < changed.Count; j++) (inputChanged.Contains(changed[j]) ? other : cleanInput).Add(j);
         }
+        // attn: a changed row whose layer input is clean and that keeps no attn unit has the MLP input clean r_l + its
+        // means, the same for every mask: its MLP output comes from AblatedAttnMlpOut.
+        var ablated = new List<int>();
+        if (!input && _site == NodeSite.Attn && masks is not null && ReferenceEquals(InputOf(l), _model.LayerBackend(l)))
+        {
+            int P = _maskPositions;
+            var kept = new List<int>();
+            foreach (int row in changed)
+            {
+                int r = row / (B * T), b = row / T % B, t = row % T, len = _prompts[b].Length, p = len - 1 - t;
+                bool inputClean = t < (l == 0 ? len : changedFrom[r][l - 1][b]);
+                (inputClean && (p >= P || !masks[r].AsSpan((l * P + p) * _width, _width).Contains(true)) ? ablated : kept).Add(row);
+            }
+            changed = kept;
+        }
+        int total = changed.Count + prefix.Count + ablated.Count;
         double cost = changed.Count - cleanInput.Count * 2.0 / 3;
-        if (cost > PartialRowsFraction * (changed.Count + prefix.Count)) return null;
+        if (cost > PartialRowsFraction * total) return null;
         var be = _model.LayerBackend(l);
         Tensor Up(IEnumerable<int> v) => SweepOps.UploadInts(be, v.DefaultIfEmpty(0).ToArray());
         return new PartialRows(Up(changed), Up(changed.Select(i => keepRow[i])), Up(changed.Select(i => meanRow[i])), Up(prefix),
             Up(prefix.Select(i => i % cleanRows)), changed.Count, prefix.Count)
         {
+            AblatedAttn = ablated.Count == 0 ? null : (Up(ablated), Up(ablated.Select(i => i % cleanRows)), ablated.Count),
             CleanInput = cleanInput.Count == 0 ? null
                 : (Up(cleanInput), Up(cleanInput.Select(j => changed[j] % cleanRows)), cleanInput.Count, Up(other), Up(other.Select(j => changed[j])), other.Count),
         };
     }
 
+    /// <summary>
+    /// mlp_out and resid, a layer below the top: the rows whose MLP output is read, those that keep a unit of the site at
+    /// layer <paramref name="l"/> (every unit a row does not keep is overwritten by its mean, so a row that keeps none
+    /// needs no MLP). Of those, a row whose input is clean (the input split) takes the clean mlp_out; the others are
+    /// computed. Null when too few rows are saved to pay.
+    /// </summary>
+    PartialRows? KeptRowsAt(int l, IReadOnlyList<bool[]> masks, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
+    {
+        if (_site is not (NodeSite.MlpOut or NodeSite.Resid) || _cleanMlpOut is null || l >= _model.Config.Layers - 1) return null;
+        int B = _prompts.Count, T = batch.SeqLen, P = _maskPositions, cleanRows = _clean.Rows;
+        var changed = new List<int>();
+        var prefix = new List<int>();
+        int real = 0;
+        for (int r = 0; r < changedFrom.Count; r++)
+            for (int b = 0; b < B; b++)
+            {
+                int len = _prompts[b].Length, row0 = (r * B + b) * T, t0 = l == 0 ? len : changedFrom[r][l - 1][b];
+                real += len;
+                for (int t = 0; t < len; t++)
+                {
+                    int p = len - 1 - t;
+                    if (p >= P || !masks[r].AsSpan((l * P + p) * _width, _width).Contains(true)) continue;
+                    (t < t0 ? prefix : changed).Add(row0 + t);
+                }
+            }
+        if (changed.Count > PartialRowsFraction * real) return null;
+        var be = _model.LayerBackend(l);
+        Tensor Up(IEnumerable<int> v) => SweepOps.UploadInts(be, v.DefaultIfEmpty(0).ToArray());
+        var rows = new PartialRows(Up(changed), Up(changed.Select(i => keepRow[i])), Up(changed.Select(i => meanRow[i])), Up(prefix),
+            Up(prefix.Select(i => i % cleanRows)), changed.Count, prefix.Count) { ChangedHost = changed.ToArray() };
+        KeptRowsDone = (KeptRowsDone.LayerRuns + 1, KeptRowsDone.Rows + changed.Count + prefix.Count, KeptRowsDone.RealRows + real);
+        return rows;
+    }
+
+    /// <summary>Layer runs so far whose MLP ran only for the rows that keep a unit (KeptRowsAt), those rows, and the real rows.</summary>
+    public (int LayerRuns, long Rows, long RealRows) KeptRowsDone { get; private set; }
+
+    /// <summary>
+    /// mlp_out/resid keep-k on the rows of <paramref name="rows"/> (KeptRowsAt): gate and up of the changed rows, then only
+    /// the output columns each keeps; the prefix rows take the clean mlp_out, every other row zero (the site's edit then
+    /// writes the means).
+    /// </summary>
+    void RunPartialKeptOutputsMlp(int l, LayerState s, PartialRows rows, IReadOnlyList<bool[]> masks, TokenBatch batch, int[] meanRow, ISweepOps ops)
+    {
+        var c = _model.Config; var w = _model.Weights.Layers[l];
+        var be = _model.LayerBackend(l);
+        be.Fill(s.MlpOut, 0f);
+        if (rows.ChangedRows > 0)
+        {
+            int n = rows.ChangedRows;
+            using var act = be.AllocateUninitialized(n, c.HiddenDim);
+            using (var x = be.AllocateUninitialized(n, c.Dim))
+            using (var gate = be.AllocateUninitialized(n, c.HiddenDim))
+            using (var up = be.AllocateUninitialized(n, c.HiddenDim))
+            {
+                ops.GatherRows(s.FfnNormed, rows.Changed, x);
+                be.MatMulShared(x, [w.W1, w.W3], [gate, up]);
+                be.SwiGlu(gate, up, act);
+            }
+            using var o = be.AllocateUninitialized(n, c.Dim);
+            ops.KeptOutputs(act, w.W2, Groups(l, masks, batch, meanRow, w.W2.Rows, lastOnly: false, rows.ChangedHost), o);
+            ops.ScatterAddRows(o, rows.Changed, s.MlpOut);
+        }
+        PrefixFromClean(be, ops, rows, _cleanMlpOut![l], s.MlpOut);
+    }
+
+    /// <summary>attn: rows so far whose MLP output came from <see cref="AblatedAttnMlpOut"/>.</summary>
+    public long AblatedAttnRowsDone { get; private set; }
+
+    Tensor?[]? _ablatedAttnMlpOut;
+
+    /// <summary>
+    /// attn: the MLP output of each clean row at layer <paramref name="l"/> with every attn unit at its mean, i.e. of
+    /// the MLP input RMSNorm(r_l + mean_l[p]) ([B·T, dim], made once per example batch and layer on first use): what every
+    /// mask that keeps no attn unit of a row with a clean input gives that row.
+    /// </summary>
+    Tensor AblatedAttnMlpOut(int l)
+    {
+        var c = _model.Config; var w = _model.Weights.Layers[l];
+        _ablatedAttnMlpOut ??= new Tensor?[c.Layers];
+        if (_ablatedAttnMlpOut[l] is { } made) return made;
+        var be = _model.LayerBackend(l);
+        var ops = Ops(be);
+        int n = _clean.Rows, T = _clean.SeqLen;
+        var meanIndex = new int[n];
+        for (int i = 0; i < n; i++) meanIndex[i] = Math.Max(0, _prompts[i / T].Length - 1 - i % T);   // padding rows: any mean row
+        using var index = SweepOps.UploadInts(be, meanIndex);
+        using var means = be.AllocateUninitialized(n, c.Dim);
+        ops.GatherRows(_masks.Means(l), index, means);
+        using var mid = be.AllocateUninitialized(n, c.Dim);
+        using var normed = be.AllocateUninitialized(n, c.Dim);
+        using var rstd = be.AllocateUninitialized(n);
+        be.AddRmsNorm(_cleanInputs[l], means, mid, w.FfnNorm, c.NormEps, normed, rstd);
+        using var gate = be.AllocateUninitialized(n, c.HiddenDim);
+        using var up = be.AllocateUninitialized(n, c.HiddenDim);
+        using var act = be.AllocateUninitialized(n, c.HiddenDim);
+        be.MatMulShared(normed, [w.W1, w.W3], [gate, up]);
+        be.SwiGlu(gate, up, act);
+        var output = be.AllocateUninitialized(n, c.Dim);
+        be.MatMul(act, w.W2, output, false);
+        return (_ablatedAttnMlpOut[l] = output);
+    }
+
     /// <summary>The site split of a dense layer below the top (its MLP's), or null (see <see cref="PartialRowsAt"/>).</summary>
-    PartialRows? SiteRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
+    PartialRows? SiteRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow, IReadOnlyList<bool[]> masks)
     {
         if (_cleanMlpOut is null || l >= _model.Config.Layers - 1) return null;
-        var rows = PartialRowsAt(l, input: false, changedFrom, batch, keepRow, meanRow);
+        var rows = PartialRowsAt(l, input: false, changedFrom, batch, keepRow, meanRow, masks);
+        if (rows?.AblatedAttn is { } a) AblatedAttnRowsDone += a.Count;
         if (rows is not null) PartialRowsDone = Counted(PartialRowsDone, rows);
         if (rows?.CleanInput is { } ci) CleanActRowsDone += ci.Count;
         return rows;
@@ -176,14 +306,34 @@ internal sealed partial class MeanAblationSweep
     static (int, long, long) Counted((int LayerRuns, long PrefixRows, long RealRows) done, PartialRows rows) =>
         (done.LayerRuns + 1, done.PrefixRows + rows.PrefixRows, done.RealRows + rows.ChangedRows + rows.PrefixRows);
 
-    /// <summary>Q, K and V (before RoPE) of the changed rows from their product, of the prefix rows from the clean forward's; padding rows zero.</summary>
-    void RunPartialQkv(int l, LayerState s, PartialRows rows, ISweepOps ops)
+    /// <summary>
+    /// Q, K and V (before RoPE) of the changed rows from their product, of the prefix rows from the clean forward's (every
+    /// row changed where <paramref name="rows"/> is null); padding rows zero. With <paramref name="lastQueries"/> (the top
+    /// layer) Q is computed on its first <paramref name="lastCount"/> rows alone and is zero elsewhere.
+    /// </summary>
+    void RunPartialQkv(int l, LayerState s, PartialRows? rows, ISweepOps ops, Tensor? lastQueries = null, int lastCount = 0)
     {
         var w = _model.Weights.Layers[l];
         var be = _model.LayerBackend(l);
-        var outs = new[] { s.Q, s.K, s.V };
+        var outs = lastQueries is null ? new[] { s.Q, s.K, s.V } : new[] { s.K, s.V };
+        var weights = lastQueries is null ? new[] { w.Wq, w.Wk, w.Wv } : new[] { w.Wk, w.Wv };
+        if (lastQueries is not null)
+        {
+            be.Fill(s.Q, 0f);
+            int n = lastCount;
+            using var x = be.AllocateUninitialized(n, _model.Config.Dim);
+            ops.GatherRows(s.AttnNormed, lastQueries, x);
+            using var q = be.AllocateUninitialized(n, s.Q.Columns);
+            be.MatMul(x, w.Wq, q, false);
+            ops.ScatterAddRows(q, lastQueries, s.Q);
+        }
+        if (rows is null)
+        {
+            be.MatMulShared(s.AttnNormed, weights, outs);
+            return;
+        }
         var clean = _cleanQkv![l];
-        var cleans = new[] { clean.Q, clean.K, clean.V };
+        var cleans = lastQueries is null ? new[] { clean.Q, clean.K, clean.V } : new[] { clean.K, clean.V };
         foreach (var t in outs) be.Fill(t, 0f);
         if (rows.ChangedRows > 0)
         {
@@ -192,12 +342,12 @@ internal sealed partial class MeanAblationSweep
             var parts = outs.Select(t => be.AllocateUninitialized(rows.ChangedRows, t.Columns)).ToArray();
             try
             {
-                be.MatMulShared(x, [w.Wq, w.Wk, w.Wv], parts);
-                for (int i = 0; i < 3; i++) ops.ScatterAddRows(parts[i], rows.Changed, outs[i]);
+                be.MatMulShared(x, weights, parts);
+                for (int i = 0; i < parts.Length; i++) ops.ScatterAddRows(parts[i], rows.Changed, outs[i]);
             }
             finally { foreach (var t in parts) t.Dispose(); }
         }
-        for (int i = 0; i < 3; i++) PrefixFromClean(be, ops, rows, cleans[i], outs[i]);
+        for (int i = 0; i < outs.Length; i++) PrefixFromClean(be, ops, rows, cleans[i], outs[i]);
     }
 
     /// <summary>W_o of the changed rows; the prefix rows take the clean attn_out, padding rows zero (the attn edit applies after, as usual).</summary>
@@ -262,6 +412,12 @@ internal sealed partial class MeanAblationSweep
             ops.ScatterAddRows(o, rows.Changed, s.MlpOut);
         }
         PrefixFromClean(be, ops, rows, _cleanMlpOut![l], s.MlpOut);
+        if (rows.AblatedAttn is { } a)
+        {
+            using var t = be.AllocateUninitialized(a.Count, c.Dim);
+            ops.GatherRows(AblatedAttnMlpOut(l), a.CleanRow, t);
+            ops.ScatterAddRows(t, a.Rows, s.MlpOut);
+        }
 
         void GateUp(Tensor rowIndex, int n, Tensor act)
         {

@@ -289,7 +289,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
         int[]? hostMeanRow = null;
         var (hostKeepRows, hostMeanRows) = HostRowTables(batch, R);
         var changedFrom = masks.Select(ChangedFrom).ToList();
-        PartialRows? partial = null, input = null;
+        PartialRows? partial = null, input = null, kept = null;
         try
         {
             for (int l = start; l < L; l++)
@@ -310,10 +310,12 @@ internal sealed partial class MeanAblationSweep : IDisposable
                 if (run == LayerRun.KeepK) hostMeanRow ??= hostMeanRows;
                 partial?.Dispose();
                 input?.Dispose();
-                partial = run == LayerRun.Dense ? SiteRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows) : null;
+                kept?.Dispose();
+                partial = run == LayerRun.Dense || _site == NodeSite.Attn ? SiteRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows, masks) : null;
                 input = InputRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows);
-                var hooks = run == LayerRun.Dense && l < L - 1 && partial is null && input is null ? null
-                    : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation, partial, input);
+                kept = run != LayerRun.Constant ? KeptRowsAt(l, masks, changedFrom, batch, hostKeepRows, hostMeanRows) : null;
+                var hooks = run == LayerRun.Dense && l < L - 1 && partial is null && input is null && kept is null ? null
+                    : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation, partial, input, kept);
                 var state = _model.ForwardLayer(l, previous?.Output ?? x, batch, plan, hooks);
                 previous?.Dispose();
                 previous = state;
@@ -332,6 +334,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
         {
             partial?.Dispose();
             input?.Dispose();
+            kept?.Dispose();
             previous?.Dispose();
             x.Dispose();
             foreach (var t in bits.Values) t.Dispose();
@@ -452,12 +455,15 @@ internal sealed partial class MeanAblationSweep : IDisposable
         return $"sweep plan ({_site.Name()}): {masks} masks in {chunks.Count} forwards of ≤{chunks.Max(ch => ch.Masks.Length)} masks; start layer (forwards) {starts}" +
                (fromMeans > 0 ? $" ({fromMeans} from the means of a constant resid layer)" : "") + "; " +
                $"{layerRuns} of {chunks.Count * layers} layer runs done, {Runs(LayerRun.KeepK)} with the keep-k {keepK}, " +
-               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer past its attention on the last rows only; " +
+               $"{Runs(LayerRun.Constant)} constant, {Runs(LayerRun.Dense)} dense; top layer's Q and all past its attention on the last rows only; " +
                _masks.Describe() + (_terms is null ? "; logits downloaded per forward" : "; metric reduced on the backend, one download") +
-               (PartialRowsDone.LayerRuns > 0 ? $"; {PartialRowsDone.LayerRuns} dense layer runs with the MLP on the changed rows alone " +
+               (PartialRowsDone.LayerRuns > 0 ? $"; {PartialRowsDone.LayerRuns} layer runs with the MLP on the changed rows alone " +
                    $"({PartialRowsDone.PrefixRows} of {PartialRowsDone.RealRows} real rows clean)" : "") +
                (InputRowsDone.LayerRuns > 0 ? $"; {InputRowsDone.LayerRuns} layer runs with Q/K/V on the changed rows alone " +
                    $"({InputRowsDone.PrefixRows} of {InputRowsDone.RealRows} real rows clean)" : "") +
+               (KeptRowsDone.LayerRuns > 0 ? $"; {KeptRowsDone.LayerRuns} layer runs with the MLP only where a row keeps a unit " +
+                   $"({KeptRowsDone.Rows} of {KeptRowsDone.RealRows} real rows)" : "") +
+               (AblatedAttnRowsDone > 0 ? $"; {AblatedAttnRowsDone} rows keeping no attn unit over a clean input with the MLP output of the means (made once per layer)" : "") +
                (CleanActRowsDone > 0 ? $"; {CleanActRowsDone} changed rows with the clean activations (W_down alone)" : "");
     }
 

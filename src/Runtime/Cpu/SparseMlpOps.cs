@@ -168,23 +168,38 @@ internal static class SparseMlpOps
         });
     }
 
-    /// <summary>C[p] = W_down · mean[p] for every mean row, accumulated in double (computed once per sweep and layer).</summary>
+    /// <summary>
+    /// C[p] = W_down · mean[p] for every mean row, accumulated in double (computed once per sweep and layer). Row-major
+    /// over W_down: each weight row is read once for every mean row (the means fit in cache, W_down does not), in four
+    /// double lanes per vector; the lanes' sums are added in a fixed order, so the result does not depend on threading.
+    /// </summary>
     public static float[] Constants(float[] down, float[] means, int dim, int hidden)
     {
         int meanRows = means.Length / hidden;
         var c = new float[meanRows * dim];
-        Parallel.For(0, meanRows, p =>
+        Parallel.For(0, dim, j =>
         {
-            var m = means.AsSpan(p * hidden, hidden);
-            for (int j = 0; j < dim; j++)
-            {
-                var w = down.AsSpan(j * hidden, hidden);
-                double s = 0;
-                for (int i = 0; i < hidden; i++) s += (double)w[i] * m[i];
-                c[p * dim + j] = (float)s;
-            }
+            var w = down.AsSpan(j * hidden, hidden);
+            for (int p = 0; p < meanRows; p++) c[p * dim + j] = (float)DotDouble(w, means.AsSpan(p * hidden, hidden));
         });
         return c;
+    }
+
+    // Σ a[i]·b[i] in double: products of the widened floats (exact in double), summed in eight lanes.
+    static double DotDouble(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        int n = a.Length, i = 0;
+        var s0 = Vector256<double>.Zero; var s1 = Vector256<double>.Zero;
+        for (; i + 8 <= n; i += 8)
+        {
+            var (alo, ahi) = Vector256.Widen(Vector256.Create(a.Slice(i, 8)));
+            var (blo, bhi) = Vector256.Widen(Vector256.Create(b.Slice(i, 8)));
+            s0 += alo * blo;
+            s1 += ahi * bhi;
+        }
+        double s = Vector256.Sum(s0 + s1);
+        for (; i < n; i++) s += (double)a[i] * b[i];
+        return s;
     }
 
     /// <summary>[rows, cols] → [cols, rows], in 32×32 tiles (a row-by-row copy writes one cache line per element).</summary>
