@@ -95,11 +95,14 @@ internal sealed partial class ScoreSums : IDisposable
     /// splits them, dividing by <paramref name="examplesAtPosition"/> on the host: the same single rounding of
     /// sum · (1 / count) as the device gather (<see cref="IBackend.GatherScaledRows"/>), so the same floats. Not armed
     /// (false) where a device's means pass <see cref="MeansGroupFloats"/> (1 GiB): every layer's copy is held in
-    /// page-locked memory until the one wait; the end-of-task readout in groups stays there (long prompts).
+    /// page-locked memory until the one wait; the end-of-task readout in groups stays there (long prompts). Not armed
+    /// on the CPU backend either.
     /// </summary>
     /// <param name="examplesAtPosition">Per position, how many examples of the whole task reach it (final before the last batch runs).</param>
     public bool ReadOutAsLayersFinish(int[] examplesAtPosition)
     {
+        // On the CPU the sums are host memory already: nothing to overlap, the end-of-task gather reads them in place.
+        if (_placement.Devices.Any(b => b is Runtime.Cpu.CpuBackend)) return false;
         for (int d = 0; d < _slabs.Length; d++)
             if (_slabs[d] is { } slab && (long)Layers(d).Count * _positions * slab.Columns > MeansGroupFloats) return false;
         DisposeReadouts();
