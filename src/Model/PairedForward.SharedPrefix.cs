@@ -92,8 +92,11 @@ internal static partial class PairedForward
             Be.MatMulShared(x, [W.W1, W.W3], [gate, up]);
             Be.SwiGlu(gate, up, act);
             Be.MatMul(act, W.W2, o, false);
-            GatherRows(Be, gate, rows.Expand, s.Gate);
-            GatherRows(Be, up, rows.Expand, s.Up);
+            // Gate and up are read by the clean pass's backward only (no patch pass keeps them, nor reads them after this):
+            // their patch half stays unwritten. The clean rows are computed rows 0.. in order.
+            int clean = s.Gate.Rows / 2;
+            GatherRows(Be, gate, rows.Expand.AsSpan(0, clean), s.Gate);
+            GatherRows(Be, up, rows.Expand.AsSpan(0, clean), s.Up);
             GatherRows(Be, act, rows.Expand, s.Act);
             GatherRows(Be, o, rows.Expand, s.MlpOut);
             return true;
