@@ -47,9 +47,9 @@ internal static partial class PairedForward
     }
 
     /// <summary>
-    /// A paired layer's W_o and MLP products over the <see cref="SharedPrefix.Computed"/> rows only, expanded back to
-    /// every row of the layer state (a copy of the clean twin's row where the patch row is shared). Q/K/V and the
-    /// attention run on every row as usual (a tenth of a layer's weights at the 1B shape).
+    /// A paired layer's Q/K/V, W_o and MLP products over the <see cref="SharedPrefix.Computed"/> rows only, expanded back
+    /// to every row of the layer state (a copy of the clean twin's row where the patch row is shared). The attention runs
+    /// on every row as usual.
     /// </summary>
     sealed class SharedPrefixShortcuts(Llama model, int layer, SharedPrefix rows) : ILayerShortcuts
     {
@@ -57,14 +57,27 @@ internal static partial class PairedForward
         DeviceWeights.DeviceLayer W => model.Weights.Layers[layer];
 
         public bool Attention(LayerState s) => false;
-        public bool QkvProjection(LayerState s) => false;   // the prefix rows' q, k, v are computed: attention reads every key
+        // The attention reads every row's key and value, so q, k and v are expanded to every row (a shared patch row's are
+        // its clean twin's: same tokens, causal ops); RoPE then runs on all rows as usual.
+        public bool QkvProjection(LayerState s)
+        {
+            using var x = Compact(s.AttnNormed);
+            using var q = Be.AllocateUninitialized(x.Rows, s.Q.Columns);
+            using var k = Be.AllocateUninitialized(x.Rows, s.K.Columns);
+            using var v = Be.AllocateUninitialized(x.Rows, s.V.Columns);
+            Be.MatMulShared(x, [W.Wq, W.Wk, W.Wv], [q, k, v]);
+            GatherRows(Be, q, rows.Expand, s.Q);
+            GatherRows(Be, k, rows.Expand, s.K);
+            GatherRows(Be, v, rows.Expand, s.V);
+            return true;
+        }
 
         public bool OutputProjection(LayerState s)
         {
             using var z = Compact(s.Z);
             using var o = Be.AllocateUninitialized(z.Rows, s.AttnOut.Columns);
             Be.MatMul(z, W.Wo, o, false);
-            Be.GatherRows(o, rows.Expand, s.AttnOut);
+            GatherRows(Be, o, rows.Expand, s.AttnOut);
             return true;
         }
 
@@ -79,10 +92,13 @@ internal static partial class PairedForward
             Be.MatMulShared(x, [W.W1, W.W3], [gate, up]);
             Be.SwiGlu(gate, up, act);
             Be.MatMul(act, W.W2, o, false);
-            Be.GatherRows(gate, rows.Expand, s.Gate);
-            Be.GatherRows(up, rows.Expand, s.Up);
-            Be.GatherRows(act, rows.Expand, s.Act);
-            Be.GatherRows(o, rows.Expand, s.MlpOut);
+            // Gate and up are read by the clean pass's backward only (no patch pass keeps them, nor reads them after this):
+            // their patch half stays unwritten. The clean rows are computed rows 0.. in order.
+            int clean = s.Gate.Rows / 2;
+            GatherRows(Be, gate, rows.Expand.AsSpan(0, clean), s.Gate);
+            GatherRows(Be, up, rows.Expand.AsSpan(0, clean), s.Up);
+            GatherRows(Be, act, rows.Expand, s.Act);
+            GatherRows(Be, o, rows.Expand, s.MlpOut);
             return true;
         }
 
@@ -91,7 +107,7 @@ internal static partial class PairedForward
         Tensor Compact(Tensor full)
         {
             var t = Be.AllocateUninitialized(rows.Computed.Length, full.Columns);
-            Be.GatherRows(full, rows.Computed, t);
+            GatherRows(Be, full, rows.Computed, t);
             return t;
         }
     }

@@ -21,6 +21,34 @@ internal static partial class PairedForward
     /// <summary>What the patch pass holds in place of a tensor it does not keep: no values, a shape no op accepts.</summary>
     static readonly Tensor NotKept = new CpuTensor(0);
 
+    /// <summary>Below this many floats a row gather runs on the calling thread (one 2 MB layer slice and up is split).</summary>
+    const long ParallelGatherFloats = 1 << 19;
+
+    /// <summary>
+    /// destination row i = source row rows[i] (<see cref="IBackend.GatherRows"/>), the rows spread over the cores for the
+    /// large host tensors the split and the shared-prefix expansion copy: those copies run between the products, on one
+    /// core while the other waits, and are most of the forward's time outside the products at the 1B shape. The same
+    /// bytes either way (a copy).
+    /// </summary>
+    internal static void GatherRows(IBackend be, Tensor source, ReadOnlySpan<int> rows, Tensor destination)
+    {
+        int width = source.Columns;
+        if (source is not CpuTensor s || destination is not CpuTensor d || (long)rows.Length * width < ParallelGatherFloats
+            || Environment.ProcessorCount == 1)
+        {
+            be.GatherRows(source, rows, destination);
+            return;
+        }
+        OpContracts.GatherRows(source, rows, destination);
+        var index = rows.ToArray();
+        int chunks = Math.Min(4 * Environment.ProcessorCount, index.Length);
+        Parallel.For(0, chunks, c =>
+        {
+            int r0 = (int)((long)index.Length * c / chunks), r1 = (int)((long)index.Length * (c + 1) / chunks);
+            for (int i = r0; i < r1; i++) Array.Copy(s.Data, (long)index[i] * width, d.Data, (long)i * width, width);
+        });
+    }
+
     /// <summary>
     /// Whether pairing <paramref name="rows"/> clean rows with as many patch rows leaves every row's arithmetic as it is
     /// in separate forwards on the CPU backend. Only the CPU pairs: its forward is bound by reading the weights, while
@@ -114,7 +142,7 @@ internal static partial class PairedForward
             int rows = t.Rows / 2;
             var index = new int[rows];
             for (int r = 0; r < rows; r++) index[r] = which * rows + r;
-            be.GatherRows(t, index, h);
+            GatherRows(be, t, index, h);
             return h;
         }
 

@@ -195,6 +195,28 @@ public class PairedForwardTests
         Assert.Throws<ArgumentException>(() => PairedForward.Run(model, new TokenBatch([[1, 5, 6]]), new TokenBatch([[1, 5]]), AllSites));
     }
 
+    [Fact]
+    public void LargeRowGathersSpreadOverCoresCopyTheSameRows()
+    {
+        // 300 rows of 2048: past the threshold where the split and the shared-prefix expansion copy rows on every core.
+        var be = CpuBackend.Instance;
+        int rows = 300, width = 2048;
+        var values = new float[rows * width];
+        var random = new Random(5);
+        for (int i = 0; i < values.Length; i++) values[i] = (float)random.NextDouble();
+        using var source = be.Upload(values, rows, width);
+        var index = Enumerable.Range(0, rows).Select(i => (i * 7 + 3) % rows).ToArray();   // every row, out of order
+        using var parallel = be.Allocate(rows, width);
+        using var serial = be.Allocate(rows, width);
+        Assert.True((long)rows * width >= 1 << 19, "the gather must be large enough to take the multi-core path");
+        PairedForward.GatherRows(be, source, index, parallel);
+        be.GatherRows(source, index, serial);
+        AssertSame(serial, parallel, "gathered rows");
+        for (int i = 0; i < rows; i++) Assert.Equal(values[index[i] * width + 17], parallel.Span[i * width + 17]);
+        using var small = be.Allocate(2, width);
+        Assert.Throws<ArgumentOutOfRangeException>(() => PairedForward.GatherRows(be, source, [0, rows], small));
+    }
+
     static void AssertSame(Tensor expected, Tensor actual, string what)
     {
         var x = expected.Span;
