@@ -29,6 +29,23 @@ extern "C" __global__ void swiglu_forward_bf16(const float* __restrict__ gate, c
 }
 NT_HOST_LAUNCHER(swiglu_forward_bf16)
 
+// As swiglu_forward_bf16, and g16[i], u16[i] = bf16(gate[i]), bf16(up[i]): the gate and up a forward stores for the
+// backward (IBackend.StoreForBackward adopts them), written while they are read here rather than by a conversion.
+extern "C" __global__ void swiglu_forward_bf16_store(const float* __restrict__ gate, const float* __restrict__ up,
+                                                     float* __restrict__ h, unsigned short* __restrict__ h16,
+                                                     unsigned short* __restrict__ g16, unsigned short* __restrict__ u16,
+                                                     long long n) {
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) {
+    const float g = gate[i], u = up[i];
+    const float v = g * nt_sigmoid(g) * u;
+    h[i] = v;
+    h16[i] = nt_bf16_from_float(v);
+    g16[i] = nt_bf16_from_float(g);
+    u16[i] = nt_bf16_from_float(u);
+  }
+}
+NT_HOST_LAUNCHER(swiglu_forward_bf16_store)
+
 // dg, du of element i under rule (the encoding above).
 static __device__ __forceinline__ void nt_swiglu_grads(float dh, float g, float u, int rule, float* dg, float* du) {
   const float sg = nt_sigmoid(g), silu = g * sg;
@@ -69,3 +86,23 @@ extern "C" __global__ void swiglu_backward_bf16(const float* __restrict__ dh, co
   }
 }
 NT_HOST_LAUNCHER(swiglu_backward_bf16)
+
+// As swiglu_backward_bf16 with gate and up read as bf16: the state a forward stores for the backward under
+// GemmPrecision.Bf16 (IBackend.StoreForBackward: half the bytes of fp32 copies, which nothing else reads). The
+// arithmetic is swiglu_backward's on the widened values, so the result is the fp32 op's on bf16-rounded inputs.
+extern "C" __global__ void swiglu_backward_bf16_stored(const float* __restrict__ dh, const unsigned short* __restrict__ gate,
+                                                       const unsigned short* __restrict__ up, float* __restrict__ dgate,
+                                                       float* __restrict__ dup, unsigned short* __restrict__ d16, int rows,
+                                                       int width, int rule) {
+  const long long n = (long long)rows * width;
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) {
+    float dg, du;
+    nt_swiglu_grads(dh[i], nt_bf16_to_float(gate[i]), nt_bf16_to_float(up[i]), rule, &dg, &du);
+    dgate[i] = dg;
+    dup[i] = du;
+    const long long r = i / width, at = i + r * width;
+    d16[at] = nt_bf16_from_float(dg);
+    d16[at + width] = nt_bf16_from_float(du);
+  }
+}
+NT_HOST_LAUNCHER(swiglu_backward_bf16_stored)

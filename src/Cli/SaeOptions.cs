@@ -16,7 +16,10 @@ internal static class SaeOptions
         DefaultValueFactory = _ => [],
     };
 
-    /// <summary>Loads every SAE and checks its hook point and width against the model (one-line errors naming the folder).</summary>
+    /// <summary>The bytes the SAEs will hold once loaded, from their configs alone: the memory plan counts them before they are read.</summary>
+    public static long PlannedBytes(string[]? paths) => (paths ?? []).Sum(SparseAutoencoder.PlannedBytes);
+
+    /// <summary>Loads every SAE and checks its hook point and width against the model (one-line errors naming the folder); after the plan.</summary>
     public static IReadOnlyList<SparseAutoencoder> Load(string[]? paths, LlamaConfig config)
     {
         return (paths ?? []).Select(p => TracedModel.LoadSae(p, config)).ToList();

@@ -100,6 +100,7 @@ internal static class ShardRun
             var methods = o.Methods.Select(m => (m.Name(), new AttributionOptions
             {
                 Method = m, Sites = o.Sites, IgSteps = o.IgSteps, RelPRules = o.RelPRules, Baseline = Baseline.Patch, Metric = metric,
+                BatchSize = o.AttributionBatchSize, CheckpointLayers = o.CheckpointLayers,   // the memory plan's (TraceCommand)
             })).ToList();
             using var stop = new StopSignal();
             var m = model.AttributeShard(train, methods, identity, slice, full, CheckedCheckpointEvery(checkpointEvery), new ProgressBar(), stop.Token);

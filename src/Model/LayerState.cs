@@ -2,7 +2,12 @@ using NeuronTrace.Runtime;
 
 namespace NeuronTrace.Model;
 
-/// <summary>What one block's forward keeps for the backward and for reading node sites. All [rows, width] on the backend.</summary>
+/// <summary>
+/// What one block's forward keeps for the backward and for reading node sites. All [rows, width] on the backend.
+/// Q, K, V and Gate, Up are read by the backward alone: once their forward readers have run, the forward replaces them
+/// by what <see cref="IBackend.StoreForBackward"/> keeps (bf16 on the CUDA backend under bf16 products; the same fp32
+/// tensors on the CPU), so read only their shapes elsewhere.
+/// </summary>
 internal sealed class LayerState : IDisposable
 {
     public required Tensor Input { get; init; }      // r_l
@@ -10,9 +15,9 @@ internal sealed class LayerState : IDisposable
     public bool OwnsInput { get; init; }
     public required Tensor AttnNormed { get; init; } // RMSNorm_in(r_l)
     public required Tensor AttnRstd { get; init; }   // [rows]
-    public required Tensor Q { get; init; }          // after RoPE
-    public required Tensor K { get; init; }          // after RoPE
-    public required Tensor V { get; init; }
+    public required Tensor Q { get; set; }          // after RoPE
+    public required Tensor K { get; set; }          // after RoPE
+    public required Tensor V { get; set; }
     public required Tensor Lse { get; init; }        // [B, H, T]: L = m + log ℓ of the streaming attention (no T² pattern)
     /// <summary>The attention output before an edit at attn_z (the backward's D = rowsum(dz ∘ o) needs it); null when unedited.</summary>
     public Tensor? RawZ { get; set; }
@@ -21,8 +26,8 @@ internal sealed class LayerState : IDisposable
     public required Tensor Mid { get; init; }        // r' = r_l + attn_out
     public required Tensor FfnNormed { get; init; }
     public required Tensor FfnRstd { get; init; }
-    public required Tensor Gate { get; init; }
-    public required Tensor Up { get; init; }
+    public required Tensor Gate { get; set; }
+    public required Tensor Up { get; set; }
     public required Tensor Act { get; init; }        // silu(gate)·up (site mlp_act)
     public required Tensor MlpOut { get; init; }     // down_proj output (site mlp_out)
     public required Tensor Output { get; init; }     // r_{l+1} (site resid)

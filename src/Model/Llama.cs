@@ -174,6 +174,8 @@ internal sealed class Llama : IDisposable
             }
             else be.QkvProjection(s.AttnNormed, [w.Wq, w.Wk, w.Wv], s.Q, s.K, s.V, c.Heads, c.KvHeads, T, cosTable, sinTable, interleaved);
             be.StreamingAttention(s.Q, s.K, s.V, shape, s.Z, s.Lse);
+            // Only the backward reads q, k, v again (a sweep's shortcuts read its own layer states: they stay as made).
+            if (shortcuts is null) { s.Q = be.StoreForBackward(s.Q); s.K = be.StoreForBackward(s.K); s.V = be.StoreForBackward(s.V); }
         }
         if (EditsAt(plan, NodeSite.AttnZ, l))
         {
@@ -188,6 +190,7 @@ internal sealed class Llama : IDisposable
         {
             be.MatMulShared(s.FfnNormed, [w.W1, w.W3], [s.Gate, s.Up]);
             be.SwiGlu(s.Gate, s.Up, s.Act);
+            if (shortcuts is null) { s.Gate = be.StoreForBackward(s.Gate); s.Up = be.StoreForBackward(s.Up); }
             Edit(plan, NodeSite.MlpAct, l, s.Act);
             if (shortcuts?.DownProjection(s) != true) be.MatMul(s.Act, w.W2, s.MlpOut, false);
         }

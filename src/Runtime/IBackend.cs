@@ -46,6 +46,13 @@ internal interface IBackend : IDisposable
     /// not matter, such as the launch ledger of <c>bench gpu-plan</c>. Defaults to <see cref="AllocateUninitialized"/>.
     /// </summary>
     Tensor AllocateConstant(params int[] shape) => AllocateUninitialized(shape);
+    /// <summary>
+    /// What a forward keeps for its backward in place of <paramref name="t"/>, which the call takes over (the caller
+    /// keeps only the result): <paramref name="t"/> itself by default (the CPU stores fp32). A backend may return a
+    /// narrower copy holding what its backward ops read and free <paramref name="t"/>: the CUDA backend under bf16
+    /// products a bf16 tensor, which only attention's and SwiGLU's backward (and the bf16 attention) take.
+    /// </summary>
+    Tensor StoreForBackward(Tensor t) => t;
     void Download(Tensor source, Span<float> destination);
     /// <summary>
     /// Hands <paramref name="source"/>'s values to <paramref name="read"/> on the host, valid only during the call, so a

@@ -25,9 +25,12 @@ public sealed class PlanBeforeLoadTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     /// <summary>The bundled GGUF with its tensor data overwritten by 0xFF: it describes as the original and loads as nothing.</summary>
-    string ScrambledGguf()
+    string ScrambledGguf() => ScrambledGguf(_dir);
+
+    /// <summary>As <see cref="ScrambledGguf()"/>, written into <paramref name="dir"/> (also the SAE and shard plan tests').</summary>
+    internal static string ScrambledGguf(string dir)
     {
-        string path = Path.Combine(_dir, "scrambled.gguf");
+        string path = Path.Combine(dir, "scrambled.gguf");
         File.Copy(RepoPaths.Stories260KGguf, path);
         long dataOffset;
         using (var g = GgufFile.Open(path)) dataOffset = g.DataOffset;
@@ -40,7 +43,7 @@ public sealed class PlanBeforeLoadTests : IDisposable
     }
 
     /// <summary>The CLI in a child process whose GC sees <paramref name="heapLimit"/> bytes (what the CPU plan compares with).</summary>
-    static (int Exit, string Out, string Err) RunLimited(long heapLimit, params string[] args)
+    internal static (int Exit, string Out, string Err) RunLimited(long heapLimit, params string[] args)
     {
         string config = new DirectoryInfo(AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)).Parent!.Name;
         string cli = Path.Combine(RepoPaths.Root, "src", "Cli", "bin", config, "net10.0", "neurontrace.dll");

@@ -47,7 +47,8 @@ internal static class AttributeCommand
                 throw new UsageException("--sae needs --method atp or relp with the patch baseline (SAE nodes are scored from the site gradient against the patch prompt)");
             // Header and tokenizer only: the task is tokenised and the run planned before a weight byte is read.
             var described = CommonOptions.DescribeModel(r.GetValue(model));
-            var saes = SaeOptions.Load(r.GetValue(sae), described.Config);
+            // The SAEs are sized from their configs here and read after the plan.
+            long saeBytes = SaeOptions.PlannedBytes(r.GetValue(sae));
             string taskPath = TaskOptions.TaskPath(r.GetValue(task));
             string dir = r.GetValue(output)!;
             string CheckOut()
@@ -62,6 +63,7 @@ internal static class AttributeCommand
             string? shardText = r.GetValue(shard);
             var slice = shardText is null ? (Tracing.Sharding.ShardSlice?)null : ShardRun.ParseSlice(shardText);
             int every = ShardRun.CheckedCheckpointEvery(r.GetValue(checkpointEvery));
+            if (slice is not null && r.GetValue(sae) is { Length: > 0 }) throw new UsageException("--sae cannot be sharded yet (run the SAE attribution unsharded)");
             string fullDir = slice is null ? CheckOut() : ShardRun.CheckShardFolder(dir);
             var t = PromptTask.Load(taskPath, described.RequireTokenizer(), encoder: PromptOptions.Encoder(described, r.GetValue(specialTokens), taskPath), maxTokens: described.Config.MaxSeqLen).Take(r.GetValue(limit));
             // The plan chooses the batch (or keeps a --batch given, checkpointing the layers where that is what fits it) or refuses, before the weights are read.
@@ -69,10 +71,11 @@ internal static class AttributeCommand
                 t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, [m],
                 (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
                 CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!),
-                r.GetValue(steps));
+                r.GetValue(steps), saeBytes);
             if (fit.Refusal is { } refusal) throw new UsageException(refusal);
             if (fit.Note is { } note) Console.Error.WriteLine(note);
             int batchSize = fit.Batch;
+            var saes = SaeOptions.Load(r.GetValue(sae), described.Config);
             var loaded = CommonOptions.LoadModel(described);
             using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
             var watch = System.Diagnostics.Stopwatch.StartNew();
@@ -92,7 +95,6 @@ internal static class AttributeCommand
             };
             if (slice is { } sl)
             {
-                if (saes.Count > 0) throw new UsageException("--sae cannot be sharded yet (run the SAE attribution unsharded)");
                 return ShardRun.Attribute(traced, loaded, t, taskPath, attribution, attribution.RelPRules.RelPAttentionName!, r.GetValue(specialTokens), r.GetValue(limit), r.GetValue(topLogitsK), sl, fullDir, dir, every);
             }
             using var bar = new ProgressBar();

@@ -65,8 +65,9 @@ internal static class TraceCommand
             var relpRules = r.GetValue(relpAttention)!;
             // Header and tokenizer only: the task is tokenised and the run planned before a weight byte is read.
             var described = CommonOptions.DescribeModel(saved?.Model ?? r.GetValue(model));
-            var saes = SaeOptions.Load(r.GetValue(sae), described.Config);
-            if (saes.Count > 0 && CudaBackends.Ordinals(r.GetValue(device)!) is { Length: > 1 })
+            // The SAEs are sized from their configs here and read after the plan.
+            long saeBytes = SaeOptions.PlannedBytes(r.GetValue(sae));
+            if (r.GetValue(sae) is { Length: > 0 } && CudaBackends.Ordinals(r.GetValue(device)!) is { Length: > 1 })
                 throw new UsageException($"--sae runs on one device; a model split over GPUs (--device {r.GetValue(device)}) is traced without SAEs");
             string taskPath = saved?.Task ?? TaskOptions.TaskPath(r.GetValue(task));
             saved?.CheckUnchanged(summaryPath!, described.Path, taskPath);
@@ -81,11 +82,28 @@ internal static class TraceCommand
                 TargetFaithfulness = r.GetValue(target), MasksPerForward = r.GetValue(masks), Seed = r.GetValue(seed),
                 SweepPath = r.GetValue(sweepPath),
             };
+            // The plan chooses the attribution batch (or checkpoints the layers) to fit every method, or refuses, before the weights are read.
+            AttributionFit Plan(TraceOptions o)
+            {
+                var fit = MemoryPlan.FitTask(described.Config, o.AttributionBatchSize, pinned: false, t.Count,
+                    t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), o.Sites, o.Methods, true, CommonOptions.IsCpu(r.GetValue(device)!),
+                    CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!), o.IgSteps, saeBytes);
+                if (fit.Refusal is { } refusal) throw new UsageException(refusal);
+                if (fit.Note is { } note) Console.Error.WriteLine(note);
+                return fit;
+            }
             if (r.GetValue(shard) is { } shardText)
             {
                 string shardDir = r.GetValue(output) ?? throw new UsageException("--shard needs --out (the shard folder)");
                 int? every = r.GetValue(checkpointEvery);
                 ShardRun.CheckedCheckpointEvery(every);
+                if (r.GetValue(sae) is { Length: > 0 }) throw new UsageException("--sae cannot be sharded yet (trace the SAEs unsharded)");
+                // An attribution shard is planned as the unsharded attribution is (a sweep shard runs no attribution).
+                if (r.GetValue(shardScores) is null)
+                {
+                    var shardFit = Plan(traceOptions);
+                    traceOptions = traceOptions with { AttributionBatchSize = shardFit.Batch, CheckpointLayers = traceOptions.CheckpointLayers || shardFit.Checkpoint };
+                }
                 var shardLoaded = CommonOptions.LoadModel(described);
                 using var shardModel = TracedModel.Create(shardLoaded, CommonOptions.OpenModel(shardLoaded.Weights, r.GetValue(device)!));
                 return ShardRun.Trace(shardModel, shardLoaded, t, taskPath, traceOptions, traceOptions.RelPRules.RelPAttentionName!, useAllLengths,
@@ -98,13 +116,9 @@ internal static class TraceCommand
             string full = CheckOut();
 
             Console.Error.WriteLine($"model {described.Path} ({described.Format}), task {taskPath}: {t.Count} examples, methods {string.Join(",", traceOptions.Methods.Select(m => m.Name()))}, sites {string.Join(",", traceOptions.Sites.Select(s => s.Name()))}");
-            // The plan chooses the attribution batch (or checkpoints the layers) to fit every method, or refuses, before the weights are read.
-            var fit = MemoryPlan.FitTask(described.Config, traceOptions.AttributionBatchSize, pinned: false, t.Count,
-                t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), traceOptions.Sites, traceOptions.Methods, true, CommonOptions.IsCpu(r.GetValue(device)!),
-                CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!), traceOptions.IgSteps);
-            if (fit.Refusal is { } refusal) throw new UsageException(refusal);
-            if (fit.Note is { } note) Console.Error.WriteLine(note);
+            var fit = Plan(traceOptions);
             traceOptions = traceOptions with { AttributionBatchSize = fit.Batch, CheckpointLayers = traceOptions.CheckpointLayers || fit.Checkpoint };
+            var saes = SaeOptions.Load(r.GetValue(sae), described.Config);
             var loaded = CommonOptions.LoadModel(described);
             using var traced = TracedModel.Create(loaded, CommonOptions.OpenModel(loaded.Weights, r.GetValue(device)!));
             if (saes.Count > 0 && !traceOptions.Methods.Any(m => m is AttributionMethod.AtP or AttributionMethod.RelP))

@@ -13,8 +13,8 @@ namespace NeuronTrace.Tracing.Pipeline;
 /// activation checkpointing, each layer's input and one recomputed layer), the CPU's paired forward, the backward's
 /// scratch, the score sums, and a fixed runtime allowance. On the CPU every freed tensor's array stays in the pool for
 /// the next batch, so the peak resident memory is what is allocated at once over the run's shapes, which these items
-/// add up (tests/Tracing.Tests/MemoryPlanTests checks them against the pool's resident counter). All tensors are fp32
-/// today (4 bytes; <see cref="ElementBytes"/> is a parameter so a lean-storage backend can be planned with the same code).
+/// add up (tests/Tracing.Tests/MemoryPlanTests checks them against the pool's resident counter). Tensors are fp32
+/// (<see cref="ElementBytes"/>) but for a GPU run under bf16 products, whose stored q, k, v, gate and up take 2 bytes.
 /// </summary>
 internal sealed record MemoryPlan
 {
@@ -50,14 +50,15 @@ internal sealed record MemoryPlan
     /// clean and patch forwards and may split a batch over two threads). <paramref name="checkpoint"/>: activation
     /// checkpointing. <paramref name="cudaPrecision"/>: the GPU run's product precision (null: what
     /// <see cref="GemmPrecisions.FromEnvironment"/> gives the CUDA backend), which says how it stores the weights
-    /// (<see cref="WeightBytes"/>).
+    /// (<see cref="WeightBytes"/>). <paramref name="saeBytes"/>: the SAEs the run loads (<c>SparseAutoencoder.PlannedBytes</c>,
+    /// from their configs), held in host memory: counted in a CPU plan (a GPU plan is of the device's memory).
     /// </summary>
     public static MemoryPlan ForAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
         AttributionMethod method, bool patchBaseline, int weightCopies = 2, int elementBytes = 4, int igRowsPerPass = AttributionOptions.DefaultIgRowsPerPass, bool checkpoint = false,
-        int igSteps = 10, GemmPrecision? cudaPrecision = null) =>
+        int igSteps = 10, GemmPrecision? cudaPrecision = null, long saeBytes = 0) =>
         ForLayers(c, batch, promptLength, sites, method, patchBaseline, elementBytes, igRowsPerPass, igSteps,
             c.Layers, WeightBytes(c, c.Layers, embedding: true, head: true, weightCopies, elementBytes, cudaPrecision), logits: true, part: null, cpu: weightCopies == 2, checkpoint,
-            cudaPrecision);
+            cudaPrecision, saeBytes);
 
     /// <summary>
     /// The bytes of the weights of <paramref name="layers"/> layers (with the embedding and/or the head) as the backend
@@ -98,7 +99,7 @@ internal sealed record MemoryPlan
 
     static MemoryPlan ForLayers(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites, AttributionMethod method,
         bool patchBaseline, int elementBytes, int igRowsPerPass, int igSteps, int layers, long weightBytes, bool logits, string? part, bool cpu, bool checkpoint,
-        GemmPrecision? cudaPrecision = null)
+        GemmPrecision? cudaPrecision = null, long saeBytes = 0)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(promptLength, 1);
@@ -113,12 +114,20 @@ internal sealed record MemoryPlan
             ("weights", weightBytes),
             ("runtime", RuntimeBytes),
         };
+        ArgumentOutOfRangeException.ThrowIfNegative(saeBytes);
+        // The SAEs' fp32 arrays live on the host beside the run (loaded after the plan, before the weights).
+        if (cpu && saeBytes > 0) items.Add(("SAE weights", saeBytes));
         // LayerState per row: AttnNormed, Q, Z, AttnOut, Mid, FfnNormed, MlpOut, Output (d each), K, V (kv), Gate, Up,
         // Act (hidden), two rstd and L (one per head). A pass adds its embedding and (the clean one) the last rows' logits
         // and final norm input; checkpointed, it keeps each layer's input r_l and one recomputed layer at a time.
+        // On a GPU under Bf16, Q, K, V and Gate, Up are stored in bf16 (IBackend.StoreForBackward: the bf16 attention's
+        // q, k, v operands themselves, and what SwiGLU's backward reads), 2 bytes where the rest take e.
         long perRowPerLayer = 8L * d + 2L * kv + 3L * h + 2 + c.Heads;
-        long logitBytes = logits ? (long)batch * (c.VocabSize + d + 1) : 0;
-        long Pass(long n) => checkpoint ? n * d * layers + n * perRowPerLayer : n * perRowPerLayer * layers + n * d;
+        bool bf16Stored = !cpu && (cudaPrecision ?? GemmPrecisions.FromEnvironmentOrFp32()) == GemmPrecision.Bf16;
+        long stateBytes = bf16Stored ? e * (7L * d + h + 2 + c.Heads) + 2 * (d + 2L * kv + 2L * h) : e * perRowPerLayer;
+        long logitBytes = logits ? (long)batch * (c.VocabSize + d + 1) * e : 0;
+        // A forward pass of n rows, in bytes.
+        long Pass(long n) => checkpoint ? n * d * layers * e + n * stateBytes : n * stateBytes * layers + n * d * e;
         // IG holds the clean pass (and the patch pass, for the endpoints) beside one path pass of up to igRowsPerPass rows.
         int passes = patchBaseline ? 2 : 1;
         string held = checkpoint ? ", checkpointed: layer inputs + one layer" : "";
@@ -126,9 +135,10 @@ internal sealed record MemoryPlan
         // kernel): two paired layers of 2·rows at a time beside the halves, and the paired embedding; every forward of
         // the run takes those arrays back from the pool. Its patch half keeps only its embedding and its site values.
         bool paired = cpu && patchBaseline && !checkpoint && rows <= int.MaxValue / 2 && Gemm.SameRowArithmetic((int)rows, 2 * (int)rows);
-        long patchPass = !patchBaseline ? 0 : paired ? rows * d + rows * siteWidths * layers : Pass(rows);
+        long patchPass = !patchBaseline ? 0 : paired ? (rows * d + rows * siteWidths * layers) * e : Pass(rows);
+        if (bf16Stored) held += "; q, k, v, gate, up in bf16";
         items.Add((passes == 2 ? $"forward passes (clean + patch{(paired ? ": embedding and site values" : held)})" : $"forward pass{(held.Length > 0 ? $" ({held[2..]})" : "")}",
-            (Pass(rows) + patchPass + logitBytes) * e));
+            Pass(rows) + patchPass + logitBytes));
         long igRows = rows;
         if (ig)
         {
@@ -142,7 +152,7 @@ internal sealed record MemoryPlan
         if (ig)
         {
             long edits = method == AttributionMethod.IG ? 2 * igRows * distinct.Max(s => (long)s.Width(c)) : 2 * igRows * d;
-            items.Add(("IG path pass", (Pass(igRows) + (long)(igRows / Math.Max(1, promptLength)) * (c.VocabSize + d + 1) + edits) * e));
+            items.Add(("IG path pass", Pass(igRows) + ((long)(igRows / Math.Max(1, promptLength)) * (c.VocabSize + d + 1) + edits) * e));
             // The path backward records its sites' gradients (IG: one site down to its layer; ig-inputs: all) and sums them per row.
             long recorded = method == AttributionMethod.IG ? distinct.Max(s => (long)s.Width(c)) : siteWidths;
             items.Add(("site gradients", (igRows * recorded * layers + rows * (method == AttributionMethod.IG ? recorded : siteWidths * layers)) * e));
@@ -169,15 +179,6 @@ internal sealed record MemoryPlan
         // k, v, dz copies; counted for every GPU plan, a little over for fp32 math). Measured on the recording runtime at
         // 8B width, 4 layers: the pool's peak less weights is 0.37 GB above the other items at T = 8192 (this item: 0.40 GB).
         else items.Add(("bf16 operand scratch", igRows * (c.HiddenDim + 2L * d + 2L * kv) * 2));
-        // On a GPU under Bf16 with a head dim the bf16 attention takes: each attention forward's q, k, v in bf16 (written
-        // by their producers), kept until the backward reads them or their layer state is disposed (Ops/StreamingAttention.cs,
-        // Keep): every layer of every held forward when stored (the patch forward's too, until its pass is disposed with
-        // the batch; an IG path pass's beside them), the one recomputed layer's when checkpointed.
-        if (!cpu && (cudaPrecision ?? GemmPrecisions.FromEnvironmentOrFp32()) == GemmPrecision.Bf16 && CudaBackend.Bf16AttentionTakes(c.HeadDim))
-        {
-            long forwardRows = checkpoint ? Math.Max(rows, ig ? igRows : 0) : passes * rows * layers + (ig ? igRows * layers : 0);
-            items.Add(("bf16 q, k, v kept for the backward", forwardRows * (d + 2L * kv) * 2));
-        }
         items.Sort((a, b) => b.Item2.CompareTo(a.Item2));
         return new MemoryPlan
         {
@@ -232,12 +233,13 @@ internal sealed record MemoryPlan
     /// <param name="available">Bytes the device has for the run; null: unknown, the run goes as asked.</param>
     /// <param name="where">How the available bytes are described: "available" (the CPU) or "free on cuda:0".</param>
     /// <param name="igSteps">IG steps per example (the integration path's points).</param>
+    /// <param name="saeBytes">The SAEs the run loads, in bytes (see <see cref="ForAttribution"/>).</param>
     public static AttributionFit FitAttribution(LlamaConfig c, int batch, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        AttributionMethod method, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10)
+        AttributionMethod method, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10, long saeBytes = 0)
     {
         if (batch < 1 || promptLength < 1 || available is not long bytes) return new(batch, false, null, null);
         MemoryPlan Plan(int n, bool checkpoint) =>
-            ForAttribution(c, n, promptLength, sites, method, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpoint, igSteps: igSteps);
+            ForAttribution(c, n, promptLength, sites, method, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpoint, igSteps: igSteps, saeBytes: saeBytes);
         var asked = Plan(batch, false);
         if (asked.TotalBytes <= bytes) return new(batch, false, null, null);
         int fits = LargestFittingBatch(n => Plan(n, false), batch, bytes);
@@ -256,10 +258,11 @@ internal sealed record MemoryPlan
     /// <paramref name="batch"/> that fits every method (checkpointing where batch 1 does not), and
     /// <see cref="AttributionFit.Note"/> says what it chose. <paramref name="pinned"/>: the batch is kept (with
     /// checkpointing if that is what fits it) or the run refused, naming the batch that would fit. Null
-    /// <paramref name="available"/>: unknown, the run goes as asked.
+    /// <paramref name="available"/>: unknown, the run goes as asked. <paramref name="saeBytes"/>: the SAEs the run loads
+    /// after the plan (see <see cref="ForAttribution"/>).
     /// </summary>
     public static AttributionFit FitTask(LlamaConfig c, int batch, bool pinned, int examples, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        IReadOnlyList<AttributionMethod> methods, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10)
+        IReadOnlyList<AttributionMethod> methods, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10, long saeBytes = 0)
     {
         int asked = Math.Min(batch, Math.Max(examples, 1));
         if (asked < 1 || promptLength < 1 || available is not long bytes) return new(batch, false, null, null);
@@ -268,7 +271,7 @@ internal sealed record MemoryPlan
         foreach (var m in methods)
         {
             MemoryPlan Plan(int n, bool checkpointed) =>
-                ForAttribution(c, n, promptLength, sites, m, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpointed, igSteps: igSteps);
+                ForAttribution(c, n, promptLength, sites, m, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpointed, igSteps: igSteps, saeBytes: saeBytes);
             if (pinned)
             {
                 // The batch asked for, with checkpointing if that is what fits it; else the largest batch that fits.
@@ -278,14 +281,14 @@ internal sealed record MemoryPlan
                 if (fits == 0) fits = LargestFittingBatch(n => Plan(n, true), asked, bytes);
                 return new(0, true, null, $"--batch {batch}: " + Plan(asked, true).Refusal(bytes, fits, where));
             }
-            var fit = FitAttribution(c, asked, promptLength, sites, m, patchBaseline, cpu, bytes, where, igSteps);
+            var fit = FitAttribution(c, asked, promptLength, sites, m, patchBaseline, cpu, bytes, where, igSteps, saeBytes);
             if (fit.Refusal is not null) return fit;
             chosen = Math.Min(chosen, fit.Batch);
             checkpoint |= fit.Checkpoint;
         }
         // The stderr line only when the plan changed the run: an error after it must still be the one line of stderr.
         if (!checkpoint && (pinned || chosen == asked)) return new(pinned ? batch : chosen, false, null, null);
-        var peak = methods.Select(m => ForAttribution(c, chosen, promptLength, sites, m, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpoint, igSteps: igSteps))
+        var peak = methods.Select(m => ForAttribution(c, chosen, promptLength, sites, m, patchBaseline, weightCopies: cpu ? 2 : 1, checkpoint: checkpoint, igSteps: igSteps, saeBytes: saeBytes))
             .MaxBy(p => p.TotalBytes)!;
         string why = chosen < asked ? $" (batch {asked} does not fit)" : "";
         return new(chosen, checkpoint, $"memory plan: batch {chosen} × {promptLength} tokens{why}{(checkpoint ? ", activation checkpointing" : "")}, " +

@@ -90,6 +90,28 @@ public sealed class SparseAutoencoder
     }
 
     /// <summary>
+    /// The bytes <see cref="Load"/> of <paramref name="dir"/> holds (fp32 encoder and decoder rows, biases, decoder norms and
+    /// thresholds: (2·F·d + 3·F + d)·4) from its config alone (SAELens cfg.json d_in, Llama Scope hyperparams.json
+    /// d_model, and d_sae; no weight is read), so the memory plan counts an SAE before it is read. Errors as <see cref="Load"/>'s.
+    /// </summary>
+    internal static long PlannedBytes(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new ModelFormatException(dir, "SAE folder not found");
+        bool saeLens = File.Exists(System.IO.Path.Combine(dir, SaeLensFormat.ConfigFileName));
+        string config = System.IO.Path.Combine(dir, saeLens ? SaeLensFormat.ConfigFileName : "hyperparams.json");
+        if (!saeLens && !File.Exists(config))
+            throw new ModelFormatException(dir, "SAE folder holds neither cfg.json (SAELens) nor hyperparams.json (Llama Scope)");
+        JsonElement h;
+        try { h = JsonDocument.Parse(File.ReadAllText(config)).RootElement; }
+        catch (JsonException e) { throw new ModelFormatException(config, $"not valid JSON ({e.Message.Split('\n')[0].Trim()})"); }
+        if (h.ValueKind != JsonValueKind.Object) throw new ModelFormatException(config, "not a JSON object");
+        string width = saeLens ? "d_in" : "d_model";
+        long d = Int(h, width, config), f = Int(h, "d_sae", config);
+        if (d <= 0 || f <= 0) throw new ModelFormatException(config, $"{width} {d} and d_sae {f} must be positive");
+        return (2 * f * d + 3 * f + d) * sizeof(float);
+    }
+
+    /// <summary>
     /// Loads a Llama Scope SAE folder: <c>hyperparams.json</c> plus <c>checkpoints/final.safetensors</c> (or
     /// <c>final.safetensors</c> beside it). F32, F16 and BF16 tensors are read (converted to float32).
     /// </summary>

@@ -118,7 +118,8 @@ internal sealed partial class CudaBackend
         var result = new nint[tensors.Length];
         for (int i = 0; i < tensors.Length; i++)
         {
-            nint shadow = ShadowOf(tensors[i]);   // a tensor some product just read in bf16 is not converted again
+            // A tensor some product just read in bf16 is not converted again; a stored bf16 one (StoreForBackward) is its own.
+            nint shadow = tensors[i] is CudaTensor { IsBf16: true } stored ? DevBf16(stored) : ShadowOf(tensors[i]);
             result[i] = shadow != 0 ? shadow : basePtr + (nint)offsets[i];
             if (shadow == 0) ConvertToBf16(In(tensors[i]), result[i], tensors[i].Length);
         }
@@ -129,6 +130,7 @@ internal sealed partial class CudaBackend
     {
         flashBf16Scratch?.Dispose();
         flashBf16Scratch = null;
+        DisposeStoredScratch();
     }
 
     /// <summary>Dynamic shared memory of every attention_flash kernel: two tiles of head-dim rows and two of scalars.</summary>
@@ -181,13 +183,15 @@ internal sealed partial class CudaBackend
             StreamingBackwardBf16(dz, q, k, v, o, lse, shape, exact, dsum, dq, dk, dv);
             return;
         }
+        // q, k, v stored in bf16 (Bf16 with a head dim the bf16 kernels do not take) are widened for these fp32 kernels.
+        var qkv = Fp32Operands(q, k, v);
         if (exact)
         {
             Launch(FlashRowDotKernel, GridFor(stats), new Dim3(ElementwiseBlock), 0,
                 new FlashRowDotArgs(In(dz), In(o), dsum, shape.Batch, shape.SeqLen, shape.Heads, shape.HeadDim),
                 OpWork.Streaming(stats * shape.HeadDim, 2, 2));
             Launch(FlashBackwardDqKernel, FlashGrid(shape, shape.Heads), new Dim3(FlashRows), FlashShared(shape),
-                new FlashBackwardDqArgs(In(dz), In(q), In(k), In(v), In(lse), dsum, Dev(dq), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
+                new FlashBackwardDqArgs(In(dz), qkv[0], qkv[1], qkv[2], In(lse), dsum, Dev(dq), shape.SeqLen, shape.Heads, shape.KvHeads, shape.HeadDim, AttentionScale(shape)),
                 FlashWork(shape, products: 3));
         }
         else
@@ -195,7 +199,7 @@ internal sealed partial class CudaBackend
             Fill(dq, 0f);  // the frozen pattern passes nothing to q (nor k: the kernel writes zeros)
         }
         Launch(FlashBackwardDkDvKernel, FlashGrid(shape, shape.KvHeads), new Dim3(FlashRows), FlashShared(shape),
-            new FlashBackwardDkDvArgs(In(dz), In(q), In(k), In(v), In(lse), dsum, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads,
+            new FlashBackwardDkDvArgs(In(dz), qkv[0], qkv[1], qkv[2], In(lse), dsum, Dev(dk), Dev(dv), shape.SeqLen, shape.Heads, shape.KvHeads,
                 shape.HeadDim, AttentionScale(shape), exact ? 1 : 0),
             FlashWork(shape, products: exact ? 4 : 2));
     }

@@ -14,6 +14,10 @@ internal sealed partial class CudaBackend
     internal readonly record struct SwiGluForwardBf16Args(nint Gate, nint Up, nint H, nint H16, long N);
     internal static readonly Kernel<SwiGluForwardBf16Args> SwiGluForwardBf16Kernel = Kernel.Declare<SwiGluForwardBf16Args>("swiglu_forward_bf16");
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct SwiGluForwardBf16StoreArgs(nint Gate, nint Up, nint H, nint H16, nint Gate16, nint Up16, long N);
+    internal static readonly Kernel<SwiGluForwardBf16StoreArgs> SwiGluForwardBf16StoreKernel = Kernel.Declare<SwiGluForwardBf16StoreArgs>("swiglu_forward_bf16_store");
+
     /// <param name="Dh">Device pointer to the gradient of the SwiGLU output h = silu(gate)·up, N values.</param>
     /// <param name="Gate">Device pointer to the forward's gate projection, N values.</param>
     /// <param name="Up">Device pointer to the forward's up projection, N values.</param>
@@ -28,6 +32,8 @@ internal sealed partial class CudaBackend
     [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct SwiGluBackwardBf16Args(nint Dh, nint Gate, nint Up, nint Dgate, nint Dup, nint D16, int Rows, int Width, int Rule);
     internal static readonly Kernel<SwiGluBackwardBf16Args> SwiGluBackwardBf16Kernel = Kernel.Declare<SwiGluBackwardBf16Args>("swiglu_backward_bf16");
+    /// <summary>As <see cref="SwiGluBackwardBf16Kernel"/> with gate and up the forward's stored bf16 tensors (<see cref="StoreForBackward"/>); the same argument layout.</summary>
+    internal static readonly Kernel<SwiGluBackwardBf16Args> SwiGluBackwardBf16StoredKernel = Kernel.Declare<SwiGluBackwardBf16Args>("swiglu_backward_bf16_stored");
 
     public void SwiGlu(Tensor gate, Tensor up, Tensor h)
     {
@@ -36,11 +42,17 @@ internal sealed partial class CudaBackend
         using var _ = Range("swiglu_forward");
         if (Precision == GemmPrecision.Bf16)
         {
-            // h feeds the down product: its bf16 operand is written here (an edit of h in between makes it stale).
+            // h feeds the down product: its bf16 operand is written here (an edit of h in between makes it stale). So are
+            // gate's and up's, read here anyway: what the forward then stores for the backward (StoreForBackward adopts them).
             var slot = ShadowSlot(h);
-            Launch(SwiGluForwardBf16Kernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
-                new SwiGluForwardBf16Args(In(gate), In(up), Dev(h), slot.Address, h.Length), OpWork.Streaming(h.Length, 3, 6) with { Bytes = h.Length * 14.0 });
+            var gateSlot = ShadowSlot(gate);
+            var upSlot = ShadowSlot(up);
+            Launch(SwiGluForwardBf16StoreKernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
+                new SwiGluForwardBf16StoreArgs(In(gate), In(up), Dev(h), slot.Address, gateSlot.Address, upSlot.Address, h.Length),
+                OpWork.Streaming(h.Length, 3, 6) with { Bytes = h.Length * 18.0 });
             Publish(slot, h);
+            Publish(gateSlot, gate);
+            Publish(upSlot, up);
             return;
         }
         Launch(SwiGluForwardKernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
@@ -64,9 +76,11 @@ internal sealed partial class CudaBackend
         {
             // dgate and dup feed one summed product against [W1; W3] (MatMulInputGradSum): its bf16 operand is written here.
             nint d16 = ConcatSlot(2 * n);
-            Launch(SwiGluBackwardBf16Kernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
-                new SwiGluBackwardBf16Args(In(dh), In(gate), In(up), Dev(dgate), Dev(dup), d16, dh.Rows, dh.Columns, code),
-                OpWork.Streaming(n, 5, 12) with { Bytes = n * 24.0 });
+            // Gate and up stored in bf16 for the backward (StoreForBackward) are read as they are: 4 bytes less per value.
+            bool stored = gate is CudaTensor { IsBf16: true } && up is CudaTensor { IsBf16: true };
+            Launch(stored ? SwiGluBackwardBf16StoredKernel : SwiGluBackwardBf16Kernel, GridFor(n), new Dim3(ElementwiseBlock), 0,
+                new SwiGluBackwardBf16Args(In(dh), stored ? DevBf16(gate) : In(gate), stored ? DevBf16(up) : In(up), Dev(dgate), Dev(dup), d16, dh.Rows, dh.Columns, code),
+                OpWork.Streaming(n, 5, 12) with { Bytes = n * (stored ? 20.0 : 24.0) });
             PublishConcat(dgate, dup);
             return;
         }
