@@ -16,10 +16,8 @@ namespace NeuronTrace.Runtime.Tests.Kernels;
 /// </summary>
 public class SwiGluStoredKernelTests
 {
-    public static IEnumerable<object[]> Cases =>
-        from c in KernelTargets.Cross([[1, 1, 32, 0u], [3, 100, 256, 0u], [8, 96, 64, 2u], [17, 33, 256, 0u]])
-        from rule in new[] { GateRule.Exact, GateRule.IdentityHalf, GateRule.Identity }
-        select (object[])[.. c, rule];
+    // The same shapes, grids and rules as the fp32-input bf16 backward's tests.
+    public static IEnumerable<object[]> Cases => Bf16KernelTests.GateGradCases;
 
     [Theory]
     [MemberData(nameof(Cases))]
