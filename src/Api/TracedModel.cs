@@ -203,7 +203,7 @@ public sealed partial class TracedModel : IDisposable
             _ => MemoryPlan.AvailableCpuBytes(),
         };
         var fit = MemoryPlan.FitTask(Config, batch, pinned: false, task.Count, task.Pairs.Count == 0 ? 0 : task.Pairs.Max(p => p.CleanIds.Length),
-            sites, methods, patchBaseline, cpu, available, cpu ? "available" : "free on the GPU", igSteps);
+            sites, methods, patchBaseline, cpu, available, cpu ? "available" : "free on the GPU", igSteps, hostAvailable: cpu ? null : MemoryPlan.AvailableCpuBytes());
         return fit.Refusal is { } line ? throw new InsufficientMemoryException(line) : fit;
     }
 

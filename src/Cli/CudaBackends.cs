@@ -58,6 +58,9 @@ static class CudaBackends
     public static long? PlanAvailableBytes(string device) =>
         CommonOptions.IsCpu(device) ? Tracing.Pipeline.MemoryPlan.AvailableCpuBytes() : PlanFreeBytes(device);
 
+    /// <summary>What a GPU run's plan checks its host-side scores against (null on the CPU, whose plan counts them).</summary>
+    public static long? PlanHostBytes(string device) => CommonOptions.IsCpu(device) ? null : Tracing.Pipeline.MemoryPlan.AvailableCpuBytes();
+
     /// <summary>How the plan's lines name <see cref="PlanAvailableBytes"/>.</summary>
     public static string PlanWhere(string device) => CommonOptions.IsCpu(device) ? "available" : $"free on {device}";
 

@@ -47,6 +47,8 @@ public class PlanCommandTests
             Assert.Contains("memory plan: relp, batch 1 × 8192 tokens, 32 layers × dim 4096 (32 heads, 8 kv)", r.Out);
             Assert.Contains("per device: the whole model on one GPU", r.Out);
             Assert.Contains("given by --device-memory for cuda:0", r.Out);
+            // 8192 positions × (14336 + 3 · 4096) widths × 32 layers × 4 bytes = 26 GiB of score arrays, plus 1 GiB of page-locked readout.
+            Assert.Matches(@"host memory for the scores\s+27\.00 GiB \(", r.Out);
             Assert.Contains("fits with a change: memory plan: batch 1 needs about", r.Out);
             Assert.Contains("recomputing each layer in the backward (activation checkpointing), batches of 1", r.Out);
             // The checkpointed plan printed last: its total under the 79 GiB.

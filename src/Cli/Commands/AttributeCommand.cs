@@ -71,7 +71,7 @@ internal static class AttributeCommand
                 t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), siteList, [m],
                 (b ?? (t.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch,
                 CommonOptions.IsCpu(r.GetValue(device)!), CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!),
-                r.GetValue(steps), saeBytes);
+                r.GetValue(steps), saeBytes, CudaBackends.PlanHostBytes(r.GetValue(device)!));
             if (fit.Refusal is { } refusal) throw new UsageException(refusal);
             if (fit.Note is { } note) Console.Error.WriteLine(note);
             int batchSize = fit.Batch;

@@ -44,6 +44,9 @@ internal static class PlanCommand
             }
             var plan = MemoryPlan.ForAttribution(config, b, t, siteList, m, patch, weightCopies: cpu ? 2 : 1);
             Console.WriteLine(plan.Describe());
+            // A GPU run's scores come back to the host (per position, all layers): trace and attribute refuse when they do not fit there.
+            if (!cpu)
+                Console.WriteLine($"  {"host memory for the scores",-32} {MemoryPlan.Gib(MemoryPlan.HostScoreBytes(config, t, siteList)),12} ({MemoryPlan.Gib(MemoryPlan.AvailableCpuBytes())} available on this machine)");
             string where = "available on the cpu";
             long available;
             if (r.GetValue(memory) is int gib) (available, where) = ((long)gib << 30, $"given by --device-memory for {r.GetValue(device)}");

@@ -87,7 +87,8 @@ internal static class TraceCommand
             {
                 var fit = MemoryPlan.FitTask(described.Config, o.AttributionBatchSize, pinned: false, t.Count,
                     t.Pairs.Count == 0 ? 0 : t.Pairs.Max(p => p.CleanIds.Length), o.Sites, o.Methods, true, CommonOptions.IsCpu(r.GetValue(device)!),
-                    CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!), o.IgSteps, saeBytes);
+                    CudaBackends.PlanAvailableBytes(r.GetValue(device)!), CudaBackends.PlanWhere(r.GetValue(device)!), o.IgSteps, saeBytes,
+                    CudaBackends.PlanHostBytes(r.GetValue(device)!));
                 if (fit.Refusal is { } refusal) throw new UsageException(refusal);
                 if (fit.Note is { } note) Console.Error.WriteLine(note);
                 return fit;

@@ -186,6 +186,30 @@ internal sealed record MemoryPlan
         };
     }
 
+    /// <summary>
+    /// What a GPU run's scores take in host memory: the per-site score arrays the task's means are split into
+    /// (positions × Σ site widths × layers floats, whatever the batch), and the page-locked buffers the readout beside
+    /// the backward copies them through (ScoreSums: a group of layers, at most 1 GiB). A CPU plan counts these as
+    /// "score means (host copies)".
+    /// </summary>
+    public static long HostScoreBytes(LlamaConfig c, int promptLength, IReadOnlyCollection<NodeSite> sites)
+    {
+        long arrays = (long)promptLength * sites.Distinct().Sum(s => (long)s.Width(c)) * c.Layers * 4;
+        return arrays + Math.Min(arrays, 1L << 30);
+    }
+
+    /// <summary>
+    /// The refusal line of a GPU run whose scores do not fit the host's <paramref name="hostAvailable"/> bytes (null: they
+    /// fit, or the host's memory is unknown). No batch changes it: the scores are per position of the whole prompt.
+    /// </summary>
+    public static string? HostRefusal(LlamaConfig c, int promptLength, IReadOnlyCollection<NodeSite> sites, long? hostAvailable)
+    {
+        long need = HostScoreBytes(c, promptLength, sites);
+        if (hostAvailable is not long have || need <= have) return null;
+        return $"the scores of this run take about {Gib(need)} of host memory ({promptLength} positions × {string.Join(",", sites.Distinct().Select(s => s.Name()))} " +
+            $"× {c.Layers} layers, with the readout's page-locked buffers) but {Gib(have)} is available; score fewer sites (--sites) or shorter prompts";
+    }
+
     /// <summary>Memory this process may use on the CPU: the GC's view, which honours container limits.</summary>
     public static long AvailableCpuBytes() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
 
@@ -259,11 +283,14 @@ internal sealed record MemoryPlan
     /// <see cref="AttributionFit.Note"/> says what it chose. <paramref name="pinned"/>: the batch is kept (with
     /// checkpointing if that is what fits it) or the run refused, naming the batch that would fit. Null
     /// <paramref name="available"/>: unknown, the run goes as asked. <paramref name="saeBytes"/>: the SAEs the run loads
-    /// after the plan (see <see cref="ForAttribution"/>).
+    /// after the plan (see <see cref="ForAttribution"/>). <paramref name="hostAvailable"/>: on a GPU run, the host's
+    /// available bytes, which must hold the scores (<see cref="HostRefusal"/>; null: not checked).
     /// </summary>
     public static AttributionFit FitTask(LlamaConfig c, int batch, bool pinned, int examples, int promptLength, IReadOnlyCollection<NodeSite> sites,
-        IReadOnlyList<AttributionMethod> methods, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10, long saeBytes = 0)
+        IReadOnlyList<AttributionMethod> methods, bool patchBaseline, bool cpu, long? available, string where = "available", int igSteps = 10, long saeBytes = 0,
+        long? hostAvailable = null)
     {
+        if (!cpu && promptLength >= 1 && HostRefusal(c, promptLength, sites, hostAvailable) is { } hostLine) return new(0, true, null, hostLine);
         int asked = Math.Min(batch, Math.Max(examples, 1));
         if (asked < 1 || promptLength < 1 || available is not long bytes) return new(batch, false, null, null);
         int chosen = asked;
