@@ -153,11 +153,16 @@ public sealed partial class TracedModel : IDisposable
     public NodeScores Attribute(PromptTask task, AttributionMethod method = AttributionMethod.RelP, IReadOnlyList<NodeSite>? sites = null,
         AttributionOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default)
     {
-        var o = (options ?? new AttributionOptions()) with { Method = method, Sites = sites ?? (options?.Sites ?? AllSites) };
-        bool patch = (o.Baseline ?? (task.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch;
-        var fit = Fit(task, o.BatchSize, o.Sites, [method], patch, o.IgSteps);
-        o = o with { BatchSize = fit.Batch, CheckpointLayers = o.CheckpointLayers || fit.Checkpoint };
+        var o = Planned(task, (options ?? new AttributionOptions()) with { Method = method, Sites = sites ?? (options?.Sites ?? AllSites) });
         return Attributor.Score(Llama, task, o, Observed(progress, cancellation));
+    }
+
+    /// <summary><paramref name="o"/> with the batch and checkpointing the memory plan gives its run of <paramref name="task"/>.</summary>
+    AttributionOptions Planned(PromptTask task, AttributionOptions o)
+    {
+        bool patch = (o.Baseline ?? (task.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch;
+        var fit = Fit(task, o.BatchSize, o.Sites, [o.Method], patch, o.IgSteps);
+        return o with { BatchSize = fit.Batch, CheckpointLayers = o.CheckpointLayers || fit.Checkpoint };
     }
 
     /// <summary>
@@ -179,10 +184,7 @@ public sealed partial class TracedModel : IDisposable
         AttributionOptions? options = null, IProgress<WorkProgress>? progress = null, CancellationToken cancellation = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(k);
-        var o = (options ?? new AttributionOptions()) with { Method = method, Sites = [site] };
-        bool patch = (o.Baseline ?? (task.Pairs.All(p => p.PatchIds is not null) ? Baseline.Patch : Baseline.Zero)) == Baseline.Patch;
-        var fit = Fit(task, o.BatchSize, o.Sites, [method], patch, o.IgSteps);
-        o = o with { BatchSize = fit.Batch, CheckpointLayers = o.CheckpointLayers || fit.Checkpoint };
+        var o = Planned(task, (options ?? new AttributionOptions()) with { Method = method, Sites = [site] });
         using var scores = Attributor.ScoreOnDevice(Llama, task, o, Observed(progress, cancellation));
         return scores.TopK(site, k);
     }

@@ -21,8 +21,7 @@ internal sealed partial class ScoreSums
         if (!_firstColumn.ContainsKey(site)) throw new ArgumentException($"site {site.Name()} was not scored (scored: {string.Join(", ", _sites.Select(s => s.Name()))})");
         int width = site.Width(_config);
         var grid = new NodeGrid(_config.Layers, _positions, width);
-        var scales = new float[_positions];
-        for (int p = 0; p < _positions; p++) scales[p] = 1f / examplesAtPosition[p];
+        var scales = Scales(examplesAtPosition);
         var best = new List<ScoredNode>();
         for (int d = 0; d < _slabs.Length; d++)
         {

@@ -119,8 +119,7 @@ internal sealed partial class ScoreSums : IDisposable
     bool TryFinishReadout(int[] examplesAtPosition, NodeScores scores)
     {
         if (_readouts is null || !examplesAtPosition.AsSpan().SequenceEqual(_readoutCounts) || _readouts.Any(r => r is null)) return false;
-        var scales = new float[_positions];
-        for (int p = 0; p < _positions; p++) scales[p] = 1f / examplesAtPosition[p];
+        var scales = Scales(examplesAtPosition);
         for (int l = 0; l < _readouts.Length; l++)
         {
             int columns = _slabs[DeviceOf(l)]!.Columns, layer = l;
@@ -136,6 +135,14 @@ internal sealed partial class ScoreSums : IDisposable
             });
         }
         return true;
+    }
+
+    /// <summary>Per position, 1 / the examples that reach it: the one factor every readout of the means multiplies by.</summary>
+    float[] Scales(int[] examplesAtPosition)
+    {
+        var scales = new float[_positions];
+        for (int p = 0; p < _positions; p++) scales[p] = 1f / examplesAtPosition[p];
+        return scales;
     }
 
     void DisposeReadouts()
