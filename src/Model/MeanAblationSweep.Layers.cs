@@ -171,7 +171,7 @@ internal sealed partial class MeanAblationSweep
         for (int r = 0; r < masks.Count; r++)
             for (int p = 0; p < covered; p++)
             {
-                var m = masks[r].AsSpan((l * P + p) * _width, _width);
+                var m = KeepBits(masks[r], l, p);
                 for (int i = 0; i < m.Length; i++) if (m[i]) kept.Add(i);
                 for (int b = 0; b < B; b++)
                 {

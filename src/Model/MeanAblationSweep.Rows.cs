@@ -79,7 +79,7 @@ internal sealed partial class MeanAblationSweep
                 if (len > P) t = 0;   // position len − 1 ≥ P is ablated in every layer
                 else
                     for (int p = len - 1; p >= 0; p--)
-                        if (mask.AsSpan((l * P + p) * _width, _width).Contains(false)) { t = len - 1 - p; break; }
+                        if (KeepBits(mask, l, p).Contains(false)) { t = len - 1 - p; break; }
                 from[l][b] = l == 0 ? t : Math.Min(t, from[l - 1][b]);
             }
         }
@@ -156,13 +156,12 @@ internal sealed partial class MeanAblationSweep
         var ablated = new List<int>();
         if (!input && _site == NodeSite.Attn && masks is not null && ReferenceEquals(InputOf(l), _model.LayerBackend(l)))
         {
-            int P = _maskPositions;
             var kept = new List<int>();
             foreach (int row in changed)
             {
                 int r = row / (B * T), b = row / T % B, t = row % T, len = _prompts[b].Length, p = len - 1 - t;
                 bool inputClean = t < (l == 0 ? len : changedFrom[r][l - 1][b]);
-                (inputClean && (p >= P || !masks[r].AsSpan((l * P + p) * _width, _width).Contains(true)) ? ablated : kept).Add(row);
+                (inputClean && !KeepsAny(masks[r], l, p) ? ablated : kept).Add(row);
             }
             changed = kept;
         }
@@ -189,7 +188,7 @@ internal sealed partial class MeanAblationSweep
     PartialRows? KeptRowsAt(int l, IReadOnlyList<bool[]> masks, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
     {
         if (_site is not (NodeSite.MlpOut or NodeSite.Resid) || _cleanMlpOut is null || l >= _model.Config.Layers - 1) return null;
-        int B = _prompts.Count, T = batch.SeqLen, P = _maskPositions, cleanRows = _clean.Rows;
+        int B = _prompts.Count, T = batch.SeqLen, cleanRows = _clean.Rows;
         var changed = new List<int>();
         var prefix = new List<int>();
         int real = 0;
@@ -201,7 +200,7 @@ internal sealed partial class MeanAblationSweep
                 for (int t = 0; t < len; t++)
                 {
                     int p = len - 1 - t;
-                    if (p >= P || !masks[r].AsSpan((l * P + p) * _width, _width).Contains(true)) continue;
+                    if (!KeepsAny(masks[r], l, p)) continue;
                     (t < t0 ? prefix : changed).Add(row0 + t);
                 }
             }

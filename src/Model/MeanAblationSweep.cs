@@ -56,6 +56,12 @@ internal sealed partial class MeanAblationSweep : IDisposable
     readonly Dictionary<IBackend, RowTables> _rows = new(ReferenceEqualityComparer.Instance);
     readonly int _width, _maskPositions, _maxLen;
 
+    /// <summary>A keep-mask's bits of layer <paramref name="l"/> at position <paramref name="p"/> from the end (p below the mask's positions).</summary>
+    ReadOnlySpan<bool> KeepBits(bool[] mask, int l, int p) => mask.AsSpan((l * _maskPositions + p) * _width, _width);
+
+    /// <summary>Whether a keep-mask keeps any unit of layer <paramref name="l"/> at position <paramref name="p"/> from the end (none past its positions).</summary>
+    bool KeepsAny(bool[] mask, int l, int p) => p < _maskPositions && KeepBits(mask, l, p).Contains(true);
+
     /// <param name="masks">The sweep's masks and means (sent once per sweep, shared by the example batches).</param>
     /// <param name="prompts">This example batch's clean prompts.</param>
     /// <param name="metricTerms">Per prompt the metric's (token, weight) terms, for a metric linear in the logits: the
@@ -204,7 +210,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
             long kept = 0;
             foreach (var m in masks)
                 for (int p = 0; p < covered; p++)
-                    kept += (long)rowsAt[p] * Count(m.AsSpan((l * _maskPositions + p) * _width, _width));
+                    kept += (long)rowsAt[p] * Count(KeepBits(m, l, p));
             // mlp_act keeping nothing is the keep-k MLP's C alone; where the keep-k MLP can not run it stays dense.
             runs[l] = kept == 0 && _site != NodeSite.MlpAct ? LayerRun.Constant
                 : KeepKAt(l) && kept <= KeepKFraction(l, realRows) * realRows * _width ? LayerRun.KeepK : LayerRun.Dense;
