@@ -40,4 +40,24 @@ public class SaePlanTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Plan(2, -1));
         Assert.Throws<ModelFormatException>(() => SparseAutoencoder.PlannedBytes(Path.Combine(RepoPaths.Fixtures, "sae", "no-such-sae")));
     }
+
+    [Theory]
+    [InlineData("{\"d_in\": 2147483647, \"d_sae\": 2147483647}", "more memory than any machine has")]
+    [InlineData("{\"d_in\": -4, \"d_sae\": 8}", "must be positive")]
+    [InlineData("[1, 2]", "not a JSON object")]
+    [InlineData("{\"d_in\": 4", "not valid JSON")]
+    public void A_hostile_sae_config_is_one_line_naming_the_file_never_a_small_plan(string cfg, string expected)
+    {
+        string dir = Path.Combine(Path.GetTempPath(), $"nt-sae-plan-{Environment.ProcessId}-{Math.Abs(cfg.GetHashCode())}");
+        Directory.CreateDirectory(dir);
+        try
+        {
+            File.WriteAllText(Path.Combine(dir, "cfg.json"), cfg);
+            var e = Assert.Throws<ModelFormatException>(() => SparseAutoencoder.PlannedBytes(dir));
+            Assert.Contains(expected, e.Message);
+            Assert.Contains("cfg.json", e.Message);
+            Assert.DoesNotContain('\n', e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
 }

@@ -108,7 +108,9 @@ public sealed class SparseAutoencoder
         string width = saeLens ? "d_in" : "d_model";
         long d = Int(h, width, config), f = Int(h, "d_sae", config);
         if (d <= 0 || f <= 0) throw new ModelFormatException(config, $"{width} {d} and d_sae {f} must be positive");
-        return (2 * f * d + 3 * f + d) * sizeof(float);
+        // Two ints multiplied can pass long (2 · (2³¹)² = 2⁶³): a hostile config must not plan as a few bytes.
+        try { return checked((2 * f * d + 3 * f + d) * sizeof(float)); }
+        catch (OverflowException) { throw new ModelFormatException(config, $"{width} {d} × d_sae {f} is more memory than any machine has"); }
     }
 
     /// <summary>
