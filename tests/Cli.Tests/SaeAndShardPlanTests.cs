@@ -60,6 +60,41 @@ public sealed class SaeAndShardPlanTests : IDisposable
     }
 
     [Fact]
+    public void Plan_counts_an_sae_from_its_config_alone()
+    {
+        // (2·F·d + 3·F + d)·4 bytes with d 64, F 200,000: 104,800,256 B = 99.9 MiB, counted without reading the (unreadable) weights.
+        string sae = HugeSaeWithUnreadableWeights();
+        string[] args = ["plan", "--model", RepoPaths.Stories260KBin, "--tokens", "64", "--batch", "4"];
+        var without = CliHarness.Run(args);
+        var with = CliHarness.Run([.. args, "--sae", sae]);
+        Assert.True(with.Exit == 0, with.Err);
+        Assert.Matches(@"\n  SAE weights\s+100 MiB", with.Out);
+        Assert.DoesNotContain("SAE weights", without.Out);
+        // Each total is printed rounded to 1 MiB.
+        Assert.InRange(TotalMib(with.Out) - TotalMib(without.Out), 99.9 - 1, 99.9 + 1);
+
+        // On a GPU the SAEs are scored on the host, so plan names them beside the scores' host memory.
+        var gpu = CliHarness.Run([.. args, "--sae", sae, "--device", "cuda:0"]);
+        Assert.True(gpu.Exit == 0, gpu.Err);
+        Assert.Matches(@"host memory for the SAE weights\s+100 MiB", gpu.Out);
+
+        // A bad SAE config is refused in one line, as trace and attribute refuse it.
+        File.WriteAllText(Path.Combine(sae, "hyperparams.json"), "{ \"d_model\": 64 }");
+        var bad = CliHarness.Run([.. args, "--sae", sae]);
+        Assert.NotEqual(0, bad.Exit);
+        Assert.Contains("missing integer \"d_sae\"", bad.Err);
+        Assert.Single(bad.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+    }
+
+    static double TotalMib(string plan)
+    {
+        string line = plan.Split('\n').First(l => l.Contains("total (predicted peak)"));
+        var parts = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        double v = double.Parse(parts[^2], System.Globalization.CultureInfo.InvariantCulture);
+        return parts[^1] == "GiB" ? v * 1024 : v;
+    }
+
+    [Fact]
     public void A_trace_shard_is_planned_before_the_weights_are_read()
     {
         string model = PlanBeforeLoadTests.ScrambledGguf(_dir);

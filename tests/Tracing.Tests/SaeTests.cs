@@ -80,9 +80,11 @@ public class SaeTests(ITestOutputHelper output)
             File.WriteAllText(Path.Combine(tmp, "hyperparams.json"), "{ broken");
             Directory.CreateDirectory(Path.Combine(tmp, "checkpoints"));
             var weights = Path.Combine(tmp, "checkpoints", "final.safetensors");
+            // The config is read first (the memory plan reads it alone, SaeConfig), then the weights are looked for.
+            Assert.Contains("not valid JSON", Fail(() => SparseAutoencoder.Load(tmp)));
+            File.Copy(Path.Combine(SaeDir, "hyperparams.json"), Path.Combine(tmp, "hyperparams.json"), overwrite: true);
             Assert.Contains("SAE weights not found", Fail(() => SparseAutoencoder.Load(tmp)));
             File.Copy(Path.Combine(SaeDir, "checkpoints", "final.safetensors"), weights);
-            Assert.Contains("not valid JSON", Fail(() => SparseAutoencoder.Load(tmp)));
 
             var hp = JsonNode.Parse(File.ReadAllText(Path.Combine(SaeDir, "hyperparams.json")))!.AsObject();
             hp["d_sae"] = 128;

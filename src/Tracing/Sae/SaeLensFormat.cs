@@ -25,16 +25,13 @@ internal static class SaeLensFormat
     public const string ConfigFileName = "cfg.json";
     public const string WeightsFileName = "sae_weights.safetensors";
 
-    public static SparseAutoencoder Load(string dir)
+    /// <summary>Loads a SAELens folder whose <paramref name="config"/> (<see cref="SaeConfig"/>) has been read.</summary>
+    public static SparseAutoencoder Load(string dir, SaeConfig config)
     {
-        string cfgPath = Path.Combine(dir, ConfigFileName), st = Path.Combine(dir, WeightsFileName);
+        string cfgPath = config.Path, st = Path.Combine(dir, WeightsFileName);
         if (!File.Exists(st)) throw new ModelFormatException(st, "SAE weights not found (SAELens layout: cfg.json beside sae_weights.safetensors)");
-        JsonElement c;
-        try { c = JsonDocument.Parse(File.ReadAllText(cfgPath)).RootElement; }
-        catch (JsonException e) { throw new ModelFormatException(cfgPath, $"not valid JSON ({e.Message.Split('\n')[0].Trim()})"); }
-        if (c.ValueKind != JsonValueKind.Object) throw new ModelFormatException(cfgPath, "not a JSON object");
-        int d = SparseAutoencoder.Int(c, "d_in", cfgPath), f = SparseAutoencoder.Int(c, "d_sae", cfgPath);
-        if (d <= 0 || f <= 0) throw new ModelFormatException(cfgPath, $"d_in {d} and d_sae {f} must be positive");
+        JsonElement c = config.Root;
+        int d = config.DModel, f = config.Features;
 
         // SAELens ≥ 4 names the architecture; older configs give activation_fn_str ("relu"/"topk") instead.
         string arch = SparseAutoencoder.Str(c, "architecture", null!) ?? SparseAutoencoder.Str(c, "activation_fn_str", "relu") switch

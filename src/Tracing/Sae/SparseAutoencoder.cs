@@ -82,55 +82,37 @@ public sealed class SparseAutoencoder
     /// </summary>
     public static SparseAutoencoder Load(string dir)
     {
-        if (!Directory.Exists(dir)) throw new ModelFormatException(dir, "SAE folder not found");
-        if (File.Exists(System.IO.Path.Combine(dir, SaeLensFormat.ConfigFileName))) return SaeLensFormat.Load(dir);
-        if (!File.Exists(System.IO.Path.Combine(dir, "hyperparams.json")))
-            throw new ModelFormatException(dir, "SAE folder holds neither cfg.json (SAELens) nor hyperparams.json (Llama Scope)");
-        return LoadLlamaScope(dir);
+        var config = SaeConfig.Read(dir);
+        return config.SaeLens ? SaeLensFormat.Load(dir, config) : LoadLlamaScope(dir, config);
     }
 
     /// <summary>
     /// The bytes <see cref="Load"/> of <paramref name="dir"/> holds (fp32 encoder and decoder rows, biases, decoder norms and
-    /// thresholds: (2·F·d + 3·F + d)·4) from its config alone (SAELens cfg.json d_in, Llama Scope hyperparams.json
-    /// d_model, and d_sae; no weight is read), so the memory plan counts an SAE before it is read. Errors as <see cref="Load"/>'s.
+    /// thresholds: (2·F·d + 3·F + d)·4) from its config alone (<see cref="SaeConfig"/>; no weight is read), so the memory
+    /// plan counts an SAE before it is read. Errors as <see cref="Load"/>'s.
     /// </summary>
     internal static long PlannedBytes(string dir)
     {
-        if (!Directory.Exists(dir)) throw new ModelFormatException(dir, "SAE folder not found");
-        bool saeLens = File.Exists(System.IO.Path.Combine(dir, SaeLensFormat.ConfigFileName));
-        string config = System.IO.Path.Combine(dir, saeLens ? SaeLensFormat.ConfigFileName : "hyperparams.json");
-        if (!saeLens && !File.Exists(config))
-            throw new ModelFormatException(dir, "SAE folder holds neither cfg.json (SAELens) nor hyperparams.json (Llama Scope)");
-        JsonElement h;
-        try { h = JsonDocument.Parse(File.ReadAllText(config)).RootElement; }
-        catch (JsonException e) { throw new ModelFormatException(config, $"not valid JSON ({e.Message.Split('\n')[0].Trim()})"); }
-        if (h.ValueKind != JsonValueKind.Object) throw new ModelFormatException(config, "not a JSON object");
-        string width = saeLens ? "d_in" : "d_model";
-        long d = Int(h, width, config), f = Int(h, "d_sae", config);
-        if (d <= 0 || f <= 0) throw new ModelFormatException(config, $"{width} {d} and d_sae {f} must be positive");
+        var config = SaeConfig.Read(dir);
+        long d = config.DModel, f = config.Features;
         // Two ints multiplied can pass long (2 · (2³¹)² = 2⁶³): a hostile config must not plan as a few bytes.
         try { return checked((2 * f * d + 3 * f + d) * sizeof(float)); }
-        catch (OverflowException) { throw new ModelFormatException(config, $"{width} {d} × d_sae {f} is more memory than any machine has"); }
+        catch (OverflowException) { throw new ModelFormatException(config.Path, $"{config.WidthKey} {d} × d_sae {f} is more memory than any machine has"); }
     }
 
     /// <summary>
     /// Loads a Llama Scope SAE folder: <c>hyperparams.json</c> plus <c>checkpoints/final.safetensors</c> (or
     /// <c>final.safetensors</c> beside it). F32, F16 and BF16 tensors are read (converted to float32).
     /// </summary>
-    static SparseAutoencoder LoadLlamaScope(string dir)
+    static SparseAutoencoder LoadLlamaScope(string dir, SaeConfig config)
     {
-        string hp = System.IO.Path.Combine(dir, "hyperparams.json");
-        if (!File.Exists(hp)) throw new ModelFormatException(hp, "SAE hyperparams.json not found");
+        string hp = config.Path;
         string st = System.IO.Path.Combine(dir, "checkpoints", "final.safetensors");
         if (!File.Exists(st)) st = System.IO.Path.Combine(dir, "final.safetensors");
         if (!File.Exists(st)) throw new ModelFormatException(System.IO.Path.Combine(dir, "checkpoints", "final.safetensors"), "SAE weights not found");
 
-        JsonElement h;
-        try { h = JsonDocument.Parse(File.ReadAllText(hp)).RootElement; }
-        catch (JsonException e) { throw new ModelFormatException(hp, $"not valid JSON ({e.Message.Split('\n')[0].Trim()})"); }
-        if (h.ValueKind != JsonValueKind.Object) throw new ModelFormatException(hp, "not a JSON object");
-        int d = Int(h, "d_model", hp), f = Int(h, "d_sae", hp);
-        if (d <= 0 || f <= 0) throw new ModelFormatException(hp, $"d_model {d} and d_sae {f} must be positive");
+        JsonElement h = config.Root;
+        int d = config.DModel, f = config.Features;
         string act = Str(h, "act_fn", "jumprelu");
         float theta = act switch
         {
@@ -340,4 +322,34 @@ public sealed class SparseAutoencoder
 
     internal static bool Bool(JsonElement h, string key, bool fallback) =>
         h.TryGetProperty(key, out var v) && (v.ValueKind == JsonValueKind.True || v.ValueKind == JsonValueKind.False) ? v.GetBoolean() : fallback;
+}
+
+/// <summary>
+/// The header of an SAE folder, read once for <see cref="SparseAutoencoder.Load"/> and the memory plan
+/// (<see cref="SparseAutoencoder.PlannedBytes"/>): which layout (SAELens <c>cfg.json</c> or Llama Scope
+/// <c>hyperparams.json</c>), the parsed config, and its width d (SAELens <c>d_in</c>, Llama Scope <c>d_model</c>) and
+/// feature count F (<c>d_sae</c>), both checked positive.
+/// </summary>
+internal readonly record struct SaeConfig(string Path, JsonElement Root, bool SaeLens, int DModel, int Features)
+{
+    /// <summary>The config's name for the width: <c>d_in</c> (SAELens) or <c>d_model</c> (Llama Scope).</summary>
+    public string WidthKey => SaeLens ? "d_in" : "d_model";
+
+    /// <summary>Reads <paramref name="dir"/>'s config; a one-line <see cref="ModelFormatException"/> for a missing folder or config, invalid JSON, or bad sizes.</summary>
+    public static SaeConfig Read(string dir)
+    {
+        if (!Directory.Exists(dir)) throw new ModelFormatException(dir, "SAE folder not found");
+        bool saeLens = File.Exists(System.IO.Path.Combine(dir, SaeLensFormat.ConfigFileName));
+        string path = System.IO.Path.Combine(dir, saeLens ? SaeLensFormat.ConfigFileName : "hyperparams.json");
+        if (!saeLens && !File.Exists(path))
+            throw new ModelFormatException(dir, "SAE folder holds neither cfg.json (SAELens) nor hyperparams.json (Llama Scope)");
+        JsonElement root;
+        try { root = JsonDocument.Parse(File.ReadAllText(path)).RootElement; }
+        catch (JsonException e) { throw new ModelFormatException(path, $"not valid JSON ({e.Message.Split('\n')[0].Trim()})"); }
+        if (root.ValueKind != JsonValueKind.Object) throw new ModelFormatException(path, "not a JSON object");
+        string width = saeLens ? "d_in" : "d_model";
+        int d = SparseAutoencoder.Int(root, width, path), f = SparseAutoencoder.Int(root, "d_sae", path);
+        if (d <= 0 || f <= 0) throw new ModelFormatException(path, $"{width} {d} and d_sae {f} must be positive");
+        return new SaeConfig(path, root, saeLens, d, f);
+    }
 }
