@@ -60,7 +60,8 @@ internal sealed partial class MeanAblationSweep
 
     void DisposeCleanRows()
     {
-        foreach (var t in _ablatedAttnMlpOut ?? []) t?.Dispose();
+        foreach (var t in (_ablatedAttnMlpOut ?? []).Concat(_meansPathInput ?? []).Concat(_meansPathMlpOut ?? [])) t?.Dispose();
+        foreach (var qkv in _meansPathQkv ?? []) if (qkv is var (q, k, v)) { q.Dispose(); k.Dispose(); v.Dispose(); }
         foreach (var t in (_cleanMlpOut ?? []).Concat(_cleanAttnOut ?? []).Concat(_cleanAct ?? [])) t.Dispose();
         foreach (var (q, k, v) in _cleanQkv ?? []) { q.Dispose(); k.Dispose(); v.Dispose(); }
     }
@@ -99,6 +100,17 @@ internal sealed partial class MeanAblationSweep
         /// <summary>attn's site split only: the rows (and their clean rows) whose MLP output is AblatedAttnMlpOut's; null: none.</summary>
         public (Tensor Rows, Tensor CleanRow, int Count)? AblatedAttn { get; init; }
 
+        /// <summary>
+        /// attn only: the rows on the all-means path (<see cref="MeansPathInput"/>) and their clean rows, which index
+        /// that path's tensors: in the input split those whose Q/K/V come from it, in the site split those whose MLP
+        /// output does; null: none.
+        /// </summary>
+        public (Tensor Rows, Tensor CleanRow, int Count)? MeansPath { get; init; }
+
+        /// <summary>attn's input split only: the rows W_o runs on, those not clean that keep an attn unit of the layer (the
+        /// others' attn_out is the means the edit writes); null: <see cref="Changed"/>.</summary>
+        public (Tensor Rows, int Count)? Projected { get; init; }
+
         /// <summary>The changed rows on the host (KeptRowsAt's split only: its keep-k product's groups are built over them).</summary>
         public int[]? ChangedHost { get; init; }
 
@@ -115,6 +127,8 @@ internal sealed partial class MeanAblationSweep
             foreach (var t in new[] { Changed, ChangedKeep, ChangedMean, Prefix, PrefixClean }) t.Dispose();
             if (CleanInput is { } c) foreach (var t in new[] { c.Place, c.CleanRow, c.OtherPlace, c.OtherRow }) t.Dispose();
             if (AblatedAttn is { } a) { a.Rows.Dispose(); a.CleanRow.Dispose(); }
+            if (MeansPath is { } m) { m.Rows.Dispose(); m.CleanRow.Dispose(); }
+            Projected?.Rows.Dispose();
         }
     }
 
@@ -123,7 +137,7 @@ internal sealed partial class MeanAblationSweep
     /// split), or with <paramref name="input"/> in layers below l (the input split); null when too few rows are clean to pay.
     /// </summary>
     PartialRows? PartialRowsAt(int l, bool input, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow,
-        IReadOnlyList<bool[]>? masks = null)
+        IReadOnlyList<bool[]>? masks = null, IReadOnlyList<int[]>? firstKept = null)
     {
         int B = _prompts.Count, T = batch.SeqLen, cleanRows = _clean.Rows;
         var changed = new List<int>();
@@ -152,20 +166,36 @@ internal sealed partial class MeanAblationSweep
             for (int j = 0; j < changed.Count; j++) (inputChanged.Contains(changed[j]) ? other : cleanInput).Add(j);
         }
         // attn: a changed row whose layer input is clean and that keeps no attn unit has the MLP input clean r_l + its
-        // means, the same for every mask: its MLP output comes from AblatedAttnMlpOut.
+        // means, the same for every mask: its MLP output comes from AblatedAttnMlpOut. A row that has kept no attn unit
+        // in any layer below l is on the all-means path (its attn_out was its means in each, whatever the other rows
+        // did): its Q/K/V come from that path's, and if it keeps none at l either, so does its MLP output.
         var ablated = new List<int>();
-        if (!input && _site == NodeSite.Attn && masks is not null && ReferenceEquals(InputOf(l), _model.LayerBackend(l)))
+        var onPath = new List<int>();
+        var projected = new List<int>();
+        bool path = _site == NodeSite.Attn && firstKept is not null && l >= 1 && _oneBackend;
+        bool cleanHere = ReferenceEquals(InputOf(l), _model.LayerBackend(l));   // AblatedAttnMlpOut reads the clean input there
+        if (_site == NodeSite.Attn && masks is not null)
         {
             var kept = new List<int>();
             foreach (int row in changed)
             {
                 int r = row / (B * T), b = row / T % B, t = row % T, len = _prompts[b].Length, p = len - 1 - t;
-                bool inputClean = t < (l == 0 ? len : changedFrom[r][l - 1][b]);
-                (inputClean && !KeepsAny(masks[r], l, p) ? ablated : kept).Add(row);
+                bool keeps = KeepsAny(masks[r], l, p);
+                bool clean = t < (l == 0 ? len : changedFrom[r][l - 1][b]);
+                // The input split's rows are all changed inputs: on the path, or computed.
+                if (input)
+                {
+                    bool on = path && firstKept![r][row % cleanRows] >= l;
+                    (on ? onPath : kept).Add(row);
+                    if (keeps) projected.Add(row);
+                }
+                else if (!keeps && clean && cleanHere) ablated.Add(row);
+                else if (!keeps && path && firstKept![r][row % cleanRows] > l) onPath.Add(row);
+                else kept.Add(row);
             }
             changed = kept;
         }
-        int total = changed.Count + prefix.Count + ablated.Count;
+        int total = changed.Count + prefix.Count + ablated.Count + onPath.Count;
         double cost = changed.Count - cleanInput.Count * 2.0 / 3;
         if (cost > PartialRowsFraction * total) return null;
         var be = _model.LayerBackend(l);
@@ -174,6 +204,8 @@ internal sealed partial class MeanAblationSweep
             Up(prefix.Select(i => i % cleanRows)), changed.Count, prefix.Count)
         {
             AblatedAttn = ablated.Count == 0 ? null : (Up(ablated), Up(ablated.Select(i => i % cleanRows)), ablated.Count),
+            MeansPath = onPath.Count == 0 ? null : (Up(onPath), Up(onPath.Select(i => i % cleanRows)), onPath.Count),
+            Projected = input && _site == NodeSite.Attn && masks is not null ? (Up(projected), projected.Count) : null,
             CleanInput = cleanInput.Count == 0 ? null
                 : (Up(cleanInput), Up(cleanInput.Select(j => changed[j] % cleanRows)), cleanInput.Count, Up(other), Up(other.Select(j => changed[j])), other.Count),
         };
@@ -257,9 +289,74 @@ internal sealed partial class MeanAblationSweep
     /// </summary>
     Tensor AblatedAttnMlpOut(int l)
     {
-        var c = _model.Config; var w = _model.Weights.Layers[l];
-        _ablatedAttnMlpOut ??= new Tensor?[c.Layers];
+        _ablatedAttnMlpOut ??= new Tensor?[_model.Config.Layers];
         if (_ablatedAttnMlpOut[l] is { } made) return made;
+        var (mid, output) = MlpOfTheMeans(l, _cleanInputs[l]);
+        mid.Dispose();
+        return (_ablatedAttnMlpOut[l] = output!);
+    }
+
+    /// <summary>attn: rows so far whose MLP output (site split) and whose Q/K/V (input split) came from the all-means path.</summary>
+    public (long Mlp, long Qkv) MeansPathRowsDone { get; private set; }
+
+    // The all-means path per layer (attn, one backend): its input r^A_l ([B·T, dim], l ≥ 1), its Q/K/V before RoPE, its MLP output.
+    Tensor?[]? _meansPathInput, _meansPathMlpOut;
+    (Tensor Q, Tensor K, Tensor V)?[]? _meansPathQkv;
+
+    /// <summary>
+    /// attn: the all-means path's residual r^A_l entering layer <paramref name="l"/> ≥ 1 per clean row: r^A_0 is the clean
+    /// r_0, and r^A_(l+1) = m + MLP(RMSNorm(m)) with m = r^A_l + mean_l[p], as the forward adds them. A row that keeps no
+    /// attn unit in layers 0..l−1 has exactly this input, whatever its mask does at other rows: at each of those layers
+    /// its attn_out was its means, and every other op is per row. Made once per example batch and layer on first use.
+    /// </summary>
+    Tensor MeansPathInput(int l)
+    {
+        if (l == 0) return _cleanInputs[0];
+        _meansPathInput ??= new Tensor?[_model.Config.Layers];
+        if (_meansPathInput[l] is { } made) return made;
+        var be = _model.LayerBackend(l - 1);
+        var (mid, _) = MlpOfTheMeans(l - 1, MeansPathInput(l - 1), withMlp: false);
+        var input = be.AllocateUninitialized(mid.Shape);
+        be.AddInto(mid, MeansPathMlpOut(l - 1), input);
+        mid.Dispose();
+        return (_meansPathInput[l] = input);
+    }
+
+    /// <summary>attn: the all-means path's MLP output at layer <paramref name="l"/> (layer 0: <see cref="AblatedAttnMlpOut"/>, the same rows).</summary>
+    Tensor MeansPathMlpOut(int l)
+    {
+        if (l == 0) return AblatedAttnMlpOut(0);
+        _meansPathMlpOut ??= new Tensor?[_model.Config.Layers];
+        if (_meansPathMlpOut[l] is { } made) return made;
+        var (mid, output) = MlpOfTheMeans(l, MeansPathInput(l));
+        mid.Dispose();
+        return (_meansPathMlpOut[l] = output!);
+    }
+
+    /// <summary>attn: the all-means path's Q/K/V before RoPE at layer <paramref name="l"/> ≥ 1, as the forward's product gives them.</summary>
+    (Tensor Q, Tensor K, Tensor V) MeansPathQkv(int l)
+    {
+        _meansPathQkv ??= new (Tensor, Tensor, Tensor)?[_model.Config.Layers];
+        if (_meansPathQkv[l] is { } made) return made;
+        var c = _model.Config; var w = _model.Weights.Layers[l];
+        var be = _model.LayerBackend(l);
+        var input = MeansPathInput(l);
+        int n = input.Rows;
+        using var normed = be.AllocateUninitialized(n, c.Dim);
+        using var rstd = be.AllocateUninitialized(n);
+        be.RmsNorm(input, w.AttnNorm, c.NormEps, normed, rstd);
+        var qkv = (Q: be.AllocateUninitialized(n, c.Dim), K: be.AllocateUninitialized(n, c.KvDim), V: be.AllocateUninitialized(n, c.KvDim));
+        be.MatMulShared(normed, [w.Wq, w.Wk, w.Wv], [qkv.Q, qkv.K, qkv.V]);
+        return (_meansPathQkv[l] = qkv).Value;
+    }
+
+    /// <summary>
+    /// Layer <paramref name="l"/> of clean-shaped rows <paramref name="input"/> [B·T, dim] with every attn unit at its
+    /// mean: mid = input + mean_l[p] and (unless <paramref name="withMlp"/> is false) the MLP output of RMSNorm(mid).
+    /// </summary>
+    (Tensor Mid, Tensor? MlpOut) MlpOfTheMeans(int l, Tensor input, bool withMlp = true)
+    {
+        var c = _model.Config; var w = _model.Weights.Layers[l];
         var be = _model.LayerBackend(l);
         var ops = Ops(be);
         int n = _clean.Rows, T = _clean.SeqLen;
@@ -268,10 +365,11 @@ internal sealed partial class MeanAblationSweep
         using var index = SweepOps.UploadInts(be, meanIndex);
         using var means = be.AllocateUninitialized(n, c.Dim);
         ops.GatherRows(_masks.Means(l), index, means);
-        using var mid = be.AllocateUninitialized(n, c.Dim);
+        var mid = be.AllocateUninitialized(n, c.Dim);
         using var normed = be.AllocateUninitialized(n, c.Dim);
         using var rstd = be.AllocateUninitialized(n);
-        be.AddRmsNorm(_cleanInputs[l], means, mid, w.FfnNorm, c.NormEps, normed, rstd);
+        be.AddRmsNorm(input, means, mid, w.FfnNorm, c.NormEps, normed, rstd);
+        if (!withMlp) return (mid, null);
         using var gate = be.AllocateUninitialized(n, c.HiddenDim);
         using var up = be.AllocateUninitialized(n, c.HiddenDim);
         using var act = be.AllocateUninitialized(n, c.HiddenDim);
@@ -279,25 +377,29 @@ internal sealed partial class MeanAblationSweep
         be.SwiGlu(gate, up, act);
         var output = be.AllocateUninitialized(n, c.Dim);
         be.MatMul(act, w.W2, output, false);
-        return (_ablatedAttnMlpOut[l] = output);
+        return (mid, output);
     }
 
     /// <summary>The site split of a dense layer below the top (its MLP's), or null (see <see cref="PartialRowsAt"/>).</summary>
-    PartialRows? SiteRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow, IReadOnlyList<bool[]> masks)
+    PartialRows? SiteRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow, IReadOnlyList<bool[]> masks,
+        IReadOnlyList<int[]>? firstKept)
     {
         if (_cleanMlpOut is null || l >= _model.Config.Layers - 1) return null;
-        var rows = PartialRowsAt(l, input: false, changedFrom, batch, keepRow, meanRow, masks);
+        var rows = PartialRowsAt(l, input: false, changedFrom, batch, keepRow, meanRow, masks, firstKept);
         if (rows?.AblatedAttn is { } a) AblatedAttnRowsDone += a.Count;
+        if (rows?.MeansPath is { } mp) MeansPathRowsDone = (MeansPathRowsDone.Mlp + mp.Count, MeansPathRowsDone.Qkv);
         if (rows is not null) PartialRowsDone = Counted(PartialRowsDone, rows);
         if (rows?.CleanInput is { } ci) CleanActRowsDone += ci.Count;
         return rows;
     }
 
     /// <summary>The input split of any layer (Q/K/V's, W_o's but for attn_z, the mlp_out/resid MLP's), or null.</summary>
-    PartialRows? InputRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow)
+    PartialRows? InputRowsAt(int l, IReadOnlyList<int[][]> changedFrom, TokenBatch batch, int[] keepRow, int[] meanRow, IReadOnlyList<bool[]> masks,
+        IReadOnlyList<int[]>? firstKept)
     {
         if (_cleanQkv is null) return null;
-        var rows = PartialRowsAt(l, input: true, changedFrom, batch, keepRow, meanRow);
+        var rows = PartialRowsAt(l, input: true, changedFrom, batch, keepRow, meanRow, masks, firstKept);
+        if (rows?.MeansPath is { } mp) MeansPathRowsDone = (MeansPathRowsDone.Mlp, MeansPathRowsDone.Qkv + mp.Count);
         if (rows is not null) InputRowsDone = Counted(InputRowsDone, rows);
         return rows;
     }
@@ -347,6 +449,12 @@ internal sealed partial class MeanAblationSweep
             finally { foreach (var t in parts) t.Dispose(); }
         }
         for (int i = 0; i < outs.Length; i++) PrefixFromClean(be, ops, rows, cleans[i], outs[i]);
+        if (rows.MeansPath is { } mp)
+        {
+            var path = MeansPathQkv(l);
+            var paths = lastQueries is null ? new[] { path.Q, path.K, path.V } : new[] { path.K, path.V };
+            for (int i = 0; i < outs.Length; i++) AddFrom(be, ops, paths[i], mp.CleanRow, mp.Rows, mp.Count, outs[i]);
+        }
     }
 
     /// <summary>W_o of the changed rows; the prefix rows take the clean attn_out, padding rows zero (the attn edit applies after, as usual).</summary>
@@ -354,24 +462,29 @@ internal sealed partial class MeanAblationSweep
     {
         var be = _model.LayerBackend(l);
         be.Fill(s.AttnOut, 0f);
-        if (rows.ChangedRows > 0)
+        var (projected, n) = rows.Projected ?? (rows.Changed, rows.ChangedRows);
+        if (n > 0)
         {
-            using var z = be.AllocateUninitialized(rows.ChangedRows, s.Z.Columns);
-            ops.GatherRows(s.Z, rows.Changed, z);
-            using var o = be.AllocateUninitialized(rows.ChangedRows, s.AttnOut.Columns);
+            using var z = be.AllocateUninitialized(n, s.Z.Columns);
+            ops.GatherRows(s.Z, projected, z);
+            using var o = be.AllocateUninitialized(n, s.AttnOut.Columns);
             be.MatMul(z, _model.Weights.Layers[l].Wo, o, false);
-            ops.ScatterAddRows(o, rows.Changed, s.AttnOut);
+            ops.ScatterAddRows(o, projected, s.AttnOut);
         }
         PrefixFromClean(be, ops, rows, _cleanAttnOut![l], s.AttnOut);
     }
 
     // The prefix rows of a zero-filled output from the clean forward's tensor.
-    static void PrefixFromClean(IBackend be, ISweepOps ops, PartialRows rows, Tensor clean, Tensor output)
+    static void PrefixFromClean(IBackend be, ISweepOps ops, PartialRows rows, Tensor clean, Tensor output) =>
+        AddFrom(be, ops, clean, rows.PrefixClean, rows.Prefix, rows.PrefixRows, output);
+
+    // Rows from[source[i]] added into the (zero) rows place[i] of output, for i below count.
+    static void AddFrom(IBackend be, ISweepOps ops, Tensor from, Tensor source, Tensor place, int count, Tensor output)
     {
-        if (rows.PrefixRows == 0) return;
-        using var t = be.AllocateUninitialized(rows.PrefixRows, output.Columns);
-        ops.GatherRows(clean, rows.PrefixClean, t);
-        ops.ScatterAddRows(t, rows.Prefix, output);
+        if (count == 0) return;
+        using var t = be.AllocateUninitialized(count, output.Columns);
+        ops.GatherRows(from, source, t);
+        ops.ScatterAddRows(t, place, output);
     }
 
     /// <summary>
@@ -411,12 +524,8 @@ internal sealed partial class MeanAblationSweep
             ops.ScatterAddRows(o, rows.Changed, s.MlpOut);
         }
         PrefixFromClean(be, ops, rows, _cleanMlpOut![l], s.MlpOut);
-        if (rows.AblatedAttn is { } a)
-        {
-            using var t = be.AllocateUninitialized(a.Count, c.Dim);
-            ops.GatherRows(AblatedAttnMlpOut(l), a.CleanRow, t);
-            ops.ScatterAddRows(t, a.Rows, s.MlpOut);
-        }
+        if (rows.AblatedAttn is { } a) AddFrom(be, ops, AblatedAttnMlpOut(l), a.CleanRow, a.Rows, a.Count, s.MlpOut);
+        if (rows.MeansPath is { } mp) AddFrom(be, ops, MeansPathMlpOut(l), mp.CleanRow, mp.Rows, mp.Count, s.MlpOut);
 
         void GateUp(Tensor rowIndex, int n, Tensor act)
         {

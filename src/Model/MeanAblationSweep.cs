@@ -55,6 +55,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
     readonly Tensor? _terms;          // [B, 2 · perRow]: each prompt's (column into U, weight) terms (ISweepOps.ReplicaMetric)
     readonly Dictionary<IBackend, RowTables> _rows = new(ReferenceEqualityComparer.Instance);
     readonly int _width, _maskPositions, _maxLen;
+    readonly bool _oneBackend;        // every layer and its input on one backend (the attn all-means path is made there)
 
     /// <summary>A keep-mask's bits of layer <paramref name="l"/> at position <paramref name="p"/> from the end (p below the mask's positions).</summary>
     ReadOnlySpan<bool> KeepBits(bool[] mask, int l, int p) => mask.AsSpan((l * _maskPositions + p) * _width, _width);
@@ -75,6 +76,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
         _width = masks.Width;
         if (!Supports(model)) throw new NotSupportedException($"the sweep shortcuts need a backend with sweep ops (CPU or CUDA), not {model.Backend.Name}");
         _clean = new TokenBatch(prompts);
+        _oneBackend = Enumerable.Range(0, c.Layers).All(l => ReferenceEquals(model.LayerBackend(l), model.LayerBackend(0)) && ReferenceEquals(InputOf(l), model.LayerBackend(0)));
         _maxLen = _clean.Lengths.Max();
         if (masks.MeanPositions < _maxLen) throw new ArgumentException("the means do not cover every position of the evaluation prompts");
         if (metricTerms is not null && metricTerms.Count != prompts.Count) throw new ArgumentException($"metric terms for {metricTerms.Count} of {prompts.Count} prompts");
@@ -295,6 +297,7 @@ internal sealed partial class MeanAblationSweep : IDisposable
         int[]? hostMeanRow = null;
         var (hostKeepRows, hostMeanRows) = HostRowTables(batch, R);
         var changedFrom = masks.Select(ChangedFrom).ToList();
+        var firstKept = _site == NodeSite.Attn && _oneBackend ? masks.Select(FirstKeptLayer).ToList() : null;
         PartialRows? partial = null, input = null, kept = null;
         try
         {
@@ -317,8 +320,8 @@ internal sealed partial class MeanAblationSweep : IDisposable
                 partial?.Dispose();
                 input?.Dispose();
                 kept?.Dispose();
-                partial = run == LayerRun.Dense || _site == NodeSite.Attn ? SiteRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows, masks) : null;
-                input = InputRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows);
+                partial = run == LayerRun.Dense || _site == NodeSite.Attn ? SiteRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows, masks, firstKept) : null;
+                input = InputRowsAt(l, changedFrom, batch, hostKeepRows, hostMeanRows, masks, firstKept);
                 kept = run != LayerRun.Constant ? KeptRowsAt(l, masks, changedFrom, batch, hostKeepRows, hostMeanRows) : null;
                 var hooks = run == LayerRun.Dense && l < L - 1 && partial is null && input is null && kept is null ? null
                     : new LayerHooks(this, l, run, masks, batch, hostMeanRow, ablation, partial, input, kept);
@@ -345,6 +348,24 @@ internal sealed partial class MeanAblationSweep : IDisposable
             x.Dispose();
             foreach (var t in bits.Values) t.Dispose();
         }
+    }
+
+    /// <summary>Per clean row (b·T + t) the lowest layer where <paramref name="mask"/> keeps a unit at its position (layers if none; padding rows 0).</summary>
+    int[] FirstKeptLayer(bool[] mask)
+    {
+        int L = _model.Config.Layers, T = _clean.SeqLen;
+        var first = new int[_clean.Rows];
+        for (int b = 0; b < _prompts.Count; b++)
+        {
+            int len = _prompts[b].Length;
+            for (int t = 0; t < len; t++)
+            {
+                int l = 0;
+                while (l < L && !KeepsAny(mask, l, len - 1 - t)) l++;
+                first[b * T + t] = l;
+            }
+        }
+        return first;
     }
 
     bool KeepsNothing(bool[] mask, int layer) =>
@@ -470,6 +491,8 @@ internal sealed partial class MeanAblationSweep : IDisposable
                (KeptRowsDone.LayerRuns > 0 ? $"; {KeptRowsDone.LayerRuns} layer runs with the MLP only where a row keeps a unit " +
                    $"({KeptRowsDone.Rows} of {KeptRowsDone.RealRows} real rows)" : "") +
                (AblatedAttnRowsDone > 0 ? $"; {AblatedAttnRowsDone} rows keeping no attn unit over a clean input with the MLP output of the means (made once per layer)" : "") +
+               (MeansPathRowsDone.Qkv + MeansPathRowsDone.Mlp > 0 ? $"; rows that kept no attn unit in the layers below on the all-means path (made once per layer): " +
+                   $"{MeansPathRowsDone.Qkv} with its Q/K/V, {MeansPathRowsDone.Mlp} keeping none in the layer either with its MLP output" : "") +
                (CleanActRowsDone > 0 ? $"; {CleanActRowsDone} changed rows with the clean activations (W_down alone)" : "");
     }
 

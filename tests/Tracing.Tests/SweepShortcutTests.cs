@@ -157,6 +157,55 @@ public class SweepShortcutTests(ITestOutputHelper output)
             Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * range, $"mask {i}: plain {a[i]:R}, shortcuts {b[i]:R}, range {range:G4}");
     }
 
+    /// <summary>
+    /// attn masks under which rows keep no attn unit in the lower layers (so they are on the all-means path: their
+    /// input, Q/K/V and, where they keep none in the layer either, MLP output come from it) and keep units higher up,
+    /// beside rows that keep some everywhere; keep-k off and on; against the plain path.
+    /// </summary>
+    [Theory]
+    [InlineData(true, 0.0)]
+    [InlineData(false, 0.0)]
+    [InlineData(true, 1.0)]
+    [InlineData(false, 1.0)]
+    public void Attn_rows_that_kept_no_unit_below_take_the_all_means_path(bool bundled, double sparseFraction)
+    {
+        var model = bundled ? Bundled.Value : Wide.Value;
+        int L = model.Config.Layers;
+        var task = RandomTasks.Pairs(4, model.Config.VocabSize, seed: 21, minLen: 4, maxLen: 9);
+        var means = SiteMeans.Compute(model, task.Pairs.Select(p => p.PatchIds!).ToList(), [NodeSite.Attn]);
+        const int positions = 9;
+        var plain = new SiteMeanAblation(model, task, NodeSite.Attn, means, Metric.CleanMinusPatch, positions) { MasksPerForward = 3 };
+        var plans = new List<string>();
+        var fast = new SiteMeanAblation(model, task, NodeSite.Attn, means, Metric.CleanMinusPatch, positions)
+            { MasksPerForward = 3, Path = SweepPath.Shortcuts, SparseFraction = sparseFraction, PlanLog = plans.Add };
+        int W = plain.Grid.Width;
+        var rng = new Random(11);
+        var masks = new List<bool[]>();
+        // (the first layer a row may keep a unit in, the share of positions whose rows keep nothing below it, density above)
+        foreach (var (from, share, density) in new[] { (1, 1.0, 0.2), (2, 0.5, 0.05), (L - 1, 1.0, 0.5), (1, 0.3, 1.0), (2, 1.0, 0.01), (L - 1, 0.7, 0.1) })
+        {
+            var m = new bool[plain.NodeCount];
+            var late = Enumerable.Range(0, positions).Select(_ => rng.NextDouble() < share).ToArray();
+            for (int l = 0; l < L; l++)
+                for (int p = 0; p < positions; p++)
+                    for (int i = 0; i < W; i++)
+                        m[(l * positions + p) * W + i] = (!late[p] || l >= from) && rng.NextDouble() < density;
+            masks.Add(m);
+        }
+        masks.Add(new bool[plain.NodeCount]);
+        masks.Add(Enumerable.Repeat(true, plain.NodeCount).ToArray());
+        var a = plain.Evaluate(masks);
+        var b = fast.Evaluate(masks);
+        output.WriteLine(plans.Single());
+        Assert.Contains("on the all-means path", plans[0]);
+        Assert.DoesNotContain(": 0 with its Q/K/V", plans[0]);
+        Assert.DoesNotContain(", 0 keeping none in the layer either", plans[0]);
+        double range = a.Max() - a.Min();
+        Assert.True(range > 1e-4, "the masks should move the metric");
+        for (int i = 0; i < a.Length; i++)
+            Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * range, $"mask {i}: plain {a[i]:R}, shortcuts {b[i]:R}, range {range:G4}");
+    }
+
     [Fact]
     public void First_changed_layer_is_the_lowest_layer_with_an_ablated_unit()
     {

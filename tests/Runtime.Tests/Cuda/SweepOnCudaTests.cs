@@ -78,4 +78,49 @@ public class SweepOnCudaTests(ITestOutputHelper output)
             }
         output.WriteLine($"max |cpu plain − cuda shortcuts| over {circuits.Count} circuits × 2 scores: {worst:E2}");
     }
+
+    /// <summary>
+    /// attn on the CUDA backend (over the emulator), 3 layers so a layer between the first and the top has rows on the
+    /// all-means path: rows that keep no attn unit in the lower layers take their Q/K/V and (keeping none in the layer
+    /// either) their MLP output from the path; against the plain CPU path.
+    /// </summary>
+    [Fact]
+    public void Attn_all_means_path_on_the_cuda_backend_equals_the_plain_cpu_path()
+    {
+        var config = RandomLlama.SmallConfig() with { Layers = 3 };
+        var weights = RandomLlama.Create(config, seed: 13);
+        var task = LastTokenPairs.Task(5, config.VocabSize, seed: 3);
+        using var cpu = new Llama(weights, CpuBackend.Instance);
+        using var backend = new CudaBackend(new HostKernelRuntime());
+        using var gpu = new Llama(weights, backend);
+        var means = SiteMeans.Compute(cpu, task.Pairs.Select(p => p.PatchIds!).ToList(), [NodeSite.Attn]);
+        const int positions = 5;
+        var plain = new SiteMeanAblation(cpu, task, NodeSite.Attn, means, Metric.CleanMinusPatch, positions) { MasksPerForward = 2 };
+        var plans = new List<string>();
+        var fast = new SiteMeanAblation(gpu, task, NodeSite.Attn, means, Metric.CleanMinusPatch, positions)
+            { MasksPerForward = 2, Path = SweepPath.Shortcuts, SparseFraction = 0, PlanLog = plans.Add };
+        int W = plain.Grid.Width;
+        var rng = new Random(7);
+        var masks = new List<bool[]>();
+        foreach (var (from, share, density) in new[] { (1, 1.0, 0.3), (2, 0.6, 0.2), (1, 0.5, 1.0), (2, 1.0, 0.05) })
+        {
+            var m = new bool[plain.NodeCount];
+            var late = Enumerable.Range(0, positions).Select(_ => rng.NextDouble() < share).ToArray();
+            for (int l = 0; l < config.Layers; l++)
+                for (int p = 0; p < positions; p++)
+                    for (int i = 0; i < W; i++)
+                        m[(l * positions + p) * W + i] = (!late[p] || l >= from) && rng.NextDouble() < density;
+            masks.Add(m);
+        }
+        masks.Add(new bool[plain.NodeCount]);
+        var a = plain.Evaluate(masks);
+        var b = fast.Evaluate(masks);
+        output.WriteLine(plans.Single());
+        Assert.DoesNotContain(": 0 with its Q/K/V", plans[0]);
+        Assert.DoesNotContain(", 0 keeping none in the layer either", plans[0]);
+        double range = a.Max() - a.Min();
+        Assert.True(range > 1e-4, "the masks should move the metric");
+        for (int i = 0; i < a.Length; i++)
+            Assert.True(Math.Abs(a[i] - b[i]) <= 1e-5 * range, $"mask {i}: cpu plain {a[i]:R}, cuda shortcuts {b[i]:R}, range {range:G4}");
+    }
 }
