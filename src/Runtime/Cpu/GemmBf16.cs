@@ -92,7 +92,7 @@ internal static unsafe partial class Gemm
 
     /// <summary>
     /// A rounded into the kernel's buffer, in one piece of whole row blocks per core when the product is spread: on the
-    /// calling thread alone it was a serial step before every product (192 × 8192 values for the down projection). Each
+    /// calling thread alone it was a serial step before every product (192 × 8192 values for the down projection; smaller ones stay on the calling thread, CpuParallel.MinElements). Each
     /// value rounds the same way whichever piece holds it; the zero rows past m belong to the last piece.
     /// </summary>
     static void RoundRows(float* a, int m, int k, ushort* rounded, int kpad, int mpad, int workers)

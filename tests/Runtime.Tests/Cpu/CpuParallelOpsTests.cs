@@ -49,7 +49,7 @@ public class CpuParallelOpsTests
     [Fact]
     public void RmsNormForwardAndBackwardEqualTheSerialRoutine()
     {
-        int rows = 131, dim = 2049;   // 268k values, an odd row length
+        int rows = 521, dim = 2049;   // 1.07M values, an odd row length
         var x = Random(rows * dim, 1);
         var w = Random(dim, 2, 0.5f, 1.5f);
         var dy = Random(rows * dim, 3);
@@ -78,7 +78,7 @@ public class CpuParallelOpsTests
     [Fact]
     public void SwiGluForwardAndBackwardEqualTheSerialRoutine()
     {
-        int n = 300_007;   // past the threshold, not a multiple of 8: the scalar tail stays the whole range's
+        int n = 1_100_007;   // past the threshold, not a multiple of 8: the scalar tail stays the whole range's
         var g = Random(n, 5, -6f, 6f);
         var u = Random(n, 6);
         var dh = Random(n, 7);
@@ -106,7 +106,7 @@ public class CpuParallelOpsTests
     [Fact]
     public void ScoreSumsEqualTheDefinitionForEveryBaselineWithRowsSharingPositions()
     {
-        int rows = 40, width = 8197, positions = 7, sumsRows = 12, sumsWidth = width + 21, firstRow = 3, firstColumn = 5;
+        int rows = 130, width = 8197, positions = 7, sumsRows = 12, sumsWidth = width + 21, firstRow = 3, firstColumn = 5;
         var clean = Random(rows * width, 8);
         var grad = Random(rows * width, 9);
         var perRow = Random(rows * width, 10);
@@ -150,9 +150,9 @@ public class CpuParallelOpsTests
     [Fact]
     public void RowGathersAndCopiesEqualPlainCopies()
     {
-        int rows = 90, width = 3001;
+        int rows = 360, width = 3001;
         var src = Random(rows * width, 13);
-        var pick = Enumerable.Range(0, 100).Select(i => (i * 37) % rows).ToArray();   // repeats, out of order
+        var pick = Enumerable.Range(0, 400).Select(i => (i * 37) % rows).ToArray();   // repeats, out of order
         var want = new float[pick.Length * width];
         for (int i = 0; i < pick.Length; i++) Array.Copy(src, pick[i] * width, want, i * width, width);
         using var ts = B.Upload(src, rows, width);
