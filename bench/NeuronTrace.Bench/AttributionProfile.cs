@@ -66,7 +66,7 @@ static partial class BenchRunner
                     var after = Sample();
                     GemmTimes.Active = null;
                     Console.WriteLine($"{(math == CpuMath.Bf16 ? "bf16" : "fp32"),5} {n,6} {wall,8:F2} {(after.Cpu - before.Cpu).TotalSeconds,8:F2} {after.Gen0 - before.Gen0,5} {after.Gen1 - before.Gen1,5} {after.Gen2 - before.Gen2,5} {(after.Pause - before.Pause).TotalSeconds,10:F3} {after.MajFlt - before.MajFlt,7} {after.MinFlt - before.MinFlt,8} {Status("VmHWM:") / 1e9,9:F2} {Status("RssAnon:") / 1e9,8:F2} {Status("RssFile:") / 1e9,8:F2} {GC.GetGCMemoryInfo().HeapSizeBytes / 1e9,10:F2} {GC.GetGCMemoryInfo().TotalCommittedBytes / 1e9,12:F2}");
-                    if (times is not null) PrintShapes(times, (after.Cpu - before.Cpu).TotalSeconds);
+                    if (times is not null) PrintShapes(times, (after.Cpu - before.Cpu).TotalSeconds, wall);
                 }
             }
         }
@@ -75,19 +75,19 @@ static partial class BenchRunner
     }
 
     /// <summary>The products of one pass by shape, most CPU time first, and what the pass spent outside them.</summary>
-    static void PrintShapes(GemmTimes times, double passCpu)
+    static void PrintShapes(GemmTimes times, double passCpu, double passWall)
     {
         var entries = times.Entries().OrderByDescending(e => e.Cpu).ToList();
-        Console.WriteLine($"      {"product",-22} {"m",5} {"n",7} {"k",6} {"calls",5} {"cpu s",7} {"GMAC/cpu-s",10}");
-        double total = 0, macs = 0;
-        foreach (var (shape, calls, cpu) in entries)
+        Console.WriteLine($"      {"product",-22} {"m",5} {"n",7} {"k",6} {"calls",5} {"cpu s",7} {"wall s",7} {"GMAC/cpu-s",10} {"GMAC/s",7}");
+        double total = 0, totalWall = 0, macs = 0;
+        foreach (var (shape, calls, cpu, wallTime) in entries)
         {
-            double s = cpu.TotalSeconds, mac = (double)shape.M * shape.N * shape.K * calls;
-            total += s; macs += mac;
+            double s = cpu.TotalSeconds, w = wallTime.TotalSeconds, mac = (double)shape.M * shape.N * shape.K * calls;
+            total += s; totalWall += w; macs += mac;
             string op = (shape.TransposedB ? "x·Wᵀ (fwd)" : "dy·W (bwd dx)") + (shape.HalfWeights ? " bf16 W" : " fp32 W");
-            Console.WriteLine($"      {op,-22} {shape.M,5} {shape.N,7} {shape.K,6} {calls,5} {s,7:F3} {(s > 0 ? mac / s * 1e-9 : 0),10:F1}");
+            Console.WriteLine($"      {op,-22} {shape.M,5} {shape.N,7} {shape.K,6} {calls,5} {s,7:F3} {w,7:F3} {(s > 0 ? mac / s * 1e-9 : 0),10:F1} {(w > 0 ? mac / w * 1e-9 : 0),7:F1}");
         }
-        Console.WriteLine($"      products: {total:F2} cpu s for {macs * 1e-9:F1} GMAC ({(total > 0 ? macs / total * 1e-9 : 0):F1} GMAC/cpu-s); outside the products: {passCpu - total:F2} cpu s of {passCpu:F2}");
+        Console.WriteLine($"      products: {total:F2} cpu s, {totalWall:F2} wall s for {macs * 1e-9:F1} GMAC ({(total > 0 ? macs / total * 1e-9 : 0):F1} GMAC/cpu-s); outside the products: {passCpu - total:F2} cpu s of {passCpu:F2}, {passWall - totalWall:F2} wall s of {passWall:F2}");
     }
 
     readonly record struct ProcessSample(TimeSpan Cpu, int Gen0, int Gen1, int Gen2, TimeSpan Pause, long MinFlt, long MajFlt);

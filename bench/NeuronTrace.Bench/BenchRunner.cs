@@ -35,9 +35,10 @@ static partial class BenchRunner
         if (which == "gpu-long-prompt") return GpuLongPrompt.Run(rest);
         if (which == "ksweep") return KSweep(rest);
         if (which == "attribution-profile") return AttributionProfile(rest);
+        if (which == "gemm-bf16") return GemmBf16Bench.Run(rest);
         if (which == "ksweep-ledger") return KSweepBench.Ledger(rest);
         if (which is not ("all" or "forward" or "attribution" or "sweep" or "gemm"))
-            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, sweep, ksweep, ksweep-ledger, gemm, gpu-check, gpu-bench, gpu-long-prompt or gpu-plan");
+            throw new ArgumentException($"unknown benchmark '{which}': expected all, forward, attribution, attribution-profile, sweep, ksweep, ksweep-ledger, gemm, gemm-bf16, gpu-check, gpu-bench, gpu-long-prompt or gpu-plan");
         int only = Array.IndexOf(rest, "--model");
         string? onlyModel = only >= 0 && only + 1 < rest.Length ? rest[only + 1] : null;
         if (onlyModel is not null and not "stories260K" and not "synthetic" and not OneBShape)
@@ -207,6 +208,8 @@ static partial class BenchRunner
         var s = xs.Order().ToArray();
         return s.Length == 0 ? double.NaN : s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
     }
+
+    internal static string UptimeLine() => Uptime();
 
     static string Uptime()
     {

@@ -16,7 +16,7 @@ public sealed class Bf16InstructionFactAttribute : FactAttribute
 /// The bf16 CPU math mode's products (GemmBf16.cs): both implementations, the AVX-512 BF16 micro-kernel of native/cpu
 /// and the managed portable path, against a float64 scalar reference over A rounded to bf16 by an independent method
 /// (double arithmetic, ties to even), at shapes off every tile multiple (odd k, m and n not multiples of 8 or 32,
-/// k across the 256-value block), both operand layouts, with and without accumulation. Tolerance: the worst-case
+/// k across the 256-value block; one shape whose rounding of A is split across cores), both operand layouts, with and without accumulation. Tolerance: the worst-case
 /// bound of fp32 summation, (k + 2)·2⁻²⁴·Σ|a·b| per element; a wrong element or unrounded A misses it by orders.
 /// </summary>
 public class GemmBf16Tests
@@ -25,6 +25,7 @@ public class GemmBf16Tests
     [
         (1, 1, 1), (3, 7, 9), (7, 33, 3), (8, 32, 2), (9, 65, 31), (13, 100, 257), (17, 600, 513), (64, 40, 1000),
         (50, 300, 260), (121, 1025, 300), (127, 2050, 257), (20, 31, 1),
+        (515, 40, 2049),   // m·k past CpuParallel.MinElements: A is rounded in pieces of whole row blocks across the cores
     ];
 
     [Fact]

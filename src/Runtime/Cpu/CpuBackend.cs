@@ -52,14 +52,31 @@ internal sealed class CpuBackend : IBackend
     public void Download(Tensor source, Span<float> destination)
     {
         OpContracts.Download(source, destination.Length);
-        Host(source).AsSpan().CopyTo(destination);
+        ParallelCopy(Host(source), destination);
     }
 
     public void Fill(Tensor tensor, float value) => Host(tensor).AsSpan().Fill(value);
     public void Copy(Tensor source, Tensor destination)
     {
         OpContracts.Copy(source, destination);
-        Host(source).AsSpan().CopyTo(Host(destination));
+        ParallelCopy(Host(source), Host(destination));
+    }
+
+    /// <summary>source into destination[0, source.Length), in one piece per core when large (score sums, site values).</summary>
+    static unsafe void ParallelCopy(float[] source, Span<float> destination)
+    {
+        if (source.Length < CpuParallel.MinElements)
+        {
+            source.AsSpan().CopyTo(destination);
+            return;
+        }
+        if (destination.Length < source.Length) throw new ArgumentException($"copying {source.Length} values into {destination.Length}");
+        fixed (float* d = destination)
+        {
+            nint into = (nint)d;
+            CpuParallel.For(source.Length, source.Length, CpuParallel.VectorAlign,
+                (start, end) => source.AsSpan(start, end - start).CopyTo(new Span<float>((float*)into + start, end - start)));
+        }
     }
 
     public void MatMul(Tensor x, Tensor w, Tensor y, bool accumulate)
@@ -68,10 +85,11 @@ internal sealed class CpuBackend : IBackend
         int n = w.Shape[0], k = w.Columns;
         var recorder = GemmTimes.Active;
         var start = recorder is null ? default : GemmTimes.Now();
+        long wallStart = recorder is null ? 0 : GemmTimes.WallNow();
         if (w is CpuHalfTensor h && UsesBf16Math(h)) Gemm.MultiplyTransposedBBf16(Host(x), h.Data, Host(y), x.Rows, n, k, accumulate);
         else if (w is CpuHalfTensor h16) Gemm.MultiplyTransposedB(Host(x), h16.Data, Host(y), x.Rows, n, k, accumulate);
         else Gemm.MultiplyTransposedB(Host(x), Host(w), Host(y), x.Rows, n, k, accumulate);
-        recorder?.Add(new(x.Rows, n, k, true, w is CpuHalfTensor, MathMode), GemmTimes.Now() - start);
+        recorder?.Add(new(x.Rows, n, k, true, w is CpuHalfTensor, MathMode), GemmTimes.Now() - start, wallStart);
     }
 
     public void MatMulInputGrad(Tensor dy, Tensor w, Tensor dx, bool accumulate)
@@ -80,10 +98,11 @@ internal sealed class CpuBackend : IBackend
         int n = w.Shape[0], k = w.Columns;
         var recorder = GemmTimes.Active;
         var start = recorder is null ? default : GemmTimes.Now();
+        long wallStart = recorder is null ? 0 : GemmTimes.WallNow();
         if (w is CpuHalfTensor h && UsesBf16Math(h)) Gemm.MultiplyBf16(Host(dy), h.Data, Host(dx), dy.Rows, k, n, accumulate);
         else if (w is CpuHalfTensor h16) Gemm.Multiply(Host(dy), h16.Data, Host(dx), dy.Rows, k, n, accumulate);
         else Gemm.Multiply(Host(dy), Host(w), Host(dx), dy.Rows, k, n, accumulate);
-        recorder?.Add(new(dy.Rows, k, n, false, w is CpuHalfTensor, MathMode), GemmTimes.Now() - start);
+        recorder?.Add(new(dy.Rows, k, n, false, w is CpuHalfTensor, MathMode), GemmTimes.Now() - start, wallStart);
     }
 
     bool UsesBf16Math(CpuHalfTensor w) => MathMode == CpuMath.Bf16 && w.Data.Format == HalfFormat.BFloat16;
@@ -105,13 +124,19 @@ internal sealed class CpuBackend : IBackend
     public void RmsNorm(Tensor x, Tensor weight, float eps, Tensor y, Tensor rstd)
     {
         OpContracts.RmsNorm(x, weight, y, rstd);
-        RmsNormOps.Forward(Host(x), Host(weight), eps, Host(y), Host(rstd), x.Rows, x.Columns);
+        float[] xs = Host(x), ws = Host(weight), ys = Host(y), rs = Host(rstd);
+        int dim = x.Columns;
+        CpuParallel.For(x.Rows, (long)x.Rows * dim, 1, (r0, r1) =>
+            RmsNormOps.Forward(xs.AsSpan(r0 * dim), ws, eps, ys.AsSpan(r0 * dim), rs.AsSpan(r0), r1 - r0, dim));
     }
 
     public void RmsNormBackward(Tensor dy, Tensor x, Tensor weight, Tensor rstd, NormRule rule, Tensor dx)
     {
         OpContracts.RmsNormBackward(dy, x, weight, rstd, rule, dx);
-        RmsNormOps.Backward(Host(dy), Host(x), Host(weight), Host(rstd), rule, Host(dx), x.Rows, x.Columns);
+        float[] dys = Host(dy), xs = Host(x), ws = Host(weight), rs = Host(rstd), dxs = Host(dx);
+        int dim = x.Columns;
+        CpuParallel.For(x.Rows, (long)x.Rows * dim, 1, (r0, r1) =>
+            RmsNormOps.Backward(dys.AsSpan(r0 * dim), xs.AsSpan(r0 * dim), ws, rs.AsSpan(r0), rule, dxs.AsSpan(r0 * dim), r1 - r0, dim));
     }
 
     public void Rope(Tensor x, int heads, int seqLen, Tensor cos, Tensor sin, bool interleaved, bool inverse)
@@ -149,13 +174,19 @@ internal sealed class CpuBackend : IBackend
     public void SwiGlu(Tensor gate, Tensor up, Tensor h)
     {
         OpContracts.SwiGlu(gate, up, h);
-        SwiGluOps.Forward(Host(gate), Host(up), Host(h));
+        float[] g = Host(gate), u = Host(up), hs = Host(h);
+        int n = checked((int)gate.Length);
+        CpuParallel.For(n, n, CpuParallel.VectorAlign, (i0, i1) =>
+            SwiGluOps.Forward(g.AsSpan(i0, i1 - i0), u.AsSpan(i0, i1 - i0), hs.AsSpan(i0, i1 - i0)));
     }
 
     public void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup)
     {
         OpContracts.SwiGluBackward(dh, gate, up, rule, dgate, dup);
-        SwiGluOps.Backward(Host(dh), Host(gate), Host(up), rule, Host(dgate), Host(dup));
+        float[] dhs = Host(dh), g = Host(gate), u = Host(up), dg = Host(dgate), du = Host(dup);
+        int n = checked((int)dh.Length);
+        CpuParallel.For(n, n, CpuParallel.VectorAlign, (i0, i1) =>
+            SwiGluOps.Backward(dhs.AsSpan(i0, i1 - i0), g.AsSpan(i0, i1 - i0), u.AsSpan(i0, i1 - i0), rule, dg.AsSpan(i0, i1 - i0), du.AsSpan(i0, i1 - i0)));
     }
 
     public void Add(Tensor destination, Tensor source)
@@ -187,7 +218,16 @@ internal sealed class CpuBackend : IBackend
         OpContracts.GatherRows(source, rows, destination);
         int w = source.Columns;
         var s = Host(source); var d = Host(destination);
-        for (int i = 0; i < rows.Length; i++) Array.Copy(s, (long)rows[i] * w, d, (long)i * w, w);
+        if ((long)rows.Length * w < CpuParallel.MinElements)
+        {
+            for (int i = 0; i < rows.Length; i++) Array.Copy(s, (long)rows[i] * w, d, (long)i * w, w);
+            return;
+        }
+        int[] which = rows.ToArray();
+        CpuParallel.For(which.Length, (long)which.Length * w, 1, (i0, i1) =>
+        {
+            for (int i = i0; i < i1; i++) Array.Copy(s, (long)which[i] * w, d, (long)i * w, w);
+        });
     }
 
     public void ScatterAddRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
@@ -205,8 +245,19 @@ internal sealed class CpuBackend : IBackend
         Tensor sums, int firstRow, int firstColumn)
     {
         if (OpContracts.AccumulateScores(clean, baseline, gradient, positionOf, sums, firstRow, firstColumn) == 0) return;
-        ScoreOps.Accumulate(Host(clean), baseline.Kind, baseline.Values is { } b ? Host(b) : default, Host(gradient), scale, positionOf,
-            clean.Columns, Host(sums), sums.Columns, firstRow, firstColumn);
+        float[] c = Host(clean), g = Host(gradient), into = Host(sums);
+        float[]? b = baseline.Values is { } v ? Host(v) : null;
+        var kind = baseline.Kind;
+        int width = clean.Columns, stride = sums.Columns;
+        if ((long)positionOf.Length * width < CpuParallel.MinElements)
+        {
+            ScoreOps.Accumulate(c, kind, b, g, scale, positionOf, width, into, stride, firstRow, firstColumn, 0, width);
+            return;
+        }
+        // Split by columns: rows that share a position add into the same sums row in row order within each piece.
+        int[] positions = positionOf.ToArray();
+        CpuParallel.For(width, (long)positions.Length * width, CpuParallel.VectorAlign, (c0, c1) =>
+            ScoreOps.Accumulate(c, kind, b, g, scale, positions, width, into, stride, firstRow, firstColumn, c0, c1));
     }
 
     public void GatherScaledRows(Tensor source, ReadOnlySpan<int> rows, ReadOnlySpan<float> scales, Tensor destination)

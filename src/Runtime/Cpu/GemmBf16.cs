@@ -90,6 +90,24 @@ internal static unsafe partial class Gemm
         public readonly bool TransposedB = transposedB, Accumulate = accumulate;
     }
 
+    /// <summary>
+    /// A rounded into the kernel's buffer, in one piece of whole row blocks per core when the product is spread: on the
+    /// calling thread alone it was a serial step before every product (192 × 8192 values for the down projection; smaller ones stay on the calling thread, CpuParallel.MinElements). Each
+    /// value rounds the same way whichever piece holds it; the zero rows past m belong to the last piece.
+    /// </summary>
+    static void RoundRows(float* a, int m, int k, ushort* rounded, int kpad, int mpad, int workers)
+    {
+        int block = CpuBf16Library.nt_cpu_bf16_row_block();
+        if (workers == 1 || (long)m * k < CpuParallel.MinElements || mpad <= block)
+        {
+            CpuBf16Library.nt_cpu_bf16_round_rows(a, m, k, rounded, kpad, mpad);
+            return;
+        }
+        nint pa = (nint)a, pr = (nint)rounded;
+        CpuParallel.For(mpad, (long)m * k, block, (r0, r1) =>
+            CpuBf16Library.nt_cpu_bf16_round_rows((float*)pa + (long)r0 * k, Math.Clamp(m - r0, 0, r1 - r0), k, (ushort*)pr + (long)r0 * kpad, kpad, r1 - r0));
+    }
+
     /// <summary>Columns of C per tile are a multiple of this (the micro-kernel's panel width).</summary>
     const int Bf16PanelColumns = 32;
 
@@ -110,7 +128,7 @@ internal static unsafe partial class Gemm
             ushort* rounded = (ushort*)aws.APack;
             fixed (float* pa = a, pc = c)
             {
-                CpuBf16Library.nt_cpu_bf16_round_rows(pa, m, k, rounded, kpad, mpad);
+                RoundRows(pa, m, k, rounded, kpad, mpad, workers);
                 var job = new Bf16Job(rounded, m, kpad, b.Pointer, n, k, transposedB, pc, accumulate, tileN);
                 ForEach(tiles, job, static (job, index) =>
                 {

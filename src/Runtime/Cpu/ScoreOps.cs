@@ -10,20 +10,26 @@ namespace NeuronTrace.Runtime.Cpu;
 /// </summary>
 internal static class ScoreOps
 {
-    /// <summary>See <see cref="IBackend.AccumulateScores"/>; <paramref name="baseline"/> is empty for the zero baseline.</summary>
+    /// <summary>
+    /// See <see cref="IBackend.AccumulateScores"/>, over the columns [<paramref name="column0"/>, <paramref name="column1"/>)
+    /// of the site (the backend splits wide sites across cores by columns); <paramref name="baseline"/> is empty for the
+    /// zero baseline.
+    /// </summary>
     public static void Accumulate(ReadOnlySpan<float> clean, ScoreBaselineKind kind, ReadOnlySpan<float> baseline, ReadOnlySpan<float> gradient,
-        float scale, ReadOnlySpan<int> positionOf, int width, Span<float> sums, int sumsStride, int firstRow, int firstColumn)
+        float scale, ReadOnlySpan<int> positionOf, int width, Span<float> sums, int sumsStride, int firstRow, int firstColumn,
+        int column0, int column1)
     {
+        int span = column1 - column0;
         for (int r = 0; r < positionOf.Length; r++)
         {
             int row = firstRow + positionOf[r];
-            var into = sums.Slice(row * sumsStride + firstColumn, width);
-            var c = clean.Slice(r * width, width);
-            var g = gradient.Slice(r * width, width);
+            var into = sums.Slice(row * sumsStride + firstColumn + column0, span);
+            var c = clean.Slice(r * width + column0, span);
+            var g = gradient.Slice(r * width + column0, span);
             ReadOnlySpan<float> b = kind switch
             {
-                ScoreBaselineKind.PerRow => baseline.Slice(r * width, width),
-                ScoreBaselineKind.PerPosition => baseline.Slice(row * width, width),
+                ScoreBaselineKind.PerRow => baseline.Slice(r * width + column0, span),
+                ScoreBaselineKind.PerPosition => baseline.Slice(row * width + column0, span),
                 _ => default,
             };
             AddProducts(into, b, c, g, scale);
