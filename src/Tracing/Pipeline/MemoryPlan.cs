@@ -134,6 +134,7 @@ internal sealed record MemoryPlan
         // The CPU runs the clean and patch forwards as one (PairedForward, where both row counts take the same GEMM
         // kernel): two paired layers of 2·rows at a time beside the halves, and the paired embedding; every forward of
         // the run takes those arrays back from the pool. Its patch half keeps only its embedding and its site values.
+        // A GPU pairs too (PairedForward.RunAsViews), its halves views of one forward of 2·rows: what two passes hold.
         bool paired = cpu && patchBaseline && !checkpoint && rows <= int.MaxValue / 2 && Gemm.SameRowArithmetic((int)rows, 2 * (int)rows);
         long patchPass = !patchBaseline ? 0 : paired ? (rows * d + rows * siteWidths * layers) * e : Pass(rows);
         if (bf16Stored) held += "; q, k, v, gate, up in bf16";
