@@ -110,13 +110,11 @@ public class LaunchLedgerTests
         // Clean and patch prompts in one forward of 2 × rows (each weight read once for both); no output layer: the
         // logit-difference seed is sparse, so the logits are never formed (the backward gathers the answer rows).
         // bf16 stacks [Wq; Wk; Wv] and [W1; W3]. The forward runs q, k, v as one product and one launch that splits it
-        // and rotates q and k (split_qkv_rope; K and V are narrow), gate and up as two products (each wide enough alone
-        // at 8B width; here every block is narrower than CudaBackend.NarrowProductColumns, so this small model stacks
-        // them too, and splits them): four products per layer, one split and one split-and-rotate, no forward RoPE.
-        Assert.True(c.HiddenDim < CudaBackend.NarrowProductColumns);
+        // and rotates q and k (split_qkv_rope), gate and up as one product whose output SwiGLU reads in place (at any
+        // width: no split), then o and down: four products per layer, one split-and-rotate, no split, no forward RoPE.
         Assert.Equal(2 * (2 * rows) * linear, r.Ops["matmul"].Flops);
         Assert.Equal(4 * c.Layers, r.Ops["matmul"].Calls);
-        Assert.Equal(c.Layers, r.Ops["split_columns"].Calls);
+        Assert.False(r.Ops.ContainsKey("split_columns"));
         Assert.Equal(c.Layers, r.Ops["split_qkv_rope"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations of dq and dk
         // The backward's output layer is the gather of two classifier rows per example, not a product; its input
@@ -156,15 +154,18 @@ public class LaunchLedgerTests
         Assert.Equal(c.Layers, r.Ops["split_qkv_rope"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations only (was 2 more per forward layer)
         Assert.Equal(c.Layers, r.Ops["attention_flash_forward"].Calls);   // one paired forward over both prompt sets
-        // Every launch of the pass: a forward layer 11 (attention norm, Q/K/V product and its split with RoPE, attention,
-        // o product, residual add fused with the MLP norm, gate and up products, SwiGLU, down product, residual add into
-        // the layer's output), once over the clean and patch prompts together (it was twice before the paired forward);
+        // Every launch of the pass: a forward layer 10 (attention norm, Q/K/V product and its split with RoPE, attention,
+        // o product, residual add fused with the MLP norm, the stacked gate-up product, SwiGLU reading its output in
+        // place, down product, residual add into the layer's output), once over the clean and patch prompts together
+        // (it was twice before the paired forward; 11 while gate and up were two products at this width);
         // a backward layer 17 (4 input-gradient products, 5 score accumulations, SwiGLU backward, 2 norm backwards, 2
         // inverse RoPE, the attention backward's row term, dq and dk/dv); once a pass 20: the embedding, the clean half's
         // last-row gather and final norm (no output layer: the sparse seed never reads logits), 13 zero-filled
         // allocations (the backward's 9 scratch tensors, the head's 3, the score slab), the head's answer-row gather and
         // sum (2), final norm backward and scatter (the scores leave each layer's slab rows as they are: no gather).
-        Assert.Equal(11 * c.Layers + 17 * c.Layers + 20, r.Launches);   // 14 a forward layer before split_qkv_rope and add_into
+        Assert.Equal(10 * c.Layers + 17 * c.Layers + 20, r.Launches);   // 14 a forward layer before split_qkv_rope and add_into
+        Assert.Equal(4 * c.Layers, r.Ops["matmul"].Calls);   // q/k/v, o, gate-up, down
+        Assert.False(r.Ops.ContainsKey("split_columns"));
     }
 
     [Fact]

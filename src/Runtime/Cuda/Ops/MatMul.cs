@@ -78,9 +78,9 @@ internal sealed partial class CudaBackend
     /// The one product x · [W₀; W₁; …]ᵀ into the [rows, Σ n] scratch when <see cref="MatMulShared"/> stacks (Bf16,
     /// adjacent bf16 weights, a block narrower than <see cref="NarrowProductColumns"/>), its address; else 0 (nothing run).
     /// </summary>
-    nint StackedProduct(Tensor x, ReadOnlySpan<Tensor> weights, ReadOnlySpan<Tensor> outputs)
+    nint StackedProduct(Tensor x, ReadOnlySpan<Tensor> weights, ReadOnlySpan<Tensor> outputs, bool anyWidth = false)
     {
-        bool narrow = false;
+        bool narrow = anyWidth;
         foreach (var w in weights) narrow |= w.Rows < NarrowProductColumns;
         if (Precision != GemmPrecision.Bf16 || !narrow || !Adjacent(weights) || x.Rows == 0 || x.Columns == 0) return 0;
         for (int i = 0; i < weights.Length; i++) OpContracts.MatMul(x, weights[i], outputs[i]);
