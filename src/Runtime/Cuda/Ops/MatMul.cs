@@ -37,8 +37,9 @@ internal sealed partial class CudaBackend
     }
 
     /// <summary>
-    /// A stacked forward product pays one extra pass over its output (the split), so it is used only when one of the
-    /// blocks is narrower than this many output columns: at 128-column tiles that is under 32 tile columns, which
+    /// A stacked forward product in <see cref="MatMulShared"/> pays one extra pass over its output (the split), so it is
+    /// used there only when one of the blocks is narrower than this many output columns (the forward's gate and up skip
+    /// the split instead: <see cref="GateUpSwiGluForBackward"/> stacks at any width, SwiGLU reading the output in place): at 128-column tiles that is under 32 tile columns, which
     /// for a few hundred rows cannot fill an H100's 132 SMs alone (K and V of Llama-3-8B: 1024). Wide blocks (gate
     /// and up: 14336) fill the GPU one by one and read the one shared bf16 operand without a conversion each.
     /// </summary>
