@@ -46,6 +46,25 @@ extern "C" __global__ void swiglu_forward_bf16_store(const float* __restrict__ g
 }
 NT_HOST_LAUNCHER(swiglu_forward_bf16_store)
 
+// As swiglu_forward_bf16_store with gate and up read in place from the [rows, 2·width] output of one product against
+// the stacked [W1; W3] (row r: gate in columns [0, width), up in [width, 2·width)): no split pass, and no fp32 gate or
+// up is written, since the forward keeps only their bf16 copies (g16, u16, each [rows, width]) for the backward.
+extern "C" __global__ void swiglu_forward_bf16_stacked(const float* __restrict__ stacked, long long rows, int width,
+                                                       float* __restrict__ h, unsigned short* __restrict__ h16,
+                                                       unsigned short* __restrict__ g16, unsigned short* __restrict__ u16) {
+  const long long n = rows * width;
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) {
+    const long long r = i / width, c = i - r * width;
+    const float g = stacked[r * 2 * width + c], u = stacked[r * 2 * width + width + c];
+    const float v = g * nt_sigmoid(g) * u;
+    h[i] = v;
+    h16[i] = nt_bf16_from_float(v);
+    g16[i] = nt_bf16_from_float(g);
+    u16[i] = nt_bf16_from_float(u);
+  }
+}
+NT_HOST_LAUNCHER(swiglu_forward_bf16_stacked)
+
 // dg, du of element i under rule (the encoding above).
 static __device__ __forceinline__ void nt_swiglu_grads(float dh, float g, float u, int rule, float* dg, float* du) {
   const float sg = nt_sigmoid(g), silu = g * sg;

@@ -188,9 +188,13 @@ internal sealed class Llama : IDisposable
         be.AddRmsNorm(x, s.AttnOut, s.Mid, w.FfnNorm, c.NormEps, s.FfnNormed, s.FfnRstd);
         if (shortcuts?.Mlp(s) != true)
         {
-            be.MatMulShared(s.FfnNormed, [w.W1, w.W3], [s.Gate, s.Up]);
-            be.SwiGlu(s.Gate, s.Up, s.Act);
-            if (shortcuts is null) { s.Gate = be.StoreForBackward(s.Gate); s.Up = be.StoreForBackward(s.Up); }
+            if (shortcuts is null) (s.Gate, s.Up) = be.GateUpSwiGluForBackward(s.FfnNormed, w.W1, w.W3, s.Gate, s.Up, s.Act);
+            else
+            {
+                // A sweep's shortcuts read gate and up as made (fp32): not the stored pair.
+                be.MatMulShared(s.FfnNormed, [w.W1, w.W3], [s.Gate, s.Up]);
+                be.SwiGlu(s.Gate, s.Up, s.Act);
+            }
             Edit(plan, NodeSite.MlpAct, l, s.Act);
             if (shortcuts?.DownProjection(s) != true) be.MatMul(s.Act, w.W2, s.MlpOut, false);
         }

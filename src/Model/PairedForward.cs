@@ -50,12 +50,15 @@ internal static partial class PairedForward
     }
 
     /// <summary>
-    /// Whether pairing <paramref name="rows"/> clean rows with as many patch rows leaves every row's arithmetic as it is
-    /// in separate forwards on the CPU backend. Only the CPU pairs: its forward is bound by reading the weights, while
-    /// a GPU's split would add a host round trip per per-row statistic (the launch ledger pins those syncs).
+    /// Whether the clean and patch forwards of <paramref name="rows"/> clean rows run as one. On the CPU backend, when
+    /// pairing leaves every row's arithmetic as it is in separate forwards (its forward is bound by reading the
+    /// weights). On backends whose tensors take row views (<see cref="IRowViews"/>, the GPU), always: the halves are
+    /// views of the paired tensors (<see cref="RunAsViews"/>), so the second forward's launches are saved and nothing
+    /// is copied; their products' rows may round differently at 2× rows (bf16 tolerance, not bit for bit).
     /// </summary>
     public static bool Applies(Llama model, int rows) =>
-        model.Placement.Devices.All(b => b is CpuBackend) && Gemm.SameRowArithmetic(rows, 2 * rows);
+        model.Placement.Devices.All(b => b is CpuBackend) ? Gemm.SameRowArithmetic(rows, 2 * rows)
+            : model.Placement.Devices.All(b => b is IRowViews);
 
     /// <summary>
     /// One forward over the prompts of <paramref name="clean"/> followed by those of <paramref name="patch"/> (equal
@@ -79,6 +82,7 @@ internal static partial class PairedForward
             for (int i = 0; i < b.Size; i++) prompts.Add(b.Tokens.AsSpan(i * b.SeqLen, b.Lengths[i]).ToArray());
         var both = new TokenBatch(prompts);
         model.CheckLength(both);
+        if (model.Placement.Devices.All(b => b is IRowViews)) return RunAsViews(model, both, clean, patch, patchSites, logits);
         var shared = SharedPrefix.Of(clean, patch);   // patch rows before their first differing token: the clean rows' values
 
         int layers = model.Config.Layers;

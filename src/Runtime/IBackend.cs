@@ -129,6 +129,19 @@ internal interface IBackend : IDisposable
         Rope(k, kvHeads, seqLen, cos, sin, interleaved, inverse: false);
     }
 
+    /// <summary>
+    /// The forward's gate and up for a backward: gate, up = x · W1ᵀ, x · W3ᵀ (<see cref="MatMulShared"/>), act =
+    /// <see cref="SwiGlu"/>(gate, up), then gate and up as <see cref="StoreForBackward"/> keeps them, returned (the
+    /// tensors passed in are consumed: do not use them after). A backend may run the two products as one and read
+    /// gate and up from its output in place. Defaults to those calls, which it must equal bit for bit.
+    /// </summary>
+    (Tensor Gate, Tensor Up) GateUpSwiGluForBackward(Tensor x, Tensor w1, Tensor w3, Tensor gate, Tensor up, Tensor act)
+    {
+        MatMulShared(x, [w1, w3], [gate, up]);
+        SwiGlu(gate, up, act);
+        return (StoreForBackward(gate), StoreForBackward(up));
+    }
+
     /// <summary>dx = Σ_i dys[i] · weights[i] (<see cref="MatMulInputGrad"/> per pair, the first overwriting dx): the input gradient of <see cref="MatMulShared"/>.</summary>
     void MatMulInputGradSum(ReadOnlySpan<Tensor> dys, ReadOnlySpan<Tensor> weights, Tensor dx)
     {

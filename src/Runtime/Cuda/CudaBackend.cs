@@ -13,7 +13,7 @@ namespace NeuronTrace.Runtime.Cuda;
 /// differ only by floating-point summation order and the fast exp of softmax / sigmoid.
 /// Not thread-safe: one thread at a time, like the device it runs on.
 /// </summary>
-internal sealed partial class CudaBackend : IBackend
+internal sealed partial class CudaBackend : IBackend, IRowViews
 {
     /// <summary>Threads per block of the grid-stride (elementwise) kernels.</summary>
     public const int ElementwiseBlock = 256;
@@ -98,6 +98,11 @@ internal sealed partial class CudaBackend : IBackend
         t.IsConstant = true;
         return t;
     }
+
+    /// <summary>A view of <paramref name="t"/>'s leading slices, no copy and no launch (<see cref="IRowViews"/>).</summary>
+    public Tensor ViewLeading(Tensor t, int first, int count) =>
+        t is CudaTensor c && ReferenceEquals(c.Device, device) ? c.ViewLeading(first, count)
+            : throw new ArgumentException($"{t} is not a tensor of this CUDA backend");
 
     public Tensor AllocateConstant(params int[] shape)
     {

@@ -59,5 +59,44 @@ internal sealed class CudaTensor : Tensor
         base.Dispose();
     }
 
+    /// <summary>
+    /// <see cref="IRowViews.ViewLeading"/>: slices [first, first + count) of the leading dimension, this tensor's memory
+    /// at an offset. The view holds a reference on the memory (<see cref="SafeHandle.DangerousAddRef"/>), so the block
+    /// goes back to the pool when the last of this tensor and its views is disposed.
+    /// </summary>
+    internal CudaTensor ViewLeading(int first, int count)
+    {
+        if (Rank == 0 || first < 0 || count < 1 || first > Shape[0] - count)
+            throw new ArgumentOutOfRangeException(nameof(first), $"slices {first}..{first + count - 1} of {this}");
+        ObjectDisposedException.ThrowIf(memory.IsClosed, this);
+        var shape = Shape.ToArray();
+        shape[0] = count;
+        long sliceBytes = Length / Shape[0] * (IsBf16 ? 2 : sizeof(float));
+        return new CudaTensor(new ViewMemory(memory, checked(first * sliceBytes)), Device, shape, IsBf16);
+    }
+
+    /// <summary>An address inside another block's memory, keeping that block alive while it is open.</summary>
+    sealed class ViewMemory : SafeHandle
+    {
+        readonly SafeHandle block;
+
+        public ViewMemory(SafeHandle block, long offset) : base(0, ownsHandle: true)
+        {
+            bool added = false;
+            block.DangerousAddRef(ref added);
+            this.block = block;
+            SetHandle(block.DangerousGetHandle() + (nint)offset);
+        }
+
+        // Never "invalid": a view of a block at address 0 (the recording runtime's first) must still release its reference.
+        public override bool IsInvalid => false;
+
+        protected override bool ReleaseHandle()
+        {
+            block.DangerousRelease();
+            return true;
+        }
+    }
+
     public override string ToString() => $"CudaTensor[{string.Join(", ", Shape)}]";
 }

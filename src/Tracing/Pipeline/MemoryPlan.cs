@@ -134,6 +134,7 @@ internal sealed record MemoryPlan
         // The CPU runs the clean and patch forwards as one (PairedForward, where both row counts take the same GEMM
         // kernel): two paired layers of 2·rows at a time beside the halves, and the paired embedding; every forward of
         // the run takes those arrays back from the pool. Its patch half keeps only its embedding and its site values.
+        // A GPU pairs too (PairedForward.RunAsViews), its halves views of one forward of 2·rows: what two passes hold.
         bool paired = cpu && patchBaseline && !checkpoint && rows <= int.MaxValue / 2 && Gemm.SameRowArithmetic((int)rows, 2 * (int)rows);
         long patchPass = !patchBaseline ? 0 : paired ? (rows * d + rows * siteWidths * layers) * e : Pass(rows);
         if (bf16Stored) held += "; q, k, v, gate, up in bf16";
@@ -178,7 +179,11 @@ internal sealed record MemoryPlan
         // On a GPU: the bf16 operand copies of one op at a time (Bf16Operands' shadows and the bf16 attention kernels' q,
         // k, v, dz copies; counted for every GPU plan, a little over for fp32 math). Measured on the recording runtime at
         // 8B width, 4 layers: the pool's peak less weights is 0.37 GB above the other items at T = 8192 (this item: 0.40 GB).
-        else items.Add(("bf16 operand scratch", igRows * (c.HiddenDim + 2L * d + 2L * kv) * 2));
+        // A GPU runs the clean and patch forwards as one of 2·rows (PairedForward.RunAsViews; not checkpointed): that
+        // forward's operand copies are twice a pass's (recording runtime, 8B width, 1 layer, T = 8192: the peak rose by
+        // 0.64 GB with the pairing, 0.40 GB of it this item's doubling; the other 0.24 GB is not an item: the stacked Q/K/V
+        // product's fp32 output at 2·rows would be 0.2 GB).
+        else items.Add(("bf16 operand scratch", (patchBaseline && !checkpoint ? Math.Max(igRows, 2 * rows) : igRows) * (c.HiddenDim + 2L * d + 2L * kv) * 2));
         items.Sort((a, b) => b.Item2.CompareTo(a.Item2));
         return new MemoryPlan
         {

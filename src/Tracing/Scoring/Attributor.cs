@@ -188,9 +188,10 @@ internal static class Attributor
             Array.Fill(_scoreRowOf, positions);
             for (int b = 0; b < _clean.Size; b++)
                 for (int p = 0; p < _clean.Lengths[b]; p++) _scoreRowOf[_clean.RowFromEnd(b, p)] = p;
-            if (baseline == Baseline.Patch && pairForwards && PairedForward.Applies(model, _clean.Rows))
+            if (baseline == Baseline.Patch && pairForwards && !checkpoint && PairedForward.Applies(model, _clean.Rows))
             {
-                // One forward over the clean and patch prompts together: each weight is read once for both.
+                // One forward over the clean and patch prompts together: each weight is read once for both. Not when
+                // checkpointed: the paired forward keeps every layer (the memory plan counts it only unchecked).
                 // A sparse seed (MetricGradient) never reads the logits: the classifier product is skipped.
                 bool sparseSeed = pairs.All(p => metric.ConstantGradient(p) is { Length: <= SparseSeedTerms });
                 var (cleanPass, patchPass) = PairedForward.Run(model, _clean, new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()), sites,

@@ -270,4 +270,48 @@ public class Bf16StorageTests
             for (int l = 0; l < weights.Config.Layers; l++)
                 Assert.Equal(converted.Get(s, l), got.Get(s, l));
     }
+    /// <summary>
+    /// <see cref="CudaBackend.GateUpSwiGluForBackward"/> (under Bf16 one stacked [W1; W3] product and SwiGLU reading its
+    /// output in place) against the calls it replaces: <see cref="CudaBackend.MatMulShared"/> (stacked and split below
+    /// <see cref="CudaBackend.NarrowProductColumns"/>, two products above), SwiGLU and two stores. act and the backward's
+    /// dgate, dup (read from the stored gate and up) are bit for bit the same; fp32 is the default path itself.
+    /// </summary>
+    [Theory]
+    [InlineData(5, 24, 40, true)]
+    [InlineData(3, 8, 4100, true)]
+    [InlineData(3, 8, 4100, false)]
+    public void Gate_and_up_as_one_product_read_in_place_equal_the_products_swiglu_and_stores(int rows, int dim, int hidden, bool bf16)
+    {
+        using var b = new CudaBackend(new HostKernelRuntime(), precision: bf16 ? GemmPrecision.Bf16 : GemmPrecision.Fp32);
+        var w = b.StackConstants([b.UploadConstant(Rand.Floats(1, hidden * dim), hidden, dim), b.UploadConstant(Rand.Floats(2, hidden * dim), hidden, dim)]);
+        using var x = b.Upload(Rand.Floats(3, rows * dim), rows, dim);
+        using var dh = b.Upload(Rand.Floats(4, rows * hidden), rows, hidden);
+        (float[] Act, float[] Dgate, float[] Dup, bool Bf16) Run(bool inPlace)
+        {
+            Tensor gate = b.AllocateUninitialized(rows, hidden), up = b.AllocateUninitialized(rows, hidden);
+            using var act = b.AllocateUninitialized(rows, hidden);
+            if (inPlace) (gate, up) = b.GateUpSwiGluForBackward(x, w[0], w[1], gate, up, act);
+            else
+            {
+                b.MatMulShared(x, [w[0], w[1]], [gate, up]);
+                b.SwiGlu(gate, up, act);
+                (gate, up) = (b.StoreForBackward(gate), b.StoreForBackward(up));
+            }
+            using var dgate = b.AllocateUninitialized(rows, hidden);
+            using var dup = b.AllocateUninitialized(rows, hidden);
+            b.SwiGluBackward(dh, gate, up, GateRule.Exact, dgate, dup);
+            var result = (Get(b, act), Get(b, dgate), Get(b, dup), gate is CudaTensor { IsBf16: true });
+            gate.Dispose();
+            up.Dispose();
+            return result;
+        }
+        var expected = Run(inPlace: false);
+        var got = Run(inPlace: true);
+        Assert.Equal(bf16, got.Bf16);
+        Assert.Equal(expected.Bf16, got.Bf16);
+        Assert.Equal(expected.Act, got.Act);
+        Assert.Equal(expected.Dgate, got.Dgate);
+        Assert.Equal(expected.Dup, got.Dup);
+        Assert.Contains(expected.Act, v => v != 0f);
+    }
 }

@@ -13,7 +13,9 @@ namespace NeuronTrace.Runtime.Tests.Cuda;
 /// hand from the pass, not read off a run. Since issue 13 (items 2, 3, 5) the scores stay on the device until the
 /// task's last batch, the node scores are added where the backward produces each gradient, and a logit metric seeds
 /// the backward on the device: a pass waits for the device once. The last batch's backward queues each finished
-/// layer's means on the copy stream as it goes (one download per layer, none waited for until the end).
+/// layer's means on the copy stream as it goes (one download per layer, none waited for until the end). The clean and
+/// patch forwards run as one forward of both prompt sets (PairedForward over row views; PairedForwardOnCudaTests
+/// compares it with the two forwards it replaced).
 /// </summary>
 public class LaunchLedgerTests
 {
@@ -58,10 +60,10 @@ public class LaunchLedgerTests
         Assert.Equal(4L * c.Layers * Seq * sites.Sum(s => (long)Width(c, s)), r.BytesToHost);
         Assert.Equal(r.BytesToHost, r.CopyStreamBytesToHost);
         Assert.Equal(1, r.HostSyncs);   // nothing else waits for the device: the copies are waited for at the end, together
-        // Uploads: the token ids of the two forwards, the last-row gather of the clean forward, the seed's entries, the
+        // Uploads: the token ids of the paired forward, the last-row gather of its clean half, the seed's entries, the
         // backward's scatter of the last rows. The row → position map of the score op is the previous pass's (same batch
         // shape), so it is not sent again; the slab's rows go to the host as they are (no gather, no row list).
-        Assert.Equal(5, r.Uploads);
+        Assert.Equal(4, r.Uploads);
         // The scores: one fused op per site and layer; no delta tensors (intervene, multiply), no copies (the forwards'
         // residual output is one out-of-place add, add_into, per layer, where it was a copy and an add; the other
         // residual add is fused into the MLP's norm, add_rmsnorm_forward), one scatter (the backward's last rows).
@@ -69,8 +71,8 @@ public class LaunchLedgerTests
         Assert.False(r.Ops.ContainsKey("gather_scaled_rows"));
         Assert.Equal(1, r.Ops["scatter_add_rows"].Calls);
         Assert.False(r.Ops.ContainsKey("copy"));
-        Assert.Equal(2 * c.Layers, r.Ops["add"].Calls);
-        Assert.Equal(2 * c.Layers, r.Ops["add_rmsnorm_forward"].Calls);
+        Assert.Equal(c.Layers, r.Ops["add"].Calls);   // one paired forward: once per layer
+        Assert.Equal(c.Layers, r.Ops["add_rmsnorm_forward"].Calls);
         Assert.False(r.Ops.ContainsKey("intervene"));
         Assert.False(r.Ops.ContainsKey("multiply"));
     }
@@ -99,23 +101,21 @@ public class LaunchLedgerTests
     }
 
     [Fact]
-    public void The_matrix_products_are_two_forwards_one_output_layer_and_one_input_gradient_backward_without_the_output_layer()
+    public void The_matrix_products_are_one_paired_forward_and_one_input_gradient_backward_without_the_output_layer()
     {
         var c = RandomLlama.SmallConfig();
         var r = OnePass(c, NodeSites.All, GemmPrecision.Bf16, uninitialized: true);
         double rows = Batch * Seq;
         double linear = c.Layers * ((double)c.Dim * c.Dim * 2 + 2.0 * c.KvDim * c.Dim + 3.0 * c.Dim * c.HiddenDim);
-        double head = 2.0 * Batch * c.VocabSize * c.Dim;    // the output layer on the last rows only
-        // Clean and patch forwards; only the clean one runs the output layer (the patch forward gives activations).
+        // Clean and patch prompts in one forward of 2 × rows (each weight read once for both); no output layer: the
+        // logit-difference seed is sparse, so the logits are never formed (the backward gathers the answer rows).
         // bf16 stacks [Wq; Wk; Wv] and [W1; W3]. The forward runs q, k, v as one product and one launch that splits it
-        // and rotates q and k (split_qkv_rope; K and V are narrow), gate and up as two products (each wide enough alone
-        // at 8B width; here every block is narrower than CudaBackend.NarrowProductColumns, so this small model stacks
-        // them too, and splits them): four products per layer, one split and one split-and-rotate, no forward RoPE.
-        Assert.True(c.HiddenDim < CudaBackend.NarrowProductColumns);
-        Assert.Equal(2 * 2 * rows * linear + head, r.Ops["matmul"].Flops);
-        Assert.Equal(2 * 4 * c.Layers + 1, r.Ops["matmul"].Calls);
-        Assert.Equal(2 * c.Layers, r.Ops["split_columns"].Calls);
-        Assert.Equal(2 * c.Layers, r.Ops["split_qkv_rope"].Calls);
+        // and rotates q and k (split_qkv_rope), gate and up as one product whose output SwiGLU reads in place (at any
+        // width: no split), then o and down: four products per layer, one split-and-rotate, no split, no forward RoPE.
+        Assert.Equal(2 * (2 * rows) * linear, r.Ops["matmul"].Flops);
+        Assert.Equal(4 * c.Layers, r.Ops["matmul"].Calls);
+        Assert.False(r.Ops.ContainsKey("split_columns"));
+        Assert.Equal(c.Layers, r.Ops["split_qkv_rope"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations of dq and dk
         // The backward's output layer is the gather of two classifier rows per example, not a product; its input
         // gradients are four products per layer too (down, gate-up summed, o, qkv summed).
@@ -130,7 +130,7 @@ public class LaunchLedgerTests
         // [dq | dk | dv] in one launch. (The bf16 attention writes both: see the 8B-shape case.) The forward stores q, k,
         // v (and gate, up) in bf16 for the backward, adopting the shadows their producers wrote (no conversion), which
         // the fp32 attention's backward widens again: three widenings per backward layer, only for such head dims.
-        Assert.Equal(2 * c.Layers + c.Layers, r.Ops["f32_to_bf16"].Calls);
+        Assert.Equal(c.Layers + c.Layers, r.Ops["f32_to_bf16"].Calls);   // z once per paired forward layer, [dq | dk | dv] per backward layer
         Assert.Equal(3 * c.Layers, r.Ops["bf16_to_f32"].Calls);
         Assert.True(r.Pool.PeakUsedBytes >= r.Pool.UsedBytes && r.Pool.PeakUsedBytes > 0);
     }
@@ -151,17 +151,21 @@ public class LaunchLedgerTests
         };
         var r = OnePass(c, NodeSites.All, GemmPrecision.Bf16, uninitialized: true);
         Assert.False(r.Ops.ContainsKey("f32_to_bf16"));
-        Assert.Equal(2 * c.Layers, r.Ops["split_qkv_rope"].Calls);
+        Assert.Equal(c.Layers, r.Ops["split_qkv_rope"].Calls);
         Assert.Equal(2 * c.Layers, r.Ops["rope"].Calls);   // the backward's inverse rotations only (was 2 more per forward layer)
-        Assert.Equal(2 * c.Layers, r.Ops["attention_flash_forward"].Calls);
-        // Every launch of the pass: a forward layer 11 (attention norm, Q/K/V product and its split with RoPE, attention,
-        // o product, residual add fused with the MLP norm, gate and up products, SwiGLU, down product, residual add into
-        // the layer's output), twice (clean, patch); a backward layer 17 (4 input-gradient products, 5 score accumulations,
-        // SwiGLU backward, 2 norm backwards, 2 inverse RoPE, the attention backward's row term, dq and dk/dv); once a pass
-        // 22: 2 embeddings, the clean forward's last-row gather, final norm and output layer, 13 zero-filled allocations
-        // (the backward's 9 scratch tensors, the head's 3, the score slab), the head's answer-row gather and sum (2),
-        // final norm backward and scatter (the scores leave each layer's slab rows as they are: no gather).
-        Assert.Equal(2 * 11 * c.Layers + 17 * c.Layers + 22, r.Launches);   // 14 a forward layer before split_qkv_rope and add_into
+        Assert.Equal(c.Layers, r.Ops["attention_flash_forward"].Calls);   // one paired forward over both prompt sets
+        // Every launch of the pass: a forward layer 10 (attention norm, Q/K/V product and its split with RoPE, attention,
+        // o product, residual add fused with the MLP norm, the stacked gate-up product, SwiGLU reading its output in
+        // place, down product, residual add into the layer's output), once over the clean and patch prompts together
+        // (it was twice before the paired forward; 11 while gate and up were two products at this width);
+        // a backward layer 17 (4 input-gradient products, 5 score accumulations, SwiGLU backward, 2 norm backwards, 2
+        // inverse RoPE, the attention backward's row term, dq and dk/dv); once a pass 20: the embedding, the clean half's
+        // last-row gather and final norm (no output layer: the sparse seed never reads logits), 13 zero-filled
+        // allocations (the backward's 9 scratch tensors, the head's 3, the score slab), the head's answer-row gather and
+        // sum (2), final norm backward and scatter (the scores leave each layer's slab rows as they are: no gather).
+        Assert.Equal(10 * c.Layers + 17 * c.Layers + 20, r.Launches);   // 14 a forward layer before split_qkv_rope and add_into
+        Assert.Equal(4 * c.Layers, r.Ops["matmul"].Calls);   // q/k/v, o, gate-up, down
+        Assert.False(r.Ops.ContainsKey("split_columns"));
     }
 
     [Fact]
@@ -169,7 +173,7 @@ public class LaunchLedgerTests
     {
         var c = RandomLlama.SmallConfig();
         var r = OnePass(c, NodeSites.All, GemmPrecision.Fp32, uninitialized: true);
-        Assert.Equal(2 * 7 * c.Layers + 1, r.Ops["matmul"].Calls);
+        Assert.Equal(7 * c.Layers, r.Ops["matmul"].Calls);   // one paired forward, no output layer (sparse seed)
         Assert.Equal(7 * c.Layers, r.Ops["matmul_input_grad"].Calls);
         Assert.False(r.Ops.ContainsKey("f32_to_bf16"));
         Assert.False(r.Ops.ContainsKey("split_columns"));

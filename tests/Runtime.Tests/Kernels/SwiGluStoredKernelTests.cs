@@ -86,5 +86,42 @@ public class SwiGluStoredKernelTests
         }
     }
 
+    public static IEnumerable<object[]> StackedCases => KernelTargets.Cross([[1, 1, 32, 0u], [3, 100, 256, 0u], [8, 96, 64, 2u], [17, 33, 256, 0u]]);
+
+    /// <summary>swiglu_forward_bf16_stacked: gate and up read in place from the [rows, 2·width] output of the stacked
+    /// [W1; W3] product (row r: gate, then up): h as the CPU op on the same values (the fp32 kernel's tolerance), h16 its
+    /// rounding, g16 and u16 the rounding of the gate and up halves, exactly (what the store kernel writes).</summary>
+    [Theory]
+    [MemberData(nameof(StackedCases))]
+    public void Stacked_forward_reads_gate_and_up_halves_in_place(string target, int rows, int width, int block, uint grid)
+    {
+        using var rt = KernelTargets.Open(target);
+        if (rt is null) return;
+        int n = rows * width;
+        var (g, u, expected) = SwiGluKernelTests.ForwardCase(n);
+        var stacked = new float[2 * n];
+        for (int r = 0; r < rows; r++)
+        {
+            Array.Copy(g, r * width, stacked, r * 2 * width, width);
+            Array.Copy(u, r * width, stacked, r * 2 * width + width, width);
+        }
+        using var ds = DeviceArray.Upload(rt, stacked);
+        using var dh = DeviceArray.Floats(rt, n);
+        using var h16 = DeviceArray.Floats(rt, (n + 1) / 2);
+        using var g16 = DeviceArray.Floats(rt, (n + 1) / 2);
+        using var u16 = DeviceArray.Floats(rt, (n + 1) / 2);
+        rt.Run("swiglu_forward_bf16_stacked", new Dim3(grid == 0 ? KernelLaunch.Blocks(n, block) : grid), new Dim3((uint)block), 0,
+            ds, (long)rows, width, dh, h16, g16, u16);
+        var got = dh.Download();
+        Approx.Equal(expected, got, 1e-6f, 1e-5f, "h");
+        ushort[] hh = Bf16KernelTests.Halves(h16, n), gh = Bf16KernelTests.Halves(g16, n), uh = Bf16KernelTests.Halves(u16, n);
+        for (int i = 0; i < n; i++)
+        {
+            Assert.True(Bf16KernelTests.Round(got[i]) == hh[i], $"h16[{i}]");
+            Assert.True(Bf16KernelTests.Round(g[i]) == gh[i], $"g16[{i}]: expected 0x{Bf16KernelTests.Round(g[i]):X4}, got 0x{gh[i]:X4}");
+            Assert.True(Bf16KernelTests.Round(u[i]) == uh[i], $"u16[{i}]");
+        }
+    }
+
     static float Widen(ushort b) => BitConverter.Int32BitsToSingle(b << 16);
 }

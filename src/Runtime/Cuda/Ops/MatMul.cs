@@ -37,8 +37,9 @@ internal sealed partial class CudaBackend
     }
 
     /// <summary>
-    /// A stacked forward product pays one extra pass over its output (the split), so it is used only when one of the
-    /// blocks is narrower than this many output columns: at 128-column tiles that is under 32 tile columns, which
+    /// A stacked forward product in <see cref="MatMulShared"/> pays one extra pass over its output (the split), so it is
+    /// used there only when one of the blocks is narrower than this many output columns (the forward's gate and up skip
+    /// the split instead: <see cref="GateUpSwiGluForBackward"/> stacks at any width, SwiGLU reading the output in place): at 128-column tiles that is under 32 tile columns, which
     /// for a few hundred rows cannot fill an H100's 132 SMs alone (K and V of Llama-3-8B: 1024). Wide blocks (gate
     /// and up: 14336) fill the GPU one by one and read the one shared bf16 operand without a conversion each.
     /// </summary>
@@ -78,9 +79,9 @@ internal sealed partial class CudaBackend
     /// The one product x · [W₀; W₁; …]ᵀ into the [rows, Σ n] scratch when <see cref="MatMulShared"/> stacks (Bf16,
     /// adjacent bf16 weights, a block narrower than <see cref="NarrowProductColumns"/>), its address; else 0 (nothing run).
     /// </summary>
-    nint StackedProduct(Tensor x, ReadOnlySpan<Tensor> weights, ReadOnlySpan<Tensor> outputs)
+    nint StackedProduct(Tensor x, ReadOnlySpan<Tensor> weights, ReadOnlySpan<Tensor> outputs, bool anyWidth = false)
     {
-        bool narrow = false;
+        bool narrow = anyWidth;
         foreach (var w in weights) narrow |= w.Rows < NarrowProductColumns;
         if (Precision != GemmPrecision.Bf16 || !narrow || !Adjacent(weights) || x.Rows == 0 || x.Columns == 0) return 0;
         for (int i = 0; i < weights.Length; i++) OpContracts.MatMul(x, weights[i], outputs[i]);

@@ -18,6 +18,10 @@ internal sealed partial class CudaBackend
     internal readonly record struct SwiGluForwardBf16StoreArgs(nint Gate, nint Up, nint H, nint H16, nint Gate16, nint Up16, long N);
     internal static readonly Kernel<SwiGluForwardBf16StoreArgs> SwiGluForwardBf16StoreKernel = Kernel.Declare<SwiGluForwardBf16StoreArgs>("swiglu_forward_bf16_store");
 
+    [StructLayout(LayoutKind.Sequential)]
+    internal readonly record struct SwiGluForwardBf16StackedArgs(nint Stacked, long Rows, int Width, nint H, nint H16, nint Gate16, nint Up16);
+    internal static readonly Kernel<SwiGluForwardBf16StackedArgs> SwiGluForwardBf16StackedKernel = Kernel.Declare<SwiGluForwardBf16StackedArgs>("swiglu_forward_bf16_stacked");
+
     /// <param name="Dh">Device pointer to the gradient of the SwiGLU output h = silu(gate)·up, N values.</param>
     /// <param name="Gate">Device pointer to the forward's gate projection, N values.</param>
     /// <param name="Up">Device pointer to the forward's up projection, N values.</param>
@@ -57,6 +61,37 @@ internal sealed partial class CudaBackend
         }
         Launch(SwiGluForwardKernel, GridFor(h.Length), new Dim3(ElementwiseBlock), 0,
             new SwiGluForwardArgs(In(gate), In(up), Dev(h), h.Length), OpWork.Streaming(h.Length, 3, 6));
+    }
+
+    /// <summary>
+    /// <see cref="IBackend.GateUpSwiGluForBackward"/>: under Bf16 against the stacked [W1; W3] (<see cref="StackConstants"/>),
+    /// one product into [rows, 2 · hidden] and swiglu_forward_bf16_stacked reading gate and up from it in place, writing
+    /// act (and its bf16 shadow, the down product's operand) and the bf16 gate and up the backward reads; the fp32
+    /// gate and up are never written (the default stores exactly their rounding). Otherwise the default's calls.
+    /// </summary>
+    public (Tensor Gate, Tensor Up) GateUpSwiGluForBackward(Tensor x, Tensor w1, Tensor w3, Tensor gate, Tensor up, Tensor act)
+    {
+        OpContracts.SwiGlu(gate, up, act);
+        nint stacked = StackedProduct(x, [w1, w3], [gate, up], anyWidth: true);
+        if (stacked == 0)
+        {
+            MatMulShared(x, [w1, w3], [gate, up]);
+            SwiGlu(gate, up, act);
+            return (StoreForBackward(gate), StoreForBackward(up));
+        }
+        var storedGate = CreateBf16(gate.Shape.ToArray());
+        var storedUp = CreateBf16(up.Shape.ToArray());
+        using (Range("swiglu_forward"))
+        {
+            var slot = ShadowSlot(act);
+            Launch(SwiGluForwardBf16StackedKernel, GridFor(act.Length), new Dim3(ElementwiseBlock), 0,
+                new SwiGluForwardBf16StackedArgs(stacked, act.Rows, act.Columns, Dev(act), slot.Address, storedGate.Pointer, storedUp.Pointer),
+                OpWork.Streaming(act.Length, 3, 6) with { Bytes = act.Length * 18.0 });
+            Publish(slot, act);
+        }
+        gate.Dispose();
+        up.Dispose();
+        return (storedGate, storedUp);
     }
 
     public void SwiGluBackward(Tensor dh, Tensor gate, Tensor up, GateRule rule, Tensor dgate, Tensor dup)
