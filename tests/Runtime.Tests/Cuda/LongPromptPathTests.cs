@@ -85,7 +85,7 @@ public class LongPromptPathTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(StoredCases))]
-    public void A_stored_bf16_run_stays_within_20_percent_of_its_plan_which_counts_q_k_v_gate_up_in_bf16(string shape, int batch, int T)
+    public void A_stored_bf16_run_peaks_near_its_plan_which_counts_q_k_v_gate_up_in_bf16(string shape, int batch, int T)
     {
         // Stored (not checkpointed): every layer of both forwards is held at the backward's start (the clean pass's
         // until the batch ends, the patch pass's too), with q, k, v, gate and up in bf16 (IBackend.StoreForBackward).
@@ -106,12 +106,13 @@ public class LongPromptPathTests(ITestOutputHelper output)
         Attributor.Score(model, task, new AttributionOptions { Method = AttributionMethod.RelP, Sites = NodeSites.All, BatchSize = batch });
         long peak = device.Pool.PeakUsedBytes;
         // The pool holds the tensors: compared without the weights (the pool rounds them to size classes) and without the
-        // runtime allowance (on a GPU the CUDA context and cuBLAS workspace, outside the pool), within 20% either way.
+        // runtime allowance (on a GPU the CUDA context and cuBLAS workspace, outside the pool): the plan at most 10% under the peak, 20% over.
         long planned = plan.TotalBytes - plan.Items.Single(i => i.Item == "weights").Bytes - plan.Items.Single(i => i.Item == "runtime").Bytes;
         double ratio = planned / (double)(peak - weights);
         output.WriteLine($"{shape} {batch}x{T} stored: pool peak {MemoryPlan.Gib(peak)} (weights {MemoryPlan.Gib(weights)}), plan without weights and runtime {MemoryPlan.Gib(planned)}, ratio {ratio:F3}");
         foreach (var (item, bytes) in plan.Items) output.WriteLine($"  {item}: {MemoryPlan.Gib(bytes)}");
-        Assert.InRange(ratio, 0.8, 1.2);
+        // 0.8 before the stacked product output was counted (8b 8x64: 0.82), 0.96 with it; 1.11 narrow.
+        Assert.InRange(ratio, 0.9, 1.2);
     }
 
     [Fact]
