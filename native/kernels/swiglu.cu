@@ -17,32 +17,24 @@ extern "C" __global__ void swiglu_forward(const float* __restrict__ gate, const 
 }
 NT_HOST_LAUNCHER(swiglu_forward)
 
-// As swiglu_forward, and h16[i] = bf16(h[i]): the down product's operand under GemmPrecision.Bf16.
-extern "C" __global__ void swiglu_forward_bf16(const float* __restrict__ gate, const float* __restrict__ up,
-                                               float* __restrict__ h, unsigned short* __restrict__ h16, long long n) {
-  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) {
-    const float g = gate[i];
-    const float v = g * nt_sigmoid(g) * up[i];
-    h[i] = v;
-    h16[i] = nt_bf16_from_float(v);
-  }
+// Element i of the bf16 forward: h = silu(g)·u, its rounding h16 (the down product's operand under GemmPrecision.Bf16)
+// and the rounded gate and up the forward stores for the backward (IBackend.StoreForBackward adopts them), written
+// while they are read here rather than by a conversion.
+static __device__ __forceinline__ void nt_swiglu_store(float g, float u, long long i, float* __restrict__ h, unsigned short* __restrict__ h16,
+                                                       unsigned short* __restrict__ g16, unsigned short* __restrict__ u16) {
+  const float v = g * nt_sigmoid(g) * u;
+  h[i] = v;
+  h16[i] = nt_bf16_from_float(v);
+  g16[i] = nt_bf16_from_float(g);
+  u16[i] = nt_bf16_from_float(u);
 }
-NT_HOST_LAUNCHER(swiglu_forward_bf16)
 
-// As swiglu_forward_bf16, and g16[i], u16[i] = bf16(gate[i]), bf16(up[i]): the gate and up a forward stores for the
-// backward (IBackend.StoreForBackward adopts them), written while they are read here rather than by a conversion.
+// swiglu_forward with the bf16 copies of nt_swiglu_store.
 extern "C" __global__ void swiglu_forward_bf16_store(const float* __restrict__ gate, const float* __restrict__ up,
                                                      float* __restrict__ h, unsigned short* __restrict__ h16,
                                                      unsigned short* __restrict__ g16, unsigned short* __restrict__ u16,
                                                      long long n) {
-  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) {
-    const float g = gate[i], u = up[i];
-    const float v = g * nt_sigmoid(g) * u;
-    h[i] = v;
-    h16[i] = nt_bf16_from_float(v);
-    g16[i] = nt_bf16_from_float(g);
-    u16[i] = nt_bf16_from_float(u);
-  }
+  for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) nt_swiglu_store(gate[i], up[i], i, h, h16, g16, u16);
 }
 NT_HOST_LAUNCHER(swiglu_forward_bf16_store)
 
@@ -55,12 +47,7 @@ extern "C" __global__ void swiglu_forward_bf16_stacked(const float* __restrict__
   const long long n = rows * width;
   for (long long i = nt_global_index(); i < n; i += nt_grid_stride()) {
     const long long r = i / width, c = i - r * width;
-    const float g = stacked[r * 2 * width + c], u = stacked[r * 2 * width + width + c];
-    const float v = g * nt_sigmoid(g) * u;
-    h[i] = v;
-    h16[i] = nt_bf16_from_float(v);
-    g16[i] = nt_bf16_from_float(g);
-    u16[i] = nt_bf16_from_float(u);
+    nt_swiglu_store(stacked[r * 2 * width + c], stacked[r * 2 * width + width + c], i, h, h16, g16, u16);
   }
 }
 NT_HOST_LAUNCHER(swiglu_forward_bf16_stacked)

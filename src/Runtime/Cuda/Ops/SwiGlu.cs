@@ -11,10 +11,6 @@ internal sealed partial class CudaBackend
     internal static readonly Kernel<SwiGluForwardArgs> SwiGluForwardKernel = Kernel.Declare<SwiGluForwardArgs>("swiglu_forward");
 
     [StructLayout(LayoutKind.Sequential)]
-    internal readonly record struct SwiGluForwardBf16Args(nint Gate, nint Up, nint H, nint H16, long N);
-    internal static readonly Kernel<SwiGluForwardBf16Args> SwiGluForwardBf16Kernel = Kernel.Declare<SwiGluForwardBf16Args>("swiglu_forward_bf16");
-
-    [StructLayout(LayoutKind.Sequential)]
     internal readonly record struct SwiGluForwardBf16StoreArgs(nint Gate, nint Up, nint H, nint H16, nint Gate16, nint Up16, long N);
     internal static readonly Kernel<SwiGluForwardBf16StoreArgs> SwiGluForwardBf16StoreKernel = Kernel.Declare<SwiGluForwardBf16StoreArgs>("swiglu_forward_bf16_store");
 
