@@ -182,12 +182,14 @@ internal sealed record MemoryPlan
         // A GPU runs the clean and patch forwards as one of 2·rows (PairedForward.RunAsViews; not checkpointed): that
         // forward's operand copies are twice a pass's (recording runtime, 8B width, 1 layer, T = 8192: the peak rose by
         // 0.64 GB with the pairing, 0.40 GB of it this item's doubling; the rest is the stacked product output below).
-        else items.Add(("bf16 operand scratch", (patchBaseline && !checkpoint ? Math.Max(igRows, 2 * rows) : igRows) * (c.HiddenDim + 2L * d + 2L * kv) * 2));
+        // The rows of one GPU forward (the IG path pass, or clean and patch paired when not checkpointed).
+        long gpuForwardRows = patchBaseline && !checkpoint ? Math.Max(igRows, 2 * rows) : igRows;
+        if (!cpu) items.Add(("bf16 operand scratch", gpuForwardRows * (c.HiddenDim + 2L * d + 2L * kv) * 2));
         // Under bf16 a GPU runs Q/K/V and gate/up as stacked products into one kept fp32 staging buffer (MatMul.cs
         // StackedProduct; gate/up at any width since SwiGLU reads its halves in place): the widest stack, [Wq; Wk; Wv]
         // or [W1; W3], at the forward's rows (2·rows when clean and patch pair).
         if (bf16Stored)
-            items.Add(("stacked product output", (patchBaseline && !checkpoint ? Math.Max(igRows, 2 * rows) : igRows) * Math.Max(2L * h, d + 2L * kv) * 4));
+            items.Add(("stacked product output", gpuForwardRows * Math.Max(2L * h, d + 2L * kv) * 4));
         items.Sort((a, b) => b.Item2.CompareTo(a.Item2));
         return new MemoryPlan
         {
