@@ -262,12 +262,15 @@ internal sealed class Llama : IDisposable
     /// copying it into a <see cref="SiteGradients"/>: the tensor is the backward's own working buffer, valid only during
     /// the call (read it, do not keep or change it). Sites are visited top layer first, each layer resid, mlp_out,
     /// mlp_act, attn, attn_z. Used by attribution to add the node scores without a copy of any gradient.
+    /// With <paramref name="rows"/>, where it applies (<see cref="BackwardRows.AppliesTo"/>), only those rows are
+    /// computed (their gradients bit for bit those of the full backward) and every other row reads zero at every site.
     /// </summary>
     public void Backward(ForwardPass pass, LogitGradient logitGrad, BackwardRules rules, IReadOnlyCollection<NodeSite> sites, SiteGradientSink sink,
-        InterventionPlan? plan = null, int lowestLayer = 0)
+        InterventionPlan? plan = null, int lowestLayer = 0, BackwardRows? rows = null)
     {
+        if (rows is not null && rows.TotalRows != pass.Batch.Rows) throw new ArgumentException($"backward rows of a {rows.TotalRows}-row batch for a {pass.Batch.Rows}-row forward");
         var dR = BackwardHead(pass, logitGrad, rules, plan);
-        BackwardLayers(pass, dR, Config.Layers - 1, null, rules, sites, plan, lowestLayer, null, sink);
+        BackwardLayers(pass, dR, Config.Layers - 1, null, rules, sites, plan, lowestLayer, null, sink, rows is not null && rows.AppliesTo(this) ? rows : null);
     }
 
     /// <summary>Classifier and final norm, then into the residual rows the logits were read at: ∂m/∂r_L (owned by the caller).</summary>
@@ -323,8 +326,12 @@ internal sealed class Llama : IDisposable
     /// A seed adds a gradient at one site of the top layer; stages of the top layer above the seed's site are skipped.
     /// With a <paramref name="sink"/> the site gradients go to it (no copies) and the result is null.
     /// </summary>
+    /// With <paramref name="computed"/> (no seed; CPU tensors) only those rows enter the input-gradient products: the other
+    /// rows of dR are zeroed first and every other gradient's stay zero (products write the computed rows only, and the
+    /// norms' backward adds nothing where its input gradient is zero).
     SiteGradients? BackwardLayers(ForwardPass pass, Tensor dR, int topLayer, (NodeSite Site, Tensor Grad)? seed, BackwardRules rules,
-        IReadOnlyCollection<NodeSite> sites, InterventionPlan? plan, int lowestLayer, Func<int, bool>? stopMlp, SiteGradientSink? sink)
+        IReadOnlyCollection<NodeSite> sites, InterventionPlan? plan, int lowestLayer, Func<int, bool>? stopMlp, SiteGradientSink? sink,
+        BackwardRows? computed = null)
     {
         var c = Config; var batch = pass.Batch;
         int rows = batch.Rows, d = c.Dim;
@@ -332,7 +339,9 @@ internal sealed class Llama : IDisposable
         var grads = sink is null ? new SiteGradients(LayerBackend, c.Layers) : null;
 
         // The scratch lives on the device of the layer being run: made again (and dR moved) where the layers change device.
-        using var scratch = new BackwardScratch(rows, c);
+        if (computed is not null && seed is not null) throw new ArgumentException("a seeded backward computes every row");
+        using var scratch = new BackwardScratch(rows, c, computed?.Computed.Length);
+        computed?.ClearOthers(dR);
         IBackend be = null!;
         Tensor cosTable = null!, sinTable = null!, dZ = null!, dUpstream = null!, dAct = null!, dGate = null!, dUp = null!, dNorm = null!,
             dQ = null!, dK = null!, dV = null!;
@@ -362,14 +371,14 @@ internal sealed class Llama : IDisposable
                 var dMlpOut = ThroughEdit(NodeSite.MlpOut, l, dR, dUpstream);
                 if (seedHere == NodeSite.MlpOut) { be.Copy(seed!.Value.Grad, dUpstream); dMlpOut = dUpstream; stopped = false; }
                 if (stopped) be.Fill(dAct, 0f);
-                else be.MatMulInputGrad(dMlpOut, w.W2, dAct, false);
+                else InputGradient([dMlpOut], [w.W2], dAct);
                 if (seedHere == NodeSite.MlpAct) { be.Add(dAct, seed!.Value.Grad); stopped = false; }
                 Record(NodeSite.MlpAct, l, dAct);
                 if (!stopped)
                 {
                     ScaleByEdit(NodeSite.MlpAct, l, dAct);
                     be.SwiGluBackward(dAct, s.Gate, s.Up, rules.Gate, dGate, dUp);
-                    be.MatMulInputGradSum([dGate, dUp], [w.W1, w.W3], dNorm);
+                    InputGradient([dGate, dUp], [w.W1, w.W3], dNorm);
                     be.RmsNormBackward(dNorm, s.Mid, w.FfnNorm, s.FfnRstd, rules.Norm, dR);
                 }
             }
@@ -377,7 +386,7 @@ internal sealed class Llama : IDisposable
             Record(NodeSite.Attn, l, dR);
             var dAttnOut = ThroughEdit(NodeSite.Attn, l, dR, dUpstream);
             if (seedHere == NodeSite.Attn) { be.Copy(seed!.Value.Grad, dUpstream); dAttnOut = dUpstream; }
-            be.MatMulInputGrad(dAttnOut, w.Wo, dZ, false);
+            InputGradient([dAttnOut], [w.Wo], dZ);
             if (seedHere == NodeSite.AttnZ) be.Add(dZ, seed!.Value.Grad);
             Record(NodeSite.AttnZ, l, dZ);
             ScaleByEdit(NodeSite.AttnZ, l, dZ);
@@ -385,13 +394,36 @@ internal sealed class Llama : IDisposable
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
             be.Rope(dQ, c.Heads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
             be.Rope(dK, c.KvHeads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
-            be.MatMulInputGradSum([dQ, dK, dV], [w.Wq, w.Wk, w.Wv], dNorm);
+            InputGradient([dQ, dK, dV], [w.Wq, w.Wk, w.Wv], dNorm);
             be.RmsNormBackward(dNorm, s.Input, w.AttnNorm, s.AttnRstd, rules.Norm, dR);
             be.PopRange();
             // dR: ∂m/∂r_l, the previous block's (edited) output.
         }
         if (lowestLayer == 0 && grads is not null) grads.Embedding = dR; else dR.Dispose();
         return grads;
+
+        // dx = Σ dys[i]·ws[i]: over every row, or over the computed rows in compact scratch (a slot per operand of a
+        // width, the result in the next slot of its width).
+        void InputGradient(ReadOnlySpan<Tensor> dys, ReadOnlySpan<Tensor> ws, Tensor dx)
+        {
+            if (computed is null)
+            {
+                if (dys.Length == 1) be.MatMulInputGrad(dys[0], ws[0], dx, false);
+                else be.MatMulInputGradSum(dys, ws, dx);
+                return;
+            }
+            var compactDys = new Tensor[dys.Length];
+            for (int i = 0; i < dys.Length; i++) compactDys[i] = scratch.Compact(dys[i].Columns, SlotsBefore(dys, i, dys[i].Columns));
+            var compactDx = scratch.Compact(dx.Columns, SlotsBefore(dys, dys.Length, dx.Columns));
+            computed.InputGradient(be, dys, ws, dx, compactDys, compactDx);
+        }
+
+        static int SlotsBefore(ReadOnlySpan<Tensor> dys, int end, int width)
+        {
+            int n = 0;
+            for (int i = 0; i < end; i++) if (dys[i].Columns == width) n++;
+            return n;
+        }
 
         void Record(NodeSite site, int layer, Tensor g)
         {
@@ -461,5 +493,5 @@ internal sealed class Llama : IDisposable
     }
 }
 
-/// <summary>Receives one site gradient of a backward where it is produced (see <see cref="Llama.Backward(ForwardPass, LogitGradient, BackwardRules, IReadOnlyCollection{NodeSite}, SiteGradientSink, InterventionPlan?, int)"/>).</summary>
+/// <summary>Receives one site gradient of a backward where it is produced (see <see cref="Llama.Backward(ForwardPass, LogitGradient, BackwardRules, IReadOnlyCollection{NodeSite}, SiteGradientSink, InterventionPlan?, int, BackwardRows?)"/>).</summary>
 internal delegate void SiteGradientSink(NodeSite site, int layer, Tensor gradient);

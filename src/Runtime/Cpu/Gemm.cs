@@ -108,7 +108,10 @@ internal static unsafe partial class Gemm
     /// few-row kernel and the other the packed one (their summation orders differ). Tiling and threading never change
     /// a row's arithmetic.
     /// </summary>
-    public static bool SameRowArithmetic(int rows1, int rows2) => AutoPath(rows1, true) == AutoPath(rows2, true);
+    public static bool SameRowArithmetic(int rows1, int rows2) => SameRowArithmetic(rows1, rows2, transposedB: true);
+
+    /// <summary>As <see cref="SameRowArithmetic(int, int)"/> for A·Bᵀ, or with <paramref name="transposedB"/> false for A·B (the input gradient dy·W).</summary>
+    public static bool SameRowArithmetic(int rows1, int rows2, bool transposedB) => AutoPath(rows1, transposedB) == AutoPath(rows2, transposedB);
 
     /// <summary>One product, with raw pointers into arrays pinned by the caller for the duration of the call.</summary>
     /// <summary>B is fp32 at <see cref="B"/>, or 16-bit at <see cref="BHalf"/> (then B is null) in <see cref="BFormat"/>.</summary>

@@ -17,7 +17,7 @@ namespace NeuronTrace.Runtime.Cpu;
 /// widened weights (exact products of bf16 values, so the same sums).</para>
 /// <para>Few-row products (the last-position logits) take the portable path too: they are bound by reading B, which
 /// the streaming kernels of GemmSmall.cs do without packing, so the path choice by rows is the fp32 mode's and
-/// <see cref="SameRowArithmetic"/> holds for both modes.</para>
+/// <see cref="SameRowArithmetic(int, int)"/> holds for both modes.</para>
 /// <para>The instruction path cuts C into column tiles (a few per core, as <see cref="RunPacked"/> does); each tile
 /// packs its own columns of B, so every weight is read once per product. A is rounded once per product.</para>
 /// </remarks>

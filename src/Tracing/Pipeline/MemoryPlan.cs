@@ -78,6 +78,17 @@ internal sealed record MemoryPlan
     }
 
     /// <summary>
+    /// Columns of the compact backward scratch per row: for each width, the most tensors of that width one of the
+    /// backward's input-gradient products holds (its operands and its result), summed over the widths.
+    /// </summary>
+    static long CompactBackwardWidths(LlamaConfig c)
+    {
+        int d = c.Dim, kv = c.KvDim, h = c.HiddenDim;
+        int[][] products = [[d, h], [h, h, d], [d, d], [d, kv, kv, d]];   // operands then result: W2, W1/W3, Wo, Wq/Wk/Wv
+        return products.SelectMany(p => p).Distinct().Sum(w => (long)w * products.Max(p => p.Count(x => x == w)));
+    }
+
+    /// <summary>
     /// The plan of each device of a model split by layers over <paramref name="devices"/> GPUs (<see cref="LayerPlacement.Balanced"/>):
     /// a device holds its layers' weights, forward states and score sums, one [rows, dim] input (the
     /// embedding, or the residual stream moved in), the full backward scratch while it runs, and the logits on the last.
@@ -161,6 +172,10 @@ internal sealed record MemoryPlan
         // Backward: dZ, dUpstream, dNorm, dQ, dR (d), dK, dV (kv), dAct, dGate, dUp (hidden). AtP and RelP hand each site
         // gradient to the score op where it is produced: none is recorded.
         items.Add(("backward scratch", igRows * (5L * d + 2L * kv + 3L * h) * e));
+        // AtP and RelP on the CPU leave out the rows where no score can be non-zero (BackwardRows): the input-gradient
+        // products then run on compact copies of the computed rows, at most every row, one tensor per operand of a width
+        // and the product's result (BackwardScratch.Compact).
+        if (cpu && !ig) items.Add(("backward scratch (computed rows)", rows * CompactBackwardWidths(c) * e));
         // ScoreSums: one [positions + 1, Σ widths] slab per layer, scores added in place (no delta tensor); a CPU batch
         // split over two threads adds the second thread's slab.
         long slab = (long)(promptLength + 1) * siteWidths * layers;

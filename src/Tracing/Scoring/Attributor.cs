@@ -121,7 +121,7 @@ internal static class Attributor
             void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
             {
                 using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, meanBaseline, sites, positions, concurrentPatch, options.IgRowsPerPass,
-                    pairForwards && !checkpoint, checkpoint);
+                    pairForwards && !checkpoint, checkpoint, options.BackwardOnEveryRow);
                 switch (options.Method)
                 {
                     case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
@@ -175,14 +175,16 @@ internal static class Attributor
         readonly int _igRowsPerPass;
         /// <summary>Every forward keeps only its layers' inputs; the backward recomputes each layer (<see cref="AttributionOptions.CheckpointLayers"/>).</summary>
         readonly bool _checkpoint;
+        /// <summary><see cref="AttributionOptions.BackwardOnEveryRow"/>.</summary>
+        readonly bool _backwardOnEveryRow;
         /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
         readonly int[] _scoreRowOf;
 
         public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, PositionMeans? meanBaseline,
-            NodeSite[] sites, int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards, bool checkpoint)
+            NodeSite[] sites, int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards, bool checkpoint, bool backwardOnEveryRow)
         {
             _model = model; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
-            _meanBaseline = meanBaseline; _igRowsPerPass = igRowsPerPass; _checkpoint = checkpoint;
+            _meanBaseline = meanBaseline; _igRowsPerPass = igRowsPerPass; _checkpoint = checkpoint; _backwardOnEveryRow = backwardOnEveryRow;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
             _scoreRowOf = new int[_clean.Rows];
             Array.Fill(_scoreRowOf, positions);
@@ -236,7 +238,24 @@ internal static class Attributor
         {
             using var seed = MetricGradient(_cleanPass, replicas: 1);
             _model.Backward(_cleanPass, seed.Gradient, rules, _sites,
-                (s, l, g) => sums.Accumulate(s, l, _cleanPass.Site(s, l), BaselineOf(s, l), g, 1f, _scoreRowOf));
+                (s, l, g) => sums.Accumulate(s, l, _cleanPass.Site(s, l), BaselineOf(s, l), g, 1f, _scoreRowOf),
+                rows: _backwardOnEveryRow ? null : ScoredRows());
+        }
+
+        /// <summary>
+        /// The rows where a score can be non-zero, the only ones the backward needs (<see cref="BackwardRows"/>): each
+        /// prompt's real tokens, and against a patch baseline only from the first token where the patch prompt differs
+        /// (before it both runs' values are the same bit for bit, so the delta is 0). Null when that is every row.
+        /// </summary>
+        BackwardRows? ScoredRows()
+        {
+            var first = _baseline == Baseline.Patch
+                ? BackwardRows.FirstDifferences(_pairs.Select(p => p.CleanIds).ToList(), _pairs.Select(p => p.PatchIds!).ToList())
+                : new int[_pairs.Count];
+            // Unequal lengths pair rows of different positions: no prefix is shared then.
+            for (int b = 0; b < _pairs.Count; b++)
+                if (_baseline == Baseline.Patch && _pairs[b].PatchIds!.Length != _pairs[b].CleanIds.Length) first[b] = 0;
+            return BackwardRows.From(_clean, first);
         }
 
         /// <summary>

@@ -1,0 +1,161 @@
+using NeuronTrace.Formats;
+using NeuronTrace.Model;
+using NeuronTrace.Runtime;
+using NeuronTrace.Runtime.Cpu;
+using NeuronTrace.TestSupport;
+using NeuronTrace.Tracing.Scoring;
+using NeuronTrace.Tracing.Tasks;
+using Xunit;
+
+namespace NeuronTrace.Tracing.Tests;
+
+/// <summary>
+/// A backward over some rows only (<see cref="BackwardRows"/>: each prompt from a first position to its last token) must
+/// give, at those rows, the gradients of the full backward bit for bit, and zero at every other row; the scores
+/// AtP and RelP add from it must equal those of the full backward (<see cref="AttributionOptions.BackwardOnEveryRow"/>)
+/// bit for bit.
+/// </summary>
+public class BackwardRowsTests
+{
+    static readonly NodeSite[] AllSites = [NodeSite.Resid, NodeSite.Attn, NodeSite.AttnZ, NodeSite.MlpOut, NodeSite.MlpAct];
+
+    /// <summary>Wide enough (hidden 640 × dim 128) for the products to be spread over the cores.</summary>
+    static LlamaWeights WideRandom() => RandomLlama.Create(RandomLlama.SmallConfig() with
+    {
+        Dim = 128, HiddenDim = 640, Heads = 4, KvHeads = 2, VocabSize = 300, Layers = 2,
+    }, seed: 11, scale: 0.1f);
+
+    public static TheoryData<string> Models() => new() { "stories260K", "wide", "stories260K-bf16" };
+
+    /// <summary>The model, and a folder to delete afterwards (the bf16 copy of the bundled model), or null.</summary>
+    static (Llama Model, string? Folder) Open(string which)
+    {
+        if (which == "wide") return (new Llama(WideRandom(), CpuBackend.Instance), null);
+        var weights = ModelLoader.Load(RepoPaths.Stories260KBin).Weights;
+        if (which == "stories260K") return (new Llama(weights, CpuBackend.Instance), null);
+        string dir = Path.Combine(Path.GetTempPath(), $"nt-backward-rows-{Environment.ProcessId}-{Guid.NewGuid():N}");
+        HfFolderWriter.Write(weights, dir, null, FloatEncoding.BF16);
+        return (new Llama(HfFolderFormat.Load(dir), CpuBackend.Bf16Math), dir);
+    }
+
+    static void Delete(string? dir)
+    {
+        if (dir is null) return;
+        GC.Collect(); GC.WaitForPendingFinalizers();   // the mapped weights hold the file open until finalized
+        try { Directory.Delete(dir, recursive: true); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
+
+    /// <summary>Prompts of 10-16 tokens (padding in most), patched at a random position: 40-64 rows per batch of 4.</summary>
+    static PromptTask Task(Llama model, int count, int seed) => RandomTasks.Pairs(count, model.Config.VocabSize, seed, minLen: 10, maxLen: 16);
+
+    [Theory, MemberData(nameof(Models))]
+    public void ComputedRowsEqualTheFullBackwardAndTheOthersReadZero(string which)
+    {
+        var (model, dir) = Open(which);
+        try
+        {
+            using var _ = model;
+            var task = Task(model, 4, seed: 3);
+            var clean = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
+            var first = BackwardRows.FirstDifferences(task.Pairs.Select(p => p.CleanIds).ToList(), task.Pairs.Select(p => p.PatchIds!).ToList());
+            var rows = BackwardRows.From(clean, first)!;
+            Assert.NotNull(rows);
+            Assert.True(rows.AppliesTo(model), $"{rows.Computed.Length} of {clean.Rows} rows: the compact backward must apply for this test to mean anything");
+            // Hand-derived: prompt b's rows first[b] .. length − 1, in order.
+            Assert.Equal(Enumerable.Range(0, clean.Size).SelectMany(b => Enumerable.Range(b * clean.SeqLen + first[b], clean.Lengths[b] - first[b])), rows.Computed);
+
+            using var pass = model.Forward(clean, LogitRows.Last);
+            int v = model.Config.VocabSize;
+            float[] tokens = new float[clean.Size * v];
+            for (int b = 0; b < clean.Size; b++) { tokens[b * v + 7] = 1f; tokens[b * v + 12] = -1f; }
+            using var dLogits = CpuBackend.Instance.Upload(tokens, clean.Size, v);
+            foreach (var rules in new[] { BackwardRules.RelP, BackwardRules.Exact })
+            {
+                var full = Collect(model, pass, dLogits, rules, null);
+                var part = Collect(model, pass, dLogits, rules, rows);
+                var computed = rows.Computed.ToHashSet();
+                bool skippedNonZero = false;
+                foreach (var ((site, layer), g) in full)
+                {
+                    var h = part[(site, layer)];
+                    int w = site.Width(model.Config);
+                    Assert.Contains(g, x => x != 0f);
+                    for (int r = 0; r < clean.Rows; r++)
+                        for (int i = 0; i < w; i++)
+                        {
+                            float expected = computed.Contains(r) ? g[r * w + i] : 0f;
+                            skippedNonZero |= !computed.Contains(r) && g[r * w + i] != 0f;
+                            if (BitConverter.SingleToInt32Bits(expected) != BitConverter.SingleToInt32Bits(h[r * w + i]) && !(expected == 0f && h[r * w + i] == 0f))
+                                Assert.Fail($"{which} {rules} {site} layer {layer} row {r} [{i}]: rows {h[r * w + i]:R}, expected {expected:R}");
+                        }
+                }
+                // The rows left out carry real gradients in the full backward: the zeros above are not what it computes there.
+                Assert.True(skippedNonZero, "no row left out has a non-zero gradient in the full backward");
+            }
+        }
+        finally { Delete(dir); }
+    }
+
+    static Dictionary<(NodeSite, int), float[]> Collect(Llama model, ForwardPass pass, Tensor dLogits, BackwardRules rules, BackwardRows? rows)
+    {
+        var got = new Dictionary<(NodeSite, int), float[]>();
+        model.Backward(pass, LogitGradient.FromDense(dLogits), rules, AllSites, (s, l, g) =>
+        {
+            var h = new float[g.Length];
+            CpuBackend.Instance.Download(g, h);
+            got[(s, l)] = h;
+        }, rows: rows);
+        Assert.Equal(AllSites.Length * model.Config.Layers, got.Count);
+        return got;
+    }
+
+    [Theory, MemberData(nameof(Models))]
+    public void ScoresEqualTheFullBackwardsBitForBit(string which)
+    {
+        var (model, dir) = Open(which);
+        try
+        {
+            using var _ = model;
+            var task = Task(model, 12, seed: 8);
+            foreach (var method in new[] { AttributionMethod.AtP, AttributionMethod.RelP })
+                foreach (var baseline in new Baseline?[] { null, Baseline.Zero })   // the patch: its shared prefix left out; zero: padding only
+                {
+                    var options = new AttributionOptions { Method = method, BatchSize = 4, Sites = AllSites, Baseline = baseline };
+                    var rows = Attributor.Score(model, task, options);
+                    var every = Attributor.Score(model, task, options with { BackwardOnEveryRow = true });
+                    foreach (var s in AllSites)
+                        for (int l = 0; l < model.Config.Layers; l++)
+                        {
+                            var x = every.Get(s, l);
+                            var y = rows.Get(s, l);
+                            Assert.Equal(x.Length, y.Length);
+                            Assert.Contains(x, v => v != 0f);
+                            for (int i = 0; i < x.Length; i++)
+                                if (BitConverter.SingleToInt32Bits(x[i]) != BitConverter.SingleToInt32Bits(y[i]) && !(x[i] == 0f && y[i] == 0f))
+                                    Assert.Fail($"{which} {method} {baseline?.ToString() ?? "patch"} {s} layer {l} [{i}]: rows {y[i]:R}, every row {x[i]:R}");
+                        }
+                }
+        }
+        finally { Delete(dir); }
+    }
+
+    [Fact]
+    public void RowsAreLeftOutOnlyWhereTheProductsKeepTheirArithmetic()
+    {
+        using var model = new Llama(ModelLoader.Load(RepoPaths.Stories260KBin).Weights, CpuBackend.Instance);
+        // Input-gradient products of 8 rows or fewer take the few-row kernel, whose sums run in another order.
+        var batch = new TokenBatch([[1, 5, 6, 7, 8, 9, 10, 11], [1, 5, 6, 7, 8, 9, 10, 11]]);
+        var eight = BackwardRows.From(batch, [4, 4])!;
+        var nine = BackwardRows.From(batch, [4, 3])!;
+        Assert.Equal(8, eight.Computed.Length);
+        Assert.False(eight.AppliesTo(model));
+        Assert.Equal(9, nine.Computed.Length);
+        Assert.True(nine.AppliesTo(model));
+        // Every row asked for: nothing to leave out. A first position past the prompt leaves all of it out.
+        Assert.Null(BackwardRows.From(batch, [0, 0]));
+        Assert.Equal(Enumerable.Range(8, 8), BackwardRows.From(batch, [8, 0])!.Computed);
+        Assert.Throws<ArgumentOutOfRangeException>(() => BackwardRows.From(batch, [-1, 0]));
+        Assert.Throws<ArgumentException>(() => BackwardRows.From(batch, [0]));
+        Assert.Equal([2, 3, 0], BackwardRows.FirstDifferences([[1, 2, 3], [1, 2, 3], [4]], [[1, 2, 4], [1, 2, 3], [5]]));
+    }
+}
