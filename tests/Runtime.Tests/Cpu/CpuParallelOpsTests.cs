@@ -163,4 +163,18 @@ public class CpuParallelOpsTests
         B.Copy(ts, tc);
         Assert.Equal(src, Read(tc));
     }
+
+    /// <summary>The CPU backend hands a tensor's values over in place (no host array of its own): the values, all of them.</summary>
+    [Fact]
+    public void ReadOnHostHandsOverTheTensorsValues()
+    {
+        var src = Random(3 * 1111, seed: 7);
+        using var t = B.Upload(src, 3, 1111);
+        float[]? seen = null;
+        ((IBackend)B).ReadOnHost(t, v => seen = v.ToArray());
+        Assert.Equal(src, seen);
+        float[]? rows = null;
+        B.StartReadOnHost(t, 1, 2).Read(v => rows = v.ToArray());
+        Assert.Equal(src.AsSpan(1111, 2222).ToArray(), rows);
+    }
 }
