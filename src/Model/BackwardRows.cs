@@ -60,6 +60,26 @@ internal sealed class BackwardRows
     }
 
     /// <summary>
+    /// The top layer's rows for its MLP and W_o products: only the logit rows (<paramref name="logitRows"/>) carry a
+    /// gradient there, since the residual gradient starts at them and both products are row by row. Other computed
+    /// rows are added (their operands are zero, so are their results) until the product keeps the full backward's
+    /// arithmetic; these rows themselves when that takes all of them.
+    /// </summary>
+    public BackwardRows TopLayer(ReadOnlySpan<int> logitRows)
+    {
+        var keep = new HashSet<int>(logitRows.ToArray());
+        var rows = Computed.Where(keep.Contains).ToList();
+        foreach (int r in Computed)
+        {
+            if (Gemm.SameRowArithmetic(rows.Count, TotalRows, transposedB: false)) break;
+            if (!keep.Contains(r)) rows.Add(r);
+        }
+        if (rows.Count >= Computed.Length || !Gemm.SameRowArithmetic(rows.Count, TotalRows, transposedB: false)) return this;
+        rows.Sort();
+        return new BackwardRows(rows.ToArray(), TotalRows);
+    }
+
+    /// <summary>
     /// Whether a backward of <paramref name="model"/> leaves these rows out: every layer on the CPU backend, and the
     /// input-gradient products computing each row the same way at the compact and the full row count.
     /// </summary>

@@ -14,7 +14,7 @@ namespace NeuronTrace.Model;
 internal sealed class BackwardScratch(int rows, LlamaConfig c, int? compactRows = null) : IDisposable
 {
     Tensor[] _tensors = [];
-    readonly Dictionary<(int Width, int Slot), Tensor> _compact = [];
+    readonly Dictionary<(int Rows, int Width, int Slot), Tensor> _compact = [];
     IBackend? _be;
 
     /// <summary>dZ, dUpstream, dNorm, dQ [rows, dim]; dAct, dGate, dUp [rows, hidden]; dK, dV [rows, kv dim], zeroed, on <paramref name="be"/>.</summary>
@@ -30,13 +30,15 @@ internal sealed class BackwardScratch(int rows, LlamaConfig c, int? compactRows 
     }
 
     /// <summary>
-    /// The compact tensor [compact rows, <paramref name="width"/>] number <paramref name="slot"/> on the last <see cref="On"/>
-    /// device, made on first use: distinct slots of one width are distinct tensors.
+    /// The compact tensor [<paramref name="rows"/>, <paramref name="width"/>] number <paramref name="slot"/> on the last
+    /// <see cref="On"/> device, made on first use: distinct slots of one shape are distinct tensors. At most the compact
+    /// rows (the top layer's MLP and W_o products take fewer, BackwardRows.TopLayer).
     /// </summary>
-    public Tensor Compact(int width, int slot)
+    public Tensor Compact(int rows, int width, int slot)
     {
         if (compactRows is not int n || _be is null) throw new InvalidOperationException("this backward scratch has no compact rows");
-        if (!_compact.TryGetValue((width, slot), out var t)) _compact[(width, slot)] = t = _be.AllocateUninitialized(n, width);
+        if (rows > n) throw new ArgumentOutOfRangeException(nameof(rows), $"{rows} compact rows, the scratch has {n}");
+        if (!_compact.TryGetValue((rows, width, slot), out var t)) _compact[(rows, width, slot)] = t = _be.AllocateUninitialized(rows, width);
         return t;
     }
 

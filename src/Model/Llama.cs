@@ -342,6 +342,8 @@ internal sealed class Llama : IDisposable
         if (computed is not null && seed is not null) throw new ArgumentException("a seeded backward computes every row");
         using var scratch = new BackwardScratch(rows, c, computed?.Computed.Length);
         computed?.ClearOthers(dR);
+        // At the top layer the residual gradient is the head's, non-zero at the logit rows only (no seed there).
+        var topRows = seed is null ? computed?.TopLayer(pass.LogitRowIndex) : null;
         IBackend be = null!;
         Tensor cosTable = null!, sinTable = null!, dZ = null!, dUpstream = null!, dAct = null!, dGate = null!, dUp = null!, dNorm = null!,
             dQ = null!, dK = null!, dV = null!;
@@ -371,14 +373,14 @@ internal sealed class Llama : IDisposable
                 var dMlpOut = ThroughEdit(NodeSite.MlpOut, l, dR, dUpstream);
                 if (seedHere == NodeSite.MlpOut) { be.Copy(seed!.Value.Grad, dUpstream); dMlpOut = dUpstream; stopped = false; }
                 if (stopped) be.Fill(dAct, 0f);
-                else InputGradient([dMlpOut], [w.W2], dAct);
+                else InputGradient([dMlpOut], [w.W2], dAct, l == topLayer ? topRows : computed);
                 if (seedHere == NodeSite.MlpAct) { be.Add(dAct, seed!.Value.Grad); stopped = false; }
                 Record(NodeSite.MlpAct, l, dAct);
                 if (!stopped)
                 {
                     ScaleByEdit(NodeSite.MlpAct, l, dAct);
                     be.SwiGluBackward(dAct, s.Gate, s.Up, rules.Gate, dGate, dUp);
-                    InputGradient([dGate, dUp], [w.W1, w.W3], dNorm);
+                    InputGradient([dGate, dUp], [w.W1, w.W3], dNorm, l == topLayer ? topRows : computed);
                     be.RmsNormBackward(dNorm, s.Mid, w.FfnNorm, s.FfnRstd, rules.Norm, dR);
                 }
             }
@@ -386,7 +388,7 @@ internal sealed class Llama : IDisposable
             Record(NodeSite.Attn, l, dR);
             var dAttnOut = ThroughEdit(NodeSite.Attn, l, dR, dUpstream);
             if (seedHere == NodeSite.Attn) { be.Copy(seed!.Value.Grad, dUpstream); dAttnOut = dUpstream; }
-            InputGradient([dAttnOut], [w.Wo], dZ);
+            InputGradient([dAttnOut], [w.Wo], dZ, l == topLayer ? topRows : computed);
             if (seedHere == NodeSite.AttnZ) be.Add(dZ, seed!.Value.Grad);
             Record(NodeSite.AttnZ, l, dZ);
             ScaleByEdit(NodeSite.AttnZ, l, dZ);
@@ -394,7 +396,7 @@ internal sealed class Llama : IDisposable
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
             be.Rope(dQ, c.Heads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
             be.Rope(dK, c.KvHeads, batch.SeqLen, cosTable, sinTable, interleaved, inverse: true);
-            InputGradient([dQ, dK, dV], [w.Wq, w.Wk, w.Wv], dNorm);
+            InputGradient([dQ, dK, dV], [w.Wq, w.Wk, w.Wv], dNorm, computed);
             be.RmsNormBackward(dNorm, s.Input, w.AttnNorm, s.AttnRstd, rules.Norm, dR);
             be.PopRange();
             // dR: ∂m/∂r_l, the previous block's (edited) output.
@@ -404,18 +406,19 @@ internal sealed class Llama : IDisposable
 
         // dx = Σ dys[i]·ws[i]: over every row, or over the computed rows in compact scratch (a slot per operand of a
         // width, the result in the next slot of its width).
-        void InputGradient(ReadOnlySpan<Tensor> dys, ReadOnlySpan<Tensor> ws, Tensor dx)
+        void InputGradient(ReadOnlySpan<Tensor> dys, ReadOnlySpan<Tensor> ws, Tensor dx, BackwardRows? rowsHere)
         {
-            if (computed is null)
+            if (rowsHere is null)
             {
                 if (dys.Length == 1) be.MatMulInputGrad(dys[0], ws[0], dx, false);
                 else be.MatMulInputGradSum(dys, ws, dx);
                 return;
             }
+            int n = rowsHere.Computed.Length;
             var compactDys = new Tensor[dys.Length];
-            for (int i = 0; i < dys.Length; i++) compactDys[i] = scratch.Compact(dys[i].Columns, SlotsBefore(dys, i, dys[i].Columns));
-            var compactDx = scratch.Compact(dx.Columns, SlotsBefore(dys, dys.Length, dx.Columns));
-            computed.InputGradient(be, dys, ws, dx, compactDys, compactDx);
+            for (int i = 0; i < dys.Length; i++) compactDys[i] = scratch.Compact(n, dys[i].Columns, SlotsBefore(dys, i, dys[i].Columns));
+            var compactDx = scratch.Compact(n, dx.Columns, SlotsBefore(dys, dys.Length, dx.Columns));
+            rowsHere.InputGradient(be, dys, ws, dx, compactDys, compactDx);
         }
 
         static int SlotsBefore(ReadOnlySpan<Tensor> dys, int end, int width)

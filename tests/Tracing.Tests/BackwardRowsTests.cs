@@ -156,6 +156,11 @@ public class BackwardRowsTests
         Assert.Equal(Enumerable.Range(8, 8), BackwardRows.From(batch, [8, 0])!.Computed);
         Assert.Throws<ArgumentOutOfRangeException>(() => BackwardRows.From(batch, [-1, 0]));
         Assert.Throws<ArgumentException>(() => BackwardRows.From(batch, [0]));
+        // The top layer's MLP and W_o: the logit rows, then the first other computed rows up to 9 (the packed kernel).
+        var three = new TokenBatch([[1, 5, 6, 7, 8, 9, 10, 11], [1, 5, 6, 7, 8, 9, 10, 11], [1, 5, 6, 7, 8, 9, 10, 11]]);
+        var rows = BackwardRows.From(three, [0, 0, 4])!;
+        Assert.Equal([0, 1, 2, 3, 4, 5, 7, 15, 23], rows.TopLayer([7, 15, 23]).Computed);
+        Assert.Same(nine, nine.TopLayer([7, 15]));   // 9 rows already: nothing to leave out
         Assert.Equal([2, 3, 0], BackwardRows.FirstDifferences([[1, 2, 3], [1, 2, 3], [4]], [[1, 2, 4], [1, 2, 3], [5]]));
     }
 }

@@ -174,8 +174,10 @@ internal sealed record MemoryPlan
         items.Add(("backward scratch", igRows * (5L * d + 2L * kv + 3L * h) * e));
         // AtP and RelP on the CPU leave out the rows where no score can be non-zero (BackwardRows): the input-gradient
         // products then run on compact copies of the computed rows, at most every row, one tensor per operand of a width
-        // and the product's result (BackwardScratch.Compact).
-        if (cpu && !ig) items.Add(("backward scratch (computed rows)", rows * CompactBackwardWidths(c) * e));
+        // and the product's result (BackwardScratch.Compact); the top layer's MLP and W_o products on a second set of
+        // the logit rows, at least the few-row kernel's bound plus one (BackwardRows.TopLayer).
+        long topRows = Math.Min(rows, Math.Max(batch, Gemm.SmallMPlain + 1));
+        if (cpu && !ig) items.Add(("backward scratch (computed rows)", (rows + topRows) * CompactBackwardWidths(c) * e));
         // ScoreSums: one [positions + 1, Σ widths] slab per layer, scores added in place (no delta tensor); a CPU batch
         // split over two threads adds the second thread's slab.
         long slab = (long)(promptLength + 1) * siteWidths * layers;
