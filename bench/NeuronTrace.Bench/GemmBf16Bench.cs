@@ -5,9 +5,10 @@ using NeuronTrace.Runtime.Cpu;
 namespace NeuronTrace.Bench;
 
 /// <summary>
-/// <c>bench gemm-bf16 [--rounds R]</c>: the bf16-math products (<see cref="Gemm.MultiplyTransposedBBf16"/>,
-/// <see cref="Gemm.MultiplyBf16"/>) alone at the 1B-shape attribution's shapes (forward 192 rows: the paired forward's
-/// clean and patch rows; input gradient 128 rows), over 16 distinct weight matrices per shape so that the weights come
+/// <c>bench gemm-bf16 [--rounds R] [--fwd-rows M] [--bwd-rows M]</c>: the bf16-math products
+/// (<see cref="Gemm.MultiplyTransposedBBf16"/>, <see cref="Gemm.MultiplyBf16"/>) alone at the 1B-shape attribution's
+/// shapes (forward 192 rows: the paired forward's clean and patch rows; input gradient 64 rows: the clean rows from each
+/// pair's first differing token, BackwardRows), over 16 distinct weight matrices per shape so that the weights come
 /// from memory as in a pass, not from cache. Per shape: multiply-adds per CPU second (all threads) and per wall second.
 /// </summary>
 static class GemmBf16Bench
@@ -18,6 +19,9 @@ static class GemmBf16Bench
     {
         int ri = Array.IndexOf(rest, "--rounds");
         int rounds = ri >= 0 && ri + 1 < rest.Length ? int.Parse(rest[ri + 1]) : 3;
+        int Rows(string flag, int fallback) { int i = Array.IndexOf(rest, flag); return i >= 0 && i + 1 < rest.Length ? int.Parse(rest[i + 1]) : fallback; }
+        int fwdRows = Rows("--fwd-rows", 192), bwdRows = Rows("--bwd-rows", 64);
+        if (rounds < 1 || fwdRows < 1 || bwdRows < 1) throw new ArgumentException("--rounds, --fwd-rows and --bwd-rows must be positive");
         Console.WriteLine($"bf16 GEMM, {(CpuBf16Library.Available ? "AVX-512 BF16 micro-kernel" : "portable path: " + CpuBf16Library.WhyNot)}, {Environment.ProcessorCount} threads, 16 weight matrices per shape; uptime {BenchRunner.UptimeLine()}");
         Console.WriteLine($"{"weight",-8} {"op",-14} {"m",4} {"n",6} {"k",6} {"GMAC/cpu-s",10} {"GMAC/s",7}");
         var rng = new Random(1);
@@ -32,7 +36,7 @@ static class GemmBf16Bench
             }
             foreach (bool forward in new[] { true, false })
             {
-                int m = forward ? 192 : 128, cn = forward ? n : k, ck = forward ? k : n;
+                int m = forward ? fwdRows : bwdRows, cn = forward ? n : k, ck = forward ? k : n;
                 var a = new float[m * ck];
                 for (int i = 0; i < a.Length; i++) a[i] = (float)(rng.NextDouble() * 2 - 1);
                 var c = new float[m * cn];
