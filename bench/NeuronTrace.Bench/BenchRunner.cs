@@ -173,7 +173,7 @@ static partial class BenchRunner
             Console.WriteLine($"    NeuronTrace (CPU, {Environment.ProcessorCount} threads, bf16-resident weights, bf16 math): {oursBf16,8:F3} pairs/s median ({batch / secondsBf16.Best:F3} best); {oursBf16Cpu:F2} CPU s per batch");
             // The same with the backward on every row, as PyTorch runs it: what leaving out the rows where no score can
             // be non-zero (BackwardRows; the pairs differ at the middle position) is worth.
-            var secondsEvery = Time(() => Attributor.Score(llamaBf16, task, options with { BackwardOnEveryRow = true }), iters);
+            var secondsEvery = Time(() => Attributor.Score(llamaBf16, task, options with { ComputeEveryRow = true }), iters);
             double oursEvery = batch / secondsEvery.Median;
             Console.WriteLine($"    NeuronTrace bf16 math, backward on every row:                         {oursEvery,8:F3} pairs/s median ({batch / secondsEvery.Best:F3} best)");
             var f32 = Torch("torch_attribution.py", model, batch, seq, iters, "--method", "relp", "--dtype", "f32", "--warmup", "1", "--sites", TorchSites);

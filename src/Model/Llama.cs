@@ -325,10 +325,10 @@ internal sealed class Llama : IDisposable
     /// The layer loop of every backward: dR holds ∂m/∂r_{top+1} (owned; becomes the embedding gradient or is disposed).
     /// A seed adds a gradient at one site of the top layer; stages of the top layer above the seed's site are skipped.
     /// With a <paramref name="sink"/> the site gradients go to it (no copies) and the result is null.
-    /// </summary>
     /// With <paramref name="computed"/> (no seed; CPU tensors) only those rows enter the input-gradient products: the other
     /// rows of dR are zeroed first and every other gradient's stay zero (products write the computed rows only, and the
     /// norms' backward adds nothing where its input gradient is zero).
+    /// </summary>
     SiteGradients? BackwardLayers(ForwardPass pass, Tensor dR, int topLayer, (NodeSite Site, Tensor Grad)? seed, BackwardRules rules,
         IReadOnlyCollection<NodeSite> sites, InterventionPlan? plan, int lowestLayer, Func<int, bool>? stopMlp, SiteGradientSink? sink,
         BackwardRows? computed = null)

@@ -67,13 +67,17 @@ internal static partial class PairedForward
     /// <paramref name="patchSites"/> (the baseline the scores read); its other tensors are an empty placeholder that any
     /// op rejects by shape. The caller disposes both. <paramref name="logits"/> false leaves the clean pass without
     /// logits (its head keeps the final norm's input and statistic, all a sparsely seeded backward reads).
+    /// <paramref name="lastRowsAtTop"/> runs the top layer's Q, W_o and MLP on the prompts' last rows only
+    /// (<see cref="TopLayerRows"/>, CPU): for AtP and RelP, whose scores at the top layer's other rows are zero whatever
+    /// the values; the top layer's tensors there then hold finite values of no meaning.
     /// </summary>
     /// <remarks>
     /// Each paired layer is split as soon as it is computed and freed once the next layer has read its output, so the
     /// paired forward holds one layer of its own at a time (issue 20: the whole paired pass plus two full halves was
     /// most of the activation memory at the 1B shape).
     /// </remarks>
-    public static (ForwardPass Clean, ForwardPass Patch) Run(Llama model, TokenBatch clean, TokenBatch patch, IReadOnlyCollection<NodeSite> patchSites, bool logits = true)
+    public static (ForwardPass Clean, ForwardPass Patch) Run(Llama model, TokenBatch clean, TokenBatch patch, IReadOnlyCollection<NodeSite> patchSites, bool logits = true,
+        bool lastRowsAtTop = false)
     {
         if (clean.Size != patch.Size || !clean.Lengths.AsSpan().SequenceEqual(patch.Lengths))
             throw new ArgumentException("paired forward: the clean and patch prompts must have equal lengths, prompt by prompt");
@@ -84,6 +88,7 @@ internal static partial class PairedForward
         model.CheckLength(both);
         if (model.Placement.Devices.All(b => b is IRowViews)) return RunAsViews(model, both, clean, patch, patchSites, logits);
         var shared = SharedPrefix.Of(clean, patch);   // patch rows before their first differing token: the clean rows' values
+        int[]? topRows = lastRowsAtTop ? TopLayerRows(both, shared?.Computed.Length ?? both.Rows) : null;
 
         int layers = model.Config.Layers;
         var cleanLayers = new List<LayerState>(layers);
@@ -99,7 +104,9 @@ internal static partial class PairedForward
             Tensor x = embedded, cleanInput = cleanEmbedded, patchInput = patchEmbedded;
             for (int l = 0; l < layers; l++)
             {
-                var s = model.ForwardLayer(l, x, both, null, shared is null ? null : new SharedPrefixShortcuts(model, l, shared));
+                ILayerShortcuts? shortcuts = l == layers - 1 && topRows is not null ? new TopLayerShortcuts(model, l, shared, topRows)
+                    : shared is null ? null : new SharedPrefixShortcuts(model, l, shared);
+                var s = model.ForwardLayer(l, x, both, null, shortcuts);
                 // The layer below (or the embedding) was read by this one: its paired tensors are no longer needed.
                 if (paired is null) embedded.Dispose();
                 else paired.Dispose();

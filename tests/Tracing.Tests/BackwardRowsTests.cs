@@ -12,7 +12,7 @@ namespace NeuronTrace.Tracing.Tests;
 /// <summary>
 /// A backward over some rows only (<see cref="BackwardRows"/>: each prompt from a first position to its last token) must
 /// give, at those rows, the gradients of the full backward bit for bit, and zero at every other row; the scores
-/// AtP and RelP add from it must equal those of the full backward (<see cref="AttributionOptions.BackwardOnEveryRow"/>)
+/// AtP and RelP add from it must equal those of the full backward (<see cref="AttributionOptions.ComputeEveryRow"/>)
 /// bit for bit.
 /// </summary>
 public class BackwardRowsTests
@@ -122,7 +122,7 @@ public class BackwardRowsTests
                 {
                     var options = new AttributionOptions { Method = method, BatchSize = 4, Sites = AllSites, Baseline = baseline };
                     var rows = Attributor.Score(model, task, options);
-                    var every = Attributor.Score(model, task, options with { BackwardOnEveryRow = true });
+                    var every = Attributor.Score(model, task, options with { ComputeEveryRow = true });
                     foreach (var s in AllSites)
                         for (int l = 0; l < model.Config.Layers; l++)
                         {
@@ -137,6 +137,62 @@ public class BackwardRowsTests
                 }
         }
         finally { Delete(dir); }
+    }
+
+    /// <summary>
+    /// The paired forward's top layer on the prompts' last rows (<see cref="PairedForward.TopLayerRows"/>): every layer
+    /// below, and the top layer at the last rows of both halves, equal the full paired forward bit for bit; the logits'
+    /// inputs too.
+    /// </summary>
+    [Theory, MemberData(nameof(Models))]
+    public void TopLayerOnTheLastRowsEqualsTheFullLayerThere(string which)
+    {
+        var (model, dir) = Open(which);
+        try
+        {
+            using var _ = model;
+            var task = Task(model, 4, seed: 6);
+            var clean = new TokenBatch(task.Pairs.Select(p => p.CleanIds).ToList());
+            var patch = new TokenBatch(task.Pairs.Select(p => p.PatchIds!).ToList());
+            Assert.True(PairedForward.Applies(model, clean.Rows), "the pairing must apply for this test to mean anything");
+            var (fc, fp) = PairedForward.Run(model, clean, patch, AllSites);
+            var (tc, tp) = PairedForward.Run(model, clean, patch, AllSites, lastRowsAtTop: true);
+            using var fullClean = fc; using var fullPatch = fp; using var topClean = tc; using var topPatch = tp;
+            Same(fullClean.FinalInput!, topClean.FinalInput!, clean.Size, r => r, "final input");
+            int top = model.Config.Layers - 1;
+            foreach (var (full, part, batch, half) in new[] { (fullClean, topClean, clean, "clean"), (fullPatch, topPatch, patch, "patch") })
+                for (int l = 0; l <= top; l++)
+                    foreach (var site in AllSites)
+                    {
+                        Tensor f = full.Site(site, l), t = part.Site(site, l);
+                        // Below the top layer every row; at the top layer each prompt's last row.
+                        if (l < top) Same(f, t, batch.Rows, r => r, $"{half} layer {l} {site}");
+                        else Same(f, t, batch.Size, batch.LastRow, $"{half} top layer {site}");
+                    }
+            // Fewer rows than the layer's products: the last rows padded to a multiple of 16, at least 17.
+            var both = new TokenBatch([.. task.Pairs.Select(p => p.CleanIds), .. task.Pairs.Select(p => p.PatchIds!)]);
+            var rows = PairedForward.TopLayerRows(both, both.Rows)!;
+            Assert.Equal(32, rows.Length);
+            Assert.Subset(rows.ToHashSet(), both.LastRows().ToHashSet());
+            Assert.Null(PairedForward.TopLayerRows(both, 32));   // no fewer than the products take: nothing saved
+        }
+        finally { Delete(dir); }
+    }
+
+    // Rows row(0) .. row(count - 1) of two [rows, width] tensors, bit for bit.
+    static void Same(Tensor expected, Tensor actual, int count, Func<int, int> row, string what)
+    {
+        var x = expected.Span;
+        var y = actual.Span;
+        Assert.Equal(x.Length, y.Length);
+        int width = expected.Columns;
+        for (int i = 0; i < count; i++)
+            for (int j = 0; j < width; j++)
+            {
+                float a = x[row(i) * width + j], b = y[row(i) * width + j];
+                if (BitConverter.SingleToInt32Bits(a) != BitConverter.SingleToInt32Bits(b) && !(a == 0f && b == 0f))
+                    Assert.Fail($"{what} row {row(i)} [{j}]: last rows at the top {b:R}, full {a:R}");
+            }
     }
 
     [Fact]

@@ -72,11 +72,12 @@ public sealed record AttributionOptions
     public bool CheckpointLayers { get; init; }
 
     /// <summary>
-    /// AtP and RelP: the backward computes every row, including those where no score can be non-zero (before a pair's
-    /// first differing token, and padding), which it otherwise leaves out (<see cref="Model.BackwardRows"/>). Same
-    /// scores, bit for bit: the reference that tests and the benchmark compare with.
+    /// AtP and RelP compute every row: the backward including the rows where no score can be non-zero (before a pair's
+    /// first differing token, and padding), which it otherwise leaves out (<see cref="Model.BackwardRows"/>), and the
+    /// paired forward's top layer on every row (otherwise its Q, W_o and MLP on the prompts' last rows only, the rows
+    /// that reach the logits). Same scores, bit for bit: the reference that tests and the benchmark compare with.
     /// </summary>
-    internal bool BackwardOnEveryRow { get; init; }
+    internal bool ComputeEveryRow { get; init; }
 
     /// <summary>Whether <c>NEURONTRACE_CHECKPOINT_LAYERS=1</c> forces <see cref="CheckpointLayers"/> on (tests, memory experiments).</summary>
     public static bool CheckpointForced => Environment.GetEnvironmentVariable("NEURONTRACE_CHECKPOINT_LAYERS") == "1";

@@ -121,7 +121,7 @@ internal static class Attributor
             void RunBatch(List<PromptPair> pairs, ScoreSums into, bool concurrentPatch)
             {
                 using var ctx = new BatchContext(model, pairs, metric, baseline, cleanMeans, meanBaseline, sites, positions, concurrentPatch, options.IgRowsPerPass,
-                    pairForwards && !checkpoint, checkpoint, options.BackwardOnEveryRow);
+                    pairForwards && !checkpoint, checkpoint, options.ComputeEveryRow, options.Method is AttributionMethod.AtP or AttributionMethod.RelP);
                 switch (options.Method)
                 {
                     case AttributionMethod.AtP: ctx.GradientTimesDelta(BackwardRules.Exact, into); break;
@@ -175,16 +175,17 @@ internal static class Attributor
         readonly int _igRowsPerPass;
         /// <summary>Every forward keeps only its layers' inputs; the backward recomputes each layer (<see cref="AttributionOptions.CheckpointLayers"/>).</summary>
         readonly bool _checkpoint;
-        /// <summary><see cref="AttributionOptions.BackwardOnEveryRow"/>.</summary>
-        readonly bool _backwardOnEveryRow;
+        /// <summary><see cref="AttributionOptions.ComputeEveryRow"/>.</summary>
+        readonly bool _computeEveryRow;
         /// <summary>Each clean row's position from the end, the score row it adds into; padding rows go to the spare last row.</summary>
         readonly int[] _scoreRowOf;
 
         public BatchContext(Llama model, List<PromptPair> pairs, Metric metric, Baseline baseline, SiteMeans? cleanMeans, PositionMeans? meanBaseline,
-            NodeSite[] sites, int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards, bool checkpoint, bool backwardOnEveryRow)
+            NodeSite[] sites, int positions, bool concurrentPatch, int igRowsPerPass, bool pairForwards, bool checkpoint, bool computeEveryRow,
+            bool gradientTimesDelta)
         {
             _model = model; _pairs = pairs; _metric = metric; _sites = sites; _baseline = baseline; _cleanMeans = cleanMeans;
-            _meanBaseline = meanBaseline; _igRowsPerPass = igRowsPerPass; _checkpoint = checkpoint; _backwardOnEveryRow = backwardOnEveryRow;
+            _meanBaseline = meanBaseline; _igRowsPerPass = igRowsPerPass; _checkpoint = checkpoint; _computeEveryRow = computeEveryRow;
             _clean = new TokenBatch(pairs.Select(p => p.CleanIds).ToList());
             _scoreRowOf = new int[_clean.Rows];
             Array.Fill(_scoreRowOf, positions);
@@ -196,8 +197,10 @@ internal static class Attributor
                 // checkpointed: the paired forward keeps every layer (the memory plan counts it only unchecked).
                 // A sparse seed (MetricGradient) never reads the logits: the classifier product is skipped.
                 bool sparseSeed = pairs.All(p => metric.ConstantGradient(p) is { Length: <= SparseSeedTerms });
+                // AtP and RelP read the top layer only through their scores and backward: its Q, W_o and MLP on the last
+                // rows only (PairedForward.TopLayerRows). IG reads every row's values (its path endpoints).
                 var (cleanPass, patchPass) = PairedForward.Run(model, _clean, new TokenBatch(pairs.Select(p => p.PatchIds!).ToList()), sites,
-                    logits: !sparseSeed);
+                    logits: !sparseSeed, lastRowsAtTop: gradientTimesDelta && !computeEveryRow);
                 _cleanPass = cleanPass;
                 _patchForward = Task.FromResult(patchPass);
                 return;
@@ -239,7 +242,7 @@ internal static class Attributor
             using var seed = MetricGradient(_cleanPass, replicas: 1);
             _model.Backward(_cleanPass, seed.Gradient, rules, _sites,
                 (s, l, g) => sums.Accumulate(s, l, _cleanPass.Site(s, l), BaselineOf(s, l), g, 1f, _scoreRowOf),
-                rows: _backwardOnEveryRow ? null : ScoredRows());
+                rows: _computeEveryRow ? null : ScoredRows());
         }
 
         /// <summary>
