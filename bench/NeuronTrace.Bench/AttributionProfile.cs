@@ -13,8 +13,8 @@ namespace NeuronTrace.Bench;
 /// not change: the process's CPU seconds, GC collections and pause time, and major page faults (a weight page read
 /// back from disk after the kernel dropped it). <c>--math fp32|bf16|both</c> (default fp32) picks the CPU math mode(s);
 /// <c>--gemm-shapes</c> adds, per timed pass, each product shape's calls, CPU seconds and multiply-adds per CPU second
-/// (<see cref="GemmTimes"/>), and the pass's CPU time outside the products. <c>--every-row</c> runs the backward
-/// on every row (<see cref="AttributionOptions.ComputeEveryRow"/>), as before rows were left out.
+/// (<see cref="GemmTimes"/>), and the pass's CPU time outside the products. <c>--every-row</c> computes every row
+/// (<see cref="AttributionOptions.ComputeEveryRow"/>: the backward, and the top layer's forward), as before rows were left out.
 /// </summary>
 static partial class BenchRunner
 {
@@ -41,7 +41,7 @@ static partial class BenchRunner
         var task = RandomPairs(batch, seq, w.Config.VocabSize);
         var options = new AttributionOptions { Method = AttributionMethod.RelP, BatchSize = batch, Sites = [NodeSite.Resid, NodeSite.Attn, NodeSite.MlpOut, NodeSite.MlpAct],
             ComputeEveryRow = rest.Contains("--every-row") };
-        Console.WriteLine($"attribution-profile {Name(model)} batch {batch} seq {seq}{(options.ComputeEveryRow ? ", backward on every row" : "")}, {iters} timed pass(es) per layer count after one warm-up; uptime {Uptime()}");
+        Console.WriteLine($"attribution-profile {Name(model)} batch {batch} seq {seq}{(options.ComputeEveryRow ? ", every row computed" : "")}, {iters} timed pass(es) per layer count after one warm-up; uptime {Uptime()}");
         Console.WriteLine($"{"math",5} {"layers",6} {"wall s",8} {"cpu s",8} {"gen0",5} {"gen1",5} {"gen2",5} {"gc pause s",10} {"majflt",7} {"minflt",8} {"VmHWM GB",9} {"anon GB",8} {"file GB",8} {"gc heap GB",10} {"gc commit GB",12}");
         foreach (int n in counts.Where(c => c <= w.Config.Layers))
         {
