@@ -46,6 +46,26 @@ internal static partial class PairedForward
         }
     }
 
+    /// <summary>The MLP of the compact rows <paramref name="x"/>: gate, up, act and its output, new tensors the caller disposes.</summary>
+    static (Tensor Gate, Tensor Up, Tensor Act, Tensor Out) CompactMlp(IBackend be, DeviceWeights.DeviceLayer w, Tensor x)
+    {
+        int n = x.Rows, hidden = w.W1.Shape[0];
+        Tensor gate = be.AllocateUninitialized(n, hidden), up = be.AllocateUninitialized(n, hidden), act = be.AllocateUninitialized(n, hidden),
+            o = be.AllocateUninitialized(n, w.W2.Shape[0]);
+        try
+        {
+            be.MatMulShared(x, [w.W1, w.W3], [gate, up]);
+            be.SwiGlu(gate, up, act);
+            be.MatMul(act, w.W2, o, false);
+            return (gate, up, act, o);
+        }
+        catch
+        {
+            gate.Dispose(); up.Dispose(); act.Dispose(); o.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>
     /// A paired layer's Q/K/V, W_o and MLP products over the <see cref="SharedPrefix.Computed"/> rows only, expanded back
     /// to every row of the layer state (a copy of the clean twin's row where the patch row is shared). The attention runs
@@ -84,14 +104,8 @@ internal static partial class PairedForward
         public bool Mlp(LayerState s)
         {
             using var x = Compact(s.FfnNormed);
-            int n = x.Rows, hidden = s.Gate.Columns;
-            using var gate = Be.AllocateUninitialized(n, hidden);
-            using var up = Be.AllocateUninitialized(n, hidden);
-            using var act = Be.AllocateUninitialized(n, hidden);
-            using var o = Be.AllocateUninitialized(n, s.MlpOut.Columns);
-            Be.MatMulShared(x, [W.W1, W.W3], [gate, up]);
-            Be.SwiGlu(gate, up, act);
-            Be.MatMul(act, W.W2, o, false);
+            var (gate, up, act, o) = CompactMlp(Be, W, x);
+            using var _g = gate; using var _u = up; using var _a = act; using var _o = o;
             // Gate and up are read by the clean pass's backward only (no patch pass keeps them, nor reads them after this):
             // their patch half stays unwritten. The clean rows are computed rows 0.. in order.
             int clean = s.Gate.Rows / 2;

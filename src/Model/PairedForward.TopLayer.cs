@@ -59,14 +59,8 @@ internal static partial class PairedForward
         public bool Mlp(LayerState s)
         {
             using var x = Gather(s.FfnNormed, rows);
-            int n = x.Rows, hidden = s.Gate.Columns;
-            using var gate = Be.AllocateUninitialized(n, hidden);
-            using var up = Be.AllocateUninitialized(n, hidden);
-            using var act = Be.AllocateUninitialized(n, hidden);
-            using var o = Be.AllocateUninitialized(n, s.MlpOut.Columns);
-            Be.MatMulShared(x, [W.W1, W.W3], [gate, up]);
-            Be.SwiGlu(gate, up, act);
-            Be.MatMul(act, W.W2, o, false);
+            var (gate, up, act, o) = CompactMlp(Be, W, x);
+            using var _g = gate; using var _u = up; using var _a = act; using var _o = o;
             Put(gate, s.Gate);
             Put(up, s.Up);
             Put(act, s.Act);

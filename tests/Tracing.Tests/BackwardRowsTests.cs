@@ -17,20 +17,14 @@ namespace NeuronTrace.Tracing.Tests;
 /// </summary>
 public class BackwardRowsTests
 {
-    static readonly NodeSite[] AllSites = [NodeSite.Resid, NodeSite.Attn, NodeSite.AttnZ, NodeSite.MlpOut, NodeSite.MlpAct];
-
-    /// <summary>Wide enough (hidden 640 × dim 128) for the products to be spread over the cores.</summary>
-    static LlamaWeights WideRandom() => RandomLlama.Create(RandomLlama.SmallConfig() with
-    {
-        Dim = 128, HiddenDim = 640, Heads = 4, KvHeads = 2, VocabSize = 300, Layers = 2,
-    }, seed: 11, scale: 0.1f);
+    static readonly NodeSite[] AllSites = PairedForwardTests.AllSites;
 
     public static TheoryData<string> Models() => new() { "stories260K", "wide", "stories260K-bf16" };
 
     /// <summary>The model, and a folder to delete afterwards (the bf16 copy of the bundled model), or null.</summary>
     static (Llama Model, string? Folder) Open(string which)
     {
-        if (which == "wide") return (new Llama(WideRandom(), CpuBackend.Instance), null);
+        if (which == "wide") return (new Llama(PairedForwardTests.WideRandom(), CpuBackend.Instance), null);
         var weights = ModelLoader.Load(RepoPaths.Stories260KBin).Weights;
         if (which == "stories260K") return (new Llama(weights, CpuBackend.Instance), null);
         string dir = Path.Combine(Path.GetTempPath(), $"nt-backward-rows-{Environment.ProcessId}-{Guid.NewGuid():N}");

@@ -16,12 +16,12 @@ namespace NeuronTrace.Tracing.Tests;
 /// </summary>
 public class PairedForwardTests
 {
-    static readonly NodeSite[] AllSites = [NodeSite.Resid, NodeSite.Attn, NodeSite.AttnZ, NodeSite.MlpOut, NodeSite.MlpAct];
+    internal static readonly NodeSite[] AllSites = [NodeSite.Resid, NodeSite.Attn, NodeSite.AttnZ, NodeSite.MlpOut, NodeSite.MlpAct];
     /// <summary>The tensors of <see cref="AllSites"/>: all that the patch pass keeps.</summary>
     static readonly string[] PatchKeeps = ["output", "attn out", "z", "mlp out", "act"];
 
     /// <summary>Wide enough (hidden 640 × dim 128 × 56+ rows) for the products to be shared across cores.</summary>
-    static LlamaWeights WideRandom() => RandomLlama.Create(RandomLlama.SmallConfig() with
+    internal static LlamaWeights WideRandom() => RandomLlama.Create(RandomLlama.SmallConfig() with
     {
         Dim = 128, HiddenDim = 640, Heads = 4, KvHeads = 2, VocabSize = 300, Layers = 2,
     }, seed: 11, scale: 0.1f);
