@@ -10,10 +10,13 @@ internal static partial class PairedForward
     /// prompt's last row. Every other row of the top layer reaches no logit (the logits are the last rows' only) and so
     /// carries no gradient: its score is zero whatever its values. Padded with the first other rows to a multiple of
     /// 16 rows, at least 17, so that the products and SwiGLU compute each row as over every row (the packed kernel, no
-    /// scalar tail; <see cref="SharedPrefix"/>'s padding); null when that is no fewer rows than the layer's products take.
+    /// scalar tail; <see cref="SharedPrefix"/>'s padding); null when that is no fewer rows than the layer's products take
+    /// (<paramref name="productRows"/>), or when the full layer's SwiGLU over them would take a scalar tail (its last
+    /// row's last values, which the compact rows would compute by the vector path).
     /// </summary>
-    internal static int[]? TopLayerRows(TokenBatch both, int productRows)
+    internal static int[]? TopLayerRows(TokenBatch both, int productRows, int hiddenDim)
     {
+        if ((long)productRows * hiddenDim % 16 != 0) return null;
         var rows = new SortedSet<int>(both.LastRows());
         for (int r = 0; r < both.Rows && (rows.Count % 16 != 0 || rows.Count <= Gemm.SmallMTransposedB); r++) rows.Add(r);
         return rows.Count >= productRows || !Gemm.SameRowArithmetic(rows.Count, productRows) ? null : [.. rows];

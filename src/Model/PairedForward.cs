@@ -88,7 +88,7 @@ internal static partial class PairedForward
         model.CheckLength(both);
         if (model.Placement.Devices.All(b => b is IRowViews)) return RunAsViews(model, both, clean, patch, patchSites, logits);
         var shared = SharedPrefix.Of(clean, patch);   // patch rows before their first differing token: the clean rows' values
-        int[]? topRows = lastRowsAtTop ? TopLayerRows(both, shared?.Computed.Length ?? both.Rows) : null;
+        int[]? topRows = lastRowsAtTop ? TopLayerRows(both, shared?.Computed.Length ?? both.Rows, model.Config.HiddenDim) : null;
 
         int layers = model.Config.Layers;
         var cleanLayers = new List<LayerState>(layers);

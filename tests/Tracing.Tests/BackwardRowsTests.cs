@@ -165,10 +165,14 @@ public class BackwardRowsTests
                     }
             // Fewer rows than the layer's products: the last rows padded to a multiple of 16, at least 17.
             var both = new TokenBatch([.. task.Pairs.Select(p => p.CleanIds), .. task.Pairs.Select(p => p.PatchIds!)]);
-            var rows = PairedForward.TopLayerRows(both, both.Rows)!;
+            int hidden = model.Config.HiddenDim;
+            var rows = PairedForward.TopLayerRows(both, both.Rows, hidden)!;
             Assert.Equal(32, rows.Length);
             Assert.Subset(rows.ToHashSet(), both.LastRows().ToHashSet());
-            Assert.Null(PairedForward.TopLayerRows(both, 32));   // no fewer than the products take: nothing saved
+            Assert.Null(PairedForward.TopLayerRows(both, 32, hidden));   // no fewer than the products take: nothing saved
+            // A full layer whose SwiGLU ends in a scalar tail (rows × hidden not a multiple of 16): not left out.
+            Assert.Null(PairedForward.TopLayerRows(both, 97, 172));
+            Assert.NotNull(PairedForward.TopLayerRows(both, 96, 172));
         }
         finally { Delete(dir); }
     }
