@@ -9,7 +9,8 @@ namespace NeuronTrace.Model;
 /// <remarks>
 /// A backward that computes only some rows (<see cref="BackwardRows"/>, <paramref name="compactRows"/> of them) adds the
 /// compact operands and results of its input-gradient products (<see cref="Compact"/>): at the 1B shape two
-/// [rows, hidden], two [rows, dim] and two [rows, kv dim] tensors.
+/// [rows, hidden], two [rows, dim] and two [rows, kv dim] tensors, and a set of fewer rows for the top layer's MLP and
+/// W_o (<see cref="BackwardRows.TopLayer"/>).
 /// </remarks>
 internal sealed class BackwardScratch(int rows, LlamaConfig c, int? compactRows = null) : IDisposable
 {
