@@ -97,7 +97,8 @@ internal sealed class BackwardRows
         for (int i = 0; i < dys.Length; i++) PairedForward.GatherRows(be, dys[i], Computed, compactDys[i]);
         if (dys.Length == 1) be.MatMulInputGrad(compactDys[0], ws[0], compactDx, false);
         else be.MatMulInputGradSum(compactDys, ws, compactDx);
-        CopyBack(compactDx, dx);
+        if (dx.Rows != TotalRows) throw new ArgumentException($"input gradient of {dx.Rows} rows for a {TotalRows}-row batch");
+        PairedForward.ScatterRows(compactDx, Computed, dx);
     }
 
     /// <summary>Zeroes every row of <paramref name="t"/> ([rows, width], a CPU tensor) that is not computed.</summary>
@@ -110,20 +111,6 @@ internal sealed class BackwardRows
             if (next < Computed.Length && Computed[next] == r) { next++; continue; }
             Array.Clear(data, r * width, width);
         }
-    }
-
-    // destination row Computed[i] = source row i: a copy, spread over the cores from CpuParallel.MinElements values on.
-    void CopyBack(Tensor source, Tensor destination)
-    {
-        float[] s = Host(source), d = Host(destination);
-        int width = source.Columns;
-        if (source.Rows != Computed.Length || destination.Rows != TotalRows || destination.Columns != width)
-            throw new ArgumentException($"copy back: [{source.Rows}, {width}] into [{destination.Rows}, {destination.Columns}] for {Computed.Length} of {TotalRows} rows");
-        var rows = Computed;
-        CpuParallel.For(rows.Length, (long)rows.Length * width, 1, (i0, i1) =>
-        {
-            for (int i = i0; i < i1; i++) Array.Copy(s, (long)i * width, d, (long)rows[i] * width, width);
-        });
     }
 
     static float[] Host(Tensor t) => t is CpuTensor c ? c.Data : throw new ArgumentException($"{t} is not a CPU tensor");

@@ -93,7 +93,7 @@ internal static partial class PairedForward
         void Put(Tensor compact, Tensor destination)
         {
             Be.Fill(destination, 0f);
-            Be.ScatterAddRows(compact, rows, destination);
+            ScatterRows(compact, rows, destination);
         }
     }
 }

@@ -50,6 +50,26 @@ internal static partial class PairedForward
     }
 
     /// <summary>
+    /// destination row rows[i] = source row i, the inverse of <see cref="GatherRows"/> (CPU tensors; the other rows of
+    /// destination are left as they are): compact rows put back, spread over the cores from CpuParallel.MinElements
+    /// values on. A copy, so a value keeps its bits (an add into zeros would turn −0 into +0).
+    /// </summary>
+    internal static void ScatterRows(Tensor source, ReadOnlySpan<int> rows, Tensor destination)
+    {
+        if (source is not CpuTensor s || destination is not CpuTensor d) throw new ArgumentException($"scatter rows: {source} and {destination} must be CPU tensors");
+        int width = source.Columns;
+        if (source.Rows != rows.Length || destination.Columns != width)
+            throw new ArgumentException($"scatter rows: [{source.Rows}, {width}] by {rows.Length} rows into [{destination.Rows}, {destination.Columns}]");
+        var index = rows.ToArray();
+        foreach (int r in index)
+            if ((uint)r >= (uint)destination.Rows) throw new ArgumentOutOfRangeException(nameof(rows), $"row {r} of {destination.Rows}");
+        CpuParallel.For(index.Length, (long)index.Length * width, 1, (i0, i1) =>
+        {
+            for (int i = i0; i < i1; i++) Array.Copy(s.Data, (long)i * width, d.Data, (long)index[i] * width, width);
+        });
+    }
+
+    /// <summary>
     /// Whether the clean and patch forwards of <paramref name="rows"/> clean rows run as one. On the CPU backend, when
     /// pairing leaves every row's arithmetic as it is in separate forwards (its forward is bound by reading the
     /// weights). On backends whose tensors take row views (<see cref="IRowViews"/>, the GPU), always: the halves are

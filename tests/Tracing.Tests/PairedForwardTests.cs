@@ -215,6 +215,21 @@ public class PairedForwardTests
         for (int i = 0; i < rows; i++) Assert.Equal(values[index[i] * width + 17], parallel.Span[i * width + 17]);
         using var small = be.Allocate(2, width);
         Assert.Throws<ArgumentOutOfRangeException>(() => PairedForward.GatherRows(be, source, [0, rows], small));
+
+        // The inverse: scattered back by the same index, the gathered rows give the source again, and a scatter of a
+        // few rows leaves the destination's other rows as they were; a row past the destination is refused.
+        using var back = be.Allocate(rows, width);
+        PairedForward.ScatterRows(parallel, index, back);
+        AssertSame(source, back, "scattered rows");
+        using var two = be.Upload(values.AsSpan(0, 2 * width).ToArray(), 2, width);
+        PairedForward.ScatterRows(two, [5, 1], back);
+        for (int j = 0; j < width; j += 97)
+        {
+            Assert.Equal(values[j], back.Span[5 * width + j]);
+            Assert.Equal(values[width + j], back.Span[width + j]);
+            Assert.Equal(values[2 * width + j], back.Span[2 * width + j]);
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => PairedForward.ScatterRows(two, [0, rows], back));
     }
 
     static void AssertSame(Tensor expected, Tensor actual, string what)
